@@ -1,0 +1,136 @@
+"""``convolens`` on the command line: serve, migrate, tokens, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from convolens.config import Settings
+from convolens.store import migrate, projects
+from convolens.store.db import Database
+
+
+def _db(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    migrate.upgrade(db)
+    return db
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from convolens.server.app import create_app
+
+    settings = Settings.from_env()
+    app = create_app(settings)
+    print(f"convolens serving on http://{args.host}:{args.port} ({_describe(settings)})", flush=True)
+    ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile} if args.ssl_certfile else {}
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **ssl)
+    return 0
+
+
+def _describe(settings: Settings) -> str:
+    if settings.is_sqlite:
+        return f"SQLite at {settings.database_url.removeprefix('sqlite:///')}"
+    return "PostgreSQL"
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    db = Database(settings.database_url)
+    migrate.upgrade(db)
+    print(f"schema is up to date ({_describe(settings)})")
+    return 0
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    try:
+        scopes = projects.parse_scopes(args.scope)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    db = _db(Settings.from_env())
+    with db.writer() as conn:
+        project_pk, created = projects.ensure_project(conn, args.project)
+        token, _ = projects.create_token(conn, project_pk, scopes, args.label)
+    if created:
+        print(f"created project {args.project!r}", file=sys.stderr)
+    print(f"token for project {args.project!r} with scopes {','.join(sorted(scopes))} "
+          "(shown once; store it now):", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    db = _db(Settings.from_env())
+    with db.reader() as conn:
+        rows = projects.list_tokens(conn, args.project)
+    print(f"{'id':>4}  {'prefix':<12} {'project':<20} {'scopes':<12} {'created':<20} {'last used':<20} status")
+    for r in rows:
+        status = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
+        last = f"{r.last_used_at:%Y-%m-%d %H:%M:%S}" if r.last_used_at else "never"
+        print(f"{r.pk:>4}  {r.prefix:<12} {r.project[:20]:<20} {r.scopes:<12} "
+              f"{r.created_at:%Y-%m-%d %H:%M:%S}  {last:<20} {status}")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    db = _db(Settings.from_env())
+    with db.writer() as conn:
+        count = projects.revoke_token(conn, args.token)
+    if count == 0:
+        print(f"error: no active token with id or prefix {args.token!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {count} token(s)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from convolens.demo import run_demo
+
+    return run_demo(host=args.host, port=args.port, conversations=args.conversations)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convolens", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API server (embedded SQLite unless CONVOLENS_DATABASE_URL)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    tokens = sub.add_parser("tokens", help="manage API tokens").add_subparsers(dest="action", required=True)
+    create = tokens.add_parser("create", help="create a token (and its project if new); printed once")
+    create.add_argument("--project", required=True)
+    create.add_argument("--scope", default="ingest,read", help="comma-separated: ingest, read")
+    create.add_argument("--label")
+    create.set_defaults(func=cmd_tokens_create)
+    listing = tokens.add_parser("list", help="list tokens (prefix, project, scopes, created, last used)")
+    listing.add_argument("--project")
+    listing.set_defaults(func=cmd_tokens_list)
+    revoke = tokens.add_parser("revoke", help="revoke a token by id or prefix; effective at once")
+    revoke.add_argument("token", help="the token's id or its prefix as shown by 'tokens list'")
+    revoke.set_defaults(func=cmd_tokens_revoke)
+
+    demo = sub.add_parser("demo", help="serve with a demo project seeded through the public API")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--conversations", type=int, default=300)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

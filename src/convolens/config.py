@@ -1,0 +1,62 @@
+"""Settings read from the environment (``CONVOLENS_*``), with the embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may carry. Over a bound: 413 (size) or 422 (shape), never a 500."""
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_decompressed_bytes: int = 50 * 1024 * 1024
+    max_batch_events: int = 1000
+    max_messages_per_conversation: int = 2000
+    max_content_chars: int = 100_000
+    max_metadata_keys: int = 64
+    max_metadata_key_chars: int = 128
+    max_metadata_value_chars: int = 2048
+    max_id_chars: int = 128
+    max_tenant_chars: int = 128
+    max_per_page: int = 100
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Limits:
+        env = os.environ if env is None else env
+        values = {}
+        for name in cls.__dataclass_fields__:
+            raw = env.get(f"CONVOLENS_{name.upper()}")
+            if raw is not None:
+                try:
+                    values[name] = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"CONVOLENS_{name.upper()} must be an integer, got {raw!r}") from exc
+        return cls(**values)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CONVOLENS_HOME", ".convolens"))
+
+
+def sqlite_url(home: Path) -> str:
+    return f"sqlite:///{(home / 'convolens.sqlite3').resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    home: Path
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = default_home()
+        url = os.environ.get("CONVOLENS_DATABASE_URL") or sqlite_url(home)
+        return cls(database_url=url, home=home, limits=Limits.from_env())
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

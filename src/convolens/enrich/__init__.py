@@ -1,0 +1,1 @@
+"""Enrichment: PII scrubbing, sentiment, language, embeddings, topics (built in the enrichment issue)."""

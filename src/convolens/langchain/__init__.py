@@ -1,0 +1,1 @@
+"""LangChain ContextCallbackHandler on top of the SDK (built in the SDK issue)."""

@@ -1,0 +1,1 @@
+"""Validation: the shapes a request may have (pydantic) and the size bounds it must keep."""

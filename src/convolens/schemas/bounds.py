@@ -1,0 +1,142 @@
+"""Configurable size bounds, checked after the shape is valid. Each violation names its field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from convolens.config import Limits
+from convolens.schemas.context import ContextConversation
+from convolens.schemas.ingest import ConversationEvent, CustomEvent, IngestBatch, MessageEvent
+
+
+@dataclass(frozen=True)
+class FieldError:
+    loc: tuple[str | int, ...]
+    msg: str
+
+    @property
+    def field(self) -> str:
+        out = ""
+        for part in self.loc:
+            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        return out
+
+    def as_dict(self) -> dict:
+        return {"loc": list(self.loc), "field": self.field, "msg": self.msg}
+
+
+def _has_control_chars(value: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+
+
+class _Checker:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.errors: list[FieldError] = []
+
+    def text(self, loc: tuple, value: str | None, max_chars: int) -> None:
+        if value is None:
+            return
+        if len(value) > max_chars:
+            self.errors.append(FieldError(loc, f"is {len(value)} characters long; the limit is {max_chars}"))
+        elif "\x00" in value:
+            # PostgreSQL text cannot hold NUL; refusing it keeps both backends storing the same bytes.
+            self.errors.append(FieldError(loc, "must not contain NUL characters"))
+
+    def identifier(self, loc: tuple, value: str | None, max_chars: int | None = None) -> None:
+        if value is None:
+            return
+        max_chars = max_chars or self.limits.max_id_chars
+        if not value:
+            self.errors.append(FieldError(loc, "must not be empty"))
+        elif len(value) > max_chars:
+            self.errors.append(FieldError(loc, f"is {len(value)} characters long; the limit is {max_chars}"))
+        elif _has_control_chars(value):
+            self.errors.append(FieldError(loc, "must not contain control characters"))
+
+    def metadata(self, loc: tuple, metadata: Mapping | None) -> None:
+        if not metadata:
+            return
+        lim = self.limits
+        if len(metadata) > lim.max_metadata_keys:
+            self.errors.append(
+                FieldError(loc, f"has {len(metadata)} keys; the limit is {lim.max_metadata_keys}")
+            )
+            return
+        for key, value in metadata.items():
+            if not key or len(key) > lim.max_metadata_key_chars:
+                self.errors.append(
+                    FieldError((*loc, key[:40]), f"key must be 1 to {lim.max_metadata_key_chars} characters")
+                )
+            if _has_control_chars(key):
+                self.errors.append(FieldError((*loc, key[:40]), "key must not contain control characters"))
+            if isinstance(value, str) and "\x00" in value:
+                self.errors.append(FieldError((*loc, key[:40]), "value must not contain NUL characters"))
+            if isinstance(value, str) and len(value) > lim.max_metadata_value_chars:
+                self.errors.append(
+                    FieldError(
+                        (*loc, key[:40]),
+                        f"value is {len(value)} characters long; the limit is {lim.max_metadata_value_chars}",
+                    )
+                )
+
+
+def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
+    c = _Checker(limits)
+    if len(batch.events) > limits.max_batch_events:
+        c.errors.append(
+            FieldError(("events",), f"has {len(batch.events)} events; the limit is {limits.max_batch_events}")
+        )
+        return c.errors
+    for i, event in enumerate(batch.events):
+        loc = ("events", i)
+        c.identifier((*loc, "conversation_id"), getattr(event, "conversation_id", None))
+        c.identifier((*loc, "id"), getattr(event, "id", None))
+        c.identifier((*loc, "user_id"), getattr(event, "user_id", None))
+        c.identifier((*loc, "tenant_id"), getattr(event, "tenant_id", None), limits.max_tenant_chars)
+        if isinstance(event, ConversationEvent):
+            c.metadata((*loc, "metadata"), event.metadata)
+            c.text((*loc, "feedback"), event.feedback, limits.max_content_chars)
+        elif isinstance(event, MessageEvent):
+            c.text((*loc, "content"), event.content, limits.max_content_chars)
+            c.text((*loc, "name"), event.name, limits.max_id_chars)
+            c.text((*loc, "model"), event.model, limits.max_id_chars)
+            c.text((*loc, "error"), event.error, limits.max_content_chars)
+            c.metadata((*loc, "metadata"), event.metadata)
+        elif isinstance(event, CustomEvent):
+            c.text((*loc, "name"), event.name, limits.max_id_chars)
+            c.metadata((*loc, "properties"), event.properties)
+        else:
+            c.text((*loc, "feedback"), getattr(event, "feedback", None), limits.max_content_chars)
+    return c.errors
+
+
+def check_context_conversation(
+    conversation: ContextConversation, limits: Limits, *, thread_id: str | None = None,
+    tenant_id: str | None = None,
+) -> list[FieldError]:
+    c = _Checker(limits)
+    loc = ("conversation",)
+    c.identifier((*loc, "id"), thread_id)
+    c.identifier(("tenant_id",), tenant_id, limits.max_tenant_chars)
+    c.metadata((*loc, "metadata"), conversation.metadata)
+    c.text((*loc, "feedback"), conversation.feedback, limits.max_content_chars)
+    if len(conversation.messages) > limits.max_messages_per_conversation:
+        c.errors.append(
+            FieldError(
+                (*loc, "messages"),
+                f"has {len(conversation.messages)} messages; the limit is {limits.max_messages_per_conversation}",
+            )
+        )
+        return c.errors
+    for i, message in enumerate(conversation.messages):
+        mloc = (*loc, "messages", i)
+        c.text((*mloc, "message"), message.message, limits.max_content_chars)
+        c.text((*mloc, "name"), message.name, limits.max_id_chars)
+        c.metadata((*mloc, "metadata"), message.metadata)
+    return c.errors
+
+
+def first_errors(errors: Iterable[FieldError], n: int = 20) -> list[dict]:
+    return [e.as_dict() for e in list(errors)[:n]]

@@ -1,0 +1,57 @@
+"""Context.ai's wire format (see shared/context-api.md), as read from the ``context-python`` SDK."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from convolens.schemas.ingest import Metadata, Rating
+
+
+class _Lenient(BaseModel):
+    # The SDK and older clients may send fields we do not know: ignore them rather than refuse the data.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContextMessage(_Lenient):
+    role: Literal["system", "user", "assistant", "tool"]
+    message: str
+    type: Literal["message", "tool", "event"] = "message"
+    event_timestamp: datetime | None = None
+    metadata: Metadata | None = None
+    rating: Rating | None = None
+    name: str | None = None
+    thought: str | None = None
+    input: Any = None
+    observation: str | None = None
+
+
+class ContextConversation(_Lenient):
+    messages: list[ContextMessage] = Field(default_factory=list)
+    metadata: Metadata | None = None
+    feedback: str | None = None
+
+
+class ContextThread(ContextConversation):
+    id: str | None = None
+
+
+class ConversationBody(_Lenient):
+    conversation: ContextConversation
+    tenant_id: str | None = None
+
+
+class ThreadBody(_Lenient):
+    conversation: ContextThread
+    tenant_id: str | None = None
+
+
+class ThreadRating(_Lenient):
+    id: str | None = None
+    rating: Rating | None = None
+
+
+class ThreadRatingsBody(_Lenient):
+    messages: list[ThreadRating]

@@ -1,0 +1,118 @@
+"""The native ingestion batch (``POST /api/v1/ingest``): the one internal command every writer speaks.
+
+The Context-compatible endpoints translate their bodies into this same ``IngestBatch`` so that the store
+has a single write path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
+
+Role = Literal["system", "user", "assistant", "tool"]
+MessageKind = Literal["message", "tool", "event"]
+Rating = Literal[-1, 0, 1]
+MetadataValue = str | int | float | bool | None
+Metadata = dict[str, MetadataValue]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConversationEvent(_Event):
+    """Create or update a conversation (a Context *thread*). Later values win; absent ones are kept."""
+
+    type: Literal["conversation"]
+    id: str
+    tenant_id: str | None = None
+    user_id: str | None = None
+    metadata: Metadata | None = None
+    feedback: str | None = None
+    timestamp: datetime | None = None
+
+
+class MessageEvent(_Event):
+    """One message. ``id`` makes a retry idempotent; without it the server makes one."""
+
+    type: Literal["message"]
+    conversation_id: str
+    id: str | None = None
+    role: Role
+    content: str
+    kind: MessageKind = "message"
+    name: str | None = None
+    timestamp: datetime | None = None
+    metadata: Metadata | None = None
+    rating: Rating | None = None
+    model: str | None = None
+    input_tokens: NonNegativeInt | None = None
+    output_tokens: NonNegativeInt | None = None
+    latency_ms: NonNegativeFloat | None = None
+    error: str | None = None
+    extra: dict[str, Any] | None = None
+    # Convenience for SDKs that send messages before (or instead of) a conversation event.
+    user_id: str | None = None
+    tenant_id: str | None = None
+
+
+class RatingEvent(_Event):
+    """Thumbs up/down on one message (``message_id``) or, without it, on the conversation's last reply."""
+
+    type: Literal["rating"]
+    conversation_id: str
+    message_id: str | None = None
+    rating: Rating
+
+
+class FeedbackEvent(_Event):
+    type: Literal["feedback"]
+    conversation_id: str
+    feedback: str
+
+
+class CustomEvent(_Event):
+    """A product event inside a conversation (``Checkout``, ``Escalated``…), shown inline in transcripts."""
+
+    type: Literal["event"]
+    conversation_id: str
+    id: str | None = None
+    name: str
+    properties: Metadata | None = None
+    timestamp: datetime | None = None
+    user_id: str | None = None
+
+
+IngestEvent = Annotated[
+    ConversationEvent | MessageEvent | RatingEvent | FeedbackEvent | CustomEvent,
+    Field(discriminator="type"),
+]
+
+
+class ClientStats(BaseModel):
+    """What an SDK reports about itself (events it had to drop, retries)."""
+
+    model_config = ConfigDict(extra="allow")
+    sdk: str | None = None
+    dropped: NonNegativeInt = 0
+    retries: NonNegativeInt = 0
+
+
+class IngestBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[IngestEvent]
+    client: ClientStats | None = None
+
+
+class ItemResult(BaseModel):
+    index: int
+    status: Literal["created", "duplicate", "updated", "not_found"]
+    id: str | None = None
+    detail: str | None = None
+
+
+class IngestResponse(BaseModel):
+    accepted: int
+    results: list[ItemResult]

@@ -1,0 +1,1 @@
+"""JSON API routes: ingest (native), context (Context.ai-compatible), health."""

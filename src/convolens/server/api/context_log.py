@@ -1,0 +1,191 @@
+"""Context's log endpoints (``/api/v1/log/…``), translated into the native ``IngestBatch``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from convolens.config import Limits
+from convolens.schemas.bounds import check_context_conversation
+from convolens.schemas.context import (
+    ContextConversation,
+    ConversationBody,
+    ThreadBody,
+    ThreadRating,
+    ThreadRatingsBody,
+)
+from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent
+from convolens.server.api.deps import database, limits
+from convolens.server.auth import IngestToken
+from convolens.server.errors import ApiError, bound_violation
+from convolens.server.responses import JSONResponse
+from convolens.store import queries, upsert
+from convolens.store.db import Database
+from convolens.store.ingest import apply_batch, new_id
+from convolens.store.projects import TokenInfo
+from convolens.timeutil import utcnow
+
+router = APIRouter(tags=["context"])
+
+# Context continued an upserted conversation only if it was active in the last six hours.
+UPSERT_WINDOW = timedelta(hours=6)
+TenantQuery = Query(None, description="Tenant (embedded sub-account); may also come in the body.")
+
+
+def _tenant(query_value: str | None, body_value: str | None) -> str | None:
+    if query_value is not None and body_value is not None and query_value != body_value:
+        raise ApiError(422, "tenant_id in the query and in the body disagree",
+                       [{"field": "tenant_id", "loc": ["tenant_id"], "msg": "query and body disagree"}])
+    return body_value if body_value is not None else query_value
+
+
+def _check(conversation: ContextConversation, bounds: Limits, *, thread_id: str | None = None,
+           tenant_id: str | None = None, min_messages: int = 1) -> None:
+    errors = check_context_conversation(conversation, bounds, thread_id=thread_id, tenant_id=tenant_id)
+    if errors:
+        raise bound_violation(errors)
+    if len(conversation.messages) < min_messages:
+        raise ApiError(
+            422,
+            f"conversation.messages must hold at least {min_messages} message(s)",
+            [{"field": "conversation.messages", "loc": ["conversation", "messages"],
+              "msg": f"at least {min_messages} required"}],
+        )
+
+
+def _to_batch(conversation: ContextConversation, conversation_id: str, tenant_id: str | None,
+              *, skip: int = 0) -> tuple[IngestBatch, list[MessageEvent]]:
+    metadata = conversation.metadata or {}
+    user_id = metadata.get("user_id")
+    conversation_model = metadata.get("model")
+    events: list[Any] = [
+        ConversationEvent.model_construct(
+            type="conversation", id=conversation_id, tenant_id=tenant_id,
+            user_id=str(user_id)[:128] if user_id not in (None, "") else None,
+            metadata=conversation.metadata, feedback=conversation.feedback, timestamp=None,
+        )
+    ]
+    messages = []
+    for m in conversation.messages[skip:]:
+        extra = {k: v for k, v in (("thought", m.thought), ("input", m.input), ("observation", m.observation))
+                 if v is not None}
+        model = (m.metadata or {}).get("model", conversation_model) if m.role == "assistant" else None
+        event = MessageEvent.model_construct(
+            type="message", conversation_id=conversation_id, id=new_id(), role=m.role, content=m.message,
+            kind=m.type, name=m.name, timestamp=m.event_timestamp, metadata=m.metadata, rating=m.rating,
+            model=str(model)[:128] if model is not None else None, input_tokens=None, output_tokens=None,
+            latency_ms=None, error=None, extra=extra or None, user_id=None, tenant_id=None,
+        )
+        messages.append(event)
+    return IngestBatch.model_construct(events=events + messages, client=None), messages
+
+
+_OK = {"status": "ok"}
+
+
+@router.post("/api/v1/log/conversation", status_code=201)
+def log_conversation(
+    body: ConversationBody,
+    tenant_id: str | None = TenantQuery,
+    token: TokenInfo = IngestToken,
+    db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
+) -> JSONResponse:
+    """Log one whole conversation; every call makes a new conversation."""
+    tenant = _tenant(tenant_id, body.tenant_id)
+    _check(body.conversation, bounds, tenant_id=tenant)
+    conversation_id = new_id()
+    batch, _ = _to_batch(body.conversation, conversation_id, tenant)
+    with db.writer() as conn:
+        apply_batch(conn, token.project_pk, batch, utcnow())
+    return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
+
+
+@router.post("/api/v1/log/conversation/upsert", status_code=201)
+def log_conversation_upsert(
+    body: ConversationBody,
+    tenant_id: str | None = TenantQuery,
+    token: TokenInfo = IngestToken,
+    db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
+) -> JSONResponse:
+    """Log the whole history so far; a continuation of a recent conversation appends only what is new."""
+    tenant = _tenant(tenant_id, body.tenant_id)
+    conversation = body.conversation
+    _check(conversation, bounds, tenant_id=tenant)
+    pairs = [(m.role, m.message) for m in conversation.messages]
+    key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
+    now = utcnow()
+    with db.writer() as conn:
+        found = upsert.find_continuation(conn, token.project_pk, key, now - UPSERT_WINDOW, pairs)
+        if found is None:
+            if len(conversation.messages) < 2:
+                raise ApiError(
+                    422, "the first upsert of a conversation needs at least 2 messages",
+                    [{"field": "conversation.messages", "loc": ["conversation", "messages"],
+                      "msg": "at least 2 required for a new conversation"}],
+                )
+            conversation_id, skip = new_id(), 0
+        else:
+            conversation_id, skip = found
+        batch, _ = _to_batch(conversation, conversation_id, tenant, skip=skip)
+        apply_batch(conn, token.project_pk, batch, now)
+        if found is None:
+            upsert.set_upsert_key(conn, token.project_pk, conversation_id, key)
+    return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": len(pairs) - skip}},
+                        status_code=201)
+
+
+@router.post("/api/v1/log/conversation/thread", status_code=201)
+def log_conversation_thread(
+    body: ThreadBody,
+    tenant_id: str | None = TenantQuery,
+    token: TokenInfo = IngestToken,
+    db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
+) -> JSONResponse:
+    """Append messages to a thread (``id`` given, created if new) or start one (no ``id``)."""
+    tenant = _tenant(tenant_id, body.tenant_id)
+    thread = body.conversation
+    _check(thread, bounds, thread_id=thread.id, tenant_id=tenant)
+    thread_id = thread.id or new_id()
+    batch, messages = _to_batch(thread, thread_id, tenant)
+    with db.writer() as conn:
+        apply_batch(conn, token.project_pk, batch, utcnow())
+    appended = [{"id": m.id, "role": m.role, "message": m.content, "rating": m.rating} for m in messages]
+    return JSONResponse({**_OK, "data": {"id": thread_id, "appended_messages": appended}}, status_code=201)
+
+
+@router.patch("/api/v1/log/conversation/thread/{thread_id}")
+def rate_thread_messages(
+    thread_id: str,
+    body: ThreadRatingsBody | list[ThreadRating],
+    token: TokenInfo = IngestToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Rate messages of a thread: ``{"messages": [{"id", "rating"}]}``, or the SDK's positional array."""
+    entries = body.messages if isinstance(body, ThreadRatingsBody) else body
+    loc_root = ["messages"] if isinstance(body, ThreadRatingsBody) else []
+    with db.writer() as conn:
+        ids = queries.message_ids_at_positions(conn, token.project_pk, thread_id)
+        if ids is None:
+            raise ApiError(404, f"no thread {thread_id!r} in this project")
+        events = []
+        for i, entry in enumerate(entries):
+            if entry.rating is None:
+                continue
+            if entry.id is None and i >= len(ids):
+                raise ApiError(422, f"rating {i} has no message: the thread has {len(ids)} messages",
+                               [{"field": ".".join(map(str, [*loc_root, i])), "loc": [*loc_root, i],
+                                 "msg": "no message at this position"}])
+            message_id = entry.id if entry.id is not None else ids[i]
+            events.append(RatingEvent.model_construct(
+                type="rating", conversation_id=thread_id, message_id=message_id, rating=entry.rating))
+        outcome = apply_batch(conn, token.project_pk, IngestBatch.model_construct(events=events, client=None),
+                              utcnow())
+        missing = [r for r in outcome.results if r.status == "not_found"]
+        if missing:
+            raise ApiError(404, f"no message {missing[0].id!r} in thread {thread_id!r}")
+    return JSONResponse(_OK, status_code=200)

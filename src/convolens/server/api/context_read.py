@@ -1,0 +1,139 @@
+"""Context's read API: conversations with pagination and a time window, series, suggested topics."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from convolens.config import Limits
+from convolens.server.api.context_format import conversation_response
+from convolens.server.api.deps import database, limits
+from convolens.server.auth import ReadToken
+from convolens.server.errors import ApiError
+from convolens.server.responses import JSONResponse
+from convolens.store import queries
+from convolens.store.db import Database
+from convolens.store.projects import TokenInfo
+from convolens.timeutil import iso, to_naive_utc, utcnow
+
+router = APIRouter(tags=["read"])
+
+SERIES = ("sentiment", "rating", "volume")
+DEFAULT_DAYS_BACK = 6  # Context: "defaults to the beginning of 6 days ago"
+
+
+def _field_error(field: str, msg: str) -> ApiError:
+    return ApiError(422, f"{field}: {msg}", [{"field": field, "loc": ["query", field], "msg": msg}])
+
+
+def _parse_time(field: str, value: str | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        return to_naive_utc(datetime.fromisoformat(value.strip().replace(" ", "+")))
+    except ValueError:
+        raise _field_error(field, f"must be an ISO 8601 date or time, got {value[:40]!r}") from None
+
+
+def time_window(start_time: str | None, end_time: str | None) -> tuple[datetime, datetime]:
+    now = utcnow()
+    start = _parse_time("start_time", start_time)
+    end = _parse_time("end_time", end_time) or now
+    if start is None:
+        start = datetime.combine((end - timedelta(days=DEFAULT_DAYS_BACK)).date(), datetime.min.time())
+    if start > end:
+        raise _field_error("start_time", "must not be after end_time")
+    return start, end
+
+
+@router.get("/api/v1/conversations")
+def list_conversations(
+    start_time: str | None = None,
+    end_time: str | None = None,
+    page: int = Query(1, ge=1, le=1_000_000),
+    per_page: int = Query(20, ge=1),
+    tenant_id: str | None = None,
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
+) -> JSONResponse:
+    if per_page > bounds.max_per_page:
+        raise _field_error("per_page", f"must be at most {bounds.max_per_page}")
+    start, end = time_window(start_time, end_time)
+    with db.reader() as conn:
+        result = queries.list_conversations(
+            conn, token.project_pk, start=start, end=end, page=page, per_page=per_page, tenant_id=tenant_id
+        )
+    page_count = result.page_count
+    return JSONResponse(
+        {
+            "conversations": [conversation_response(c) for c in result.items],
+            "pagination": {
+                "total_records": result.total,
+                "per_page": per_page,
+                "current_page": page,
+                "previous_page": page - 1 if page > 1 else None,
+                "next_page": page + 1 if page < page_count else None,
+                "page_count": page_count,
+            },
+        }
+    )
+
+
+@router.get("/api/v1/conversations/series")
+def available_series(token: TokenInfo = ReadToken) -> JSONResponse:
+    return JSONResponse({"available": list(SERIES)})
+
+
+@router.get("/api/v1/conversations/series/{name}")
+def series(
+    name: Literal["sentiment", "rating", "volume"],
+    start_time: str | None = None,
+    end_time: str | None = None,
+    period: Literal["day", "week", "month"] = "day",
+    tenant_id: str | None = None,
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    start, end = time_window(start_time, end_time)
+    if (end - start).days > 3700:
+        raise _field_error("start_time", "the window may span at most about ten years")
+    query = {"volume": queries.volume_series, "rating": queries.rating_series,
+             "sentiment": queries.sentiment_series}[name]
+    with db.reader() as conn:
+        data = query(conn, token.project_pk, start=start, end=end, period=period, tenant_id=tenant_id)
+    return JSONResponse(
+        {
+            "series": [{"name": series_name, "data": values} for series_name, values in data.items()],
+            "type": name,
+            "period": period,
+            "start_time": iso(start),
+            "end_time": iso(end),
+        }
+    )
+
+
+@router.get("/api/v1/conversations/{conversation_id}")
+def get_conversation(
+    conversation_id: str,
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    with db.reader() as conn:
+        view = queries.get_conversation(conn, token.project_pk, conversation_id)
+    if view is None:
+        raise ApiError(404, f"no conversation {conversation_id!r} in this project")
+    return JSONResponse(conversation_response(view))
+
+
+@router.get("/api/v1/suggested_topics")
+def suggested_topics(
+    tenant_id: str | None = None,
+    page: int = Query(1, ge=1),
+    per_page: int = Query(20, ge=1, le=100),
+    token: TokenInfo = ReadToken,
+) -> JSONResponse:
+    # Suggested topics come from the enrichment worker's clustering; until it runs there are none.
+    return JSONResponse({"count": 0, "topics": []})

@@ -1,0 +1,37 @@
+"""``POST /api/v1/ingest``: the native batch API. One transaction per request; idempotent on ids."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from convolens.config import Limits
+from convolens.schemas.bounds import check_batch
+from convolens.schemas.ingest import IngestBatch, IngestResponse
+from convolens.server.api.deps import database, limits
+from convolens.server.auth import IngestToken
+from convolens.server.errors import bound_violation
+from convolens.server.responses import JSONResponse
+from convolens.store.db import Database
+from convolens.store.ingest import apply_batch
+from convolens.store.projects import TokenInfo
+from convolens.timeutil import utcnow
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)
+def ingest(
+    batch: IngestBatch,
+    token: TokenInfo = IngestToken,
+    db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
+) -> JSONResponse:
+    errors = check_batch(batch, bounds)
+    if errors:
+        raise bound_violation(errors)
+    with db.writer() as conn:
+        outcome = apply_batch(conn, token.project_pk, batch, utcnow())
+    response = IngestResponse(
+        accepted=sum(r.status != "not_found" for r in outcome.results), results=outcome.results
+    )
+    return JSONResponse(response.model_dump(exclude_none=True), status_code=202)

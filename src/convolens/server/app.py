@@ -1,0 +1,48 @@
+"""The FastAPI app factory: ``create_app(settings)``. Where a URL goes:
+
+- ``/api/v1/ingest``                    → server/api/ingest.py (native batches)
+- ``/api/v1/log/…``                     → server/api/context_log.py (Context-compatible writes)
+- ``/api/v1/conversations…``, ``/api/v1/suggested_topics`` → server/api/context_read.py
+- ``/healthz``, ``/readyz``             → server/api/health.py
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from convolens import __version__
+from convolens.config import Settings
+from convolens.server import errors
+from convolens.server.api import context_log, context_read, health, ingest
+from convolens.server.body import BoundedBodyMiddleware
+from convolens.store import migrate
+from convolens.store.db import Database
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    settings = settings or Settings.from_env()
+    db = Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            migrate.upgrade(db)
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="convolens",
+        version=__version__,
+        description="Self-hosted user analytics for LLM-powered products. Context.ai-compatible API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    errors.install(app)
+    app.add_middleware(BoundedBodyMiddleware, limits=settings.limits)
+    for module in (health, ingest, context_log, context_read):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,84 @@
+"""Every error the API returns has one shape: ``{"detail": "...", "errors": [{"field", "msg"}]}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from convolens.schemas.bounds import FieldError
+from convolens.server.responses import JSONResponse
+from convolens.store.db import DatabaseUnavailable
+
+log = logging.getLogger("convolens.server")
+
+RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, errors: Sequence[dict] = (), headers: dict | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = list(errors)
+        self.headers = headers
+
+
+def _field_name(loc: Sequence) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_errors(exc: ValidationError | RequestValidationError, prefix: Sequence = ()) -> list[dict]:
+    errors = []
+    for err in exc.errors()[:20]:
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        loc = [*prefix, *loc]
+        errors.append({"field": _field_name(loc), "loc": loc, "msg": err.get("msg", "invalid")})
+    return errors
+
+
+def invalid(errors: list[dict]) -> ApiError:
+    fields = ", ".join(e["field"] for e in errors[:5] if e.get("field"))
+    first = errors[0]["msg"] if errors else "invalid request"
+    return ApiError(422, f"invalid request: {fields}: {first}" if fields else f"invalid request: {first}", errors)
+
+
+def bound_violation(errors: list[FieldError]) -> ApiError:
+    return invalid([e.as_dict() for e in errors[:20]])
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "errors": exc.errors}, status_code=exc.status, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = invalid(validation_errors(exc))
+        return JSONResponse({"detail": err.detail, "errors": err.errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "errors": []}, status_code=exc.status_code,
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _db_down(_request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry later", "errors": []},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )

@@ -1,0 +1,1 @@
+"""Dashboard pages (built in the dashboard issue)."""

@@ -1,0 +1,166 @@
+"""Projects (the tenant boundary) and their API tokens.
+
+A token is ``cl_`` + 32 random bytes, shown once; only its SHA-256 is stored, so a leaked database
+does not leak working tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from convolens.store.tables import api_token, project
+from convolens.timeutil import utcnow
+
+TOKEN_PREFIX = "cl_"
+SCOPES = frozenset({"ingest", "read"})
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_pk: int
+    project_pk: int
+    project_name: str
+    scopes: frozenset[str]
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    pk: int
+    prefix: str
+    project: str
+    scopes: str
+    label: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def parse_scopes(raw: str | list[str] | tuple[str, ...]) -> frozenset[str]:
+    parts = raw.split(",") if isinstance(raw, str) else list(raw)
+    scopes = frozenset(p.strip() for p in parts if p.strip())
+    unknown = scopes - SCOPES
+    if not scopes or unknown:
+        raise ValueError(f"scopes must be a comma-separated subset of {sorted(SCOPES)}, got {raw!r}")
+    return scopes
+
+
+def get_project_pk(conn: Connection, name: str) -> int | None:
+    return conn.execute(select(project.c.pk).where(project.c.name == name)).scalar()
+
+
+def ensure_project(conn: Connection, name: str) -> tuple[int, bool]:
+    """The project's key, creating the project if needed; the flag says whether it was created."""
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise ValueError("project name must be 1 to 128 characters")
+    existing = get_project_pk(conn, name)
+    if existing is not None:
+        return existing, False
+    pk = conn.execute(
+        insert(project).values(name=name, created_at=utcnow(), settings={}).returning(project.c.pk)
+    ).scalar_one()
+    return pk, True
+
+
+def create_token(
+    conn: Connection, project_pk: int, scopes: frozenset[str], label: str | None = None
+) -> tuple[str, int]:
+    """Make a token; returns (the plaintext, shown once, and its key)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    pk = conn.execute(
+        insert(api_token)
+        .values(
+            project_pk=project_pk,
+            token_hash=hash_token(token),
+            prefix=token[:11],
+            scopes=",".join(sorted(scopes)),
+            label=label,
+            created_at=utcnow(),
+        )
+        .returning(api_token.c.pk)
+    ).scalar_one()
+    return token, pk
+
+
+def authenticate(conn: Connection, token: str) -> TokenInfo | None:
+    """The live token matching ``token``, or None. Revocation takes effect on the next request."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+        return None
+    digest = hash_token(token)
+    row = conn.execute(
+        select(
+            api_token.c.pk,
+            api_token.c.token_hash,
+            api_token.c.project_pk,
+            api_token.c.scopes,
+            api_token.c.last_used_at,
+            project.c.name,
+        )
+        .join(project, project.c.pk == api_token.c.project_pk)
+        .where(api_token.c.token_hash == digest, api_token.c.revoked_at.is_(None))
+    ).first()
+    # The lookup is by hash (an index probe); compare again in constant time for good measure.
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return TokenInfo(
+        token_pk=row.pk,
+        project_pk=row.project_pk,
+        project_name=row.name,
+        scopes=frozenset(row.scopes.split(",")),
+        last_used_at=row.last_used_at,
+    )
+
+
+def needs_last_used_update(info: TokenInfo) -> bool:
+    return info.last_used_at is None or utcnow() - info.last_used_at > _LAST_USED_RESOLUTION
+
+
+def touch_token(conn: Connection, token_pk: int) -> None:
+    conn.execute(update(api_token).where(api_token.c.pk == token_pk).values(last_used_at=utcnow()))
+
+
+def list_tokens(conn: Connection, project_name: str | None = None) -> list[TokenRow]:
+    query = (
+        select(
+            api_token.c.pk,
+            api_token.c.prefix,
+            project.c.name.label("project"),
+            api_token.c.scopes,
+            api_token.c.label,
+            api_token.c.created_at,
+            api_token.c.last_used_at,
+            api_token.c.revoked_at,
+        )
+        .join(project, project.c.pk == api_token.c.project_pk)
+        .order_by(api_token.c.pk)
+    )
+    if project_name is not None:
+        query = query.where(project.c.name == project_name)
+    return [TokenRow(**row._mapping) for row in conn.execute(query)]
+
+
+def revoke_token(conn: Connection, prefix_or_pk: str) -> int:
+    """Revoke the live token(s) whose prefix (or key) is given; returns how many were revoked."""
+    condition = (
+        api_token.c.pk == int(prefix_or_pk) if prefix_or_pk.isdigit() else api_token.c.prefix == prefix_or_pk
+    )
+    result = conn.execute(
+        update(api_token).where(condition, api_token.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    return result.rowcount
+
+
+def count_projects(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(project)).scalar_one()

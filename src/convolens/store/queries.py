@@ -1,0 +1,300 @@
+"""Reads: conversations with their messages, and time series. Every query is scoped to one project."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from convolens.store.dialect import Period, bucket
+from convolens.store.tables import conversation, end_user, message, project
+
+
+@dataclass
+class MessageView:
+    id: str
+    position: int
+    role: str
+    kind: str
+    name: str | None
+    content: str
+    created_at: datetime
+    metadata: dict[str, Any] | None
+    extra: dict[str, Any] | None
+    rating: int | None
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float | None
+    error: str | None
+    language: str | None
+    translation: str | None
+    sentiment: float | None
+
+
+@dataclass
+class ConversationView:
+    pk: int
+    id: str
+    tenant_id: str | None
+    user_id: str | None
+    metadata: dict[str, Any] | None
+    feedback: str | None
+    started_at: datetime
+    last_message_at: datetime
+    message_count: int
+    sentiment_trend: str | None
+    messages: list[MessageView] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    items: list[ConversationView]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def page_count(self) -> int:
+        return (self.total + self.per_page - 1) // self.per_page
+
+
+_CONVERSATION_COLUMNS = (
+    conversation.c.pk,
+    conversation.c.id,
+    conversation.c.tenant_id,
+    end_user.c.external_id.label("user_id"),
+    conversation.c.metadata,
+    conversation.c.feedback,
+    conversation.c.started_at,
+    conversation.c.last_message_at,
+    conversation.c.message_count,
+    conversation.c.sentiment_trend,
+)
+
+_MESSAGE_COLUMNS = tuple(
+    getattr(message.c, name) for name in MessageView.__dataclass_fields__
+) + (message.c.conversation_pk,)
+
+
+def _window(start: datetime, end: datetime, tenant_id: str | None, project_pk: int) -> list:
+    """Conversations active in [start, end]: their span overlaps the window."""
+    conditions = [
+        conversation.c.project_pk == project_pk,
+        conversation.c.last_message_at >= start,
+        conversation.c.started_at <= end,
+    ]
+    if tenant_id is not None:
+        conditions.append(conversation.c.tenant_id == tenant_id)
+    return conditions
+
+
+def list_conversations(
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    page: int = 1,
+    per_page: int = 20,
+    tenant_id: str | None = None,
+) -> Page:
+    conditions = _window(start, end, tenant_id, project_pk)
+    total = conn.execute(select(func.count()).select_from(conversation).where(*conditions)).scalar_one()
+    rows = conn.execute(
+        select(*_CONVERSATION_COLUMNS)
+        .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
+        .where(*conditions)
+        .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    items = [ConversationView(**row._mapping) for row in rows]
+    _attach_messages(conn, items)
+    return Page(items=items, total=total, page=page, per_page=per_page)
+
+
+def get_conversation(conn: Connection, project_pk: int, conversation_id: str) -> ConversationView | None:
+    row = conn.execute(
+        select(*_CONVERSATION_COLUMNS)
+        .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
+        .where(conversation.c.project_pk == project_pk, conversation.c.id == conversation_id)
+    ).first()
+    if row is None:
+        return None
+    view = ConversationView(**row._mapping)
+    _attach_messages(conn, [view])
+    return view
+
+
+def _attach_messages(conn: Connection, conversations: list[ConversationView]) -> None:
+    if not conversations:
+        return
+    by_pk = {c.pk: c for c in conversations}
+    rows = conn.execute(
+        select(*_MESSAGE_COLUMNS)
+        .where(message.c.conversation_pk.in_(list(by_pk)))
+        .order_by(message.c.conversation_pk, message.c.position)
+    )
+    for row in rows:
+        values = dict(row._mapping)
+        by_pk[values.pop("conversation_pk")].messages.append(MessageView(**values))
+
+
+def message_ids_at_positions(
+    conn: Connection, project_pk: int, conversation_id: str
+) -> list[str] | None:
+    """The ids of a conversation's messages in transcript order, or None if it does not exist."""
+    pk = conn.execute(
+        select(conversation.c.pk).where(
+            conversation.c.project_pk == project_pk, conversation.c.id == conversation_id
+        )
+    ).scalar()
+    if pk is None:
+        return None
+    return list(
+        conn.execute(
+            select(message.c.id)
+            .where(message.c.conversation_pk == pk, message.c.kind != "event")
+            .order_by(message.c.position)
+        ).scalars()
+    )
+
+
+# -- time series ---------------------------------------------------------------------------------
+
+def bucket_starts(start: datetime, end: datetime, period: Period) -> list[str]:
+    """Every bucket label between start and end, so that quiet periods show as zero, not as gaps."""
+    day = start.date()
+    if period == "week":
+        day -= timedelta(days=day.weekday())
+    elif period == "month":
+        day = day.replace(day=1)
+    labels = []
+    while day <= end.date():
+        labels.append(day.isoformat())
+        if period == "day":
+            day += timedelta(days=1)
+        elif period == "week":
+            day += timedelta(weeks=1)
+        else:
+            day = date(day.year + (day.month == 12), day.month % 12 + 1, 1)
+    return labels
+
+
+def volume_series(
+    conn: Connection, project_pk: int, *, start: datetime, end: datetime, period: Period,
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Conversations (by start) and messages (by time) per bucket."""
+    labels = bucket_starts(start, end, period)
+    conversations = dict.fromkeys(labels, 0.0)
+    messages = dict.fromkeys(labels, 0.0)
+    conv_bucket = bucket(conn, conversation.c.started_at, period)
+    conv_conditions = [
+        conversation.c.project_pk == project_pk,
+        conversation.c.started_at >= start,
+        conversation.c.started_at <= end,
+    ]
+    msg_conditions = [
+        message.c.project_pk == project_pk,
+        message.c.created_at >= start,
+        message.c.created_at <= end,
+        message.c.kind != "event",
+    ]
+    msg_from = message
+    if tenant_id is not None:
+        conv_conditions.append(conversation.c.tenant_id == tenant_id)
+        msg_from = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
+        msg_conditions.append(conversation.c.tenant_id == tenant_id)
+    for label, count in conn.execute(
+        select(conv_bucket, func.count()).where(*conv_conditions).group_by(conv_bucket)
+    ):
+        conversations[label] = float(count)
+    msg_bucket = bucket(conn, message.c.created_at, period)
+    for label, count in conn.execute(
+        select(msg_bucket, func.count()).select_from(msg_from).where(*msg_conditions).group_by(msg_bucket)
+    ):
+        messages[label] = float(count)
+    return {"conversations": conversations, "messages": messages}
+
+
+def rating_series(
+    conn: Connection, project_pk: int, *, start: datetime, end: datetime, period: Period,
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Thumbs up and down per bucket, and the average rating of the rated messages (buckets with none omitted)."""
+    labels = bucket_starts(start, end, period)
+    series: dict[str, dict[str, float]] = defaultdict(dict)
+    series["positive"] = dict.fromkeys(labels, 0.0)
+    series["negative"] = dict.fromkeys(labels, 0.0)
+    series["average"] = {}
+    msg_bucket = bucket(conn, message.c.created_at, period)
+    conditions = [
+        message.c.project_pk == project_pk,
+        message.c.created_at >= start,
+        message.c.created_at <= end,
+        message.c.rating.is_not(None),
+    ]
+    source = message
+    if tenant_id is not None:
+        source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
+        conditions.append(conversation.c.tenant_id == tenant_id)
+    query = (
+        select(
+            msg_bucket,
+            func.sum(case((message.c.rating > 0, 1), else_=0)),
+            func.sum(case((message.c.rating < 0, 1), else_=0)),
+            func.avg(message.c.rating),
+        )
+        .select_from(source)
+        .where(*conditions)
+        .group_by(msg_bucket)
+    )
+    for label, positive, negative, average in conn.execute(query):
+        series["positive"][label] = float(positive or 0)
+        series["negative"][label] = float(negative or 0)
+        series["average"][label] = round(float(average), 4)
+    return dict(series)
+
+
+def project_totals(conn: Connection, project_pk: int) -> dict[str, int]:
+    conversations = conn.execute(
+        select(func.count()).select_from(conversation).where(conversation.c.project_pk == project_pk)
+    ).scalar_one()
+    messages = conn.execute(
+        select(func.count()).select_from(message).where(message.c.project_pk == project_pk)
+    ).scalar_one()
+    return {"conversations": conversations, "messages": messages}
+
+
+def project_name(conn: Connection, project_pk: int) -> str | None:
+    return conn.execute(select(project.c.name).where(project.c.pk == project_pk)).scalar()
+
+
+
+def sentiment_series(
+    conn: Connection, project_pk: int, *, start: datetime, end: datetime, period: Period,
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Average sentiment of enriched user messages per bucket (buckets with none omitted)."""
+    msg_bucket = bucket(conn, message.c.created_at, period)
+    conditions = [
+        message.c.project_pk == project_pk,
+        message.c.created_at >= start,
+        message.c.created_at <= end,
+        message.c.role == "user",
+        message.c.sentiment.is_not(None),
+    ]
+    source = message
+    if tenant_id is not None:
+        source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
+        conditions.append(conversation.c.tenant_id == tenant_id)
+    rows = conn.execute(
+        select(msg_bucket, func.avg(message.c.sentiment)).select_from(source).where(*conditions)
+        .group_by(msg_bucket)
+    )
+    return {"average": {label: round(float(value), 4) for label, value in rows}}

@@ -1,0 +1,131 @@
+"""SQLAlchemy Core tables: the schema both backends share. Alembic migrations create and upgrade it.
+
+Times are stored as naive UTC datetimes on both backends so that comparisons and buckets behave alike.
+Internal integer keys (``pk``) join the tables; the client-visible ids are unique per project.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+Pk = BigInteger().with_variant(Integer(), "sqlite")
+
+project = Table(
+    "project",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("settings", JSON, nullable=False, default=dict),
+)
+
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("scopes", String(64), nullable=False),
+    Column("label", String(128)),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_used_at", DateTime),
+    Column("revoked_at", DateTime),
+)
+
+end_user = Table(
+    "end_user",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("external_id", String(128), nullable=False),
+    Column("first_seen", DateTime, nullable=False),
+    Column("last_seen", DateTime, nullable=False),
+    Column("properties", JSON),
+    UniqueConstraint("project_pk", "external_id", name="uq_end_user_project_external"),
+)
+
+conversation = Table(
+    "conversation",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("id", String(128), nullable=False),
+    Column("tenant_id", String(128)),
+    Column("end_user_pk", ForeignKey("end_user.pk", ondelete="SET NULL")),
+    Column("metadata", JSON),
+    Column("feedback", Text),
+    Column("started_at", DateTime, nullable=False),
+    Column("last_message_at", DateTime, nullable=False),
+    Column("message_count", Integer, nullable=False, default=0),
+    # Context's upsert: a hash of the metadata and first two messages finds the conversation to continue.
+    Column("upsert_key", String(64)),
+    Column("created_at", DateTime, nullable=False),
+    Column("sentiment_trend", String(8)),
+    UniqueConstraint("project_pk", "id", name="uq_conversation_project_id"),
+    Index("ix_conversation_project_last", "project_pk", "last_message_at"),
+    Index("ix_conversation_project_started", "project_pk", "started_at"),
+    Index("ix_conversation_project_tenant_last", "project_pk", "tenant_id", "last_message_at"),
+    Index("ix_conversation_project_upsert", "project_pk", "upsert_key"),
+)
+
+message = Table(
+    "message",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("conversation_pk", ForeignKey("conversation.pk", ondelete="CASCADE"), nullable=False),
+    Column("id", String(128), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(128)),
+    Column("content", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("ingested_at", DateTime, nullable=False),
+    Column("metadata", JSON),
+    Column("extra", JSON),
+    Column("rating", SmallInteger),
+    Column("model", String(128)),
+    Column("input_tokens", Integer),
+    Column("output_tokens", Integer),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    # Filled by the enrichment worker; NULL until then.
+    Column("language", String(8)),
+    Column("translation", Text),
+    Column("sentiment", Float),
+    Column("enriched_version", Integer),
+    UniqueConstraint("project_pk", "id", name="uq_message_project_id"),
+    Index("ix_message_conversation_position", "conversation_pk", "position"),
+    Index("ix_message_project_created", "project_pk", "created_at"),
+)
+
+client_report = Table(
+    "client_report",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("sdk", String(64)),
+    Column("dropped", Integer, nullable=False),
+    Column("retries", Integer, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Runs enrichment and rollups over pending messages (built in the enrichment issue)."""
