@@ -1,0 +1,101 @@
+"""``convolens demo``: serve, and seed a demo project through the public API on first start.
+
+The demo token is kept in ``$CONVOLENS_HOME/demo-token`` (readable by the owner only) so that
+re-running the demo prints the same token and does not seed twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from convolens.config import Settings
+from convolens.demo_data import generate
+from convolens.server.app import create_app
+from convolens.store import migrate, projects, queries
+from convolens.store.db import Database
+from convolens.timeutil import utcnow
+
+DEMO_PROJECT = "demo"
+BATCH_CONVERSATIONS = 50
+
+
+def demo_token(settings: Settings, db: Database) -> tuple[str, bool]:
+    """The demo project's token, and whether the project still needs its data."""
+    path = settings.home / "demo-token"
+    with db.writer() as conn:
+        project_pk, _ = projects.ensure_project(conn, DEMO_PROJECT)
+        token = path.read_text().strip() if path.exists() else ""
+        if not token or projects.authenticate(conn, token) is None:
+            token, _ = projects.create_token(conn, project_pk, frozenset({"ingest", "read"}), "demo")
+            _write_private(path, token)
+        empty = queries.project_totals(conn, project_pk)["conversations"] == 0
+    return token, empty
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+
+
+def seed(base_url: str, token: str, conversations: int) -> int:
+    """Send the demo conversations through ``POST /api/v1/ingest``; returns the number of messages."""
+    now = utcnow()
+    sent = 0
+    batch: list[dict] = []
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        for conv in generate(conversations, now=now - timedelta(minutes=5), days=28):
+            batch += conv.as_events()
+            sent += len(conv.messages)
+            if len(batch) >= BATCH_CONVERSATIONS * 8:
+                client.post("/api/v1/ingest", json={"events": batch}).raise_for_status()
+                batch = []
+        if batch:
+            client.post("/api/v1/ingest", json={"events": batch}).raise_for_status()
+        # A few through the Context-compatible endpoint too, as a Context user's app would send them.
+        for i in range(5):
+            client.post("/api/v1/log/conversation", json={"conversation": {
+                "messages": [{"role": "user", "message": f"Hello from a Context client #{i}"},
+                             {"role": "assistant", "message": "Hi! How can I help?"}],
+                "metadata": {"user_id": f"context-user-{i}", "model": "gpt-4o-mini"}}}).raise_for_status()
+            sent += 2
+    return sent
+
+
+def run_demo(host: str = "127.0.0.1", port: int = 8000, conversations: int = 300) -> int:
+    settings = Settings.from_env()
+    db = Database(settings.database_url)
+    migrate.upgrade(db)
+    token, needs_data = demo_token(settings, db)
+    db.dispose()
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning"))
+    base_url = f"http://{host}:{port}"
+
+    def seed_when_up() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.05)
+        if needs_data:
+            count = seed(base_url, token, conversations)
+            print(f"seeded the demo project with {conversations} conversations ({count} messages)", flush=True)
+        print(
+            f"\nconvolens demo is running on {base_url}\n"
+            f"demo API token (project '{DEMO_PROJECT}'): {token}\n"
+            f"try: curl -H 'Authorization: Bearer {token}' '{base_url}/api/v1/conversations?per_page=2'\n"
+            "stop with Ctrl+C",
+            flush=True,
+        )
+
+    threading.Thread(target=seed_when_up, name="convolens-demo-seed", daemon=True).start()
+    server.run()
+    return 0

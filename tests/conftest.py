@@ -1,0 +1,179 @@
+"""Shared fixtures: a real PostgreSQL and SQLite for every store test, real servers over real HTTP.
+
+PostgreSQL comes from, in order: ``CONVOLENS_TEST_POSTGRES_URL``; a server on 127.0.0.1:5432 (as on
+the CI machine); or the ``pgserver`` wheel (a PostgreSQL inside a pip package), started in a temp dir.
+With CI=true a missing PostgreSQL fails the run instead of skipping its tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from convolens.config import Limits, Settings
+from convolens.server.app import create_app
+from convolens.store import migrate, projects
+from convolens.store.db import Database
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _admin_url() -> tuple[str, object | None]:
+    """A psycopg URL of a PostgreSQL we may create databases on, and a handle keeping it alive."""
+    url = os.environ.get("CONVOLENS_TEST_POSTGRES_URL")
+    if url:
+        return url, None
+    if _port_open("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/test", None
+    try:
+        import tempfile
+
+        import pgserver  # a PostgreSQL server shipped inside a wheel (dev extra)
+    except ImportError:
+        return "", None
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="convolens-pg-"), cleanup_mode="stop")
+    return server.get_uri(), server
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    import psycopg
+
+    admin, handle = _admin_url()
+    if not admin:
+        message = "no PostgreSQL reachable (set CONVOLENS_TEST_POSTGRES_URL or install the dev extra)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"convolens_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {admin} unusable: {exc}")
+        pytest.skip(f"PostgreSQL unusable: {exc}")
+    base, _, query = admin.partition("?")
+    root = base.rsplit("/", 1)[0]
+    url = f"{root}/{name}" + (f"?{query}" if query else "")
+    yield url.replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    del handle
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'convolens.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate.upgrade(database)
+    yield database
+    database.dispose()
+
+
+@dataclass
+class Project:
+    name: str
+    pk: int
+    token: str  # ingest + read
+    ingest_token: str
+    read_token: str
+
+
+def make_project(db: Database, prefix: str = "p") -> Project:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    with db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, name)
+        both, _ = projects.create_token(conn, pk, frozenset({"ingest", "read"}))
+        ingest, _ = projects.create_token(conn, pk, frozenset({"ingest"}))
+        read, _ = projects.create_token(conn, pk, frozenset({"read"}))
+    return Project(name, pk, both, ingest, read)
+
+
+@pytest.fixture
+def project(db: Database) -> Project:
+    """A fresh project per test: tests never see each other's data, on either backend."""
+    return make_project(db)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    db: Database
+    settings: Settings
+
+    def client(self, token: str | None = None, **kwargs) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
+
+
+# Small bounds so the tests can cross each one cheaply.
+TEST_LIMITS = Limits(
+    max_body_bytes=256 * 1024,
+    max_decompressed_bytes=1024 * 1024,
+    max_batch_events=200,
+    max_messages_per_conversation=50,
+    max_content_chars=5000,
+    max_metadata_keys=10,
+    max_metadata_key_chars=40,
+    max_metadata_value_chars=200,
+    max_per_page=50,
+)
+
+
+@pytest.fixture(scope="session")
+def server(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The real app under uvicorn on a free loopback port, one per backend."""
+    settings = Settings(database_url=db.url, home=tmp_path_factory.mktemp("home"), limits=TEST_LIMITS)
+    app = create_app(settings)
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    yield RunningServer(f"http://127.0.0.1:{port}", app.state.db, settings)
+    uv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def api(server: RunningServer, project: Project) -> Iterator[httpx.Client]:
+    with server.client(project.token) as client:
+        yield client
+
+
+REPO = Path(__file__).resolve().parents[1]
