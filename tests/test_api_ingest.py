@@ -7,29 +7,44 @@ import zlib
 
 import httpx
 import pytest
-from conftest import TEST_LIMITS, Project, RunningServer, make_project
 
+from conftest import TEST_LIMITS, Project, RunningServer, make_project
 from convolens.store import projects
 
 
 def conv(cid: str = "c1", n: int = 2, **extra) -> list[dict]:
     events = [{"type": "conversation", "id": cid, "user_id": "u1", **extra}]
     events += [
-        {"type": "message", "conversation_id": cid, "id": f"{cid}-{i}",
-         "role": ("user", "assistant")[i % 2], "content": f"text {i}"}
+        {
+            "type": "message",
+            "conversation_id": cid,
+            "id": f"{cid}-{i}",
+            "role": ("user", "assistant")[i % 2],
+            "content": f"text {i}",
+        }
         for i in range(n)
     ]
     return events
 
 
 def test_batch_is_stored_and_reads_back(api: httpx.Client) -> None:
-    events = conv("c1", 2, metadata={"plan": "pro"}, tenant_id="acme") + [
+    events = [
+        *conv("c1", 2, metadata={"plan": "pro"}, tenant_id="acme"),
         {"type": "event", "conversation_id": "c1", "id": "e1", "name": "Checkout", "properties": {"sku": "x"}},
         {"type": "rating", "conversation_id": "c1", "message_id": "c1-1", "rating": 1},
         {"type": "feedback", "conversation_id": "c1", "feedback": "great"},
-        {"type": "message", "conversation_id": "c1", "id": "c1-2", "role": "assistant", "content": "more",
-         "model": "gpt-4o", "input_tokens": 12, "output_tokens": 30, "latency_ms": 812.5,
-         "timestamp": "2026-11-20T10:00:00+02:00"},
+        {
+            "type": "message",
+            "conversation_id": "c1",
+            "id": "c1-2",
+            "role": "assistant",
+            "content": "more",
+            "model": "gpt-4o",
+            "input_tokens": 12,
+            "output_tokens": 30,
+            "latency_ms": 812.5,
+            "timestamp": "2026-11-20T10:00:00+02:00",
+        },
     ]
     response = api.post("/api/v1/ingest", json={"events": events})
     assert response.status_code == 202, response.text
@@ -45,7 +60,10 @@ def test_batch_is_stored_and_reads_back(api: httpx.Client) -> None:
     assert by_id["e1"]["type"] == "event" and by_id["e1"]["name"] == "Checkout"
     assert by_id["c1-2"]["event_timestamp"] == "2026-11-20T08:00:00.000000Z"  # converted to UTC
     assert (by_id["c1-2"]["model"], by_id["c1-2"]["output_tokens"], by_id["c1-2"]["latency_ms"]) == (
-        "gpt-4o", 30, 812.5)
+        "gpt-4o",
+        30,
+        812.5,
+    )
 
 
 def test_retry_is_idempotent(api: httpx.Client) -> None:
@@ -58,8 +76,11 @@ def test_retry_is_idempotent(api: httpx.Client) -> None:
 
 def test_gzip_body(api: httpx.Client) -> None:
     payload = httpx.Request("POST", "/", json={"events": conv("gz", 2)}).read()
-    response = api.post("/api/v1/ingest", content=gzip.compress(payload),
-                        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    response = api.post(
+        "/api/v1/ingest",
+        content=gzip.compress(payload),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert response.status_code == 202, response.text
     assert len(api.get("/api/v1/conversations/gz").json()["messages"]) == 2
 
@@ -88,20 +109,43 @@ def test_body_over_the_limit_is_413(api: httpx.Client) -> None:
 @pytest.mark.parametrize(
     "body,field",
     [
-        ({"events": [{"type": "message", "conversation_id": "c", "role": "wizard", "content": "x"}]},
-         "events[0].message.role"),
-        ({"events": [{"type": "message", "conversation_id": "c", "role": "user", "content": 5}]},
-         "events[0].message.content"),
-        ({"events": [{"type": "message", "conversation_id": "c", "role": "user"}]},
-         "events[0].message.content"),
+        (
+            {"events": [{"type": "message", "conversation_id": "c", "role": "wizard", "content": "x"}]},
+            "events[0].message.role",
+        ),
+        (
+            {"events": [{"type": "message", "conversation_id": "c", "role": "user", "content": 5}]},
+            "events[0].message.content",
+        ),
+        ({"events": [{"type": "message", "conversation_id": "c", "role": "user"}]}, "events[0].message.content"),
         ({"events": [{"type": "teleport"}]}, "events[0]"),
         ({"events": [{"type": "rating", "conversation_id": "c", "rating": 5}]}, "events[0].rating.rating"),
-        ({"events": [{"type": "message", "conversation_id": "c", "role": "user", "content": "x",
-                      "input_tokens": -1}]}, "events[0].message.input_tokens"),
-        ({"events": [{"type": "message", "conversation_id": "c", "role": "user", "content": "x",
-                      "timestamp": "yesterday"}]}, "events[0].message.timestamp"),
-        ({"events": [{"type": "conversation", "id": "c", "metadata": {"nested": {"a": 1}}}]},
-         "events[0].conversation.metadata.nested"),
+        (
+            {
+                "events": [
+                    {"type": "message", "conversation_id": "c", "role": "user", "content": "x", "input_tokens": -1}
+                ]
+            },
+            "events[0].message.input_tokens",
+        ),
+        (
+            {
+                "events": [
+                    {
+                        "type": "message",
+                        "conversation_id": "c",
+                        "role": "user",
+                        "content": "x",
+                        "timestamp": "yesterday",
+                    }
+                ]
+            },
+            "events[0].message.timestamp",
+        ),
+        (
+            {"events": [{"type": "conversation", "id": "c", "metadata": {"nested": {"a": 1}}}]},
+            "events[0].conversation.metadata.nested",
+        ),
         ({"events": [{"type": "conversation", "id": "c", "surprise": 1}]}, "events[0].conversation.surprise"),
         ({"evnts": []}, "evnts"),
         ([1, 2], ""),
@@ -117,14 +161,13 @@ def test_wrong_shapes_are_422_naming_the_field(api: httpx.Client, body: object, 
 @pytest.mark.parametrize(
     "event,field",
     [
-        ({"type": "message", "conversation_id": "c", "role": "user", "content": "x" * 5001},
-         "events[0].content"),
-        ({"type": "message", "conversation_id": "c" * 129, "role": "user", "content": "x"},
-         "events[0].conversation_id"),
-        ({"type": "message", "conversation_id": "c", "role": "user", "content": "nul\x00byte"},
-         "events[0].content"),
-        ({"type": "conversation", "id": "c", "metadata": {f"k{i}": i for i in range(11)}},
-         "events[0].metadata"),
+        ({"type": "message", "conversation_id": "c", "role": "user", "content": "x" * 5001}, "events[0].content"),
+        (
+            {"type": "message", "conversation_id": "c" * 129, "role": "user", "content": "x"},
+            "events[0].conversation_id",
+        ),
+        ({"type": "message", "conversation_id": "c", "role": "user", "content": "nul\x00byte"}, "events[0].content"),
+        ({"type": "conversation", "id": "c", "metadata": {f"k{i}": i for i in range(11)}}, "events[0].metadata"),
         ({"type": "conversation", "id": "c", "metadata": {"k": "v" * 201}}, "events[0].metadata.k"),
         ({"type": "conversation", "id": "", "metadata": {}}, "events[0].id"),
         ({"type": "conversation", "id": "line\nbreak"}, "events[0].id"),
@@ -144,8 +187,10 @@ def test_too_many_events(api: httpx.Client) -> None:
 
 
 def test_a_rejected_batch_stores_nothing(api: httpx.Client) -> None:
-    events = conv("atomic", 2) + [{"type": "message", "conversation_id": "atomic", "role": "user",
-                                   "content": "x" * 6000}]
+    events = [
+        *conv("atomic", 2),
+        {"type": "message", "conversation_id": "atomic", "role": "user", "content": "x" * 6000},
+    ]
     assert api.post("/api/v1/ingest", json={"events": events}).status_code == 422
     assert api.get("/api/v1/conversations/atomic").status_code == 404
 
@@ -165,6 +210,7 @@ def test_unicode_round_trips(api: httpx.Client) -> None:
 
 
 # -- auth ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer not-a-token", "Bearer cl_wrong"])
 def test_missing_or_bad_token_is_401(server: RunningServer, header: str | None) -> None:
@@ -209,8 +255,12 @@ def test_a_token_of_project_a_cannot_see_project_b(server: RunningServer, projec
         assert len(b.get("/api/v1/conversations/secret-b").json()["messages"]) == 2
     # Ratings cannot reach into another project's messages either.
     with server.client(project.token) as a:
-        result = a.post("/api/v1/ingest", json={"events": [
-            {"type": "rating", "conversation_id": "secret-b", "message_id": "secret-b-1", "rating": -1}]})
+        result = a.post(
+            "/api/v1/ingest",
+            json={
+                "events": [{"type": "rating", "conversation_id": "secret-b", "message_id": "secret-b-1", "rating": -1}]
+            },
+        )
         assert result.json()["results"][0]["status"] == "not_found"
     with server.client(other.token) as b:
         assert [m["rating"] for m in b.get("/api/v1/conversations/secret-b").json()["messages"]] == [None, None]

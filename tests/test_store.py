@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import Project, make_project
 
+from conftest import Project, make_project
 from convolens.schemas.ingest import IngestBatch
 from convolens.store import migrate, queries
 from convolens.store.db import Database
@@ -26,11 +26,16 @@ def write(db: Database, project: Project, events: list[dict], now: datetime = T0
 def conversation_events(cid: str, at: datetime, n: int = 2, user: str = "u1", **conv) -> list[dict]:
     events = [{"type": "conversation", "id": cid, "user_id": user, **conv}]
     for i in range(n):
-        events.append({
-            "type": "message", "conversation_id": cid, "id": f"{cid}-m{i}",
-            "role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} of {cid}",
-            "timestamp": (at + timedelta(seconds=i)).isoformat(),
-        })
+        events.append(
+            {
+                "type": "message",
+                "conversation_id": cid,
+                "id": f"{cid}-m{i}",
+                "role": "user" if i % 2 == 0 else "assistant",
+                "content": f"message {i} of {cid}",
+                "timestamp": (at + timedelta(seconds=i)).isoformat(),
+            }
+        )
     return events
 
 
@@ -42,8 +47,9 @@ def test_migrations_match_the_tables(db: Database) -> None:
 
 
 def test_write_and_read_back(db: Database, project: Project) -> None:
-    outcome = write(db, project, conversation_events("c1", T0, 3, tenant_id="acme",
-                                                      metadata={"plan": "pro", "n": 3, "beta": True}))
+    outcome = write(
+        db, project, conversation_events("c1", T0, 3, tenant_id="acme", metadata={"plan": "pro", "n": 3, "beta": True})
+    )
     assert [r.status for r in outcome.results] == ["created"] * 4
     with db.reader() as conn:
         view = queries.get_conversation(conn, project.pk, "c1")
@@ -76,8 +82,12 @@ def test_duplicate_inside_one_batch(db: Database, project: Project) -> None:
 
 def test_messages_append_across_batches_in_order(db: Database, project: Project) -> None:
     write(db, project, conversation_events("c1", T0, 2))
-    write(db, project, [{"type": "message", "conversation_id": "c1", "id": "late", "role": "user",
-                         "content": "third"}], now=T0 + timedelta(hours=1))
+    write(
+        db,
+        project,
+        [{"type": "message", "conversation_id": "c1", "id": "late", "role": "user", "content": "third"}],
+        now=T0 + timedelta(hours=1),
+    )
     with db.reader() as conn:
         view = queries.get_conversation(conn, project.pk, "c1")
     assert [m.id for m in view.messages] == ["c1-m0", "c1-m1", "late"]
@@ -86,12 +96,16 @@ def test_messages_append_across_batches_in_order(db: Database, project: Project)
 
 def test_ratings_feedback_and_unknown_targets(db: Database, project: Project) -> None:
     write(db, project, conversation_events("c1", T0, 2))
-    outcome = write(db, project, [
-        {"type": "rating", "conversation_id": "c1", "message_id": "c1-m1", "rating": -1},
-        {"type": "feedback", "conversation_id": "c1", "feedback": "too slow"},
-        {"type": "rating", "conversation_id": "nope", "message_id": "x", "rating": 1},
-        {"type": "feedback", "conversation_id": "nope", "feedback": "x"},
-    ])
+    outcome = write(
+        db,
+        project,
+        [
+            {"type": "rating", "conversation_id": "c1", "message_id": "c1-m1", "rating": -1},
+            {"type": "feedback", "conversation_id": "c1", "feedback": "too slow"},
+            {"type": "rating", "conversation_id": "nope", "message_id": "x", "rating": 1},
+            {"type": "feedback", "conversation_id": "nope", "feedback": "x"},
+        ],
+    )
     assert [r.status for r in outcome.results] == ["updated", "updated", "not_found", "not_found"]
     with db.reader() as conn:
         view = queries.get_conversation(conn, project.pk, "c1")
@@ -118,8 +132,9 @@ def test_time_window_and_tenant_filter(db: Database, project: Project) -> None:
     with db.reader() as conn:
         recent = queries.list_conversations(conn, project.pk, start=T0 - timedelta(days=1), end=T0 + timedelta(1))
         everything = queries.list_conversations(conn, project.pk, start=T0 - timedelta(days=30), end=T0 + timedelta(1))
-        tenant_a = queries.list_conversations(conn, project.pk, start=T0 - timedelta(days=30),
-                                              end=T0 + timedelta(1), tenant_id="a")
+        tenant_a = queries.list_conversations(
+            conn, project.pk, start=T0 - timedelta(days=30), end=T0 + timedelta(1), tenant_id="a"
+        )
     assert [c.id for c in recent.items] == ["new"]
     assert [c.id for c in everything.items] == ["new", "old"]
     assert [c.id for c in tenant_a.items] == ["old"]
@@ -137,32 +152,41 @@ def test_projects_are_isolated(db: Database, project: Project) -> None:
     assert {m.content for m in mine.messages}.isdisjoint({"message 2 of same-id"})
 
 
-@pytest.mark.parametrize("period,expected", [
-    ("day", {"2026-03-09": 1.0, "2026-03-10": 2.0, "2026-03-11": 0.0}),
-    ("week", {"2026-03-09": 3.0}),
-    ("month", {"2026-03-01": 3.0}),
-])
+@pytest.mark.parametrize(
+    "period,expected",
+    [
+        ("day", {"2026-03-09": 1.0, "2026-03-10": 2.0, "2026-03-11": 0.0}),
+        ("week", {"2026-03-09": 3.0}),
+        ("month", {"2026-03-01": 3.0}),
+    ],
+)
 def test_volume_buckets(db: Database, project: Project, period: str, expected: dict) -> None:
     write(db, project, conversation_events("a", datetime(2026, 3, 9, 23, 59), 2))
     write(db, project, conversation_events("b", datetime(2026, 3, 10, 0, 1), 2))
     write(db, project, conversation_events("c", datetime(2026, 3, 10, 18, 0), 2))
     with db.reader() as conn:
-        series = queries.volume_series(conn, project.pk, start=datetime(2026, 3, 9),
-                                       end=datetime(2026, 3, 11, 12), period=period)
+        series = queries.volume_series(
+            conn, project.pk, start=datetime(2026, 3, 9), end=datetime(2026, 3, 11, 12), period=period
+        )
     assert series["conversations"] == expected
     assert sum(series["messages"].values()) == 6
 
 
 def test_rating_series(db: Database, project: Project) -> None:
     write(db, project, conversation_events("a", T0, 4))
-    write(db, project, [
-        {"type": "rating", "conversation_id": "a", "message_id": "a-m1", "rating": 1},
-        {"type": "rating", "conversation_id": "a", "message_id": "a-m3", "rating": -1},
-        {"type": "rating", "conversation_id": "a", "message_id": "a-m0", "rating": 1},
-    ])
+    write(
+        db,
+        project,
+        [
+            {"type": "rating", "conversation_id": "a", "message_id": "a-m1", "rating": 1},
+            {"type": "rating", "conversation_id": "a", "message_id": "a-m3", "rating": -1},
+            {"type": "rating", "conversation_id": "a", "message_id": "a-m0", "rating": 1},
+        ],
+    )
     with db.reader() as conn:
-        series = queries.rating_series(conn, project.pk, start=T0 - timedelta(days=1), end=T0 + timedelta(1),
-                                       period="day")
+        series = queries.rating_series(
+            conn, project.pk, start=T0 - timedelta(days=1), end=T0 + timedelta(1), period="day"
+        )
     assert series["positive"]["2026-03-10"] == 2.0
     assert series["negative"]["2026-03-10"] == 1.0
     assert series["average"] == {"2026-03-10": pytest.approx(1 / 3, abs=1e-3)}
@@ -176,7 +200,10 @@ def test_end_users_first_and_last_seen(db: Database, project: Project) -> None:
     write(db, project, conversation_events("a", T0, 2, user="alice"))
     write(db, project, conversation_events("b", T0 - timedelta(days=3), 2, user="alice"))
     with db.reader() as conn:
-        row = conn.execute(select(end_user.c.first_seen, end_user.c.last_seen).where(
-            end_user.c.project_pk == project.pk, end_user.c.external_id == "alice")).one()
+        row = conn.execute(
+            select(end_user.c.first_seen, end_user.c.last_seen).where(
+                end_user.c.project_pk == project.pk, end_user.c.external_id == "alice"
+            )
+        ).one()
     assert row.first_seen == T0 - timedelta(days=3)
     assert row.last_seen == T0 + timedelta(seconds=1)

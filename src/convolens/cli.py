@@ -26,7 +26,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     print(f"convolens serving on http://{args.host}:{args.port} ({_describe(settings)})", flush=True)
     ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile} if args.ssl_certfile else {}
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **ssl)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        **ssl,
+    )
     return 0
 
 
@@ -56,8 +63,10 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
         token, _ = projects.create_token(conn, project_pk, scopes, args.label)
     if created:
         print(f"created project {args.project!r}", file=sys.stderr)
-    print(f"token for project {args.project!r} with scopes {','.join(sorted(scopes))} "
-          "(shown once; store it now):", file=sys.stderr)
+    print(
+        f"token for project {args.project!r} with scopes {','.join(sorted(scopes))} (shown once; store it now):",
+        file=sys.stderr,
+    )
     print(token)
     return 0
 
@@ -70,8 +79,10 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     for r in rows:
         status = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
         last = f"{r.last_used_at:%Y-%m-%d %H:%M:%S}" if r.last_used_at else "never"
-        print(f"{r.pk:>4}  {r.prefix:<12} {r.project[:20]:<20} {r.scopes:<12} "
-              f"{r.created_at:%Y-%m-%d %H:%M:%S}  {last:<20} {status}")
+        print(
+            f"{r.pk:>4}  {r.prefix:<12} {r.project[:20]:<20} {r.scopes:<12} "
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}  {last:<20} {status}"
+        )
     return 0
 
 
@@ -100,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--graceful-timeout", type=float, default=10.0, help="seconds to let in-flight requests finish on shutdown"
+    )
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.set_defaults(func=cmd_serve)

@@ -62,10 +62,18 @@ def seed(base_url: str, token: str, conversations: int) -> int:
             client.post("/api/v1/ingest", json={"events": batch}).raise_for_status()
         # A few through the Context-compatible endpoint too, as a Context user's app would send them.
         for i in range(5):
-            client.post("/api/v1/log/conversation", json={"conversation": {
-                "messages": [{"role": "user", "message": f"Hello from a Context client #{i}"},
-                             {"role": "assistant", "message": "Hi! How can I help?"}],
-                "metadata": {"user_id": f"context-user-{i}", "model": "gpt-4o-mini"}}}).raise_for_status()
+            client.post(
+                "/api/v1/log/conversation",
+                json={
+                    "conversation": {
+                        "messages": [
+                            {"role": "user", "message": f"Hello from a Context client #{i}"},
+                            {"role": "assistant", "message": "Hi! How can I help?"},
+                        ],
+                        "metadata": {"user_id": f"context-user-{i}", "model": "gpt-4o-mini"},
+                    }
+                },
+            ).raise_for_status()
             sent += 2
     return sent
 

@@ -60,9 +60,7 @@ class _Checker:
             return
         lim = self.limits
         if len(metadata) > lim.max_metadata_keys:
-            self.errors.append(
-                FieldError(loc, f"has {len(metadata)} keys; the limit is {lim.max_metadata_keys}")
-            )
+            self.errors.append(FieldError(loc, f"has {len(metadata)} keys; the limit is {lim.max_metadata_keys}"))
             return
         for key, value in metadata.items():
             if not key or len(key) > lim.max_metadata_key_chars:
@@ -113,7 +111,10 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
 
 
 def check_context_conversation(
-    conversation: ContextConversation, limits: Limits, *, thread_id: str | None = None,
+    conversation: ContextConversation,
+    limits: Limits,
+    *,
+    thread_id: str | None = None,
     tenant_id: str | None = None,
 ) -> list[FieldError]:
     c = _Checker(limits)

@@ -71,9 +71,7 @@ class BoundedBodyMiddleware:
             await _reply(send, 400, str(exc))
             return
 
-        new_headers = [
-            (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")
-        ]
+        new_headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]
         new_headers.append((b"content-length", str(len(body)).encode()))
         scope = {**scope, "headers": new_headers}
         delivered = False
@@ -111,8 +109,11 @@ async def _reply(send: Send, status: int, detail: str) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                        (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})

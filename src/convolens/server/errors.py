@@ -60,9 +60,7 @@ def bound_violation(errors: list[FieldError]) -> ApiError:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail, "errors": exc.errors}, status_code=exc.status, headers=exc.headers
-        )
+        return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -71,8 +69,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "errors": []}, status_code=exc.status_code,
-                              headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"detail": exc.detail, "errors": []}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(_request: Request, exc: DatabaseUnavailable) -> JSONResponse:

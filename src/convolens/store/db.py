@@ -109,7 +109,14 @@ def _is_connectivity_error(exc: Exception) -> bool:
         return True
     if isinstance(exc, OperationalError):
         message = str(exc.orig).lower() if exc.orig else ""
-        busy = ("database is locked", "could not connect", "connection refused", "server closed",
-                "terminating connection", "connection", "timeout")
+        busy = (
+            "database is locked",
+            "could not connect",
+            "connection refused",
+            "server closed",
+            "terminating connection",
+            "connection",
+            "timeout",
+        )
         return exc.connection_invalidated or any(word in message for word in busy)
     return False

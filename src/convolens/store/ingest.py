@@ -79,8 +79,9 @@ class _BatchWriter:
 
     # -- look-ups -------------------------------------------------------------------------------
     def prefetch(self, batch: IngestBatch) -> None:
-        conversation_ids = list({e.conversation_id if not isinstance(e, ConversationEvent) else e.id
-                                 for e in batch.events})
+        conversation_ids = list(
+            {e.conversation_id if not isinstance(e, ConversationEvent) else e.id for e in batch.events}
+        )
         for chunk in _chunks(conversation_ids):
             rows = self.conn.execute(
                 select(conversation.c.pk, conversation.c.id, conversation.c.metadata).where(
@@ -88,9 +89,7 @@ class _BatchWriter:
                 )
             )
             for row in rows:
-                self.conversations[row.id] = _Conversation(
-                    id=row.id, pk=row.pk, exists=True, metadata=row.metadata
-                )
+                self.conversations[row.id] = _Conversation(id=row.id, pk=row.pk, exists=True, metadata=row.metadata)
         ids = [e.id for e in batch.events if isinstance(e, MessageEvent | CustomEvent) and e.id]
         ids += [e.message_id for e in batch.events if isinstance(e, RatingEvent) and e.message_id]
         for chunk in _chunks(list(set(ids))):
@@ -184,8 +183,7 @@ class _BatchWriter:
     def on_feedback(self, event: FeedbackEvent) -> ItemResult:
         conv = self.conversations.get(event.conversation_id)
         if conv is None or not (conv.exists or conv.changed or conv.new_messages):
-            return ItemResult(index=0, status="not_found", id=event.conversation_id,
-                              detail="no such conversation")
+            return ItemResult(index=0, status="not_found", id=event.conversation_id, detail="no such conversation")
         conv.feedback = event.feedback
         conv.changed.add("feedback")
         return ItemResult(index=0, status="updated", id=event.conversation_id)
@@ -289,7 +287,9 @@ class _BatchWriter:
         if not values:
             return
         count = self.conn.execute(
-            update(conversation).where(conversation.c.pk == conv.pk).values(**values)
+            update(conversation)
+            .where(conversation.c.pk == conv.pk)
+            .values(**values)
             .returning(conversation.c.message_count)
         ).scalar_one()
         start = count - n
@@ -326,8 +326,11 @@ class _BatchWriter:
                 result.status, result.detail = "not_found", "no such conversation"
                 continue
             if event.message_id is not None:
-                target = and_(message.c.project_pk == self.project_pk, message.c.id == event.message_id,
-                              message.c.conversation_pk == conv.pk)
+                target = and_(
+                    message.c.project_pk == self.project_pk,
+                    message.c.id == event.message_id,
+                    message.c.conversation_pk == conv.pk,
+                )
             else:
                 last_reply = self.conn.execute(
                     select(message.c.pk)
@@ -348,9 +351,7 @@ class _BatchWriter:
                 result.id = changed
 
 
-def apply_batch(
-    conn: Connection, project_pk: int, batch: IngestBatch, now: datetime
-) -> BatchOutcome:
+def apply_batch(conn: Connection, project_pk: int, batch: IngestBatch, now: datetime) -> BatchOutcome:
     """Store a validated batch inside the caller's transaction; returns one result per event."""
     writer = _BatchWriter(conn, project_pk, now)
     writer.prefetch(batch)
@@ -377,8 +378,11 @@ def apply_batch(
 def record_client_stats(conn: Connection, project_pk: int, stats: ClientStats, now: datetime) -> None:
     conn.execute(
         insert(client_report).values(
-            project_pk=project_pk, received_at=now, sdk=(stats.sdk or "")[:64],
-            dropped=stats.dropped, retries=stats.retries,
+            project_pk=project_pk,
+            received_at=now,
+            sdk=(stats.sdk or "")[:64],
+            dropped=stats.dropped,
+            retries=stats.retries,
         )
     )
 

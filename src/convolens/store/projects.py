@@ -153,9 +153,7 @@ def list_tokens(conn: Connection, project_name: str | None = None) -> list[Token
 
 def revoke_token(conn: Connection, prefix_or_pk: str) -> int:
     """Revoke the live token(s) whose prefix (or key) is given; returns how many were revoked."""
-    condition = (
-        api_token.c.pk == int(prefix_or_pk) if prefix_or_pk.isdigit() else api_token.c.prefix == prefix_or_pk
-    )
+    condition = api_token.c.pk == int(prefix_or_pk) if prefix_or_pk.isdigit() else api_token.c.prefix == prefix_or_pk
     result = conn.execute(
         update(api_token).where(condition, api_token.c.revoked_at.is_(None)).values(revoked_at=utcnow())
     )

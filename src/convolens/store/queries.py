@@ -75,9 +75,10 @@ _CONVERSATION_COLUMNS = (
     conversation.c.sentiment_trend,
 )
 
-_MESSAGE_COLUMNS = tuple(
-    getattr(message.c, name) for name in MessageView.__dataclass_fields__
-) + (message.c.conversation_pk,)
+_MESSAGE_COLUMNS = (
+    *tuple(getattr(message.c, name) for name in MessageView.__dataclass_fields__),
+    message.c.conversation_pk,
+)
 
 
 def _window(start: datetime, end: datetime, tenant_id: str | None, project_pk: int) -> list:
@@ -144,14 +145,10 @@ def _attach_messages(conn: Connection, conversations: list[ConversationView]) ->
         by_pk[values.pop("conversation_pk")].messages.append(MessageView(**values))
 
 
-def message_ids_at_positions(
-    conn: Connection, project_pk: int, conversation_id: str
-) -> list[str] | None:
+def message_ids_at_positions(conn: Connection, project_pk: int, conversation_id: str) -> list[str] | None:
     """The ids of a conversation's messages in transcript order, or None if it does not exist."""
     pk = conn.execute(
-        select(conversation.c.pk).where(
-            conversation.c.project_pk == project_pk, conversation.c.id == conversation_id
-        )
+        select(conversation.c.pk).where(conversation.c.project_pk == project_pk, conversation.c.id == conversation_id)
     ).scalar()
     if pk is None:
         return None
@@ -165,6 +162,7 @@ def message_ids_at_positions(
 
 
 # -- time series ---------------------------------------------------------------------------------
+
 
 def bucket_starts(start: datetime, end: datetime, period: Period) -> list[str]:
     """Every bucket label between start and end, so that quiet periods show as zero, not as gaps."""
@@ -186,7 +184,12 @@ def bucket_starts(start: datetime, end: datetime, period: Period) -> list[str]:
 
 
 def volume_series(
-    conn: Connection, project_pk: int, *, start: datetime, end: datetime, period: Period,
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
     tenant_id: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Conversations (by start) and messages (by time) per bucket."""
@@ -210,9 +213,7 @@ def volume_series(
         conv_conditions.append(conversation.c.tenant_id == tenant_id)
         msg_from = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
         msg_conditions.append(conversation.c.tenant_id == tenant_id)
-    for label, count in conn.execute(
-        select(conv_bucket, func.count()).where(*conv_conditions).group_by(conv_bucket)
-    ):
+    for label, count in conn.execute(select(conv_bucket, func.count()).where(*conv_conditions).group_by(conv_bucket)):
         conversations[label] = float(count)
     msg_bucket = bucket(conn, message.c.created_at, period)
     for label, count in conn.execute(
@@ -223,7 +224,12 @@ def volume_series(
 
 
 def rating_series(
-    conn: Connection, project_pk: int, *, start: datetime, end: datetime, period: Period,
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
     tenant_id: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Thumbs up and down per bucket, and the average rating of the rated messages (buckets with none omitted)."""
@@ -275,9 +281,13 @@ def project_name(conn: Connection, project_pk: int) -> str | None:
     return conn.execute(select(project.c.name).where(project.c.pk == project_pk)).scalar()
 
 
-
 def sentiment_series(
-    conn: Connection, project_pk: int, *, start: datetime, end: datetime, period: Period,
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
     tenant_id: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Average sentiment of enriched user messages per bucket (buckets with none omitted)."""
@@ -294,7 +304,6 @@ def sentiment_series(
         source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
         conditions.append(conversation.c.tenant_id == tenant_id)
     rows = conn.execute(
-        select(msg_bucket, func.avg(message.c.sentiment)).select_from(source).where(*conditions)
-        .group_by(msg_bucket)
+        select(msg_bucket, func.avg(message.c.sentiment)).select_from(source).where(*conditions).group_by(msg_bucket)
     )
     return {"average": {label: round(float(value), 4) for label, value in rows}}

@@ -36,13 +36,22 @@ TenantQuery = Query(None, description="Tenant (embedded sub-account); may also c
 
 def _tenant(query_value: str | None, body_value: str | None) -> str | None:
     if query_value is not None and body_value is not None and query_value != body_value:
-        raise ApiError(422, "tenant_id in the query and in the body disagree",
-                       [{"field": "tenant_id", "loc": ["tenant_id"], "msg": "query and body disagree"}])
+        raise ApiError(
+            422,
+            "tenant_id in the query and in the body disagree",
+            [{"field": "tenant_id", "loc": ["tenant_id"], "msg": "query and body disagree"}],
+        )
     return body_value if body_value is not None else query_value
 
 
-def _check(conversation: ContextConversation, bounds: Limits, *, thread_id: str | None = None,
-           tenant_id: str | None = None, min_messages: int = 1) -> None:
+def _check(
+    conversation: ContextConversation,
+    bounds: Limits,
+    *,
+    thread_id: str | None = None,
+    tenant_id: str | None = None,
+    min_messages: int = 1,
+) -> None:
     errors = check_context_conversation(conversation, bounds, thread_id=thread_id, tenant_id=tenant_id)
     if errors:
         raise bound_violation(errors)
@@ -50,33 +59,60 @@ def _check(conversation: ContextConversation, bounds: Limits, *, thread_id: str 
         raise ApiError(
             422,
             f"conversation.messages must hold at least {min_messages} message(s)",
-            [{"field": "conversation.messages", "loc": ["conversation", "messages"],
-              "msg": f"at least {min_messages} required"}],
+            [
+                {
+                    "field": "conversation.messages",
+                    "loc": ["conversation", "messages"],
+                    "msg": f"at least {min_messages} required",
+                }
+            ],
         )
 
 
-def _to_batch(conversation: ContextConversation, conversation_id: str, tenant_id: str | None,
-              *, skip: int = 0) -> tuple[IngestBatch, list[MessageEvent]]:
+def _to_batch(
+    conversation: ContextConversation, conversation_id: str, tenant_id: str | None, *, skip: int = 0
+) -> tuple[IngestBatch, list[MessageEvent]]:
     metadata = conversation.metadata or {}
     user_id = metadata.get("user_id")
     conversation_model = metadata.get("model")
     events: list[Any] = [
         ConversationEvent.model_construct(
-            type="conversation", id=conversation_id, tenant_id=tenant_id,
+            type="conversation",
+            id=conversation_id,
+            tenant_id=tenant_id,
             user_id=str(user_id)[:128] if user_id not in (None, "") else None,
-            metadata=conversation.metadata, feedback=conversation.feedback, timestamp=None,
+            metadata=conversation.metadata,
+            feedback=conversation.feedback,
+            timestamp=None,
         )
     ]
     messages = []
     for m in conversation.messages[skip:]:
-        extra = {k: v for k, v in (("thought", m.thought), ("input", m.input), ("observation", m.observation))
-                 if v is not None}
+        extra = {
+            k: v
+            for k, v in (("thought", m.thought), ("input", m.input), ("observation", m.observation))
+            if v is not None
+        }
         model = (m.metadata or {}).get("model", conversation_model) if m.role == "assistant" else None
         event = MessageEvent.model_construct(
-            type="message", conversation_id=conversation_id, id=new_id(), role=m.role, content=m.message,
-            kind=m.type, name=m.name, timestamp=m.event_timestamp, metadata=m.metadata, rating=m.rating,
-            model=str(model)[:128] if model is not None else None, input_tokens=None, output_tokens=None,
-            latency_ms=None, error=None, extra=extra or None, user_id=None, tenant_id=None,
+            type="message",
+            conversation_id=conversation_id,
+            id=new_id(),
+            role=m.role,
+            content=m.message,
+            kind=m.type,
+            name=m.name,
+            timestamp=m.event_timestamp,
+            metadata=m.metadata,
+            rating=m.rating,
+            model=str(model)[:128] if model is not None else None,
+            input_tokens=None,
+            output_tokens=None,
+            latency_ms=None,
+            error=None,
+            extra=extra or None,
+            user_id=None,
+            tenant_id=None,
         )
         messages.append(event)
     return IngestBatch.model_construct(events=events + messages, client=None), messages
@@ -123,9 +159,15 @@ def log_conversation_upsert(
         if found is None:
             if len(conversation.messages) < 2:
                 raise ApiError(
-                    422, "the first upsert of a conversation needs at least 2 messages",
-                    [{"field": "conversation.messages", "loc": ["conversation", "messages"],
-                      "msg": "at least 2 required for a new conversation"}],
+                    422,
+                    "the first upsert of a conversation needs at least 2 messages",
+                    [
+                        {
+                            "field": "conversation.messages",
+                            "loc": ["conversation", "messages"],
+                            "msg": "at least 2 required for a new conversation",
+                        }
+                    ],
                 )
             conversation_id, skip = new_id(), 0
         else:
@@ -134,8 +176,7 @@ def log_conversation_upsert(
         apply_batch(conn, token.project_pk, batch, now)
         if found is None:
             upsert.set_upsert_key(conn, token.project_pk, conversation_id, key)
-    return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": len(pairs) - skip}},
-                        status_code=201)
+    return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": len(pairs) - skip}}, status_code=201)
 
 
 @router.post("/api/v1/log/conversation/thread", status_code=201)
@@ -177,14 +218,24 @@ def rate_thread_messages(
             if entry.rating is None:
                 continue
             if entry.id is None and i >= len(ids):
-                raise ApiError(422, f"rating {i} has no message: the thread has {len(ids)} messages",
-                               [{"field": ".".join(map(str, [*loc_root, i])), "loc": [*loc_root, i],
-                                 "msg": "no message at this position"}])
+                raise ApiError(
+                    422,
+                    f"rating {i} has no message: the thread has {len(ids)} messages",
+                    [
+                        {
+                            "field": ".".join(map(str, [*loc_root, i])),
+                            "loc": [*loc_root, i],
+                            "msg": "no message at this position",
+                        }
+                    ],
+                )
             message_id = entry.id if entry.id is not None else ids[i]
-            events.append(RatingEvent.model_construct(
-                type="rating", conversation_id=thread_id, message_id=message_id, rating=entry.rating))
-        outcome = apply_batch(conn, token.project_pk, IngestBatch.model_construct(events=events, client=None),
-                              utcnow())
+            events.append(
+                RatingEvent.model_construct(
+                    type="rating", conversation_id=thread_id, message_id=message_id, rating=entry.rating
+                )
+            )
+        outcome = apply_batch(conn, token.project_pk, IngestBatch.model_construct(events=events, client=None), utcnow())
         missing = [r for r in outcome.results if r.status == "not_found"]
         if missing:
             raise ApiError(404, f"no message {missing[0].id!r} in thread {thread_id!r}")

@@ -100,8 +100,9 @@ def series(
     start, end = time_window(start_time, end_time)
     if (end - start).days > 3700:
         raise _field_error("start_time", "the window may span at most about ten years")
-    query = {"volume": queries.volume_series, "rating": queries.rating_series,
-             "sentiment": queries.sentiment_series}[name]
+    query = {"volume": queries.volume_series, "rating": queries.rating_series, "sentiment": queries.sentiment_series}[
+        name
+    ]
     with db.reader() as conn:
         data = query(conn, token.project_pk, start=start, end=end, period=period, tenant_id=tenant_id)
     return JSONResponse(

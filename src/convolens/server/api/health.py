@@ -20,5 +20,6 @@ def healthz() -> JSONResponse:
 def readyz(db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
     if db.ping():
         return JSONResponse({"status": "ok", "database": db.dialect})
-    return JSONResponse({"status": "unavailable", "database": db.dialect}, status_code=503,
-                        headers={"Retry-After": "5"})
+    return JSONResponse(
+        {"status": "unavailable", "database": db.dialect}, status_code=503, headers={"Retry-After": "5"}
+    )

@@ -31,7 +31,5 @@ def ingest(
         raise bound_violation(errors)
     with db.writer() as conn:
         outcome = apply_batch(conn, token.project_pk, batch, utcnow())
-    response = IngestResponse(
-        accepted=sum(r.status != "not_found" for r in outcome.results), results=outcome.results
-    )
+    response = IngestResponse(accepted=sum(r.status != "not_found" for r in outcome.results), results=outcome.results)
     return JSONResponse(response.model_dump(exclude_none=True), status_code=202)

@@ -1,0 +1,3 @@
+from convolens.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The command line, as a user runs it: tokens, migrate, and `make run` serving the demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO, free_port
+
+CLI = [sys.executable, "-m", "convolens"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def run(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CONVOLENS_HOME": str(home)}
+    env.pop("CONVOLENS_DATABASE_URL", None)
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=check, timeout=60)
+
+
+@pytest.fixture
+def served(home: Path) -> Iterator[str]:
+    run(home, "migrate")
+    port = free_port()
+    env = {**os.environ, "CONVOLENS_HOME": str(home)}
+    env.pop("CONVOLENS_DATABASE_URL", None)
+    process = subprocess.Popen([*CLI, "serve", "--port", str(port), "--log-level", "warning"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, "server did not start"
+        time.sleep(0.1)
+    yield base
+    process.terminate()
+    process.wait(20)
+
+
+def test_tokens_create_list_revoke(home: Path, served: str) -> None:
+    created = run(home, "tokens", "create", "--project", "shop", "--scope", "read,ingest", "--label", "ci")
+    token = created.stdout.strip()
+    assert re.fullmatch(r"cl_[A-Za-z0-9_-]{43}", token)
+    assert "created project 'shop'" in created.stderr and "shown once" in created.stderr
+
+    listing = run(home, "tokens", "list").stdout
+    assert token[:11] in listing and "shop" in listing and "ingest,read" in listing and "never" in listing
+    assert token not in listing  # only the prefix is ever shown again
+
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{served}/api/v1/conversations", headers=headers).status_code == 200
+    listing = run(home, "tokens", "list", "--project", "shop").stdout
+    assert "never" not in listing and "active" in listing
+
+    assert "revoked 1 token" in run(home, "tokens", "revoke", token[:11]).stdout
+    assert "revoked" in run(home, "tokens", "list").stdout.splitlines()[1]
+    assert httpx.get(f"{served}/api/v1/conversations", headers=headers).status_code == 401
+    again = run(home, "tokens", "revoke", token[:11], check=False)
+    assert again.returncode == 1 and "no active token" in again.stderr
+
+
+def test_a_second_token_for_a_project_only_reaches_it(home: Path, served: str) -> None:
+    a = run(home, "tokens", "create", "--project", "a").stdout.strip()
+    b = run(home, "tokens", "create", "--project", "b", "--scope", "ingest").stdout.strip()
+    event = {"events": [{"type": "message", "conversation_id": "c", "role": "user", "content": "hi"}]}
+    assert (
+        httpx.post(f"{served}/api/v1/ingest", json=event, headers={"Authorization": f"Bearer {b}"}).status_code == 202
+    )
+    assert httpx.get(f"{served}/api/v1/conversations/c", headers={"Authorization": f"Bearer {a}"}).status_code == 404
+
+
+def test_bad_scope_is_refused(home: Path) -> None:
+    result = run(home, "tokens", "create", "--project", "x", "--scope", "admin", check=False)
+    assert result.returncode == 2 and "scopes must be" in result.stderr
+
+
+def test_make_run_serves_the_demo(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "CONVOLENS_HOME": str(tmp_path / "demo-home")}
+    env.pop("CONVOLENS_DATABASE_URL", None)
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run", f"PORT={port}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        token = None
+        deadline = time.monotonic() + 240
+        output = []
+        while token is None:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "".join(output)
+            output.append(line)
+            match = re.search(r"demo API token \(project 'demo'\): (cl_\S+)", line)
+            if match:
+                token = match.group(1)
+            assert time.monotonic() < deadline, "".join(output)
+        assert any("seeded the demo project with 300 conversations" in line for line in output)
+        listing = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/conversations",
+            params={"start_time": "2000-01-01", "per_page": 5},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+        assert listing["pagination"]["total_records"] == 305
+        assert len(listing["conversations"]) == 5
+        assert all(c["messages"] for c in listing["conversations"])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
