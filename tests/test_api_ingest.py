@@ -271,3 +271,41 @@ def test_health(server: RunningServer) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["database"] in ("sqlite", "postgresql")
+
+
+def test_concurrent_writers_to_one_conversation(server: RunningServer, project: Project) -> None:
+    """Many clients appending to the same conversation at once: no lost message, no shared position."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(worker: int) -> int:
+        with server.client(project.token) as client:
+            for batch in range(5):
+                events = [
+                    {
+                        "type": "message",
+                        "conversation_id": "busy",
+                        "id": f"w{worker}-b{batch}-{i}",
+                        "role": "user",
+                        "content": f"{worker}/{batch}/{i}",
+                        "user_id": f"user-{worker % 3}",
+                    }
+                    for i in range(4)
+                ]
+                assert client.post("/api/v1/ingest", json={"events": events}).status_code == 202
+        return worker
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, range(8)))
+    with server.client(project.token) as client:
+        got = client.get("/api/v1/conversations/busy").json()
+    assert got["message_count"] == 8 * 5 * 4
+    assert len({m["id"] for m in got["messages"]}) == 160
+    with server.db.reader() as conn:
+        from sqlalchemy import func, select
+
+        from convolens.store.tables import message
+
+        positions = conn.execute(
+            select(func.count(func.distinct(message.c.position))).where(message.c.project_pk == project.pk)
+        ).scalar_one()
+    assert positions == 160
