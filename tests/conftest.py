@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,10 +152,10 @@ TEST_LIMITS = Limits(
 )
 
 
-@pytest.fixture(scope="session")
-def server(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The real app under uvicorn on a free loopback port, one per backend."""
-    settings = Settings(database_url=db.url, home=tmp_path_factory.mktemp("home"), limits=TEST_LIMITS)
+@contextmanager
+def running_server(db: Database, home: Path, limits: Limits = TEST_LIMITS) -> Iterator[RunningServer]:
+    """The real app under uvicorn on a free loopback port, in a thread of the test process."""
+    settings = Settings(database_url=db.url, home=home, limits=limits)
     app = create_app(settings)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -165,9 +166,29 @@ def server(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
-    yield RunningServer(f"http://127.0.0.1:{port}", app.state.db, settings)
-    uv.should_exit = True
-    thread.join(10)
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", app.state.db, settings)
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def server(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server per backend."""
+    with running_server(db, tmp_path_factory.mktemp("home")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server on SQLite only, for client-side tests where the backend does not matter."""
+    home = tmp_path_factory.mktemp("sqlite-home")
+    database = Database(f"sqlite:///{home / 'convolens.sqlite3'}")
+    migrate.upgrade(database)
+    with running_server(database, home, Limits()) as running:
+        yield running
+    database.dispose()
 
 
 @pytest.fixture

@@ -1,1 +1,5 @@
-"""LangChain ContextCallbackHandler on top of the SDK (built in the SDK issue)."""
+"""LangChain integration: ``from convolens.langchain import ContextCallbackHandler``."""
+
+from convolens.langchain.handler import ContextCallbackHandler
+
+__all__ = ["ContextCallbackHandler"]

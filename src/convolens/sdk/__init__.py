@@ -1,1 +1,5 @@
-"""The app-side client: validate, enqueue, send in the background (built in the SDK issue)."""
+"""The app-side client: validate, enqueue, send in the background, spool to disk when the server is away."""
+
+from convolens.sdk.client import Client
+
+__all__ = ["Client"]
