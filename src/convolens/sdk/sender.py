@@ -95,13 +95,13 @@ class Sender:
         self.spool = spool
         self.compress = compress
         self.transport = transport
-        self.stats = Stats()
         self._init_process_state()
         _live_senders.add(self)
 
     # -- per-process state (rebuilt in a forked child) ------------------------------------------
     def _init_process_state(self) -> None:
         self._pid = os.getpid()
+        self.stats = Stats()
         self._lock = threading.Lock()
         self._queue: deque[list[dict[str, Any]]] = deque()
         self._queued_events = 0
