@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +28,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from convolens.langchain.messages import content_text, from_input, from_message, from_output
 from convolens.sdk import events as ev
 from convolens.sdk.client import Client
+from convolens.sdk.sender import iso_timestamp
 
 log = logging.getLogger("convolens.langchain")
 
@@ -37,17 +38,21 @@ _CONSUMED_KEYS = frozenset({"user_id", "tenant_id", *THREAD_KEYS})
 _MAX_THREADS_REMEMBERED = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     kind: str  # "chat", "llm" or "chain"
     started: float
     metadata: Mapping[str, Any] | None
-    prompt: Any = None  # chat: list of messages; llm: str; chain: the inputs
-    model: str | None = None
-    header_user_id: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    children: list[UUID] = field(default_factory=list)
+    prompt: Any  # chat: list of messages; llm: str; chain: the inputs
+    params: Mapping[str, Any] | None = None  # the model's invocation params (a chain: its first model's)
+    model_metadata: Mapping[str, Any] | None = None
+    # (input tokens, output tokens, model) of the model's result, or of a chain's inner models' results;
+    # taken at once so that no LLMResult is kept alive until the sender gets to the run.
+    usage: list[tuple[int | None, int | None, str | None]] | None = None
+    reply: Any = None  # a model run's generation (message or text)
+
+
+_NO_OUTPUT = object()
 
 
 class _ThreadHistories:
@@ -101,6 +106,13 @@ def _model_from(params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | 
 def _header_user(params: Mapping[str, Any] | None) -> str | None:
     """``user_id`` from ``ChatOpenAI(headers={"user_id": …})`` and friends, as in the seed's example."""
     if not params:
+        return None
+    if (
+        "headers" not in params
+        and "default_headers" not in params
+        and "extra_headers" not in params
+        and "model_kwargs" not in params
+    ):
         return None
     for holder in (params, params.get("model_kwargs") or {}):
         for key in ("headers", "default_headers", "extra_headers"):
@@ -161,38 +173,40 @@ class ContextCallbackHandler(BaseCallbackHandler):
         self.conversation_id = conversation_id
         self.metadata = dict(metadata or {})
         self.verbose = verbose
-        self._runs: dict[UUID, _Run] = {}
-        self._root_of: dict[UUID, UUID] = {}
+        self._runs: dict[int, _Run] = {}
+        self._root_of: dict[int, int] = {}
         self._threads = _ThreadHistories()
 
     # -- run bookkeeping ----------------------------------------------------------------------------
-    def _root(self, parent_run_id: UUID | None) -> UUID | None:
+    # Runs are keyed by ``run_id.int``: hashing a UUID runs Python code, hashing an int does not, and
+    # every callback does a few look-ups.
+    def _root(self, parent_run_id: UUID | None) -> int | None:
         if parent_run_id is None:
             return None
-        if parent_run_id in self._runs:
-            return parent_run_id
-        return self._root_of.get(parent_run_id)
+        key = parent_run_id.int
+        if key in self._runs:
+            return key
+        return self._root_of.get(key)
 
     def _adopt(self, run_id: UUID, parent_run_id: UUID | None) -> _Run | None:
-        """If the run is inside one we record, remember it as a child and return that outer run."""
+        """If the run is inside one we record, remember it as a child and return that outer run.
+
+        A child's entry goes when the child ends or fails (LangChain always reports one or the other).
+        """
         root = self._root(parent_run_id)
         if root is None:
             return None
         outer = self._runs.get(root)
-        if outer is None:
-            return None
-        self._root_of[run_id] = root
-        outer.children.append(run_id)
+        if outer is not None:
+            self._root_of[run_id.int] = root
         return outer
 
     def _finish(self, run_id: UUID) -> _Run | None:
-        run = self._runs.pop(run_id, None)
-        if run is not None:
-            for child in run.children:
-                self._root_of.pop(child, None)
-        return run
+        return self._runs.pop(run_id.int, None)
 
     # -- chat models and LLMs ---------------------------------------------------------------------
+    # The callbacks only keep references and enqueue; the transcript is built by ``_build`` on the
+    # SDK's sender thread, so the app's thread pays for a few dict operations and an append.
     def on_chat_model_start(
         self,
         serialized: dict[str, Any] | None,
@@ -229,76 +243,33 @@ class ContextCallbackHandler(BaseCallbackHandler):
         params = kwargs.get("invocation_params")
         outer = self._adopt(run_id, parent_run_id)
         if outer is not None:
-            outer.model = outer.model or _model_from(params, metadata)
-            outer.header_user_id = outer.header_user_id or _header_user(params)
+            if outer.params is None:
+                outer.params, outer.model_metadata = params, metadata
             return
-        self._runs[run_id] = _Run(
-            kind=kind,
-            started=time.perf_counter(),
-            metadata=metadata,
-            prompt=prompt,
-            model=_model_from(params, metadata),
-            header_user_id=_header_user(params),
-        )
+        self._runs[run_id.int] = _Run(kind, time.perf_counter(), metadata, prompt, params, metadata)
 
-    def on_llm_end(self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        try:
-            root = self._root_of.get(run_id)
-            if root is not None:
-                outer = self._runs.get(root)
-                if outer is not None:
-                    inputs, outputs, model = _usage(response)
-                    outer.model = outer.model or model
-                    outer.input_tokens = (outer.input_tokens or 0) + (inputs or 0) if inputs else outer.input_tokens
-                    outer.output_tokens = (
-                        (outer.output_tokens or 0) + (outputs or 0) if outputs else outer.output_tokens
-                    )
-                return
-            run = self._finish(run_id)
-            if run is None:
-                return
-            inputs, outputs, model = _usage(response)
-            run.model = run.model or model
-            run.input_tokens, run.output_tokens = inputs, outputs
-            reply = self._reply_from(response)
-            self._emit(run, self._prompt_messages(run), reply)
-        except Exception:
-            log.exception("convolens: could not record an LLM run")
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        root = self._root_of.pop(run_id.int, None)
+        if root is not None:
+            outer = self._runs.get(root)
+            if outer is not None:
+                if outer.usage is None:
+                    outer.usage = [_usage(response)]
+                else:
+                    outer.usage.append(_usage(response))
+            return
+        run = self._finish(run_id)
+        if run is not None:
+            run.usage = [_usage(response)]
+            run.reply = _generation(response)
+            self._record(run, _NO_OUTPUT, None, None)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        try:
-            if self._root_of.pop(run_id, None) is not None:
-                return  # the enclosing chain reports the failure if it does not recover
-            run = self._finish(run_id)
-            if run is not None:
-                self._emit(run, self._prompt_messages(run), self._error_reply(error))
-        except Exception:
-            log.exception("convolens: could not record a failed LLM run")
-
-    @staticmethod
-    def _prompt_messages(run: _Run) -> list[dict[str, Any]]:
-        if run.kind == "chat":
-            return [from_message(m) for m in run.prompt]
-        if run.kind == "llm":
-            return [{"role": "user", "content": content_text(run.prompt)}]
-        return from_input(run.prompt)
-
-    @staticmethod
-    def _reply_from(response: Any) -> dict[str, Any]:
-        generations = getattr(response, "generations", None) or []
-        if not generations or not generations[0]:
-            return {"role": "assistant", "content": ""}
-        generation = generations[0][0]
-        message = getattr(generation, "message", None)
-        if message is not None:
-            reply = from_message(message)
-            reply["role"] = "assistant"
-            return reply
-        return {"role": "assistant", "content": getattr(generation, "text", "") or ""}
-
-    @staticmethod
-    def _error_reply(error: BaseException) -> dict[str, Any]:
-        return {"role": "assistant", "content": "", "error": f"{type(error).__name__}: {error}"[:4000]}
+        if self._root_of.pop(run_id.int, None) is not None:
+            return  # the enclosing chain reports the failure if it does not recover
+        run = self._finish(run_id)
+        if run is not None:
+            self._record(run, _NO_OUTPUT, None, error)
 
     # -- chains, tools, retrievers ----------------------------------------------------------------
     def on_chain_start(
@@ -313,28 +284,22 @@ class ContextCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._adopt(run_id, parent_run_id) is not None:
             return
-        self._runs[run_id] = _Run(kind="chain", started=time.perf_counter(), metadata=metadata, prompt=inputs)
+        self._runs[run_id.int] = _Run("chain", time.perf_counter(), metadata, inputs)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, inputs: Any = None, **kwargs: Any) -> None:
-        try:
-            if self._root_of.pop(run_id, None) is not None:
-                return
-            run = self._finish(run_id)
-            if run is not None:
-                # A streamed chain starts with a placeholder input; the real one comes with its end.
-                self._emit(run, from_input(run.prompt if inputs is None else inputs), from_output(outputs))
-        except Exception:
-            log.exception("convolens: could not record a chain run")
+        if self._root_of.pop(run_id.int, None) is not None:
+            return
+        run = self._finish(run_id)
+        if run is not None:
+            # A streamed chain starts with a placeholder input; the real one comes with its end.
+            self._record(run, outputs, inputs, None)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, inputs: Any = None, **kwargs: Any) -> None:
-        try:
-            if self._root_of.pop(run_id, None) is not None:
-                return
-            run = self._finish(run_id)
-            if run is not None:
-                self._emit(run, from_input(run.prompt if inputs is None else inputs), self._error_reply(error))
-        except Exception:
-            log.exception("convolens: could not record a failed chain run")
+        if self._root_of.pop(run_id.int, None) is not None:
+            return
+        run = self._finish(run_id)
+        if run is not None:
+            self._record(run, _NO_OUTPUT, inputs, error)
 
     def on_tool_start(
         self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -347,30 +312,65 @@ class ContextCallbackHandler(BaseCallbackHandler):
         self._adopt(run_id, parent_run_id)
 
     def _child_done(self, *args: Any, run_id: UUID, **kwargs: Any) -> None:
-        self._root_of.pop(run_id, None)
+        self._root_of.pop(run_id.int, None)
 
     on_tool_end = on_tool_error = on_retriever_end = on_retriever_error = _child_done
 
     # -- the transcript ---------------------------------------------------------------------------
-    def _emit(self, run: _Run, prompt: list[dict[str, Any]], reply: dict[str, Any]) -> None:
+    def _record(self, run: _Run, outputs: Any, inputs: Any, error: BaseException | None) -> None:
+        """Hand the finished run to the sender thread; called on the app's thread, so kept tiny."""
         latency_ms = (time.perf_counter() - run.started) * 1000
+        at = ev.now()
+        if inputs is not None:
+            run.prompt = inputs
+        self.client.put_deferred(_estimate(run), lambda: self._build(run, outputs, error, latency_ms, at))
+
+    def _build(
+        self, run: _Run, outputs: Any, error: BaseException | None, latency_ms: float, at: float
+    ) -> list[dict[str, Any]]:
+        if run.kind == "chat":
+            prompt = [from_message(m) for m in run.prompt]
+        elif run.kind == "llm":
+            prompt = [{"role": "user", "content": content_text(run.prompt)}]
+        else:
+            prompt = from_input(run.prompt)
+        if error is not None:
+            reply: dict[str, Any] = {
+                "role": "assistant",
+                "content": "",
+                "error": f"{type(error).__name__}: {error}"[:4000],
+            }
+        elif outputs is not _NO_OUTPUT:
+            reply = from_output(outputs)
+        else:
+            reply = _reply_from(run.reply)
+
+        model = _model_from(run.params, run.model_metadata)
+        input_tokens = output_tokens = None
+        for inputs, outputs_, reported_model in run.usage or ():
+            model = model or reported_model
+            if inputs is not None:
+                input_tokens = (input_tokens or 0) + inputs
+            if outputs_ is not None:
+                output_tokens = (output_tokens or 0) + outputs_
+
         metadata = run.metadata or {}
-        user_id = metadata.get("user_id") or run.header_user_id or self.user_id
+        user_id = metadata.get("user_id") or _header_user(run.params) or self.user_id
         tenant_id = metadata.get("tenant_id")
         thread = next((metadata[k] for k in THREAD_KEYS if metadata.get(k)), None) or self.conversation_id
         conversation_metadata = dict(self.metadata)
         for key, value in metadata.items():
             if key not in _CONSUMED_KEYS and not key.startswith(("ls_", "lc_", "langgraph_", "checkpoint_")):
                 conversation_metadata[key] = value
-        if run.model:
-            conversation_metadata.setdefault("model", run.model)
-        reply = {**reply, "latency_ms": latency_ms}
-        if run.model:
-            reply["model"] = run.model
-        if run.input_tokens is not None:
-            reply["input_tokens"] = run.input_tokens
-        if run.output_tokens is not None:
-            reply["output_tokens"] = run.output_tokens
+        if model:
+            conversation_metadata.setdefault("model", model)
+        reply["latency_ms"] = latency_ms
+        if model:
+            reply["model"] = model
+        if input_tokens is not None:
+            reply["input_tokens"] = input_tokens
+        if output_tokens is not None:
+            reply["output_tokens"] = output_tokens
         transcript = [*prompt, reply]
 
         if thread is not None:
@@ -381,7 +381,7 @@ class ContextCallbackHandler(BaseCallbackHandler):
             conversation_id = ev.new_id()
             ids = [ev.new_id() for _ in transcript]
         counters = self.client._counters
-        at = ev.now()
+        at = iso_timestamp(at)  # formatted once for all the run's messages
         batch = [
             ev.conversation_event(
                 conversation_id,
@@ -403,7 +403,7 @@ class ContextCallbackHandler(BaseCallbackHandler):
                     **fields,
                 )
             )
-        self.client.put_events(batch)
+        return batch
 
     # -- convenience ------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -411,6 +411,42 @@ class ContextCallbackHandler(BaseCallbackHandler):
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         return self.client.shutdown(timeout)
+
+
+def _generation(response: Any) -> Any:
+    generations = getattr(response, "generations", None)
+    return generations[0][0] if generations and generations[0] else None
+
+
+def _reply_from(generation: Any) -> dict[str, Any]:
+    if generation is None:
+        return {"role": "assistant", "content": ""}
+    message = getattr(generation, "message", None)
+    if message is not None:
+        reply = from_message(message)
+        reply["role"] = "assistant"
+        return reply
+    return {"role": "assistant", "content": getattr(generation, "text", "") or ""}
+
+
+def _estimate(run: _Run) -> int:
+    """An upper bound of the events a run becomes: a conversation event, the prompt, the reply."""
+    prompt = run.prompt
+    if run.kind == "chat":
+        return len(prompt) + 2
+    if run.kind == "chain":
+        if isinstance(prompt, Mapping):
+            messages = prompt.get("messages")
+            if isinstance(messages, list):
+                return len(messages) + 2
+            if len(prompt) == 1:
+                prompt = next(iter(prompt.values()))
+        if isinstance(prompt, list | tuple):
+            return len(prompt) + 2
+        to_messages = getattr(prompt, "messages", None)
+        if isinstance(to_messages, list):
+            return len(to_messages) + 2
+    return 3
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -64,20 +64,24 @@ def from_message(message: Any) -> dict[str, Any]:
     if role is None:
         role = getattr(message, "role", "user")  # ChatMessage carries its own role
         role = role if role in _CHAT_ROLES else "user"
-    out: dict[str, Any] = {"role": role, "content": content_text(getattr(message, "content", message))}
-    name = getattr(message, "name", None)
+    content = getattr(message, "content", message)
+    out: dict[str, Any] = {"role": role, "content": content_text(content)}
+    name = getattr(message, "name", None)  # every BaseMessage has the field
     if name:
         out["name"] = name
     extra: dict[str, Any] = {}
-    tool_calls = getattr(message, "tool_calls", None)
-    if tool_calls:
-        extra["tool_calls"] = [
-            {"name": call.get("name"), "args": call.get("args"), "id": call.get("id")} for call in tool_calls
-        ]
-    tool_call_id = getattr(message, "tool_call_id", None)
-    if tool_call_id:
-        extra["tool_call_id"] = tool_call_id
-    if not isinstance(getattr(message, "content", ""), str):
+    # Only ask for the attributes the message's type has: a miss on a pydantic model raises internally.
+    if role == "assistant":
+        tool_calls = getattr(message, "tool_calls", None)
+        if tool_calls:
+            extra["tool_calls"] = [
+                {"name": call.get("name"), "args": call.get("args"), "id": call.get("id")} for call in tool_calls
+            ]
+    elif role == "tool":
+        tool_call_id = getattr(message, "tool_call_id", None)
+        if tool_call_id:
+            extra["tool_call_id"] = tool_call_id
+    if not isinstance(content, str):
         extra["multimodal"] = True
     if extra:
         out["extra"] = extra

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import httpx
 
 from convolens.sdk import events as ev
-from convolens.sdk.sender import Sender
+from convolens.sdk.sender import Deferred, Sender
 from convolens.sdk.spool import Spool, default_spool_dir
 
 log = logging.getLogger("convolens.sdk")
@@ -58,15 +58,15 @@ class Client:
         base_url: str | None = None,
         *,
         enabled: bool = True,
-        max_queue_size: int = 10_000,
-        batch_size: int = 200,
+        max_queue_size: int = 100_000,
+        batch_size: int = 1_000,
         flush_interval: float = 0.5,
         timeout: float = 10.0,
         max_retries: int = 3,
         spool: bool = True,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 100 * 1024 * 1024,
-        compress: bool = True,
+        compress: bool | None = None,
         atexit_timeout: float = 5.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -215,9 +215,14 @@ class Client:
         return event["id"]
 
     def put_events(self, events: list[dict[str, Any]]) -> None:
-        """Enqueue ready-made native events (for integrations such as the LangChain handler)."""
+        """Enqueue ready-made native events (for integrations)."""
         if self.enabled and events:
             self._sender.put(events)
+
+    def put_deferred(self, size: int, build: Callable[[], list[dict[str, Any]]]) -> None:
+        """Enqueue up to ``size`` events that ``build()`` makes later, on the sender thread."""
+        if self.enabled:
+            self._sender.put(Deferred(size, build))
 
     def _put(self, events: list[dict[str, Any]]) -> None:
         if self.enabled:

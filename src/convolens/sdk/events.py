@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,7 @@ MAX_METADATA_KEYS = 64
 MAX_METADATA_KEY_CHARS = 128
 MAX_METADATA_VALUE_CHARS = 2048
 _SCALARS = (str, int, float, bool, type(None))
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidEvent(ValueError):
@@ -60,7 +62,7 @@ def clean_id(value: Any, field: str) -> str:
             raise InvalidEvent(f"{field} must be a string, got {type(value).__name__}")
     if not value or len(value) > MAX_ID_CHARS:
         raise InvalidEvent(f"{field} must be 1 to {MAX_ID_CHARS} characters")
-    if any(ord(ch) < 32 for ch in value):
+    if _CONTROL_CHARS.search(value):
         raise InvalidEvent(f"{field} must not contain control characters")
     return value
 
@@ -103,7 +105,7 @@ def message_event(
     id: str | None = None,
     kind: str = "message",
     name: str | None = None,
-    timestamp: float | None = None,
+    timestamp: float | str | None = None,
     metadata: Mapping[str, Any] | None = None,
     rating: int | None = None,
     model: str | None = None,

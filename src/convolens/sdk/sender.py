@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -66,21 +66,48 @@ class _ServerAway(Exception):
     pass
 
 
+class _BatchTooLarge(Exception):
+    """The server's bounds are smaller than this batch: send it in halves."""
+
+
+class Deferred:
+    """Events to be built on the sender thread; ``size`` estimates how many (an upper bound, ideally).
+
+    Integrations (the LangChain handler) hand over references at call time and let the sender do the
+    conversion, so the app's thread pays for a lock and an append, not for building JSON-ready dicts.
+    """
+
+    __slots__ = ("build", "size")
+
+    def __init__(self, size: int, build: Callable[[], list[dict[str, Any]]]) -> None:
+        self.size = size
+        self.build = build
+
+
+Item = list[dict[str, Any]] | Deferred
+# The sender lets go of the GIL after every queue item (and every few encoded events). An app thread that
+# is busy on the CPU then loses the GIL to the sender for one small slice at a time instead of for up to
+# the interpreter's 5 ms switch interval: the sender falls behind during a CPU-bound burst and catches
+# up as soon as the app waits on anything (an LLM call, a socket, the event loop).
+_YIELD_EVERY = 1
+_ENCODE_YIELD_EVERY = 8
+
+
 class Sender:
     def __init__(
         self,
         base_url: str,
         token: str,
         *,
-        max_queue_size: int = 10_000,
-        batch_size: int = 200,
+        max_queue_size: int = 100_000,
+        batch_size: int = 1_000,
         max_batch_bytes: int = 2 * 1024 * 1024,
         flush_interval: float = 0.5,
         timeout: float = 10.0,
         max_retries: int = 3,
         backoff_base: float = 0.25,
         spool: Spool | None = None,
-        compress: bool = True,
+        compress: bool | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -93,7 +120,8 @@ class Sender:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.spool = spool
-        self.compress = compress
+        # gzip pays off across a network, not on loopback, where it only burns the app's CPU.
+        self.compress = not _is_loopback(self.base_url) if compress is None else compress
         self.transport = transport
         self._init_process_state()
         _live_senders.add(self)
@@ -103,11 +131,14 @@ class Sender:
         self._pid = os.getpid()
         self.stats = Stats()
         self._lock = threading.Lock()
-        self._queue: deque[list[dict[str, Any]]] = deque()
+        self._queue: deque[Item] = deque()
         self._queued_events = 0
         self._wakeup = threading.Event()
         self._progress = threading.Condition(threading.Lock())
-        self._handled = 0  # events delivered, spooled or dropped: flush() waits for this to catch up
+        # flush() waits until _handled (events delivered, spooled, dropped, or estimated but never built)
+        # catches up with _put_total (events put, deferred ones by their estimate).
+        self._put_total = 0
+        self._handled = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._http: httpx.Client | None = None
@@ -122,24 +153,26 @@ class Sender:
         self._init_process_state()
 
     # -- caller side ------------------------------------------------------------------------------
-    def put(self, events: list[dict[str, Any]]) -> None:
+    def put(self, events: Item) -> None:
         """Enqueue events that belong together (e.g. one conversation). O(1); never blocks on I/O."""
         if self._pid != os.getpid():
             self._after_fork_in_child()
-        n = len(events)
+        n = events.size if isinstance(events, Deferred) else len(events)
         dropped = 0
         with self._lock:
             self.stats.enqueued += n
+            self._put_total += n
             self._queue.append(events)
             self._queued_events += n
             while self._queued_events > self.max_queue_size and len(self._queue) > 1:
                 old = self._queue.popleft()
-                self._queued_events -= len(old)
-                dropped += len(old)
+                size = old.size if isinstance(old, Deferred) else len(old)
+                self._queued_events -= size
+                dropped += size
             queued = self._queued_events
         if dropped:
             self._count_drop(dropped)
-        if queued >= self.batch_size:
+        if queued >= self.batch_size and not self._wakeup.is_set():
             self._wakeup.set()
         if self._thread is None:
             self._start()
@@ -159,17 +192,22 @@ class Sender:
             self._progress.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything enqueued so far is delivered, spooled or dropped."""
+        """Wait until everything enqueued so far is delivered, and the spool replayed; False on timeout.
+
+        Events that could not be delivered in time stay safe in the spool (or were counted as dropped).
+        """
         with self._lock:
-            target = self.stats.enqueued
-        if target == 0:
+            target = self._put_total
+        spool = self.spool
+        if target == 0 and (spool is None or not spool.has_pending()):
             return True
         if self._thread is None:
             self._start()
+        self._away_until = 0.0  # someone is waiting: probe the server now rather than later
         self._wakeup.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress:
-            while self._handled < target:
+            while self._handled < target or (spool is not None and spool.has_pending()):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -197,7 +235,7 @@ class Sender:
             items = list(self._queue)
             self._queue.clear()
             self._queued_events = 0
-        events = [e for item in items for e in item]
+        events = [e for item in items for e in self._materialize(item)]
         if not events:
             return
         if self.spool is not None:
@@ -236,17 +274,47 @@ class Sender:
 
     def _take(self) -> list[dict[str, Any]]:
         batch: list[dict[str, Any]] = []
-        with self._lock:
-            while self._queue and len(batch) < self.batch_size:
+        taken = 0
+        while len(batch) < self.batch_size:
+            with self._lock:
+                if not self._queue:
+                    break
                 item = self._queue.popleft()
-                self._queued_events -= len(item)
-                batch.extend(item)
+                self._queued_events -= item.size if isinstance(item, Deferred) else len(item)
+            batch.extend(self._materialize(item))
+            taken += 1
+            if taken % _YIELD_EVERY == 0:
+                time.sleep(0)
         return batch
+
+    def _materialize(self, item: Item) -> list[dict[str, Any]]:
+        if not isinstance(item, Deferred):
+            return item
+        try:
+            events = item.build()
+        except Exception:
+            log.exception("convolens: could not build events; dropped")
+            events = []
+            with self._progress:
+                self.stats.invalid += 1
+        unbuilt = item.size - len(events)
+        if unbuilt > 0:  # put by their estimate: settle the difference, for the stats and for flush()
+            with self._progress:
+                self.stats.enqueued -= unbuilt
+                self._handled += unbuilt
+                self._progress.notify_all()
+        elif unbuilt < 0:  # more than estimated: count them in (a flush already waiting may not see them)
+            with self._lock:
+                self.stats.enqueued -= unbuilt
+                self._put_total -= unbuilt
+        return events
 
     def _split_by_bytes(self, events: list[dict[str, Any]]) -> list[list[bytes]]:
         chunks: list[list[bytes]] = [[]]
         size = 0
-        for event in events:
+        for i, event in enumerate(events):
+            if i % _ENCODE_YIELD_EVERY == _ENCODE_YIELD_EVERY - 1:
+                time.sleep(0)
             encoded = _encode(event)
             if chunks[-1] and size + len(encoded) > self.max_batch_bytes:
                 chunks.append([])
@@ -262,6 +330,10 @@ class Sender:
             return True
         try:
             self._send_with_retries(encoded)
+        except _BatchTooLarge:
+            half = len(encoded) // 2
+            first = self._deliver(encoded[:half], from_spool=from_spool)
+            return self._deliver(encoded[half:], from_spool=from_spool) and first
         except _ServerAway:
             if from_spool:
                 return False
@@ -287,6 +359,8 @@ class Sender:
                 if status < 300:
                     self._delivered(len(encoded))
                     return
+                if len(encoded) > 1 and (status == 413 or _refuses_batch_size(response)):
+                    raise _BatchTooLarge
                 if status == 422:
                     encoded = self._drop_refused(encoded, response)
                     if not encoded:
@@ -430,11 +504,30 @@ class Sender:
             self.spool.done(path)
 
 
+def iso_timestamp(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat()
+
+
 def _encode(event: dict[str, Any]) -> bytes:
     timestamp = event.get("timestamp")
     if isinstance(timestamp, float):
-        event = {**event, "timestamp": datetime.fromtimestamp(timestamp, UTC).isoformat()}
+        event = {**event, "timestamp": iso_timestamp(timestamp)}
     return orjson.dumps(event)
+
+
+def _refuses_batch_size(response: httpx.Response) -> bool:
+    if response.status_code != 422:
+        return False
+    try:
+        errors = response.json().get("errors", [])
+    except (ValueError, AttributeError):
+        return False
+    return any(error.get("loc") == ["events"] for error in errors)
+
+
+def _is_loopback(url: str) -> bool:
+    host = httpx.URL(url).host
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -85,6 +85,11 @@ class Spool:
     def __len__(self) -> int:
         return len(self.pending())
 
+    def has_pending(self) -> bool:
+        """Any batch waiting or being replayed (claimed)."""
+        with os.scandir(self.directory) as entries:
+            return any(_SUFFIX in entry.name and not entry.name.startswith(".") for entry in entries)
+
     def claim(self) -> tuple[Path, list[dict]] | None:
         """Take the oldest batch: (its claimed path, its events), or None when the spool is empty."""
         for path in self.pending():
