@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -323,7 +324,7 @@ class ContextCallbackHandler(BaseCallbackHandler):
         at = ev.now()
         if inputs is not None:
             run.prompt = inputs
-        self.client.put_deferred(_estimate(run), lambda: self._build(run, outputs, error, latency_ms, at))
+        self.client.put_deferred(_estimate(run), partial(self._build, run, outputs, error, latency_ms, at))
 
     def _build(
         self, run: _Run, outputs: Any, error: BaseException | None, latency_ms: float, at: float
@@ -430,22 +431,15 @@ def _reply_from(generation: Any) -> dict[str, Any]:
 
 
 def _estimate(run: _Run) -> int:
-    """An upper bound of the events a run becomes: a conversation event, the prompt, the reply."""
+    """How many events a run becomes (a conversation event, the prompt, the reply), cheaply.
+
+    Usually exact; the sender settles the difference when a chain's input holds more messages.
+    """
     prompt = run.prompt
     if run.kind == "chat":
         return len(prompt) + 2
-    if run.kind == "chain":
-        if isinstance(prompt, Mapping):
-            messages = prompt.get("messages")
-            if isinstance(messages, list):
-                return len(messages) + 2
-            if len(prompt) == 1:
-                prompt = next(iter(prompt.values()))
-        if isinstance(prompt, list | tuple):
-            return len(prompt) + 2
-        to_messages = getattr(prompt, "messages", None)
-        if isinstance(to_messages, list):
-            return len(to_messages) + 2
+    if run.kind == "chain" and type(prompt) is dict and type(prompt.get("messages")) is list:
+        return len(prompt["messages"]) + 2
     return 3
 
 
