@@ -85,7 +85,7 @@ def test_a_second_token_for_a_project_only_reaches_it(home: Path, served: str) -
 
 
 def test_bad_scope_is_refused(home: Path) -> None:
-    result = run(home, "tokens", "create", "--project", "x", "--scope", "admin", check=False)
+    result = run(home, "tokens", "create", "--project", "x", "--scope", "superuser", check=False)
     assert result.returncode == 2 and "scopes must be" in result.stderr
 
 

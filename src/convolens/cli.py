@@ -97,6 +97,25 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_erase(args: argparse.Namespace) -> int:
+    import json
+
+    from convolens.store.erasure import erase_end_user
+
+    db = _db(Settings.from_env())
+    with db.writer() as conn:
+        project_pk = projects.get_project_pk(conn, args.project)
+        if project_pk is None:
+            print(f"error: no project {args.project!r}", file=sys.stderr)
+            return 1
+        receipt = erase_end_user(conn, project_pk, args.user_id)
+    if receipt is None:
+        print(f"error: no end user {args.user_id!r} in project {args.project!r}", file=sys.stderr)
+        return 1
+    print(json.dumps({"status": "erased", **receipt.as_dict()}))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from convolens.demo import run_demo
 
@@ -112,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
     serve.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one object per line with request ids (default); text: for reading by eye",
+    )
+    serve.add_argument(
         "--graceful-timeout", type=float, default=10.0, help="seconds to let in-flight requests finish on shutdown"
     )
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
@@ -123,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = sub.add_parser("tokens", help="manage API tokens").add_subparsers(dest="action", required=True)
     create = tokens.add_parser("create", help="create a token (and its project if new); printed once")
     create.add_argument("--project", required=True)
-    create.add_argument("--scope", default="ingest,read", help="comma-separated: ingest, read")
+    create.add_argument("--scope", default="ingest,read", help="comma-separated: ingest, read, admin")
     create.add_argument("--label")
     create.set_defaults(func=cmd_tokens_create)
     listing = tokens.add_parser("list", help="list tokens (prefix, project, scopes, created, last used)")
@@ -132,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = tokens.add_parser("revoke", help="revoke a token by id or prefix; effective at once")
     revoke.add_argument("token", help="the token's id or its prefix as shown by 'tokens list'")
     revoke.set_defaults(func=cmd_tokens_revoke)
+
+    users = sub.add_parser("users", help="end users").add_subparsers(dest="action", required=True)
+    erase = users.add_parser("erase", help="erase an end user and all their conversations (GDPR)")
+    erase.add_argument("--project", required=True)
+    erase.add_argument("user_id")
+    erase.set_defaults(func=cmd_users_erase)
 
     demo = sub.add_parser("demo", help="serve with a demo project seeded through the public API")
     demo.add_argument("--host", default="127.0.0.1")

@@ -22,6 +22,11 @@ class Limits:
     max_id_chars: int = 128
     max_tenant_chars: int = 128
     max_per_page: int = 100
+    # Requests per second per API token (0 turns the limit off), and the burst allowed above it.
+    rate_limit_per_second: int = 100
+    rate_limit_burst: int = 200
+    # A client must send its whole body within this many seconds (slow-loris guard): else 408.
+    body_timeout_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Limits:

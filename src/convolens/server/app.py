@@ -3,7 +3,8 @@
 - ``/api/v1/ingest``                    → server/api/ingest.py (native batches)
 - ``/api/v1/log/…``                     → server/api/context_log.py (Context-compatible writes)
 - ``/api/v1/conversations…``, ``/api/v1/suggested_topics`` → server/api/context_read.py
-- ``/healthz``, ``/readyz``             → server/api/health.py
+- ``DELETE /api/v1/users/{user_id}``   → server/api/users.py (erasure)
+- ``/healthz``, ``/readyz``, ``/metrics`` → server/api/health.py
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from fastapi import FastAPI
 from convolens import __version__
 from convolens.config import Settings
 from convolens.server import errors
-from convolens.server.api import context_log, context_read, health, ingest
+from convolens.server.api import context_log, context_read, health, ingest, users
 from convolens.server.body import BoundedBodyMiddleware
+from convolens.server.observability import Metrics, RequestContextMiddleware
+from convolens.server.ratelimit import RateLimiter
 from convolens.store import migrate
 from convolens.store.db import Database
 
@@ -41,8 +44,12 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.metrics = Metrics()
+    app.state.rate_limiter = RateLimiter(settings.limits.rate_limit_per_second, settings.limits.rate_limit_burst)
     errors.install(app)
     app.add_middleware(BoundedBodyMiddleware, limits=settings.limits)
-    for module in (health, ingest, context_log, context_read):
+    # Outermost: every response, even a 413 from the body guard, gets a request id and a log line.
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    for module in (health, ingest, context_log, context_read, users):
         app.include_router(module.router)
     return app

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi import Depends, Request
 
 from convolens.server.errors import ApiError
+from convolens.server.ratelimit import RateLimiter
 from convolens.store import projects
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
@@ -29,6 +30,14 @@ def authenticate(request: Request) -> TokenInfo:
         info = projects.authenticate(conn, token)
     if info is None:
         raise ApiError(401, "invalid or revoked token", headers=_CHALLENGE)
+    wait = request.app.state.rate_limiter.acquire(info.token_pk)
+    if wait:
+        request.app.state.metrics.rate_limited.inc()
+        raise ApiError(
+            429,
+            "rate limit exceeded for this token; slow down",
+            headers={"Retry-After": RateLimiter.retry_after_header(wait)},
+        )
     if projects.needs_last_used_update(info):
         with db.writer() as conn:
             projects.touch_token(conn, info.token_pk)
@@ -47,3 +56,4 @@ def require(scope: str) -> Callable[..., TokenInfo]:
 
 IngestToken = Depends(require("ingest"))
 ReadToken = Depends(require("read"))
+AdminToken = Depends(require("admin"))

@@ -8,6 +8,7 @@ The routes then read an ordinary JSON body and FastAPI validates it against the 
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 import orjson
@@ -23,6 +24,10 @@ class BodyTooLarge(Exception):
 
 
 class BadEncoding(Exception):
+    pass
+
+
+class BodyTimeout(Exception):
     pass
 
 
@@ -70,6 +75,9 @@ class BoundedBodyMiddleware:
         except BadEncoding as exc:
             await _reply(send, 400, str(exc))
             return
+        except BodyTimeout:
+            await _reply(send, 408, f"the request body did not arrive within {self.limits.body_timeout_seconds} s")
+            return
 
         new_headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]
         new_headers.append((b"content-length", str(len(body)).encode()))
@@ -91,8 +99,13 @@ class BoundedBodyMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(f"request body is larger than the limit of {limit} bytes")
         received = bytearray()
+        deadline = asyncio.get_running_loop().time() + self.limits.body_timeout_seconds
         while True:
-            message = await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
+            except TimeoutError:
+                raise BodyTimeout from None
             if message["type"] == "http.disconnect":
                 break
             received += message.get("body", b"")

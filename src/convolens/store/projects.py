@@ -18,7 +18,8 @@ from convolens.store.tables import api_token, project
 from convolens.timeutil import utcnow
 
 TOKEN_PREFIX = "cl_"
-SCOPES = frozenset({"ingest", "read"})
+# ingest: write events; read: the read API; admin: destructive operations such as erasing an end user.
+SCOPES = frozenset({"ingest", "read", "admin"})
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 

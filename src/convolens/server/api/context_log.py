@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from convolens.config import Limits
 from convolens.schemas.bounds import check_context_conversation
@@ -17,7 +17,7 @@ from convolens.schemas.context import (
     ThreadRatingsBody,
 )
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent
-from convolens.server.api.deps import database, limits
+from convolens.server.api.deps import count_ingested, database, limits
 from convolens.server.auth import IngestToken
 from convolens.server.errors import ApiError, bound_violation
 from convolens.server.responses import JSONResponse
@@ -123,6 +123,7 @@ _OK = {"status": "ok"}
 
 @router.post("/api/v1/log/conversation", status_code=201)
 def log_conversation(
+    request: Request,
     body: ConversationBody,
     tenant_id: str | None = TenantQuery,
     token: TokenInfo = IngestToken,
@@ -135,12 +136,14 @@ def log_conversation(
     conversation_id = new_id()
     batch, _ = _to_batch(body.conversation, conversation_id, tenant)
     with db.writer() as conn:
-        apply_batch(conn, token.project_pk, batch, utcnow())
+        outcome = apply_batch(conn, token.project_pk, batch, utcnow())
+    count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 
 
 @router.post("/api/v1/log/conversation/upsert", status_code=201)
 def log_conversation_upsert(
+    request: Request,
     body: ConversationBody,
     tenant_id: str | None = TenantQuery,
     token: TokenInfo = IngestToken,
@@ -173,14 +176,16 @@ def log_conversation_upsert(
         else:
             conversation_id, skip = found
         batch, _ = _to_batch(conversation, conversation_id, tenant, skip=skip)
-        apply_batch(conn, token.project_pk, batch, now)
+        outcome = apply_batch(conn, token.project_pk, batch, now)
         if found is None:
             upsert.set_upsert_key(conn, token.project_pk, conversation_id, key)
+    count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": len(pairs) - skip}}, status_code=201)
 
 
 @router.post("/api/v1/log/conversation/thread", status_code=201)
 def log_conversation_thread(
+    request: Request,
     body: ThreadBody,
     tenant_id: str | None = TenantQuery,
     token: TokenInfo = IngestToken,
@@ -194,7 +199,8 @@ def log_conversation_thread(
     thread_id = thread.id or new_id()
     batch, messages = _to_batch(thread, thread_id, tenant)
     with db.writer() as conn:
-        apply_batch(conn, token.project_pk, batch, utcnow())
+        outcome = apply_batch(conn, token.project_pk, batch, utcnow())
+    count_ingested(request, outcome.created_messages)
     appended = [{"id": m.id, "role": m.role, "message": m.content, "rating": m.rating} for m in messages]
     return JSONResponse({**_OK, "data": {"id": thread_id, "appended_messages": appended}}, status_code=201)
 

@@ -14,3 +14,7 @@ def database(request: Request) -> Database:
 
 def limits(request: Request) -> Limits:
     return request.app.state.settings.limits
+
+
+def count_ingested(request: Request, created_messages: int) -> None:
+    request.app.state.metrics.ingested_messages.inc(created_messages)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from convolens.config import Limits
 from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
-from convolens.server.api.deps import database, limits
+from convolens.server.api.deps import count_ingested, database, limits
 from convolens.server.auth import IngestToken
 from convolens.server.errors import bound_violation
 from convolens.server.responses import JSONResponse
@@ -21,6 +21,7 @@ router = APIRouter(tags=["ingest"])
 
 @router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)
 def ingest(
+    request: Request,
     batch: IngestBatch,
     token: TokenInfo = IngestToken,
     db: Database = Depends(database),  # noqa: B008
@@ -31,5 +32,10 @@ def ingest(
         raise bound_violation(errors)
     with db.writer() as conn:
         outcome = apply_batch(conn, token.project_pk, batch, utcnow())
+    count_ingested(request, outcome.created_messages)
+    metrics = request.app.state.metrics
+    if batch.client is not None:
+        metrics.client_dropped.inc(batch.client.dropped)
+        metrics.client_retries.inc(batch.client.retries)
     response = IngestResponse(accepted=sum(r.status != "not_found" for r in outcome.results), results=outcome.results)
     return JSONResponse(response.model_dump(exclude_none=True), status_code=202)
