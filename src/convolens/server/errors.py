@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convolens.schemas.bounds import FieldError
@@ -17,6 +17,36 @@ from convolens.store.db import DatabaseUnavailable
 log = logging.getLogger("convolens.server")
 
 RETRY_AFTER_SECONDS = 5
+
+
+class FieldProblem(BaseModel):
+    field: str
+    msg: str
+    loc: list[str | int] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error response."""
+
+    detail: str
+    errors: list[FieldProblem] = []
+
+
+# Declared on every router, so /openapi.json tells clients the truth (FastAPI's default 422 schema
+# describes its own error format, which convolens does not use).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Malformed JSON or body encoding"),
+        (401, "Missing, invalid or revoked token"),
+        (403, "The token lacks the scope"),
+        (404, "Not found in this project"),
+        (413, "Body over a size bound"),
+        (422, "A field of the wrong shape or over a bound; each named in errors[]"),
+        (429, "Rate limit exceeded; see Retry-After"),
+        (503, "Database unavailable; see Retry-After"),
+    )
+}
 
 
 class ApiError(Exception):

@@ -19,7 +19,7 @@ from convolens.schemas.context import (
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent
 from convolens.server.api.deps import count_ingested, database, limits
 from convolens.server.auth import IngestToken
-from convolens.server.errors import ApiError, bound_violation
+from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.responses import JSONResponse
 from convolens.store import queries, upsert
 from convolens.store.db import Database
@@ -27,7 +27,7 @@ from convolens.store.ingest import apply_batch, new_id
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import utcnow
 
-router = APIRouter(tags=["context"])
+router = APIRouter(tags=["context"], responses=ERROR_RESPONSES)
 
 # Context continued an upserted conversation only if it was active in the last six hours.
 UPSERT_WINDOW = timedelta(hours=6)

@@ -11,14 +11,14 @@ from convolens.config import Limits
 from convolens.server.api.context_format import conversation_response
 from convolens.server.api.deps import database, limits
 from convolens.server.auth import ReadToken
-from convolens.server.errors import ApiError
+from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
 from convolens.store import queries
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, to_naive_utc, utcnow
 
-router = APIRouter(tags=["read"])
+router = APIRouter(tags=["read"], responses=ERROR_RESPONSES)
 
 SERIES = ("sentiment", "rating", "volume")
 DEFAULT_DAYS_BACK = 6  # Context: "defaults to the beginning of 6 days ago"

@@ -9,14 +9,14 @@ from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
 from convolens.server.api.deps import count_ingested, database, limits
 from convolens.server.auth import IngestToken
-from convolens.server.errors import bound_violation
+from convolens.server.errors import ERROR_RESPONSES, bound_violation
 from convolens.server.responses import JSONResponse
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import utcnow
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
 
 
 @router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)

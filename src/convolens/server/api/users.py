@@ -6,13 +6,13 @@ from fastapi import APIRouter, Depends
 
 from convolens.server.api.deps import database
 from convolens.server.auth import AdminToken
-from convolens.server.errors import ApiError
+from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
 from convolens.store.db import Database
 from convolens.store.erasure import erase_end_user
 from convolens.store.projects import TokenInfo
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], responses=ERROR_RESPONSES)
 
 
 @router.delete("/api/v1/users/{user_id}")
