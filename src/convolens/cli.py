@@ -21,9 +21,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from convolens.server.app import create_app
+    from convolens.server.observability import configure_logging
 
     settings = Settings.from_env()
     app = create_app(settings)
+    configure_logging(args.log_level, json=args.log_format == "json")
     print(f"convolens serving on http://{args.host}:{args.port} ({_describe(settings)})", flush=True)
     ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile} if args.ssl_certfile else {}
     uvicorn.run(
@@ -31,6 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=None,  # ours, from configure_logging: JSON lines, no uvicorn access log
+        access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,
         **ssl,
     )

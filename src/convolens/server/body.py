@@ -81,7 +81,8 @@ class BoundedBodyMiddleware:
 
         new_headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]
         new_headers.append((b"content-length", str(len(body)).encode()))
-        scope = {**scope, "headers": new_headers}
+        # In place, not a copy: outer middleware reads what routing adds to the scope (the route template).
+        scope["headers"] = new_headers
         delivered = False
 
         async def replay() -> Message:
