@@ -8,7 +8,10 @@ With CI=true a missing PostgreSQL fails the run instead of skipping its tests.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -198,3 +201,54 @@ def api(server: RunningServer, project: Project) -> Iterator[httpx.Client]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+CLI_SERVE = [sys.executable, "-m", "convolens"]
+
+
+class ServeProcess:
+    """``convolens serve`` as a separate process (SQLite in ``home`` unless a URL is given), which a test
+    may kill and start again."""
+
+    def __init__(self, home: Path, database_url: str | None = None, project: str = "sdk") -> None:
+        self.home = home
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "CONVOLENS_HOME": str(home)}
+        self.env.pop("CONVOLENS_DATABASE_URL", None)
+        if database_url:
+            self.env["CONVOLENS_DATABASE_URL"] = database_url
+        self.database_url = database_url or f"sqlite:///{home / 'convolens.sqlite3'}"
+        self.process: subprocess.Popen | None = None
+        self.token = subprocess.run(
+            [*CLI_SERVE, "tokens", "create", "--project", project],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [*CLI_SERVE, "serve", "--port", str(self.port), "--log-level", "warning"], env=self.env
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and self.process.poll() is None, "server did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+    def db(self) -> Database:
+        return Database(self.database_url)

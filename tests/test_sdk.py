@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -14,7 +12,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 import uvicorn
@@ -24,55 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from conftest import RunningServer, free_port, make_project
+from conftest import RunningServer, ServeProcess, free_port, make_project
 from convolens import Client
 from convolens.store import projects, queries
 from convolens.store.db import Database
 from convolens.store.tables import client_report, message
 
 CLI = [sys.executable, "-m", "convolens"]
-
-
-class ServeProcess:
-    """``convolens serve`` as a separate process on SQLite, which a test may kill and start again."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "CONVOLENS_HOME": str(home)}
-        self.env.pop("CONVOLENS_DATABASE_URL", None)
-        self.process: subprocess.Popen | None = None
-        self.token = subprocess.run(
-            [*CLI, "tokens", "create", "--project", "sdk"], env=self.env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(self.port), "--log-level", "warning"], env=self.env
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and self.process.poll() is None, "server did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(20)
-
-    def db(self) -> Database:
-        return Database(f"sqlite:///{self.home / 'convolens.sqlite3'}")
 
 
 @pytest.fixture
