@@ -18,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 class DatabaseUnavailable(Exception):
-    """The database cannot be reached or is too busy; the caller should retry later (HTTP 503)."""
+    """The database cannot be reached, is too busy or out of disk; retry later (HTTP 503)."""
 
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
@@ -117,6 +117,11 @@ def _is_connectivity_error(exc: Exception) -> bool:
             "terminating connection",
             "connection",
             "timeout",
+            # Disk full: nothing was written; the client should keep its data and retry later.
+            "disk is full",
+            "no space left",
+            "could not extend file",
+            "could not write",
         )
         return exc.connection_invalidated or any(word in message for word in busy)
     return False
