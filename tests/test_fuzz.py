@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from conftest import Project, RunningServer, make_project, running_server
 from convolens.config import Limits
-from convolens.store import migrate
+from convolens.store import migrate, projects
 from convolens.store.db import Database
 
 COUNTS: dict[str, int] = {"schemathesis": 0, "hypothesis": 0}
@@ -34,8 +34,11 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runn
     db = Database(f"sqlite:///{home / 'convolens.sqlite3'}")
     migrate.upgrade(db)
     # No rate limit here: the fuzzer should reach the handlers, not the limiter.
+    project = make_project(db, "fuzz")
+    with db.writer() as conn:  # storage fidelity is under test here, not PII scrubbing (test_pii.py)
+        projects.set_project_setting(conn, project.name, "pii_scrubbing", False)
     with running_server(db, home, Limits(rate_limit_per_second=0)) as server:
-        yield server, make_project(db, "fuzz")
+        yield server, project
     db.dispose()
 
 

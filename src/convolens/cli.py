@@ -101,6 +101,16 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projects_set(args: argparse.Namespace) -> int:
+    db = _db(Settings.from_env())
+    with db.writer() as conn:
+        if not projects.set_project_setting(conn, args.project, "pii_scrubbing", args.pii == "on"):
+            print(f"error: no project {args.project!r}", file=sys.stderr)
+            return 1
+    print(f"project {args.project!r}: PII scrubbing {args.pii}")
+    return 0
+
+
 def cmd_users_erase(args: argparse.Namespace) -> int:
     import json
 
@@ -161,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = tokens.add_parser("revoke", help="revoke a token by id or prefix; effective at once")
     revoke.add_argument("token", help="the token's id or its prefix as shown by 'tokens list'")
     revoke.set_defaults(func=cmd_tokens_revoke)
+
+    project_cmd = sub.add_parser("projects", help="project settings").add_subparsers(dest="action", required=True)
+    project_set = project_cmd.add_parser("set", help="change a project's settings")
+    project_set.add_argument("--project", required=True)
+    project_set.add_argument(
+        "--pii",
+        choices=("on", "off"),
+        required=True,
+        help="scrub PII from messages and metadata before storing them (default on)",
+    )
+    project_set.set_defaults(func=cmd_projects_set)
 
     users = sub.add_parser("users", help="end users").add_subparsers(dest="action", required=True)
     erase = users.add_parser("erase", help="erase an end user and all their conversations (GDPR)")

@@ -30,6 +30,7 @@ class TokenInfo:
     project_name: str
     scopes: frozenset[str]
     last_used_at: datetime | None
+    pii_scrubbing: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def authenticate(conn: Connection, token: str) -> TokenInfo | None:
             api_token.c.scopes,
             api_token.c.last_used_at,
             project.c.name,
+            project.c.settings,
         )
         .join(project, project.c.pk == api_token.c.project_pk)
         .where(api_token.c.token_hash == digest, api_token.c.revoked_at.is_(None))
@@ -121,6 +123,7 @@ def authenticate(conn: Connection, token: str) -> TokenInfo | None:
         project_name=row.name,
         scopes=frozenset(row.scopes.split(",")),
         last_used_at=row.last_used_at,
+        pii_scrubbing=bool((row.settings or {}).get("pii_scrubbing", True)),
     )
 
 
@@ -159,6 +162,15 @@ def revoke_token(conn: Connection, prefix_or_pk: str) -> int:
         update(api_token).where(condition, api_token.c.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
     return result.rowcount
+
+
+def set_project_setting(conn: Connection, name: str, key: str, value: object) -> bool:
+    """Set one key of a project's settings; False if there is no such project."""
+    row = conn.execute(select(project.c.pk, project.c.settings).where(project.c.name == name)).first()
+    if row is None:
+        return False
+    conn.execute(update(project).where(project.c.pk == row.pk).values(settings={**(row.settings or {}), key: value}))
+    return True
 
 
 def count_projects(conn: Connection) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from convolens.config import Limits
+from convolens.enrich.pii import scrub_text, scrub_value
 from convolens.schemas.bounds import check_context_conversation
 from convolens.schemas.context import (
     ContextConversation,
@@ -67,6 +68,21 @@ def _check(
                 }
             ],
         )
+
+
+def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
+    """PII out of every free-text field, in place, before anything else looks at the conversation
+    (the upsert matching included: it compares with what was stored, which is scrubbed)."""
+    if not token.pii_scrubbing:
+        return
+    conversation.metadata = scrub_value(conversation.metadata)
+    conversation.feedback = scrub_text(conversation.feedback)
+    for message in conversation.messages:
+        message.message = scrub_text(message.message) or ""
+        message.metadata = scrub_value(message.metadata)
+        message.thought = scrub_text(message.thought)
+        message.observation = scrub_text(message.observation)
+        message.input = scrub_value(message.input)
 
 
 def _to_batch(
@@ -133,6 +149,7 @@ def log_conversation(
     """Log one whole conversation; every call makes a new conversation."""
     tenant = _tenant(tenant_id, body.tenant_id)
     _check(body.conversation, bounds, tenant_id=tenant)
+    _scrub(body.conversation, token)
     conversation_id = new_id()
     batch, _ = _to_batch(body.conversation, conversation_id, tenant)
     with db.writer() as conn:
@@ -154,6 +171,7 @@ def log_conversation_upsert(
     tenant = _tenant(tenant_id, body.tenant_id)
     conversation = body.conversation
     _check(conversation, bounds, tenant_id=tenant)
+    _scrub(conversation, token)
     pairs = [(m.role, m.message) for m in conversation.messages]
     key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
     now = utcnow()
@@ -196,6 +214,7 @@ def log_conversation_thread(
     tenant = _tenant(tenant_id, body.tenant_id)
     thread = body.conversation
     _check(thread, bounds, thread_id=thread.id, tenant_id=tenant)
+    _scrub(thread, token)
     thread_id = thread.id or new_id()
     batch, messages = _to_batch(thread, thread_id, tenant)
     with db.writer() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from convolens.config import Limits
+from convolens.enrich.pii import scrub_batch
 from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
 from convolens.server.api.deps import count_ingested, database, limits
@@ -30,6 +31,8 @@ def ingest(
     errors = check_batch(batch, bounds)
     if errors:
         raise bound_violation(errors)
+    if token.pii_scrubbing:
+        scrub_batch(batch)  # before storage: raw values never reach the database
     with db.writer() as conn:
         outcome = apply_batch(conn, token.project_pk, batch, utcnow())
     count_ingested(request, outcome.created_messages)

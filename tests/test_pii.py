@@ -1,0 +1,187 @@
+"""PII scrubbing: quality on the labelled set, and that raw values never reach the database or a reply."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Project, RunningServer, make_project
+from convolens.enrich.pii import CARD_DUMMY, EMAIL_DUMMY, NI_DUMMY, SSN_DUMMY, scrub
+from convolens.store import projects
+
+EMAIL = "jane.roe@example.net"
+CARD = "4539 1488 0343 6467"  # Luhn-valid test number
+PHONE = "+44 20 7946 0958"
+KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+
+
+def test_quality_on_the_labelled_set() -> None:
+    evaluate = runpy.run_path(str(REPO / "bench" / "pii_quality.py"))["evaluate"]
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "pii.jsonl").read_text().splitlines()]
+    assert sum(1 for r in rows if r["pii"]) >= 100 and sum(1 for r in rows if not r["pii"]) >= 100
+    result = evaluate(rows)
+    assert result["recall"] >= 0.98, result["missed"]
+    assert result["clean_altered"] <= 0.03, result["altered"]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (f"mail {EMAIL} now", f"mail {EMAIL_DUMMY} now"),
+        (f"card {CARD}!", f"card {CARD_DUMMY}!"),
+        ("ssn 123-45-6789.", f"ssn {SSN_DUMMY}."),
+        ("NI AB123456C", f"NI {NI_DUMMY}"),
+        (f"call {PHONE} today", "call [PHONE] today"),
+        (f"key={KEY}", "key=[SECRET]"),
+        ("card 4539 1488 0343 6468 is a typo", "card 4539 1488 0343 6468 is a typo"),  # fails Luhn: left alone
+        ("Order 4539148803436467", f"Order {CARD_DUMMY}"),
+    ],
+)
+def test_scrub_examples(text: str, expected: str) -> None:
+    assert scrub(text).text == expected
+
+
+def _contains_raw(values: list[str]) -> bool:
+    joined = "\n".join(values)
+    return any(raw in joined for raw in (EMAIL, CARD, PHONE, KEY, "123-45-6789"))
+
+
+def _all_stored_text(server: RunningServer, project: Project) -> list[str]:
+    from sqlalchemy import select
+
+    from convolens.store.tables import conversation, message
+
+    with server.db.reader() as conn:
+        texts = [
+            str(row)
+            for row in conn.execute(
+                select(message.c.content, message.c.metadata, message.c.extra, message.c.error).where(
+                    message.c.project_pk == project.pk
+                )
+            )
+        ]
+        texts += [
+            str(row)
+            for row in conn.execute(
+                select(conversation.c.metadata, conversation.c.feedback).where(conversation.c.project_pk == project.pk)
+            )
+        ]
+    return texts
+
+
+def test_native_ingest_is_scrubbed_before_storage(server: RunningServer, project: Project) -> None:
+    with server.client(project.token) as client:
+        response = client.post(
+            "/api/v1/ingest",
+            json={
+                "events": [
+                    {"type": "conversation", "id": "c", "metadata": {"contact": EMAIL}, "feedback": f"call {PHONE}"},
+                    {
+                        "type": "message",
+                        "conversation_id": "c",
+                        "id": "m1",
+                        "role": "user",
+                        "content": f"my card is {CARD} and email {EMAIL}",
+                        "metadata": {"note": "ssn 123-45-6789"},
+                        "extra": {"tool": {"args": [KEY]}},
+                    },
+                    {
+                        "type": "message",
+                        "conversation_id": "c",
+                        "id": "m2",
+                        "role": "assistant",
+                        "content": "ok",
+                        "error": f"failed for {EMAIL}",
+                    },
+                    {"type": "event", "conversation_id": "c", "name": "Lead", "properties": {"phone": PHONE}},
+                    {"type": "feedback", "conversation_id": "c", "feedback": f"reach {EMAIL}"},
+                ]
+            },
+        )
+        assert response.status_code == 202
+        got = client.get("/api/v1/conversations/c").json()
+    assert got["messages"][0]["message"] == f"my card is {CARD_DUMMY} and email {EMAIL_DUMMY}"
+    assert got["metadata"] == {"contact": EMAIL_DUMMY}
+    assert not _contains_raw(_all_stored_text(server, project))
+
+
+def test_context_endpoints_are_scrubbed_and_upsert_still_continues(server: RunningServer, project: Project) -> None:
+    history = [{"role": "user", "message": f"I'm {EMAIL}, card {CARD}"}, {"role": "assistant", "message": "thanks"}]
+    meta = {"user_id": "u1", "phone": PHONE}
+    with server.client(project.token) as client:
+        first = client.post(
+            "/api/v1/log/conversation/upsert", json={"conversation": {"messages": history, "metadata": meta}}
+        )
+        history.append({"role": "user", "message": "and my ssn is 123-45-6789"})
+        second = client.post(
+            "/api/v1/log/conversation/upsert", json={"conversation": {"messages": history, "metadata": meta}}
+        )
+        assert first.json()["data"]["id"] == second.json()["data"]["id"]
+        thread = client.post(
+            "/api/v1/log/conversation/thread",
+            json={
+                "conversation": {
+                    "messages": [
+                        {"role": "user", "message": f"key {KEY}", "thought": f"mail {EMAIL}", "input": {"to": EMAIL}}
+                    ]
+                }
+            },
+        )
+        assert EMAIL not in thread.text and KEY not in thread.text  # not even in the reply
+        got = client.get(f"/api/v1/conversations/{first.json()['data']['id']}").json()
+    assert [m["message"] for m in got["messages"]] == [
+        f"I'm {EMAIL_DUMMY}, card {CARD_DUMMY}",
+        "thanks",
+        f"and my ssn is {SSN_DUMMY}",
+    ]
+    assert got["metadata"] == {"user_id": "u1", "phone": "[PHONE]"}
+    assert not _contains_raw(_all_stored_text(server, project))
+
+
+def test_a_project_can_turn_scrubbing_off(server: RunningServer) -> None:
+    project = make_project(server.db, "raw")
+    with server.db.writer() as conn:
+        assert projects.set_project_setting(conn, project.name, "pii_scrubbing", False)
+    with server.client(project.token) as client:
+        client.post(
+            "/api/v1/ingest",
+            json={"events": [{"type": "message", "conversation_id": "c", "role": "user", "content": f"email {EMAIL}"}]},
+        )
+        assert client.get("/api/v1/conversations/c").json()["messages"][0]["message"] == f"email {EMAIL}"
+
+
+def test_errors_never_echo_the_raw_values(server: RunningServer, project: Project) -> None:
+    with server.client(project.token) as client:
+        bad = client.post(
+            "/api/v1/ingest",
+            json={
+                "events": [
+                    {"type": "message", "conversation_id": "c", "role": "wizard", "content": f"{EMAIL} {CARD}"},
+                    {"type": "message", "conversation_id": "c", "role": "user", "content": KEY * 200},
+                ]
+            },
+        )
+        assert bad.status_code == 422
+        assert EMAIL not in bad.text and CARD not in bad.text and KEY not in bad.text
+
+
+def test_the_projects_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CONVOLENS_HOME": str(tmp_path)}
+    env.pop("CONVOLENS_DATABASE_URL", None)
+    cli = [sys.executable, "-m", "convolens"]
+    subprocess.run([*cli, "tokens", "create", "--project", "p"], env=env, check=True, capture_output=True)
+    off = subprocess.run(
+        [*cli, "projects", "set", "--project", "p", "--pii", "off"], env=env, capture_output=True, text=True
+    )
+    assert off.returncode == 0 and "PII scrubbing off" in off.stdout
+    missing = subprocess.run(
+        [*cli, "projects", "set", "--project", "nope", "--pii", "on"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 1
