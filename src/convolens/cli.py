@@ -101,6 +101,36 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from convolens.server.observability import configure_logging
+    from convolens.worker.runner import Worker
+
+    configure_logging(args.log_level)
+    worker = Worker(_db(Settings.from_env()), batch_size=args.batch_size)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
+def cmd_reenrich(args: argparse.Namespace) -> int:
+    from convolens.store import enrichment
+
+    db = _db(Settings.from_env())
+    with db.writer() as conn:
+        project_pk = None
+        if args.project:
+            project_pk = projects.get_project_pk(conn, args.project)
+            if project_pk is None:
+                print(f"error: no project {args.project!r}", file=sys.stderr)
+                return 1
+        count = enrichment.requeue(conn, project_pk)
+    print(f"{count} messages queued for enrichment again; running workers pick them up")
+    return 0
+
+
 def cmd_projects_set(args: argparse.Namespace) -> int:
     db = _db(Settings.from_env())
     with db.writer() as conn:
@@ -171,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = tokens.add_parser("revoke", help="revoke a token by id or prefix; effective at once")
     revoke.add_argument("token", help="the token's id or its prefix as shown by 'tokens list'")
     revoke.set_defaults(func=cmd_tokens_revoke)
+
+    worker = sub.add_parser("worker", help="run an enrichment worker (any number, on PostgreSQL)")
+    worker.add_argument("--batch-size", type=int, default=256)
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(func=cmd_worker)
+    reenrich = sub.add_parser("reenrich", help="queue messages for enrichment again (after a model change)")
+    reenrich.add_argument("--project", help="only this project")
+    reenrich.set_defaults(func=cmd_reenrich)
 
     project_cmd = sub.add_parser("projects", help="project settings").add_subparsers(dest="action", required=True)
     project_set = project_cmd.add_parser("set", help="change a project's settings")

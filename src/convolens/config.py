@@ -55,12 +55,16 @@ class Settings:
     database_url: str
     home: Path
     limits: Limits = field(default_factory=Limits)
+    # Enrich in a thread of the API process. On by default (one command is all a user runs); a
+    # scale-out deployment turns it off and runs `convolens worker` processes instead.
+    embedded_worker: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
         home = default_home()
         url = os.environ.get("CONVOLENS_DATABASE_URL") or sqlite_url(home)
-        return cls(database_url=url, home=home, limits=Limits.from_env())
+        embedded = os.environ.get("CONVOLENS_EMBEDDED_WORKER", "1").strip().lower() not in ("0", "false", "no", "off")
+        return cls(database_url=url, home=home, limits=Limits.from_env(), embedded_worker=embedded)
 
     @property
     def is_sqlite(self) -> bool:

@@ -23,6 +23,7 @@ from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
 from convolens.store import migrate
 from convolens.store.db import Database
+from convolens.worker.runner import Worker
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
@@ -33,7 +34,12 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             migrate.upgrade(db)
+        worker = Worker(db) if settings.embedded_worker else None
+        thread = worker.start_thread() if worker else None
         yield
+        if worker and thread:
+            worker.stop()
+            thread.join(10)
         db.dispose()
 
     app = FastAPI(

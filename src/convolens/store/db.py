@@ -7,6 +7,8 @@ from WAL snapshots on their own connections.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,39 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+
+class FairLock:
+    """A lock handed over in arrival order. ``threading.Lock`` is not fair: a thread that releases and
+    re-acquires in a loop (the enrichment worker) can starve the others (the ingest requests) of
+    SQLite's single write connection."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+        self._held = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held and not self._waiters:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True  # ownership was handed to us by release()
+        with self._mutex:
+            if turn.is_set():
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().set()  # straight to the next in line; never unlocked between
+            else:
+                self._held = False
 
 
 class DatabaseUnavailable(Exception):
@@ -59,9 +94,11 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=5)
+            self._write_turn: FairLock | None = FairLock()
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
             self.read_engine = self.write_engine
+            self._write_turn = None
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://")
 
@@ -72,6 +109,9 @@ class Database:
     @contextmanager
     def writer(self) -> Iterator[Connection]:
         """One write transaction: committed on success, rolled back on any exception."""
+        turn = self._write_turn
+        if turn is not None and not turn.acquire(timeout=60):
+            raise DatabaseUnavailable("timed out waiting for the write lock")
         try:
             with self.write_engine.begin() as conn:
                 yield conn
@@ -79,6 +119,9 @@ class Database:
             if _is_connectivity_error(exc):
                 raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
             raise
+        finally:
+            if turn is not None:
+                turn.release()
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:

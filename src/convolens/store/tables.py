@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -114,9 +115,19 @@ message = Table(
     Column("translation", Text),
     Column("sentiment", Float),
     Column("enriched_version", Integer),
+    # A worker's claim on the message while it enriches it; an expired lease is free to take again.
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
     UniqueConstraint("project_pk", "id", name="uq_message_project_id"),
     Index("ix_message_conversation_position", "conversation_pk", "position"),
     Index("ix_message_project_created", "project_pk", "created_at"),
+    # Only pending messages are in it, so finding work stays cheap however large the table grows.
+    Index(
+        "ix_message_pending",
+        "pk",
+        sqlite_where=text("enriched_version IS NULL"),
+        postgresql_where=text("enriched_version IS NULL"),
+    ),
 )
 
 client_report = Table(

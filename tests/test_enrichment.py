@@ -1,0 +1,195 @@
+"""Enrichment: language quality, the worker queue (claims, leases, exactly once), and results via the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import REPO, Project, RunningServer, make_project
+from convolens.enrich import pipeline
+from convolens.schemas.ingest import IngestBatch
+from convolens.store import enrichment, migrate
+from convolens.store.db import Database
+from convolens.store.ingest import apply_batch
+from convolens.store.tables import message
+from convolens.timeutil import utcnow
+from convolens.worker.runner import Worker
+
+
+def test_language_quality_on_the_labelled_set() -> None:
+    evaluate = runpy.run_path(str(REPO / "bench" / "language_quality.py"))["evaluate"]
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "languages.jsonl").read_text().splitlines()]
+    assert len(rows) >= 200
+    result = evaluate(rows)
+    assert result["languages"] >= 10
+    assert result["accuracy"] >= 0.95, result["wrong"]
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_languages_come_back_through_the_api(server: RunningServer, project: Project) -> None:
+    texts = {
+        "en": "Why was I charged twice this month?",
+        "ko": "이번 달에 왜 두 번 결제되었나요?",
+        "ja": "注文した商品がまだ届いていません。",
+        "es": "¿Dónde está mi factura?",
+    }
+    with server.client(project.token) as client:
+        client.post(
+            "/api/v1/log/conversation/thread",
+            json={
+                "conversation": {
+                    "id": "langs",
+                    "messages": [{"role": "user", "message": text} for text in texts.values()],
+                }
+            },
+        )
+
+        def enriched() -> bool:
+            messages = client.get("/api/v1/conversations/langs").json()["messages"]
+            return all(m["language"] for m in messages)
+
+        wait_for(enriched)
+        got = [m["language"] for m in client.get("/api/v1/conversations/langs").json()["messages"]]
+    assert got == list(texts)
+
+
+@pytest.fixture
+def queue_db(database_url: str, tmp_path: Path) -> Iterator[Database]:
+    """A database of its own, with no server (and so no embedded worker) competing for its queue."""
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+    else:
+        import psycopg
+
+        name = f"convolens_queue_{uuid.uuid4().hex[:8]}"
+        admin = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        base, _, query = database_url.partition("?")
+        url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    db = Database(url)
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
+
+
+def _fill(db: Database, n: int) -> Project:
+    project = make_project(db, "queue")
+    events = [
+        {
+            "type": "message",
+            "conversation_id": f"c{i % 40}",
+            "id": f"m{i}",
+            "role": "user",
+            "content": f"message number {i} about my invoice",
+        }
+        for i in range(n)
+    ]
+    for start in range(0, n, 500):
+        with db.writer() as conn:
+            apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events[start : start + 500]}), utcnow())
+    return project
+
+
+def test_two_workers_enrich_each_message_exactly_once(queue_db: Database) -> None:
+    _fill(queue_db, 3000)
+    workers = [Worker(queue_db, batch_size=25, name=f"w{i}") for i in range(2)]
+    saved: dict[str, list[int]] = {w.owner: [] for w in workers}
+    start_together = threading.Barrier(2)
+
+    def drain(worker: Worker) -> None:
+        start_together.wait()
+        while batch := worker.run_once():
+            saved[worker.owner].extend(batch)
+
+    threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    first, second = (set(keys) for keys in saved.values())
+    assert first and second, "both workers took part"
+    assert not first & second
+    assert len(first) + len(second) == 3000
+    with queue_db.reader() as conn:
+        assert (
+            conn.execute(
+                select(func.count())
+                .select_from(message)
+                .where(
+                    message.c.enriched_version == pipeline.VERSION,
+                    message.c.language == "en",
+                    message.c.lease_owner.is_(None),
+                )
+            ).scalar_one()
+            == 3000
+        )
+
+
+def test_a_dead_workers_lease_expires(queue_db: Database) -> None:
+    _fill(queue_db, 50)
+    with queue_db.writer() as conn:  # a worker claims a batch and then dies (SIGKILL): it never saves
+        claimed = enrichment.claim(conn, "dead-worker", 30, timedelta(seconds=1), utcnow())
+    assert len(claimed) == 30
+    survivor = Worker(queue_db, batch_size=100, lease=timedelta(seconds=30), name="survivor")
+    assert len(survivor.run_once()) == 20  # the leased rows are not taken while the lease holds
+    assert survivor.run_once() == []
+    time.sleep(1.1)
+    assert sorted(survivor.run_once()) == sorted(m.pk for m in claimed)
+    with queue_db.writer() as conn:  # the dead worker cannot overwrite what the survivor saved
+        assert enrichment.save(conn, "dead-worker", pipeline.VERSION, pipeline.enrich(claimed)) == []
+
+
+def test_reenrich_requeues_and_the_worker_catches_up(queue_db: Database) -> None:
+    project = _fill(queue_db, 20)
+    worker = Worker(queue_db, name="w")
+    assert len(worker.run_once()) == 20
+    with queue_db.writer() as conn:
+        assert enrichment.requeue(conn, project.pk) == 20
+    assert len(worker.run_once()) == 20
+
+
+def test_the_worker_command(tmp_path: Path) -> None:
+    env = {**os.environ, "CONVOLENS_HOME": str(tmp_path)}
+    env.pop("CONVOLENS_DATABASE_URL", None)
+    db = Database(f"sqlite:///{tmp_path / 'convolens.sqlite3'}")
+    migrate.upgrade(db)
+    _fill(db, 100)
+    process = subprocess.Popen([sys.executable, "-m", "convolens", "worker", "--log-level", "warning"], env=env)
+
+    def all_done() -> bool:
+        with db.reader() as conn:
+            return (
+                conn.execute(
+                    select(func.count()).select_from(message).where(message.c.enriched_version.is_(None))
+                ).scalar_one()
+                == 0
+            )
+
+    try:
+        wait_for(all_done, 60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0  # stops cleanly on SIGTERM
+    out = subprocess.run([sys.executable, "-m", "convolens", "reenrich"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("100 messages queued")
+    db.dispose()
