@@ -208,7 +208,9 @@ class ServeProcess:
     """``convolens serve`` as a separate process (SQLite in ``home`` unless a URL is given), which a test
     may kill and start again."""
 
-    def __init__(self, home: Path, database_url: str | None = None, project: str = "sdk") -> None:
+    def __init__(
+        self, home: Path, database_url: str | None = None, project: str = "sdk", extra_env: dict[str, str] | None = None
+    ) -> None:
         self.home = home
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -216,6 +218,7 @@ class ServeProcess:
         self.env.pop("CONVOLENS_DATABASE_URL", None)
         if database_url:
             self.env["CONVOLENS_DATABASE_URL"] = database_url
+        self.env.update(extra_env or {})
         self.database_url = database_url or f"sqlite:///{home / 'convolens.sqlite3'}"
         self.process: subprocess.Popen | None = None
         self.token = subprocess.run(
