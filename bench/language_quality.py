@@ -1,6 +1,6 @@
 """Language detection accuracy and speed on tests/data/languages.jsonl.
 
-    .venv/bin/python bench/language_quality.py
+.venv/bin/python bench/language_quality.py
 """
 
 from __future__ import annotations
