@@ -209,8 +209,16 @@ class ServeProcess:
     may kill and start again."""
 
     def __init__(
-        self, home: Path, database_url: str | None = None, project: str = "sdk", extra_env: dict[str, str] | None = None
+        self,
+        home: Path,
+        database_url: str | None = None,
+        project: str = "sdk",
+        extra_env: dict[str, str] | None = None,
+        log_level: str = "warning",
+        log_path: Path | None = None,
     ) -> None:
+        self.log_level = log_level
+        self.log_path = log_path
         self.home = home
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -230,9 +238,15 @@ class ServeProcess:
         ).stdout.strip()
 
     def start(self) -> None:
+        log = self.log_path.open("a") if self.log_path else None
         self.process = subprocess.Popen(
-            [*CLI_SERVE, "serve", "--port", str(self.port), "--log-level", "warning"], env=self.env
+            [*CLI_SERVE, "serve", "--port", str(self.port), "--log-level", self.log_level],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
         )
+        if log:
+            log.close()  # the child has its own handle
         deadline = time.monotonic() + 30
         while True:
             try:

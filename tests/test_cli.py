@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO, ServeProcess, free_port
 
 CLI = [sys.executable, "-m", "convolens"]
 
@@ -32,24 +32,10 @@ def run(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 @pytest.fixture
 def served(home: Path) -> Iterator[str]:
-    run(home, "migrate")
-    port = free_port()
-    env = {**os.environ, "CONVOLENS_HOME": str(home)}
-    env.pop("CONVOLENS_DATABASE_URL", None)
-    process = subprocess.Popen([*CLI, "serve", "--port", str(port), "--log-level", "warning"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, "server did not start"
-        time.sleep(0.1)
-    yield base
-    process.terminate()
-    process.wait(20)
+    server = ServeProcess(home, project="bootstrap")
+    server.start()
+    yield server.base_url
+    server.stop()
 
 
 def test_tokens_create_list_revoke(home: Path, served: str) -> None:
@@ -68,7 +54,8 @@ def test_tokens_create_list_revoke(home: Path, served: str) -> None:
     assert "never" not in listing and "active" in listing
 
     assert "revoked 1 token" in run(home, "tokens", "revoke", token[:11]).stdout
-    assert "revoked" in run(home, "tokens", "list").stdout.splitlines()[1]
+    line = next(line for line in run(home, "tokens", "list").stdout.splitlines() if token[:11] in line)
+    assert "revoked" in line
     assert httpx.get(f"{served}/api/v1/conversations", headers=headers).status_code == 401
     again = run(home, "tokens", "revoke", token[:11], check=False)
     assert again.returncode == 1 and "no active token" in again.stderr

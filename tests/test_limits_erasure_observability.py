@@ -187,34 +187,15 @@ def test_users_erase_cli(tmp_path: Path) -> None:
 
 def test_json_logs_with_request_ids_and_no_secrets(tmp_path: Path) -> None:
     """The real `convolens serve`, its log output captured whole."""
-    import os
-    import subprocess
-    import sys
-
     import httpx
 
-    from conftest import free_port
+    from conftest import ServeProcess
 
-    env = {**os.environ, "CONVOLENS_HOME": str(tmp_path)}
-    env.pop("CONVOLENS_DATABASE_URL", None)
-    cli = [sys.executable, "-m", "convolens"]
-    token = subprocess.run(
-        [*cli, "tokens", "create", "--project", "logs"], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    port = free_port()
     log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*cli, "serve", "--port", str(port), "--log-level", "debug"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
+    server = ServeProcess(tmp_path / "home", project="logs", log_level="debug", log_path=log_path)
+    server.start()
+    token, base = server.token, server.base_url
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         headers = {"Authorization": f"Bearer {token}"}
         ok = httpx.get(
             f"{base}/api/v1/conversations/secret-conv-id?tenant_id=t", headers={**headers, "X-Request-ID": "req-123"}
@@ -231,8 +212,7 @@ def test_json_logs_with_request_ids_and_no_secrets(tmp_path: Path) -> None:
         httpx.post(f"{base}/api/v1/ingest", headers=headers, content=b"{broken hunter2")
         httpx.get(f"{base}/api/v1/conversations", headers={"Authorization": "Bearer cl_wrong-token-value"})
     finally:
-        process.terminate()
-        process.wait(20)
+        server.stop()
     assert ok.headers["x-request-id"] == "req-123"
     text = log_path.read_text()
     lines = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]

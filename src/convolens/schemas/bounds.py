@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from convolens.config import Limits
@@ -137,7 +137,3 @@ def check_context_conversation(
         c.text((*mloc, "name"), message.name, limits.max_id_chars)
         c.metadata((*mloc, "metadata"), message.metadata)
     return c.errors
-
-
-def first_errors(errors: Iterable[FieldError], n: int = 20) -> list[dict]:
-    return [e.as_dict() for e in list(errors)[:n]]

@@ -9,7 +9,7 @@ one ``UPDATE … RETURNING``; insert all new messages with one executemany; appl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -385,7 +385,3 @@ def record_client_stats(conn: Connection, project_pk: int, stats: ClientStats, n
             retries=stats.retries,
         )
     )
-
-
-def message_ids(results: Iterable[ItemResult]) -> list[str]:
-    return [r.id for r in results if r.id]

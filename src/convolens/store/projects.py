@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from convolens.store.tables import api_token, project
 from convolens.timeutil import utcnow
@@ -171,7 +171,3 @@ def set_project_setting(conn: Connection, name: str, key: str, value: object) ->
         return False
     conn.execute(update(project).where(project.c.pk == row.pk).values(settings={**(row.settings or {}), key: value}))
     return True
-
-
-def count_projects(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(project)).scalar_one()

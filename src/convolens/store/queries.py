@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from convolens.store.dialect import Period, bucket
-from convolens.store.tables import conversation, end_user, message, project
+from convolens.store.tables import conversation, end_user, message
 
 
 @dataclass
@@ -275,10 +275,6 @@ def project_totals(conn: Connection, project_pk: int) -> dict[str, int]:
         select(func.count()).select_from(message).where(message.c.project_pk == project_pk)
     ).scalar_one()
     return {"conversations": conversations, "messages": messages}
-
-
-def project_name(conn: Connection, project_pk: int) -> str | None:
-    return conn.execute(select(project.c.name).where(project.c.pk == project_pk)).scalar()
 
 
 def sentiment_series(
