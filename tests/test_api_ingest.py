@@ -309,3 +309,39 @@ def test_concurrent_writers_to_one_conversation(server: RunningServer, project: 
             select(func.count(func.distinct(message.c.position))).where(message.c.project_pk == project.pk)
         ).scalar_one()
     assert positions == 160
+
+
+def test_concurrent_batches_sharing_users_and_conversations(server: RunningServer, project: Project) -> None:
+    """Batches that touch the same end users and conversations in different orders: all accepted
+    (on PostgreSQL this deadlocked before rows were locked in key order)."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(worker: int) -> list[int]:
+        rng = random.Random(worker)
+        statuses = []
+        with server.client(project.token) as client:
+            for batch in range(6):
+                order = list(range(12))
+                rng.shuffle(order)
+                events = []
+                for c in order:
+                    events.append({"type": "conversation", "id": f"shared-{c}", "user_id": f"u{(c * 7) % 5}"})
+                    events.append(
+                        {
+                            "type": "message",
+                            "conversation_id": f"shared-{c}",
+                            "id": f"w{worker}-b{batch}-c{c}",
+                            "role": "user",
+                            "content": "hi",
+                        }
+                    )
+                statuses.append(client.post("/api/v1/ingest", json={"events": events}).status_code)
+        return statuses
+
+    with ThreadPoolExecutor(6) as pool:
+        results = [s for statuses in pool.map(send, range(6)) for s in statuses]
+    assert set(results) == {202}
+    with server.client(project.token) as client:
+        total = sum(len(client.get(f"/api/v1/conversations/shared-{c}").json()["messages"]) for c in range(12))
+    assert total == 6 * 6 * 12

@@ -154,6 +154,9 @@ def _is_connectivity_error(exc: Exception) -> bool:
         message = str(exc.orig).lower() if exc.orig else ""
         busy = (
             "database is locked",
+            # Lock-order conflicts: the transaction was rolled back whole; a retry succeeds.
+            "deadlock detected",
+            "could not serialize access",
             "could not connect",
             "connection refused",
             "server closed",

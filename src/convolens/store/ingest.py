@@ -216,6 +216,9 @@ class _BatchWriter:
             seen[conv.user_id] = (first, last)
         if not seen:
             return {}
+        # Rows are locked in key order, in every transaction: two batches touching the same users or
+        # conversations then queue behind each other instead of deadlocking (PostgreSQL).
+        seen = dict(sorted(seen.items()))
         self.conn.execute(
             insert_ignore(self.conn, end_user, ["project_pk", "external_id"]),
             [
@@ -238,7 +241,10 @@ class _BatchWriter:
         return pks
 
     def _insert_new_conversations(self, user_pks: dict[str, int]) -> None:
-        new = [c for c in self.conversations.values() if not c.exists and (c.changed or c.new_messages)]
+        new = sorted(
+            (c for c in self.conversations.values() if not c.exists and (c.changed or c.new_messages)),
+            key=lambda c: c.id,
+        )
         if not new:
             return
         self.conn.execute(
@@ -300,7 +306,7 @@ class _BatchWriter:
         user_pks = self._user_pks()
         self._insert_new_conversations(user_pks)
         rows: list[dict[str, Any]] = []
-        for conv in self.conversations.values():
+        for conv in sorted(self.conversations.values(), key=lambda c: c.id):
             if conv.pk is None:
                 continue
             if conv.exists or conv.new_messages or conv.changed:

@@ -1,0 +1,182 @@
+"""Durable ingest throughput of the native batch API: messages per second from the first request until
+every message is readable through the read API.
+
+    .venv/bin/python bench/ingest.py [--conversations 5000] [--clients 4] [--database-url URL]
+
+Starts ``convolens serve`` (SQLite in a temporary home unless a URL is given, embedded worker off so
+that only ingestion is measured), then sends batches of 100 generated conversations (4-12 messages,
+20-200 words, Zipf-distributed user ids) from several client threads in this process, loopback only,
+bounded in count. Prints the durable rate, request latency p50/p99 and the server's RSS.
+(First cut for the throughput issue: the SDK and Context-endpoint modes and the growth table are next.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+WORDS = [
+    "invoice",
+    "payment",
+    "refund",
+    "order",
+    "account",
+    "password",
+    "python",
+    "error",
+    "deploy",
+    "server",
+    "travel",
+    "visa",
+    "hotel",
+    "recipe",
+    "dinner",
+    "weather",
+    "flight",
+    "ticket",
+    "discount",
+    "subscription",
+    "plan",
+    "upgrade",
+    "cancel",
+    "login",
+    "crash",
+    "slow",
+    "update",
+]
+
+
+def conversation(rng: random.Random, users: int) -> list[dict]:
+    cid = uuid.UUID(int=rng.getrandbits(128)).hex
+    user = min(int(rng.paretovariate(1.2)), users)
+    events: list[dict] = [
+        {
+            "type": "conversation",
+            "id": cid,
+            "user_id": f"user-{user}",
+            "metadata": {"plan": rng.choice(["free", "pro"]), "model": "gpt-4o-mini"},
+        }
+    ]
+    for i in range(rng.randint(4, 12)):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 200)))
+        events.append(
+            {
+                "type": "message",
+                "conversation_id": cid,
+                "id": f"{cid}-{i}",
+                "role": "user" if i % 2 == 0 else "assistant",
+                "content": text,
+            }
+        )
+    return events
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conversations", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=100, help="conversations per request")
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+
+    rng = random.Random(1)
+    batches, total_messages, batch = [], 0, []
+    for _ in range(args.conversations):
+        events = conversation(rng, 1000)
+        total_messages += len(events) - 1
+        batch += events
+        if len(batch) >= args.batch * 9:
+            batches.append(batch)
+            batch = []
+    if batch:
+        batches.append(batch)
+
+    home = Path(tempfile.mkdtemp(prefix="convolens-ingest-"))
+    env = {
+        **os.environ,
+        "CONVOLENS_HOME": str(home),
+        "CONVOLENS_EMBEDDED_WORKER": "0",
+        "CONVOLENS_RATE_LIMIT_PER_SECOND": "0",
+    }
+    if args.database_url:
+        env["CONVOLENS_DATABASE_URL"] = args.database_url
+    cli = [sys.executable, "-m", "convolens"]
+    token = subprocess.run(
+        [*cli, "tokens", "create", "--project", f"bench-{uuid.uuid4().hex[:6]}"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    port = 18_500 + os.getpid() % 500
+    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--log-level", "warning"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+    latencies: list[float] = []
+    queue = list(range(len(batches)))
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    index = queue.pop()
+                started = time.perf_counter()
+                response = http.post("/api/v1/ingest", json={"events": batches[index]})
+                latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+
+    try:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # Durable means readable: wait until the read API counts every conversation.
+        while True:
+            listing = httpx.get(
+                f"{base}/api/v1/conversations", headers=headers, params={"start_time": "2000-01-01", "per_page": 1}
+            ).json()
+            if listing["pagination"]["total_records"] >= args.conversations:
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        rss_kb = int(Path(f"/proc/{server.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        ordered = sorted(latencies)
+        print(
+            f"{total_messages} messages in {args.conversations} conversations, {len(batches)} requests, "
+            f"{args.clients} clients, {'PostgreSQL' if args.database_url else 'SQLite'}"
+        )
+        print(f"durable throughput: {total_messages / elapsed:,.0f} messages/s ({elapsed:.1f} s)")
+        print(
+            f"request latency p50 {statistics.median(ordered) * 1000:.0f} ms, "
+            f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.0f} ms; server RSS {rss_kb / 1024:.0f} MB"
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
