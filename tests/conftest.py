@@ -201,7 +201,7 @@ def api(server: RunningServer, project: Project) -> Iterator[httpx.Client]:
 
 
 REPO = Path(__file__).resolve().parents[1]
-CLI_SERVE = [sys.executable, "-m", "convolens"]
+CLI = [sys.executable, "-m", "convolens"]
 
 
 class ServeProcess:
@@ -230,7 +230,7 @@ class ServeProcess:
         self.database_url = database_url or f"sqlite:///{home / 'convolens.sqlite3'}"
         self.process: subprocess.Popen | None = None
         self.token = subprocess.run(
-            [*CLI_SERVE, "tokens", "create", "--project", project],
+            [*CLI, "tokens", "create", "--project", project],
             env=self.env,
             check=True,
             capture_output=True,
@@ -240,7 +240,7 @@ class ServeProcess:
     def start(self) -> None:
         log = self.log_path.open("a") if self.log_path else None
         self.process = subprocess.Popen(
-            [*CLI_SERVE, "serve", "--port", str(self.port), "--log-level", self.log_level],
+            [*CLI, "serve", "--port", str(self.port), "--log-level", self.log_level],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT if log else None,

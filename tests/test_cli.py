@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, ServeProcess, free_port
-
-CLI = [sys.executable, "-m", "convolens"]
+from conftest import CLI, REPO, ServeProcess, free_port
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,9 +33,7 @@ from getcontext.generated.models import (
 )
 from getcontext.token import Credential
 
-from conftest import free_port
-
-CLI = [sys.executable, "-m", "convolens"]
+from conftest import CLI, free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import os
 import runpy
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conftest import REPO, Project, RunningServer, make_project
+from conftest import CLI, REPO, Project, RunningServer, make_project
 from convolens.enrich import pipeline
 from convolens.schemas.ingest import IngestBatch
 from convolens.store import enrichment, migrate
@@ -174,7 +173,7 @@ def test_the_worker_command(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'convolens.sqlite3'}")
     migrate.upgrade(db)
     _fill(db, 100)
-    process = subprocess.Popen([sys.executable, "-m", "convolens", "worker", "--log-level", "warning"], env=env)
+    process = subprocess.Popen([*CLI, "worker", "--log-level", "warning"], env=env)
 
     def all_done() -> bool:
         with db.reader() as conn:
@@ -190,6 +189,6 @@ def test_the_worker_command(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0  # stops cleanly on SIGTERM
-    out = subprocess.run([sys.executable, "-m", "convolens", "reenrich"], env=env, capture_output=True, text=True)
+    out = subprocess.run([*CLI, "reenrich"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("100 messages queued")
     db.dispose()

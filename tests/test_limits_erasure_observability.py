@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import RunningServer, make_project, running_server
+from conftest import CLI, RunningServer, make_project, running_server
 from convolens import Client
 from convolens.config import Limits
 from convolens.store import migrate, queries
@@ -145,11 +145,10 @@ def test_erasing_a_user_leaves_no_trace(server: RunningServer) -> None:
 def test_users_erase_cli(tmp_path: Path) -> None:
     import os
     import subprocess
-    import sys
 
     env = {**os.environ, "CONVOLENS_HOME": str(tmp_path)}
     env.pop("CONVOLENS_DATABASE_URL", None)
-    cli = [sys.executable, "-m", "convolens"]
+    cli = CLI
     subprocess.run([*cli, "tokens", "create", "--project", "p"], env=env, check=True, capture_output=True)
     db = Database(f"sqlite:///{tmp_path / 'convolens.sqlite3'}")
     from convolens.schemas.ingest import IngestBatch

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Project, RunningServer, make_project
+from conftest import CLI, REPO, Project, RunningServer, make_project
 from convolens.enrich.pii import CARD_DUMMY, EMAIL_DUMMY, NI_DUMMY, SSN_DUMMY, scrub
 from convolens.store import projects
 
@@ -171,11 +171,10 @@ def test_errors_never_echo_the_raw_values(server: RunningServer, project: Projec
 def test_the_projects_cli(tmp_path: Path) -> None:
     import os
     import subprocess
-    import sys
 
     env = {**os.environ, "CONVOLENS_HOME": str(tmp_path)}
     env.pop("CONVOLENS_DATABASE_URL", None)
-    cli = [sys.executable, "-m", "convolens"]
+    cli = CLI
     subprocess.run([*cli, "tokens", "create", "--project", "p"], env=env, check=True, capture_output=True)
     off = subprocess.run(
         [*cli, "projects", "set", "--project", "p", "--pii", "off"], env=env, capture_output=True, text=True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,8 +25,6 @@ from convolens import Client
 from convolens.store import projects, queries
 from convolens.store.db import Database
 from convolens.store.tables import client_report, message
-
-CLI = [sys.executable, "-m", "convolens"]
 
 
 @pytest.fixture
