@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from convolens.config import Limits
 from convolens.schemas.context import ContextConversation
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, IngestBatch, MessageEvent
+
+
+def field_name(loc: Sequence[str | int]) -> str:
+    """``("events", 3, "content")`` as ``events[3].content``: how every error names its field."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 @dataclass(frozen=True)
@@ -17,10 +25,7 @@ class FieldError:
 
     @property
     def field(self) -> str:
-        out = ""
-        for part in self.loc:
-            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-        return out
+        return field_name(self.loc)
 
     def as_dict(self) -> dict:
         return {"loc": list(self.loc), "field": self.field, "msg": self.msg}

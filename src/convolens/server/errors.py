@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from convolens.schemas.bounds import FieldError
+from convolens.schemas.bounds import FieldError, field_name
 from convolens.server.responses import JSONResponse
 from convolens.store.db import DatabaseUnavailable
 
@@ -58,22 +58,12 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def _field_name(loc: Sequence) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
 def validation_errors(exc: ValidationError | RequestValidationError, prefix: Sequence = ()) -> list[dict]:
     errors = []
     for err in exc.errors()[:20]:
         loc = [p for p in err.get("loc", ()) if p != "body"]
         loc = [*prefix, *loc]
-        errors.append({"field": _field_name(loc), "loc": loc, "msg": err.get("msg", "invalid")})
+        errors.append({"field": field_name(loc), "loc": loc, "msg": err.get("msg", "invalid")})
     return errors
 
 
