@@ -106,6 +106,7 @@ class Project:
     token: str  # ingest + read
     ingest_token: str
     read_token: str
+    admin_token: str  # ingest + read + admin
 
 
 def make_project(db: Database, prefix: str = "p") -> Project:
@@ -115,7 +116,8 @@ def make_project(db: Database, prefix: str = "p") -> Project:
         both, _ = projects.create_token(conn, pk, frozenset({"ingest", "read"}))
         ingest, _ = projects.create_token(conn, pk, frozenset({"ingest"}))
         read, _ = projects.create_token(conn, pk, frozenset({"read"}))
-    return Project(name, pk, both, ingest, read)
+        admin, _ = projects.create_token(conn, pk, frozenset({"ingest", "read", "admin"}))
+    return Project(name, pk, both, ingest, read, admin)
 
 
 @pytest.fixture

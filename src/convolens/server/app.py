@@ -3,6 +3,7 @@
 - ``/api/v1/ingest``                    → server/api/ingest.py (native batches)
 - ``/api/v1/log/…``                     → server/api/context_log.py (Context-compatible writes)
 - ``/api/v1/conversations…``, ``/api/v1/suggested_topics`` → server/api/context_read.py
+- ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
 - ``DELETE /api/v1/users/{user_id}``   → server/api/users.py (erasure)
 - ``/healthz``, ``/readyz``, ``/metrics`` → server/api/health.py
 """
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 from convolens import __version__
 from convolens.config import Settings
 from convolens.server import errors
-from convolens.server.api import context_log, context_read, health, ingest, users
+from convolens.server.api import context_log, context_read, health, ingest, topics, users
 from convolens.server.body import BoundedBodyMiddleware
 from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
@@ -56,6 +57,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.add_middleware(BoundedBodyMiddleware, limits=settings.limits)
     # Outermost: every response, even a 413 from the body guard, gets a request id and a log line.
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
-    for module in (health, ingest, context_log, context_read, users):
+    for module in (health, ingest, context_log, context_read, topics, users):
         app.include_router(module.router)
     return app

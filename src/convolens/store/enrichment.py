@@ -2,25 +2,42 @@
 ``enriched_version`` is set. Workers claim a batch with a lease (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so concurrent workers never take the same rows) and save results only while they still
 hold the lease; a worker that dies leaves rows whose lease simply expires.
+
+Saving a result replaces what an earlier enrichment of the same message stored (embedding, topics),
+so re-enrichment is idempotent, and refreshes the sentiment trend of the conversations it touched.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
-from convolens.store.tables import message
+from convolens.store import topics
+from convolens.store.tables import conversation, message, message_embedding, message_topic
+
+# A conversation's trend compares the mean sentiment of the later half of its user messages with the
+# earlier half; a difference under this is "flat" (the scores of one message vary by about ±0.1).
+TREND_STEP = 0.25
 
 
 @dataclass(frozen=True)
 class PendingMessage:
     pk: int
     project_pk: int
+    conversation_pk: int
     role: str
     kind: str
     content: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TopicHit:
+    topic_pk: int
+    score: float
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,9 @@ class EnrichmentResult:
     pk: int
     language: str | None
     sentiment: float | None
+    sentiment_label: str | None = None
+    vector: bytes | None = None
+    topics: list[TopicHit] = field(default_factory=list)
 
 
 def claim(conn: Connection, owner: str, limit: int, lease: timedelta, now: datetime) -> list[PendingMessage]:
@@ -44,12 +64,25 @@ def claim(conn: Connection, owner: str, limit: int, lease: timedelta, now: datet
         update(message)
         .where(message.c.pk.in_(candidates.scalar_subquery()))
         .values(lease_owner=owner, lease_until=now + lease)
-        .returning(message.c.pk, message.c.project_pk, message.c.role, message.c.kind, message.c.content)
+        .returning(
+            message.c.pk,
+            message.c.project_pk,
+            message.c.conversation_pk,
+            message.c.role,
+            message.c.kind,
+            message.c.content,
+            message.c.created_at,
+        )
     ).all()
     return sorted((PendingMessage(*row) for row in rows), key=lambda m: m.pk)
 
 
-def save(conn: Connection, owner: str, version: int, results: list[EnrichmentResult]) -> list[int]:
+def save(
+    conn: Connection,
+    owner: str,
+    version: int,
+    results: list[EnrichmentResult],
+) -> list[int]:
     """Store results for the messages ``owner`` still holds; returns the keys it saved."""
     saved = []
     for result in results:
@@ -59,6 +92,7 @@ def save(conn: Connection, owner: str, version: int, results: list[EnrichmentRes
             .values(
                 language=result.language,
                 sentiment=result.sentiment,
+                sentiment_label=result.sentiment_label,
                 enriched_version=version,
                 lease_owner=None,
                 lease_until=None,
@@ -66,7 +100,77 @@ def save(conn: Connection, owner: str, version: int, results: list[EnrichmentRes
         ).rowcount
         if done:
             saved.append(result.pk)
+    if not saved:
+        return saved
+    by_pk = {
+        row.pk: row
+        for row in conn.execute(
+            select(message.c.pk, message.c.project_pk, message.c.conversation_pk, message.c.created_at).where(
+                message.c.pk.in_(saved)
+            )
+        )
+    }
+    kept = [r for r in results if r.pk in by_pk]
+    conn.execute(delete(message_embedding).where(message_embedding.c.message_pk.in_(saved)))
+    conn.execute(delete(message_topic).where(message_topic.c.message_pk.in_(saved)))
+    vectors = [
+        {"message_pk": r.pk, "project_pk": by_pk[r.pk].project_pk, "vector": r.vector}
+        for r in kept
+        if r.vector is not None
+    ]
+    if vectors:
+        conn.execute(insert(message_embedding), vectors)
+    links = [
+        {
+            "message_pk": r.pk,
+            "topic_pk": hit.topic_pk,
+            "project_pk": by_pk[r.pk].project_pk,
+            "conversation_pk": by_pk[r.pk].conversation_pk,
+            "created_at": by_pk[r.pk].created_at,
+            "score": hit.score,
+            "reason": hit.reason,
+        }
+        for r in kept
+        for hit in r.topics
+    ]
+    # A topic may have been deleted or dismissed while the worker held a compiled copy of it.
+    alive = topics.existing(conn, {link["topic_pk"] for link in links})
+    links = [link for link in links if link["topic_pk"] in alive]
+    if links:
+        conn.execute(insert(message_topic), links)
+    refresh_trends(conn, sorted({row.conversation_pk for row in by_pk.values()}))
     return saved
+
+
+def trend(scores: list[float]) -> str | None:
+    """up, flat or down: how the user's mood moved over a conversation (None with no scored message)."""
+    if not scores:
+        return None
+    if len(scores) < 2:
+        return "flat"
+    half = len(scores) // 2
+    earlier, later = scores[:half], scores[-half:]
+    change = sum(later) / len(later) - sum(earlier) / len(earlier)
+    return "up" if change >= TREND_STEP else "down" if change <= -TREND_STEP else "flat"
+
+
+def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
+    if not conversation_pks:
+        return
+    rows = conn.execute(
+        select(message.c.conversation_pk, message.c.sentiment)
+        .where(
+            message.c.conversation_pk.in_(conversation_pks),
+            message.c.role == "user",
+            message.c.sentiment.is_not(None),
+        )
+        .order_by(message.c.conversation_pk, message.c.position)
+    )
+    scores: dict[int, list[float]] = {pk: [] for pk in conversation_pks}
+    for pk, value in rows:
+        scores[pk].append(value)
+    for pk, values in scores.items():
+        conn.execute(update(conversation).where(conversation.c.pk == pk).values(sentiment_trend=trend(values)))
 
 
 def requeue(conn: Connection, project_pk: int | None = None) -> int:

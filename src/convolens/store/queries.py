@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from convolens.store.dialect import Period, bucket
-from convolens.store.tables import conversation, end_user, message
+from convolens.store.tables import conversation, end_user, message, message_topic, topic
 
 
 @dataclass
@@ -33,6 +33,10 @@ class MessageView:
     language: str | None
     translation: str | None
     sentiment: float | None
+    sentiment_label: str | None
+    pk: int = 0
+    topics: list[dict[str, str]] = field(default_factory=list)
+    suggested_topics: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -48,6 +52,30 @@ class ConversationView:
     message_count: int
     sentiment_trend: str | None
     messages: list[MessageView] = field(default_factory=list)
+
+    def _distinct(self, attribute: str) -> list[dict[str, str]]:
+        seen: dict[str, dict[str, str]] = {}
+        for m in self.messages:
+            for t in getattr(m, attribute):
+                seen.setdefault(t["id"], t)
+        return list(seen.values())
+
+    @property
+    def topics(self) -> list[dict[str, str]]:
+        return self._distinct("topics")
+
+    @property
+    def suggested_topics(self) -> list[dict[str, str]]:
+        return self._distinct("suggested_topics")
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages of its messages, most used first."""
+        counts: dict[str, int] = defaultdict(int)
+        for m in self.messages:
+            if m.language:
+                counts[m.language] += 1
+        return sorted(counts, key=lambda lang: -counts[lang])
 
 
 @dataclass
@@ -76,7 +104,7 @@ _CONVERSATION_COLUMNS = (
 )
 
 _MESSAGE_COLUMNS = (
-    *tuple(getattr(message.c, name) for name in MessageView.__dataclass_fields__),
+    *tuple(getattr(message.c, name) for name in MessageView.__dataclass_fields__ if "topics" not in name),
     message.c.conversation_pk,
 )
 
@@ -140,9 +168,28 @@ def _attach_messages(conn: Connection, conversations: list[ConversationView]) ->
         .where(message.c.conversation_pk.in_(list(by_pk)))
         .order_by(message.c.conversation_pk, message.c.position)
     )
+    by_message: dict[int, MessageView] = {}
     for row in rows:
         values = dict(row._mapping)
-        by_pk[values.pop("conversation_pk")].messages.append(MessageView(**values))
+        conversation_pk = values.pop("conversation_pk")
+        view = MessageView(**values)
+        by_pk[conversation_pk].messages.append(view)
+        by_message[view.pk] = view
+    _attach_topics(conn, list(by_pk), by_message)
+
+
+def _attach_topics(conn: Connection, conversation_pks: list[int], by_message: dict[int, MessageView]) -> None:
+    """Each message's topics (``active``) and suggested topics, as Context's ``{id, name}`` pairs."""
+    rows = conn.execute(
+        select(message_topic.c.message_pk, topic.c.pk, topic.c.name, topic.c.status)
+        .select_from(message_topic.join(topic, topic.c.pk == message_topic.c.topic_pk))
+        .where(message_topic.c.conversation_pk.in_(conversation_pks), topic.c.status.in_(("active", "suggested")))
+        .order_by(message_topic.c.message_pk, topic.c.name)
+    )
+    for message_pk, topic_pk, name, status in rows:
+        view = by_message.get(message_pk)
+        if view is not None:
+            (view.topics if status == "active" else view.suggested_topics).append({"id": str(topic_pk), "name": name})
 
 
 def message_ids_at_positions(conn: Connection, project_pk: int, conversation_id: str) -> list[str] | None:

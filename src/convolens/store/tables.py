@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -114,6 +115,7 @@ message = Table(
     Column("language", String(8)),
     Column("translation", Text),
     Column("sentiment", Float),
+    Column("sentiment_label", String(8)),
     Column("enriched_version", Integer),
     # A worker's claim on the message while it enriches it; an expired lease is free to take again.
     Column("lease_owner", String(64)),
@@ -128,6 +130,57 @@ message = Table(
         sqlite_where=text("enriched_version IS NULL"),
         postgresql_where=text("enriched_version IS NULL"),
     ),
+)
+
+# One vector per enriched user message (float16, 1 KiB), apart from the message rows so that scans of
+# messages stay lean; the clustering of suggested topics reads them back by project.
+message_embedding = Table(
+    "message_embedding",
+    metadata,
+    Column("message_pk", ForeignKey("message.pk", ondelete="CASCADE"), primary_key=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Index("ix_message_embedding_project", "project_pk", "message_pk"),
+)
+
+topic = Table(
+    "topic",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    # keyword | semantic | llm | suggested
+    Column("kind", String(16), nullable=False),
+    # active (matched), or for suggestions: suggested (matched, shown as a suggestion) | dismissed
+    Column("status", String(16), nullable=False),
+    Column("definition", JSON, nullable=False),
+    # The cluster centre of a suggestion (float16), kept when it is accepted.
+    Column("centroid", LargeBinary),
+    # Sample conversation ids of a suggestion, and its size when it was found.
+    Column("samples", JSON),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    # Applying a new or changed topic to messages stored before it: message keys up to backfill_until,
+    # done up to backfill_cursor, leased like the message queue so any worker can take it over.
+    Column("backfill_cursor", BigInteger, nullable=False, default=0),
+    Column("backfill_until", BigInteger, nullable=False, default=0),
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
+    Index("ix_topic_project", "project_pk", "status"),
+)
+
+message_topic = Table(
+    "message_topic",
+    metadata,
+    Column("message_pk", ForeignKey("message.pk", ondelete="CASCADE"), primary_key=True),
+    Column("topic_pk", ForeignKey("topic.pk", ondelete="CASCADE"), primary_key=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("conversation_pk", ForeignKey("conversation.pk", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("reason", Text),
+    Index("ix_message_topic_topic", "topic_pk", "created_at"),
+    Index("ix_message_topic_conversation", "conversation_pk"),
 )
 
 client_report = Table(

@@ -1,4 +1,5 @@
-"""The enrichment worker: claim a batch, enrich it, save it, repeat.
+"""The enrichment worker: claim a batch, enrich it, save it, repeat; between batches, apply new or
+changed topics to the messages stored before them (backfills).
 
 It runs as a thread inside ``convolens serve`` on the embedded default, and as ``convolens worker``
 processes (any number) against PostgreSQL.
@@ -13,12 +14,38 @@ import threading
 import uuid
 from datetime import timedelta
 
-from convolens.enrich import pipeline
-from convolens.store import enrichment
+from convolens.enrich import embedding, pipeline
+from convolens.enrich import topics as topic_matching
+from convolens.enrich.topics import TopicMatcher
+from convolens.store import enrichment, topics
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 
 log = logging.getLogger("convolens.worker")
+
+
+class TopicCache:
+    """Compiled topics of every project, recompiled only when a topic changes (semantic topics embed
+    their examples when compiled, which is worth doing once, not once per batch)."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[int, object], TopicMatcher] = {}
+
+    def by_project(self, rows: list[topics.TopicRow]) -> dict[int, list[TopicMatcher]]:
+        fresh: dict[tuple[int, object], TopicMatcher] = {}
+        grouped: dict[int, list[TopicMatcher]] = {}
+        for row in rows:
+            key = (row.pk, row.updated_at)
+            matcher = self._compiled.get(key) or self.compile(row)
+            fresh[key] = matcher
+            grouped.setdefault(row.project_pk, []).append(matcher)
+        self._compiled = fresh
+        return grouped
+
+    @staticmethod
+    def compile(row: topics.TopicRow) -> TopicMatcher:
+        centroid = embedding.from_bytes(row.centroid) if row.centroid else None
+        return topic_matching.compile_topic(row.pk, row.name, row.kind, row.definition, centroid)
 
 
 class Worker:
@@ -27,17 +54,24 @@ class Worker:
         db: Database,
         *,
         batch_size: int = 256,
+        backfill_batch: int = 1000,
         lease: timedelta = timedelta(seconds=60),
         idle_seconds: float = 0.5,
         name: str | None = None,
     ) -> None:
         self.db = db
         self.batch_size = batch_size
+        self.backfill_batch_size = backfill_batch
         self.lease = lease
         self.idle_seconds = idle_seconds
         self.owner = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.enriched = 0
+        self.topic_cache = TopicCache()
+
+    def _matchers(self) -> dict[int, list[TopicMatcher]]:
+        with self.db.reader() as conn:
+            return self.topic_cache.by_project(topics.matched_topics(conn))
 
     def run_once(self) -> list[int]:
         """One batch: returns the keys of the messages this worker enriched."""
@@ -45,24 +79,60 @@ class Worker:
             claimed = enrichment.claim(conn, self.owner, self.batch_size, self.lease, utcnow())
         if not claimed:
             return []
-        results = pipeline.enrich(claimed)
+        results = pipeline.enrich(claimed, self._matchers())
         with self.db.writer() as conn:
             saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
         self.enriched += len(saved)
         return saved
 
+    def backfill_once(self) -> int:
+        """Apply one topic to one batch of older messages; returns how many messages it looked at."""
+        now = utcnow()
+        with self.db.writer() as conn:
+            row = topics.claim_backfill(conn, self.owner, self.lease, now)
+        if row is None:
+            return 0
+        with self.db.reader() as conn:
+            batch, cursor = topics.backfill_batch(conn, row, self.backfill_batch_size)
+        matcher = self.topic_cache.compile(row)
+        links = []
+        for m in batch:
+            vector = embedding.from_bytes(m.vector) if m.vector else None
+            for hit in topic_matching.match(m.content, vector, [matcher]):
+                links.append(
+                    {
+                        "message_pk": m.pk,
+                        "conversation_pk": m.conversation_pk,
+                        "created_at": m.created_at,
+                        "score": hit.score,
+                        "reason": hit.reason,
+                    }
+                )
+        with self.db.writer() as conn:
+            topics.save_backfill(conn, self.owner, row, links, cursor, utcnow(), self.lease)
+        return max(1, len(batch))
+
+    def drain(self) -> int:
+        """Run until no message is pending and no backfill is left (tests and `convolens reenrich`)."""
+        done = 0
+        while True:
+            step = len(self.run_once()) + self.backfill_once()
+            if not step:
+                return done
+            done += step
+
     def run(self) -> None:
         log.info("worker %s started", self.owner)
         while not self.stop_event.is_set():
             try:
-                done = self.run_once()
+                done = len(self.run_once()) + self.backfill_once()
             except DatabaseUnavailable:
                 log.warning("worker %s: database unavailable, retrying", self.owner)
-                done = []
+                done = 0
                 self.stop_event.wait(2.0)
             except Exception:
                 log.exception("worker %s: batch failed; its lease will expire and it will be retried", self.owner)
-                done = []
+                done = 0
                 self.stop_event.wait(2.0)
             if not done:
                 self.stop_event.wait(self.idle_seconds)

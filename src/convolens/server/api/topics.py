@@ -1,0 +1,168 @@
+"""``/api/v1/topics``: define keyword, semantic and LLM topics; review suggested ones.
+
+Reading needs the ``read`` scope; defining, changing, accepting and dismissing need ``admin``.
+A new or changed topic applies to new messages at once and to stored ones in the background.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends
+
+from convolens.schemas.topics import TopicDefinition
+from convolens.server.api.deps import database
+from convolens.server.auth import AdminToken, ReadToken
+from convolens.server.errors import ERROR_RESPONSES, ApiError
+from convolens.server.responses import JSONResponse
+from convolens.store import topics
+from convolens.store.db import Database
+from convolens.store.projects import TokenInfo
+from convolens.timeutil import iso, utcnow
+
+router = APIRouter(tags=["topics"], responses=ERROR_RESPONSES)
+
+
+def topic_response(row: topics.TopicRow) -> dict[str, Any]:
+    return {
+        "id": str(row.pk),
+        "name": row.name,
+        "kind": row.kind,
+        "status": row.status,
+        **{k: v for k, v in row.definition.items() if v not in (None, [])},
+        "conversations_sample": row.samples or [],
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "backfill": {
+            "done": row.backfill_cursor >= row.backfill_until,
+            "through_message": row.backfill_cursor,
+            "until_message": row.backfill_until,
+        },
+    }
+
+
+def _topic_pk(topic_id: str) -> int:
+    if not topic_id.isdigit() or len(topic_id) > 18:
+        raise ApiError(404, "no such topic in this project")
+    return int(topic_id)
+
+
+def _found(db: Database, project_pk: int, topic_id: str) -> topics.TopicRow:
+    with db.reader() as conn:
+        row = topics.get(conn, project_pk, _topic_pk(topic_id))
+    if row is None:
+        raise ApiError(404, "no such topic in this project")
+    return row
+
+
+def _name_conflict(name: str) -> ApiError:
+    return ApiError(409, f"name: a topic named {name!r} already exists", [{"field": "name", "msg": "already used"}])
+
+
+@router.get("/api/v1/topics")
+def list_topics(
+    status: Literal["active", "suggested", "dismissed"] = "active",
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    with db.reader() as conn:
+        rows = topics.list_topics(conn, token.project_pk, (status,))
+    return JSONResponse({"count": len(rows), "topics": [topic_response(r) for r in rows]})
+
+
+@router.post("/api/v1/topics", status_code=201)
+def create_topic(
+    body: TopicDefinition,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    with db.writer() as conn:
+        if topics.name_taken(conn, token.project_pk, body.name):
+            raise _name_conflict(body.name)
+        pk = topics.create(
+            conn, token.project_pk, name=body.name, kind=body.kind, definition=body.stored(), now=utcnow()
+        )
+        row = topics.get(conn, token.project_pk, pk)
+    assert row is not None
+    return JSONResponse(topic_response(row), status_code=201)
+
+
+@router.get("/api/v1/topics/{topic_id}")
+def get_topic(topic_id: str, token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+
+
+@router.put("/api/v1/topics/{topic_id}")
+def redefine_topic(
+    topic_id: str,
+    body: TopicDefinition,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Replace a topic's definition; its matches are recomputed in the background."""
+    current = _found(db, token.project_pk, topic_id)
+    with db.writer() as conn:
+        if topics.name_taken(conn, token.project_pk, body.name, except_pk=current.pk):
+            raise _name_conflict(body.name)
+        topics.redefine(
+            conn,
+            token.project_pk,
+            current.pk,
+            utcnow(),
+            name=body.name,
+            kind=body.kind,
+            definition=body.stored(),
+            status="active",
+        )
+    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+
+
+@router.delete("/api/v1/topics/{topic_id}")
+def delete_topic(topic_id: str, token: TokenInfo = AdminToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    with db.writer() as conn:
+        if not topics.remove(conn, token.project_pk, _topic_pk(topic_id)):
+            raise ApiError(404, "no such topic in this project")
+    return JSONResponse({"status": "deleted", "id": topic_id})
+
+
+@router.post("/api/v1/topics/{topic_id}/accept")
+def accept_suggestion(
+    topic_id: str,
+    name: str | None = None,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """A suggested topic becomes a semantic topic: its cluster centre and sample phrases define it."""
+    row = _found(db, token.project_pk, topic_id)
+    if row.kind != "suggested":
+        raise ApiError(409, "only a suggested topic can be accepted")
+    new_name = (name or row.name).strip()[:128] or row.name
+    with db.writer() as conn:
+        if topics.name_taken(conn, token.project_pk, new_name, except_pk=row.pk):
+            raise _name_conflict(new_name)
+        definition = {
+            "description": None,
+            "examples": list(row.definition.get("phrases", []))[:20],
+            "keywords": row.definition.get("keywords", []),
+            "threshold": None,
+        }
+        topics.redefine(
+            conn, token.project_pk, row.pk, utcnow(), name=new_name, kind="semantic", definition=definition,
+            status="active",
+        )  # fmt: skip
+    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+
+
+@router.post("/api/v1/topics/{topic_id}/dismiss")
+def dismiss_suggestion(
+    topic_id: str,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Hide a suggested topic; the clustering remembers it and does not suggest it again."""
+    row = _found(db, token.project_pk, topic_id)
+    if row.kind != "suggested":
+        raise ApiError(409, "only a suggested topic can be dismissed (delete a defined topic instead)")
+    with db.writer() as conn:
+        topics.set_status(conn, token.project_pk, row.pk, "dismissed", utcnow())
+    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))

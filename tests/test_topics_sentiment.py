@@ -1,0 +1,213 @@
+"""Sentiment, embeddings and topics, end to end: ingest through the API, let the server's worker
+enrich, read the results back; topic definitions, backfills of older messages and redefinitions."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from conftest import REPO, Project, RunningServer, make_project
+from convolens.store.db import Database
+from convolens.store.tables import message_embedding
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return value
+
+
+def test_sentiment_quality_on_the_labelled_set() -> None:
+    evaluate = runpy.run_path(str(REPO / "bench" / "sentiment_quality.py"))["evaluate"]
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "sentiment.jsonl").read_text().splitlines()]
+    assert len(rows) >= 200 and {r["label"] for r in rows} == {"negative", "neutral", "positive"}
+    result = evaluate(rows)
+    assert result["accuracy"] >= 0.85, result["wrong"]
+    assert min(result["recall"].values()) >= 0.8, result["recall"]
+
+
+def log_thread(client: httpx.Client, thread_id: str, messages: list[tuple[str, str]]) -> None:
+    body = {"conversation": {"id": thread_id, "messages": [{"role": r, "message": t} for r, t in messages]}}
+    assert client.post("/api/v1/log/conversation/thread", json=body).status_code == 201
+
+
+def enriched_conversation(client: httpx.Client, thread_id: str) -> dict:
+    def ready() -> dict | None:
+        view = client.get(f"/api/v1/conversations/{thread_id}").json()
+        users = [m for m in view["messages"] if m["role"] == "user"]
+        return view if users and all(m["sentiment"] is not None for m in users) else None
+
+    return wait_for(ready)  # type: ignore[return-value]
+
+
+def test_sentiment_and_trend_of_a_conversation_that_goes_wrong(server: RunningServer, project: Project) -> None:
+    with server.client(project.token) as client:
+        log_thread(
+            client,
+            "sours",
+            [
+                ("user", "Thanks, that's a great start!"),
+                ("assistant", "Glad it helps. Run it with python main.py."),
+                ("user", "How do I pass a config file to it?"),
+                ("assistant", "Use --config path/to/file.toml."),
+                ("user", "It still crashes with the same error."),
+                ("assistant", "Try upgrading the package."),
+                ("user", "That's not what I asked, this is useless."),
+            ],
+        )
+        view = enriched_conversation(client, "sours")
+    users = [m for m in view["messages"] if m["role"] == "user"]
+    assert [m["sentiment_label"] for m in users] == ["positive", "neutral", "negative", "negative"]
+    assert users[0]["sentiment"] > 0.3 and users[3]["sentiment"] < -0.3
+    assert all(m["sentiment"] is None for m in view["messages"] if m["role"] == "assistant")
+    assert view["sentiment_trend"] == "down"
+    assert view["languages"] == ["en"]
+
+
+def test_sentiment_series_averages_user_messages(server: RunningServer, project: Project) -> None:
+    with server.client(project.token) as client:
+        log_thread(client, "happy", [("user", "Perfect, thank you so much!"), ("user", "Love it, works great.")])
+        log_thread(client, "sad", [("user", "This is broken and useless, I'm so frustrated.")])
+        for thread_id in ("happy", "sad"):
+            enriched_conversation(client, thread_id)
+        series = client.get("/api/v1/conversations/series/sentiment").json()
+        detail = [client.get(f"/api/v1/conversations/{t}").json() for t in ("happy", "sad")]
+    scores = [m["sentiment"] for view in detail for m in view["messages"]]
+    (average,) = [s["data"] for s in series["series"] if s["name"] == "average"]
+    assert list(average.values()) == [pytest.approx(sum(scores) / 3, abs=1e-3)]
+
+
+def admin(server: RunningServer, project: Project) -> httpx.Client:
+    return server.client(project.admin_token)
+
+
+def test_keyword_and_semantic_topics_on_new_messages(server: RunningServer, project: Project) -> None:
+    with admin(server, project) as client:
+        billing = client.post(
+            "/api/v1/topics",
+            json={"name": "Billing", "kind": "keyword", "keywords": ["refund", "charged twice", "환불"]},
+        )
+        assert billing.status_code == 201, billing.text
+        travel = client.post(
+            "/api/v1/topics",
+            json={
+                "name": "Travel plans",
+                "kind": "semantic",
+                "description": "planning a trip: flights, hotels, visas and itineraries",
+                "examples": [
+                    "book me a flight to Rome",
+                    "which hotel should I pick in Kyoto",
+                    "do I need a visa for Japan",
+                ],
+            },
+        )
+        assert travel.status_code == 201, travel.text
+        log_thread(
+            client,
+            "topics",
+            [
+                ("user", "I was charged twice, I want a refund."),
+                ("assistant", "Sorry about that! A refund is on its way."),
+                ("user", "Can you suggest a cheap hotel near the station in Osaka?"),
+                ("user", "Unrelated: what's a good name for a cat?"),
+                ("user", "환불은 언제 되나요?"),
+                ("user", "The refunded amount is wrong."),  # "refunded" is not the word "refund"
+            ],
+        )
+        view = enriched_conversation(client, "topics")
+    names = [[t["name"] for t in m["topics"]] for m in view["messages"]]
+    assert names == [["Billing"], [], ["Travel plans"], [], ["Billing"], []]
+    assert sorted(t["name"] for t in view["topics"]) == ["Billing", "Travel plans"]
+
+
+def test_a_new_topic_is_applied_to_stored_messages_and_a_redefinition_replaces_it(
+    server: RunningServer, project: Project
+) -> None:
+    with admin(server, project) as client:
+        log_thread(
+            client, "old", [("user", "My invoice shows the wrong VAT number."), ("user", "Write a poem about the sea.")]
+        )
+        enriched_conversation(client, "old")
+        created = client.post(
+            "/api/v1/topics", json={"name": "Invoices", "kind": "keyword", "keywords": ["invoice"]}
+        ).json()
+
+        def topics_of_old() -> list[list[str]] | None:
+            topic = client.get(f"/api/v1/topics/{created['id']}").json()
+            if not topic["backfill"]["done"]:
+                return None
+            return [
+                [t["name"] for t in m["topics"]] for m in client.get("/api/v1/conversations/old").json()["messages"]
+            ]
+
+        assert wait_for(topics_of_old) == [["Invoices"], []]
+        changed = client.put(
+            f"/api/v1/topics/{created['id']}", json={"name": "Poetry", "kind": "keyword", "keywords": ["poem"]}
+        )
+        assert changed.status_code == 200 and changed.json()["name"] == "Poetry"
+        assert wait_for(topics_of_old) == [[], ["Poetry"]]
+        assert client.delete(f"/api/v1/topics/{created['id']}").status_code == 200
+        assert client.get(f"/api/v1/topics/{created['id']}").status_code == 404
+        messages = client.get("/api/v1/conversations/old").json()["messages"]
+        assert [m["topics"] for m in messages] == [[], []]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "x", "kind": "keyword"}, "keywords"),
+        ({"name": "x", "kind": "semantic"}, "description"),
+        ({"name": "x", "kind": "llm"}, "prompt"),
+        ({"name": "", "kind": "keyword", "keywords": ["a"]}, "name"),
+        ({"name": "x", "kind": "regex", "keywords": ["a"]}, "kind"),
+        ({"name": "x", "kind": "semantic", "examples": ["a"], "threshold": 2}, "threshold"),
+        ({"name": "x", "kind": "keyword", "keywords": ["a" * 201]}, "keywords[0]"),
+    ],
+)
+def test_a_bad_topic_is_a_422_naming_the_field(
+    api: httpx.Client, server: RunningServer, project: Project, body: dict, field: str
+) -> None:
+    with admin(server, project) as client:
+        response = client.post("/api/v1/topics", json=body)
+    assert response.status_code == 422
+    assert field in response.text
+
+
+def test_topic_access(server: RunningServer, project: Project, db: Database) -> None:
+    other = make_project(db)
+    body = {"name": "Billing", "kind": "keyword", "keywords": ["refund"]}
+    with server.client(project.token) as client:  # ingest + read: may read topics, not define them
+        assert client.post("/api/v1/topics", json=body).status_code == 403
+    with admin(server, project) as client:
+        created = client.post("/api/v1/topics", json=body).json()
+        assert client.post("/api/v1/topics", json={**body, "name": "billing"}).status_code == 409
+        assert client.post(f"/api/v1/topics/{created['id']}/accept").status_code == 409  # not a suggestion
+    with server.client(project.read_token) as client:
+        assert [t["name"] for t in client.get("/api/v1/topics").json()["topics"]] == ["Billing"]
+    with admin(server, other) as client:
+        assert client.get("/api/v1/topics").json()["topics"] == []
+        assert client.get(f"/api/v1/topics/{created['id']}").status_code == 404
+        assert client.delete(f"/api/v1/topics/{created['id']}").status_code == 404
+        assert client.put(f"/api/v1/topics/{created['id']}", json=body).status_code == 404
+        assert client.get("/api/v1/topics/not-a-number").status_code == 404
+
+
+def test_user_messages_get_embeddings(server: RunningServer, project: Project) -> None:
+    with server.client(project.token) as client:
+        log_thread(client, "vec", [("user", "hello there"), ("assistant", "hi!")])
+        enriched_conversation(client, "vec")
+    with server.db.reader() as conn:
+        vectors = conn.execute(
+            select(func.count(), func.min(func.length(message_embedding.c.vector))).where(
+                message_embedding.c.project_pk == project.pk
+            )
+        ).one()
+    assert tuple(vectors) == (1, 1024)  # 512 float16 values, the user's message only
