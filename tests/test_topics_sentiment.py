@@ -116,7 +116,7 @@ def test_keyword_and_semantic_topics_on_new_messages(server: RunningServer, proj
             [
                 ("user", "I was charged twice, I want a refund."),
                 ("assistant", "Sorry about that! A refund is on its way."),
-                ("user", "Can you suggest a cheap hotel near the station in Osaka?"),
+                ("user", "Which hotel should I book in Osaka?"),
                 ("user", "Unrelated: what's a good name for a cat?"),
                 ("user", "환불은 언제 되나요?"),
                 ("user", "The refunded amount is wrong."),  # "refunded" is not the word "refund"
@@ -211,3 +211,83 @@ def test_user_messages_get_embeddings(server: RunningServer, project: Project) -
             )
         ).one()
     assert tuple(vectors) == (1, 1024)  # 512 float16 values, the user's message only
+
+
+def test_topic_quality_on_the_labelled_set() -> None:
+    evaluate = runpy.run_path(str(REPO / "bench" / "topic_quality.py"))["evaluate"]
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "topics.jsonl").read_text().splitlines()]
+    assert len(rows) >= 500 and len({r["topic"] for r in rows}) >= 10
+    result = evaluate(rows)
+    assert result["ari"] >= 0.6, result
+    assert result["semantic"][0.45]["f1"] >= 0.65, result["semantic"]
+
+
+def _labelled(topic: str, n: int) -> list[str]:
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "topics.jsonl").read_text().splitlines()]
+    return [r["text"] for r in rows if r["topic"] == topic][:n]
+
+
+def test_suggested_topics_found_accepted_dismissed_and_stable(server: RunningServer, project: Project) -> None:
+    truth: dict[str, str] = {}
+    with admin(server, project) as client:
+        for topic in ("billing", "cooking", "travel"):
+            for i, text in enumerate(_labelled(topic, 34)):
+                truth[f"{topic}-{i}"] = topic
+                log_thread(client, f"{topic}-{i}", [("user", text), ("assistant", "Sure, here you go.")])
+        for thread_id in list(truth)[-3:]:
+            enriched_conversation(client, thread_id)
+        wait_for(
+            lambda: all(
+                client.get(f"/api/v1/conversations/{t}").json()["messages"][0]["sentiment"] is not None for t in truth
+            )
+        )
+        assert client.post("/api/v1/suggested_topics/refresh").status_code == 202
+
+        def suggested() -> list[dict] | None:
+            body = client.get("/api/v1/suggested_topics").json()
+            return body["topics"] if body["count"] >= 3 else None
+
+        found = wait_for(suggested)
+        by_truth = {}
+        for s in found:
+            samples = [truth[c] for c in s["conversations_sample"]]
+            majority = max(set(samples), key=samples.count)
+            assert samples.count(majority) >= len(samples) - 1, s  # a suggestion is about one true topic
+            by_truth.setdefault(majority, s)
+        assert set(by_truth) == {"billing", "cooking", "travel"}, found
+
+        accepted = client.post(f"/api/v1/topics/{by_truth['billing']['id']}/accept", params={"name": "Billing"})
+        assert accepted.status_code == 200 and accepted.json()["kind"] == "semantic", accepted.text
+        assert client.post(f"/api/v1/topics/{by_truth['cooking']['id']}/dismiss").json()["status"] == "dismissed"
+
+        def billing_applied() -> bool:
+            topic = client.get(f"/api/v1/topics/{by_truth['billing']['id']}").json()
+            return topic["backfill"]["done"]
+
+        wait_for(billing_applied)
+        billing_threads = [t for t, topic in truth.items() if topic == "billing"]
+        tagged = sum(
+            any(t["name"] == "Billing" for t in client.get(f"/api/v1/conversations/{c}").json()["topics"])
+            for c in billing_threads
+        )
+        assert tagged >= 0.8 * len(billing_threads)
+        assert [t["name"] for t in client.get("/api/v1/topics").json()["topics"]] == ["Billing"]
+
+        before = {s["id"]: s["name"] for s in client.get("/api/v1/suggested_topics").json()["topics"]}
+        assert by_truth["travel"]["id"] in before and by_truth["cooking"]["id"] not in before
+        assert client.post("/api/v1/suggested_topics/refresh").status_code == 202
+
+        def rerun_done() -> dict | None:
+            with server.db.reader() as conn:
+                from convolens.store.tables import suggestion_run
+
+                row = conn.execute(select(suggestion_run).where(suggestion_run.c.project_pk == project.pk)).one()
+            return dict(row._mapping) if row.last_run_at and row.last_run_at >= row.requested_at else None
+
+        wait_for(rerun_done)
+        after = client.get("/api/v1/suggested_topics").json()["topics"]
+    travel = [s for s in after if s["id"] == by_truth["travel"]["id"]]
+    assert travel and travel[0]["name"] == before[by_truth["travel"]["id"]]  # same id, same name
+    assert all(s["id"] != by_truth["cooking"]["id"] for s in after)
+    cooking_like = [s for s in after if sum(truth[c] == "cooking" for c in s["conversations_sample"]) >= 3]
+    assert cooking_like == []  # dismissed: not suggested again under a new id

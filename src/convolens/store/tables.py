@@ -183,6 +183,17 @@ message_topic = Table(
     Index("ix_message_topic_conversation", "conversation_pk"),
 )
 
+# When the suggested topics of a project were last recomputed, and which worker is at it now.
+suggestion_run = Table(
+    "suggestion_run",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("last_run_at", DateTime),
+    Column("requested_at", DateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
+)
+
 client_report = Table(
     "client_report",
     metadata,

@@ -14,10 +14,10 @@ import threading
 import uuid
 from datetime import timedelta
 
-from convolens.enrich import embedding, pipeline
+from convolens.enrich import embedding, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.topics import TopicMatcher
-from convolens.store import enrichment, topics
+from convolens.store import enrichment, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 
@@ -57,6 +57,7 @@ class Worker:
         backfill_batch: int = 1000,
         lease: timedelta = timedelta(seconds=60),
         idle_seconds: float = 0.5,
+        suggest_every: timedelta = timedelta(hours=1),
         name: str | None = None,
     ) -> None:
         self.db = db
@@ -64,6 +65,7 @@ class Worker:
         self.backfill_batch_size = backfill_batch
         self.lease = lease
         self.idle_seconds = idle_seconds
+        self.suggest_every = suggest_every
         self.owner = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.enriched = 0
@@ -112,6 +114,41 @@ class Worker:
             topics.save_backfill(conn, self.owner, row, links, cursor, utcnow(), self.lease)
         return max(1, len(batch))
 
+    def suggest_once(self, min_messages: int = 50) -> dict[str, int] | None:
+        """Recompute one due project's suggested topics; None when no project is due."""
+        with self.db.writer() as conn:
+            project_pk = suggestions.claim_run(conn, self.owner, self.suggest_every, timedelta(minutes=10), utcnow())
+        if project_pk is None:
+            return None
+        with self.db.reader() as conn:
+            pool = suggestions.uncovered(conn, project_pk)
+        counts = {"messages": len(pool.texts)}
+        found = suggest.cluster(pool.vectors, pool.texts) if len(pool.texts) >= min_messages else []
+        with self.db.writer() as conn:
+            if len(pool.texts) >= min_messages:
+                counts.update(
+                    suggestions.replace(
+                        conn,
+                        project_pk,
+                        [
+                            suggestions.Suggestion(
+                                name=c.name,
+                                keywords=c.keywords,
+                                phrases=c.phrases,
+                                centroid=c.centroid,
+                                conversation_ids=[pool.conversation_ids[i] for i in c.members[:50]],
+                                size=len(c.members),
+                                threshold=c.threshold,
+                            )
+                            for c in found
+                        ],
+                        utcnow(),
+                    )
+                )
+            suggestions.finish_run(conn, self.owner, project_pk, utcnow())
+        log.info("worker %s: suggested topics of project %s: %s", self.owner, project_pk, counts)
+        return counts
+
     def drain(self) -> int:
         """Run until no message is pending and no backfill is left (tests and `convolens reenrich`)."""
         done = 0
@@ -135,6 +172,11 @@ class Worker:
                 done = 0
                 self.stop_event.wait(2.0)
             if not done:
+                try:  # only when idle: clustering a large project takes a minute
+                    if self.suggest_once() is not None:
+                        continue
+                except Exception:
+                    log.exception("worker %s: suggested topics failed; they will be retried", self.owner)
                 self.stop_event.wait(self.idle_seconds)
         log.info("worker %s stopped after %d messages", self.owner, self.enriched)
 

@@ -13,7 +13,7 @@ from convolens.server.api.deps import database, limits
 from convolens.server.auth import ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
-from convolens.store import queries
+from convolens.store import queries, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, to_naive_utc, utcnow
@@ -135,6 +135,27 @@ def suggested_topics(
     page: int = Query(1, ge=1),
     per_page: int = Query(20, ge=1, le=100),
     token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
-    # Suggested topics come from the enrichment worker's clustering; until it runs there are none.
-    return JSONResponse({"count": 0, "topics": []})
+    """Clusters the worker found among the user messages no topic covers, largest first. They are per
+    project: ``tenant_id`` is accepted for Context's clients but does not split them."""
+    with db.reader() as conn:
+        rows = topics.list_topics(conn, token.project_pk, ("suggested",))
+    rows.sort(key=lambda r: -int(r.definition.get("size", 0)))
+    chosen = rows[(page - 1) * per_page : page * per_page]
+    return JSONResponse(
+        {
+            "count": len(rows),
+            "topics": [
+                {
+                    "id": str(r.pk),
+                    "name": r.name,
+                    "conversations_sample": r.samples or [],
+                    "keywords": r.definition.get("keywords", []),
+                    "phrases": r.definition.get("phrases", [])[:5],
+                    "size": r.definition.get("size", 0),
+                }
+                for r in chosen
+            ],
+        }
+    )

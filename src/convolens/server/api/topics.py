@@ -15,7 +15,7 @@ from convolens.server.api.deps import database
 from convolens.server.auth import AdminToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
-from convolens.store import topics
+from convolens.store import suggestions, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
@@ -144,7 +144,8 @@ def accept_suggestion(
             "description": None,
             "examples": list(row.definition.get("phrases", []))[:20],
             "keywords": row.definition.get("keywords", []),
-            "threshold": None,
+            # What 90% of the cluster's members reach against its centre, found by the clustering.
+            "threshold": row.definition.get("threshold"),
         }
         topics.redefine(
             conn, token.project_pk, row.pk, utcnow(), name=new_name, kind="semantic", definition=definition,
@@ -166,3 +167,11 @@ def dismiss_suggestion(
     with db.writer() as conn:
         topics.set_status(conn, token.project_pk, row.pk, "dismissed", utcnow())
     return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+
+
+@router.post("/api/v1/suggested_topics/refresh", status_code=202)
+def refresh_suggestions(token: TokenInfo = AdminToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """Ask the workers to recompute suggested topics now rather than at the next hourly run."""
+    with db.writer() as conn:
+        suggestions.request_run(conn, token.project_pk, utcnow())
+    return JSONResponse({"status": "requested"}, status_code=202)

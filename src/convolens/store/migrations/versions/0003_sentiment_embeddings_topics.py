@@ -69,6 +69,16 @@ def upgrade() -> None:
         batch_op.create_index("ix_message_topic_conversation", ["conversation_pk"], unique=False)
         batch_op.create_index("ix_message_topic_topic", ["topic_pk", "created_at"], unique=False)
 
+    op.create_table(
+        "suggestion_run",
+        sa.Column("project_pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("last_run_at", sa.DateTime(), nullable=True),
+        sa.Column("requested_at", sa.DateTime(), nullable=True),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(["project_pk"], ["project.pk"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("project_pk"),
+    )
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sentiment_label", sa.String(length=8), nullable=True))
 
@@ -84,6 +94,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_message_topic_topic")
         batch_op.drop_index("ix_message_topic_conversation")
 
+    op.drop_table("suggestion_run")
     op.drop_table("message_topic")
     with op.batch_alter_table("message_embedding", schema=None) as batch_op:
         batch_op.drop_index("ix_message_embedding_project")
