@@ -24,7 +24,7 @@ import httpx
 import pytest
 import uvicorn
 
-from convolens.config import Limits, Settings
+from convolens.config import Limits, LlmSettings, Settings
 from convolens.server.app import create_app
 from convolens.store import migrate, projects
 from convolens.store.db import Database
@@ -158,9 +158,11 @@ TEST_LIMITS = Limits(
 
 
 @contextmanager
-def running_server(db: Database, home: Path, limits: Limits = TEST_LIMITS) -> Iterator[RunningServer]:
+def running_server(
+    db: Database, home: Path, limits: Limits = TEST_LIMITS, llm: LlmSettings | None = None
+) -> Iterator[RunningServer]:
     """The real app under uvicorn on a free loopback port, in a thread of the test process."""
-    settings = Settings(database_url=db.url, home=home, limits=limits)
+    settings = Settings(database_url=db.url, home=home, limits=limits, llm=llm or LlmSettings())
     app = create_app(settings)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -291,3 +291,54 @@ def test_suggested_topics_found_accepted_dismissed_and_stable(server: RunningSer
     assert all(s["id"] != by_truth["cooking"]["id"] for s in after)
     cooking_like = [s for s in after if sum(truth[c] == "cooking" for c in s["conversations_sample"]) >= 3]
     assert cooking_like == []  # dismissed: not suggested again under a new id
+
+
+def _cancellation_rule(topic: str, text: str) -> dict | str | None:
+    if "explode" in text:
+        return None  # the provider fails on this one: a 500
+    if "garbage" in text:
+        return "I think so?"  # not JSON
+    yes = "cancel" in text.lower()
+    return {"verdict": yes, "reason": "asks to cancel" if yes else "no cancellation"}
+
+
+def test_llm_topics_through_an_openai_compatible_provider(db: Database, tmp_path) -> None:
+    from conftest import running_server
+    from convolens.config import LlmSettings
+    from openai_stub import openai_stub
+
+    project = make_project(db)
+    with openai_stub(_cancellation_rule) as (url, requests):
+        llm = LlmSettings(base_url=url, api_key="sk-stub-key", model="stub-model")
+        with running_server(db, tmp_path, llm=llm) as server, admin(server, project) as client:
+            created = client.post(
+                "/api/v1/topics",
+                json={"name": "Cancellation", "kind": "llm", "prompt": "The user wants to cancel a subscription."},
+            )
+            assert created.status_code == 201, created.text
+            log_thread(
+                client,
+                "llm",
+                [
+                    ("user", "Please cancel my plan today."),
+                    ("assistant", "Done, your plan is cancelled."),
+                    ("user", "What's the weather in Oslo?"),
+                    ("user", "This will explode the provider"),
+                    ("user", "garbage answer please, cancel"),
+                ],
+            )
+            view = enriched_conversation(client, "llm")
+    by_text = {m["message"]: m["topics"] for m in view["messages"]}
+    assert by_text["Please cancel my plan today."] == [{"id": created.json()["id"], "name": "Cancellation"}]
+    assert by_text["What's the weather in Oslo?"] == []
+    assert by_text["This will explode the provider"] == []  # a failed call tags nothing and stops nothing
+    assert by_text["garbage answer please, cancel"] == []
+    assert by_text["Done, your plan is cancelled."] == []  # assistant replies are not judged
+    judged = [r for r in requests if r["path"] == "/v1/chat/completions"]
+    assert len(judged) == 4 and all(r["auth"] == "Bearer sk-stub-key" for r in judged)
+    assert {r["body"]["model"] for r in judged} == {"stub-model"}
+    with db.reader() as conn:
+        from convolens.store.tables import message_topic
+
+        reasons = conn.execute(select(message_topic.c.reason).where(message_topic.c.project_pk == project.pk)).scalars()
+        assert list(reasons) == ["asks to cancel"]

@@ -108,7 +108,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from convolens.worker.runner import Worker
 
     configure_logging(args.log_level)
-    worker = Worker(_db(Settings.from_env()), batch_size=args.batch_size)
+    settings = Settings.from_env()
+    worker = Worker(_db(settings), batch_size=args.batch_size, llm=settings.llm)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()

@@ -51,6 +51,30 @@ def sqlite_url(home: Path) -> str:
 
 
 @dataclass(frozen=True)
+class LlmSettings:
+    """An OpenAI-compatible chat endpoint for LLM topics (and, later, suggestion names). Off unless set."""
+
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    model: str = "gpt-4o-mini"
+    timeout_seconds: float = 30.0
+    concurrency: int = 8
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> LlmSettings:
+        env = os.environ if env is None else env
+        return cls(
+            base_url=(env.get("CONVOLENS_LLM_BASE_URL") or "").rstrip("/") or None,
+            api_key=env.get("CONVOLENS_LLM_API_KEY") or None,
+            model=env.get("CONVOLENS_LLM_MODEL") or cls.model,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     home: Path
@@ -58,13 +82,16 @@ class Settings:
     # Enrich in a thread of the API process. On by default (one command is all a user runs); a
     # scale-out deployment turns it off and runs `convolens worker` processes instead.
     embedded_worker: bool = True
+    llm: LlmSettings = field(default_factory=LlmSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
         home = default_home()
         url = os.environ.get("CONVOLENS_DATABASE_URL") or sqlite_url(home)
         embedded = os.environ.get("CONVOLENS_EMBEDDED_WORKER", "1").strip().lower() not in ("0", "false", "no", "off")
-        return cls(database_url=url, home=home, limits=Limits.from_env(), embedded_worker=embedded)
+        return cls(
+            database_url=url, home=home, limits=Limits.from_env(), embedded_worker=embedded, llm=LlmSettings.from_env()
+        )
 
     @property
     def is_sqlite(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from convolens.enrich import embedding, language, sentiment, topics
+from convolens.enrich.llm import LlmJudge
 from convolens.enrich.topics import TopicMatcher
 from convolens.store.enrichment import EnrichmentResult, PendingMessage, TopicHit
 
@@ -21,15 +22,38 @@ def is_user_text(m: PendingMessage) -> bool:
     return m.role == "user" and m.kind == "message" and bool(m.content.strip())
 
 
+def llm_hits(
+    judge: LlmJudge | None, items: list[tuple[int, str]], matchers: list[TopicMatcher]
+) -> dict[int, list[TopicHit]]:
+    """LLM topics of (key, text) items: one model call per item and LLM topic, a few at a time."""
+    llm_topics = [t for t in matchers if t.kind == "llm" and t.prompt]
+    if judge is None or not llm_topics or not items:
+        return {}
+    pairs = [(key, text, t) for key, text in items for t in llm_topics]
+    verdicts = judge.judge_many([(t.prompt or "", text) for _, text, t in pairs])
+    hits: dict[int, list[TopicHit]] = {}
+    for (key, _, t), verdict in zip(pairs, verdicts, strict=True):
+        if verdict is not None and verdict.verdict:
+            hits.setdefault(key, []).append(TopicHit(t.pk, 1.0, verdict.reason))
+    return hits
+
+
 def enrich(
-    messages: list[PendingMessage], matchers: dict[int, list[TopicMatcher]] | None = None
+    messages: list[PendingMessage],
+    matchers: dict[int, list[TopicMatcher]] | None = None,
+    judge: LlmJudge | None = None,
 ) -> list[EnrichmentResult]:
-    """Results for a batch; ``matchers`` are the compiled topics of each project (by project key)."""
+    """Results for a batch; ``matchers`` are the compiled topics of each project (by project key);
+    LLM topics are judged only when a ``judge`` (a configured provider) is given."""
     matchers = matchers or {}
     user = [m for m in messages if is_user_text(m)]
     vectors = embedding.embed([m.content for m in user]) if user else np.zeros((0, embedding.DIMENSIONS))
     moods = sentiment.score([m.content for m in user], vectors)
     per_user = {m.pk: (vectors[i], moods[i]) for i, m in enumerate(user)}
+    judged: dict[int, list[TopicHit]] = {}
+    for project_pk in {m.project_pk for m in user}:
+        items = [(m.pk, m.content) for m in user if m.project_pk == project_pk]
+        judged.update(llm_hits(judge, items, matchers.get(project_pk, [])))
     results = []
     for m in messages:
         lang = language.detect(m.content) if m.kind != "event" else None
@@ -40,7 +64,7 @@ def enrich(
         hits = [
             TopicHit(hit.topic_pk, hit.score, hit.reason)
             for hit in topics.match(m.content, vector, matchers.get(m.project_pk, []))
-        ]
+        ] + judged.get(m.pk, [])
         results.append(
             EnrichmentResult(
                 pk=m.pk,

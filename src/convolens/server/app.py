@@ -3,6 +3,7 @@
 - ``/api/v1/ingest``                    → server/api/ingest.py (native batches)
 - ``/api/v1/log/…``                     → server/api/context_log.py (Context-compatible writes)
 - ``/api/v1/conversations…``, ``/api/v1/suggested_topics`` → server/api/context_read.py
+- ``/api/v1/metrics``                  → server/api/metrics.py (metrics by topic, language, model, tenant, metadata)
 - ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
 - ``DELETE /api/v1/users/{user_id}``   → server/api/users.py (erasure)
 - ``/healthz``, ``/readyz``, ``/metrics`` → server/api/health.py
@@ -17,8 +18,9 @@ from fastapi import FastAPI
 
 from convolens import __version__
 from convolens.config import Settings
+from convolens.enrich.prices import price_table
 from convolens.server import errors
-from convolens.server.api import context_log, context_read, health, ingest, topics, users
+from convolens.server.api import context_log, context_read, health, ingest, metrics, topics, users
 from convolens.server.body import BoundedBodyMiddleware
 from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
@@ -35,7 +37,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             migrate.upgrade(db)
-        worker = Worker(db) if settings.embedded_worker else None
+        worker = Worker(db, llm=settings.llm) if settings.embedded_worker else None
         thread = worker.start_thread() if worker else None
         yield
         if worker and thread:
@@ -52,11 +54,12 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics()
+    app.state.prices = price_table()
     app.state.rate_limiter = RateLimiter(settings.limits.rate_limit_per_second, settings.limits.rate_limit_burst)
     errors.install(app)
     app.add_middleware(BoundedBodyMiddleware, limits=settings.limits)
     # Outermost: every response, even a 413 from the body guard, gets a request id and a log line.
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
-    for module in (health, ingest, context_log, context_read, topics, users):
+    for module in (health, ingest, context_log, context_read, metrics, topics, users):
         app.include_router(module.router)
     return app

@@ -14,8 +14,10 @@ import threading
 import uuid
 from datetime import timedelta
 
+from convolens.config import LlmSettings
 from convolens.enrich import embedding, pipeline, suggest
 from convolens.enrich import topics as topic_matching
+from convolens.enrich.llm import LlmJudge
 from convolens.enrich.topics import TopicMatcher
 from convolens.store import enrichment, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
@@ -58,6 +60,7 @@ class Worker:
         lease: timedelta = timedelta(seconds=60),
         idle_seconds: float = 0.5,
         suggest_every: timedelta = timedelta(hours=1),
+        llm: LlmSettings | None = None,
         name: str | None = None,
     ) -> None:
         self.db = db
@@ -70,6 +73,7 @@ class Worker:
         self.stop_event = threading.Event()
         self.enriched = 0
         self.topic_cache = TopicCache()
+        self.judge = LlmJudge(llm) if llm is not None and llm.enabled else None
 
     def _matchers(self) -> dict[int, list[TopicMatcher]]:
         with self.db.reader() as conn:
@@ -81,7 +85,7 @@ class Worker:
             claimed = enrichment.claim(conn, self.owner, self.batch_size, self.lease, utcnow())
         if not claimed:
             return []
-        results = pipeline.enrich(claimed, self._matchers())
+        results = pipeline.enrich(claimed, self._matchers(), self.judge)
         with self.db.writer() as conn:
             saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
         self.enriched += len(saved)
@@ -94,11 +98,24 @@ class Worker:
             row = topics.claim_backfill(conn, self.owner, self.lease, now)
         if row is None:
             return 0
+        # An LLM topic costs a model call a message: small steps, so the lease is renewed often.
+        size = self.backfill_batch_size if row.kind != "llm" else max(1, self.backfill_batch_size // 20)
         with self.db.reader() as conn:
-            batch, cursor = topics.backfill_batch(conn, row, self.backfill_batch_size)
+            batch, cursor = topics.backfill_batch(conn, row, size)
         matcher = self.topic_cache.compile(row)
         links = []
+        judged = pipeline.llm_hits(self.judge, [(m.pk, m.content) for m in batch], [matcher])
         for m in batch:
+            for hit in judged.get(m.pk, []):
+                links.append(
+                    {
+                        "message_pk": m.pk,
+                        "conversation_pk": m.conversation_pk,
+                        "created_at": m.created_at,
+                        "score": hit.score,
+                        "reason": hit.reason,
+                    }
+                )
             vector = embedding.from_bytes(m.vector) if m.vector else None
             for hit in topic_matching.match(m.content, vector, [matcher]):
                 links.append(
@@ -178,6 +195,8 @@ class Worker:
                 except Exception:
                     log.exception("worker %s: suggested topics failed; they will be retried", self.owner)
                 self.stop_event.wait(self.idle_seconds)
+        if self.judge is not None:
+            self.judge.close()
         log.info("worker %s stopped after %d messages", self.owner, self.enriched)
 
     def start_thread(self) -> threading.Thread:

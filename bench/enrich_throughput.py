@@ -1,0 +1,96 @@
+"""Throughput of the whole per-message pipeline on this machine, and the worker's memory.
+
+    python bench/enrich_throughput.py [--messages 4096] [--runs 3]
+
+Each run scrubs PII (as the ingest path does), then runs ``pipeline.enrich`` — language, embedding,
+sentiment, keyword and semantic topic matching — on batches of 256 (the worker's batch), over a chat-like
+mix: half user messages (5-40 words), half assistant replies (20-120 words), and 6 keyword plus 6
+semantic topics. It reports messages/s (median of the runs) overall and for user messages alone,
+with the embedding alone as the baseline measured in the same run, and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+
+from convolens.enrich import embedding, pii, pipeline
+from convolens.enrich.topics import compile_topic
+from convolens.store.enrichment import PendingMessage
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "topics.jsonl"
+
+
+def messages(n: int, seed: int = 0) -> list[PendingMessage]:
+    rng = random.Random(seed)
+    questions = [json.loads(line)["text"] for line in DATA.read_text().splitlines()]
+    words = " ".join(questions).split()
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            text = rng.choice(questions) + " " + " ".join(rng.choices(words, k=rng.randint(0, 30)))
+            role = "user"
+        else:
+            text = " ".join(rng.choices(words, k=rng.randint(20, 120)))
+            role = "assistant"
+        out.append(PendingMessage(i, 1, i // 8, role, "message", text, datetime(2026, 12, 1)))
+    return out
+
+
+def topics() -> list:
+    keyword = [
+        compile_topic(i, f"k{i}", "keyword", {"keywords": kws})
+        for i, kws in enumerate(
+            [["refund", "invoice"], ["password"], ["python", "pandas"], ["visa"], ["recipe"], ["csv"]]
+        )
+    ]
+    semantic = [
+        compile_topic(100 + i, f"s{i}", "semantic", {"description": d, "examples": [d]})
+        for i, d in enumerate(["billing problems", "login trouble", "travel plans", "cooking", "fitness", "health"])
+    ]
+    return keyword + semantic
+
+
+def run(batch: list[PendingMessage], matchers: list) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(batch), 256):
+        chunk = batch[start : start + 256]
+        for m in chunk:
+            pii.scrub(m.content)
+        pipeline.enrich(chunk, {1: matchers})
+    return len(batch) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=4096)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    batch = messages(args.messages)
+    user_only = [m for m in batch if m.role == "user"]
+    matchers = topics()
+    run(batch[:256], matchers)  # load the models once, outside the timings
+    mixed, users, embed_only = [], [], []
+    for _ in range(args.runs):
+        mixed.append(run(batch, matchers))
+        users.append(run(user_only, matchers))
+        started = time.perf_counter()
+        embedding.embed([m.content for m in user_only])
+        embed_only.append(len(user_only) / (time.perf_counter() - started))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"threads={embedding.threads()} messages={len(batch)} runs={args.runs}")
+    print(f"pipeline, mixed user/assistant: {statistics.median(mixed):.0f} msgs/s (runs {[round(x) for x in mixed]})")
+    print(f"pipeline, user messages only:   {statistics.median(users):.0f} msgs/s")
+    print(f"baseline, embedding alone:      {statistics.median(embed_only):.0f} msgs/s (user messages)")
+    print(f"pipeline / embedding (user):    {statistics.median(users) / statistics.median(embed_only):.2f}")
+    print(f"peak RSS: {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""LLM topics: an OpenAI-compatible chat model decides, per user message, whether it is about a topic,
+and says why — Context's ``{verdict, reason}``. Used only where the user configured a provider
+(``CONVOLENS_LLM_BASE_URL``, ``CONVOLENS_LLM_API_KEY``, ``CONVOLENS_LLM_MODEL``): nothing leaves the
+machine otherwise. Messages reach the model after PII scrubbing, like everything stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from convolens.config import LlmSettings
+
+log = logging.getLogger("convolens.llm")
+
+SYSTEM = (
+    "You classify messages that users sent to an AI assistant. You are given a topic definition and one "
+    'message. Answer with a JSON object only: {"verdict": true or false, "reason": "<one short sentence>"}. '
+    "verdict is true when the message is about the topic."
+)
+MAX_MESSAGE_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: bool
+    reason: str
+
+
+class LlmJudge:
+    def __init__(self, settings: LlmSettings, transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self.settings = settings
+        self.client = httpx.Client(
+            base_url=settings.base_url or "", headers=headers, timeout=settings.timeout_seconds, transport=transport
+        )
+
+    def judge(self, topic_prompt: str, text: str) -> Verdict | None:
+        """The model's verdict, or None when it could not be had (the message is then not tagged)."""
+        body = {
+            "model": self.settings.model,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"Topic: {topic_prompt}\n\nMessage: {text[:MAX_MESSAGE_CHARS]}"},
+            ],
+        }
+        try:
+            response = self.client.post("/chat/completions", json=body)
+            response.raise_for_status()
+            content = response.json()["choices"][0]["message"]["content"]
+            start, end = content.find("{"), content.rfind("}")
+            answer = json.loads(content[start : end + 1])
+            verdict = answer.get("verdict")
+            if isinstance(verdict, str):
+                verdict = verdict.strip().lower() in ("true", "yes", "1")
+            return Verdict(bool(verdict), str(answer.get("reason", ""))[:500])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            log.warning("LLM topic verdict failed: %s", type(exc).__name__)
+            return None
+
+    def judge_many(self, pairs: list[tuple[str, str]]) -> list[Verdict | None]:
+        """Verdicts for (topic prompt, message) pairs, a few requests at a time."""
+        if not pairs:
+            return []
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
+            return list(pool.map(lambda pair: self.judge(*pair), pairs))
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,64 @@
+"""``GET /api/v1/metrics``: product metrics over time, split by topic, language, model, tenant or a
+metadata key — what the dashboard charts, for a product to embed per tenant."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+
+from convolens.server.api.context_read import _field_error, time_window
+from convolens.server.api.deps import database
+from convolens.server.auth import ReadToken
+from convolens.server.errors import ERROR_RESPONSES
+from convolens.server.responses import JSONResponse
+from convolens.store import metrics as metric_queries
+from convolens.store.db import Database
+from convolens.store.projects import TokenInfo
+from convolens.store.queries import bucket_starts
+from convolens.timeutil import iso
+
+router = APIRouter(tags=["read"], responses=ERROR_RESPONSES)
+
+
+@router.get("/api/v1/metrics")
+def metrics(
+    request: Request,
+    start_time: str | None = None,
+    end_time: str | None = None,
+    period: Literal["day", "week", "month"] = "day",
+    group_by: str = "none",
+    tenant_id: str | None = None,
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Per bucket and group: conversations, messages, user_messages, users, avg_sentiment (user
+    messages), ratings_up/down, rating_share_up, input/output tokens and cost_usd (estimated)."""
+    try:
+        grouping = metric_queries.Grouping.parse(group_by)
+    except ValueError as exc:
+        raise _field_error("group_by", str(exc)) from None
+    start, end = time_window(start_time, end_time)
+    if (end - start).days > 3700:
+        raise _field_error("start_time", "the window may span at most about ten years")
+    with db.reader() as conn:
+        data = metric_queries.metrics(
+            conn,
+            token.project_pk,
+            start=start,
+            end=end,
+            period=period,
+            grouping=grouping,
+            prices=request.app.state.prices,
+            tenant_id=tenant_id,
+        )
+    return JSONResponse(
+        {
+            "period": period,
+            "group_by": group_by,
+            "start_time": iso(start),
+            "end_time": iso(end),
+            "buckets": bucket_starts(start, end, period),
+            "series": [{"group": group, "data": buckets} for group, buckets in data.items()],
+        }
+    )

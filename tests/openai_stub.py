@@ -1,0 +1,61 @@
+"""A local stand-in for an OpenAI-compatible chat API (the one edge the tests cannot reach).
+
+It answers ``POST /v1/chat/completions`` like the real API, deciding a topic verdict by a rule the
+test gives it, and records every request so a test can check what convolens sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Rule = Callable[[str, str], dict | str | None]  # (topic, message) → answer object, raw text, or None for a 500
+
+
+@contextmanager
+def openai_stub(rule: Rule) -> Iterator[tuple[str, list[dict]]]:
+    requests: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            prompt = body["messages"][-1]["content"]
+            found = re.match(r"Topic: (.*)\n\nMessage: (.*)", prompt, re.S)
+            answer = rule(found.group(1), found.group(2)) if found and self.path == "/v1/chat/completions" else None
+            if answer is None:
+                self.send_response(500)
+                self.end_headers()
+                return
+            content = answer if isinstance(answer, str) else json.dumps(answer)
+            payload = json.dumps(
+                {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion",
+                    "model": body.get("model"),
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                    ],
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
+    finally:
+        server.shutdown()
+        server.server_close()
