@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 
 import httpx
@@ -345,3 +346,30 @@ def test_concurrent_batches_sharing_users_and_conversations(server: RunningServe
     with server.client(project.token) as client:
         total = sum(len(client.get(f"/api/v1/conversations/shared-{c}").json()["messages"]) for c in range(12))
     assert total == 6 * 6 * 12
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"conversation_id": "\ud800"}, "events[0].conversation_id"),
+        ({"content": "half a pair \udc00"}, "events[0].content"),
+        ({"metadata": {"k": "\ud83d"}}, "events[0].metadata.k"),
+        ({"extra": {"input": ["\ud800"]}}, "events[0].extra"),
+    ],
+)
+def test_unpaired_surrogates_are_a_422_naming_the_field(api: httpx.Client, event: dict, field: str) -> None:
+    body = {"type": "message", "conversation_id": "c", "role": "user", "content": "hi", **event}
+    # json.dumps writes lone surrogates as \\u escapes, which is how they arrive from a real client
+    response = api.post(
+        "/api/v1/ingest", content=json.dumps({"events": [body]}), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_unpaired_surrogates_in_a_context_body_are_a_422(api: httpx.Client) -> None:
+    body = {"conversation": {"messages": [{"role": "user", "message": "ok", "input": {"q": "\udfff"}}]}}
+    response = api.post(
+        "/api/v1/log/conversation", content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422 and "input" in response.text

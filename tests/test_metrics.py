@@ -90,7 +90,29 @@ def test_groups(seeded: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(("params", "field"), [({"group_by": "colour"}, "group_by"), ({"period": "year"}, "period"),
-                                               ({"start_time": "yesterday"}, "start_time")])  # fmt: skip
+                                               ({"start_time": "yesterday"}, "start_time"),
+                                               ({"group_by": 'metadata.a"b'}, "group_by"),
+                                               ({"group_by": "metadata.a\nb"}, "group_by"),
+                                               ({"group_by": "metadata."}, "group_by")])  # fmt: skip
 def test_bad_parameters_are_422s_naming_the_field(api: httpx.Client, params: dict, field: str) -> None:
     response = api.get("/api/v1/metrics", params=params)
     assert response.status_code == 422 and field in response.text
+
+
+def test_odd_metadata_keys_and_tenants_are_plain_values(api: httpx.Client) -> None:
+    for params in (
+        {"group_by": "metadata.$.a[0] b'"},
+        {"tenant_id": "x'; DROP TABLE message; --"},
+        {"tenant_id": "\x00"},
+    ):
+        response = api.get("/api/v1/metrics", params=params)
+        assert response.status_code in (200, 422), (params, response.text)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/metrics", "/api/v1/conversations", "/api/v1/conversations/series/volume", "/api/v1/suggested_topics"],
+)
+def test_a_tenant_id_with_a_nul_is_a_422(api: httpx.Client, path: str) -> None:
+    response = api.get(path, params={"tenant_id": "a\x00b"})
+    assert response.status_code == 422 and "tenant_id" in response.text

@@ -170,13 +170,18 @@ def test_a_new_topic_is_applied_to_stored_messages_and_a_redefinition_replaces_i
         ({"name": "x", "kind": "regex", "keywords": ["a"]}, "kind"),
         ({"name": "x", "kind": "semantic", "examples": ["a"], "threshold": 2}, "threshold"),
         ({"name": "x", "kind": "keyword", "keywords": ["a" * 201]}, "keywords[0]"),
+        ({"name": "a\x00b", "kind": "keyword", "keywords": ["a"]}, "name"),
+        ({"name": "x", "kind": "keyword", "keywords": ["a\nb"]}, "keywords[0]"),
+        ({"name": "x", "kind": "semantic", "examples": ["a\x00"]}, "examples[0]"),
+        ({"name": "x", "kind": "llm", "prompt": "\x00"}, "prompt"),
+        ({"name": "x\ud800", "kind": "keyword", "keywords": ["a"]}, "name"),
     ],
 )
 def test_a_bad_topic_is_a_422_naming_the_field(
     api: httpx.Client, server: RunningServer, project: Project, body: dict, field: str
 ) -> None:
-    with admin(server, project) as client:
-        response = client.post("/api/v1/topics", json=body)
+    with admin(server, project) as client:  # json.dumps escapes lone surrogates as a real client would
+        response = client.post("/api/v1/topics", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert field in response.text
 
@@ -302,11 +307,15 @@ def _cancellation_rule(topic: str, text: str) -> dict | str | None:
     return {"verdict": yes, "reason": "asks to cancel" if yes else "no cancellation"}
 
 
-def test_llm_topics_through_an_openai_compatible_provider(db: Database, tmp_path) -> None:
+def test_llm_topics_through_an_openai_compatible_provider(tmp_path) -> None:
     from conftest import running_server
     from convolens.config import LlmSettings
+    from convolens.store import migrate
     from openai_stub import openai_stub
 
+    # A database of its own: the session's servers run workers with no LLM that would race for the queue.
+    db = Database(f"sqlite:///{tmp_path / 'llm.sqlite3'}")
+    migrate.upgrade(db)
     project = make_project(db)
     with openai_stub(_cancellation_rule) as (url, requests):
         llm = LlmSettings(base_url=url, api_key="sk-stub-key", model="stub-model")
@@ -342,3 +351,4 @@ def test_llm_topics_through_an_openai_compatible_provider(db: Database, tmp_path
 
         reasons = conn.execute(select(message_topic.c.reason).where(message_topic.c.project_pk == project.pk)).scalars()
         assert list(reasons) == ["asks to cancel"]
+    db.dispose()

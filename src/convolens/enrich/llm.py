@@ -64,6 +64,29 @@ class LlmJudge:
             log.warning("LLM topic verdict failed: %s", type(exc).__name__)
             return None
 
+    def name_cluster(self, phrases: list[str], keywords: list[str]) -> str | None:
+        """A short name for a cluster of user messages (suggested topics), or None if the call fails."""
+        sample = "\n".join(f"- {p[:300]}" for p in phrases[:10])
+        body = {
+            "model": self.settings.model,
+            "temperature": 0,
+            "messages": [
+                {
+                    "role": "system",
+                    "content": "You name topics of user questions. Answer with the name only: 2-5 words.",
+                },
+                {"role": "user", "content": f"Keywords: {', '.join(keywords)}\nMessages:\n{sample}"},
+            ],
+        }
+        try:
+            response = self.client.post("/chat/completions", json=body)
+            response.raise_for_status()
+            name = str(response.json()["choices"][0]["message"]["content"]).strip().strip('"').splitlines()[0]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            log.warning("LLM cluster name failed: %s", type(exc).__name__)
+            return None
+        return name[:80] or None
+
     def judge_many(self, pairs: list[tuple[str, str]]) -> list[Verdict | None]:
         """Verdicts for (topic prompt, message) pairs, a few requests at a time."""
         if not pairs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,25 @@ def _has_control_chars(value: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 
 
+# JSON may spell half a UTF-16 pair ("\ud800"); such a string has no UTF-8 form and no database takes it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _label(key: str) -> str:
+    """A metadata key as it may appear in an error message (which must itself be valid UTF-8)."""
+    return key[:40].encode("utf-8", "replace").decode("utf-8")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return bool(_LONE_SURROGATE.search(value))
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
 class _Checker:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -48,6 +68,8 @@ class _Checker:
         elif "\x00" in value:
             # PostgreSQL text cannot hold NUL; refusing it keeps both backends storing the same bytes.
             self.errors.append(FieldError(loc, "must not contain NUL characters"))
+        elif _LONE_SURROGATE.search(value):
+            self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
     def identifier(self, loc: tuple, value: str | None, max_chars: int | None = None) -> None:
         if value is None:
@@ -59,6 +81,8 @@ class _Checker:
             self.errors.append(FieldError(loc, f"is {len(value)} characters long; the limit is {max_chars}"))
         elif _has_control_chars(value):
             self.errors.append(FieldError(loc, "must not contain control characters"))
+        elif _LONE_SURROGATE.search(value):
+            self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
     def metadata(self, loc: tuple, metadata: Mapping | None) -> None:
         if not metadata:
@@ -70,16 +94,18 @@ class _Checker:
         for key, value in metadata.items():
             if not key or len(key) > lim.max_metadata_key_chars:
                 self.errors.append(
-                    FieldError((*loc, key[:40]), f"key must be 1 to {lim.max_metadata_key_chars} characters")
+                    FieldError((*loc, _label(key)), f"key must be 1 to {lim.max_metadata_key_chars} characters")
                 )
             if _has_control_chars(key):
-                self.errors.append(FieldError((*loc, key[:40]), "key must not contain control characters"))
+                self.errors.append(FieldError((*loc, _label(key)), "key must not contain control characters"))
+            if _has_lone_surrogate(key) or _has_lone_surrogate(value):
+                self.errors.append(FieldError((*loc, _label(key)), "must not contain unpaired UTF-16 surrogates"))
             if isinstance(value, str) and "\x00" in value:
-                self.errors.append(FieldError((*loc, key[:40]), "value must not contain NUL characters"))
+                self.errors.append(FieldError((*loc, _label(key)), "value must not contain NUL characters"))
             if isinstance(value, str) and len(value) > lim.max_metadata_value_chars:
                 self.errors.append(
                     FieldError(
-                        (*loc, key[:40]),
+                        (*loc, _label(key)),
                         f"value is {len(value)} characters long; the limit is {lim.max_metadata_value_chars}",
                     )
                 )
@@ -107,6 +133,8 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
             c.text((*loc, "model"), event.model, limits.max_id_chars)
             c.text((*loc, "error"), event.error, limits.max_content_chars)
             c.metadata((*loc, "metadata"), event.metadata)
+            if event.extra and _has_lone_surrogate(event.extra):
+                c.errors.append(FieldError((*loc, "extra"), "must not contain unpaired UTF-16 surrogates"))
         elif isinstance(event, CustomEvent):
             c.text((*loc, "name"), event.name, limits.max_id_chars)
             c.metadata((*loc, "properties"), event.properties)
@@ -141,4 +169,7 @@ def check_context_conversation(
         c.text((*mloc, "message"), message.message, limits.max_content_chars)
         c.text((*mloc, "name"), message.name, limits.max_id_chars)
         c.metadata((*mloc, "metadata"), message.metadata)
+        for extra in ("thought", "input", "observation"):
+            if _has_lone_surrogate(getattr(message, extra)):
+                c.errors.append(FieldError((*mloc, extra), "must not contain unpaired UTF-16 surrogates"))
     return c.errors

@@ -4,10 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Example = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and both backends must store exactly what they accepted.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must not contain unpaired UTF-16 surrogates")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return _no_nul(value)
+
+
+Phrase = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_one_line)
+]
+Example = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(_no_nul)
+]
 
 
 class TopicDefinition(BaseModel):
@@ -15,12 +35,18 @@ class TopicDefinition(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), AfterValidator(_one_line)
+    ]
     kind: Literal["keyword", "semantic", "llm"]
     keywords: list[Phrase] = Field(default_factory=list, max_length=200)
-    description: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
+    description: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000), AfterValidator(_no_nul)] | None
+    ) = None
     examples: list[Example] = Field(default_factory=list, max_length=100)
-    prompt: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] | None = None
+    prompt: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000), AfterValidator(_no_nul)] | None
+    ) = None
     # Cosine similarity a message needs to match a semantic topic; the calibrated default when absent.
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 

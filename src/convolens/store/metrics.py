@@ -33,9 +33,11 @@ class Grouping:
         """``none``, one of ``GROUPS`` or ``metadata.<key>``; ValueError otherwise."""
         if value in GROUPS:
             return cls(value)
-        if value.startswith("metadata.") and 0 < len(value) - len("metadata.") <= 128:
-            return cls("metadata", value[len("metadata.") :])
-        raise ValueError(f"must be one of {', '.join(GROUPS)} or metadata.<key>")
+        key = value[len("metadata.") :] if value.startswith("metadata.") else ""
+        # A JSON path segment on SQLite: quotes, backslashes and control characters cannot be in it.
+        if 0 < len(key) <= 128 and not any(ch in key for ch in '"\\') and key.isprintable():
+            return cls("metadata", key)
+        raise ValueError(f"must be one of {', '.join(GROUPS)} or metadata.<key> (a printable key without quotes)")
 
 
 def _group_expression(grouping: Grouping) -> ColumnElement:

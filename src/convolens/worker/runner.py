@@ -139,32 +139,33 @@ class Worker:
             return None
         with self.db.reader() as conn:
             pool = suggestions.uncovered(conn, project_pk)
-        counts = {"messages": len(pool.texts)}
-        found = suggest.cluster(pool.vectors, pool.texts) if len(pool.texts) >= min_messages else []
+        counts: dict[str, int] = {"messages": len(pool.texts)}
+        enough = len(pool.texts) >= min_messages
+        # Clustering and naming (maybe an LLM call a cluster) happen outside any transaction.
+        found = [
+            suggestions.Suggestion(
+                name=self._cluster_name(c),
+                keywords=c.keywords,
+                phrases=c.phrases,
+                centroid=c.centroid,
+                conversation_ids=[pool.conversation_ids[i] for i in c.members[:50]],
+                size=len(c.members),
+                threshold=c.threshold,
+            )
+            for c in (suggest.cluster(pool.vectors, pool.texts) if enough else [])
+        ]
         with self.db.writer() as conn:
-            if len(pool.texts) >= min_messages:
-                counts.update(
-                    suggestions.replace(
-                        conn,
-                        project_pk,
-                        [
-                            suggestions.Suggestion(
-                                name=c.name,
-                                keywords=c.keywords,
-                                phrases=c.phrases,
-                                centroid=c.centroid,
-                                conversation_ids=[pool.conversation_ids[i] for i in c.members[:50]],
-                                size=len(c.members),
-                                threshold=c.threshold,
-                            )
-                            for c in found
-                        ],
-                        utcnow(),
-                    )
-                )
+            if enough:
+                counts.update(suggestions.replace(conn, project_pk, found, utcnow()))
             suggestions.finish_run(conn, self.owner, project_pk, utcnow())
         log.info("worker %s: suggested topics of project %s: %s", self.owner, project_pk, counts)
         return counts
+
+    def _cluster_name(self, found: suggest.Cluster) -> str:
+        """The LLM's name for a cluster where a provider is configured, else its keywords."""
+        if self.judge is not None:
+            return self.judge.name_cluster(found.phrases, found.keywords) or found.name
+        return found.name
 
     def drain(self) -> int:
         """Run until no message is pending and no backfill is left (tests and `convolens reenrich`)."""

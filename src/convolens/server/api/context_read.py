@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from convolens.config import Limits
 from convolens.server.api.context_format import conversation_response
-from convolens.server.api.deps import database, limits
+from convolens.server.api.deps import database, limits, tenant_filter
 from convolens.server.auth import ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
@@ -54,7 +54,7 @@ def list_conversations(
     end_time: str | None = None,
     page: int = Query(1, ge=1, le=1_000_000),
     per_page: int = Query(20, ge=1),
-    tenant_id: str | None = None,
+    tenant_id: str | None = Depends(tenant_filter),
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
     bounds: Limits = Depends(limits),  # noqa: B008
@@ -93,7 +93,7 @@ def series(
     start_time: str | None = None,
     end_time: str | None = None,
     period: Literal["day", "week", "month"] = "day",
-    tenant_id: str | None = None,
+    tenant_id: str | None = Depends(tenant_filter),
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
@@ -131,7 +131,7 @@ def get_conversation(
 
 @router.get("/api/v1/suggested_topics")
 def suggested_topics(
-    tenant_id: str | None = None,
+    tenant_id: str | None = Depends(tenant_filter),
     page: int = Query(1, ge=1),
     per_page: int = Query(20, ge=1, le=100),
     token: TokenInfo = ReadToken,

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 
 from convolens.server.api.context_read import _field_error, time_window
-from convolens.server.api.deps import database
+from convolens.server.api.deps import database, tenant_filter
 from convolens.server.auth import ReadToken
 from convolens.server.errors import ERROR_RESPONSES
 from convolens.server.responses import JSONResponse
@@ -28,7 +28,7 @@ def metrics(
     end_time: str | None = None,
     period: Literal["day", "week", "month"] = "day",
     group_by: str = "none",
-    tenant_id: str | None = None,
+    tenant_id: str | None = Depends(tenant_filter),
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:

@@ -137,6 +137,10 @@ def accept_suggestion(
     if row.kind != "suggested":
         raise ApiError(409, "only a suggested topic can be accepted")
     new_name = (name or row.name).strip()[:128] or row.name
+    if not new_name.isprintable():
+        raise ApiError(
+            422, "name: must not contain control characters", [{"field": "name", "msg": "control characters"}]
+        )
     with db.writer() as conn:
         if topics.name_taken(conn, token.project_pk, new_name, except_pk=row.pk):
             raise _name_conflict(new_name)
