@@ -29,7 +29,8 @@ def openai_stub(rule: Rule) -> Iterator[tuple[str, list[dict]]]:
             requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
             prompt = body["messages"][-1]["content"]
             found = re.match(r"Topic: (.*)\n\nMessage: (.*)", prompt, re.S)
-            answer = rule(found.group(1), found.group(2)) if found and self.path == "/v1/chat/completions" else None
+            topic, text = (found.group(1), found.group(2)) if found else ("", prompt)  # no topic: a naming request
+            answer = rule(topic, text) if self.path == "/v1/chat/completions" else None
             if answer is None:
                 self.send_response(500)
                 self.end_headers()

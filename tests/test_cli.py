@@ -107,6 +107,19 @@ def test_make_run_serves_the_demo(tmp_path: Path) -> None:
         assert listing["pagination"]["total_records"] == 305
         assert len(listing["conversations"]) == 5
         assert all(c["messages"] for c in listing["conversations"])
+        headers = {"Authorization": f"Bearer {token}"}
+        defined = httpx.get(f"http://127.0.0.1:{port}/api/v1/topics", headers=headers).json()["topics"]
+        assert sorted(t["name"] for t in defined) == ["Billing", "Coding help"]
+        while True:  # the embedded worker enriches the demo data and tags both topics
+            by_topic = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/metrics",
+                params={"start_time": "2000-01-01", "group_by": "topic", "period": "month"},
+                headers=headers,
+            ).json()
+            if {s["group"] for s in by_topic["series"]} == {"Billing", "Coding help"}:
+                break
+            assert time.monotonic() < deadline + 120, by_topic
+            time.sleep(0.5)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)

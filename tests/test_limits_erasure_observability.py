@@ -116,7 +116,7 @@ def test_erasing_a_user_leaves_no_trace(server: RunningServer) -> None:
         assert receipt.json() == {
             "status": "erased",
             "user_id": "alice",
-            "erased": {"end_users": 1, "conversations": 3, "messages": 6},
+            "erased": {"end_users": 1, "conversations": 3, "messages": 6, "topic_phrases": 0},
         }
         assert client.delete("/api/v1/users/alice").status_code == 404
 
@@ -175,6 +175,7 @@ def test_users_erase_cli(tmp_path: Path) -> None:
         "end_users": 1,
         "conversations": 1,
         "messages": 1,
+        "topic_phrases": 0,
     }
     again = subprocess.run([*cli, "users", "erase", "--project", "p", "carol"], env=env, capture_output=True, text=True)
     assert again.returncode == 1 and "no end user" in again.stderr

@@ -352,3 +352,49 @@ def test_llm_topics_through_an_openai_compatible_provider(tmp_path) -> None:
         reasons = conn.execute(select(message_topic.c.reason).where(message_topic.c.project_pk == project.pk)).scalars()
         assert list(reasons) == ["asks to cancel"]
     db.dispose()
+
+
+def test_llm_names_a_cluster_and_falls_back_to_keywords_when_it_fails() -> None:
+    from convolens.config import LlmSettings
+    from convolens.enrich.llm import LlmJudge
+    from openai_stub import openai_stub
+
+    with openai_stub(lambda topic, text: '"Refund requests"\nbecause they ask for money back') as (url, requests):
+        judge = LlmJudge(LlmSettings(base_url=url, model="stub-model"))
+        assert judge.name_cluster(["I want a refund", "money back please"], ["refund", "money"]) == "Refund requests"
+        judge.close()
+    assert "I want a refund" in requests[0]["body"]["messages"][-1]["content"]
+    with openai_stub(lambda topic, text: None) as (url, _):  # the provider answers 500
+        judge = LlmJudge(LlmSettings(base_url=url, model="stub-model"))
+        assert judge.name_cluster(["I want a refund"], ["refund"]) is None
+        judge.close()
+
+
+def test_erasing_a_user_removes_their_words_from_suggested_and_accepted_topics(
+    server: RunningServer, project: Project
+) -> None:
+    from convolens.store import topics as topic_store
+    from convolens.timeutil import utcnow
+
+    with admin(server, project) as client:
+        body = {"conversation": {"messages": [{"role": "user", "message": "My secret plan is to refund everything"}],
+                                 "metadata": {"user_id": "erin"}}}  # fmt: skip
+        assert client.post("/api/v1/log/conversation", json=body).status_code == 201
+        (cid,) = [c["id"] for c in client.get("/api/v1/conversations").json()["conversations"]]
+        with server.db.writer() as conn:
+            suggested = topic_store.create(
+                conn, project.pk, name="refunds", kind="suggested", status="suggested", now=utcnow(),
+                definition={"phrases": ["My secret plan is to refund everything", "someone else's words"]},
+                samples=[cid, "other"],
+            )  # fmt: skip
+            accepted = topic_store.create(
+                conn, project.pk, name="Refunds", kind="semantic", now=utcnow(),
+                definition={"examples": ["My secret plan is to refund everything"], "description": "refunds"},
+            )  # fmt: skip
+        erased = client.delete("/api/v1/users/erin")
+        assert erased.status_code == 200 and erased.json()["erased"]["topic_phrases"] == 2
+        with server.db.reader() as conn:
+            first = topic_store.get(conn, project.pk, suggested)
+            second = topic_store.get(conn, project.pk, accepted)
+    assert first.definition["phrases"] == ["someone else's words"] and first.samples == ["other"]
+    assert second.definition["examples"] == []

@@ -18,7 +18,7 @@ import uvicorn
 from convolens.config import Settings
 from convolens.demo_data import generate
 from convolens.server.app import create_app
-from convolens.store import migrate, projects, queries
+from convolens.store import migrate, projects, queries, topics
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 
@@ -78,11 +78,35 @@ def seed(base_url: str, token: str, conversations: int) -> int:
     return sent
 
 
+DEMO_TOPICS = [
+    ("Billing", "keyword", {"keywords": ["charged", "invoice", "refund", "plan", "결제", "요금제", "請求"]}),
+    (
+        "Coding help",
+        "semantic",
+        {
+            "description": "programming questions: code, errors, libraries",
+            "examples": ["How do I parse JSON in Python?"],
+        },
+    ),
+]
+
+
+def add_demo_topics(db: Database) -> None:
+    """A keyword and a semantic topic, so the demo shows topics before anyone defines one."""
+    with db.writer() as conn:
+        project_pk, _ = projects.ensure_project(conn, DEMO_PROJECT)
+        for name, kind, definition in DEMO_TOPICS:
+            if not topics.name_taken(conn, project_pk, name):
+                topics.create(conn, project_pk, name=name, kind=kind, definition=definition, now=utcnow())
+
+
 def run_demo(host: str = "127.0.0.1", port: int = 8000, conversations: int = 300) -> int:
     settings = Settings.from_env()
     db = Database(settings.database_url)
     migrate.upgrade(db)
     token, needs_data = demo_token(settings, db)
+    if needs_data:
+        add_demo_topics(db)
     db.dispose()
 
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning"))

@@ -81,7 +81,8 @@ class LlmJudge:
         try:
             response = self.client.post("/chat/completions", json=body)
             response.raise_for_status()
-            name = str(response.json()["choices"][0]["message"]["content"]).strip().strip('"').splitlines()[0]
+            lines = str(response.json()["choices"][0]["message"]["content"]).strip().splitlines()
+            name = lines[0].strip().strip("\"'*").strip() if lines else ""
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             log.warning("LLM cluster name failed: %s", type(exc).__name__)
             return None

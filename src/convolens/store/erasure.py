@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, func, select, update
 
-from convolens.store.tables import conversation, end_user, message
+from convolens.store.tables import conversation, end_user, message, topic
+from convolens.timeutil import utcnow
 
 
 @dataclass(frozen=True)
@@ -20,11 +21,17 @@ class ErasureReceipt:
     end_users: int
     conversations: int
     messages: int
+    topic_phrases: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
             "user_id": self.user_id,
-            "erased": {"end_users": self.end_users, "conversations": self.conversations, "messages": self.messages},
+            "erased": {
+                "end_users": self.end_users,
+                "conversations": self.conversations,
+                "messages": self.messages,
+                "topic_phrases": self.topic_phrases,
+            },
         }
 
 
@@ -41,9 +48,37 @@ def erase_end_user(conn: Connection, project_pk: int, external_id: str) -> Erasu
     message_count = conn.execute(
         select(func.count()).select_from(message).where(message.c.conversation_pk.in_(conversations))
     ).scalar_one()
+    phrases = _forget_in_topics(conn, project_pk, conversations)
     conn.execute(delete(message).where(message.c.conversation_pk.in_(conversations)))
     conversation_count = conn.execute(
         delete(conversation).where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk == user_pk)
     ).rowcount
     conn.execute(delete(end_user).where(end_user.c.pk == user_pk))
-    return ErasureReceipt(external_id, 1, conversation_count, message_count)
+    return ErasureReceipt(external_id, 1, conversation_count, message_count, phrases)
+
+
+def _forget_in_topics(conn: Connection, project_pk: int, conversations) -> int:  # type: ignore[no-untyped-def]
+    """Suggested topics quote their members (phrases, sample conversation ids), and an accepted
+    suggestion keeps them as examples: the user's words and conversations leave those too."""
+    texts = set(conn.execute(select(message.c.content).where(message.c.conversation_pk.in_(conversations))).scalars())
+    ids = set(conn.execute(select(conversation.c.id).where(conversation.c.pk.in_(conversations))).scalars())
+    removed = 0
+    rows = conn.execute(
+        select(topic.c.pk, topic.c.definition, topic.c.samples).where(
+            topic.c.project_pk == project_pk, topic.c.kind.in_(("suggested", "semantic"))
+        )
+    ).all()
+    for pk, definition, samples in rows:
+        kept = dict(definition)
+        for key in ("phrases", "examples"):
+            if isinstance(kept.get(key), list):
+                before = len(kept[key])
+                kept[key] = [p for p in kept[key] if p not in texts]
+                removed += before - len(kept[key])
+        kept_samples = [s for s in (samples or []) if s not in ids]
+        if kept != definition or kept_samples != (samples or []):
+            # updated_at moves so that workers recompile the topic without the erased examples
+            conn.execute(
+                update(topic).where(topic.c.pk == pk).values(definition=kept, samples=kept_samples, updated_at=utcnow())
+            )
+    return removed
