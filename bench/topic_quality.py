@@ -73,10 +73,15 @@ def time_100k(rows: list[dict], n: int = 100_000) -> dict:
     base = embedding.embed(texts)
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(base), n)
-    vectors = base[picks] + rng.normal(0, 0.02, (n, base.shape[1])).astype(np.float32)
+    vectors = base[picks]
+    vectors += 0.02 * rng.standard_normal(vectors.shape, dtype=np.float32)
     started = time.perf_counter()
     clusters = suggest.cluster(vectors, [texts[i] for i in picks])
-    return {"n": n, "clusters": len(clusters), "seconds": round(time.perf_counter() - started, 1)}
+    seconds = time.perf_counter() - started
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"n": n, "clusters": len(clusters), "seconds": round(seconds, 1), "peak_rss_mb": round(rss)}
 
 
 if __name__ == "__main__":

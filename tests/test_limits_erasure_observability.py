@@ -231,7 +231,7 @@ def test_json_logs_with_request_ids_and_no_secrets(tmp_path: Path) -> None:
 def test_metrics(server: RunningServer) -> None:
     project = make_project(server.db, "metrics")
     with server.client(project.token) as client:
-        client.post(
+        posted = client.post(
             "/api/v1/ingest",
             json={
                 "events": [
@@ -241,6 +241,7 @@ def test_metrics(server: RunningServer) -> None:
                 "client": {"sdk": "test", "dropped": 7, "retries": 2},
             },
         )
+        assert posted.status_code == 202, posted.text
     with server.client() as client:
         body = client.get("/metrics").text
     values = {}

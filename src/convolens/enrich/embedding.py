@@ -40,7 +40,8 @@ def embed(texts: list[str]) -> np.ndarray:
     """Embeddings of ``texts`` as an (n, 512) float32 array with unit rows (empty text: a zero row)."""
     out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
     todo = [(i, " ".join(t.split())[:MAX_CHARS]) for i, t in enumerate(texts)]
-    todo = [(i, t) for i, t in todo if t]
+    # Batches of similar length: the encoder pads each batch to its longest text.
+    todo = sorted(((i, t) for i, t in todo if t), key=lambda item: len(item[1]))
     if not todo:
         return out
     with _lock:  # one model per process; its thread pool is already sized to the machine
