@@ -8,17 +8,17 @@ a young third-party port, so everything else sees it only through ``embed()`` an
 from __future__ import annotations
 
 import os
-import threading
 from functools import cache
 
 import numpy as np
+
+from convolens.enrich.compute import compute_lock
 
 DIMENSIONS = 512
 # The encoder's cost grows with the text; what a message is about is in its first few hundred characters.
 MAX_CHARS = 600
 # Measured on this 2-core machine: batches of 32 run ~25% faster than batches of 512 (cache-friendly).
 BATCH = 32
-_lock = threading.Lock()
 
 
 def threads() -> int:
@@ -58,11 +58,10 @@ def embed(texts: list[str]) -> np.ndarray:
     """Embeddings of ``texts`` as an (n, 512) float32 array with unit rows (empty text: a zero row)."""
     out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
     todo = [(i, " ".join(t.split())[:MAX_CHARS]) for i, t in enumerate(texts)]
-    # Batches of similar length: the encoder pads each batch to its longest text.
-    todo = sorted(((i, t) for i, t in todo if t), key=lambda item: len(item[1]))
+    todo = [(i, t) for i, t in todo if t]
     if not todo:
         return out
-    with _lock:  # one model per process; its thread pool is already sized to the machine
+    with compute_lock:  # one model per process; its thread pool is already sized to the machine
         model = _model()
         for start in range(0, len(todo), BATCH):
             chunk = todo[start : start + BATCH]

@@ -12,18 +12,17 @@ Two signals, because each fails where the other is good:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
 from convolens.enrich import embedding, sentiment_examples
+from convolens.enrich.compute import compute_lock
 
 LABELS = ("negative", "neutral", "positive")
 # Measured on the labelled set: 0.6 adds two points of accuracy over the classifier alone; 0.4 loses one.
 VADER_DECIDES_AT = 0.6
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def score(texts: list[str], vectors: np.ndarray) -> list[Sentiment]:
     """Sentiment of each text, given its embedding (row ``i`` of ``vectors``)."""
     if not texts:
         return []
-    with _lock:
+    with compute_lock:
         probabilities = _classifier().predict_proba(vectors)
         vader = _vader()
         compounds = [vader.polarity_scores(t[:2000])["compound"] for t in texts]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convolens.enrich.compute import compute_lock
+
 SAMPLE = 6000
 SILHOUETTE_SAMPLE = 3000
 MIN_CLUSTER_SHARE = 0.01
@@ -121,7 +123,8 @@ def cluster(vectors: np.ndarray, texts: list[str], seed: int = 0) -> list[Cluste
     if len(vectors) < 2 * MIN_CLUSTER_SIZE:
         return []
     vectors = _normalise(np.asarray(vectors, dtype=np.float32))
-    centres, labels, similarity = refine(vectors, choose_k(vectors, seed))
+    with compute_lock:
+        centres, labels, similarity = refine(vectors, choose_k(vectors, seed))
     min_size = max(MIN_CLUSTER_SIZE, int(MIN_CLUSTER_SHARE * len(vectors)))
     groups = []
     for k in range(len(centres)):
