@@ -32,7 +32,7 @@ class FieldError:
         return {"loc": list(self.loc), "field": self.field, "msg": self.msg}
 
 
-def _has_control_chars(value: str) -> bool:
+def has_control_chars(value: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 
 
@@ -45,13 +45,13 @@ def _label(key: str) -> str:
     return key[:40].encode("utf-8", "replace").decode("utf-8")
 
 
-def _has_lone_surrogate(value: object) -> bool:
+def has_lone_surrogate(value: object) -> bool:
     if isinstance(value, str):
         return bool(_LONE_SURROGATE.search(value))
     if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
+        return any(has_lone_surrogate(v) for v in value)
     return False
 
 
@@ -79,7 +79,7 @@ class _Checker:
             self.errors.append(FieldError(loc, "must not be empty"))
         elif len(value) > max_chars:
             self.errors.append(FieldError(loc, f"is {len(value)} characters long; the limit is {max_chars}"))
-        elif _has_control_chars(value):
+        elif has_control_chars(value):
             self.errors.append(FieldError(loc, "must not contain control characters"))
         elif _LONE_SURROGATE.search(value):
             self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
@@ -96,9 +96,9 @@ class _Checker:
                 self.errors.append(
                     FieldError((*loc, _label(key)), f"key must be 1 to {lim.max_metadata_key_chars} characters")
                 )
-            if _has_control_chars(key):
+            if has_control_chars(key):
                 self.errors.append(FieldError((*loc, _label(key)), "key must not contain control characters"))
-            if _has_lone_surrogate(key) or _has_lone_surrogate(value):
+            if has_lone_surrogate(key) or has_lone_surrogate(value):
                 self.errors.append(FieldError((*loc, _label(key)), "must not contain unpaired UTF-16 surrogates"))
             if isinstance(value, str) and "\x00" in value:
                 self.errors.append(FieldError((*loc, _label(key)), "value must not contain NUL characters"))
@@ -133,7 +133,7 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
             c.text((*loc, "model"), event.model, limits.max_id_chars)
             c.text((*loc, "error"), event.error, limits.max_content_chars)
             c.metadata((*loc, "metadata"), event.metadata)
-            if event.extra and _has_lone_surrogate(event.extra):
+            if event.extra and has_lone_surrogate(event.extra):
                 c.errors.append(FieldError((*loc, "extra"), "must not contain unpaired UTF-16 surrogates"))
         elif isinstance(event, CustomEvent):
             c.text((*loc, "name"), event.name, limits.max_id_chars)
@@ -170,6 +170,6 @@ def check_context_conversation(
         c.text((*mloc, "name"), message.name, limits.max_id_chars)
         c.metadata((*mloc, "metadata"), message.metadata)
         for extra in ("thought", "input", "observation"):
-            if _has_lone_surrogate(getattr(message, extra)):
+            if has_lone_surrogate(getattr(message, extra)):
                 c.errors.append(FieldError((*mloc, extra), "must not contain unpaired UTF-16 surrogates"))
     return c.errors

@@ -6,18 +6,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from convolens.schemas.bounds import has_control_chars, has_lone_surrogate
+
 
 def _no_nul(value: str) -> str:
     # PostgreSQL text cannot hold NUL, and both backends must store exactly what they accepted.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
+    if has_lone_surrogate(value):
         raise ValueError("must not contain unpaired UTF-16 surrogates")
     return value
 
 
 def _one_line(value: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if has_control_chars(value):
         raise ValueError("must not contain control characters")
     return _no_nul(value)
 

@@ -58,6 +58,11 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def query_error(field: str, msg: str) -> ApiError:
+    """A 422 for one query parameter, named in the detail and in ``errors``."""
+    return ApiError(422, f"{field}: {msg}", [{"field": field, "loc": ["query", field], "msg": msg}])
+
+
 def validation_errors(exc: ValidationError | RequestValidationError, prefix: Sequence = ()) -> list[dict]:
     errors = []
     for err in exc.errors()[:20]:

@@ -19,7 +19,6 @@ from convolens.store.tables import conversation, message, message_embedding, mes
 from convolens.store.tables import topic as topic_table
 
 SAME_TOPIC = 0.8
-DIMENSIONS = 512  # of the stored embeddings (enrich.embedding.DIMENSIONS; store does not import enrich)
 MAX_MESSAGES = 100_000
 
 
@@ -107,7 +106,8 @@ def uncovered(conn: Connection, project_pk: int, limit: int = MAX_MESSAGES) -> U
         .order_by(message_embedding.c.message_pk.desc())
         .limit(limit)
     ).all()
-    vectors = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float16).reshape(len(rows), DIMENSIONS)
+    width = len(rows[0][0]) // 2 if rows else 0  # float16: two bytes a dimension
+    vectors = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float16).reshape(len(rows), width)
     return Uncovered(vectors.astype(np.float32), [r[1] for r in rows], [r[2] for r in rows])
 
 

@@ -37,12 +37,18 @@ class TopicCache:
         fresh: dict[tuple[int, object], TopicMatcher] = {}
         grouped: dict[int, list[TopicMatcher]] = {}
         for row in rows:
-            key = (row.pk, row.updated_at)
-            matcher = self._compiled.get(key) or self.compile(row)
-            fresh[key] = matcher
+            matcher = self.matcher(row)
+            fresh[(row.pk, row.updated_at)] = matcher
             grouped.setdefault(row.project_pk, []).append(matcher)
         self._compiled = fresh
         return grouped
+
+    def matcher(self, row: topics.TopicRow) -> TopicMatcher:
+        """One topic, compiled once per definition (a backfill takes many steps over the same topic)."""
+        key = (row.pk, row.updated_at)
+        if key not in self._compiled:
+            self._compiled[key] = self.compile(row)
+        return self._compiled[key]
 
     @staticmethod
     def compile(row: topics.TopicRow) -> TopicMatcher:
@@ -102,22 +108,12 @@ class Worker:
         size = self.backfill_batch_size if row.kind != "llm" else max(1, self.backfill_batch_size // 20)
         with self.db.reader() as conn:
             batch, cursor = topics.backfill_batch(conn, row, size)
-        matcher = self.topic_cache.compile(row)
-        links = []
+        matcher = self.topic_cache.matcher(row)
         judged = pipeline.llm_hits(self.judge, [(m.pk, m.content) for m in batch], [matcher])
+        links = []
         for m in batch:
-            for hit in judged.get(m.pk, []):
-                links.append(
-                    {
-                        "message_pk": m.pk,
-                        "conversation_pk": m.conversation_pk,
-                        "created_at": m.created_at,
-                        "score": hit.score,
-                        "reason": hit.reason,
-                    }
-                )
             vector = embedding.from_bytes(m.vector) if m.vector else None
-            for hit in topic_matching.match(m.content, vector, [matcher]):
+            for hit in [*judged.get(m.pk, []), *topic_matching.match(m.content, vector, [matcher])]:
                 links.append(
                     {
                         "message_pk": m.pk,

@@ -11,7 +11,7 @@ from convolens.config import Limits
 from convolens.server.api.context_format import conversation_response
 from convolens.server.api.deps import database, limits, tenant_filter
 from convolens.server.auth import ReadToken
-from convolens.server.errors import ERROR_RESPONSES, ApiError
+from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
 from convolens.store import queries, topics
 from convolens.store.db import Database
@@ -24,27 +24,31 @@ SERIES = ("sentiment", "rating", "volume")
 DEFAULT_DAYS_BACK = 6  # Context: "defaults to the beginning of 6 days ago"
 
 
-def _field_error(field: str, msg: str) -> ApiError:
-    return ApiError(422, f"{field}: {msg}", [{"field": field, "loc": ["query", field], "msg": msg}])
-
-
 def _parse_time(field: str, value: str | None) -> datetime | None:
     if value is None or value == "":
         return None
     try:
         return to_naive_utc(datetime.fromisoformat(value.strip().replace(" ", "+")))
     except ValueError:
-        raise _field_error(field, f"must be an ISO 8601 date or time, got {value[:40]!r}") from None
+        raise query_error(field, f"must be an ISO 8601 date or time, got {value[:40]!r}") from None
 
 
-def time_window(start_time: str | None, end_time: str | None) -> tuple[datetime, datetime]:
+# Series and metrics make one bucket a day at most: a window this long is still a few thousand.
+MAX_BUCKETED_DAYS = 3700
+
+
+def time_window(
+    start_time: str | None, end_time: str | None, *, max_days: int | None = None
+) -> tuple[datetime, datetime]:
     now = utcnow()
     start = _parse_time("start_time", start_time)
     end = _parse_time("end_time", end_time) or now
     if start is None:
         start = datetime.combine((end - timedelta(days=DEFAULT_DAYS_BACK)).date(), datetime.min.time())
     if start > end:
-        raise _field_error("start_time", "must not be after end_time")
+        raise query_error("start_time", "must not be after end_time")
+    if max_days is not None and (end - start).days > max_days:
+        raise query_error("start_time", "the window may span at most about ten years")
     return start, end
 
 
@@ -60,7 +64,7 @@ def list_conversations(
     bounds: Limits = Depends(limits),  # noqa: B008
 ) -> JSONResponse:
     if per_page > bounds.max_per_page:
-        raise _field_error("per_page", f"must be at most {bounds.max_per_page}")
+        raise query_error("per_page", f"must be at most {bounds.max_per_page}")
     start, end = time_window(start_time, end_time)
     with db.reader() as conn:
         result = queries.list_conversations(
@@ -97,9 +101,7 @@ def series(
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
-    start, end = time_window(start_time, end_time)
-    if (end - start).days > 3700:
-        raise _field_error("start_time", "the window may span at most about ten years")
+    start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
     query = {"volume": queries.volume_series, "rating": queries.rating_series, "sentiment": queries.sentiment_series}[
         name
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from convolens.config import Limits
-from convolens.server.errors import ApiError
+from convolens.server.errors import query_error
 from convolens.store.db import Database
 
 
@@ -25,9 +25,5 @@ def tenant_filter(tenant_id: str | None = None) -> str | None:
     """The ``tenant_id`` query parameter of the read endpoints: a plain value, never a NUL (which
     PostgreSQL cannot even compare) or a control character."""
     if tenant_id is not None and (len(tenant_id) > 1000 or not tenant_id.isprintable()):
-        raise ApiError(
-            422,
-            "tenant_id: must be printable text of at most 1000 characters",
-            [{"field": "tenant_id", "loc": ["query", "tenant_id"], "msg": "not printable text"}],
-        )
+        raise query_error("tenant_id", "must be printable text of at most 1000 characters")
     return tenant_id

@@ -7,10 +7,10 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 
-from convolens.server.api.context_read import _field_error, time_window
+from convolens.server.api.context_read import MAX_BUCKETED_DAYS, time_window
 from convolens.server.api.deps import database, tenant_filter
 from convolens.server.auth import ReadToken
-from convolens.server.errors import ERROR_RESPONSES
+from convolens.server.errors import ERROR_RESPONSES, query_error
 from convolens.server.responses import JSONResponse
 from convolens.store import metrics as metric_queries
 from convolens.store.db import Database
@@ -37,10 +37,8 @@ def metrics(
     try:
         grouping = metric_queries.Grouping.parse(group_by)
     except ValueError as exc:
-        raise _field_error("group_by", str(exc)) from None
-    start, end = time_window(start_time, end_time)
-    if (end - start).days > 3700:
-        raise _field_error("start_time", "the window may span at most about ten years")
+        raise query_error("group_by", str(exc)) from None
+    start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
     with db.reader() as conn:
         data = metric_queries.metrics(
             conn,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends
 from convolens.schemas.topics import TopicDefinition
 from convolens.server.api.deps import database
 from convolens.server.auth import AdminToken, ReadToken
-from convolens.server.errors import ERROR_RESPONSES, ApiError
+from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
 from convolens.store import suggestions, topics
 from convolens.store.db import Database
@@ -138,9 +138,7 @@ def accept_suggestion(
         raise ApiError(409, "only a suggested topic can be accepted")
     new_name = (name or row.name).strip()[:128] or row.name
     if not new_name.isprintable():
-        raise ApiError(
-            422, "name: must not contain control characters", [{"field": "name", "msg": "control characters"}]
-        )
+        raise query_error("name", "must not contain control characters")
     with db.writer() as conn:
         if topics.name_taken(conn, token.project_pk, new_name, except_pk=row.pk):
             raise _name_conflict(new_name)
