@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 
 from conftest import Project, make_project
 from convolens.schemas.ingest import IngestBatch
-from convolens.store import migrate, queries
+from convolens.store import metrics, migrate, queries
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.tables import metadata
@@ -165,7 +165,7 @@ def test_volume_buckets(db: Database, project: Project, period: str, expected: d
     write(db, project, conversation_events("b", datetime(2026, 3, 10, 0, 1), 2))
     write(db, project, conversation_events("c", datetime(2026, 3, 10, 18, 0), 2))
     with db.reader() as conn:
-        series = queries.volume_series(
+        series = metrics.volume_series(
             conn, project.pk, start=datetime(2026, 3, 9), end=datetime(2026, 3, 11, 12), period=period
         )
     assert series["conversations"] == expected
@@ -184,7 +184,7 @@ def test_rating_series(db: Database, project: Project) -> None:
         ],
     )
     with db.reader() as conn:
-        series = queries.rating_series(
+        series = metrics.rating_series(
             conn, project.pk, start=T0 - timedelta(days=1), end=T0 + timedelta(1), period="day"
         )
     assert series["positive"]["2026-03-10"] == 2.0

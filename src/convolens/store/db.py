@@ -133,6 +133,15 @@ class Database:
                 raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
             raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction that sees one snapshot throughout (SQLite's read transactions do; PostgreSQL
+        needs REPEATABLE READ), for work that must agree with itself across several queries."""
+        with self.reader() as conn:
+            if self.dialect == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            yield conn
+
     def ping(self) -> bool:
         try:
             with self.read_engine.connect() as conn:

@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
-from convolens.store import topics
+from convolens.store import rollups, topics
 from convolens.store.tables import conversation, message, message_embedding, message_topic
+from convolens.timeutil import utcnow
 
 # A conversation's trend compares the mean sentiment of the later half of its user messages with the
 # earlier half; a difference under this is "flat" (the scores of one message vary by about ±0.1).
@@ -139,6 +140,11 @@ def save(
     if links:
         conn.execute(insert(message_topic), links)
     refresh_trends(conn, sorted({row.conversation_pk for row in by_pk.values()}))
+    days: dict[int, set[str]] = {}
+    for row in by_pk.values():
+        days.setdefault(row.project_pk, set()).add(rollups.day_of(row.created_at))
+    for project_pk, changed in days.items():
+        rollups.mark(conn, project_pk, changed, utcnow())
     return saved
 
 

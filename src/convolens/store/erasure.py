@@ -1,8 +1,9 @@
 """Erasing an end user (GDPR art. 17): everything stored about them, in one transaction.
 
 What goes: the user's conversations and every message in them (with whatever enrichment hangs off the
-messages), and the end-user row. Rollups and derived tables written by later layers must register a
-step here, so that no contribution of the user survives; the receipt counts each step.
+messages), and the end-user row. The days they were active in are marked for the rollups, which are
+redone without them (and read from the base tables until then), so no contribution survives; the
+receipt counts each step.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from convolens.store import rollups
+from convolens.store.dialect import bucket
 from convolens.store.tables import conversation, end_user, message, topic
 from convolens.timeutil import utcnow
 
@@ -49,6 +52,12 @@ def erase_end_user(conn: Connection, project_pk: int, external_id: str) -> Erasu
         select(func.count()).select_from(message).where(message.c.conversation_pk.in_(conversations))
     ).scalar_one()
     phrases = _forget_in_topics(conn, project_pk, conversations)
+    # Rollups of the user's days are redone without them (and read live until then).
+    label = bucket(conn, message.c.created_at, "day")
+    days = set(conn.execute(select(label).where(message.c.conversation_pk.in_(conversations)).distinct()).scalars())
+    started = bucket(conn, conversation.c.started_at, "day")
+    days |= set(conn.execute(select(started).where(conversation.c.pk.in_(conversations)).distinct()).scalars())
+    rollups.mark(conn, project_pk, days, utcnow())
     conn.execute(delete(message).where(message.c.conversation_pk.in_(conversations)))
     conversation_count = conn.execute(
         delete(conversation).where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk == user_pk)

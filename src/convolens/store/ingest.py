@@ -26,6 +26,7 @@ from convolens.schemas.ingest import (
     MessageEvent,
     RatingEvent,
 )
+from convolens.store import rollups
 from convolens.store.dialect import greatest, insert_ignore, least
 from convolens.store.tables import client_report, conversation, end_user, message
 from convolens.timeutil import to_naive_utc
@@ -47,6 +48,10 @@ class _Conversation:
     id: str
     pk: int | None = None
     exists: bool = False
+    # As stored before this batch: a change of tenant or user moves the conversation's past days.
+    started_at: datetime | None = None
+    stored_tenant_id: str | None = None
+    stored_user_pk: int | None = None
     tenant_id: str | None = None
     user_id: str | None = None
     metadata: dict[str, Any] | None = None
@@ -76,6 +81,8 @@ class _BatchWriter:
         self.known_message_ids: set[str] = set()
         self.pending_messages: dict[str, dict[str, Any]] = {}
         self.rating_updates: list[tuple[int, ItemResult, RatingEvent]] = []
+        # The days whose rollups this batch changes (store/rollups.py).
+        self.changed_days: set[str] = set()
 
     # -- look-ups -------------------------------------------------------------------------------
     def prefetch(self, batch: IngestBatch) -> None:
@@ -84,12 +91,25 @@ class _BatchWriter:
         )
         for chunk in _chunks(conversation_ids):
             rows = self.conn.execute(
-                select(conversation.c.pk, conversation.c.id, conversation.c.metadata).where(
-                    conversation.c.project_pk == self.project_pk, conversation.c.id.in_(chunk)
-                )
+                select(
+                    conversation.c.pk,
+                    conversation.c.id,
+                    conversation.c.metadata,
+                    conversation.c.started_at,
+                    conversation.c.tenant_id,
+                    conversation.c.end_user_pk,
+                ).where(conversation.c.project_pk == self.project_pk, conversation.c.id.in_(chunk))
             )
             for row in rows:
-                self.conversations[row.id] = _Conversation(id=row.id, pk=row.pk, exists=True, metadata=row.metadata)
+                self.conversations[row.id] = _Conversation(
+                    id=row.id,
+                    pk=row.pk,
+                    exists=True,
+                    metadata=row.metadata,
+                    started_at=row.started_at,
+                    stored_tenant_id=row.tenant_id,
+                    stored_user_pk=row.end_user_pk,
+                )
         ids = [e.id for e in batch.events if isinstance(e, MessageEvent | CustomEvent) and e.id]
         ids += [e.message_id for e in batch.events if isinstance(e, RatingEvent) and e.message_id]
         for chunk in _chunks(list(set(ids))):
@@ -292,12 +312,19 @@ class _BatchWriter:
             values["message_count"] = conversation.c.message_count + n
         if not values:
             return
-        count = self.conn.execute(
+        count, started_at, last_at = self.conn.execute(
             update(conversation)
             .where(conversation.c.pk == conv.pk)
             .values(**values)
-            .returning(conversation.c.message_count)
-        ).scalar_one()
+            .returning(conversation.c.message_count, conversation.c.started_at, conversation.c.last_message_at)
+        ).one()
+        moved = ("tenant_id" in values and conv.tenant_id != conv.stored_tenant_id) or (
+            "end_user_pk" in values and values["end_user_pk"] != conv.stored_user_pk
+        )
+        if conv.exists and moved:
+            self.changed_days.update(rollups.days_between(started_at, last_at))  # its past days move group
+        elif conv.started_at is not None and conv.first_at is not None and conv.first_at < conv.started_at:
+            self.changed_days.add(rollups.day_of(conv.started_at))  # it no longer starts on that day
         start = count - n
         for offset, row in enumerate(conv.new_messages):
             row["position"] = start + offset
@@ -311,11 +338,14 @@ class _BatchWriter:
                 continue
             if conv.exists or conv.new_messages or conv.changed:
                 self._update_conversation(conv, user_pks)
+            if not conv.exists:
+                self.changed_days.add(rollups.day_of(conv.first_at or self.now))
             for row in conv.new_messages:
                 row["project_pk"] = self.project_pk
                 row["conversation_pk"] = conv.pk
                 row["ingested_at"] = self.now
                 rows.append(row)
+                self.changed_days.add(rollups.day_of(row["created_at"]))
         if rows:
             columns = {c.name for c in message.columns} - {"pk"}
             self.conn.execute(
@@ -323,6 +353,7 @@ class _BatchWriter:
                 [{col: row.get(col) for col in columns} for row in rows],
             )
         self._apply_ratings()
+        rollups.mark(self.conn, self.project_pk, self.changed_days, self.now)
         return len(rows)
 
     def _apply_ratings(self) -> None:
@@ -349,12 +380,13 @@ class _BatchWriter:
                     continue
                 target = message.c.pk == last_reply
             changed = self.conn.execute(
-                update(message).where(target).values(rating=event.rating).returning(message.c.id)
-            ).scalar()
+                update(message).where(target).values(rating=event.rating).returning(message.c.id, message.c.created_at)
+            ).first()
             if changed is None:
                 result.status, result.detail = "not_found", "no such message in this conversation"
             else:
-                result.id = changed
+                result.id = changed.id
+                self.changed_days.add(rollups.day_of(changed.created_at))
 
 
 def apply_batch(conn: Connection, project_pk: int, batch: IngestBatch, now: datetime) -> BatchOutcome:

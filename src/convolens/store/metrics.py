@@ -1,26 +1,36 @@
 """Product metrics over time, split by one dimension: conversations, messages, users, average user
-sentiment, thumbs up/down and estimated cost, per bucket (day, week or month) and group.
+sentiment, thumbs up/down and estimated cost, per bucket (day, week or month) and group; and Context's
+volume, rating and sentiment series, which are the same figures unsplit.
 
 Groups: ``none`` (one series), ``topic`` (a message counts once in each of its topics), ``language``,
 ``model``, ``tenant`` or ``metadata.<key>`` (a key of the conversation's metadata). Distinct counts
-(conversations, users) are exact per bucket and group. Costs come from summed tokens per model and a
-price table (``PriceTable``) the caller passes.
+(conversations, users) are exact per bucket and group.
+
+Where the figures come from: whole days come from the rollups (``store/rollups.py``) unless a day is
+marked as changed since; marked days, the partial days at the window's edges and metadata groups are
+summarized from the base tables by the very function the rollups are made with, so both paths agree
+to the unit.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, distinct, func, literal, select
-from sqlalchemy.sql.elements import ColumnElement
+import numpy as np
+from sqlalchemy import Connection, select
 
-from convolens.store.dialect import Period, bucket
-from convolens.store.tables import conversation, message, message_topic, topic
+from convolens.store import rollups
+from convolens.store.dialect import Period
+from convolens.store.queries import bucket_starts
+from convolens.store.rollups import ALL_TENANTS, Summary
+from convolens.store.tables import topic
 
 GROUPS = ("none", "topic", "language", "model", "tenant")
+_TICK = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -39,19 +49,137 @@ class Grouping:
             return cls("metadata", key)
         raise ValueError(f"must be one of {', '.join(GROUPS)} or metadata.<key> (a printable key without quotes)")
 
+    @property
+    def dimension(self) -> str:
+        if self.kind == "metadata":
+            return f"metadata.{self.metadata_key}"
+        return "none" if self.kind == "tenant" else self.kind
 
-def _group_expression(grouping: Grouping) -> ColumnElement:
-    if grouping.kind == "none":
-        return literal("all")
-    if grouping.kind == "language":
-        return message.c.language
-    if grouping.kind == "model":
-        return message.c.model
-    if grouping.kind == "tenant":
-        return conversation.c.tenant_id
-    if grouping.kind == "topic":
-        return topic.c.name
-    return conversation.c.metadata[grouping.metadata_key].as_string()  # a bound JSON path on both backends
+
+# A member set as it arrives: packed bytes from a rollup row (with its size), or a set from a live summary.
+Members = tuple[int, bytes] | set[int]
+
+
+@dataclass
+class _Cell:
+    """One bucket of one group while its days are added up."""
+
+    figures: Summary = field(default_factory=Summary)
+    conversations: list[Members] = field(default_factory=list)
+    users: list[Members] = field(default_factory=list)
+
+    def add(self, figures: Summary, conversations: Members, users: Members) -> None:
+        self.figures.add(figures)
+        self.conversations.append(conversations)
+        self.users.append(users)
+
+
+def _distinct(parts: list[Members]) -> int:
+    if len(parts) == 1:
+        only = parts[0]
+        return len(only) if isinstance(only, set) else only[0]
+    arrays = [
+        np.fromiter(p, dtype=np.int64, count=len(p)) if isinstance(p, set) else rollups.unpack(p[1]) for p in parts
+    ]
+    return int(np.unique(np.concatenate(arrays)).size) if arrays else 0
+
+
+def _label(day: str, period: Period) -> str:
+    if period == "day":
+        return day
+    value = date.fromisoformat(day)
+    if period == "week":
+        return (value - timedelta(days=value.weekday())).isoformat()
+    return value.replace(day=1).isoformat()
+
+
+def _live_ranges(start: datetime, end: datetime, full: tuple[str, str] | None, dirty: set[str]) -> list:
+    """[lo, hi) ranges to summarize from the base tables: the window's partial edge days and the marked days."""
+    end_x = end + _TICK
+    if full is None:
+        return [(start, end_x)]
+    ranges = []
+    first, last = rollups.day_start(full[0]), rollups.day_start(full[1]) + timedelta(days=1)
+    if start < first:
+        ranges.append((start, first))
+    for day in sorted(dirty):
+        lo = rollups.day_start(day)
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1] = (ranges[-1][0], lo + timedelta(days=1))
+        else:
+            ranges.append((lo, lo + timedelta(days=1)))
+    if last < end_x:
+        if ranges and ranges[-1][1] == last:
+            ranges[-1] = (ranges[-1][0], end_x)
+        else:
+            ranges.append((last, end_x))
+    return ranges
+
+
+def _full_days(start: datetime, end: datetime) -> tuple[str, str] | None:
+    """The first and last whole UTC days inside [start, end], or None."""
+    first = (
+        start.date() if start == datetime.combine(start.date(), datetime.min.time()) else start.date() + timedelta(1)
+    )
+    last = (end + _TICK).date() - timedelta(days=1)
+    return (first.isoformat(), last.isoformat()) if first <= last else None
+
+
+def day_figures(
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    dimension: str,
+    tenant_id: str | None = None,
+    by_tenant: bool = False,
+    use_rollups: bool = True,
+) -> Iterator[tuple[str, str, Summary, Members, Members]]:
+    """(day, group, additive figures, conversations, users) for every day and group with data in
+    [start, end]. The group is the dimension's value, or with ``by_tenant`` the tenant scope."""
+    full = _full_days(start, end) if use_rollups and dimension in rollups.DIMENSIONS else None
+    dirty = rollups.dirty_days(conn, project_pk, *full) if full else set()
+    if full:
+        scope = rollups.tenant_scope(tenant_id) if tenant_id is not None else (None if by_tenant else ALL_TENANTS)
+        for day, row_scope, value, figures, n_conv, n_users, conv_set, user_set in rollups.stored(
+            conn, project_pk, dimension, full[0], full[1], scope
+        ):
+            if day not in dirty:
+                yield day, row_scope if by_tenant else value, figures, (n_conv, conv_set), (n_users, user_set)
+    for lo, hi in _live_ranges(start, end, full, dirty):
+        summaries = rollups.summarize(conn, project_pk, lo, hi, dimension, tenant_id)
+        if not by_tenant:
+            summaries = {k: v for k, v in rollups.with_all_tenants(summaries).items() if k[1] == ALL_TENANTS}
+        for (day, scope, value), figures in summaries.items():
+            yield day, scope if by_tenant else value, figures, figures.conversations, figures.users
+
+
+def _buckets(
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
+    dimension: str,
+    tenant_id: str | None,
+    by_tenant: bool = False,
+    use_rollups: bool = True,
+) -> dict[str, dict[str, _Cell]]:
+    cells: dict[str, dict[str, _Cell]] = defaultdict(lambda: defaultdict(_Cell))
+    for day, group, figures, conversations, users in day_figures(
+        conn,
+        project_pk,
+        start=start,
+        end=end,
+        dimension=dimension,
+        tenant_id=tenant_id,
+        by_tenant=by_tenant,
+        use_rollups=use_rollups,
+    ):
+        cells[group][_label(day, period)].add(figures, conversations, users)
+    return cells
 
 
 def metrics(
@@ -65,83 +193,75 @@ def metrics(
     prices: dict[str, tuple[float, float]],
     tenant_id: str | None = None,
     max_groups: int = 50,
+    use_rollups: bool = True,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """``{group: {bucket: figures}}`` for the window; the ``max_groups`` largest groups by messages."""
-    label = bucket(conn, message.c.created_at, period)
-    group = _group_expression(grouping)
-    source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
-    conditions = [
-        message.c.project_pk == project_pk,
-        message.c.created_at >= start,
-        message.c.created_at <= end,
-        message.c.kind != "event",
-    ]
-    if grouping.kind == "topic":
-        source = source.join(message_topic, message_topic.c.message_pk == message.c.pk).join(
-            topic, topic.c.pk == message_topic.c.topic_pk
-        )
-        conditions.append(topic.c.status == "active")
-    if tenant_id is not None:
-        conditions.append(conversation.c.tenant_id == tenant_id)
-    user_sentiment = case((message.c.role == "user", message.c.sentiment))
-    rows = conn.execute(
-        select(
-            label.label("bucket"),
-            group.label("group"),
-            func.count().label("messages"),
-            func.sum(case((message.c.role == "user", 1), else_=0)).label("user_messages"),
-            func.count(distinct(message.c.conversation_pk)).label("conversations"),
-            func.count(distinct(conversation.c.end_user_pk)).label("users"),
-            func.avg(user_sentiment).label("avg_sentiment"),
-            func.sum(case((message.c.rating > 0, 1), else_=0)).label("ratings_up"),
-            func.sum(case((message.c.rating < 0, 1), else_=0)).label("ratings_down"),
-        )
-        .select_from(source)
-        .where(*conditions)
-        .group_by(label, group)
-    ).all()
-    costs = conn.execute(
-        select(
-            label,
-            group,
-            message.c.model,
-            func.coalesce(func.sum(message.c.input_tokens), 0),
-            func.coalesce(func.sum(message.c.output_tokens), 0),
-        )
-        .select_from(source)
-        .where(*conditions, message.c.model.is_not(None))
-        .group_by(label, group, message.c.model)
-    ).all()
+    cells = _buckets(
+        conn,
+        project_pk,
+        start=start,
+        end=end,
+        period=period,
+        dimension=grouping.dimension,
+        tenant_id=tenant_id,
+        by_tenant=grouping.kind == "tenant",
+        use_rollups=use_rollups,
+    )
+    names = _group_names(conn, project_pk, grouping)
     out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for r in rows:
-        rated = int(r.ratings_up or 0) + int(r.ratings_down or 0)
-        out[_name(r.group)][r.bucket] = {
-            "conversations": int(r.conversations),
-            "messages": int(r.messages),
-            "user_messages": int(r.user_messages or 0),
-            "users": int(r.users),
-            "avg_sentiment": None if r.avg_sentiment is None else round(float(r.avg_sentiment), 4),
-            "ratings_up": int(r.ratings_up or 0),
-            "ratings_down": int(r.ratings_down or 0),
-            "rating_share_up": round(int(r.ratings_up or 0) / rated, 4) if rated else None,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cost_usd": 0.0,
-            "unpriced_models": [],
-        }
-    for label_value, group_value, model, tokens_in, tokens_out in costs:
-        figures = out[_name(group_value)].get(label_value)
-        if figures is None:
+    for group, buckets in cells.items():
+        name = names(group)
+        if name is None:
             continue
-        figures["input_tokens"] += int(tokens_in)
-        figures["output_tokens"] += int(tokens_out)
-        price = price_of(prices, model)
-        if price is None:
-            figures["unpriced_models"].append(model)
-        else:
-            figures["cost_usd"] = round(figures["cost_usd"] + (tokens_in * price[0] + tokens_out * price[1]) / 1e6, 6)
+        for label, cell in sorted(buckets.items()):
+            if name in out and label in out[name]:  # two values with one name (topics renamed alike)
+                continue
+            out[name][label] = _figures(cell, prices)
     largest = sorted(out, key=lambda g: -sum(b["messages"] for b in out[g].values()))[:max_groups]
     return {g: out[g] for g in largest}
+
+
+def _group_names(conn: Connection, project_pk: int, grouping: Grouping):  # type: ignore[no-untyped-def]
+    """How a stored group value is shown: a topic's name (None: not an active topic), a tenant id, …"""
+    if grouping.kind == "topic":
+        active = dict(
+            conn.execute(
+                select(topic.c.pk, topic.c.name).where(topic.c.project_pk == project_pk, topic.c.status == "active")
+            ).all()
+        )
+        return lambda value: active.get(int(value)) if value.isdigit() else None
+    if grouping.kind == "tenant":
+        return lambda scope: _name(rollups.scope_tenant(scope))
+    if grouping.kind == "none":
+        return lambda _value: "all"
+    return lambda value: _name(value or None)
+
+
+def _figures(cell: _Cell, prices: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    f = cell.figures
+    rated = f.ratings_up + f.ratings_down
+    cost = 0.0
+    unpriced = []
+    for model, (tokens_in, tokens_out) in sorted(f.tokens.items()):
+        price = price_of(prices, model)
+        if price is None:
+            unpriced.append(model)
+        else:
+            cost += (tokens_in * price[0] + tokens_out * price[1]) / 1e6
+    return {
+        "conversations": _distinct(cell.conversations),
+        "messages": f.messages,
+        "user_messages": f.user_messages,
+        "users": _distinct(cell.users),
+        "avg_sentiment": round(f.sentiment_sum / f.sentiment_count, 4) if f.sentiment_count else None,
+        "ratings_up": f.ratings_up,
+        "ratings_down": f.ratings_down,
+        "rating_share_up": round(f.ratings_up / rated, 4) if rated else None,
+        "input_tokens": sum(t[0] for t in f.tokens.values()),
+        "output_tokens": sum(t[1] for t in f.tokens.values()),
+        "cost_usd": round(cost, 6),
+        "unpriced_models": unpriced,
+    }
 
 
 def _name(value: object) -> str:
@@ -155,3 +275,76 @@ def price_of(prices: dict[str, tuple[float, float]], model: str) -> tuple[float,
         return prices[model]
     known = [name for name in prices if model.startswith(name)]
     return prices[max(known, key=len)] if known else None
+
+
+# -- Context's series ---------------------------------------------------------------------------------
+
+
+def _totals(
+    conn: Connection, project_pk: int, start: datetime, end: datetime, period: Period, tenant_id: str | None
+) -> dict[str, Summary]:
+    cells = _buckets(conn, project_pk, start=start, end=end, period=period, dimension="none", tenant_id=tenant_id)
+    return {label: cell.figures for label, cell in cells.get("", {}).items()}
+
+
+def volume_series(
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Conversations (by start) and messages (by time) per bucket, every bucket present."""
+    labels = bucket_starts(start, end, period)
+    totals = _totals(conn, project_pk, start, end, period, tenant_id)
+    empty = Summary()
+    return {
+        "conversations": {label: float(totals.get(label, empty).conversations_started) for label in labels},
+        "messages": {label: float(totals.get(label, empty).messages) for label in labels},
+    }
+
+
+def rating_series(
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Thumbs up and down per bucket, and the average rating of the rated messages (buckets with none omitted)."""
+    labels = bucket_starts(start, end, period)
+    totals = _totals(conn, project_pk, start, end, period, tenant_id)
+    empty = Summary()
+    return {
+        "positive": {label: float(totals.get(label, empty).ratings_up) for label in labels},
+        "negative": {label: float(totals.get(label, empty).ratings_down) for label in labels},
+        "average": {
+            label: round(f.rating_sum / f.rated, 4)
+            for label, f in sorted(totals.items())
+            if f.rated and label in labels
+        },
+    }
+
+
+def sentiment_series(
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Average sentiment of enriched user messages per bucket (buckets with none omitted)."""
+    totals = _totals(conn, project_pk, start, end, period, tenant_id)
+    return {
+        "average": {
+            label: round(f.sentiment_sum / f.sentiment_count, 4)
+            for label, f in sorted(totals.items())
+            if f.sentiment_count
+        }
+    }

@@ -1,4 +1,5 @@
-"""Reads: conversations with their messages, and time series. Every query is scoped to one project."""
+"""Reads: conversations with their messages, and the bucket labels of time series. Every query is scoped
+to one project."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, func, select
 
-from convolens.store.dialect import Period, bucket
+from convolens.store.dialect import Period
 from convolens.store.tables import conversation, end_user, message, message_topic, topic
 
 
@@ -230,90 +231,6 @@ def bucket_starts(start: datetime, end: datetime, period: Period) -> list[str]:
     return labels
 
 
-def volume_series(
-    conn: Connection,
-    project_pk: int,
-    *,
-    start: datetime,
-    end: datetime,
-    period: Period,
-    tenant_id: str | None = None,
-) -> dict[str, dict[str, float]]:
-    """Conversations (by start) and messages (by time) per bucket."""
-    labels = bucket_starts(start, end, period)
-    conversations = dict.fromkeys(labels, 0.0)
-    messages = dict.fromkeys(labels, 0.0)
-    conv_bucket = bucket(conn, conversation.c.started_at, period)
-    conv_conditions = [
-        conversation.c.project_pk == project_pk,
-        conversation.c.started_at >= start,
-        conversation.c.started_at <= end,
-    ]
-    msg_conditions = [
-        message.c.project_pk == project_pk,
-        message.c.created_at >= start,
-        message.c.created_at <= end,
-        message.c.kind != "event",
-    ]
-    msg_from = message
-    if tenant_id is not None:
-        conv_conditions.append(conversation.c.tenant_id == tenant_id)
-        msg_from = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
-        msg_conditions.append(conversation.c.tenant_id == tenant_id)
-    for label, count in conn.execute(select(conv_bucket, func.count()).where(*conv_conditions).group_by(conv_bucket)):
-        conversations[label] = float(count)
-    msg_bucket = bucket(conn, message.c.created_at, period)
-    for label, count in conn.execute(
-        select(msg_bucket, func.count()).select_from(msg_from).where(*msg_conditions).group_by(msg_bucket)
-    ):
-        messages[label] = float(count)
-    return {"conversations": conversations, "messages": messages}
-
-
-def rating_series(
-    conn: Connection,
-    project_pk: int,
-    *,
-    start: datetime,
-    end: datetime,
-    period: Period,
-    tenant_id: str | None = None,
-) -> dict[str, dict[str, float]]:
-    """Thumbs up and down per bucket, and the average rating of the rated messages (buckets with none omitted)."""
-    labels = bucket_starts(start, end, period)
-    series: dict[str, dict[str, float]] = defaultdict(dict)
-    series["positive"] = dict.fromkeys(labels, 0.0)
-    series["negative"] = dict.fromkeys(labels, 0.0)
-    series["average"] = {}
-    msg_bucket = bucket(conn, message.c.created_at, period)
-    conditions = [
-        message.c.project_pk == project_pk,
-        message.c.created_at >= start,
-        message.c.created_at <= end,
-        message.c.rating.is_not(None),
-    ]
-    source = message
-    if tenant_id is not None:
-        source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
-        conditions.append(conversation.c.tenant_id == tenant_id)
-    query = (
-        select(
-            msg_bucket,
-            func.sum(case((message.c.rating > 0, 1), else_=0)),
-            func.sum(case((message.c.rating < 0, 1), else_=0)),
-            func.avg(message.c.rating),
-        )
-        .select_from(source)
-        .where(*conditions)
-        .group_by(msg_bucket)
-    )
-    for label, positive, negative, average in conn.execute(query):
-        series["positive"][label] = float(positive or 0)
-        series["negative"][label] = float(negative or 0)
-        series["average"][label] = round(float(average), 4)
-    return dict(series)
-
-
 def project_totals(conn: Connection, project_pk: int) -> dict[str, int]:
     conversations = conn.execute(
         select(func.count()).select_from(conversation).where(conversation.c.project_pk == project_pk)
@@ -322,31 +239,3 @@ def project_totals(conn: Connection, project_pk: int) -> dict[str, int]:
         select(func.count()).select_from(message).where(message.c.project_pk == project_pk)
     ).scalar_one()
     return {"conversations": conversations, "messages": messages}
-
-
-def sentiment_series(
-    conn: Connection,
-    project_pk: int,
-    *,
-    start: datetime,
-    end: datetime,
-    period: Period,
-    tenant_id: str | None = None,
-) -> dict[str, dict[str, float]]:
-    """Average sentiment of enriched user messages per bucket (buckets with none omitted)."""
-    msg_bucket = bucket(conn, message.c.created_at, period)
-    conditions = [
-        message.c.project_pk == project_pk,
-        message.c.created_at >= start,
-        message.c.created_at <= end,
-        message.c.role == "user",
-        message.c.sentiment.is_not(None),
-    ]
-    source = message
-    if tenant_id is not None:
-        source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
-        conditions.append(conversation.c.tenant_id == tenant_id)
-    rows = conn.execute(
-        select(msg_bucket, func.avg(message.c.sentiment)).select_from(source).where(*conditions).group_by(msg_bucket)
-    )
-    return {"average": {label: round(float(value), 4) for label, value in rows}}

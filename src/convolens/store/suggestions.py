@@ -145,6 +145,6 @@ def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: dat
             counts["new"] += 1
     for t in earlier:
         if t.status == "suggested" and t.pk not in matched:
-            topics.remove(conn, project_pk, t.pk)
+            topics.remove(conn, project_pk, t.pk, now)
             counts["dropped"] += 1
     return counts

@@ -204,3 +204,53 @@ client_report = Table(
     Column("dropped", Integer, nullable=False),
     Column("retries", Integer, nullable=False),
 )
+
+# Figures per project x tenant scope x dimension x UTC day x value (store/rollups.py says what is in
+# them and how they stay current). ``scope`` is ``*`` for every tenant together, ``t:<tenant>`` or ``-``.
+rollup = Table(
+    "rollup",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("scope", String(160), primary_key=True),
+    Column("dimension", String(16), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("value", String(160), primary_key=True),
+    Column("messages", Integer, nullable=False),
+    Column("user_messages", Integer, nullable=False),
+    Column("sentiment_sum", Float, nullable=False),
+    Column("sentiment_count", Integer, nullable=False),
+    Column("ratings_up", Integer, nullable=False),
+    Column("ratings_down", Integer, nullable=False),
+    Column("rated", Integer, nullable=False),
+    Column("rating_sum", Integer, nullable=False),
+    Column("conversations_started", Integer, nullable=False),
+    # {model: [input tokens, output tokens]}: costs are priced when read, so a new price applies at once.
+    Column("tokens", JSON),
+    Column("conversation_count", Integer, nullable=False),
+    Column("user_count", Integer, nullable=False),
+    Column("conversation_set", LargeBinary, nullable=False),
+    Column("user_set", LargeBinary, nullable=False),
+)
+
+# A day whose rollups are behind: one row per writing transaction, deleted by the worker that redid it.
+rollup_dirty = Table(
+    "rollup_dirty",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("marked_at", DateTime, nullable=False),
+    Index("ix_rollup_dirty_project_day", "project_pk", "day"),
+)
+
+# Which worker is redoing a day, and how long that took last time (a slow day waits longer between runs).
+rollup_state = Table(
+    "rollup_state",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
+    Column("refreshed_at", DateTime),
+    Column("refresh_seconds", Float, nullable=False, default=0.0),
+)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, outerjoin, select, update
 
+from convolens.store import rollups
 from convolens.store.tables import message, message_embedding, message_topic, topic
 
 MATCHED_STATUSES = ("active", "suggested")
@@ -97,6 +98,7 @@ def name_taken(conn: Connection, project_pk: int, name: str, except_pk: int | No
 def redefine(conn: Connection, project_pk: int, topic_pk: int, now: datetime, **values: Any) -> None:
     """Change a topic (name, kind, definition, status); its old matches go and a backfill starts again."""
     conn.execute(delete(message_topic).where(message_topic.c.topic_pk == topic_pk))
+    rollups.forget_topic(conn, project_pk, topic_pk, now)
     conn.execute(
         update(topic)
         .where(topic.c.project_pk == project_pk, topic.c.pk == topic_pk)
@@ -122,8 +124,9 @@ def set_status(conn: Connection, project_pk: int, topic_pk: int, status: str, no
     )
 
 
-def remove(conn: Connection, project_pk: int, topic_pk: int) -> bool:
+def remove(conn: Connection, project_pk: int, topic_pk: int, now: datetime) -> bool:
     conn.execute(delete(message_topic).where(message_topic.c.topic_pk == topic_pk))
+    rollups.forget_topic(conn, project_pk, topic_pk, now)
     return bool(conn.execute(delete(topic).where(topic.c.project_pk == project_pk, topic.c.pk == topic_pk)).rowcount)
 
 
@@ -247,4 +250,6 @@ def save_backfill(
         conn.execute(
             insert(message_topic), [{**link, "topic_pk": row.pk, "project_pk": row.project_pk} for link in links]
         )
+        if row.status == "active":  # suggestions are not rolled up (store/rollups.py)
+            rollups.mark(conn, row.project_pk, {rollups.day_of(link["created_at"]) for link in links}, now)
     return True

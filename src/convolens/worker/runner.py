@@ -1,5 +1,5 @@
 """The enrichment worker: claim a batch, enrich it, save it, repeat; between batches, apply new or
-changed topics to the messages stored before them (backfills).
+changed topics to the messages stored before them (backfills) and redo the rollups of changed days.
 
 It runs as a thread inside ``convolens serve`` on the embedded default, and as ``convolens worker``
 processes (any number) against PostgreSQL.
@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -19,7 +20,7 @@ from convolens.enrich import embedding, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import LlmJudge
 from convolens.enrich.topics import TopicMatcher
-from convolens.store import enrichment, suggestions, topics
+from convolens.store import enrichment, rollups, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 
@@ -66,6 +67,8 @@ class Worker:
         lease: timedelta = timedelta(seconds=60),
         idle_seconds: float = 0.5,
         suggest_every: timedelta = timedelta(hours=1),
+        rollup_settle: timedelta = timedelta(seconds=2),
+        rollup_rest: float = 5.0,
         llm: LlmSettings | None = None,
         name: str | None = None,
     ) -> None:
@@ -75,6 +78,8 @@ class Worker:
         self.lease = lease
         self.idle_seconds = idle_seconds
         self.suggest_every = suggest_every
+        self.rollup_settle = rollup_settle
+        self.rollup_rest = rollup_rest
         self.owner = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.enriched = 0
@@ -127,6 +132,20 @@ class Worker:
             topics.save_backfill(conn, self.owner, row, links, cursor, utcnow(), self.lease)
         return max(1, len(batch))
 
+    def rollup_once(self) -> int:
+        """Recompute the rollups of a few changed days; returns how many."""
+        with self.db.writer() as conn:
+            due = rollups.claim(
+                conn, self.owner, utcnow(), settle=self.rollup_settle, lease=self.lease, rest=self.rollup_rest
+            )
+        for day in due:
+            started = time.perf_counter()
+            with self.db.snapshot() as conn:
+                result = rollups.compute(conn, day)
+            with self.db.writer() as conn:
+                rollups.store(conn, self.owner, result, utcnow(), time.perf_counter() - started)
+        return len(due)
+
     def suggest_once(self, min_messages: int = 50) -> dict[str, int] | None:
         """Recompute one due project's suggested topics; None when no project is due."""
         with self.db.writer() as conn:
@@ -164,10 +183,11 @@ class Worker:
         return found.name
 
     def drain(self) -> int:
-        """Run until no message is pending and no backfill is left (tests and `convolens reenrich`)."""
+        """Run until no message is pending, no backfill is left and no changed day has settled (tests and
+        `convolens reenrich`)."""
         done = 0
         while True:
-            step = len(self.run_once()) + self.backfill_once()
+            step = len(self.run_once()) + self.backfill_once() + self.rollup_once()
             if not step:
                 return done
             done += step
@@ -176,7 +196,7 @@ class Worker:
         log.info("worker %s started", self.owner)
         while not self.stop_event.is_set():
             try:
-                done = len(self.run_once()) + self.backfill_once()
+                done = len(self.run_once()) + self.backfill_once() + self.rollup_once()
             except DatabaseUnavailable:
                 log.warning("worker %s: database unavailable, retrying", self.owner)
                 done = 0

@@ -13,7 +13,7 @@ from convolens.server.api.deps import database, limits, tenant_filter
 from convolens.server.auth import ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
-from convolens.store import queries, topics
+from convolens.store import metrics, queries, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, to_naive_utc, utcnow
@@ -102,7 +102,7 @@ def series(
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
-    query = {"volume": queries.volume_series, "rating": queries.rating_series, "sentiment": queries.sentiment_series}[
+    query = {"volume": metrics.volume_series, "rating": metrics.rating_series, "sentiment": metrics.sentiment_series}[
         name
     ]
     with db.reader() as conn:

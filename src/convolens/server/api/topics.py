@@ -120,7 +120,7 @@ def redefine_topic(
 @router.delete("/api/v1/topics/{topic_id}")
 def delete_topic(topic_id: str, token: TokenInfo = AdminToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
     with db.writer() as conn:
-        if not topics.remove(conn, token.project_pk, _topic_pk(topic_id)):
+        if not topics.remove(conn, token.project_pk, _topic_pk(topic_id), utcnow()):
             raise ApiError(404, "no such topic in this project")
     return JSONResponse({"status": "deleted", "id": topic_id})
 

@@ -1,0 +1,493 @@
+"""Rollups: what the dashboards and the metrics API add up, kept per project x UTC day x tenant x
+dimension (``none``, ``language``, ``model``, ``topic``) x value, so that a read costs O(days), not
+O(messages).
+
+Each row holds additive figures (messages, user messages, sentiment sum and count, ratings, tokens per
+model, conversations started) and the *sets* of conversations and end users active that day, delta-
+encoded and compressed: distinct counts over a week or a month are unions of daily sets, exact, which
+counters could not give.
+
+How they stay correct: every write that changes a day's figures (ingest, ratings, enrichment, topic
+backfills, erasure, a topic redefined) inserts a *mark* for (project, day) in the same transaction. A
+worker leases a marked day, recomputes it from the base tables in one snapshot (``summarize``, the same
+function the read path uses for live days), replaces its rows and deletes exactly the marks its
+snapshot saw; a mark committed later stays, so the day is done again. Readers treat a marked day as
+live (``store/metrics.py``), so a figure is never stale, only sometimes slower.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from convolens.store.dialect import bucket, insert_ignore
+from convolens.store.tables import (
+    conversation,
+    message,
+    message_topic,
+    rollup,
+    rollup_dirty,
+    rollup_state,
+    topic,
+)
+
+DIMENSIONS = ("none", "language", "model", "topic")
+ALL_TENANTS = "*"
+
+
+def tenant_scope(tenant_id: str | None) -> str:
+    """The scope key of one tenant's rows (``*`` is every tenant together)."""
+    return "-" if tenant_id is None else "t:" + tenant_id
+
+
+def scope_tenant(scope: str) -> str | None:
+    return None if scope == "-" else scope[2:]
+
+
+def day_of(value: datetime) -> str:
+    return value.date().isoformat()
+
+
+def day_start(day: str) -> datetime:
+    return datetime.fromisoformat(day)
+
+
+def days_between(first: datetime, last: datetime, cap: int = 3700) -> list[str]:
+    """Every day label from ``first`` to ``last`` (at most ``cap`` of them, the newest kept)."""
+    start, end = first.date(), last.date()
+    if (end - start).days >= cap:
+        start = end - timedelta(days=cap - 1)
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+# -- member sets -----------------------------------------------------------------------------------
+
+
+def pack(keys: Iterable[int]) -> bytes:
+    """Sorted, delta-encoded, deflated int64 keys: a day's 3,000 conversations take a few KiB."""
+    array = np.fromiter(sorted(set(keys)), dtype=np.int64)
+    return zlib.compress(np.diff(array, prepend=0).tobytes(), 1)
+
+
+def unpack(data: bytes) -> np.ndarray:
+    return np.cumsum(np.frombuffer(zlib.decompress(data), dtype=np.int64))
+
+
+@dataclass
+class Summary:
+    """The figures of one (day, tenant scope, value), additive except for the two member sets."""
+
+    messages: int = 0
+    user_messages: int = 0
+    sentiment_sum: float = 0.0
+    sentiment_count: int = 0
+    ratings_up: int = 0
+    ratings_down: int = 0
+    rated: int = 0
+    rating_sum: int = 0
+    conversations_started: int = 0
+    tokens: dict[str, list[int]] = field(default_factory=dict)
+    conversations: set[int] = field(default_factory=set)
+    users: set[int] = field(default_factory=set)
+
+    def add(self, other: Summary) -> None:
+        self.messages += other.messages
+        self.user_messages += other.user_messages
+        self.sentiment_sum += other.sentiment_sum
+        self.sentiment_count += other.sentiment_count
+        self.ratings_up += other.ratings_up
+        self.ratings_down += other.ratings_down
+        self.rated += other.rated
+        self.rating_sum += other.rating_sum
+        self.conversations_started += other.conversations_started
+        for model, (tokens_in, tokens_out) in other.tokens.items():
+            mine = self.tokens.setdefault(model, [0, 0])
+            mine[0] += tokens_in
+            mine[1] += tokens_out
+        self.conversations |= other.conversations
+        self.users |= other.users
+
+
+Key = tuple[str, str, str]  # (day, tenant scope, value)
+
+
+def _value_expression(dimension: str) -> tuple[ColumnElement, bool]:
+    """The grouped column of a dimension, and whether it needs the topic links joined."""
+    if dimension == "none":
+        return literal(""), False
+    if dimension == "language":
+        return message.c.language, False
+    if dimension == "model":
+        return message.c.model, False
+    if dimension == "topic":
+        return message_topic.c.topic_pk, True
+    if dimension.startswith("metadata."):
+        return conversation.c.metadata[dimension[len("metadata.") :]].as_string(), False
+    raise ValueError(f"unknown dimension {dimension!r}")
+
+
+def summarize(
+    conn: Connection,
+    project_pk: int,
+    start: datetime,
+    end: datetime,
+    dimension: str,
+    tenant_id: str | None = None,
+) -> dict[Key, Summary]:
+    """Figures per (day, tenant scope, value) of the messages created in ``[start, end)``, from the base
+    tables (``tenant_id`` keeps one tenant's). The one definition of every figure: the worker stores its
+    output as rollups, and readers call it for the days that have none yet."""
+    day = bucket(conn, message.c.created_at, "day")
+    value, needs_topics = _value_expression(dimension)
+    source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
+    if needs_topics:
+        # Active topics only: suggestions are redefined by every clustering run, and not charted.
+        source = source.join(message_topic, message_topic.c.message_pk == message.c.pk).join(
+            topic, and_(topic.c.pk == message_topic.c.topic_pk, topic.c.status == "active")
+        )
+    conditions = [
+        message.c.project_pk == project_pk,
+        message.c.created_at >= start,
+        message.c.created_at < end,
+        message.c.kind != "event",
+    ]
+    if tenant_id is not None:
+        conditions.append(conversation.c.tenant_id == tenant_id)
+    is_user = message.c.role == "user"
+    user_sentiment = case((is_user, message.c.sentiment))
+    rows = conn.execute(
+        select(
+            day,
+            conversation.c.tenant_id,
+            value,
+            message.c.conversation_pk,
+            conversation.c.end_user_pk,
+            message.c.model,
+            func.count(),
+            func.sum(case((is_user, 1), else_=0)),
+            func.sum(user_sentiment),
+            func.count(user_sentiment),
+            func.sum(case((message.c.rating > 0, 1), else_=0)),
+            func.sum(case((message.c.rating < 0, 1), else_=0)),
+            func.count(message.c.rating),
+            func.sum(message.c.rating),
+            func.sum(message.c.input_tokens),
+            func.sum(message.c.output_tokens),
+        )
+        .select_from(source)
+        .where(*conditions)
+        .group_by(
+            day,
+            conversation.c.tenant_id,
+            value,
+            message.c.conversation_pk,
+            conversation.c.end_user_pk,
+            message.c.model,
+        )
+    )
+    out: dict[Key, Summary] = defaultdict(Summary)
+    for row in rows:
+        label, tenant, group, conv_pk, user_pk, model, n, users_n, s_sum, s_n, up, down, rated, r_sum, t_in, t_out = row
+        figures = out[(label, tenant_scope(tenant), "" if group is None else str(group))]
+        figures.messages += n
+        figures.user_messages += int(users_n or 0)
+        figures.sentiment_sum += float(s_sum or 0.0)
+        figures.sentiment_count += s_n
+        figures.ratings_up += int(up or 0)
+        figures.ratings_down += int(down or 0)
+        figures.rated += rated
+        figures.rating_sum += int(r_sum or 0)
+        if model is not None:
+            tokens = figures.tokens.setdefault(model, [0, 0])
+            tokens[0] += int(t_in or 0)
+            tokens[1] += int(t_out or 0)
+        figures.conversations.add(conv_pk)
+        if user_pk is not None:
+            figures.users.add(user_pk)
+    if dimension == "none":
+        _count_started(conn, project_pk, start, end, tenant_id, out)
+    return out
+
+
+def _count_started(
+    conn: Connection,
+    project_pk: int,
+    start: datetime,
+    end: datetime,
+    tenant_id: str | None,
+    out: dict[Key, Summary],
+) -> None:
+    day = bucket(conn, conversation.c.started_at, "day")
+    conditions = [
+        conversation.c.project_pk == project_pk,
+        conversation.c.started_at >= start,
+        conversation.c.started_at < end,
+    ]
+    if tenant_id is not None:
+        conditions.append(conversation.c.tenant_id == tenant_id)
+    rows = conn.execute(
+        select(day, conversation.c.tenant_id, func.count()).where(*conditions).group_by(day, conversation.c.tenant_id)
+    )
+    for label, tenant, count in rows:
+        out[(label, tenant_scope(tenant), "")].conversations_started += count
+
+
+def with_all_tenants(summaries: dict[Key, Summary]) -> dict[Key, Summary]:
+    """Adds the ``*`` scope: every tenant's figures of a (day, value) together."""
+    merged: dict[Key, Summary] = defaultdict(Summary)
+    for (label, _scope, value), figures in summaries.items():
+        merged[(label, ALL_TENANTS, value)].add(figures)
+    return {**summaries, **merged}
+
+
+# -- marks: which days changed -----------------------------------------------------------------------
+
+
+def mark(conn: Connection, project_pk: int, days: Iterable[str], now: datetime) -> None:
+    """Record, in the caller's transaction, that these days of the project changed."""
+    rows = [{"project_pk": project_pk, "day": d, "marked_at": now} for d in sorted(set(days))]
+    if rows:
+        conn.execute(insert(rollup_dirty), rows)
+
+
+def mark_messages(conn: Connection, message_pks: list[int], now: datetime) -> None:
+    """Mark the days of these messages (whatever projects they are in)."""
+    if not message_pks:
+        return
+    label = bucket(conn, message.c.created_at, "day")
+    pairs = conn.execute(
+        select(message.c.project_pk, label).where(message.c.pk.in_(message_pks)).group_by(message.c.project_pk, label)
+    ).all()
+    by_project: dict[int, set[str]] = defaultdict(set)
+    for project_pk, label_value in pairs:
+        by_project[project_pk].add(label_value)
+    for project_pk, days in by_project.items():
+        mark(conn, project_pk, days, now)
+
+
+def forget_topic(conn: Connection, project_pk: int, topic_pk: int, now: datetime) -> None:
+    """A topic deleted or redefined: its rows go, and their days are marked so they are redone."""
+    days = conn.execute(
+        select(rollup.c.day)
+        .where(rollup.c.project_pk == project_pk, rollup.c.dimension == "topic", rollup.c.value == str(topic_pk))
+        .distinct()
+    ).scalars()
+    mark(conn, project_pk, days, now)
+    conn.execute(
+        delete(rollup).where(
+            rollup.c.project_pk == project_pk, rollup.c.dimension == "topic", rollup.c.value == str(topic_pk)
+        )
+    )
+
+
+def dirty_days(conn: Connection, project_pk: int, first: str, last: str) -> set[str]:
+    """Days in [first, last] whose rollups are behind the base tables."""
+    return set(
+        conn.execute(
+            select(rollup_dirty.c.day)
+            .where(rollup_dirty.c.project_pk == project_pk, rollup_dirty.c.day >= first, rollup_dirty.c.day <= last)
+            .distinct()
+        ).scalars()
+    )
+
+
+# -- the worker's side: lease a marked day, recompute it, replace its rows -----------------------------
+
+
+@dataclass(frozen=True)
+class DueDay:
+    project_pk: int
+    day: str
+
+
+def claim(
+    conn: Connection,
+    owner: str,
+    now: datetime,
+    *,
+    settle: timedelta,
+    lease: timedelta,
+    limit: int = 4,
+    rest: float = 5.0,
+    project_pk: int | None = None,
+) -> list[DueDay]:
+    """Lease up to ``limit`` marked days whose first mark is older than ``settle`` (so a busy day is redone
+    every few seconds, not after every batch) and which were not just recomputed at length: a day that
+    took s seconds waits ``rest``·s before its next run, which bounds rollups to a sixth of a worker's time."""
+    oldest = func.min(rollup_dirty.c.marked_at)
+    candidates = conn.execute(
+        select(rollup_dirty.c.project_pk, rollup_dirty.c.day, oldest)
+        .where(*([rollup_dirty.c.project_pk == project_pk] if project_pk is not None else []))
+        .group_by(rollup_dirty.c.project_pk, rollup_dirty.c.day)
+        .having(oldest <= now - settle)
+        .order_by(oldest)
+        .limit(limit * 4)
+    ).all()
+    claimed: list[DueDay] = []
+    for candidate_pk, day, _ in candidates:
+        if len(claimed) >= limit:
+            break
+        conn.execute(
+            insert_ignore(conn, rollup_state, ["project_pk", "day"]),
+            {"project_pk": candidate_pk, "day": day, "refresh_seconds": 0.0},
+        )
+        state = rollup_state.c
+        free = or_(state.lease_until.is_(None), state.lease_until < now)
+        row = conn.execute(
+            update(rollup_state)
+            .where(state.project_pk == candidate_pk, state.day == day, free)
+            .values(lease_owner=owner, lease_until=now + lease)
+            .returning(state.refreshed_at, state.refresh_seconds)
+        ).first()
+        if row is None:
+            continue
+        refreshed_at, seconds = row
+        if refreshed_at is not None and refreshed_at + timedelta(seconds=rest * (seconds or 0.0)) > now:
+            conn.execute(
+                update(rollup_state)
+                .where(state.project_pk == candidate_pk, state.day == day, state.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+            continue
+        claimed.append(DueDay(candidate_pk, day))
+    return claimed
+
+
+@dataclass
+class DayRollup:
+    project_pk: int
+    day: str
+    rows: list[dict[str, Any]]
+    marks: list[int]
+
+
+def compute(conn: Connection, due: DueDay) -> DayRollup:
+    """A day's rows from the base tables, and the marks this snapshot covers. ``conn`` must read one
+    snapshot throughout (a SQLite read transaction; REPEATABLE READ on PostgreSQL)."""
+    marks = list(
+        conn.execute(
+            select(rollup_dirty.c.pk).where(rollup_dirty.c.project_pk == due.project_pk, rollup_dirty.c.day == due.day)
+        ).scalars()
+    )
+    start = day_start(due.day)
+    end = start + timedelta(days=1)
+    rows = []
+    for dimension in DIMENSIONS:
+        summaries = with_all_tenants(summarize(conn, due.project_pk, start, end, dimension))
+        for (label, scope, value), figures in summaries.items():
+            rows.append(
+                {
+                    "project_pk": due.project_pk,
+                    "scope": scope,
+                    "dimension": dimension,
+                    "day": label,
+                    "value": value,
+                    "messages": figures.messages,
+                    "user_messages": figures.user_messages,
+                    "sentiment_sum": figures.sentiment_sum,
+                    "sentiment_count": figures.sentiment_count,
+                    "ratings_up": figures.ratings_up,
+                    "ratings_down": figures.ratings_down,
+                    "rated": figures.rated,
+                    "rating_sum": figures.rating_sum,
+                    "conversations_started": figures.conversations_started,
+                    "tokens": figures.tokens or None,
+                    "conversation_count": len(figures.conversations),
+                    "user_count": len(figures.users),
+                    "conversation_set": pack(figures.conversations),
+                    "user_set": pack(figures.users),
+                }
+            )
+    return DayRollup(due.project_pk, due.day, rows, marks)
+
+
+def store(conn: Connection, owner: str, result: DayRollup, now: datetime, seconds: float) -> bool:
+    """Replace the day's rows if ``owner`` still holds its lease; drop the marks the result covers."""
+    state = rollup_state.c
+    held = conn.execute(
+        update(rollup_state)
+        .where(state.project_pk == result.project_pk, state.day == result.day, state.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None, refreshed_at=now, refresh_seconds=seconds)
+    ).rowcount
+    if not held:
+        return False
+    conn.execute(delete(rollup).where(rollup.c.project_pk == result.project_pk, rollup.c.day == result.day))
+    if result.rows:
+        conn.execute(insert(rollup), result.rows)
+    for start in range(0, len(result.marks), 500):
+        conn.execute(delete(rollup_dirty).where(rollup_dirty.c.pk.in_(result.marks[start : start + 500])))
+    return True
+
+
+# -- the read side -----------------------------------------------------------------------------------
+
+
+def stored(
+    conn: Connection,
+    project_pk: int,
+    dimension: str,
+    first: str,
+    last: str,
+    scope: str | None,
+) -> list[tuple[str, str, str, Summary, int, int, bytes, bytes]]:
+    """Stored rows of a dimension for days in [first, last]: one scope, or every tenant's (``None``).
+    Member sets stay packed (most reads need only their sizes)."""
+    r = rollup.c
+    conditions = [r.project_pk == project_pk, r.dimension == dimension, r.day >= first, r.day <= last]
+    conditions.append(r.scope == scope if scope is not None else r.scope != ALL_TENANTS)
+    rows = conn.execute(
+        select(
+            r.day,
+            r.scope,
+            r.value,
+            r.messages,
+            r.user_messages,
+            r.sentiment_sum,
+            r.sentiment_count,
+            r.ratings_up,
+            r.ratings_down,
+            r.rated,
+            r.rating_sum,
+            r.conversations_started,
+            r.tokens,
+            r.conversation_count,
+            r.user_count,
+            r.conversation_set,
+            r.user_set,
+        ).where(and_(*conditions))
+    )
+    out = []
+    for row in rows:
+        figures = Summary(
+            messages=row.messages,
+            user_messages=row.user_messages,
+            sentiment_sum=row.sentiment_sum,
+            sentiment_count=row.sentiment_count,
+            ratings_up=row.ratings_up,
+            ratings_down=row.ratings_down,
+            rated=row.rated,
+            rating_sum=row.rating_sum,
+            conversations_started=row.conversations_started,
+            tokens={k: list(v) for k, v in (row.tokens or {}).items()},
+        )
+        out.append(
+            (
+                row.day,
+                row.scope,
+                row.value,
+                figures,
+                row.conversation_count,
+                row.user_count,
+                row.conversation_set,
+                row.user_set,
+            )
+        )
+    return out
