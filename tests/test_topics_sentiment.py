@@ -425,3 +425,23 @@ def test_the_fast_tokenizer_gives_the_ports_ids() -> None:
             assert ours.count(0) <= ports.count(0), text
     assert differ <= 0.01 * len(texts)
     assert isinstance(embedding._model()._sp, sentencepiece.SentencePieceProcessor)
+
+
+def test_parallel_embedding_matches_the_ports_own_encode_and_survives_fork() -> None:
+    """Chunks embedded on parallel threads give the port's own vectors; a forked child (its parent's
+    threads gone) embeds the same vectors again instead of hanging on a dead pool."""
+    import multiprocessing
+
+    import numpy as np
+
+    from convolens.enrich import embedding
+
+    texts = [json.loads(line)["text"] for line in (REPO / "tests" / "data" / "topics.jsonl").read_text().splitlines()]
+    texts = texts[:200]
+    ours = embedding.embed(texts)
+    ports = np.asarray(embedding._model().encode([" ".join(t.split()) for t in texts]), dtype=np.float32)
+    assert np.abs(ours - ports).max() < 1e-4
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        child = pool.apply_async(embedding.embed, (texts[:40],)).get(timeout=120)
+    assert np.abs(child - ours[:40]).max() < 1e-4

@@ -57,14 +57,21 @@ def _classifier():  # type: ignore[no-untyped-def]
     return model
 
 
-def score(texts: list[str], vectors: np.ndarray) -> list[Sentiment]:
-    """Sentiment of each text, given its embedding (row ``i`` of ``vectors``)."""
+def lexicon_scores(texts: list[str]) -> list[float]:
+    """VADER's compound score of each text (pure Python: it can run while the encoder works)."""
+    vader = _vader()
+    return [vader.polarity_scores(t[:2000])["compound"] for t in texts]
+
+
+def score(texts: list[str], vectors: np.ndarray, compounds: list[float] | None = None) -> list[Sentiment]:
+    """Sentiment of each text, given its embedding (row ``i`` of ``vectors``) and, if already computed,
+    its ``lexicon_scores``."""
     if not texts:
         return []
     with compute_lock:
         probabilities = _classifier().predict_proba(vectors)
-        vader = _vader()
-        compounds = [vader.polarity_scores(t[:2000])["compound"] for t in texts]
+    if compounds is None:
+        compounds = lexicon_scores(texts)
     out = []
     for (negative, neutral, positive), compound in zip(probabilities, compounds, strict=True):
         value = float(positive - negative)
