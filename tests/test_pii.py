@@ -184,3 +184,72 @@ def test_the_projects_cli(tmp_path: Path) -> None:
         [*cli, "projects", "set", "--project", "nope", "--pii", "on"], env=env, capture_output=True, text=True
     )
     assert missing.returncode == 1
+
+
+# -- names and places (the names extra, part of the dev extra) -----------------------------------------
+
+
+def test_name_redaction_quality_on_the_labelled_set() -> None:
+    evaluate = runpy.run_path(str(REPO / "bench" / "names_quality.py"))["evaluate"]
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "names.jsonl").read_text().splitlines()]
+    assert sum(1 for r in rows if r["names"]) >= 40 and sum(1 for r in rows if not r["names"]) >= 40
+    result = evaluate(rows)
+    assert result["recall"] >= 0.95, result["missed"]
+    assert result["clean_altered"] <= 0.1, result["altered"]
+
+
+def test_names_are_redacted_only_where_the_project_asks(server: RunningServer) -> None:
+    redacting, keeping = make_project(server.db, "names"), make_project(server.db, "no-names")
+    with server.db.writer() as conn:
+        assert projects.set_project_setting(conn, redacting.name, "pii_names", True)
+    text = f"I'm Maria Gonzalez from Barcelona, mail me at {EMAIL}"
+    for project in (redacting, keeping):
+        with server.client(project.token) as client:
+            native = client.post(
+                "/api/v1/ingest",
+                json={"events": [{"type": "message", "conversation_id": "n", "role": "user", "content": text},
+                                 {"type": "conversation", "id": "n", "feedback": "Maria Gonzalez was rude"}]},
+            )  # fmt: skip
+            assert native.status_code == 202, native.text
+            context = client.post(
+                "/api/v1/log/conversation",
+                json={"conversation": {"messages": [{"role": "user", "message": text},
+                                                    {"role": "assistant", "message": "Hello!"}]}},
+            )  # fmt: skip
+            assert context.status_code == 201, context.text
+            stored = client.get("/api/v1/conversations/n").json()
+            logged = client.get("/api/v1/conversations/" + context.json()["data"]["id"]).json()
+            for message in (stored["messages"][0]["message"], logged["messages"][0]["message"]):
+                assert EMAIL not in message  # the regex scrubbing runs either way
+                if project is redacting:
+                    assert message == f"I'm [NAME] from [PLACE], mail me at {EMAIL_DUMMY}"
+                else:
+                    assert "Maria Gonzalez" in message and "Barcelona" in message
+    with server.db.reader() as conn:
+        joined = "\n".join(_all_stored_text_of(conn, redacting.pk))
+    assert "Maria" not in joined and "Barcelona" not in joined and "[NAME]" in joined
+
+
+def _all_stored_text_of(conn, project_pk: int) -> list[str]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from convolens.store.tables import conversation, message
+
+    rows = conn.execute(select(message.c.content).where(message.c.project_pk == project_pk)).scalars().all()
+    feedback = conn.execute(select(conversation.c.feedback).where(conversation.c.project_pk == project_pk)).scalars()
+    return [*rows, *(f for f in feedback if f)]
+
+
+def test_the_projects_cli_turns_names_on(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    env = {**os.environ, "CONVOLENS_HOME": str(tmp_path)}
+    env.pop("CONVOLENS_DATABASE_URL", None)
+    subprocess.run([*CLI, "tokens", "create", "--project", "p"], env=env, check=True, capture_output=True)
+    on = subprocess.run(
+        [*CLI, "projects", "set", "--project", "p", "--pii-names", "on"], env=env, capture_output=True, text=True
+    )
+    assert on.returncode == 0 and "name and place redaction on" in on.stdout
+    neither = subprocess.run([*CLI, "projects", "set", "--project", "p"], env=env, capture_output=True, text=True)
+    assert neither.returncode == 2 and "--pii-names" in neither.stderr

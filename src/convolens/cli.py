@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from convolens.config import Settings
+from convolens.enrich import names
 from convolens.store import migrate, projects
 from convolens.store.db import Database
 
@@ -133,12 +134,26 @@ def cmd_reenrich(args: argparse.Namespace) -> int:
 
 
 def cmd_projects_set(args: argparse.Namespace) -> int:
+    changes = {
+        name: value == "on"
+        for name, value in (("pii_scrubbing", args.pii), ("pii_names", args.pii_names))
+        if value is not None
+    }
+    if not changes:
+        print("error: give --pii and/or --pii-names", file=sys.stderr)
+        return 2
+    if changes.get("pii_names") and not names.available():
+        print("error: name redaction needs the names extra: pip install 'convolens[names]'", file=sys.stderr)
+        return 1
     db = _db(Settings.from_env())
     with db.writer() as conn:
-        if not projects.set_project_setting(conn, args.project, "pii_scrubbing", args.pii == "on"):
-            print(f"error: no project {args.project!r}", file=sys.stderr)
-            return 1
-    print(f"project {args.project!r}: PII scrubbing {args.pii}")
+        for name, value in changes.items():
+            if not projects.set_project_setting(conn, args.project, name, value):
+                print(f"error: no project {args.project!r}", file=sys.stderr)
+                return 1
+    for name, value in changes.items():
+        label = "PII scrubbing" if name == "pii_scrubbing" else "name and place redaction"
+        print(f"project {args.project!r}: {label} {'on' if value else 'off'}")
     return 0
 
 
@@ -217,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     project_set.add_argument(
         "--pii",
         choices=("on", "off"),
-        required=True,
         help="scrub PII from messages and metadata before storing them (default on)",
+    )
+    project_set.add_argument(
+        "--pii-names",
+        choices=("on", "off"),
+        help="also replace people's names and places in message text (default off; needs the names extra)",
     )
     project_set.set_defaults(func=cmd_projects_set)
 

@@ -297,8 +297,9 @@ def scrub_value(value: Any) -> Any:
     return value
 
 
-def scrub_batch(batch: IngestBatch) -> Counter[str]:
-    """Scrub every free-text field of a native batch in place; returns what was found, by kind."""
+def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
+    """Scrub every free-text field of a native batch in place; returns what was found, by kind. With
+    ``names``, people's names and places in free text go too (``enrich/names.py``, an optional extra)."""
     found: Counter[str] = Counter()
 
     def text(value: str | None) -> str | None:
@@ -321,4 +322,25 @@ def scrub_batch(batch: IngestBatch) -> Counter[str]:
             event.feedback = text(event.feedback) or ""
         elif isinstance(event, CustomEvent):
             event.properties = scrub_value(event.properties)
+    if names:
+        redact_names(batch)
     return found
+
+
+def redact_names(batch: IngestBatch) -> None:
+    """People's names and places out of the batch's free text, in one pass of the model."""
+    from convolens.enrich import names as name_model
+
+    fields = [
+        (event, attribute)
+        for event in batch.events
+        for attribute in (
+            ("content", "error") if isinstance(event, MessageEvent)
+            else ("feedback",) if isinstance(event, ConversationEvent | FeedbackEvent)
+            else ()
+        )
+        if getattr(event, attribute)
+    ]  # fmt: skip
+    redacted = name_model.redact([getattr(event, attribute) for event, attribute in fields])
+    for (event, attribute), text in zip(fields, redacted, strict=True):
+        setattr(event, attribute, text)

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from convolens.enrich.names import NamesUnavailable
 from convolens.schemas.bounds import FieldError, field_name
 from convolens.server.responses import JSONResponse
 from convolens.store.db import DatabaseUnavailable
@@ -97,6 +98,17 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": exc.detail, "errors": []}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
+
+    @app.exception_handler(NamesUnavailable)
+    async def _no_name_model(_request: Request, exc: NamesUnavailable) -> JSONResponse:
+        # Fail closed: storing the text unredacted would break the project's promise; the client keeps it.
+        log.error("project asks for name redaction, but %s", exc)
+        return JSONResponse(
+            {"detail": "name redaction is on for this project but the server lacks its model; retry later",
+             "errors": []},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )  # fmt: skip
 
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(_request: Request, exc: DatabaseUnavailable) -> JSONResponse:

@@ -31,6 +31,8 @@ class TokenInfo:
     scopes: frozenset[str]
     last_used_at: datetime | None
     pii_scrubbing: bool = True
+    # People's names and places too (enrich/names.py: an optional extra), only with pii_scrubbing.
+    pii_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def authenticate(conn: Connection, token: str) -> TokenInfo | None:
         scopes=frozenset(row.scopes.split(",")),
         last_used_at=row.last_used_at,
         pii_scrubbing=bool((row.settings or {}).get("pii_scrubbing", True)),
+        pii_names=bool((row.settings or {}).get("pii_names", False)),
     )
 
 

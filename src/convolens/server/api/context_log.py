@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from convolens.config import Limits
+from convolens.enrich import names
 from convolens.enrich.pii import scrub_text, scrub_value
 from convolens.schemas.bounds import check_context_conversation
 from convolens.schemas.context import (
@@ -83,6 +84,13 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
         message.thought = scrub_text(message.thought)
         message.observation = scrub_text(message.observation)
         message.input = scrub_value(message.input)
+    if token.pii_names:
+        texts = [conversation.feedback or "", *(m.message for m in conversation.messages)]
+        feedback, *messages = names.redact(texts)
+        if conversation.feedback:
+            conversation.feedback = feedback
+        for message, text in zip(conversation.messages, messages, strict=True):
+            message.message = text
 
 
 def _to_batch(

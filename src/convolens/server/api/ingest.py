@@ -32,7 +32,7 @@ def ingest(
     if errors:
         raise bound_violation(errors)
     if token.pii_scrubbing:
-        scrub_batch(batch)  # before storage: raw values never reach the database
+        scrub_batch(batch, names=token.pii_names)  # before storage: raw values never reach the database
     with db.writer() as conn:
         outcome = apply_batch(conn, token.project_pk, batch, utcnow())
     count_ingested(request, outcome.created_messages)
