@@ -6,16 +6,22 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import update
 
 from conftest import CLI, RunningServer, make_project, running_server
 from convolens import Client
 from convolens.config import Limits
+from convolens.schemas.ingest import IngestBatch
 from convolens.store import migrate, queries
 from convolens.store.db import Database
+from convolens.store.ingest import apply_batch
+from convolens.store.tables import message
+from convolens.timeutil import utcnow
 
 
 @pytest.fixture(scope="module")
@@ -242,17 +248,36 @@ def test_metrics(server: RunningServer) -> None:
             },
         )
         assert posted.status_code == 202, posted.text
-    with server.client() as client:
-        body = client.get("/metrics").text
-    values = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
+    # Two messages the server's worker cannot take (leased far ahead), so that the pending gauge has
+    # something to count however fast enrichment is.
+    with server.db.writer() as conn:
+        batch = IngestBatch.model_validate({"events": [
+            {"type": "message", "conversation_id": "held", "role": "user", "content": f"held {i}"} for i in range(2)
+        ]})  # fmt: skip
+        apply_batch(conn, project.pk, batch, utcnow())
+        conn.execute(
+            update(message)
+            .where(message.c.project_pk == project.pk, message.c.content.like("held %"))
+            .values(lease_owner="test", lease_until=utcnow() + timedelta(hours=1))
+        )
+    deadline = time.monotonic() + 30
+    while True:  # the gauge is recounted every few seconds, not on every scrape
+        with server.client() as client:
+            body = client.get("/metrics").text
+        values = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        if values["convolens_enrichment_pending_messages"] >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert values["convolens_ingested_messages_total"] >= 2
     assert values["convolens_client_dropped_events_total"] >= 7
     assert values["convolens_client_retries_total"] >= 2
     assert values["convolens_enrichment_pending_messages"] >= 2
+    with server.db.writer() as conn:  # let the worker have them after all
+        conn.execute(update(message).where(message.c.lease_owner == "test").values(lease_until=None))
     assert any(
         k.startswith('convolens_http_requests_total{method="POST",route="/api/v1/ingest",status="202"}') for k in values
     )

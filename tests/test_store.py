@@ -165,8 +165,8 @@ def test_volume_buckets(db: Database, project: Project, period: str, expected: d
     write(db, project, conversation_events("b", datetime(2026, 3, 10, 0, 1), 2))
     write(db, project, conversation_events("c", datetime(2026, 3, 10, 18, 0), 2))
     with db.reader() as conn:
-        series = metrics.volume_series(
-            conn, project.pk, start=datetime(2026, 3, 9), end=datetime(2026, 3, 11, 12), period=period
+        series = metrics.context_series(
+            conn, project.pk, "volume", start=datetime(2026, 3, 9), end=datetime(2026, 3, 11, 12), period=period
         )
     assert series["conversations"] == expected
     assert sum(series["messages"].values()) == 6
@@ -184,8 +184,8 @@ def test_rating_series(db: Database, project: Project) -> None:
         ],
     )
     with db.reader() as conn:
-        series = metrics.rating_series(
-            conn, project.pk, start=T0 - timedelta(days=1), end=T0 + timedelta(1), period="day"
+        series = metrics.context_series(
+            conn, project.pk, "rating", start=T0 - timedelta(days=1), end=T0 + timedelta(1), period="day"
         )
     assert series["positive"]["2026-03-10"] == 2.0
     assert series["negative"]["2026-03-10"] == 1.0

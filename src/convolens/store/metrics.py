@@ -279,72 +279,43 @@ def price_of(prices: dict[str, tuple[float, float]], model: str) -> tuple[float,
 
 # -- Context's series ---------------------------------------------------------------------------------
 
+SERIES = ("sentiment", "rating", "volume")
 
-def _totals(
-    conn: Connection, project_pk: int, start: datetime, end: datetime, period: Period, tenant_id: str | None
-) -> dict[str, Summary]:
+
+def context_series(
+    conn: Connection,
+    project_pk: int,
+    name: str,
+    *,
+    start: datetime,
+    end: datetime,
+    period: Period,
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Context's series ``name``: ``volume`` (conversations by start, messages by time; every bucket),
+    ``rating`` (thumbs up and down, every bucket; the average rating where there are ratings) or
+    ``sentiment`` (the average of scored user messages, where there are some)."""
+    labels = bucket_starts(start, end, period)
     cells = _buckets(conn, project_pk, start=start, end=end, period=period, dimension="none", tenant_id=tenant_id)
-    return {label: cell.figures for label, cell in cells.get("", {}).items()}
-
-
-def volume_series(
-    conn: Connection,
-    project_pk: int,
-    *,
-    start: datetime,
-    end: datetime,
-    period: Period,
-    tenant_id: str | None = None,
-) -> dict[str, dict[str, float]]:
-    """Conversations (by start) and messages (by time) per bucket, every bucket present."""
-    labels = bucket_starts(start, end, period)
-    totals = _totals(conn, project_pk, start, end, period, tenant_id)
-    empty = Summary()
-    return {
-        "conversations": {label: float(totals.get(label, empty).conversations_started) for label in labels},
-        "messages": {label: float(totals.get(label, empty).messages) for label in labels},
-    }
-
-
-def rating_series(
-    conn: Connection,
-    project_pk: int,
-    *,
-    start: datetime,
-    end: datetime,
-    period: Period,
-    tenant_id: str | None = None,
-) -> dict[str, dict[str, float]]:
-    """Thumbs up and down per bucket, and the average rating of the rated messages (buckets with none omitted)."""
-    labels = bucket_starts(start, end, period)
-    totals = _totals(conn, project_pk, start, end, period, tenant_id)
-    empty = Summary()
-    return {
-        "positive": {label: float(totals.get(label, empty).ratings_up) for label in labels},
-        "negative": {label: float(totals.get(label, empty).ratings_down) for label in labels},
-        "average": {
-            label: round(f.rating_sum / f.rated, 4)
-            for label, f in sorted(totals.items())
-            if f.rated and label in labels
-        },
-    }
-
-
-def sentiment_series(
-    conn: Connection,
-    project_pk: int,
-    *,
-    start: datetime,
-    end: datetime,
-    period: Period,
-    tenant_id: str | None = None,
-) -> dict[str, dict[str, float]]:
-    """Average sentiment of enriched user messages per bucket (buckets with none omitted)."""
-    totals = _totals(conn, project_pk, start, end, period, tenant_id)
-    return {
-        "average": {
-            label: round(f.sentiment_sum / f.sentiment_count, 4)
-            for label, f in sorted(totals.items())
-            if f.sentiment_count
+    totals = {label: cell.figures for label, cell in cells.get("", {}).items() if label in labels}
+    every = [totals.get(label, Summary()) for label in labels]
+    if name == "volume":
+        return {
+            "conversations": {label: float(f.conversations_started) for label, f in zip(labels, every, strict=True)},
+            "messages": {label: float(f.messages) for label, f in zip(labels, every, strict=True)},
         }
-    }
+    if name == "rating":
+        return {
+            "positive": {label: float(f.ratings_up) for label, f in zip(labels, every, strict=True)},
+            "negative": {label: float(f.ratings_down) for label, f in zip(labels, every, strict=True)},
+            "average": {label: round(f.rating_sum / f.rated, 4) for label, f in sorted(totals.items()) if f.rated},
+        }
+    if name == "sentiment":
+        return {
+            "average": {
+                label: round(f.sentiment_sum / f.sentiment_count, 4)
+                for label, f in sorted(totals.items())
+                if f.sentiment_count
+            }
+        }
+    raise ValueError(f"series must be one of {', '.join(SERIES)}")

@@ -163,14 +163,17 @@ def summarize(
         conditions.append(conversation.c.tenant_id == tenant_id)
     is_user = message.c.role == "user"
     user_sentiment = case((is_user, message.c.sentiment))
+    keys = (
+        day,
+        conversation.c.tenant_id,
+        value,
+        message.c.conversation_pk,
+        conversation.c.end_user_pk,
+        message.c.model,
+    )
     rows = conn.execute(
         select(
-            day,
-            conversation.c.tenant_id,
-            value,
-            message.c.conversation_pk,
-            conversation.c.end_user_pk,
-            message.c.model,
+            *keys,
             func.count(),
             func.sum(case((is_user, 1), else_=0)),
             func.sum(user_sentiment),
@@ -184,14 +187,7 @@ def summarize(
         )
         .select_from(source)
         .where(*conditions)
-        .group_by(
-            day,
-            conversation.c.tenant_id,
-            value,
-            message.c.conversation_pk,
-            conversation.c.end_user_pk,
-            message.c.model,
-        )
+        .group_by(*keys)
     )
     out: dict[Key, Summary] = defaultdict(Summary)
     for row in rows:

@@ -20,7 +20,7 @@ from convolens.timeutil import iso, to_naive_utc, utcnow
 
 router = APIRouter(tags=["read"], responses=ERROR_RESPONSES)
 
-SERIES = ("sentiment", "rating", "volume")
+SERIES = metrics.SERIES
 DEFAULT_DAYS_BACK = 6  # Context: "defaults to the beginning of 6 days ago"
 
 
@@ -102,11 +102,10 @@ def series(
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
-    query = {"volume": metrics.volume_series, "rating": metrics.rating_series, "sentiment": metrics.sentiment_series}[
-        name
-    ]
     with db.reader() as conn:
-        data = query(conn, token.project_pk, start=start, end=end, period=period, tenant_id=tenant_id)
+        data = metrics.context_series(
+            conn, token.project_pk, name, start=start, end=end, period=period, tenant_id=tenant_id
+        )
     return JSONResponse(
         {
             "series": [{"name": series_name, "data": values} for series_name, values in data.items()],
