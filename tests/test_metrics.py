@@ -82,6 +82,10 @@ def test_groups(seeded: httpx.Client) -> None:
     assert {p: sum(b["messages"] for b in d.values()) for p, d in by_plan.items()} == {"pro": 4, "free": 2}
     by_topic = series(seeded, group_by="topic")
     assert {t: sum(b["user_messages"] for b in d.values()) for t, d in by_topic.items()} == {"Refunds": 3}
+    # A topic's ratings and costs are those of the answers in its conversations (users rate answers).
+    refunds = by_topic["Refunds"]
+    assert (sum(b["ratings_up"] for b in refunds.values()), sum(b["ratings_down"] for b in refunds.values())) == (1, 1)
+    assert sum(b["output_tokens"] for b in refunds.values()) == 3 * 2000
     by_language = series(seeded, group_by="language")
     assert set(by_language) == {"en"}
     by_model = series(seeded, group_by="model")

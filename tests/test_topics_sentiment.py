@@ -354,6 +354,36 @@ def test_llm_topics_through_an_openai_compatible_provider(tmp_path) -> None:
     db.dispose()
 
 
+def test_a_projects_own_llm_provider_judges_its_topics(tmp_path) -> None:
+    """A provider set for one project (the dashboard's settings page) is used for that project only, with
+    its own key and model, on a server that has no provider of its own."""
+    from conftest import running_server
+    from convolens.store import migrate, projects
+    from openai_stub import openai_stub
+
+    db = Database(f"sqlite:///{tmp_path / 'own-llm.sqlite3'}")
+    migrate.upgrade(db)
+    mine, theirs = make_project(db, "own-llm"), make_project(db, "no-llm")
+    with openai_stub(_cancellation_rule) as (url, requests):
+        with db.writer() as conn:
+            projects.set_project_setting(
+                conn, mine.name, "llm", {"base_url": url, "model": "project-model", "api_key": "sk-project"}
+            )
+        with running_server(db, tmp_path) as server:
+            for project in (mine, theirs):
+                with admin(server, project) as client:
+                    topic = {"name": "Cancellation", "kind": "llm", "prompt": "The user wants to cancel."}
+                    assert client.post("/api/v1/topics", json=topic).status_code == 201
+                    log_thread(client, "t", [("user", "Please cancel my plan today."), ("assistant", "Done.")])
+                    view = enriched_conversation(client, "t")
+                    tagged = [t["name"] for t in view["messages"][0]["topics"]]
+                    assert tagged == (["Cancellation"] if project is mine else [])
+    judged = [r for r in requests if r["path"] == "/v1/chat/completions"]
+    assert len(judged) == 1
+    assert judged[0]["auth"] == "Bearer sk-project" and judged[0]["body"]["model"] == "project-model"
+    db.dispose()
+
+
 def test_llm_names_a_cluster_and_falls_back_to_keywords_when_it_fails() -> None:
     from convolens.config import LlmSettings
     from convolens.enrich.llm import LlmJudge

@@ -176,6 +176,32 @@ def cmd_users_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_create(args: argparse.Namespace) -> int:
+    """A dashboard account with a role in a project (created if new); prints a generated password once."""
+    import secrets
+
+    from convolens.store import accounts
+    from convolens.timeutil import utcnow
+
+    password = args.password or secrets.token_urlsafe(12)
+    db = _db(Settings.from_env())
+    try:
+        with db.writer() as conn:
+            project_pk, _ = projects.ensure_project(conn, args.project)
+            existed = accounts.account_pk(conn, args.email) is not None
+            account_pk = accounts.create_account(conn, args.email, password, utcnow())
+            accounts.set_role(conn, account_pk, project_pk, args.role)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{accounts.normalize_email(args.email)} is {args.role} of project {args.project!r}")
+    if not existed and not args.password:
+        print(f"password (shown once): {password}")
+    elif existed:
+        print("the account existed already: its password is unchanged")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from convolens.demo import run_demo
 
@@ -241,7 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     project_set.set_defaults(func=cmd_projects_set)
 
-    users = sub.add_parser("users", help="end users").add_subparsers(dest="action", required=True)
+    users = sub.add_parser("users", help="dashboard accounts, and end users").add_subparsers(
+        dest="action", required=True
+    )
+    create = users.add_parser("create", help="a dashboard account with a role in a project")
+    create.add_argument("--email", required=True)
+    create.add_argument("--role", choices=("admin", "member", "viewer"), required=True)
+    create.add_argument("--project", required=True)
+    create.add_argument("--password", help="at least 8 characters; generated and printed once when absent")
+    create.set_defaults(func=cmd_users_create)
     erase = users.add_parser("erase", help="erase an end user and all their conversations (GDPR)")
     erase.add_argument("--project", required=True)
     erase.add_argument("user_id")

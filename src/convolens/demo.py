@@ -7,6 +7,7 @@ re-running the demo prints the same token and does not seed twice.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from datetime import timedelta
@@ -18,7 +19,7 @@ import uvicorn
 from convolens.config import Settings
 from convolens.demo_data import generate
 from convolens.server.app import create_app
-from convolens.store import migrate, projects, queries, topics
+from convolens.store import accounts, migrate, projects, queries, topics
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 
@@ -44,6 +45,27 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")
+
+
+DEMO_ADMIN = "admin@demo.convolens"
+
+
+def demo_admin(settings: Settings, db: Database) -> tuple[str, str]:
+    """The demo project's dashboard admin and its password, kept in ``$CONVOLENS_HOME/demo-admin``."""
+    path = settings.home / "demo-admin"
+    password = path.read_text().strip() if path.exists() else ""
+    with db.writer() as conn:
+        project_pk, _ = projects.ensure_project(conn, DEMO_PROJECT)
+        account_pk = accounts.account_pk(conn, DEMO_ADMIN)
+        if account_pk is None or not password or accounts.verify(conn, DEMO_ADMIN, password) is None:
+            password = secrets.token_urlsafe(12)
+            if account_pk is not None:
+                accounts.set_password(conn, account_pk, password)
+            else:
+                account_pk = accounts.create_account(conn, DEMO_ADMIN, password, utcnow())
+            _write_private(path, password)
+        accounts.set_role(conn, account_pk, project_pk, "admin")
+    return DEMO_ADMIN, password
 
 
 def seed(base_url: str, token: str, conversations: int) -> int:
@@ -105,6 +127,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, conversations: int = 300
     db = Database(settings.database_url)
     migrate.upgrade(db)
     token, needs_data = demo_token(settings, db)
+    email, password = demo_admin(settings, db)
     if needs_data:
         add_demo_topics(db)
     db.dispose()
@@ -122,6 +145,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, conversations: int = 300
             print(f"seeded the demo project with {conversations} conversations ({count} messages)", flush=True)
         print(
             f"\nconvolens demo is running on {base_url}\n"
+            f"dashboard: {base_url}/ — sign in as {email} with password {password}\n"
             f"demo API token (project '{DEMO_PROJECT}'): {token}\n"
             f"try: curl -H 'Authorization: Bearer {token}' '{base_url}/api/v1/conversations?per_page=2'\n"
             "stop with Ctrl+C",

@@ -1,13 +1,16 @@
 """LLM topics: an OpenAI-compatible chat model decides, per user message, whether it is about a topic,
-and says why — Context's ``{verdict, reason}``. Used only where the user configured a provider
-(``CONVOLENS_LLM_BASE_URL``, ``CONVOLENS_LLM_API_KEY``, ``CONVOLENS_LLM_MODEL``): nothing leaves the
-machine otherwise. Messages reach the model after PII scrubbing, like everything stored.
+and says why — Context's ``{verdict, reason}``. Used only where a provider is configured, for the
+server (``CONVOLENS_LLM_BASE_URL``, ``CONVOLENS_LLM_API_KEY``, ``CONVOLENS_LLM_MODEL``) or for a project
+on its settings page: nothing leaves the machine otherwise. Messages reach the model after PII scrubbing,
+like everything stored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -97,3 +100,43 @@ class LlmJudge:
 
     def close(self) -> None:
         self.client.close()
+
+
+class Judges:
+    """The judge of each project: the provider its admins set on the dashboard's settings page, else the
+    server's (``CONVOLENS_LLM_*``), else none. ``load`` gives ``{project key: {base_url, model, api_key}}``
+    and is asked again at most every ``refresh_seconds``; one client per distinct provider."""
+
+    def __init__(
+        self,
+        default: LlmSettings | None,
+        load: Callable[[], dict[int, dict]],
+        refresh_seconds: float = 30.0,
+    ) -> None:
+        self.default = LlmJudge(default) if default is not None and default.enabled else None
+        self._load = load
+        self._refresh_seconds = refresh_seconds
+        self._loaded_at = float("-inf")
+        self._settings: dict[int, dict] = {}
+        self._clients: dict[tuple[str, str, str | None], LlmJudge] = {}
+
+    def for_project(self, project_pk: int) -> LlmJudge | None:
+        if time.monotonic() - self._loaded_at > self._refresh_seconds:
+            try:
+                self._settings = self._load()
+            except Exception:  # keep the last known settings; the database may be briefly away
+                log.warning("could not read the projects' LLM settings")
+            self._loaded_at = time.monotonic()
+        own = self._settings.get(project_pk) or {}
+        if not own.get("base_url"):
+            return self.default
+        key = (str(own["base_url"]), str(own.get("model") or LlmSettings.model), own.get("api_key"))
+        judge = self._clients.get(key)
+        if judge is None:
+            judge = self._clients[key] = LlmJudge(LlmSettings(base_url=key[0], model=key[1], api_key=key[2]))
+        return judge
+
+    def close(self) -> None:
+        for judge in [self.default, *self._clients.values()]:
+            if judge is not None:
+                judge.close()

@@ -8,6 +8,8 @@ replies are long, repeat the question's subject and carry the model's mood, not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from convolens.enrich import embedding, language, sentiment, topics
@@ -41,10 +43,10 @@ def llm_hits(
 def enrich(
     messages: list[PendingMessage],
     matchers: dict[int, list[TopicMatcher]] | None = None,
-    judge: LlmJudge | None = None,
+    judge_for: Callable[[int], LlmJudge | None] | None = None,
 ) -> list[EnrichmentResult]:
     """Results for a batch; ``matchers`` are the compiled topics of each project (by project key);
-    LLM topics are judged only when a ``judge`` (a configured provider) is given."""
+    LLM topics are judged only where ``judge_for(project key)`` gives a judge (a configured provider)."""
     matchers = matchers or {}
     user = [m for m in messages if is_user_text(m)]
     texts = [m.content for m in user]
@@ -58,6 +60,7 @@ def enrich(
     judged: dict[int, list[TopicHit]] = {}
     for project_pk in {m.project_pk for m in user}:
         items = [(m.pk, m.content) for m in user if m.project_pk == project_pk]
+        judge = judge_for(project_pk) if judge_for is not None else None
         judged.update(llm_hits(judge, items, matchers.get(project_pk, [])))
     results = []
     for m in messages:

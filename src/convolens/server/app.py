@@ -7,6 +7,7 @@
 - ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
 - ``DELETE /api/v1/users/{user_id}``   → server/api/users.py (erasure)
 - ``/healthz``, ``/readyz``, ``/metrics`` → server/api/health.py
+- ``/``, ``/login``, ``/p/{project}/…``, ``/static/…`` → server/web/ (the dashboard; its __init__ lists the pages)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 from convolens import __version__
 from convolens.config import Settings
 from convolens.enrich.prices import price_table
-from convolens.server import errors
+from convolens.server import errors, web
 from convolens.server.api import context_log, context_read, health, ingest, metrics, topics, users
 from convolens.server.body import BoundedBodyMiddleware
 from convolens.server.observability import Metrics, RequestContextMiddleware
@@ -62,4 +63,5 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     for module in (health, ingest, context_log, context_read, metrics, topics, users):
         app.include_router(module.router)
+    web.install(app)
     return app

@@ -34,3 +34,10 @@ def bucket(conn: Connection, column: ColumnElement, period: Period) -> ColumnEle
     if period == "week":
         return func.date(column, "-6 days", "weekday 1")
     return func.strftime("%Y-%m-01", column)
+
+
+def plus_days(conn: Connection, column: ColumnElement, days: int) -> ColumnElement:
+    """``column`` + ``days`` days, comparable with stored timestamps on either backend."""
+    if conn.dialect.name == "postgresql":
+        return column + func.make_interval(0, 0, 0, days)
+    return func.strftime("%Y-%m-%d %H:%M:%f", column, f"+{int(days)} days")

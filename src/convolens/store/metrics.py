@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Connection, select
@@ -84,7 +84,9 @@ def _distinct(parts: list[Members]) -> int:
     return int(np.unique(np.concatenate(arrays)).size) if arrays else 0
 
 
-def _label(day: str, period: Period) -> str:
+def _label(day: str, period: Period | Literal["all"]) -> str:
+    if period == "all":
+        return "all"
     if period == "day":
         return day
     value = date.fromisoformat(day)
@@ -161,7 +163,7 @@ def _buckets(
     *,
     start: datetime,
     end: datetime,
-    period: Period,
+    period: Period | Literal["all"],
     dimension: str,
     tenant_id: str | None,
     by_tenant: bool = False,
@@ -219,6 +221,36 @@ def metrics(
             out[name][label] = _figures(cell, prices)
     largest = sorted(out, key=lambda g: -sum(b["messages"] for b in out[g].values()))[:max_groups]
     return {g: out[g] for g in largest}
+
+
+def window_totals(
+    conn: Connection,
+    project_pk: int,
+    *,
+    start: datetime,
+    end: datetime,
+    grouping: Grouping,
+    prices: dict[str, tuple[float, float]],
+    tenant_id: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``{group: figures}`` for the whole window as one bucket (distinct users over the window, not summed)."""
+    cells = _buckets(
+        conn,
+        project_pk,
+        start=start,
+        end=end,
+        period="all",
+        dimension=grouping.dimension,
+        tenant_id=tenant_id,
+        by_tenant=grouping.kind == "tenant",
+    )
+    names = _group_names(conn, project_pk, grouping)
+    out: dict[str, dict[str, Any]] = {}
+    for group, buckets in cells.items():
+        name = names(group)
+        if name is not None and "all" in buckets:
+            out[name] = _figures(buckets["all"], prices)
+    return dict(sorted(out.items(), key=lambda item: -item[1]["messages"]))
 
 
 def _group_names(conn: Connection, project_pk: int, grouping: Grouping):  # type: ignore[no-untyped-def]

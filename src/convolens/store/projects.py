@@ -174,3 +174,24 @@ def set_project_setting(conn: Connection, name: str, key: str, value: object) ->
         return False
     conn.execute(update(project).where(project.c.pk == row.pk).values(settings={**(row.settings or {}), key: value}))
     return True
+
+
+def revoke_project_token(conn: Connection, project_pk: int, token_pk: int, now: datetime) -> bool:
+    """Revoke one live token of this project (a token of another project is left alone)."""
+    return bool(
+        conn.execute(
+            update(api_token)
+            .where(api_token.c.pk == token_pk, api_token.c.project_pk == project_pk, api_token.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        ).rowcount
+    )
+
+
+def settings_of(conn: Connection, project_pk: int) -> dict:
+    return dict(conn.execute(select(project.c.settings).where(project.c.pk == project_pk)).scalar() or {})
+
+
+def llm_settings(conn: Connection) -> dict[int, dict]:
+    """The LLM provider each project configured on its settings page (projects without one are absent)."""
+    rows = conn.execute(select(project.c.pk, project.c.settings))
+    return {pk: dict(s["llm"]) for pk, s in rows if isinstance(s, dict) and isinstance(s.get("llm"), dict)}

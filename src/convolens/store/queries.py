@@ -91,7 +91,7 @@ class Page:
         return (self.total + self.per_page - 1) // self.per_page
 
 
-_CONVERSATION_COLUMNS = (
+CONVERSATION_COLUMNS = (
     conversation.c.pk,
     conversation.c.id,
     conversation.c.tenant_id,
@@ -135,7 +135,7 @@ def list_conversations(
     conditions = _window(start, end, tenant_id, project_pk)
     total = conn.execute(select(func.count()).select_from(conversation).where(*conditions)).scalar_one()
     rows = conn.execute(
-        select(*_CONVERSATION_COLUMNS)
+        select(*CONVERSATION_COLUMNS)
         .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
         .where(*conditions)
         .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
@@ -143,24 +143,24 @@ def list_conversations(
         .offset((page - 1) * per_page)
     ).all()
     items = [ConversationView(**row._mapping) for row in rows]
-    _attach_messages(conn, items)
+    attach_messages(conn, items)
     return Page(items=items, total=total, page=page, per_page=per_page)
 
 
 def get_conversation(conn: Connection, project_pk: int, conversation_id: str) -> ConversationView | None:
     row = conn.execute(
-        select(*_CONVERSATION_COLUMNS)
+        select(*CONVERSATION_COLUMNS)
         .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
         .where(conversation.c.project_pk == project_pk, conversation.c.id == conversation_id)
     ).first()
     if row is None:
         return None
     view = ConversationView(**row._mapping)
-    _attach_messages(conn, [view])
+    attach_messages(conn, [view])
     return view
 
 
-def _attach_messages(conn: Connection, conversations: list[ConversationView]) -> None:
+def attach_messages(conn: Connection, conversations: list[ConversationView]) -> None:
     if not conversations:
         return
     by_pk = {c.pk: c for c in conversations}

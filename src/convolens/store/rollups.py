@@ -210,7 +210,77 @@ def summarize(
             figures.users.add(user_pk)
     if dimension == "none":
         _count_started(conn, project_pk, start, end, tenant_id, out)
+    if dimension == "topic":
+        _topic_replies(conn, project_pk, start, end, tenant_id, out)
     return out
+
+
+def _topic_replies(
+    conn: Connection,
+    project_pk: int,
+    start: datetime,
+    end: datetime,
+    tenant_id: str | None,
+    out: dict[Key, Summary],
+) -> None:
+    """Ratings and tokens of a topic: those of the replies (and other non-user messages) in the
+    conversations whose user messages matched it the same day, since topics are matched on user messages
+    but answers are what users rate and what costs tokens."""
+    link_day = bucket(conn, message_topic.c.created_at, "day").label("day")
+    links = (
+        select(message_topic.c.conversation_pk, message_topic.c.topic_pk, link_day)
+        .join(topic, and_(topic.c.pk == message_topic.c.topic_pk, topic.c.status == "active"))
+        .where(
+            message_topic.c.project_pk == project_pk,
+            message_topic.c.created_at >= start,
+            message_topic.c.created_at < end,
+        )
+        .distinct()
+        .subquery()
+    )
+    day = bucket(conn, message.c.created_at, "day")
+    keys = (day, conversation.c.tenant_id, links.c.topic_pk, message.c.conversation_pk, conversation.c.end_user_pk)
+    conditions = [
+        message.c.project_pk == project_pk,
+        message.c.created_at >= start,
+        message.c.created_at < end,
+        message.c.kind != "event",
+        message.c.role != "user",
+    ]
+    if tenant_id is not None:
+        conditions.append(conversation.c.tenant_id == tenant_id)
+    rows = conn.execute(
+        select(
+            *keys,
+            message.c.model,
+            func.sum(case((message.c.rating > 0, 1), else_=0)),
+            func.sum(case((message.c.rating < 0, 1), else_=0)),
+            func.count(message.c.rating),
+            func.sum(message.c.rating),
+            func.sum(message.c.input_tokens),
+            func.sum(message.c.output_tokens),
+        )
+        .select_from(
+            message.join(conversation, conversation.c.pk == message.c.conversation_pk).join(
+                links, and_(links.c.conversation_pk == message.c.conversation_pk, links.c.day == day)
+            )
+        )
+        .where(*conditions)
+        .group_by(*keys, message.c.model)
+    )
+    for label, tenant, topic_pk, conv_pk, user_pk, model, up, down, rated, r_sum, t_in, t_out in rows:
+        figures = out[(label, tenant_scope(tenant), str(topic_pk))]
+        figures.ratings_up += int(up or 0)
+        figures.ratings_down += int(down or 0)
+        figures.rated += rated
+        figures.rating_sum += int(r_sum or 0)
+        if model is not None:
+            tokens = figures.tokens.setdefault(model, [0, 0])
+            tokens[0] += int(t_in or 0)
+            tokens[1] += int(t_out or 0)
+        figures.conversations.add(conv_pk)
+        if user_pk is not None:
+            figures.users.add(user_pk)
 
 
 def _count_started(

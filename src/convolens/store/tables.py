@@ -63,6 +63,8 @@ end_user = Table(
     Column("last_seen", DateTime, nullable=False),
     Column("properties", JSON),
     UniqueConstraint("project_pk", "external_id", name="uq_end_user_project_external"),
+    # New users per week and cohorts (the dashboard's users page).
+    Index("ix_end_user_project_first_seen", "project_pk", "first_seen"),
 )
 
 conversation = Table(
@@ -253,4 +255,36 @@ rollup_state = Table(
     Column("lease_until", DateTime),
     Column("refreshed_at", DateTime),
     Column("refresh_seconds", Float, nullable=False, default=0.0),
+)
+
+# -- the dashboard's people: accounts (argon2 password hashes), their role per project, their sessions --
+
+account = Table(
+    "account",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+membership = Table(
+    "membership",
+    metadata,
+    Column("account_pk", ForeignKey("account.pk", ondelete="CASCADE"), primary_key=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    # viewer (reads) | member (also manages topics) | admin (also tokens, members, settings)
+    Column("role", String(16), nullable=False),
+)
+
+# A signed-in browser: the cookie carries a random token, the row its SHA-256 and the CSRF token of its forms.
+web_session = Table(
+    "web_session",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_pk", ForeignKey("account.pk", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_web_session_account", "account_pk"),
 )

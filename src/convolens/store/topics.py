@@ -113,6 +113,18 @@ def redefine(conn: Connection, project_pk: int, topic_pk: int, now: datetime, **
     )
 
 
+def accept(conn: Connection, row: TopicRow, name: str, now: datetime) -> None:
+    """A suggestion becomes a semantic topic: its sample phrases and cluster centre define it, and the
+    similarity 90% of its members reached against the centre is its threshold."""
+    definition = {
+        "description": None,
+        "examples": list(row.definition.get("phrases", []))[:20],
+        "keywords": row.definition.get("keywords", []),
+        "threshold": row.definition.get("threshold"),
+    }
+    redefine(conn, row.project_pk, row.pk, now, name=name, kind="semantic", definition=definition, status="active")
+
+
 def set_status(conn: Connection, project_pk: int, topic_pk: int, status: str, now: datetime) -> None:
     """Dismiss a suggestion (its matches go, and the clustering will not suggest it again)."""
     if status not in MATCHED_STATUSES:

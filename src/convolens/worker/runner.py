@@ -18,9 +18,9 @@ from datetime import timedelta
 from convolens.config import LlmSettings
 from convolens.enrich import embedding, pipeline, suggest
 from convolens.enrich import topics as topic_matching
-from convolens.enrich.llm import LlmJudge
+from convolens.enrich.llm import Judges
 from convolens.enrich.topics import TopicMatcher
-from convolens.store import enrichment, rollups, suggestions, topics
+from convolens.store import enrichment, projects, rollups, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 
@@ -84,7 +84,7 @@ class Worker:
         self.stop_event = threading.Event()
         self.enriched = 0
         self.topic_cache = TopicCache()
-        self.judge = LlmJudge(llm) if llm is not None and llm.enabled else None
+        self.judges = Judges(llm, self._llm_settings)
 
     def _matchers(self) -> dict[int, list[TopicMatcher]]:
         with self.db.reader() as conn:
@@ -96,7 +96,7 @@ class Worker:
             claimed = enrichment.claim(conn, self.owner, self.batch_size, self.lease, utcnow())
         if not claimed:
             return []
-        results = pipeline.enrich(claimed, self._matchers(), self.judge)
+        results = pipeline.enrich(claimed, self._matchers(), self.judges.for_project)
         with self.db.writer() as conn:
             saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
         self.enriched += len(saved)
@@ -114,7 +114,8 @@ class Worker:
         with self.db.reader() as conn:
             batch, cursor = topics.backfill_batch(conn, row, size)
         matcher = self.topic_cache.matcher(row)
-        judged = pipeline.llm_hits(self.judge, [(m.pk, m.content) for m in batch], [matcher])
+        judge = self.judges.for_project(row.project_pk)
+        judged = pipeline.llm_hits(judge, [(m.pk, m.content) for m in batch], [matcher])
         links = []
         for m in batch:
             vector = embedding.from_bytes(m.vector) if m.vector else None
@@ -159,7 +160,7 @@ class Worker:
         # Clustering and naming (maybe an LLM call a cluster) happen outside any transaction.
         found = [
             suggestions.Suggestion(
-                name=self._cluster_name(c),
+                name=self._cluster_name(project_pk, c),
                 keywords=c.keywords,
                 phrases=c.phrases,
                 centroid=c.centroid,
@@ -176,11 +177,16 @@ class Worker:
         log.info("worker %s: suggested topics of project %s: %s", self.owner, project_pk, counts)
         return counts
 
-    def _cluster_name(self, found: suggest.Cluster) -> str:
+    def _cluster_name(self, project_pk: int, found: suggest.Cluster) -> str:
         """The LLM's name for a cluster where a provider is configured, else its keywords."""
-        if self.judge is not None:
-            return self.judge.name_cluster(found.phrases, found.keywords) or found.name
+        judge = self.judges.for_project(project_pk)
+        if judge is not None:
+            return judge.name_cluster(found.phrases, found.keywords) or found.name
         return found.name
+
+    def _llm_settings(self) -> dict[int, dict]:
+        with self.db.reader() as conn:
+            return projects.llm_settings(conn)
 
     def drain(self) -> int:
         """Run until no message is pending, no backfill is left and no changed day has settled (tests and
@@ -212,8 +218,7 @@ class Worker:
                 except Exception:
                     log.exception("worker %s: suggested topics failed; they will be retried", self.owner)
                 self.stop_event.wait(self.idle_seconds)
-        if self.judge is not None:
-            self.judge.close()
+        self.judges.close()
         log.info("worker %s stopped after %d messages", self.owner, self.enriched)
 
     def start_thread(self) -> threading.Thread:

@@ -142,17 +142,7 @@ def accept_suggestion(
     with db.writer() as conn:
         if topics.name_taken(conn, token.project_pk, new_name, except_pk=row.pk):
             raise _name_conflict(new_name)
-        definition = {
-            "description": None,
-            "examples": list(row.definition.get("phrases", []))[:20],
-            "keywords": row.definition.get("keywords", []),
-            # What 90% of the cluster's members reach against its centre, found by the clustering.
-            "threshold": row.definition.get("threshold"),
-        }
-        topics.redefine(
-            conn, token.project_pk, row.pk, utcnow(), name=new_name, kind="semantic", definition=definition,
-            status="active",
-        )  # fmt: skip
+        topics.accept(conn, row, new_name, utcnow())
     return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
 
 

@@ -1,1 +1,42 @@
-"""Dashboard pages (built in the dashboard issue)."""
+"""The dashboard: server-rendered pages (Jinja2, autoescaped) with a vendored chart library (uPlot 1.6.32,
+MIT, ``static/uPlot.*``) and two small scripts of ours. Where a URL goes:
+
+- ``/login``, ``/logout``, ``/``       → session.py (sign-in, the session cookie, CSRF, roles)
+- ``/p/{project}/overview``         → overview.py
+- ``/p/{project}/conversations…``, ``/p/{project}/export.csv|jsonl`` → conversations.py
+- ``/p/{project}/users…``           → users.py
+- ``/p/{project}/topics…``          → topics.py
+- ``/p/{project}/settings…``        → settings.py (admins)
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from convolens.server.web import conversations, overview, session, settings, topics, users
+from convolens.server.web.render import HERE, LoginRequired, WebError, render
+
+TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form"}
+
+
+def install(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    for module in (session, overview, conversations, users, topics, settings):
+        app.include_router(module.router)
+
+    @app.exception_handler(WebError)
+    async def _page_error(request: Request, exc: WebError) -> Response:
+        who = session.current_session(request)
+        return render(request, "error.html", status=exc.status, title=TITLES.get(exc.status, "Error"),
+                      message=exc.message, session=who)  # fmt: skip
+
+    @app.exception_handler(LoginRequired)
+    async def _to_login(request: Request, _exc: LoginRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method != "GET":
+            target = "/"
+        return session.redirect(f"/login?next={quote(target, safe='')}")

@@ -1,0 +1,199 @@
+"""Server time of the dashboard's overview and conversation list on a large project.
+
+    python bench/dashboard.py [--conversations 1000000] [--database-url URL] [--runs 7]
+
+A deterministic generator writes ``--conversations`` conversations of 5 messages (so 1,000,000 gives
+5,000,000 messages) over 365 days straight into the tables, as enriched messages with languages,
+sentiment, ratings, models and three topics' links (this measures reading, not ingesting: the ingest
+benchmark is ``bench/ingest.py``). One worker builds the rollups (timed). Then a real server answers
+``GET /p/bench/overview`` (the last 30 days by day) and ``GET /p/bench/conversations`` (page 1, then a
+filtered page) for a signed-in admin, ``--runs`` times each; the figures are the medians of the server's
+own time (the ``X-Response-Time-Ms``-free way: wall time of the request on loopback, keep-alive).
+Without ``--database-url`` it uses a fresh SQLite file in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import uvicorn
+from sqlalchemy import insert, select
+
+from convolens.config import LlmSettings, Settings
+from convolens.server.app import create_app
+from convolens.store import accounts, migrate, projects, rollups
+from convolens.store.db import Database
+from convolens.store.tables import conversation, end_user, message, message_topic, topic
+from convolens.timeutil import utcnow
+from convolens.worker.runner import Worker
+
+QUESTIONS = [
+    ("billing", "Why was I charged twice this month?"),
+    ("billing", "Can I get an invoice with my VAT number?"),
+    ("coding", "How do I read a CSV file with pandas?"),
+    ("coding", "My script says ModuleNotFoundError"),
+    ("travel", "Do I need a visa to visit Japan?"),
+    ("other", "Give me a quick vegetarian dinner"),
+]
+FOLLOW_UPS = ["Thanks, that worked!", "It still doesn't work.", "Can you explain more?"]
+PASSWORD = "benchmark-password"
+
+
+def generate(db: Database, project_pk: int, conversations: int, days: int = 365, chunk: int = 20_000) -> dict[str, int]:
+    """Writes the project's data; returns its topics' keys by name."""
+    rng = random.Random(7)
+    now = utcnow().replace(microsecond=0)
+    with db.writer() as conn:
+        topic_pks = {
+            name: conn.execute(
+                insert(topic)
+                .values(project_pk=project_pk, name=name.title(), kind="keyword", status="active",
+                        definition={"keywords": [name]}, created_at=now, updated_at=now, backfill_cursor=0,
+                        backfill_until=0)
+                .returning(topic.c.pk)
+            ).scalar_one()
+            for name in ("billing", "coding", "travel")
+        }  # fmt: skip
+    users = 50_000
+    first_seen = [now - timedelta(days=days * rng.random() ** 0.5) for _ in range(users)]
+    with db.writer() as conn:
+        for start in range(0, users, chunk):
+            conn.execute(insert(end_user), [
+                {"project_pk": project_pk, "external_id": f"user-{i:06d}", "first_seen": first_seen[i],
+                 "last_seen": now} for i in range(start, min(users, start + chunk))
+            ])  # fmt: skip
+        user_pks = dict(
+            conn.execute(select(end_user.c.external_id, end_user.c.pk).where(end_user.c.project_pk == project_pk))
+        )
+    conv_rows, message_rows, link_rows = [], [], []
+    next_conv = _next_pk(db, conversation)
+    next_message = _next_pk(db, message)
+
+    def flush() -> None:
+        with db.writer() as conn:
+            if conv_rows:
+                conn.execute(insert(conversation), conv_rows)
+            if message_rows:
+                conn.execute(insert(message), message_rows)
+            if link_rows:
+                conn.execute(insert(message_topic), link_rows)
+        conv_rows.clear()
+        message_rows.clear()
+        link_rows.clear()
+
+    for c in range(conversations):
+        user = min(int(rng.paretovariate(1.1)) - 1, users - 1)
+        at = max(first_seen[user], now - timedelta(days=days * rng.random()))
+        at = at.replace(microsecond=0)
+        kind, question = rng.choice(QUESTIONS)
+        conv_pk = next_conv + c
+        conv_rows.append({
+            "pk": conv_pk, "project_pk": project_pk, "id": f"c{c:07d}",
+            "tenant_id": rng.choice(["acme", "globex", None]),
+            "end_user_pk": user_pks[f"user-{user:06d}"], "metadata": {"plan": rng.choice(["free", "pro"])},
+            "started_at": at, "last_message_at": at + timedelta(seconds=120), "message_count": 5, "created_at": at,
+            "sentiment_trend": rng.choice(["up", "flat", "down"]),
+        })  # fmt: skip
+        for i in range(5):
+            user_turn = i % 2 == 0
+            text = question if i == 0 else rng.choice(FOLLOW_UPS) if user_turn else "Here is how to do that."
+            sentiment = rng.uniform(-1, 1) if user_turn else None
+            pk = next_message + 5 * c + i
+            created = at + timedelta(seconds=30 * i)
+            message_rows.append({
+                "pk": pk, "project_pk": project_pk, "conversation_pk": conv_pk, "id": f"m{c:07d}-{i}", "position": i,
+                "role": "user" if user_turn else "assistant", "kind": "message", "content": text,
+                "created_at": created, "ingested_at": created, "rating": rng.choice([1, -1, None, None, None])
+                if not user_turn else None, "model": None if user_turn else rng.choice(["gpt-4o-mini", "gpt-4o"]),
+                "input_tokens": None if user_turn else 200, "output_tokens": None if user_turn else 350,
+                "language": rng.choice(["en", "en", "en", "ko", "ja", "de"]), "sentiment": sentiment,
+                "sentiment_label": None if sentiment is None else
+                "negative" if sentiment < -0.2 else "positive" if sentiment > 0.2 else "neutral",
+                "enriched_version": 2,
+            })  # fmt: skip
+            if i == 0 and kind in topic_pks:
+                link_rows.append({"message_pk": pk, "topic_pk": topic_pks[kind], "project_pk": project_pk,
+                                  "conversation_pk": conv_pk, "created_at": created, "score": 1.0})  # fmt: skip
+        if len(message_rows) >= chunk:
+            flush()
+    flush()
+    with db.writer() as conn:
+        label_days = rollups.days_between(now - timedelta(days=days + 1), now)
+        rollups.mark(conn, project_pk, label_days, now - timedelta(minutes=1))
+    return topic_pks
+
+
+def _next_pk(db: Database, table) -> int:  # type: ignore[no-untyped-def]
+    with db.reader() as conn:
+        return (conn.execute(select(table.c.pk).order_by(table.c.pk.desc()).limit(1)).scalar() or 0) + 1
+
+
+def timed(client: httpx.Client, path: str, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        response = client.get(path)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conversations", type=int, default=1_000_000)
+    parser.add_argument("--database-url")
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp())
+    url = args.database_url or f"sqlite:///{home / 'bench.sqlite3'}"
+    db = Database(url)
+    migrate.upgrade(db)
+    name = f"bench{time.time_ns() % 10**8}"
+    with db.writer() as conn:
+        project_pk, _ = projects.ensure_project(conn, name)
+        admin = accounts.create_account(conn, f"{name}@example.com", PASSWORD, utcnow())
+        accounts.set_role(conn, admin, project_pk, "admin")
+    started = time.perf_counter()
+    topic_pks = generate(db, project_pk, args.conversations)
+    print(f"{db.dialect}: {args.conversations:,} conversations, {5 * args.conversations:,} messages written in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    worker = Worker(db, rollup_settle=timedelta(0), rollup_rest=0.0)
+    started = time.perf_counter()
+    built = 0
+    while step := worker.rollup_once():
+        built += step
+    print(f"rollups of {built} days built in {time.perf_counter() - started:.0f} s", flush=True)
+    settings = Settings(database_url=url, home=home, embedded_worker=False, llm=LlmSettings())
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        client.post("/login", data={"email": f"{name}@example.com", "password": PASSWORD, "csrf_token": token})
+        pages = {
+            "overview, last 30 days by day": f"/p/{name}/overview",
+            "overview, last 365 days by week": f"/p/{name}/overview?period=week&start="
+            f"{(datetime.utcnow() - timedelta(days=364)).date()}",
+            "conversations, page 1": f"/p/{name}/conversations",
+            "conversations, page 20": f"/p/{name}/conversations?page=20",
+            "conversations, topic + language": f"/p/{name}/conversations?topic={topic_pks['coding']}&language=ko",
+        }
+        for label, path in pages.items():
+            timed(client, path, 1)  # warm the caches once
+            print(f"{label:36} median {timed(client, path, args.runs):7.1f} ms", flush=True)
+    server.should_exit = True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""``/p/{project}/conversations``: the filterable list (filters live in the URL, so a view can be shared),
+one transcript, and the filtered list exported as CSV or JSONL, streamed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from convolens.server.api.context_format import conversation_response
+from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, render
+from convolens.server.web.session import access
+from convolens.store import explore, queries, topics
+from convolens.store.explore import ConversationFilter
+
+router = APIRouter(include_in_schema=False)
+PER_PAGE = 50
+FILTER_FIELDS = ("user", "tenant", "topic", "sentiment", "rating", "language", "model", "meta", "q")
+MAX_FILTER_CHARS = 500
+
+
+def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
+    """The filter of the URL's query string, and the query string's own values (to keep in links)."""
+    params = request.query_params
+    values = {k: params[k].strip()[:MAX_FILTER_CHARS] for k in (*FILTER_FIELDS, "start", "end") if params.get(k)}
+    for key, value in values.items():
+        if not value.isprintable():
+            raise WebError(422, f"the {key} filter must be printable text")
+    window = date_range(values.get("start"), values.get("end"), None, default_days=30)
+    topic_pk = None
+    if "topic" in values:
+        if not values["topic"].isdigit():
+            raise WebError(422, "the topic filter must be a topic id")
+        topic_pk = int(values["topic"])
+    if values.get("sentiment") not in (None, *explore.SENTIMENTS):
+        raise WebError(422, f"sentiment must be one of {', '.join(explore.SENTIMENTS)}")
+    if values.get("rating") not in (None, *explore.RATINGS):
+        raise WebError(422, f"rating must be one of {', '.join(explore.RATINGS)}")
+    meta_key = meta_value = None
+    if "meta" in values:
+        meta_key, sep, meta_value = values["meta"].partition("=")
+        meta_key = meta_key.strip()
+        if not sep or not meta_key or '"' in meta_key or "\\" in meta_key:
+            raise WebError(422, "the metadata filter must look like key=value")
+    f = ConversationFilter(
+        start=window.start,
+        end=window.end,
+        user=values.get("user"),
+        tenant=values.get("tenant"),
+        topic=topic_pk,
+        sentiment=values.get("sentiment"),
+        rating=values.get("rating"),
+        language=values.get("language"),
+        model=values.get("model"),
+        metadata_key=meta_key,
+        metadata_value=meta_value.strip() if meta_value is not None else None,
+        text=values.get("q"),
+    )
+    values.setdefault("start", window.first.isoformat())
+    values.setdefault("end", window.last.isoformat())
+    return f, values
+
+
+@router.get("/p/{project}/conversations")
+def conversation_list(request: Request, project: str, page: int = 1) -> Response:
+    session, membership = access(request, project)
+    f, values = _filters(request)
+    page = max(1, min(page, 100_000))
+    db = request.app.state.db
+    with db.reader() as conn:
+        rows, total = explore.page(conn, membership.project_pk, f, page, PER_PAGE)
+        options = {
+            "language": explore.known_values(conn, membership.project_pk, "language"),
+            "model": explore.known_values(conn, membership.project_pk, "model"),
+            "tenant": explore.known_values(conn, membership.project_pk, "tenant"),
+            "topic": [(t.pk, t.name) for t in topics.list_topics(conn, membership.project_pk)],
+        }
+    return render(
+        request,
+        "conversations.html",
+        title="Conversations",
+        active="conversations",
+        session=session,
+        membership=membership,
+        rows=rows,
+        total=total,
+        page=page,
+        pages=max(1, (total + PER_PAGE - 1) // PER_PAGE),
+        values=values,
+        options=options,
+        sentiments=explore.SENTIMENTS,
+        ratings=explore.RATINGS,
+    )
+
+
+@router.get("/p/{project}/conversations/{conversation_id}")
+def transcript(request: Request, project: str, conversation_id: str) -> Response:
+    session, membership = access(request, project)
+    with request.app.state.db.reader() as conn:
+        view = queries.get_conversation(conn, membership.project_pk, conversation_id)
+    if view is None:
+        raise WebError(404, "no such conversation in this project")
+    return render(
+        request,
+        "transcript.html",
+        title=f"Conversation {conversation_id[:40]}",
+        active="conversations",
+        session=session,
+        membership=membership,
+        c=view,
+    )
+
+
+CSV_COLUMNS = (
+    "id", "user_id", "tenant_id", "started_at", "last_message_at", "message_count", "sentiment_trend",
+    "languages", "topics", "first_user_message", "metadata",
+)  # fmt: skip
+
+
+def _csv_rows(views: Iterator[queries.ConversationView]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for view in views:
+        first = next((m.content for m in view.messages if m.role == "user" and m.kind == "message"), "")
+        writer.writerow(
+            [
+                view.id,
+                view.user_id or "",
+                view.tenant_id or "",
+                view.started_at.isoformat(),
+                view.last_message_at.isoformat(),
+                view.message_count,
+                view.sentiment_trend or "",
+                " ".join(view.languages),
+                "; ".join(t["name"] for t in view.topics),
+                _defuse(first),
+                orjson.dumps(view.metadata).decode() if view.metadata else "",
+            ]
+        )
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.getvalue():
+        yield buffer.getvalue()
+
+
+def _defuse(text: str) -> str:
+    """A cell a spreadsheet would run as a formula (=, +, -, @) is made plain text."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _jsonl_rows(views: Iterator[queries.ConversationView]) -> Iterator[bytes]:
+    for view in views:
+        yield orjson.dumps(conversation_response(view)) + b"\n"
+
+
+@router.get("/p/{project}/export.{fmt}")
+def export(request: Request, project: str, fmt: str) -> Response:
+    _session, membership = access(request, project)
+    if fmt not in ("csv", "jsonl"):
+        raise WebError(404, "exports are .csv or .jsonl")
+    f, _values = _filters(request)
+    db = request.app.state.db
+
+    def views() -> Iterator[queries.ConversationView]:
+        # One read snapshot for the whole export, released when the download ends or is dropped.
+        with db.snapshot() as conn:
+            yield from explore.stream(conn, membership.project_pk, f)
+
+    body: Iterator[Any] = _csv_rows(views()) if fmt == "csv" else _jsonl_rows(views())
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+    filename = "conversations-" + re.sub(r"[^A-Za-z0-9._-]", "_", membership.project) + f".{fmt}"
+    headers = {**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'}
+    return StreamingResponse(body, media_type=media, headers=headers)

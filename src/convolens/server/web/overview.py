@@ -1,0 +1,114 @@
+"""``/p/{project}/overview``: the product's vital signs for a date range, each chart with its numbers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from convolens.server.web.render import date_range, render
+from convolens.server.web.session import access
+from convolens.store import metrics, people
+from convolens.store.queries import bucket_starts
+
+router = APIRouter(include_in_schema=False)
+TOP_TOPICS = 8
+
+
+def _trend(values: list[int]) -> str:
+    """up / down / flat: the later half of the range against the earlier half (±10%)."""
+    half = len(values) // 2
+    if half == 0:
+        return "flat"
+    earlier, later = sum(values[:half]), sum(values[-half:])
+    if later > earlier * 1.1:
+        return "up"
+    if later < earlier * 0.9:
+        return "down"
+    return "flat"
+
+
+@router.get("/p/{project}/overview")
+def overview(
+    request: Request, project: str, start: str | None = None, end: str | None = None, period: str | None = None
+) -> Response:
+    session, membership = access(request, project)
+    window = date_range(start, end, period)
+    labels = bucket_starts(window.start, window.end, window.period)  # type: ignore[arg-type]
+    prices = request.app.state.prices
+    query = {"start": window.start, "end": window.end, "prices": prices}
+    with request.app.state.db.reader() as conn:
+        series = metrics.metrics(
+            conn,
+            membership.project_pk,
+            period=window.period,
+            grouping=metrics.Grouping("none"),
+            **query,  # type: ignore[arg-type]
+        ).get("all", {})
+        totals = metrics.window_totals(conn, membership.project_pk, grouping=metrics.Grouping("none"), **query)
+        languages = metrics.window_totals(conn, membership.project_pk, grouping=metrics.Grouping("language"), **query)
+        by_topic = metrics.metrics(
+            conn,
+            membership.project_pk,
+            period=window.period,
+            grouping=metrics.Grouping("topic"),
+            **query,  # type: ignore[arg-type]
+        )
+        new = people.new_users(conn, membership.project_pk, window.start, window.end, window.period)  # type: ignore[arg-type]
+    rows = [
+        {"bucket": label, **series.get(label, {}), "new_users": new.get(label, 0), "empty": label not in series}
+        for label in labels
+    ]
+    topics = []
+    for name, buckets in list(by_topic.items())[:TOP_TOPICS]:
+        volume = [buckets.get(label, {}).get("messages", 0) for label in labels]
+        topics.append({"name": name, "messages": sum(volume), "trend": _trend(volume), "values": volume})
+    total = totals.get("all", {})
+    charts = {
+        "activity": {
+            "labels": labels,
+            "kind": "line",
+            "series": [
+                {"label": "Conversations", "values": [r.get("conversations", 0) for r in rows]},
+                {"label": "Active users", "values": [r.get("users", 0) for r in rows]},
+                {"label": "New users", "values": [r["new_users"] for r in rows]},
+            ],
+        },
+        "messages": {
+            "labels": labels,
+            "kind": "bars",
+            "series": [{"label": "Messages", "values": [r.get("messages", 0) for r in rows]}],
+        },
+        "sentiment": {
+            "labels": labels,
+            "kind": "line",
+            "series": [{"label": "Average user sentiment", "values": [r.get("avg_sentiment") for r in rows]}],
+        },
+        "ratings": {
+            "labels": labels,
+            "kind": "line",
+            "series": [
+                {"label": "Thumbs up", "color": "#16a34a", "values": [r.get("ratings_up", 0) for r in rows]},
+                {"label": "Thumbs down", "color": "#dc2626", "values": [r.get("ratings_down", 0) for r in rows]},
+            ],
+        },
+        "topics": {
+            "labels": labels,
+            "kind": "line",
+            "series": [{"label": t["name"], "values": t["values"]} for t in topics],
+        },
+    }
+    return render(
+        request,
+        "overview.html",
+        title="Overview",
+        active="overview",
+        session=session,
+        membership=membership,
+        window=window,
+        rows=rows,
+        total=total,
+        new_users=sum(new.values()),
+        languages=languages,
+        topics=topics,
+        charts=charts,
+    )

@@ -1,0 +1,172 @@
+"""``/p/{project}/settings`` (admins only): API tokens, PII scrubbing, the LLM provider, members and roles."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from convolens.enrich import names
+from convolens.server.web.render import WebError, render
+from convolens.server.web.session import access, check_csrf, redirect
+from convolens.store import accounts, projects
+from convolens.store.accounts import Membership, Session
+from convolens.timeutil import utcnow
+
+router = APIRouter(include_in_schema=False)
+SCOPE_CHOICES = ("ingest", "read", "admin")
+
+
+def _page(request: Request, session: Session, membership: Membership, status: int = 200, **shown: object) -> Response:
+    with request.app.state.db.reader() as conn:
+        tokens = projects.list_tokens(conn, membership.project)
+        settings = projects.settings_of(conn, membership.project_pk)
+        people = accounts.members(conn, membership.project_pk)
+    llm = settings.get("llm") or {}
+    return render(
+        request,
+        "settings.html",
+        status=status,
+        title="Settings",
+        active="settings",
+        session=session,
+        membership=membership,
+        tokens=tokens,
+        pii=bool(settings.get("pii_scrubbing", True)),
+        pii_names=bool(settings.get("pii_names", False)),
+        names_available=names.available(),
+        llm={"base_url": llm.get("base_url", ""), "model": llm.get("model", ""), "has_key": bool(llm.get("api_key"))},
+        people=people,
+        roles=accounts.ROLES,
+        scopes=SCOPE_CHOICES,
+        **shown,
+    )
+
+
+def _back(project: str) -> Response:
+    return redirect(f"/p/{quote(project, safe='')}/settings")
+
+
+@router.get("/p/{project}/settings")
+def settings_page(request: Request, project: str) -> Response:
+    session, membership = access(request, project, "admin")
+    return _page(request, session, membership)
+
+
+@router.post("/p/{project}/settings/tokens")
+def create_token(
+    request: Request,
+    project: str,
+    csrf_token: str = Form(""),
+    label: str = Form(""),
+    scopes: list[str] = Form(default=[]),  # noqa: B008
+) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    chosen = [s for s in scopes if s in SCOPE_CHOICES]
+    if not chosen:
+        raise WebError(422, "scopes: choose at least one of ingest, read, admin")
+    label = label.strip()[:128]
+    if label and not label.isprintable():
+        raise WebError(422, "label: must be printable text")
+    with request.app.state.db.writer() as conn:
+        token, _ = projects.create_token(conn, membership.project_pk, frozenset(chosen), label or None)
+    # Shown once, on this response only: the database keeps its hash.
+    return _page(request, session, membership, status=201, new_token=token)
+
+
+@router.post("/p/{project}/settings/tokens/{token_pk}/revoke")
+def revoke_token(request: Request, project: str, token_pk: int, csrf_token: str = Form("")) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    with request.app.state.db.writer() as conn:
+        if not projects.revoke_project_token(conn, membership.project_pk, token_pk, utcnow()):
+            raise WebError(404, "no such live token in this project")
+    return _back(project)
+
+
+@router.post("/p/{project}/settings/privacy")
+def privacy(
+    request: Request, project: str, csrf_token: str = Form(""), pii: str = Form("off"), pii_names: str = Form("off")
+) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    if pii_names == "on" and not names.available():
+        raise WebError(422, "pii_names: the server lacks the names extra (pip install 'convolens[names]')")
+    with request.app.state.db.writer() as conn:
+        projects.set_project_setting(conn, membership.project, "pii_scrubbing", pii == "on")
+        projects.set_project_setting(conn, membership.project, "pii_names", pii_names == "on")
+    return _back(project)
+
+
+@router.post("/p/{project}/settings/llm")
+def llm_provider(
+    request: Request,
+    project: str,
+    csrf_token: str = Form(""),
+    base_url: str = Form(""),
+    model: str = Form(""),
+    api_key: str = Form(""),
+    clear: str = Form(""),
+) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    base_url, model, api_key = base_url.strip()[:500], model.strip()[:200], api_key.strip()[:500]
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise WebError(422, "base_url: must start with http:// or https://")
+    if any(not v.isprintable() for v in (base_url, model, api_key)):
+        raise WebError(422, "the provider settings must be printable text")
+    with request.app.state.db.writer() as conn:
+        current = projects.settings_of(conn, membership.project_pk).get("llm") or {}
+        if clear or not base_url:
+            value = None
+        else:
+            # An empty key field keeps the stored key: the page never shows it, so it cannot send it back.
+            value = {"base_url": base_url.rstrip("/"), "model": model or "gpt-4o-mini",
+                     "api_key": api_key or current.get("api_key")}  # fmt: skip
+        projects.set_project_setting(conn, membership.project, "llm", value)
+    return _back(project)
+
+
+@router.post("/p/{project}/settings/members")
+def add_member(
+    request: Request, project: str, csrf_token: str = Form(""), email: str = Form(""), role: str = Form("viewer")
+) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    if role not in accounts.ROLES:
+        raise WebError(422, f"role: must be one of {', '.join(accounts.ROLES)}")
+    email = accounts.normalize_email(email)
+    if not accounts.valid_email(email):
+        raise WebError(422, "email: not an e-mail address")
+    password = None
+    with request.app.state.db.writer() as conn:
+        account_pk = accounts.account_pk(conn, email)
+        if account_pk is None:
+            password = secrets.token_urlsafe(12)
+            account_pk = accounts.create_account(conn, email, password, utcnow())
+        accounts.set_role(conn, account_pk, membership.project_pk, role)
+    if password is None:
+        return _back(project)
+    return _page(request, session, membership, status=201, new_account=(email, password))
+
+
+@router.post("/p/{project}/settings/members/{account_pk}")
+def change_member(
+    request: Request, project: str, account_pk: int, csrf_token: str = Form(""), role: str = Form("")
+) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    if role not in (*accounts.ROLES, "remove"):
+        raise WebError(422, f"role: must be one of {', '.join(accounts.ROLES)} or remove")
+    with request.app.state.db.writer() as conn:
+        is_admin = any(pk == account_pk and r == "admin" for pk, _e, r in accounts.members(conn, membership.project_pk))
+        if is_admin and role != "admin" and accounts.admins(conn, membership.project_pk) <= 1:
+            raise WebError(409, "a project keeps at least one admin")
+        if role == "remove":
+            accounts.remove_member(conn, account_pk, membership.project_pk)
+        else:
+            accounts.set_role(conn, account_pk, membership.project_pk, role)
+    return _back(project)

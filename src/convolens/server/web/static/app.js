@@ -1,0 +1,75 @@
+// convolens dashboard: draws the charts whose data the page carries in JSON blocks, and copy buttons.
+// No inline script anywhere (the Content-Security-Policy forbids it); this file and uPlot are all.
+(function () {
+  "use strict";
+  var palette = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
+
+  function seconds(label) {
+    return Date.parse(label + "T00:00:00Z") / 1000;
+  }
+
+  function draw(el) {
+    var block = document.getElementById("chart-" + el.dataset.chart);
+    if (!block || typeof uPlot === "undefined") return;
+    var spec = JSON.parse(block.textContent);
+    if (!spec.labels.length) return;
+    var xs = spec.labels.map(seconds);
+    var data = [xs].concat(spec.series.map(function (s) { return s.values; }));
+    var bars = spec.kind === "bars" && uPlot.paths && uPlot.paths.bars;
+    var n = spec.series.length;
+    var series = [{}].concat(spec.series.map(function (s, i) {
+      var colour = s.color || palette[i % palette.length];
+      var line = { label: s.label, stroke: colour, width: 2, spanGaps: true, points: { show: xs.length < 40 } };
+      if (bars) {
+        line.fill = colour + "cc";
+        line.width = 0;
+        line.paths = uPlot.paths.bars({ size: [0.8 / n, 60], align: 0, gap: 1 });
+        line.points = { show: false };
+      }
+      return line;
+    }));
+    var opts = {
+      width: Math.max(280, el.clientWidth),
+      height: parseInt(el.dataset.height || "220", 10),
+      series: series,
+      axes: [{}, { size: 56 }],
+      scales: { x: { time: true } },
+      legend: { live: true },
+      cursor: { drag: { x: false, y: false } },
+    };
+    el.textContent = "";
+    var plot = new uPlot(opts, data, el);
+    window.addEventListener("resize", function () {
+      plot.setSize({ width: Math.max(280, el.clientWidth), height: opts.height });
+    });
+  }
+
+  function copyButtons() {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var source = document.getElementById(button.dataset.copy);
+        if (!source) return;
+        var text = source.textContent.trim();
+        var done = function () { button.textContent = "Copied"; };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(text).then(done, function () { select(source); });
+        } else {
+          select(source);
+        }
+      });
+    });
+  }
+
+  function select(node) {
+    var range = document.createRange();
+    range.selectNodeContents(node);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-chart]").forEach(draw);
+    copyButtons();
+  });
+})();

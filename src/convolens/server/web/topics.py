@@ -1,0 +1,230 @@
+"""``/p/{project}/topics``: define keyword, semantic and LLM topics, review suggestions, and see one topic's
+volume, sentiment and ratings over time with sample conversations. Changing topics needs the member role."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from convolens.schemas.topics import TopicDefinition
+from convolens.server.web.render import WebError, date_range, render
+from convolens.server.web.session import access, check_csrf, redirect
+from convolens.store import explore, metrics, topics
+from convolens.store.explore import ConversationFilter
+from convolens.store.queries import bucket_starts
+from convolens.timeutil import utcnow
+
+router = APIRouter(include_in_schema=False)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.replace(",", "\n").splitlines() if line.strip()]
+
+
+def _definition(name: str, kind: str, keywords: str, description: str, examples: str, prompt: str) -> TopicDefinition:
+    try:
+        return TopicDefinition.model_validate(
+            {
+                "name": name,
+                "kind": kind,
+                "keywords": _lines(keywords) if kind == "keyword" else [],
+                "description": description.strip() or None if kind != "keyword" else None,
+                "examples": [e.strip() for e in examples.splitlines() if e.strip()] if kind == "semantic" else [],
+                "prompt": prompt.strip() or None if kind == "llm" else None,
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "definition"
+        raise WebError(422, f"{field}: {first['msg']}") from None
+
+
+def _topic_url(project: str, suffix: str = "") -> str:
+    from urllib.parse import quote
+
+    return f"/p/{quote(project, safe='')}/topics{suffix}"
+
+
+@router.get("/p/{project}/topics")
+def topic_list(request: Request, project: str, start: str | None = None, end: str | None = None) -> Response:
+    session, membership = access(request, project)
+    window = date_range(start, end, None, default_days=30)
+    with request.app.state.db.reader() as conn:
+        defined = topics.list_topics(conn, membership.project_pk)
+        suggested = topics.list_topics(conn, membership.project_pk, ("suggested",))
+        figures = metrics.window_totals(
+            conn, membership.project_pk, start=window.start, end=window.end, grouping=metrics.Grouping("topic"),
+            prices=request.app.state.prices,
+        )  # fmt: skip
+    suggested.sort(key=lambda r: -int(r.definition.get("size", 0)))
+    return render(
+        request,
+        "topics.html",
+        title="Topics",
+        active="topics",
+        session=session,
+        membership=membership,
+        defined=defined,
+        suggested=suggested,
+        figures=figures,
+        window=window,
+        can_edit=membership.can("member"),
+    )
+
+
+@router.post("/p/{project}/topics")
+def create_topic(
+    request: Request,
+    project: str,
+    csrf_token: str = Form(""),
+    name: str = Form(""),
+    kind: str = Form("keyword"),
+    keywords: str = Form(""),
+    description: str = Form(""),
+    examples: str = Form(""),
+    prompt: str = Form(""),
+) -> Response:
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    body = _definition(name, kind, keywords, description, examples, prompt)
+    with request.app.state.db.writer() as conn:
+        if topics.name_taken(conn, membership.project_pk, body.name):
+            raise WebError(409, f"a topic named {body.name!r} exists already")
+        pk = topics.create(
+            conn, membership.project_pk, name=body.name, kind=body.kind, definition=body.stored(), now=utcnow()
+        )
+    return redirect(_topic_url(project, f"/{pk}"))
+
+
+def _topic(request: Request, project_pk: int, topic_id: str) -> topics.TopicRow:
+    row = None
+    if topic_id.isdigit() and len(topic_id) < 19:
+        with request.app.state.db.reader() as conn:
+            row = topics.get(conn, project_pk, int(topic_id))
+    if row is None:
+        raise WebError(404, "no such topic in this project")
+    return row
+
+
+@router.get("/p/{project}/topics/{topic_id}")
+def topic_page(
+    request: Request, project: str, topic_id: str, start: str | None = None, end: str | None = None,
+    period: str | None = None,
+) -> Response:  # fmt: skip
+    session, membership = access(request, project)
+    row = _topic(request, membership.project_pk, topic_id)
+    window = date_range(start, end, period, default_days=30)
+    labels = bucket_starts(window.start, window.end, window.period)  # type: ignore[arg-type]
+    with request.app.state.db.reader() as conn:
+        by_topic = metrics.metrics(
+            conn, membership.project_pk, start=window.start, end=window.end, period=window.period,  # type: ignore[arg-type]
+            grouping=metrics.Grouping("topic"), prices=request.app.state.prices, max_groups=10_000,
+        )  # fmt: skip
+        samples, total = explore.page(
+            conn,
+            membership.project_pk,
+            ConversationFilter(start=window.start, end=window.end + timedelta(days=1), topic=row.pk),
+            1,
+            10,
+        )
+    series = by_topic.get(row.name, {}) if row.status == "active" else {}
+
+    def values(key: str, default: object = 0) -> list:
+        return [series.get(b, {}).get(key, default) for b in labels]
+
+    charts = {
+        "volume": {"labels": labels, "kind": "line", "series": [
+            {"label": "Messages", "values": values("messages")},
+            {"label": "Conversations", "values": values("conversations")}]},
+        "sentiment": {"labels": labels, "kind": "line", "series": [
+            {"label": "Average user sentiment", "values": values("avg_sentiment", None)}]},
+        "rating": {"labels": labels, "kind": "line", "series": [
+            {"label": "Thumbs up", "color": "#16a34a", "values": values("ratings_up")},
+            {"label": "Thumbs down", "color": "#dc2626", "values": values("ratings_down")}]},
+    }  # fmt: skip
+    return render(
+        request,
+        "topic.html",
+        title=f"Topic {row.name}",
+        active="topics",
+        session=session,
+        membership=membership,
+        t=row,
+        charts=charts,
+        samples=samples,
+        total=total,
+        window=window,
+        can_edit=membership.can("member") and row.kind != "suggested",
+        messages=sum(series.get(b, {}).get("messages", 0) for b in labels),
+    )
+
+
+@router.post("/p/{project}/topics/{topic_id}")
+def edit_topic(
+    request: Request,
+    project: str,
+    topic_id: str,
+    csrf_token: str = Form(""),
+    name: str = Form(""),
+    kind: str = Form("keyword"),
+    keywords: str = Form(""),
+    description: str = Form(""),
+    examples: str = Form(""),
+    prompt: str = Form(""),
+) -> Response:
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    row = _topic(request, membership.project_pk, topic_id)
+    body = _definition(name, kind, keywords, description, examples, prompt)
+    with request.app.state.db.writer() as conn:
+        if topics.name_taken(conn, membership.project_pk, body.name, except_pk=row.pk):
+            raise WebError(409, f"a topic named {body.name!r} exists already")
+        topics.redefine(
+            conn, membership.project_pk, row.pk, utcnow(), name=body.name, kind=body.kind,
+            definition=body.stored(), status="active",
+        )  # fmt: skip
+    return redirect(_topic_url(project, f"/{row.pk}"))
+
+
+@router.post("/p/{project}/topics/{topic_id}/delete")
+def delete_topic(request: Request, project: str, topic_id: str, csrf_token: str = Form("")) -> Response:
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    row = _topic(request, membership.project_pk, topic_id)
+    with request.app.state.db.writer() as conn:
+        topics.remove(conn, membership.project_pk, row.pk, utcnow())
+    return redirect(_topic_url(project))
+
+
+@router.post("/p/{project}/topics/{topic_id}/accept")
+def accept_suggestion(
+    request: Request, project: str, topic_id: str, csrf_token: str = Form(""), name: str = Form("")
+) -> Response:
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    row = _topic(request, membership.project_pk, topic_id)
+    if row.kind != "suggested":
+        raise WebError(409, "only a suggested topic can be accepted")
+    new_name = (name.strip() or row.name)[:128]
+    if not new_name.isprintable():
+        raise WebError(422, "name: must not contain control characters")
+    with request.app.state.db.writer() as conn:
+        if topics.name_taken(conn, membership.project_pk, new_name, except_pk=row.pk):
+            raise WebError(409, f"a topic named {new_name!r} exists already")
+        topics.accept(conn, row, new_name, utcnow())
+    return redirect(_topic_url(project, f"/{row.pk}"))
+
+
+@router.post("/p/{project}/topics/{topic_id}/dismiss")
+def dismiss_suggestion(request: Request, project: str, topic_id: str, csrf_token: str = Form("")) -> Response:
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    row = _topic(request, membership.project_pk, topic_id)
+    if row.kind != "suggested":
+        raise WebError(409, "only a suggested topic can be dismissed")
+    with request.app.state.db.writer() as conn:
+        topics.set_status(conn, membership.project_pk, row.pk, "dismissed", utcnow())
+    return redirect(_topic_url(project))

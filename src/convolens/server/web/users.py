@@ -1,0 +1,101 @@
+"""``/p/{project}/users``: who the users are and whether they come back; ``/users/{id}``: one user."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from convolens.server.web.render import WebError, date_range, render
+from convolens.server.web.session import access
+from convolens.store import explore, people
+from convolens.store.explore import ConversationFilter
+from convolens.store.queries import bucket_starts
+from convolens.timeutil import utcnow
+
+router = APIRouter(include_in_schema=False)
+PER_PAGE = 50
+COHORT_WEEKS = 8
+
+
+@router.get("/p/{project}/users")
+def users(
+    request: Request,
+    project: str,
+    q: str | None = None,
+    sort: str = "last_seen",
+    order: str = "desc",
+    page: int = 1,
+    start: str | None = None,
+    end: str | None = None,
+) -> Response:
+    session, membership = access(request, project)
+    if sort not in people.SORTS:
+        raise WebError(422, f"sort must be one of {', '.join(people.SORTS)}")
+    search = (q or "").strip()[:200] or None
+    if search and not search.isprintable():
+        raise WebError(422, "the search must be printable text")
+    window = date_range(start, end, None, default_days=30)
+    page = max(1, min(page, 100_000))
+    with request.app.state.db.reader() as conn:
+        rows, total = people.users_page(
+            conn, membership.project_pk, search=search, sort=sort, descending=order != "asc", page=page,
+            per_page=PER_PAGE,
+        )  # fmt: skip
+        cohorts = people.weekly_cohorts(conn, membership.project_pk, COHORT_WEEKS, utcnow().date())
+        newness = people.topics_by_newness(conn, membership.project_pk, window.start, window.end)
+    query = {"q": search or "", "sort": sort, "order": order}
+    return render(
+        request,
+        "users.html",
+        title="Users",
+        active="users",
+        session=session,
+        membership=membership,
+        rows=rows,
+        total=total,
+        page=page,
+        pages=max(1, (total + PER_PAGE - 1) // PER_PAGE),
+        query={k: v for k, v in query.items() if v},
+        sort=sort,
+        order=order,
+        search=search,
+        cohorts=cohorts,
+        newness=newness,
+        window=window,
+    )
+
+
+@router.get("/p/{project}/users/{user_id}")
+def user(request: Request, project: str, user_id: str, page: int = 1) -> Response:
+    session, membership = access(request, project)
+    with request.app.state.db.reader() as conn:
+        first_seen = people.first_seen(conn, membership.project_pk, user_id)
+        if first_seen is None:
+            raise WebError(404, "no such user in this project")
+        f = ConversationFilter(start=datetime(1970, 1, 1), end=utcnow() + timedelta(days=3650), user=user_id)
+        rows, total = explore.page(conn, membership.project_pk, f, max(1, page), PER_PAGE)
+        weekly = people.conversations_per_week(conn, membership.project_pk, user_id)
+    labels = bucket_starts(min(first_seen, utcnow() - timedelta(weeks=12)), utcnow(), "week")
+    chart = {
+        "labels": labels,
+        "kind": "bars",
+        "series": [{"label": "Conversations started", "values": [weekly.get(label, 0) for label in labels]}],
+    }
+    return render(
+        request,
+        "user.html",
+        title=f"User {user_id[:40]}",
+        active="users",
+        session=session,
+        membership=membership,
+        user_id=user_id,
+        first_seen=first_seen,
+        rows=rows,
+        total=total,
+        weekly=chart,
+        page=page,
+        pages=max(1, (total + PER_PAGE - 1) // PER_PAGE),
+        window=date_range(None, None, None),
+    )

@@ -1,0 +1,162 @@
+"""The dashboard's conversation explorer: filters over conversations and their messages, a page of them,
+and a streamed export of every match (keyset pages, so memory stays flat however many there are)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, exists, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from convolens.store import queries
+from convolens.store.queries import ConversationView
+from convolens.store.tables import conversation, end_user, message, message_topic, rollup
+
+SENTIMENTS = ("negative", "neutral", "positive")
+RATINGS = ("up", "down", "unrated")
+
+
+@dataclass(frozen=True)
+class ConversationFilter:
+    start: datetime
+    end: datetime
+    user: str | None = None
+    tenant: str | None = None
+    topic: int | None = None
+    sentiment: str | None = None  # a user message of that label
+    rating: str | None = None  # up / down: a reply rated so; unrated: no rating at all
+    language: str | None = None
+    model: str | None = None
+    metadata_key: str | None = None
+    metadata_value: str | None = None
+    text: str | None = None  # words in any message, case-insensitive
+
+
+def _has_message(*conditions: ColumnElement) -> ColumnElement:
+    return exists().where(message.c.conversation_pk == conversation.c.pk, *conditions)
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def conditions(project_pk: int, f: ConversationFilter) -> list[ColumnElement]:
+    where: list[ColumnElement] = [
+        conversation.c.project_pk == project_pk,
+        conversation.c.last_message_at >= f.start,
+        conversation.c.started_at <= f.end,
+    ]
+    if f.user is not None:
+        where.append(
+            conversation.c.end_user_pk
+            == select(end_user.c.pk)
+            .where(end_user.c.project_pk == project_pk, end_user.c.external_id == f.user)
+            .scalar_subquery()
+        )
+    if f.tenant is not None:
+        where.append(conversation.c.tenant_id == f.tenant)
+    if f.topic is not None:
+        where.append(
+            exists().where(message_topic.c.conversation_pk == conversation.c.pk, message_topic.c.topic_pk == f.topic)
+        )
+    if f.sentiment is not None:
+        where.append(_has_message(message.c.role == "user", message.c.sentiment_label == f.sentiment))
+    if f.rating == "up":
+        where.append(_has_message(message.c.rating > 0))
+    elif f.rating == "down":
+        where.append(_has_message(message.c.rating < 0))
+    elif f.rating == "unrated":
+        where.append(~_has_message(message.c.rating.is_not(None)))
+    if f.language is not None:
+        where.append(_has_message(message.c.language == f.language))
+    if f.model is not None:
+        where.append(_has_message(message.c.model == f.model))
+    if f.metadata_key and f.metadata_value is not None:
+        where.append(conversation.c.metadata[f.metadata_key].as_string() == f.metadata_value)
+    if f.text:
+        where.append(_has_message(message.c.content.ilike(_like_pattern(f.text), escape="\\")))
+    return where
+
+
+@dataclass
+class Row:
+    view: ConversationView
+    preview: str
+    user_messages: int
+
+
+def page(
+    conn: Connection, project_pk: int, f: ConversationFilter, page_number: int, per_page: int
+) -> tuple[list[Row], int]:
+    """One page of matching conversations, newest activity first, and how many match in all."""
+    where = conditions(project_pk, f)
+    total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
+    rows = conn.execute(
+        select(*queries.CONVERSATION_COLUMNS)
+        .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
+        .where(*where)
+        .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
+        .limit(per_page)
+        .offset((page_number - 1) * per_page)
+    ).all()
+    views = [ConversationView(**row._mapping) for row in rows]
+    previews: dict[int, tuple[str, int]] = {}
+    if views:
+        firsts = conn.execute(
+            select(message.c.conversation_pk, message.c.content)
+            .where(
+                message.c.conversation_pk.in_([v.pk for v in views]),
+                message.c.role == "user",
+                message.c.kind == "message",
+            )
+            .order_by(message.c.conversation_pk, message.c.position)
+        )
+        for conversation_pk, content in firsts:
+            text, count = previews.get(conversation_pk, (content, 0))
+            previews[conversation_pk] = (text, count + 1)
+    return [Row(v, previews.get(v.pk, ("", 0))[0][:160], previews.get(v.pk, ("", 0))[1]) for v in views], total
+
+
+def stream(conn: Connection, project_pk: int, f: ConversationFilter, chunk: int = 500) -> Iterator[ConversationView]:
+    """Every matching conversation with its messages, in keyset pages of ``chunk``."""
+    where = conditions(project_pk, f)
+    after: tuple[datetime, int] | None = None
+    while True:
+        query = (
+            select(*queries.CONVERSATION_COLUMNS)
+            .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
+            .where(*where)
+            .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
+            .limit(chunk)
+        )
+        if after is not None:
+            last_at, last_pk = after
+            query = query.where(
+                or_(
+                    conversation.c.last_message_at < last_at,
+                    and_(conversation.c.last_message_at == last_at, conversation.c.pk < last_pk),
+                )
+            )
+        views = [ConversationView(**row._mapping) for row in conn.execute(query)]
+        if not views:
+            return
+        queries.attach_messages(conn, views)
+        yield from views
+        after = (views[-1].last_message_at, views[-1].pk)
+
+
+def known_values(conn: Connection, project_pk: int, dimension: str) -> list[str]:
+    """Values a filter can take (``language``, ``model``, or ``tenant``), from the rollups: cheap at any size,
+    and at most a few seconds behind."""
+    if dimension == "tenant":
+        query = select(rollup.c.scope).where(
+            rollup.c.project_pk == project_pk, rollup.c.dimension == "none", rollup.c.scope.like("t:%")
+        )
+        return sorted({scope[2:] for (scope,) in conn.execute(query.distinct())})
+    query = select(rollup.c.value).where(
+        rollup.c.project_pk == project_pk, rollup.c.dimension == dimension, rollup.c.scope == "*", rollup.c.value != ""
+    )
+    return sorted(value for (value,) in conn.execute(query.distinct()))

@@ -1,0 +1,186 @@
+"""The dashboard's view of end users: a sortable table, new users over time, weekly cohort retention,
+and what new and returning users ask about."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+from sqlalchemy import Connection, case, func, select
+
+from convolens.store import metrics, rollups
+from convolens.store.dialect import Period, bucket, plus_days
+from convolens.store.tables import conversation, end_user, message, message_topic, topic
+
+SORTS = ("last_seen", "first_seen", "conversations", "messages", "user_id")
+
+
+@dataclass
+class UserRow:
+    user_id: str
+    conversations: int
+    messages: int
+    first_seen: datetime
+    last_seen: datetime
+    avg_sentiment: float | None = None
+    avg_rating: float | None = None
+
+
+def users_page(
+    conn: Connection, project_pk: int, *, search: str | None, sort: str, descending: bool, page: int, per_page: int
+) -> tuple[list[UserRow], int]:
+    """A page of the project's end users with their totals; sentiment and rating for that page only."""
+    per_user = (
+        select(
+            conversation.c.end_user_pk.label("user_pk"),
+            func.count().label("conversations"),
+            func.sum(conversation.c.message_count).label("messages"),
+        )
+        .where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk.is_not(None))
+        .group_by(conversation.c.end_user_pk)
+        .subquery()
+    )
+    where = [end_user.c.project_pk == project_pk]
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(end_user.c.external_id.ilike(f"%{escaped}%", escape="\\"))
+    total = conn.execute(select(func.count()).select_from(end_user).where(*where)).scalar_one()
+    conversations = func.coalesce(per_user.c.conversations, 0)
+    messages = func.coalesce(per_user.c.messages, 0)
+    order = {
+        "last_seen": end_user.c.last_seen,
+        "first_seen": end_user.c.first_seen,
+        "conversations": conversations,
+        "messages": messages,
+        "user_id": end_user.c.external_id,
+    }[sort]
+    rows = conn.execute(
+        select(
+            end_user.c.pk, end_user.c.external_id, conversations, messages, end_user.c.first_seen, end_user.c.last_seen
+        )
+        .select_from(end_user.outerjoin(per_user, per_user.c.user_pk == end_user.c.pk))
+        .where(*where)
+        .order_by(order.desc() if descending else order.asc(), end_user.c.pk)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    by_pk = {pk: UserRow(uid, int(c), int(m), first, last) for pk, uid, c, m, first, last in rows}
+    if by_pk:
+        moods = conn.execute(
+            select(
+                conversation.c.end_user_pk,
+                func.avg(case((message.c.role == "user", message.c.sentiment))),
+                func.avg(message.c.rating),
+            )
+            .select_from(message.join(conversation, conversation.c.pk == message.c.conversation_pk))
+            .where(conversation.c.end_user_pk.in_(list(by_pk)))
+            .group_by(conversation.c.end_user_pk)
+        )
+        for pk, sentiment, rating in moods:
+            by_pk[pk].avg_sentiment = None if sentiment is None else round(float(sentiment), 3)
+            by_pk[pk].avg_rating = None if rating is None else round(float(rating), 3)
+    return list(by_pk.values()), total
+
+
+def new_users(conn: Connection, project_pk: int, start: datetime, end: datetime, period: Period) -> dict[str, int]:
+    """Users first seen in each bucket."""
+    label = bucket(conn, end_user.c.first_seen, period)
+    rows = conn.execute(
+        select(label, func.count())
+        .where(end_user.c.project_pk == project_pk, end_user.c.first_seen >= start, end_user.c.first_seen <= end)
+        .group_by(label)
+    )
+    return {str(k): int(v) for k, v in rows}
+
+
+@dataclass
+class Cohort:
+    week: str
+    size: int
+    retention: list[float | None]  # share still active 0, 1, 2, … weeks after their first week
+
+
+def weekly_cohorts(conn: Connection, project_pk: int, weeks: int, today: date) -> list[Cohort]:
+    """Users by the week they were first seen, and the share of each cohort active in each later week
+    (active: in a conversation with a message that week), for the last ``weeks`` weeks."""
+    first_monday = today - timedelta(days=today.weekday(), weeks=weeks - 1)
+    start = datetime.combine(first_monday, datetime.min.time())
+    end = datetime.combine(today, datetime.max.time())
+    week_of = bucket(conn, end_user.c.first_seen, "week")
+    members: dict[str, list[int]] = {}
+    for label, pk in conn.execute(
+        select(week_of, end_user.c.pk).where(
+            end_user.c.project_pk == project_pk, end_user.c.first_seen >= start, end_user.c.first_seen <= end
+        )
+    ):
+        members.setdefault(str(label), []).append(pk)
+    active: dict[str, list[np.ndarray]] = {}
+    for day, _group, _figures, _conversations, users in metrics.day_figures(
+        conn, project_pk, start=start, end=end, dimension="none"
+    ):
+        monday = (date.fromisoformat(day) - timedelta(days=date.fromisoformat(day).weekday())).isoformat()
+        part = np.fromiter(users, dtype=np.int64) if isinstance(users, set) else rollups.unpack(users[1])
+        active.setdefault(monday, []).append(part)
+    active_sets = {week: np.unique(np.concatenate(parts)) for week, parts in active.items()}
+    labels = [(first_monday + timedelta(weeks=i)).isoformat() for i in range(weeks)]
+    cohorts = []
+    for i, week in enumerate(labels):
+        cohort = np.array(sorted(members.get(week, [])), dtype=np.int64)
+        shares: list[float | None] = []
+        for later in labels[i:]:
+            if not len(cohort):
+                shares.append(None)
+                continue
+            seen = active_sets.get(later, np.empty(0, dtype=np.int64))
+            shares.append(round(len(np.intersect1d(cohort, seen, assume_unique=True)) / len(cohort), 3))
+        cohorts.append(Cohort(week, len(cohort), shares))
+    return cohorts
+
+
+NEW_USER_DAYS = 7
+
+
+def topics_by_newness(conn: Connection, project_pk: int, start: datetime, end: datetime, limit: int = 10) -> list:
+    """(topic, messages sent in their user's first week, messages of returning users), busiest first."""
+    is_new = case((message_topic.c.created_at < plus_days(conn, end_user.c.first_seen, NEW_USER_DAYS), 1), else_=0)
+    rows = conn.execute(
+        select(topic.c.name, func.sum(is_new), func.sum(1 - is_new))
+        .select_from(
+            message_topic.join(topic, topic.c.pk == message_topic.c.topic_pk)
+            .join(conversation, conversation.c.pk == message_topic.c.conversation_pk)
+            .join(end_user, end_user.c.pk == conversation.c.end_user_pk)
+        )
+        .where(
+            message_topic.c.project_pk == project_pk,
+            topic.c.status == "active",
+            message_topic.c.created_at >= start,
+            message_topic.c.created_at <= end,
+        )
+        .group_by(topic.c.name)
+        .order_by(func.count().desc())
+        .limit(limit)
+    )
+    return [(name, int(new or 0), int(old or 0)) for name, new, old in rows]
+
+
+def first_seen(conn: Connection, project_pk: int, user_id: str) -> datetime | None:
+    return conn.execute(
+        select(end_user.c.first_seen).where(end_user.c.project_pk == project_pk, end_user.c.external_id == user_id)
+    ).scalar()
+
+
+def conversations_per_week(conn: Connection, project_pk: int, user_id: str) -> dict[str, int]:
+    """Conversations the user started, by week."""
+    label = bucket(conn, conversation.c.started_at, "week")
+    user_pk = (
+        select(end_user.c.pk)
+        .where(end_user.c.project_pk == project_pk, end_user.c.external_id == user_id)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(label, func.count())
+        .where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk == user_pk)
+        .group_by(label)
+    )
+    return {str(k): int(v) for k, v in rows}

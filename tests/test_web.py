@@ -1,0 +1,428 @@
+"""The dashboard end to end, in Debian's Chromium driven by Playwright, against a real server seeded with
+the demo data through the public API; and its security: escaping, CSRF, roles, CSP, project isolation.
+
+Every test leaves a 1280x800 screenshot of what it saw in test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from conftest import RunningServer, running_server
+from convolens.config import Limits
+from convolens.demo import DEMO_PROJECT, add_demo_topics, demo_token, seed
+from convolens.store import explore, migrate, projects
+from convolens.store.db import Database
+from convolens.store.explore import ConversationFilter
+from convolens.timeutil import utcnow
+from web_support import Account, add_account, launch_chromium, screenshot, signed_in, wait_until_enriched
+
+XSS = "<script>alert(1)</script> and <img src=x onerror=alert(2)> in a message"
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    home = tmp_path_factory.mktemp("web")
+    db = Database(f"sqlite:///{home / 'convolens.sqlite3'}")
+    migrate.upgrade(db)
+    from convolens.config import Settings
+
+    token, _ = demo_token(Settings(database_url=db.url, home=home), db)
+    add_demo_topics(db)
+    with running_server(db, home, Limits()) as server:
+        seed(server.base_url, token, 150)
+        other_token = _other_project(server)
+        httpx.post(
+            f"{server.base_url}/api/v1/ingest",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"events": [
+                {"type": "conversation", "id": "xss", "user_id": "mallory"},
+                {"type": "message", "conversation_id": "xss", "id": "xss-1", "role": "user", "content": XSS},
+                {"type": "message", "conversation_id": "xss", "id": "xss-2", "role": "assistant",
+                 "content": "I will not run that."},
+            ]},
+        ).raise_for_status()  # fmt: skip
+        assert other_token
+        wait_until_enriched(db)
+        server.demo_token = token  # type: ignore[attr-defined]
+        yield server
+    db.dispose()
+
+
+def _other_project(server: RunningServer) -> str:
+    with server.db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, "other")
+        token, _ = projects.create_token(conn, pk, frozenset({"ingest", "read"}))
+    httpx.post(
+        f"{server.base_url}/api/v1/ingest",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"events": [
+            {"type": "conversation", "id": "secret-conv", "user_id": "b-user"},
+            {"type": "message", "conversation_id": "secret-conv", "id": "s1", "role": "user",
+             "content": "project B's private question"},
+        ]},
+    ).raise_for_status()  # fmt: skip
+    return token
+
+
+@pytest.fixture(scope="module")
+def people(web: RunningServer) -> dict[str, Account]:
+    return {
+        "admin": add_account(web.db, "admin@example.com", DEMO_PROJECT, "admin"),
+        "member": add_account(web.db, "member@example.com", DEMO_PROJECT, "member"),
+        "viewer": add_account(web.db, "viewer@example.com", DEMO_PROJECT, "viewer"),
+        "outsider": add_account(web.db, "b-admin@example.com", "other", "admin"),
+    }
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator:
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, web: RunningServer, people: dict[str, Account]) -> Iterator[Page]:
+    context = chromium.new_context(
+        viewport={"width": 1280, "height": 800}, base_url=web.base_url, accept_downloads=True
+    )
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    log_in(page, people["admin"])
+    yield page
+    assert dialogs == [], f"a script ran: {dialogs}"
+    context.close()
+
+
+def log_in(page: Page, account: Account) -> None:
+    page.goto("/p/demo/overview")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.fill("input[name=email]", account.email)
+    page.fill("input[name=password]", account.password)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/p/demo/overview$"))
+
+
+def api(web: RunningServer, path: str, **params: str) -> dict:
+    response = httpx.get(
+        f"{web.base_url}{path}", params=params, headers={"Authorization": f"Bearer {web.demo_token}"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def count(text: str) -> int:
+    return int(text.replace(",", "").strip())
+
+
+# -- the product team's journeys ---------------------------------------------------------------------
+
+
+def test_overview_numbers_equal_the_api(page: Page, web: RunningServer) -> None:
+    screenshot(page, "overview")
+    start, end = page.input_value("input[name=start]"), page.input_value("input[name=end]")
+    window = {"start_time": f"{start}T00:00:00Z", "end_time": f"{end}T23:59:59.999999Z"}
+    by_day = api(web, "/api/v1/metrics", **window)
+    (series,) = by_day["series"]
+    rows = page.locator("#buckets tbody tr")
+    assert rows.count() == len(by_day["buckets"])
+    shown_days = 0
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        bucket = row.get_attribute("data-bucket")
+        cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+        expected = series["data"].get(bucket)
+        if expected is None:
+            assert count(cells[2]) == 0
+            continue
+        shown_days += 1
+        assert (count(cells[1]), count(cells[2]), count(cells[3])) == (
+            expected["conversations"], expected["messages"], expected["users"]
+        ), bucket  # fmt: skip
+        assert (count(cells[6]), count(cells[7])) == (expected["ratings_up"], expected["ratings_down"])
+    assert shown_days >= 20  # the demo spreads conversations over 28 days
+    messages = sum(b["messages"] for b in series["data"].values())
+    assert count(page.inner_text("#kpi-messages")) == messages
+    volume = api(web, "/api/v1/conversations/series/volume", **window)
+    started = sum({s["name"]: s["data"] for s in volume["series"]}["conversations"].values())
+    assert count(page.inner_text("#kpi-conversations")) >= started - 5  # conversations spanning the window's start
+    by_language = api(web, "/api/v1/metrics", group_by="language", period="month", **window)
+    for row in page.locator("#languages tbody tr").all():
+        name, shown = row.locator("td").nth(0).inner_text(), count(row.locator("td").nth(1).inner_text())
+        group = next(s for s in by_language["series"] if s["group"] == name)
+        assert shown == sum(b["messages"] for b in group["data"].values())
+    assert page.locator("#top-topics tbody tr").count() >= 1
+    assert page.locator(".chart .uplot").count() >= 4  # the vendored chart library drew the charts
+
+
+def test_filter_conversations_and_open_a_transcript(page: Page, web: RunningServer) -> None:
+    page.click("nav.side >> text=Conversations")
+    total = count(page.inner_text("#total"))
+    assert total > 100
+    page.fill("input[name=q]", "still")
+    page.select_option("select[name=sentiment]", "negative")
+    page.click("#filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"q=still.*sentiment=negative|sentiment=negative.*q=still"))
+    filtered = count(page.inner_text("#total"))
+    assert 0 < filtered < total
+    with web.db.reader() as conn:
+        f = _filter_of(page.url)
+        _rows, expected = explore.page(conn, projects.get_project_pk(conn, DEMO_PROJECT), f, 1, 50)
+    assert filtered == expected
+    screenshot(page, "conversations-filtered")
+    shared = page.url  # the filters are in the URL: the same view opens from a link
+    page.goto(shared)
+    assert count(page.inner_text("#total")) == filtered
+    page.locator("a.conversation-link").first.click()
+    expect(page).to_have_url(re.compile(r"/p/demo/conversations/[^/?]+$"))
+    transcript = page.locator("#transcript")
+    expect(transcript.locator(".message.user").first).to_be_visible()
+    assert "still" in transcript.inner_text().lower()
+    assert transcript.locator(".badge.negative").count() >= 1  # the negative message the filter matched
+    screenshot(page, "transcript")
+
+
+def _filter_of(url: str) -> ConversationFilter:
+    from datetime import datetime
+    from urllib.parse import parse_qs, urlparse
+
+    q = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+    return ConversationFilter(
+        start=datetime.fromisoformat(q["start"]),
+        end=datetime.combine(datetime.fromisoformat(q["end"]).date(), datetime.max.time()),
+        text=q.get("q"),
+        sentiment=q.get("sentiment"),
+        language=q.get("language") or None,
+    )
+
+
+def test_create_a_keyword_topic_and_see_it_applied(page: Page, web: RunningServer) -> None:
+    page.click("nav.side >> text=Topics")
+    screenshot(page, "topics")
+    form = page.locator("#new-topic")
+    form.locator("input[name=name]").fill("Passwords")
+    form.locator("input[value=keyword]").check()
+    form.locator("textarea[name=keywords]").fill("password, 비밀번호")
+    form.locator("button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/p/demo/topics/\d+$"))
+    expect(page.locator("h1")).to_contain_text("Passwords")
+    # The worker applies the new topic to the stored messages in the background; the page catches up.
+    for _ in range(120):
+        if count(page.inner_text("#topic-messages")) > 0:
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert count(page.inner_text("#topic-messages")) > 0
+    screenshot(page, "topic")
+    samples = page.locator("#samples a")
+    assert samples.count() >= 1
+    samples.first.click()
+    assert re.search(r"password|비밀번호", page.inner_text("#transcript"), re.IGNORECASE)
+    expect(page.locator("#transcript .tag.topic", has_text="Passwords").first).to_be_visible()
+
+
+def test_create_and_revoke_a_token(page: Page, web: RunningServer) -> None:
+    page.click("nav.side >> text=Settings")
+    form = page.locator("#create-token")
+    form.locator("input[name=label]").fill("browser test")
+    form.locator("button[type=submit]").click()
+    token = page.inner_text("#token-value").strip()
+    assert token.startswith("cl_")
+    screenshot(page, "settings-token-created")
+    body = {"events": [{"type": "message", "conversation_id": "from-new-token", "role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(f"{web.base_url}/api/v1/ingest", json=body, headers=headers).status_code == 202
+    page.goto("/p/demo/settings")
+    assert token not in page.content()  # shown once, never again
+    row = page.locator(f"#tokens tr[data-prefix='{token[:12]}']")
+    if row.count() == 0:
+        row = page.locator("#tokens tr", has_text="browser test")
+    row.locator("button", has_text="Revoke").click()
+    expect(page.locator("#tokens tr.revoked", has_text="browser test")).to_be_visible()
+    revoked = httpx.post(f"{web.base_url}/api/v1/ingest", json=body, headers=headers)
+    assert revoked.status_code == 401
+
+
+def test_export_csv_has_the_filtered_rows(page: Page, web: RunningServer, tmp_path: Path) -> None:
+    page.goto("/p/demo/conversations?language=ko")
+    shown = count(page.inner_text("#total"))
+    assert shown > 0
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    path = tmp_path / "export.csv"
+    download.value.save_as(path)
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert len(rows) == shown
+    assert all("ko" in r["languages"].split() for r in rows)
+    listed = set(page.locator("a.conversation-link").evaluate_all("els => els.map(e => e.getAttribute('href'))"))
+    assert {f"/p/demo/conversations/{r['id']}" for r in rows} >= listed
+    with page.expect_download() as download:
+        page.click("#export-jsonl")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert len(lines) == shown and all(json.loads(line)["messages"] for line in lines)
+
+
+def test_users_page_and_retention(page: Page) -> None:
+    page.click("nav.side >> text=Users")
+    assert count(page.inner_text("#total")) > 10
+    assert page.locator("#cohorts tbody tr").count() == 8
+    page.click("#users th >> text=Messages")
+    values = [count(t) for t in page.locator("#users tbody tr td:nth-child(3)").all_inner_texts()]
+    assert values == sorted(values, reverse=True)
+    screenshot(page, "users")
+    page.locator("#users tbody tr a").first.click()
+    expect(page.locator("h1")).to_contain_text("User")
+    assert page.locator("#conversations tbody tr").count() >= 1
+    screenshot(page, "user")
+
+
+def test_log_out(page: Page) -> None:
+    page.click("#logout")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto("/p/demo/overview")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+
+
+# -- security ---------------------------------------------------------------------------------------
+
+
+def test_markup_in_messages_renders_as_text(page: Page) -> None:
+    page.goto("/p/demo/conversations/xss")
+    transcript = page.locator("#transcript")
+    expect(transcript).to_contain_text("<script>alert(1)</script>")
+    expect(transcript).to_contain_text("<img src=x onerror=alert(2)>")
+    assert transcript.locator("script").count() == 0
+    assert page.locator("img[src=x]").count() == 0
+    page.goto("/p/demo/conversations?q=onerror")
+    expect(page.locator("#conversations")).to_contain_text("<script>alert(1)</script>")
+    assert page.locator("img[src=x]").count() == 0
+    screenshot(page, "xss-as-text")
+    # the page fixture asserts that no dialog opened
+
+
+def test_a_form_without_its_csrf_token_is_refused(web: RunningServer, people: dict[str, Account]) -> None:
+    with signed_in(web, people["admin"]) as client:
+        refused = client.post("/p/demo/topics", data={"name": "Sneaky", "kind": "keyword", "keywords": "x"})
+        assert refused.status_code == 403
+        forged = client.post(
+            "/p/demo/topics", data={"name": "Sneaky", "kind": "keyword", "keywords": "x", "csrf_token": "forged"}
+        )
+        assert forged.status_code == 403
+        assert "Sneaky" not in client.get("/p/demo/topics").text
+        created = client.post(
+            "/p/demo/topics", data={"name": "Honest", "kind": "keyword", "keywords": "x", "csrf_token": client.csrf}
+        )
+        assert created.status_code == 303
+        assert client.post("/logout").status_code == 403  # logging out is a form too
+
+
+def test_roles(web: RunningServer, people: dict[str, Account]) -> None:
+    with signed_in(web, people["viewer"]) as viewer:
+        assert viewer.get("/p/demo/overview").status_code == 200
+        assert viewer.get("/p/demo/settings").status_code == 403
+        for path, data in (
+            ("/p/demo/settings/tokens", {"scopes": "ingest"}),
+            ("/p/demo/settings/members", {"email": "x@example.com", "role": "admin"}),
+            ("/p/demo/topics", {"name": "Nope", "kind": "keyword", "keywords": "nope"}),
+        ):
+            assert viewer.post(path, data={**data, "csrf_token": viewer.csrf}).status_code == 403, path
+        assert "Settings" not in viewer.get("/p/demo/overview").text.split("<main>")[0]
+    with signed_in(web, people["member"]) as member:
+        assert member.get("/p/demo/settings").status_code == 403
+        made = member.post(
+            "/p/demo/topics",
+            data={"name": "Member topic", "kind": "keyword", "keywords": "m", "csrf_token": member.csrf},
+        )
+        assert made.status_code == 303
+
+
+def test_pages_carry_a_strict_content_security_policy(web: RunningServer, people: dict[str, Account]) -> None:
+    with signed_in(web, people["admin"]) as client:
+        for path in ("/login", "/p/demo/overview", "/p/demo/conversations", "/p/demo/settings", "/p/nope/overview"):
+            policy = client.get(path).headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+            assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+        cookie = next(c for c in client.cookies.jar if c.name == "convolens_session")
+        assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite", "").lower() == "lax"
+
+
+def test_another_projects_pages_are_unreachable(web: RunningServer, people: dict[str, Account]) -> None:
+    with signed_in(web, people["admin"]) as demo_admin:
+        for path in ("/p/other/overview", "/p/other/conversations", "/p/other/conversations/secret-conv",
+                     "/p/other/export.csv", "/p/other/settings", "/p/other/users/b-user"):  # fmt: skip
+            response = demo_admin.get(path)
+            assert response.status_code == 404, path
+            assert "private question" not in response.text
+        assert demo_admin.get("/p/demo/conversations/secret-conv").status_code == 404
+        assert "secret-conv" not in demo_admin.get("/p/demo/export.csv").text
+    with signed_in(web, people["outsider"]) as outsider:
+        assert outsider.get("/p/demo/overview").status_code == 404
+        assert outsider.get("/p/other/conversations/secret-conv").status_code == 200
+
+
+def test_wrong_password_and_open_redirects(web: RunningServer, people: dict[str, Account]) -> None:
+    with httpx.Client(base_url=web.base_url) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        wrong = client.post(
+            "/login", data={"email": people["admin"].email, "password": "nope", "csrf_token": token, "next": "/"}
+        )
+        assert wrong.status_code == 401 and "Wrong e-mail or password" in wrong.text
+        ok = client.post(
+            "/login",
+            data={"email": people["admin"].email, "password": people["admin"].password, "csrf_token": token,
+                  "next": "//evil.example/"},
+        )  # fmt: skip
+        assert ok.status_code == 303 and ok.headers["location"] == "/"
+
+
+def test_the_users_create_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from conftest import CLI
+    from convolens.store import accounts
+
+    env = {**os.environ, "CONVOLENS_HOME": str(tmp_path)}
+    env.pop("CONVOLENS_DATABASE_URL", None)
+    made = subprocess.run(
+        [*CLI, "users", "create", "--email", "PM@Example.com", "--role", "viewer", "--project", "shop"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    password = re.search(r"password \(shown once\): (\S+)", made.stdout).group(1)
+    again = subprocess.run(
+        [*CLI, "users", "create", "--email", "pm@example.com", "--role", "admin", "--project", "shop"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    bad = subprocess.run(
+        [*CLI, "users", "create", "--email", "not-an-address", "--role", "admin", "--project", "shop"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "e-mail" in bad.stderr
+    db = Database(f"sqlite:///{tmp_path / 'convolens.sqlite3'}")
+    with db.reader() as conn:
+        pk = accounts.verify(conn, "pm@example.com", password)
+        assert pk is not None and accounts.verify(conn, "pm@example.com", "wrong password") is None
+        (membership,) = accounts.session(
+            conn, accounts.start_session(conn, pk, accounts_now()), accounts_now()
+        ).memberships
+    assert (membership.project, membership.role) == ("shop", "admin")
+    db.dispose()
+
+
+def accounts_now():  # type: ignore[no-untyped-def]
+
+    return utcnow()
