@@ -71,9 +71,12 @@ def generate(db: Database, project_pk: int, conversations: int, days: int = 365,
                 {"project_pk": project_pk, "external_id": f"user-{i:06d}", "first_seen": first_seen[i],
                  "last_seen": now} for i in range(start, min(users, start + chunk))
             ])  # fmt: skip
-        user_pks = dict(
-            conn.execute(select(end_user.c.external_id, end_user.c.pk).where(end_user.c.project_pk == project_pk))
-        )
+        user_pks = {
+            external: pk
+            for external, pk in conn.execute(
+                select(end_user.c.external_id, end_user.c.pk).where(end_user.c.project_pk == project_pk)
+            )
+        }
     conv_rows, message_rows, link_rows = [], [], []
     next_conv = _next_pk(db, conversation)
     next_message = _next_pk(db, message)

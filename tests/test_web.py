@@ -426,3 +426,118 @@ def test_the_users_create_cli(tmp_path: Path) -> None:
 def accounts_now():  # type: ignore[no-untyped-def]
 
     return utcnow()
+
+
+# -- settings, suggestions and bad input, over HTTP ------------------------------------------------------
+
+
+def test_members_are_managed_by_admins(web: RunningServer, people: dict[str, Account]) -> None:
+    from convolens.store import accounts
+
+    with signed_in(web, people["admin"]) as client:
+        form = {"email": "New.PM@example.com", "role": "viewer", "csrf_token": client.csrf}
+        added = client.post("/p/demo/settings/members", data=form)
+        assert added.status_code == 201 and "new.pm@example.com" in added.text
+        password = re.search(r'id="account-password">([^<]+)<', added.text).group(1)
+        with web.db.reader() as conn:
+            pk = accounts.verify(conn, "new.pm@example.com", password)
+            admin_pk = accounts.account_pk(conn, people["admin"].email)
+            demo = projects.get_project_pk(conn, DEMO_PROJECT)
+        assert pk is not None
+        promoted = client.post(f"/p/demo/settings/members/{pk}", data={"role": "member", "csrf_token": client.csrf})
+        assert promoted.status_code == 303
+        with web.db.reader() as conn:
+            assert (pk, "new.pm@example.com", "member") in accounts.members(conn, demo)
+        # The only admin of the project cannot demote or remove themselves.
+        for role in ("viewer", "remove"):
+            kept = client.post(f"/p/demo/settings/members/{admin_pk}", data={"role": role, "csrf_token": client.csrf})
+            assert kept.status_code == 409 and "at least one admin" in kept.text
+        bad = client.post("/p/demo/settings/members", data={**form, "email": "nope"})
+        assert bad.status_code == 422 and "email" in bad.text
+        odd_role = client.post("/p/demo/settings/members", data={**form, "role": "owner"})
+        assert odd_role.status_code == 422 and "role" in odd_role.text
+        removed = client.post(f"/p/demo/settings/members/{pk}", data={"role": "remove", "csrf_token": client.csrf})
+        assert removed.status_code == 303
+        with web.db.reader() as conn:
+            assert all(m[0] != pk for m in accounts.members(conn, demo))
+
+
+def test_llm_key_is_never_shown_back(web: RunningServer, people: dict[str, Account]) -> None:
+    with signed_in(web, people["admin"]) as client:
+        form = {
+            "base_url": "https://llm.example/v1",
+            "model": "m1",
+            "api_key": "sk-very-secret-1234",
+            "csrf_token": client.csrf,
+        }
+        assert client.post("/p/demo/settings/llm", data=form).status_code == 303
+        page = client.get("/p/demo/settings").text
+        assert "sk-very-secret-1234" not in page and "https://llm.example/v1" in page and "set (leave empty" in page
+        assert client.post("/p/demo/settings/llm", data={**form, "api_key": "", "model": "m2"}).status_code == 303
+        with web.db.reader() as conn:
+            stored = projects.settings_of(conn, projects.get_project_pk(conn, DEMO_PROJECT))["llm"]
+        assert stored == {"base_url": "https://llm.example/v1", "model": "m2", "api_key": "sk-very-secret-1234"}
+        bad = client.post("/p/demo/settings/llm", data={**form, "base_url": "ftp://x"})
+        assert bad.status_code == 422 and "base_url" in bad.text
+        assert client.post("/p/demo/settings/llm", data={"clear": "1", "csrf_token": client.csrf}).status_code == 303
+        with web.db.reader() as conn:
+            assert projects.settings_of(conn, projects.get_project_pk(conn, DEMO_PROJECT))["llm"] is None
+
+
+def test_suggestions_are_accepted_or_dismissed(web: RunningServer, people: dict[str, Account]) -> None:
+    from convolens.store import topics
+
+    with web.db.writer() as conn:
+        demo = projects.get_project_pk(conn, DEMO_PROJECT)
+        make = lambda name: topics.create(  # noqa: E731
+            conn, demo, name=name, kind="suggested", status="suggested", now=utcnow(),
+            definition={"keywords": ["visa"], "phrases": ["Do I need a visa?"], "size": 12, "threshold": 0.5},
+        )  # fmt: skip
+        keep, drop = make("visa, japan"), make("egg, boil")
+    with signed_in(web, people["member"]) as client:
+        listing = client.get("/p/demo/topics").text
+        assert "visa, japan" in listing and "Do I need a visa?" in listing
+        accepted = client.post(f"/p/demo/topics/{keep}/accept", data={"name": "Visas", "csrf_token": client.csrf})
+        assert accepted.status_code == 303
+        dismissed = client.post(f"/p/demo/topics/{drop}/dismiss", data={"csrf_token": client.csrf})
+        assert dismissed.status_code == 303
+        again = client.post(f"/p/demo/topics/{keep}/accept", data={"csrf_token": client.csrf})
+        assert again.status_code == 409
+    with web.db.reader() as conn:
+        accepted_row, dropped_row = topics.get(conn, demo, keep), topics.get(conn, demo, drop)
+    assert (accepted_row.name, accepted_row.kind, accepted_row.status) == ("Visas", "semantic", "active")
+    assert accepted_row.definition["examples"] == ["Do I need a visa?"]
+    assert dropped_row.status == "dismissed"
+
+
+def test_bad_input_gets_a_page_naming_the_problem(web: RunningServer, people: dict[str, Account]) -> None:
+    with signed_in(web, people["admin"]) as client:
+        for path, word in (
+            ("/p/demo/overview?start=yesterday", "dates"),
+            ("/p/demo/overview?start=2026-12-01&end=2026-01-01", "start"),
+            ("/p/demo/conversations?topic=abc", "topic"),
+            ("/p/demo/conversations?sentiment=furious", "sentiment"),
+            ("/p/demo/conversations?meta=nokey", "key=value"),
+            ("/p/demo/conversations?q=%00", "printable"),
+            ("/p/demo/users?sort=password", "sort"),
+            ("/p/demo/topics/99999999", "no such topic"),
+            ("/p/demo/export.xml", "csv"),
+        ):
+            response = client.get(path)
+            assert 400 <= response.status_code < 500, (path, response.status_code)
+            assert word in response.text, path
+        empty = client.post("/p/demo/topics", data={"name": "", "kind": "keyword", "csrf_token": client.csrf})
+        assert empty.status_code == 422 and "name" in empty.text
+        no_keywords = client.post("/p/demo/topics", data={"name": "K", "kind": "keyword", "csrf_token": client.csrf})
+        assert no_keywords.status_code == 422 and "keyword" in no_keywords.text
+        long_query = client.get("/p/demo/conversations", params={"q": "x" * 5000})
+        assert long_query.status_code == 200
+
+
+def test_the_project_switcher_lists_every_project_of_the_account(web: RunningServer) -> None:
+    both = add_account(web.db, "both@example.com", DEMO_PROJECT, "viewer")
+    add_account(web.db, "both@example.com", "other", "member")
+    with signed_in(web, both) as client:
+        page = client.get("/p/demo/overview").text
+        assert 'href="/p/other/overview"' in page and 'href="/p/demo/overview"' in page
+        assert client.get("/p/other/conversations/secret-conv").status_code == 200

@@ -182,7 +182,8 @@ message_topic = Table(
     Column("score", Float, nullable=False),
     Column("reason", Text),
     Index("ix_message_topic_topic", "topic_pk", "created_at"),
-    Index("ix_message_topic_conversation", "conversation_pk"),
+    # (conversation, topic): the explorer's "conversations about topic T" is one probe per conversation.
+    Index("ix_message_topic_conversation_topic", "conversation_pk", "topic_pk"),
 )
 
 # When the suggested topics of a project were last recomputed, and which worker is at it now.
