@@ -134,13 +134,18 @@ def cmd_reenrich(args: argparse.Namespace) -> int:
 
 
 def cmd_projects_set(args: argparse.Namespace) -> int:
-    changes = {
+    changes: dict[str, object] = {
         name: value == "on"
         for name, value in (("pii_scrubbing", args.pii), ("pii_names", args.pii_names))
         if value is not None
     }
+    if args.retention_days is not None:
+        if args.retention_days != "off" and not (args.retention_days.isdigit() and int(args.retention_days) > 0):
+            print("error: --retention-days must be a number of days or off", file=sys.stderr)
+            return 2
+        changes["retention_days"] = None if args.retention_days == "off" else int(args.retention_days)
     if not changes:
-        print("error: give --pii and/or --pii-names", file=sys.stderr)
+        print("error: give --pii, --pii-names and/or --retention-days", file=sys.stderr)
         return 2
     if changes.get("pii_names") and not names.available():
         print("error: name redaction needs the names extra: pip install 'convolens[names]'", file=sys.stderr)
@@ -152,8 +157,53 @@ def cmd_projects_set(args: argparse.Namespace) -> int:
                 print(f"error: no project {args.project!r}", file=sys.stderr)
                 return 1
     for name, value in changes.items():
+        if name == "retention_days":
+            print(f"project {args.project!r}: " + (f"keeps {value} days" if value else "keeps everything"))
+            continue
         label = "PII scrubbing" if name == "pii_scrubbing" else "name and place redaction"
         print(f"project {args.project!r}: {label} {'on' if value else 'off'}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete old conversations now: older than --older-than, else as each project's retention says."""
+    from datetime import timedelta
+
+    from convolens.store import retention
+    from convolens.timeutil import utcnow
+
+    db = _db(Settings.from_env())
+    now = utcnow()
+    with db.reader() as conn:
+        if args.project:
+            project_pk = projects.get_project_pk(conn, args.project)
+            if project_pk is None:
+                print(f"error: no project {args.project!r}", file=sys.stderr)
+                return 1
+            targets = [project_pk]
+        else:
+            targets = list(projects.all_project_pks(conn))
+        policies = projects.retention_days(conn)
+    try:
+        age = retention.parse_age(args.older_than) if args.older_than else None
+    except ValueError as exc:
+        print(f"error: --older-than: {exc}", file=sys.stderr)
+        return 2
+    total = retention.Pruned()
+    for project_pk in targets:
+        keep = age if age is not None else timedelta(days=policies[project_pk]) if project_pk in policies else None
+        if keep is None:
+            continue
+        while True:
+            with db.writer() as conn:
+                pruned = retention.prune_batch(conn, project_pk, now - keep, now)
+            total.add(pruned)
+            if not pruned.conversations:
+                break
+    print(
+        f"pruned {total.conversations} conversations, {total.messages} messages, "
+        f"{total.end_users} end users left without conversations"
+    )
     return 0
 
 
@@ -265,7 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         help="also replace people's names and places in message text (default off; needs the names extra)",
     )
+    project_set.add_argument(
+        "--retention-days", help="delete conversations inactive for this many days (or off: keep everything)"
+    )
     project_set.set_defaults(func=cmd_projects_set)
+
+    prune = sub.add_parser("prune", help="delete old conversations now, in small batches")
+    prune.add_argument("--older-than", help="an age such as 90d, 12w or 48h (default: each project's retention)")
+    prune.add_argument("--project", help="only this project")
+    prune.set_defaults(func=cmd_prune)
 
     users = sub.add_parser("users", help="dashboard accounts, and end users").add_subparsers(
         dest="action", required=True

@@ -248,17 +248,28 @@ class _BatchWriter:
         )
         pks: dict[str, int] = {}
         for uid, (first, last) in seen.items():
-            pk = self.conn.execute(
-                update(end_user)
-                .where(end_user.c.project_pk == self.project_pk, end_user.c.external_id == uid)
-                .values(
-                    first_seen=least(self.conn, end_user.c.first_seen, first),
-                    last_seen=greatest(self.conn, end_user.c.last_seen, last),
+            pk = self._touch_user(uid, first, last)
+            if pk is None:
+                # Retention removed the user between our insert and this update (PostgreSQL): add them again.
+                self.conn.execute(
+                    insert_ignore(self.conn, end_user, ["project_pk", "external_id"]),
+                    {"project_pk": self.project_pk, "external_id": uid, "first_seen": first, "last_seen": last},
                 )
-                .returning(end_user.c.pk)
-            ).scalar_one()
+                pk = self._touch_user(uid, first, last)
+            assert pk is not None
             pks[uid] = pk
         return pks
+
+    def _touch_user(self, uid: str, first: datetime, last: datetime) -> int | None:
+        return self.conn.execute(
+            update(end_user)
+            .where(end_user.c.project_pk == self.project_pk, end_user.c.external_id == uid)
+            .values(
+                first_seen=least(self.conn, end_user.c.first_seen, first),
+                last_seen=greatest(self.conn, end_user.c.last_seen, last),
+            )
+            .returning(end_user.c.pk)
+        ).scalar()
 
     def _insert_new_conversations(self, user_pks: dict[str, int]) -> None:
         new = sorted(

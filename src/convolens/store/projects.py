@@ -195,3 +195,17 @@ def llm_settings(conn: Connection) -> dict[int, dict]:
     """The LLM provider each project configured on its settings page (projects without one are absent)."""
     rows = conn.execute(select(project.c.pk, project.c.settings))
     return {pk: dict(s["llm"]) for pk, s in rows if isinstance(s, dict) and isinstance(s.get("llm"), dict)}
+
+
+def retention_days(conn: Connection) -> dict[int, int]:
+    """Projects that keep conversations for a limited number of days, and that number."""
+    rows = conn.execute(select(project.c.pk, project.c.settings))
+    return {
+        pk: int(s["retention_days"])
+        for pk, s in rows
+        if isinstance(s, dict) and isinstance(s.get("retention_days"), int) and s["retention_days"] > 0
+    }
+
+
+def all_project_pks(conn: Connection) -> list[int]:
+    return list(conn.execute(select(project.c.pk).order_by(project.c.pk)).scalars())

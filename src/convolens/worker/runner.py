@@ -1,5 +1,6 @@
 """The enrichment worker: claim a batch, enrich it, save it, repeat; between batches, apply new or
-changed topics to the messages stored before them (backfills) and redo the rollups of changed days.
+changed topics to the messages stored before them (backfills) and redo the rollups of changed days;
+when idle, apply retention and recompute suggested topics.
 
 It runs as a thread inside ``convolens serve`` on the embedded default, and as ``convolens worker``
 processes (any number) against PostgreSQL.
@@ -20,7 +21,7 @@ from convolens.enrich import embedding, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import TopicMatcher
-from convolens.store import enrichment, projects, rollups, suggestions, topics
+from convolens.store import enrichment, projects, retention, rollups, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 
@@ -69,6 +70,7 @@ class Worker:
         suggest_every: timedelta = timedelta(hours=1),
         rollup_settle: timedelta = timedelta(seconds=2),
         rollup_rest: float = 5.0,
+        retention_every: timedelta = timedelta(hours=1),
         llm: LlmSettings | None = None,
         name: str | None = None,
     ) -> None:
@@ -80,6 +82,8 @@ class Worker:
         self.suggest_every = suggest_every
         self.rollup_settle = rollup_settle
         self.rollup_rest = rollup_rest
+        self.retention_every = retention_every
+        self.retention_due_at = utcnow()
         self.owner = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.enriched = 0
@@ -147,6 +151,29 @@ class Worker:
                 rollups.store(conn, self.owner, result, utcnow(), time.perf_counter() - started)
         return len(due)
 
+    def retention_once(self, max_batches: int = 10) -> int:
+        """Apply the projects' retention settings, a few bounded batches at a time (at most hourly once a
+        project has nothing left to prune); returns how many conversations went."""
+        now = utcnow()
+        if now < self.retention_due_at:
+            return 0
+        with self.db.reader() as conn:
+            policies = projects.retention_days(conn)
+        removed = 0
+        for project_pk, days in policies.items():
+            cutoff = now - timedelta(days=days)
+            for _ in range(max_batches):
+                with self.db.writer() as conn:
+                    pruned = retention.prune_batch(conn, project_pk, cutoff, now)
+                removed += pruned.conversations
+                if not pruned.conversations:
+                    break
+        if not removed:
+            self.retention_due_at = now + self.retention_every
+        else:
+            log.info("worker %s: retention removed %d conversations", self.owner, removed)
+        return removed
+
     def suggest_once(self, min_messages: int = 50) -> dict[str, int] | None:
         """Recompute one due project's suggested topics; None when no project is due."""
         with self.db.writer() as conn:
@@ -213,7 +240,7 @@ class Worker:
                 self.stop_event.wait(2.0)
             if not done:
                 try:  # only when idle: clustering a large project takes a minute
-                    if self.suggest_once() is not None:
+                    if self.retention_once() or self.suggest_once() is not None:
                         continue
                 except Exception:
                     log.exception("worker %s: suggested topics failed; they will be retried", self.owner)
