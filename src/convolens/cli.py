@@ -104,13 +104,16 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import signal
+    from datetime import timedelta
 
     from convolens.server.observability import configure_logging
     from convolens.worker.runner import Worker
 
     configure_logging(args.log_level)
     settings = Settings.from_env()
-    worker = Worker(_db(settings), batch_size=args.batch_size, llm=settings.llm)
+    worker = Worker(
+        _db(settings), batch_size=args.batch_size, lease=timedelta(seconds=args.lease_seconds), llm=settings.llm
+    )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()
@@ -296,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run an enrichment worker (any number, on PostgreSQL)")
     worker.add_argument("--batch-size", type=int, default=256)
+    worker.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=60.0,
+        help="how long claimed work stays with this worker before another may take it over (if it died)",
+    )
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(func=cmd_worker)
     reenrich = sub.add_parser("reenrich", help="queue messages for enrichment again (after a model change)")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ SILHOUETTE_SAMPLE = 3000
 MIN_CLUSTER_SHARE = 0.01
 MIN_CLUSTER_SIZE = 5
 MEMBER_SIMILARITY = 0.2
+SEARCH_DIMENSIONS = 64
 # Words that say nothing about a topic in chat messages, on top of scikit-learn's English stop words.
 CHAT_STOP_WORDS = {"please", "thanks", "thank", "hi", "hello", "hey", "want", "need", "does", "did", "just", "like",
                    "know", "tell", "help", "make", "way", "good", "best", "use", "using", "get", "ok", "okay",
@@ -49,24 +51,38 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-9)
 
 
-def choose_k(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Centres for the k with the best silhouette on a sample (k from 2 up to about n/20, at most 40)."""
+def choose_k(vectors: np.ndarray, seed: int = 0, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+    """Centres for the k with the best silhouette on a sample (k from 2 up to about n/20, at most 40).
+
+    The search runs on the sample projected to its first 64 principal components (normalised again, so
+    still cosine geometry): measured on tests/data/topics.jsonl, the same agreement with the true topics
+    as in 512 dimensions, at a fraction of the time; the winning labels then give centres in the full space.
+    """
     from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
     from sklearn.metrics import silhouette_score
 
     rng = np.random.default_rng(seed)
     sample = vectors if len(vectors) <= SAMPLE else vectors[rng.choice(len(vectors), SAMPLE, replace=False)]
+    reduced = _normalise(
+        PCA(n_components=min(SEARCH_DIMENSIONS, *sample.shape), random_state=seed).fit_transform(sample)
+    )
     top = max(4, min(40, len(sample) // 20))
     best: tuple[float, np.ndarray] | None = None
     for k in range(2, top + 1, 1 if top <= 24 else 2):
-        model = KMeans(n_clusters=k, n_init=10 if len(sample) <= 2000 else 3, random_state=seed).fit(sample)
+        if should_stop is not None and should_stop():
+            break
+        labels = KMeans(n_clusters=k, n_init=10 if len(sample) <= 2000 else 3, random_state=seed).fit_predict(reduced)
         score = silhouette_score(
-            sample, model.labels_, metric="cosine", sample_size=min(SILHOUETTE_SAMPLE, len(sample)), random_state=seed
+            reduced, labels, metric="cosine", sample_size=min(SILHOUETTE_SAMPLE, len(sample)), random_state=seed
         )
         if best is None or score > best[0]:
-            best = (float(score), model.cluster_centers_)
-    assert best is not None
-    return _normalise(best[1].astype(np.float32))
+            best = (float(score), labels)
+    if best is None:
+        return _normalise(sample[:1].astype(np.float32))
+    labels = best[1]
+    centres = np.stack([sample[labels == k].mean(axis=0) for k in range(labels.max() + 1) if (labels == k).any()])
+    return _normalise(centres.astype(np.float32))
 
 
 def refine(vectors: np.ndarray, centres: np.ndarray, steps: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,13 +134,19 @@ def keywords(texts_by_cluster: list[list[str]], top: int = 5) -> list[list[str]]
     return out
 
 
-def cluster(vectors: np.ndarray, texts: list[str], seed: int = 0) -> list[Cluster]:
-    """Clusters of the given unit vectors (row i embeds texts[i]), largest first."""
+def cluster(
+    vectors: np.ndarray, texts: list[str], seed: int = 0, should_stop: Callable[[], bool] | None = None
+) -> list[Cluster]:
+    """Clusters of the given unit vectors (row i embeds texts[i]), largest first. ``should_stop`` is asked
+    between fits: a worker told to stop gives up the search instead of finishing it."""
     if len(vectors) < 2 * MIN_CLUSTER_SIZE:
         return []
     vectors = _normalise(np.asarray(vectors, dtype=np.float32))
     with compute_lock:
-        centres, labels, similarity = refine(vectors, choose_k(vectors, seed))
+        centres = choose_k(vectors, seed, should_stop)
+        if should_stop is not None and should_stop():
+            return []
+        centres, labels, similarity = refine(vectors, centres)
     min_size = max(MIN_CLUSTER_SIZE, int(MIN_CLUSTER_SHARE * len(vectors)))
     groups = []
     for k in range(len(centres)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import Connection, Table, func, literal
+from sqlalchemy import Connection, Table, func, literal, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -41,3 +41,16 @@ def plus_days(conn: Connection, column: ColumnElement, days: int) -> ColumnEleme
     if conn.dialect.name == "postgresql":
         return column + func.make_interval(0, 0, 0, days)
     return func.strftime("%Y-%m-%d %H:%M:%f", column, f"+{int(days)} days")
+
+
+def mostly_true(conn: Connection, condition: ColumnElement) -> ColumnElement:
+    """A filter that keeps most rows, so that SQLite's planner does not pick its index over a selective one.
+
+    The activity window ``last_message_at >= start AND started_at <= end`` is the case: without statistics
+    SQLite walked ``started_at <= end`` (every conversation up to today) instead of ``last_message_at >=
+    start`` (the window's): 1.3 s against 40 ms at a million conversations. PostgreSQL's planner has
+    statistics and decides for itself.
+    """
+    if conn.dialect.name == "sqlite":
+        return func.likelihood(condition, literal_column("0.9375"))
+    return condition

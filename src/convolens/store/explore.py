@@ -11,6 +11,7 @@ from sqlalchemy import Connection, and_, exists, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from convolens.store import queries
+from convolens.store.dialect import mostly_true
 from convolens.store.queries import ConversationView
 from convolens.store.tables import conversation, end_user, message, message_topic, rollup
 
@@ -43,11 +44,11 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def conditions(project_pk: int, f: ConversationFilter) -> list[ColumnElement]:
+def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list[ColumnElement]:
     where: list[ColumnElement] = [
         conversation.c.project_pk == project_pk,
         conversation.c.last_message_at >= f.start,
-        conversation.c.started_at <= f.end,
+        mostly_true(conn, conversation.c.started_at <= f.end),
     ]
     if f.user is not None:
         where.append(
@@ -92,7 +93,7 @@ def page(
     conn: Connection, project_pk: int, f: ConversationFilter, page_number: int, per_page: int
 ) -> tuple[list[Row], int]:
     """One page of matching conversations, newest activity first, and how many match in all."""
-    where = conditions(project_pk, f)
+    where = conditions(conn, project_pk, f)
     total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
     rows = conn.execute(
         select(*queries.CONVERSATION_COLUMNS)
@@ -122,7 +123,7 @@ def page(
 
 def stream(conn: Connection, project_pk: int, f: ConversationFilter, chunk: int = 500) -> Iterator[ConversationView]:
     """Every matching conversation with its messages, in keyset pages of ``chunk``."""
-    where = conditions(project_pk, f)
+    where = conditions(conn, project_pk, f)
     after: tuple[datetime, int] | None = None
     while True:
         query = (

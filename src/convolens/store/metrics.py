@@ -81,7 +81,7 @@ def _distinct(parts: list[Members]) -> int:
     arrays = [
         np.fromiter(p, dtype=np.int64, count=len(p)) if isinstance(p, set) else rollups.unpack(p[1]) for p in parts
     ]
-    return int(np.unique(np.concatenate(arrays)).size) if arrays else 0
+    return int(rollups.sorted_unique(np.concatenate(arrays)).size) if arrays else 0
 
 
 def _label(day: str, period: Period | Literal["all"]) -> str:

@@ -122,7 +122,7 @@ def weekly_cohorts(conn: Connection, project_pk: int, weeks: int, today: date) -
         monday = (date.fromisoformat(day) - timedelta(days=date.fromisoformat(day).weekday())).isoformat()
         part = np.fromiter(users, dtype=np.int64) if isinstance(users, set) else rollups.unpack(users[1])
         active.setdefault(monday, []).append(part)
-    active_sets = {week: np.unique(np.concatenate(parts)) for week, parts in active.items()}
+    active_sets = {week: rollups.sorted_unique(np.concatenate(parts)) for week, parts in active.items()}
     labels = [(first_monday + timedelta(weeks=i)).isoformat() for i in range(weeks)]
     cohorts = []
     for i, week in enumerate(labels):

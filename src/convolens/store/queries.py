@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from convolens.store.dialect import Period
+from convolens.store.dialect import Period, mostly_true
 from convolens.store.tables import conversation, end_user, message, message_topic, topic
 
 
@@ -110,12 +110,12 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _window(start: datetime, end: datetime, tenant_id: str | None, project_pk: int) -> list:
+def _window(conn: Connection, start: datetime, end: datetime, tenant_id: str | None, project_pk: int) -> list:
     """Conversations active in [start, end]: their span overlaps the window."""
     conditions = [
         conversation.c.project_pk == project_pk,
         conversation.c.last_message_at >= start,
-        conversation.c.started_at <= end,
+        mostly_true(conn, conversation.c.started_at <= end),
     ]
     if tenant_id is not None:
         conditions.append(conversation.c.tenant_id == tenant_id)
@@ -132,7 +132,7 @@ def list_conversations(
     per_page: int = 20,
     tenant_id: str | None = None,
 ) -> Page:
-    conditions = _window(start, end, tenant_id, project_pk)
+    conditions = _window(conn, start, end, tenant_id, project_pk)
     total = conn.execute(select(func.count()).select_from(conversation).where(*conditions)).scalar_one()
     rows = conn.execute(
         select(*CONVERSATION_COLUMNS)

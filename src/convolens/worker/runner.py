@@ -104,6 +104,7 @@ class Worker:
         with self.db.writer() as conn:
             saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
         self.enriched += len(saved)
+        log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved
 
     def backfill_once(self) -> int:
@@ -195,8 +196,10 @@ class Worker:
                 size=len(c.members),
                 threshold=c.threshold,
             )
-            for c in (suggest.cluster(pool.vectors, pool.texts) if enough else [])
+            for c in (suggest.cluster(pool.vectors, pool.texts, should_stop=self.stop_event.is_set) if enough else [])
         ]
+        if self.stop_event.is_set():
+            return None  # interrupted: the earlier suggestions stay, and the run's lease lapses for another worker
         with self.db.writer() as conn:
             if enough:
                 counts.update(suggestions.replace(conn, project_pk, found, utcnow()))
