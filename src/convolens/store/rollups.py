@@ -107,6 +107,21 @@ class Summary:
     conversations: set[int] = field(default_factory=set)
     users: set[int] = field(default_factory=set)
 
+    def add_row(self, conversation_pk: int, user_pk: int | None, model: str | None, *figures: int | None) -> None:
+        """One grouped row's ratings (up, down, rated, sum), tokens (in, out) and members."""
+        up, down, rated, rating_sum, tokens_in, tokens_out = (int(f or 0) for f in figures)
+        self.ratings_up += up
+        self.ratings_down += down
+        self.rated += rated
+        self.rating_sum += rating_sum
+        if model is not None:
+            tokens = self.tokens.setdefault(model, [0, 0])
+            tokens[0] += tokens_in
+            tokens[1] += tokens_out
+        self.conversations.add(conversation_pk)
+        if user_pk is not None:
+            self.users.add(user_pk)
+
     def add(self, other: Summary) -> None:
         self.messages += other.messages
         self.user_messages += other.user_messages
@@ -206,17 +221,7 @@ def summarize(
         figures.user_messages += int(users_n or 0)
         figures.sentiment_sum += float(s_sum or 0.0)
         figures.sentiment_count += s_n
-        figures.ratings_up += int(up or 0)
-        figures.ratings_down += int(down or 0)
-        figures.rated += rated
-        figures.rating_sum += int(r_sum or 0)
-        if model is not None:
-            tokens = figures.tokens.setdefault(model, [0, 0])
-            tokens[0] += int(t_in or 0)
-            tokens[1] += int(t_out or 0)
-        figures.conversations.add(conv_pk)
-        if user_pk is not None:
-            figures.users.add(user_pk)
+        figures.add_row(conv_pk, user_pk, model, up, down, rated, r_sum, t_in, t_out)
     if dimension == "none":
         _count_started(conn, project_pk, start, end, tenant_id, out)
     if dimension == "topic":
@@ -279,17 +284,7 @@ def _topic_replies(
     )
     for label, tenant, topic_pk, conv_pk, user_pk, model, up, down, rated, r_sum, t_in, t_out in rows:
         figures = out[(label, tenant_scope(tenant), str(topic_pk))]
-        figures.ratings_up += int(up or 0)
-        figures.ratings_down += int(down or 0)
-        figures.rated += rated
-        figures.rating_sum += int(r_sum or 0)
-        if model is not None:
-            tokens = figures.tokens.setdefault(model, [0, 0])
-            tokens[0] += int(t_in or 0)
-            tokens[1] += int(t_out or 0)
-        figures.conversations.add(conv_pk)
-        if user_pk is not None:
-            figures.users.add(user_pk)
+        figures.add_row(conv_pk, user_pk, model, up, down, rated, r_sum, t_in, t_out)
 
 
 def _count_started(

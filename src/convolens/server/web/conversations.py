@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from convolens.server.api.context_format import conversation_response
-from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, render
+from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, page_count, render
 from convolens.server.web.session import access
 from convolens.store import explore, queries, topics
 from convolens.store.explore import ConversationFilter
@@ -91,7 +91,7 @@ def conversation_list(request: Request, project: str, page: int = 1) -> Response
         rows=rows,
         total=total,
         page=page,
-        pages=max(1, (total + PER_PAGE - 1) // PER_PAGE),
+        pages=page_count(total, PER_PAGE),
         values=values,
         options=options,
         sentiments=explore.SENTIMENTS,

@@ -73,6 +73,10 @@ class LoginRequired(Exception):
     """No signed-in session: the browser goes to the login page, and back afterwards."""
 
 
+def page_count(total: int, per_page: int) -> int:
+    return max(1, (total + per_page - 1) // per_page)
+
+
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = environment.get_template(template).render(request=request, **context)
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)

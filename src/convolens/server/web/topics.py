@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -24,7 +24,15 @@ def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.replace(",", "\n").splitlines() if line.strip()]
 
 
-def _definition(name: str, kind: str, keywords: str, description: str, examples: str, prompt: str) -> TopicDefinition:
+def topic_form(
+    name: str = Form(""),
+    kind: str = Form("keyword"),
+    keywords: str = Form(""),
+    description: str = Form(""),
+    examples: str = Form(""),
+    prompt: str = Form(""),
+) -> TopicDefinition:
+    """The topic form's fields as a validated definition; a 422 page naming the first bad field."""
     try:
         return TopicDefinition.model_validate(
             {
@@ -80,16 +88,10 @@ def create_topic(
     request: Request,
     project: str,
     csrf_token: str = Form(""),
-    name: str = Form(""),
-    kind: str = Form("keyword"),
-    keywords: str = Form(""),
-    description: str = Form(""),
-    examples: str = Form(""),
-    prompt: str = Form(""),
+    body: TopicDefinition = Depends(topic_form),  # noqa: B008
 ) -> Response:
     session, membership = access(request, project, "member")
     check_csrf(session, csrf_token)
-    body = _definition(name, kind, keywords, description, examples, prompt)
     with request.app.state.db.writer() as conn:
         if topics.name_taken(conn, membership.project_pk, body.name):
             raise WebError(409, f"a topic named {body.name!r} exists already")
@@ -168,17 +170,11 @@ def edit_topic(
     project: str,
     topic_id: str,
     csrf_token: str = Form(""),
-    name: str = Form(""),
-    kind: str = Form("keyword"),
-    keywords: str = Form(""),
-    description: str = Form(""),
-    examples: str = Form(""),
-    prompt: str = Form(""),
+    body: TopicDefinition = Depends(topic_form),  # noqa: B008
 ) -> Response:
     session, membership = access(request, project, "member")
     check_csrf(session, csrf_token)
     row = _topic(request, membership.project_pk, topic_id)
-    body = _definition(name, kind, keywords, description, examples, prompt)
     with request.app.state.db.writer() as conn:
         if topics.name_taken(conn, membership.project_pk, body.name, except_pk=row.pk):
             raise WebError(409, f"a topic named {body.name!r} exists already")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from convolens.server.web.render import WebError, date_range, render
+from convolens.server.web.render import WebError, date_range, page_count, render
 from convolens.server.web.session import access
 from convolens.store import explore, people
 from convolens.store.explore import ConversationFilter
@@ -56,7 +56,7 @@ def users(
         rows=rows,
         total=total,
         page=page,
-        pages=max(1, (total + PER_PAGE - 1) // PER_PAGE),
+        pages=page_count(total, PER_PAGE),
         query={k: v for k, v in query.items() if v},
         sort=sort,
         order=order,
@@ -96,6 +96,6 @@ def user(request: Request, project: str, user_id: str, page: int = 1) -> Respons
         total=total,
         weekly=chart,
         page=page,
-        pages=max(1, (total + PER_PAGE - 1) // PER_PAGE),
+        pages=page_count(total, PER_PAGE),
         window=date_range(None, None, None),
     )
