@@ -291,6 +291,7 @@ def test_users_page_and_retention(page: Page) -> None:
 def test_log_out(page: Page) -> None:
     page.click("#logout")
     expect(page).to_have_url(re.compile(r"/login$"))
+    screenshot(page, "login")
     page.goto("/p/demo/overview")
     expect(page).to_have_url(re.compile(r"/login\?next="))
 
