@@ -542,3 +542,13 @@ def test_the_project_switcher_lists_every_project_of_the_account(web: RunningSer
         page = client.get("/p/demo/overview").text
         assert 'href="/p/other/overview"' in page and 'href="/p/demo/overview"' in page
         assert client.get("/p/other/conversations/secret-conv").status_code == 200
+
+
+def test_sign_in_attempts_are_limited(web: RunningServer) -> None:
+    with httpx.Client(base_url=web.base_url) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        guess = {"email": "victim@example.com", "password": "guess", "csrf_token": token, "next": "/"}
+        statuses = [client.post("/login", data=guess).status_code for _ in range(11)]
+        assert statuses[:10] == [401] * 10 and statuses[10] == 429
+        other = client.post("/login", data={**guess, "email": "someone-else@example.com"})
+        assert other.status_code == 401  # the limit is per e-mail, not a lock-out of everyone

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Hashable
 
 
 class RateLimiter:
@@ -16,14 +17,14 @@ class RateLimiter:
         self.per_second = per_second
         self.burst = burst
         self.max_tracked = max_tokens_tracked
-        self._buckets: dict[int, tuple[float, float]] = {}
+        self._buckets: dict[Hashable, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self.per_second > 0
 
-    def acquire(self, key: int) -> float:
+    def acquire(self, key: Hashable) -> float:
         """0 if the request may go ahead, else the seconds to wait before the next one can."""
         if not self.enabled:
             return 0.0
@@ -38,6 +39,16 @@ class RateLimiter:
             if len(self._buckets) > self.max_tracked:
                 self._buckets.clear()  # crude, bounded: an attacker cycling tokens cannot grow memory
             return (1 - tokens) / self.per_second
+
+    def blocked(self, key: Hashable) -> float:
+        """Like ``acquire`` but takes nothing: 0 if one more request could go ahead now."""
+        if not self.enabled:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
 
     @staticmethod
     def retry_after_header(wait: float) -> str:

@@ -17,14 +17,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
+from convolens.server.ratelimit import RateLimiter
 from convolens.server.web import conversations, overview, session, settings, topics, users
 from convolens.server.web.render import HERE, LoginRequired, WebError, render
 
-TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form"}
+TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form", 429: "Slow down"}
 
 
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    # Failed sign-ins per client address and e-mail: 10, then one every 6 seconds (per process).
+    app.state.login_limiter = RateLimiter(per_second=1 / 6, burst=10)
     for module in (session, overview, conversations, users, topics, settings):
         app.include_router(module.router)
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from convolens.server.ratelimit import RateLimiter
 from convolens.server.web.render import SECURITY_HEADERS, LoginRequired, WebError, render
 from convolens.store import accounts
 from convolens.store.accounts import Membership, Session
@@ -88,9 +89,15 @@ def login(
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
         raise WebError(403, "the form was missing its security token; reload the page and try again")
+    # Failed attempts per client address and e-mail are limited; once over, even the right password waits.
+    limiter, key = request.app.state.login_limiter, (request.client.host if request.client else "", email[:254])
+    wait = limiter.blocked(key)
+    if wait:
+        raise WebError(429, f"too many failed sign-ins; try again in {RateLimiter.retry_after_header(wait)} seconds")
     with _db(request).reader() as conn:
         account_pk = accounts.verify(conn, email[:254], password[:1024])
     if account_pk is None:
+        limiter.acquire(key)
         return render(
             request, "login.html", status=401, title="Sign in", csrf_token=expected, next=_safe_next(next),
             error="Wrong e-mail or password.", email=email[:254],
