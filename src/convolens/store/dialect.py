@@ -54,3 +54,9 @@ def mostly_true(conn: Connection, condition: ColumnElement) -> ColumnElement:
     if conn.dialect.name == "sqlite":
         return func.likelihood(condition, literal_column("0.9375"))
     return condition
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` for LIKE/ILIKE with ``\\`` as the escape: the user's % and _ match themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

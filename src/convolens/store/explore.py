@@ -11,7 +11,7 @@ from sqlalchemy import Connection, and_, exists, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from convolens.store import queries
-from convolens.store.dialect import mostly_true
+from convolens.store.dialect import like_pattern, mostly_true
 from convolens.store.queries import ConversationView
 from convolens.store.tables import conversation, end_user, message, message_topic, rollup
 
@@ -37,11 +37,6 @@ class ConversationFilter:
 
 def _has_message(*conditions: ColumnElement) -> ColumnElement:
     return exists().where(message.c.conversation_pk == conversation.c.pk, *conditions)
-
-
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list[ColumnElement]:
@@ -78,7 +73,7 @@ def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list
     if f.metadata_key and f.metadata_value is not None:
         where.append(conversation.c.metadata[f.metadata_key].as_string() == f.metadata_value)
     if f.text:
-        where.append(_has_message(message.c.content.ilike(_like_pattern(f.text), escape="\\")))
+        where.append(_has_message(message.c.content.ilike(like_pattern(f.text), escape="\\")))
     return where
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import Connection, case, func, select
 
 from convolens.store import metrics, rollups
-from convolens.store.dialect import Period, bucket, plus_days
+from convolens.store.dialect import Period, bucket, like_pattern, plus_days
 from convolens.store.tables import conversation, end_user, message, message_topic, topic
 
 SORTS = ("last_seen", "first_seen", "conversations", "messages", "user_id")
@@ -30,7 +30,15 @@ class UserRow:
 def users_page(
     conn: Connection, project_pk: int, *, search: str | None, sort: str, descending: bool, page: int, per_page: int
 ) -> tuple[list[UserRow], int]:
-    """A page of the project's end users with their totals; sentiment and rating for that page only."""
+    """A page of the project's end users with their totals; sentiment and rating for that page only.
+
+    Sorted by a column of the user (activity, id), the page comes from the end-user table's indexes and
+    only its users' conversations are counted; sorted by totals, every user's are, from an index
+    (project, user, message count) that holds them: 15 s and 5 s at a million conversations before."""
+    where = [end_user.c.project_pk == project_pk]
+    if search:
+        where.append(end_user.c.external_id.ilike(like_pattern(search), escape="\\"))
+    total = conn.execute(select(func.count()).select_from(end_user).where(*where)).scalar_one()
     per_user = (
         select(
             conversation.c.end_user_pk.label("user_pk"),
@@ -39,33 +47,45 @@ def users_page(
         )
         .where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk.is_not(None))
         .group_by(conversation.c.end_user_pk)
-        .subquery()
     )
-    where = [end_user.c.project_pk == project_pk]
-    if search:
-        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.append(end_user.c.external_id.ilike(f"%{escaped}%", escape="\\"))
-    total = conn.execute(select(func.count()).select_from(end_user).where(*where)).scalar_one()
-    conversations = func.coalesce(per_user.c.conversations, 0)
-    messages = func.coalesce(per_user.c.messages, 0)
-    order = {
+    columns = {
         "last_seen": end_user.c.last_seen,
         "first_seen": end_user.c.first_seen,
-        "conversations": conversations,
-        "messages": messages,
         "user_id": end_user.c.external_id,
-    }[sort]
-    rows = conn.execute(
-        select(
-            end_user.c.pk, end_user.c.external_id, conversations, messages, end_user.c.first_seen, end_user.c.last_seen
-        )
-        .select_from(end_user.outerjoin(per_user, per_user.c.user_pk == end_user.c.pk))
-        .where(*where)
-        .order_by(order.desc() if descending else order.asc(), end_user.c.pk)
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    ).all()
-    by_pk = {pk: UserRow(uid, int(c), int(m), first, last) for pk, uid, c, m, first, last in rows}
+    }
+    if sort in columns:
+        order = columns[sort]
+        users = conn.execute(
+            select(end_user.c.pk, end_user.c.external_id, end_user.c.first_seen, end_user.c.last_seen)
+            .where(*where)
+            .order_by(order.desc() if descending else order.asc(), end_user.c.pk)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+        totals = {
+            pk: (c, m)
+            for pk, c, m in conn.execute(per_user.where(conversation.c.end_user_pk.in_([u.pk for u in users])))
+        }
+        rows = [(u.pk, u.external_id, *totals.get(u.pk, (0, 0)), u.first_seen, u.last_seen) for u in users]
+    else:
+        sub = per_user.subquery()
+        order = func.coalesce(sub.c.conversations if sort == "conversations" else sub.c.messages, 0)
+        rows = conn.execute(
+            select(
+                end_user.c.pk,
+                end_user.c.external_id,
+                func.coalesce(sub.c.conversations, 0),
+                func.coalesce(sub.c.messages, 0),
+                end_user.c.first_seen,
+                end_user.c.last_seen,
+            )
+            .select_from(end_user.outerjoin(sub, sub.c.user_pk == end_user.c.pk))
+            .where(*where)
+            .order_by(order.desc() if descending else order.asc(), end_user.c.pk)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+    by_pk = {pk: UserRow(uid, int(c or 0), int(m or 0), first, last) for pk, uid, c, m, first, last in rows}
     if by_pk:
         moods = conn.execute(
             select(
@@ -74,7 +94,7 @@ def users_page(
                 func.avg(message.c.rating),
             )
             .select_from(message.join(conversation, conversation.c.pk == message.c.conversation_pk))
-            .where(conversation.c.end_user_pk.in_(list(by_pk)))
+            .where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk.in_(list(by_pk)))
             .group_by(conversation.c.end_user_pk)
         )
         for pk, sentiment, rating in moods:

@@ -63,8 +63,9 @@ end_user = Table(
     Column("last_seen", DateTime, nullable=False),
     Column("properties", JSON),
     UniqueConstraint("project_pk", "external_id", name="uq_end_user_project_external"),
-    # New users per week and cohorts (the dashboard's users page).
+    # New users per week and cohorts, and the users page sorted by first or last activity.
     Index("ix_end_user_project_first_seen", "project_pk", "first_seen"),
+    Index("ix_end_user_project_last_seen", "project_pk", "last_seen"),
 )
 
 conversation = Table(
@@ -91,6 +92,8 @@ conversation = Table(
     Index("ix_conversation_project_started", "project_pk", "started_at"),
     Index("ix_conversation_project_tenant_last", "project_pk", "tenant_id", "last_message_at"),
     Index("ix_conversation_project_upsert", "project_pk", "upsert_key"),
+    # Conversations and messages per user (the users page) from the index alone.
+    Index("ix_conversation_project_user", "project_pk", "end_user_pk", "message_count"),
 )
 
 message = Table(

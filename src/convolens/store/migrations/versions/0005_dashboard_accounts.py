@@ -49,6 +49,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table("end_user", schema=None) as batch_op:
         batch_op.create_index("ix_end_user_project_first_seen", ["project_pk", "first_seen"], unique=False)
+        batch_op.create_index("ix_end_user_project_last_seen", ["project_pk", "last_seen"], unique=False)
+
+    with op.batch_alter_table("conversation", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_conversation_project_user", ["project_pk", "end_user_pk", "message_count"], unique=False
+        )
 
     with op.batch_alter_table("conversation", schema=None) as batch_op:
         batch_op.drop_index("ix_conversation_project_last")
@@ -73,7 +79,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_message_topic_conversation_topic")
         batch_op.create_index("ix_message_topic_conversation", ["conversation_pk"], unique=False)
 
+    with op.batch_alter_table("conversation", schema=None) as batch_op:
+        batch_op.drop_index("ix_conversation_project_user")
+
     with op.batch_alter_table("end_user", schema=None) as batch_op:
+        batch_op.drop_index("ix_end_user_project_last_seen")
         batch_op.drop_index("ix_end_user_project_first_seen")
 
     with op.batch_alter_table("web_session", schema=None) as batch_op:
