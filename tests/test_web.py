@@ -533,6 +533,10 @@ def test_bad_input_gets_a_page_naming_the_problem(web: RunningServer, people: di
         assert no_keywords.status_code == 422 and "keyword" in no_keywords.text
         long_query = client.get("/p/demo/conversations", params={"q": "x" * 5000})
         assert long_query.status_code == 200
+        for path, status, word in (("/p/demo/users?page=abc", 422, "page"), ("/p/demo/nowhere", 404, "Not Found")):
+            page = client.get(path)
+            assert page.status_code == status and word in page.text and page.text.startswith("<!doctype html>")
+        assert client.get("/api/v1/nowhere").headers["content-type"].startswith("application/json")
 
 
 def test_the_project_switcher_lists_every_project_of_the_account(web: RunningServer) -> None:

@@ -14,12 +14,20 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from convolens.server import errors
 from convolens.server.ratelimit import RateLimiter
 from convolens.server.web import conversations, overview, session, settings, topics, users
 from convolens.server.web.render import HERE, LoginRequired, WebError, render
+
+
+def _is_page(path: str) -> bool:
+    return path.startswith(("/p/", "/login", "/logout"))
+
 
 TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form", 429: "Slow down"}
 
@@ -36,6 +44,26 @@ def install(app: FastAPI) -> None:
         who = session.current_session(request)
         return render(request, "error.html", status=exc.status, title=TITLES.get(exc.status, "Error"),
                       message=exc.message, session=who)  # fmt: skip
+
+    # The API answers malformed requests and unknown URLs with JSON; under the dashboard's URLs a person
+    # is reading, so they get a page (a page number that is not a number, a mistyped address).
+    api_validation = app.exception_handlers[RequestValidationError]
+    api_http = app.exception_handlers[StarletteHTTPException]
+
+    @app.exception_handler(RequestValidationError)
+    async def _form_error(request: Request, exc: RequestValidationError) -> Response:
+        if not _is_page(request.url.path):
+            return await api_validation(request, exc)
+        problem = errors.invalid(errors.validation_errors(exc)).detail
+        return render(request, "error.html", status=422, title=TITLES[422], message=problem,
+                      session=session.current_session(request))  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _missing_page(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _is_page(request.url.path) or exc.status_code not in TITLES:
+            return await api_http(request, exc)
+        return render(request, "error.html", status=exc.status_code, title=TITLES[exc.status_code],
+                      message=str(exc.detail), session=session.current_session(request))  # fmt: skip
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, _exc: LoginRequired) -> Response:
