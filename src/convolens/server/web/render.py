@@ -13,6 +13,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from convolens.timeutil import utcnow
+
 HERE = Path(__file__).parent
 # No inline script or style, no third party: charts read their data from JSON blocks, not from code.
 CONTENT_SECURITY_POLICY = (
@@ -104,7 +106,7 @@ class DateRange:
 
 def date_range(start: str | None, end: str | None, period: str | None, default_days: int = 30) -> DateRange:
     """From the page's query string; bad or missing values fall back to the last ``default_days`` days."""
-    today = datetime.utcnow().date()
+    today = utcnow().date()
 
     def parse(value: str | None, fallback: date) -> date:
         try:
