@@ -1,13 +1,17 @@
 """Durable ingest throughput of the native batch API: messages per second from the first request until
 every message is readable through the read API.
 
-    .venv/bin/python bench/ingest.py [--conversations 5000] [--clients 4] [--database-url URL]
+    .venv/bin/python bench/ingest.py [--mode native|sdk|context] [--conversations 5000] [--clients 4]
+                                     [--database-url URL]
 
 Starts ``convolens serve`` (SQLite in a temporary home unless a URL is given, embedded worker off so
 that only ingestion is measured), then sends batches of 100 generated conversations (4-12 messages,
 20-200 words, Zipf-distributed user ids) from several client threads in this process, loopback only,
 bounded in count. Prints the durable rate, request latency p50/p99 and the server's RSS.
-(First cut for the throughput issue: the SDK and Context-endpoint modes and the growth table are next.)
+Modes: ``native`` posts batches of ``--batch`` conversations to ``/api/v1/ingest``; ``sdk`` logs each
+conversation from ``--clients`` threads through one ``convolens.Client`` (its sender batches them);
+``context`` posts one conversation per request to Context's ``/api/v1/log/conversation``.
+(For the throughput issue: medians of 3 runs and the growth table are next.)
 """
 
 from __future__ import annotations
@@ -82,12 +86,24 @@ def conversation(rng: random.Random, users: int) -> list[dict]:
     return events
 
 
+def _split(batch: list[dict]) -> list[list[dict]]:
+    """A batch's events, one list per conversation (its conversation event first)."""
+    out: list[list[dict]] = []
+    for event in batch:
+        if event["type"] == "conversation":
+            out.append([event])
+        else:
+            out[-1].append(event)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--conversations", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100, help="conversations per request")
     parser.add_argument("--database-url")
+    parser.add_argument("--mode", choices=("native", "sdk", "context"), default="native")
     args = parser.parse_args()
 
     rng = random.Random(1)
@@ -131,20 +147,42 @@ def main() -> None:
             time.sleep(0.1)
 
     latencies: list[float] = []
-    queue = list(range(len(batches)))
+    conversations = [c for b in batches for c in _split(b)]
+    queue = list(range(len(batches) if args.mode == "native" else len(conversations)))
     lock = threading.Lock()
+    sdk = None
+    if args.mode == "sdk":
+        from convolens import Client
+
+        sdk = Client(token, base_url=base)
+
+    def next_index() -> int | None:
+        with lock:
+            return queue.pop() if queue else None
 
     def client() -> None:
         with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    index = queue.pop()
+            while (index := next_index()) is not None:
                 started = time.perf_counter()
-                response = http.post("/api/v1/ingest", json={"events": batches[index]})
+                if args.mode == "native":
+                    response = http.post("/api/v1/ingest", json={"events": batches[index]})
+                    response.raise_for_status()
+                elif args.mode == "context":
+                    head, *messages = conversations[index]
+                    body = {"conversation": {
+                        "messages": [{"role": m["role"], "message": m["content"]} for m in messages],
+                        "metadata": {**head["metadata"], "user_id": head["user_id"]},
+                    }}  # fmt: skip
+                    http.post("/api/v1/log/conversation", json=body).raise_for_status()
+                else:
+                    head, *messages = conversations[index]
+                    sdk.log_conversation(  # type: ignore[union-attr]
+                        [{"role": m["role"], "content": m["content"], "id": m["id"]} for m in messages],
+                        conversation_id=head["id"],
+                        user_id=head["user_id"],
+                        metadata=head["metadata"],
+                    )
                 latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
 
     try:
         started = time.perf_counter()
@@ -153,6 +191,8 @@ def main() -> None:
             t.start()
         for t in threads:
             t.join()
+        if sdk is not None:
+            sdk.flush(timeout=600)
         # Durable means readable: wait until the read API counts every conversation.
         while True:
             listing = httpx.get(
@@ -165,15 +205,21 @@ def main() -> None:
         rss_kb = int(Path(f"/proc/{server.pid}/status").read_text().split("VmRSS:")[1].split()[0])
         ordered = sorted(latencies)
         print(
-            f"{total_messages} messages in {args.conversations} conversations, {len(batches)} requests, "
-            f"{args.clients} clients, {'PostgreSQL' if args.database_url else 'SQLite'}"
+            f"mode {args.mode}: {total_messages} messages in {args.conversations} conversations, {len(latencies)} "
+            f"calls, {args.clients} clients, {'PostgreSQL' if args.database_url else 'SQLite'}"
         )
-        print(f"durable throughput: {total_messages / elapsed:,.0f} messages/s ({elapsed:.1f} s)")
         print(
-            f"request latency p50 {statistics.median(ordered) * 1000:.0f} ms, "
-            f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.0f} ms; server RSS {rss_kb / 1024:.0f} MB"
+            f"durable throughput: {total_messages / elapsed:,.0f} messages/s, "
+            f"{args.conversations / elapsed:,.0f} conversations/s ({elapsed:.1f} s)"
+        )
+        label = "request" if args.mode != "sdk" else "log_conversation call"
+        print(
+            f"{label} latency p50 {statistics.median(ordered) * 1000:.2f} ms, "
+            f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.2f} ms; server RSS {rss_kb / 1024:.0f} MB"
         )
     finally:
+        if sdk is not None:
+            sdk.shutdown(5)
         server.terminate()
         server.wait(30)
 
