@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -74,11 +75,10 @@ def test_languages_come_back_through_the_api(server: RunningServer, project: Pro
 @pytest.fixture
 def queue_db(database_url: str, tmp_path: Path) -> Iterator[Database]:
     """A database of its own, with no server (and so no embedded worker) competing for its queue."""
+    name = admin = None
     if database_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
     else:
-        import psycopg
-
         name = f"convolens_queue_{uuid.uuid4().hex[:8]}"
         admin = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -89,6 +89,9 @@ def queue_db(database_url: str, tmp_path: Path) -> Iterator[Database]:
     migrate.upgrade(db)
     yield db
     db.dispose()
+    if name is not None:  # each test's own database goes with it, or runs pile them up on the server
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _fill(db: Database, n: int) -> Project:
