@@ -30,8 +30,7 @@ class RateLimiter:
             return 0.0
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
+            tokens = self._tokens(key, now)
             if tokens >= 1:
                 self._buckets[key] = (tokens - 1, now)
                 return 0.0
@@ -44,11 +43,14 @@ class RateLimiter:
         """Like ``acquire`` but takes nothing: 0 if one more request could go ahead now."""
         if not self.enabled:
             return 0.0
-        now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
+            tokens = self._tokens(key, time.monotonic())
         return 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
+
+    def _tokens(self, key: Hashable, now: float) -> float:
+        """The key's tokens now: what was left, refilled at the rate since, up to the burst."""
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - last) * self.per_second)
 
     @staticmethod
     def retry_after_header(wait: float) -> str:
