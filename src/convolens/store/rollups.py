@@ -158,6 +158,30 @@ def _value_expression(dimension: str) -> tuple[ColumnElement, bool]:
     raise ValueError(f"unknown dimension {dimension!r}")
 
 
+# What ``Summary.add_row`` takes after the members: ratings up, down, rated, their sum; tokens in, out.
+_RATINGS_AND_TOKENS = (
+    func.sum(case((message.c.rating > 0, 1), else_=0)),
+    func.sum(case((message.c.rating < 0, 1), else_=0)),
+    func.count(message.c.rating),
+    func.sum(message.c.rating),
+    func.sum(message.c.input_tokens),
+    func.sum(message.c.output_tokens),
+)
+
+
+def _messages_in(project_pk: int, start: datetime, end: datetime, tenant_id: str | None) -> list[ColumnElement]:
+    """The project's messages (not custom events) created in [start, end), of one tenant if given."""
+    conditions = [
+        message.c.project_pk == project_pk,
+        message.c.created_at >= start,
+        message.c.created_at < end,
+        message.c.kind != "event",
+    ]
+    if tenant_id is not None:
+        conditions.append(conversation.c.tenant_id == tenant_id)
+    return conditions
+
+
 def summarize(
     conn: Connection,
     project_pk: int,
@@ -177,14 +201,7 @@ def summarize(
         source = source.join(message_topic, message_topic.c.message_pk == message.c.pk).join(
             topic, and_(topic.c.pk == message_topic.c.topic_pk, topic.c.status == "active")
         )
-    conditions = [
-        message.c.project_pk == project_pk,
-        message.c.created_at >= start,
-        message.c.created_at < end,
-        message.c.kind != "event",
-    ]
-    if tenant_id is not None:
-        conditions.append(conversation.c.tenant_id == tenant_id)
+    conditions = _messages_in(project_pk, start, end, tenant_id)
     is_user = message.c.role == "user"
     user_sentiment = case((is_user, message.c.sentiment))
     keys = (
@@ -202,12 +219,7 @@ def summarize(
             func.sum(case((is_user, 1), else_=0)),
             func.sum(user_sentiment),
             func.count(user_sentiment),
-            func.sum(case((message.c.rating > 0, 1), else_=0)),
-            func.sum(case((message.c.rating < 0, 1), else_=0)),
-            func.count(message.c.rating),
-            func.sum(message.c.rating),
-            func.sum(message.c.input_tokens),
-            func.sum(message.c.output_tokens),
+            *_RATINGS_AND_TOKENS,
         )
         .select_from(source)
         .where(*conditions)
@@ -264,25 +276,9 @@ def _topic_replies(
         return
     day = bucket(conn, message.c.created_at, "day")
     keys = (day, conversation.c.tenant_id, message.c.conversation_pk, conversation.c.end_user_pk, message.c.model)
-    conditions = [
-        message.c.project_pk == project_pk,
-        message.c.created_at >= start,
-        message.c.created_at < end,
-        message.c.kind != "event",
-        message.c.role != "user",
-    ]
-    if tenant_id is not None:
-        conditions.append(conversation.c.tenant_id == tenant_id)
+    conditions = [*_messages_in(project_pk, start, end, tenant_id), message.c.role != "user"]
     rows = conn.execute(
-        select(
-            *keys,
-            func.sum(case((message.c.rating > 0, 1), else_=0)),
-            func.sum(case((message.c.rating < 0, 1), else_=0)),
-            func.count(message.c.rating),
-            func.sum(message.c.rating),
-            func.sum(message.c.input_tokens),
-            func.sum(message.c.output_tokens),
-        )
+        select(*keys, *_RATINGS_AND_TOKENS)
         .select_from(message.join(conversation, conversation.c.pk == message.c.conversation_pk))
         .where(*conditions)
         .group_by(*keys)
@@ -454,9 +450,17 @@ def compute(conn: Connection, due: DueDay) -> DayRollup:
     )
     start = day_start(due.day)
     end = start + timedelta(days=1)
+    by_dimension = {d: summarize(conn, due.project_pk, start, end, d) for d in DIMENSIONS if d != "none"}
+    # Every message has exactly one language (or none, ""), so the day's totals are the languages'
+    # summed and their member sets united: no fourth scan of the day.
+    totals: dict[Key, Summary] = defaultdict(Summary)
+    for (label, scope, _language), figures in by_dimension["language"].items():
+        totals[(label, scope, "")].add(figures)
+    _count_started(conn, due.project_pk, start, end, None, totals)
+    by_dimension["none"] = totals
     rows = []
     for dimension in DIMENSIONS:
-        summaries = with_all_tenants(summarize(conn, due.project_pk, start, end, dimension))
+        summaries = with_all_tenants(by_dimension[dimension])
         for (label, scope, value), figures in summaries.items():
             rows.append(
                 {
