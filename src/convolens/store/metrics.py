@@ -14,6 +14,7 @@ to the unit.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ def metrics(
     *,
     start: datetime,
     end: datetime,
-    period: Period,
+    period: Period | Literal["all"],
     grouping: Grouping,
     prices: dict[str, tuple[float, float]],
     tenant_id: str | None = None,
@@ -233,24 +234,13 @@ def window_totals(
     prices: dict[str, tuple[float, float]],
     tenant_id: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``{group: figures}`` for the whole window as one bucket (distinct users over the window, not summed)."""
-    cells = _buckets(
-        conn,
-        project_pk,
-        start=start,
-        end=end,
-        period="all",
-        dimension=grouping.dimension,
-        tenant_id=tenant_id,
-        by_tenant=grouping.kind == "tenant",
-    )
-    names = _group_names(conn, project_pk, grouping)
-    out: dict[str, dict[str, Any]] = {}
-    for group, buckets in cells.items():
-        name = names(group)
-        if name is not None and "all" in buckets:
-            out[name] = _figures(buckets["all"], prices)
-    return dict(sorted(out.items(), key=lambda item: -item[1]["messages"]))
+    """``{group: figures}`` for the whole window as one bucket (distinct users over the window, not summed),
+    largest group first."""
+    by_group = metrics(
+        conn, project_pk, start=start, end=end, period="all", grouping=grouping, prices=prices,
+        tenant_id=tenant_id, max_groups=sys.maxsize,
+    )  # fmt: skip
+    return {group: buckets["all"] for group, buckets in by_group.items()}
 
 
 def _group_names(conn: Connection, project_pk: int, grouping: Grouping):  # type: ignore[no-untyped-def]
