@@ -13,6 +13,7 @@ from convolens.schemas.topics import TopicDefinition
 from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
 from convolens.store import explore, metrics, topics
+from convolens.store.accounts import Membership
 from convolens.store.explore import ConversationFilter
 from convolens.store.queries import bucket_starts
 from convolens.timeutil import utcnow
@@ -111,6 +112,13 @@ def _topic(request: Request, project_pk: int, topic_id: str) -> topics.TopicRow:
     return row
 
 
+def _changing(request: Request, project: str, topic_id: str, csrf_token: str) -> tuple[Membership, topics.TopicRow]:
+    """A form that changes a topic: a member's, with its CSRF token, about a topic of this project."""
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    return membership, _topic(request, membership.project_pk, topic_id)
+
+
 @router.get("/p/{project}/topics/{topic_id}")
 def topic_page(
     request: Request, project: str, topic_id: str, start: str | None = None, end: str | None = None,
@@ -172,9 +180,7 @@ def edit_topic(
     csrf_token: str = Form(""),
     body: TopicDefinition = Depends(topic_form),  # noqa: B008
 ) -> Response:
-    session, membership = access(request, project, "member")
-    check_csrf(session, csrf_token)
-    row = _topic(request, membership.project_pk, topic_id)
+    membership, row = _changing(request, project, topic_id, csrf_token)
     with request.app.state.db.writer() as conn:
         if topics.name_taken(conn, membership.project_pk, body.name, except_pk=row.pk):
             raise WebError(409, f"a topic named {body.name!r} exists already")
@@ -187,9 +193,7 @@ def edit_topic(
 
 @router.post("/p/{project}/topics/{topic_id}/delete")
 def delete_topic(request: Request, project: str, topic_id: str, csrf_token: str = Form("")) -> Response:
-    session, membership = access(request, project, "member")
-    check_csrf(session, csrf_token)
-    row = _topic(request, membership.project_pk, topic_id)
+    membership, row = _changing(request, project, topic_id, csrf_token)
     with request.app.state.db.writer() as conn:
         topics.remove(conn, membership.project_pk, row.pk, utcnow())
     return redirect(_topic_url(project))
@@ -199,9 +203,7 @@ def delete_topic(request: Request, project: str, topic_id: str, csrf_token: str 
 def accept_suggestion(
     request: Request, project: str, topic_id: str, csrf_token: str = Form(""), name: str = Form("")
 ) -> Response:
-    session, membership = access(request, project, "member")
-    check_csrf(session, csrf_token)
-    row = _topic(request, membership.project_pk, topic_id)
+    membership, row = _changing(request, project, topic_id, csrf_token)
     if row.kind != "suggested":
         raise WebError(409, "only a suggested topic can be accepted")
     new_name = (name.strip() or row.name)[:128]
@@ -216,9 +218,7 @@ def accept_suggestion(
 
 @router.post("/p/{project}/topics/{topic_id}/dismiss")
 def dismiss_suggestion(request: Request, project: str, topic_id: str, csrf_token: str = Form("")) -> Response:
-    session, membership = access(request, project, "member")
-    check_csrf(session, csrf_token)
-    row = _topic(request, membership.project_pk, topic_id)
+    membership, row = _changing(request, project, topic_id, csrf_token)
     if row.kind != "suggested":
         raise WebError(409, "only a suggested topic can be dismissed")
     with request.app.state.db.writer() as conn:
