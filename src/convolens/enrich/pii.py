@@ -177,6 +177,7 @@ RULES: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]]] 
 CUED_RULES = [("cued", _CUED_NUMBER, _cued_number)]
 # Cheap gates: most chat messages have no digit and no "@", and skip most of the work.
 _HAS_DIGIT = re.compile(r"\d")
+_ASCII_DIGITS = "0123456789"
 
 
 @dataclass
@@ -185,35 +186,36 @@ class ScrubResult:
     found: Counter[str]
 
 
-# Literal markers that every match of a rule contains (lower-cased). Substring tests run in C at memory
-# speed; the patterns themselves cost up to 200 µs on a long message, so they only run when a marker is
-# there. Measured on 20-200 word messages: 230 µs -> see bench/README.md.
-_SECRET_MARKERS = (
-    "sk-",
-    "akia",
-    "asia",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "xox",
-    "aiza",
-    "cl_",
-    "eyj",
-)
-_KEYED_MARKERS = (
-    "bearer",
-    "password=",
-    "password:",
-    "passwd=",
-    "passwd:",
-    "api_key=",
-    "api_key:",
-    "secret=",
-    "secret:",
-)
+# Literal markers that every match of a rule contains. Substring tests run in C at memory speed and
+# the patterns cost up to 200 µs on a long message, so a pattern only runs where its marker is. The
+# tests are grouped behind single characters the markers need ("-", "_", "=" or ":"), because even
+# substring tests add up: 13 of them over a 780-character message were 11 µs (bench/README.md).
+_DASHED_SECRET_MARKERS = ("sk-", "xox")
+_UNDERSCORED_SECRET_MARKERS = ("cl_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
+_BARE_SECRET_MARKERS = ("AKIA", "ASIA", "AIza", "eyJ")  # the patterns are case-sensitive
+_KEYED_STEMS = ("passw", "api_key", "secret")  # followed by "=" or ":" (any case)
+
+
+def _may_hold_secret(text: str) -> bool:
+    return (
+        ("-" in text and any(marker in text for marker in _DASHED_SECRET_MARKERS))
+        or ("_" in text and any(marker in text for marker in _UNDERSCORED_SECRET_MARKERS))
+        or any(marker in text for marker in _BARE_SECRET_MARKERS)
+    )
+
+
+def _may_hold_keyed_secret(text: str, lower: str) -> bool:
+    if "earer" in text:  # [Bb]earer
+        return True
+    return ("=" in text or ":" in text) and any(stem in lower for stem in _KEYED_STEMS)
+
+
+def _has_digit(text: str) -> bool:
+    if text.isascii():
+        return any(digit in text for digit in _ASCII_DIGITS)
+    return _HAS_DIGIT.search(text) is not None
+
+
 _CUES = (
     "phone",
     "mobile",
@@ -232,13 +234,43 @@ _CUES = (
 )
 
 
-def _worth_trying(kind: str, pattern: re.Pattern[str], text: str, lower: str, has_digit: bool) -> bool:
+@dataclass(frozen=True)
+class Possible:
+    """Which gates a text can pass at all, known from a larger text that contains it: a batch's free
+    texts are gated once, joined, so that a gate no text passes is not tried text by text."""
+
+    digit: bool = True
+    at: bool = True
+    secret: bool = True
+    keyed_secret: bool = True
+
+    @classmethod
+    def within(cls, texts: list[str]) -> Possible:
+        joined = "\n".join(texts)
+        return cls(
+            digit=_has_digit(joined),
+            at="@" in joined,
+            secret=_may_hold_secret(joined),
+            keyed_secret=_may_hold_keyed_secret(joined, joined.lower()),
+        )
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.digit or self.at or self.secret or self.keyed_secret)
+
+
+ANYTHING = Possible()
+
+
+def _worth_trying(
+    kind: str, pattern: re.Pattern[str], text: str, lower: str, has_digit: bool, possible: Possible
+) -> bool:
     if pattern is _SECRET:
-        return any(marker in lower for marker in _SECRET_MARKERS)
+        return possible.secret and _may_hold_secret(text)
     if pattern is _KEYED_SECRET:
-        return any(marker in lower for marker in _KEYED_MARKERS)
+        return possible.keyed_secret and _may_hold_keyed_secret(text, lower)
     if kind == "email":
-        return "@" in text
+        return possible.at and "@" in text
     if not has_digit:
         return False
     if kind == "ssn":
@@ -250,15 +282,16 @@ def _worth_trying(kind: str, pattern: re.Pattern[str], text: str, lower: str, ha
     return True
 
 
-def scrub(text: str) -> ScrubResult:
-    """The text with every PII value found replaced, and how many of each kind were found."""
+def scrub(text: str, possible: Possible = ANYTHING) -> ScrubResult:
+    """The text with every PII value found replaced, and how many of each kind were found. A text with
+    nothing to replace comes back as the same object."""
     found: Counter[str] = Counter()
-    if not text:
+    if not text or possible.nothing:
         return ScrubResult(text, found)
-    has_digit = _HAS_DIGIT.search(text) is not None
+    has_digit = possible.digit and _has_digit(text)
     lower = text.lower()
     for kind, pattern, replace in RULES:
-        if not _worth_trying(kind, pattern, text, lower, has_digit):
+        if not _worth_trying(kind, pattern, text, lower, has_digit, possible):
             continue
 
         def substitute(match: re.Match[str], kind: str = kind, replace=replace) -> str:
@@ -268,7 +301,9 @@ def scrub(text: str) -> ScrubResult:
             found[kind] += 1
             return replacement
 
-        text = pattern.sub(substitute, text)
+        replaced = pattern.sub(substitute, text)
+        if replaced != text:
+            text = replaced
     if has_digit and any(cue in lower for cue in _CUES):
         for _kind, pattern, replace_whole in CUED_RULES:
 
@@ -278,7 +313,9 @@ def scrub(text: str) -> ScrubResult:
                     found["ssn" if SSN_DUMMY in replaced else "phone"] += 1
                 return replaced
 
-            text = pattern.sub(substitute_cued, text)
+            replaced = pattern.sub(substitute_cued, text)
+            if replaced != text:
+                text = replaced
     return ScrubResult(text, found)
 
 
@@ -287,13 +324,16 @@ def scrub_text(text: str | None) -> str | None:
 
 
 def scrub_value(value: Any) -> Any:
-    """Strings anywhere inside JSON-like data (metadata, tool inputs)."""
+    """Strings anywhere inside JSON-like data (metadata, tool inputs); unchanged data comes back as the
+    same object."""
     if isinstance(value, str):
         return scrub(value).text
     if isinstance(value, dict):
-        return {key: scrub_value(item) for key, item in value.items()}
+        scrubbed = {key: scrub_value(item) for key, item in value.items()}
+        return value if all(scrubbed[key] is item for key, item in value.items()) else scrubbed
     if isinstance(value, list):
-        return [scrub_value(item) for item in value]
+        items = [scrub_value(item) for item in value]
+        return value if all(new is old for new, old in zip(items, value, strict=True)) else items
     return value
 
 
@@ -301,27 +341,50 @@ def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
     """Scrub every free-text field of a native batch in place; returns what was found, by kind. With
     ``names``, people's names and places in free text go too (``enrich/names.py``, an optional extra)."""
     found: Counter[str] = Counter()
+    possible = Possible.within(
+        [
+            value
+            for event in batch.events
+            for value in (
+                (event.content, event.error) if isinstance(event, MessageEvent)
+                else (event.feedback,) if isinstance(event, ConversationEvent | FeedbackEvent)
+                else ()
+            )
+            if value
+        ]
+    )  # fmt: skip
 
     def text(value: str | None) -> str | None:
-        if value is None:
-            return None
-        result = scrub(value)
-        found.update(result.found)
+        if value is None or possible.nothing:
+            return value
+        result = scrub(value, possible)
+        if result.found:
+            found.update(result.found)
         return result.text
+
+    def assign(event: Any, attribute: str, value: Any) -> None:
+        # pydantic's __setattr__ costs a microsecond or two; most fields come back unchanged.
+        if getattr(event, attribute) is not value:
+            setattr(event, attribute, value)
 
     for event in batch.events:
         if isinstance(event, MessageEvent):
-            event.content = text(event.content) or ""
-            event.error = text(event.error)
-            event.metadata = scrub_value(event.metadata)
-            event.extra = scrub_value(event.extra)
+            assign(event, "content", text(event.content) or "")
+            if event.error is not None:
+                assign(event, "error", text(event.error))
+            if event.metadata:
+                assign(event, "metadata", scrub_value(event.metadata))
+            if event.extra:
+                assign(event, "extra", scrub_value(event.extra))
         elif isinstance(event, ConversationEvent):
-            event.metadata = scrub_value(event.metadata)
-            event.feedback = text(event.feedback)
+            if event.metadata:
+                assign(event, "metadata", scrub_value(event.metadata))
+            if event.feedback is not None:
+                assign(event, "feedback", text(event.feedback))
         elif isinstance(event, FeedbackEvent):
-            event.feedback = text(event.feedback) or ""
-        elif isinstance(event, CustomEvent):
-            event.properties = scrub_value(event.properties)
+            assign(event, "feedback", text(event.feedback) or "")
+        elif isinstance(event, CustomEvent) and event.properties:
+            assign(event, "properties", scrub_value(event.properties))
     if names:
         redact_names(batch)
     return found

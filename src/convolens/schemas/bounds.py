@@ -32,8 +32,11 @@ class FieldError:
         return {"loc": list(self.loc), "field": self.field, "msg": self.msg}
 
 
+_CONTROL_CHAR = re.compile("[\x00-\x1f\x7f]")
+
+
 def has_control_chars(value: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    return _CONTROL_CHAR.search(value) is not None
 
 
 # JSON may spell half a UTF-16 pair ("\ud800"); such a string has no UTF-8 form and no database takes it.
@@ -47,7 +50,7 @@ def _label(key: str) -> str:
 
 def has_lone_surrogate(value: object) -> bool:
     if isinstance(value, str):
-        return bool(_LONE_SURROGATE.search(value))
+        return not value.isascii() and _LONE_SURROGATE.search(value) is not None
     if isinstance(value, dict):
         return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
     if isinstance(value, list):
@@ -68,7 +71,7 @@ class _Checker:
         elif "\x00" in value:
             # PostgreSQL text cannot hold NUL; refusing it keeps both backends storing the same bytes.
             self.errors.append(FieldError(loc, "must not contain NUL characters"))
-        elif _LONE_SURROGATE.search(value):
+        elif not value.isascii() and _LONE_SURROGATE.search(value):
             self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
     def identifier(self, loc: tuple, value: str | None, max_chars: int | None = None) -> None:
@@ -81,7 +84,7 @@ class _Checker:
             self.errors.append(FieldError(loc, f"is {len(value)} characters long; the limit is {max_chars}"))
         elif has_control_chars(value):
             self.errors.append(FieldError(loc, "must not contain control characters"))
-        elif _LONE_SURROGATE.search(value):
+        elif not value.isascii() and _LONE_SURROGATE.search(value):
             self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
     def metadata(self, loc: tuple, metadata: Mapping | None) -> None:
