@@ -22,16 +22,21 @@ from convolens.schemas.ingest import (
     CustomEvent,
     FeedbackEvent,
     IngestBatch,
-    ItemResult,
     MessageEvent,
     RatingEvent,
 )
 from convolens.store import rollups
-from convolens.store.dialect import greatest, insert_ignore, least
-from convolens.store.tables import client_report, conversation, end_user, message
+from convolens.store.driver import Statements
+from convolens.store.tables import client_report, message
 from convolens.timeutil import to_naive_utc
 
 _IN_CHUNK = 500
+
+_INSERT_MESSAGE = (
+    "INSERT INTO message (project_pk, conversation_pk, id, position, role, kind, name, content, created_at,"
+    " ingested_at, metadata, extra, rating, model, input_tokens, output_tokens, latency_ms, error)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_pk, id) DO NOTHING"
+)
 
 
 def new_id() -> str:
@@ -41,6 +46,37 @@ def new_id() -> str:
 def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass(slots=True)
+class ItemResult:
+    """What became of one event (``schemas.ingest.ItemResult`` is its wire shape). A plain class: a
+    pydantic model per event cost a few percent of a batch."""
+
+    index: int
+    status: str
+    id: str | None = None
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "status": self.status}
+        if self.id is not None:
+            out["id"] = self.id
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(slots=True)
+class _NewMessage:
+    """A message the batch adds: its event, and what the store decides for it."""
+
+    id: str
+    role: str
+    created_at: datetime
+    rating: int | None
+    event: MessageEvent | CustomEvent
+    position: int = 0
 
 
 @dataclass
@@ -59,7 +95,7 @@ class _Conversation:
     first_at: datetime | None = None
     last_at: datetime | None = None
     changed: set[str] = field(default_factory=set)
-    new_messages: list[dict[str, Any]] = field(default_factory=list)
+    new_messages: list[_NewMessage] = field(default_factory=list)
 
     def see(self, at: datetime) -> None:
         self.first_at = at if self.first_at is None or at < self.first_at else self.first_at
@@ -75,48 +111,40 @@ class BatchOutcome:
 class _BatchWriter:
     def __init__(self, conn: Connection, project_pk: int, now: datetime) -> None:
         self.conn = conn
+        self.sql = Statements(conn)
         self.project_pk = project_pk
         self.now = now
         self.conversations: dict[str, _Conversation] = {}
         self.known_message_ids: set[str] = set()
-        self.pending_messages: dict[str, dict[str, Any]] = {}
+        self.pending_messages: dict[str, _NewMessage] = {}
         self.rating_updates: list[tuple[int, ItemResult, RatingEvent]] = []
         # The days whose rollups this batch changes (store/rollups.py).
         self.changed_days: set[str] = set()
 
     # -- look-ups -------------------------------------------------------------------------------
     def prefetch(self, batch: IngestBatch) -> None:
-        conversation_ids = list(
-            {e.conversation_id if not isinstance(e, ConversationEvent) else e.id for e in batch.events}
+        sql = self.sql
+        conversation_ids = {e.conversation_id if not isinstance(e, ConversationEvent) else e.id for e in batch.events}
+        rows = sql.select_in(
+            "SELECT id, pk, metadata, started_at, tenant_id, end_user_pk FROM conversation"
+            f" WHERE project_pk = {sql.mark} AND id",
+            (self.project_pk,),
+            conversation_ids,
         )
-        for chunk in _chunks(conversation_ids):
-            rows = self.conn.execute(
-                select(
-                    conversation.c.pk,
-                    conversation.c.id,
-                    conversation.c.metadata,
-                    conversation.c.started_at,
-                    conversation.c.tenant_id,
-                    conversation.c.end_user_pk,
-                ).where(conversation.c.project_pk == self.project_pk, conversation.c.id.in_(chunk))
+        for conversation_id, pk, metadata, started_at, tenant_id, end_user_pk in rows:
+            self.conversations[conversation_id] = _Conversation(
+                id=conversation_id,
+                pk=pk,
+                exists=True,
+                metadata=sql.read_json(metadata),
+                started_at=sql.read_timestamp(started_at),
+                stored_tenant_id=tenant_id,
+                stored_user_pk=end_user_pk,
             )
-            for row in rows:
-                self.conversations[row.id] = _Conversation(
-                    id=row.id,
-                    pk=row.pk,
-                    exists=True,
-                    metadata=row.metadata,
-                    started_at=row.started_at,
-                    stored_tenant_id=row.tenant_id,
-                    stored_user_pk=row.end_user_pk,
-                )
-        ids = [e.id for e in batch.events if isinstance(e, MessageEvent | CustomEvent) and e.id]
-        ids += [e.message_id for e in batch.events if isinstance(e, RatingEvent) and e.message_id]
-        for chunk in _chunks(list(set(ids))):
-            rows = self.conn.execute(
-                select(message.c.id).where(message.c.project_pk == self.project_pk, message.c.id.in_(chunk))
-            )
-            self.known_message_ids.update(row.id for row in rows)
+        ids = {e.id for e in batch.events if isinstance(e, MessageEvent | CustomEvent) and e.id}
+        ids.update(e.message_id for e in batch.events if isinstance(e, RatingEvent) and e.message_id)
+        rows = sql.select_in(f"SELECT id FROM message WHERE project_pk = {sql.mark} AND id", (self.project_pk,), ids)
+        self.known_message_ids.update(row[0] for row in rows)
 
     def _conversation(self, conversation_id: str) -> _Conversation:
         conv = self.conversations.get(conversation_id)
@@ -145,13 +173,13 @@ class _BatchWriter:
         conv.changed.add("seen")
         return ItemResult(index=0, status=status, id=event.id)
 
-    def _add_message(self, conv: _Conversation, row: dict[str, Any]) -> ItemResult:
-        if row["id"] in self.known_message_ids or row["id"] in self.pending_messages:
-            return ItemResult(index=0, status="duplicate", id=row["id"])
-        conv.see(row["created_at"])
-        conv.new_messages.append(row)
-        self.pending_messages[row["id"]] = row
-        return ItemResult(index=0, status="created", id=row["id"])
+    def _add_message(self, conv: _Conversation, new: _NewMessage) -> ItemResult:
+        if new.id in self.known_message_ids or new.id in self.pending_messages:
+            return ItemResult(0, "duplicate", new.id)
+        conv.see(new.created_at)
+        conv.new_messages.append(new)
+        self.pending_messages[new.id] = new
+        return ItemResult(0, "created", new.id)
 
     def _attach_user(self, conv: _Conversation, user_id: str | None, tenant_id: str | None = None) -> None:
         if user_id is not None and conv.user_id is None:
@@ -161,44 +189,21 @@ class _BatchWriter:
             conv.tenant_id = tenant_id
             conv.changed.add("tenant_id")
 
+    def _at(self, timestamp: datetime | None) -> datetime:
+        return to_naive_utc(timestamp) if timestamp else self.now
+
     def on_message(self, event: MessageEvent) -> ItemResult:
         conv = self._conversation(event.conversation_id)
-        self._attach_user(conv, event.user_id, event.tenant_id)
-        return self._add_message(
-            conv,
-            {
-                "id": event.id or new_id(),
-                "role": event.role,
-                "kind": event.kind,
-                "name": event.name,
-                "content": event.content,
-                "created_at": to_naive_utc(event.timestamp) if event.timestamp else self.now,
-                "metadata": event.metadata,
-                "extra": event.extra,
-                "rating": event.rating,
-                "model": event.model,
-                "input_tokens": event.input_tokens,
-                "output_tokens": event.output_tokens,
-                "latency_ms": event.latency_ms,
-                "error": event.error,
-            },
-        )
+        if event.user_id is not None or event.tenant_id is not None:
+            self._attach_user(conv, event.user_id, event.tenant_id)
+        new = _NewMessage(event.id or new_id(), event.role, self._at(event.timestamp), event.rating, event)
+        return self._add_message(conv, new)
 
     def on_custom_event(self, event: CustomEvent) -> ItemResult:
         conv = self._conversation(event.conversation_id)
         self._attach_user(conv, event.user_id)
-        return self._add_message(
-            conv,
-            {
-                "id": event.id or new_id(),
-                "role": "system",
-                "kind": "event",
-                "name": event.name,
-                "content": event.name,
-                "created_at": to_naive_utc(event.timestamp) if event.timestamp else self.now,
-                "metadata": event.properties,
-            },
-        )
+        new = _NewMessage(event.id or new_id(), "system", self._at(event.timestamp), None, event)
+        return self._add_message(conv, new)
 
     def on_feedback(self, event: FeedbackEvent) -> ItemResult:
         conv = self.conversations.get(event.conversation_id)
@@ -210,14 +215,14 @@ class _BatchWriter:
 
     def on_rating(self, event: RatingEvent) -> ItemResult:
         if event.message_id is not None and event.message_id in self.pending_messages:
-            self.pending_messages[event.message_id]["rating"] = event.rating
+            self.pending_messages[event.message_id].rating = event.rating
             return ItemResult(index=0, status="updated", id=event.message_id)
         if event.message_id is None:
             conv = self.conversations.get(event.conversation_id)
-            replies = [m for m in (conv.new_messages if conv else []) if m["role"] == "assistant"]
+            replies = [m for m in (conv.new_messages if conv else []) if m.role == "assistant"]
             if replies:
-                replies[-1]["rating"] = event.rating
-                return ItemResult(index=0, status="updated", id=replies[-1]["id"])
+                replies[-1].rating = event.rating
+                return ItemResult(index=0, status="updated", id=replies[-1].id)
         result = ItemResult(index=0, status="updated", id=event.message_id)
         self.rating_updates.append((len(self.rating_updates), result, event))
         return result
@@ -236,133 +241,133 @@ class _BatchWriter:
             seen[conv.user_id] = (first, last)
         if not seen:
             return {}
+        sql = self.sql
         # Rows are locked in key order, in every transaction: two batches touching the same users or
-        # conversations then queue behind each other instead of deadlocking (PostgreSQL).
-        seen = dict(sorted(seen.items()))
-        self.conn.execute(
-            insert_ignore(self.conn, end_user, ["project_pk", "external_id"]),
-            [
-                {"project_pk": self.project_pk, "external_id": uid, "first_seen": f, "last_seen": la}
-                for uid, (f, la) in seen.items()
-            ],
+        # conversations then queue behind each other instead of deadlocking (PostgreSQL). One upsert
+        # also re-adds a user that retention removed since the batch began.
+        rows = [
+            (self.project_pk, uid, sql.timestamp(first), sql.timestamp(last))
+            for uid, (first, last) in sorted(seen.items())
+        ]
+        returned = sql.insert_returning(
+            "INSERT INTO end_user (project_pk, external_id, first_seen, last_seen)",
+            rows,
+            "ON CONFLICT (project_pk, external_id) DO UPDATE SET"
+            f" first_seen = {sql.least}(end_user.first_seen, excluded.first_seen),"
+            f" last_seen = {sql.greatest}(end_user.last_seen, excluded.last_seen)"
+            " RETURNING external_id, pk",
         )
-        pks: dict[str, int] = {}
-        for uid, (first, last) in seen.items():
-            pk = self._touch_user(uid, first, last)
-            if pk is None:
-                # Retention removed the user between our insert and this update (PostgreSQL): add them again.
-                self.conn.execute(
-                    insert_ignore(self.conn, end_user, ["project_pk", "external_id"]),
-                    {"project_pk": self.project_pk, "external_id": uid, "first_seen": first, "last_seen": last},
-                )
-                pk = self._touch_user(uid, first, last)
-            assert pk is not None
-            pks[uid] = pk
-        return pks
+        return dict(returned)  # type: ignore[arg-type]
 
-    def _touch_user(self, uid: str, first: datetime, last: datetime) -> int | None:
-        return self.conn.execute(
-            update(end_user)
-            .where(end_user.c.project_pk == self.project_pk, end_user.c.external_id == uid)
-            .values(
-                first_seen=least(self.conn, end_user.c.first_seen, first),
-                last_seen=greatest(self.conn, end_user.c.last_seen, last),
-            )
-            .returning(end_user.c.pk)
-        ).scalar()
-
-    def _insert_new_conversations(self, user_pks: dict[str, int]) -> None:
-        new = sorted(
-            (c for c in self.conversations.values() if not c.exists and (c.changed or c.new_messages)),
+    def _upsert_conversations(self, user_pks: dict[str, int]) -> None:
+        """Insert the batch's new conversations and update the stored ones in one statement per kind,
+        reserving message positions: ``message_count`` is advanced by the batch's new messages and the
+        returned count tells where they start, however many transactions append at once."""
+        sql = self.sql
+        touched = sorted(
+            (c for c in self.conversations.values() if c.changed or c.new_messages),
             key=lambda c: c.id,
         )
-        if not new:
-            return
-        self.conn.execute(
-            insert_ignore(self.conn, conversation, ["project_pk", "id"]),
-            [
-                {
-                    "project_pk": self.project_pk,
-                    "id": c.id,
-                    "tenant_id": c.tenant_id,
-                    "end_user_pk": user_pks.get(c.user_id) if c.user_id else None,
-                    "metadata": c.metadata,
-                    "feedback": c.feedback,
-                    "started_at": c.first_at or self.now,
-                    "last_message_at": c.last_at or self.now,
-                    "message_count": 0,
-                    "created_at": self.now,
-                }
-                for c in new
-            ],
+        timed = [c for c in touched if c.first_at is not None]
+        untimed = [c for c in touched if c.first_at is None]
+        # Absent values (NULL) keep what is stored; the insert takes them as they are.
+        keep = (
+            "tenant_id = COALESCE(excluded.tenant_id, conversation.tenant_id),"
+            " end_user_pk = COALESCE(excluded.end_user_pk, conversation.end_user_pk),"
+            " metadata = COALESCE(excluded.metadata, conversation.metadata),"
+            " feedback = COALESCE(excluded.feedback, conversation.feedback),"
+            " message_count = conversation.message_count + excluded.message_count"
         )
-        for chunk in _chunks([c.id for c in new]):
-            rows = self.conn.execute(
-                select(conversation.c.pk, conversation.c.id).where(
-                    conversation.c.project_pk == self.project_pk, conversation.c.id.in_(chunk)
+        times = (
+            f", started_at = {sql.least}(conversation.started_at, excluded.started_at),"
+            f" last_message_at = {sql.greatest}(conversation.last_message_at, excluded.last_message_at)"
+        )
+        head = (
+            "INSERT INTO conversation (project_pk, id, tenant_id, end_user_pk, metadata, feedback, started_at,"
+            " last_message_at, message_count, created_at)"
+        )
+        now = sql.timestamp(self.now)
+        for group, set_times in ((timed, times), (untimed, "")):
+            rows = [
+                (
+                    self.project_pk,
+                    c.id,
+                    c.tenant_id if "tenant_id" in c.changed else None,
+                    user_pks[c.user_id] if "user_id" in c.changed and c.user_id else None,
+                    sql.json(c.metadata) if "metadata" in c.changed else None,
+                    c.feedback if "feedback" in c.changed else None,
+                    sql.timestamp(c.first_at) if c.first_at else now,
+                    sql.timestamp(c.last_at) if c.last_at else now,
+                    len(c.new_messages),
+                    now,
                 )
+                for c in group
+            ]
+            returned = sql.insert_returning(
+                head,
+                rows,
+                f"ON CONFLICT (project_pk, id) DO UPDATE SET {keep}{set_times}"
+                " RETURNING id, pk, message_count, started_at, last_message_at",
             )
-            for row in rows:
-                self.conversations[row.id].pk = row.pk
+            for conversation_id, pk, count, started_at, last_at in returned:
+                self._after_upsert(self.conversations[conversation_id], pk, count, started_at, last_at, user_pks)
 
-    def _update_conversation(self, conv: _Conversation, user_pks: dict[str, int]) -> None:
-        values: dict[str, Any] = {}
-        if "tenant_id" in conv.changed:
-            values["tenant_id"] = conv.tenant_id
-        if "user_id" in conv.changed and conv.user_id:
-            values["end_user_pk"] = user_pks[conv.user_id]
-        if "metadata" in conv.changed:
-            values["metadata"] = conv.metadata
-        if "feedback" in conv.changed:
-            values["feedback"] = conv.feedback
-        if conv.first_at is not None:
-            values["started_at"] = least(self.conn, conversation.c.started_at, conv.first_at)
-            values["last_message_at"] = greatest(self.conn, conversation.c.last_message_at, conv.last_at)
-        n = len(conv.new_messages)
-        if n:
-            values["message_count"] = conversation.c.message_count + n
-        if not values:
-            return
-        count, started_at, last_at = self.conn.execute(
-            update(conversation)
-            .where(conversation.c.pk == conv.pk)
-            .values(**values)
-            .returning(conversation.c.message_count, conversation.c.started_at, conversation.c.last_message_at)
-        ).one()
-        moved = ("tenant_id" in values and conv.tenant_id != conv.stored_tenant_id) or (
-            "end_user_pk" in values and values["end_user_pk"] != conv.stored_user_pk
-        )
-        if conv.exists and moved:
-            self.changed_days.update(rollups.days_between(started_at, last_at))  # its past days move group
-        elif conv.started_at is not None and conv.first_at is not None and conv.first_at < conv.started_at:
-            self.changed_days.add(rollups.day_of(conv.started_at))  # it no longer starts on that day
-        start = count - n
-        for offset, row in enumerate(conv.new_messages):
-            row["position"] = start + offset
+    def _after_upsert(
+        self, conv: _Conversation, pk: int, count: int, started_at: Any, last_at: Any, user_pks: dict[str, int]
+    ) -> None:
+        conv.pk = pk
+        if not conv.exists:
+            self.changed_days.add(rollups.day_of(conv.first_at or self.now))
+        else:
+            moved = ("tenant_id" in conv.changed and conv.tenant_id != conv.stored_tenant_id) or (
+                "user_id" in conv.changed and conv.user_id is not None and user_pks[conv.user_id] != conv.stored_user_pk
+            )
+            if moved:
+                first, last = self.sql.read_timestamp(started_at), self.sql.read_timestamp(last_at)
+                assert first is not None and last is not None
+                self.changed_days.update(rollups.days_between(first, last))  # its past days move group
+            elif conv.started_at is not None and conv.first_at is not None and conv.first_at < conv.started_at:
+                self.changed_days.add(rollups.day_of(conv.started_at))  # it no longer starts on that day
+        start = count - len(conv.new_messages)
+        for offset, new in enumerate(conv.new_messages):
+            new.position = start + offset
 
     def write(self) -> int:
         user_pks = self._user_pks()
-        self._insert_new_conversations(user_pks)
-        rows: list[dict[str, Any]] = []
-        for conv in sorted(self.conversations.values(), key=lambda c: c.id):
-            if conv.pk is None:
-                continue
-            if conv.exists or conv.new_messages or conv.changed:
-                self._update_conversation(conv, user_pks)
-            if not conv.exists:
-                self.changed_days.add(rollups.day_of(conv.first_at or self.now))
-            for row in conv.new_messages:
-                row["project_pk"] = self.project_pk
-                row["conversation_pk"] = conv.pk
-                row["ingested_at"] = self.now
-                rows.append(row)
-                self.changed_days.add(rollups.day_of(row["created_at"]))
-        if rows:
-            columns = {c.name for c in message.columns} - {"pk"}
-            self.conn.execute(
-                insert_ignore(self.conn, message, ["project_pk", "id"]),
-                [{col: row.get(col) for col in columns} for row in rows],
-            )
+        self._upsert_conversations(user_pks)
+        sql = self.sql
+        now, today = sql.timestamp(self.now), rollups.day_of(self.now)
+        rows: list[tuple] = []
+        days = self.changed_days
+        days_seen: dict[datetime, str] = {}
+        for conv in self.conversations.values():
+            for new in conv.new_messages:
+                at = new.created_at
+                if at is self.now:  # most messages carry no timestamp of their own
+                    created_at = now
+                    days.add(today)
+                else:
+                    created_at = sql.timestamp(at)
+                    if at not in days_seen:
+                        days_seen[at] = rollups.day_of(at)
+                        days.add(days_seen[at])
+                e = new.event
+                if isinstance(e, MessageEvent):
+                    rows.append(
+                        (
+                            self.project_pk, conv.pk, new.id, new.position, e.role, e.kind, e.name, e.content,
+                            created_at, now, sql.json(e.metadata), sql.json(e.extra), new.rating, e.model,
+                            e.input_tokens, e.output_tokens, e.latency_ms, e.error,
+                        )
+                    )  # fmt: skip
+                else:
+                    rows.append(
+                        (
+                            self.project_pk, conv.pk, new.id, new.position, "system", "event", e.name, e.name,
+                            created_at, now, sql.json(e.properties), None, None, None, None, None, None, None,
+                        )
+                    )  # fmt: skip
+        sql.executemany(_INSERT_MESSAGE.replace("?", sql.mark), rows)
         self._apply_ratings()
         rollups.mark(self.conn, self.project_pk, self.changed_days, self.now)
         return len(rows)

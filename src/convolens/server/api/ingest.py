@@ -11,13 +11,14 @@ from convolens.schemas.ingest import IngestBatch, IngestResponse
 from convolens.server.api.deps import count_ingested, database, limits
 from convolens.server.auth import IngestToken
 from convolens.server.errors import ERROR_RESPONSES, bound_violation
+from convolens.server.json_route import OrjsonRoute
 from convolens.server.responses import JSONResponse
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import utcnow
 
-router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES, route_class=OrjsonRoute)
 
 
 @router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)
@@ -33,12 +34,12 @@ def ingest(
         raise bound_violation(errors)
     if token.pii_scrubbing:
         scrub_batch(batch, names=token.pii_names)  # before storage: raw values never reach the database
-    with db.writer() as conn:
-        outcome = apply_batch(conn, token.project_pk, batch, utcnow())
+    outcome = db.write(lambda conn: apply_batch(conn, token.project_pk, batch, utcnow()))
     count_ingested(request, outcome.created_messages)
     metrics = request.app.state.metrics
     if batch.client is not None:
         metrics.client_dropped.inc(batch.client.dropped)
         metrics.client_retries.inc(batch.client.retries)
-    response = IngestResponse(accepted=sum(r.status != "not_found" for r in outcome.results), results=outcome.results)
-    return JSONResponse(response.model_dump(exclude_none=True), status_code=202)
+    results = outcome.results
+    accepted = sum(r.status != "not_found" for r in results)
+    return JSONResponse({"accepted": accepted, "results": [r.as_dict() for r in results]}, status_code=202)

@@ -1,0 +1,79 @@
+"""Statements handed to the DB-API driver as they are, for ingest's hot path.
+
+SQLAlchemy Core builds and type-processes every parameter of every row in Python; for a batch of 800
+messages that was most of the store's time (bench/README.md: 175 ms of a 250 ms batch). Here rows are
+plain tuples in a fixed column order, written with the driver's own ``executemany`` (a C loop in
+``sqlite3``, pipelined in psycopg) or one multi-row ``INSERT … ON CONFLICT … RETURNING``. Only the
+encodings SQLAlchemy would have applied are reproduced: timestamps in its SQLite text format, JSON as
+text. Everything else in the store keeps using SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+
+class Statements:
+    """The few spellings that differ between the two drivers, for one connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.postgresql = conn.dialect.name == "postgresql"
+        self.mark = "%s" if self.postgresql else "?"
+        self.least = "least" if self.postgresql else "min"
+        self.greatest = "greatest" if self.postgresql else "max"
+
+    def timestamp(self, value: datetime | None) -> Any:
+        """SQLite has no datetime type: SQLAlchemy stores ``YYYY-MM-DD HH:MM:SS.ffffff`` (always with
+        microseconds, so stored values compare as strings). psycopg takes datetimes as they are."""
+        if value is None or self.postgresql:
+            return value
+        return value.isoformat(" ", "microseconds")
+
+    def read_timestamp(self, value: Any) -> datetime | None:
+        if value is None or isinstance(value, datetime):
+            return value
+        return datetime.fromisoformat(value)
+
+    @staticmethod
+    def json(value: Any) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    @staticmethod
+    def read_json(value: Any) -> Any:
+        return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+    def row_marks(self, width: int) -> str:
+        return "(" + ", ".join([self.mark] * width) + ")"
+
+    def executemany(self, sql: str, rows: Sequence[tuple]) -> None:
+        if rows:
+            self.conn.exec_driver_sql(sql, list(rows))
+
+    def insert_returning(self, head: str, rows: Sequence[tuple], tail: str, chunk: int = 500) -> list[tuple]:
+        """``head VALUES (…), (…) tail`` over the rows, ``chunk`` rows a statement; every returned row."""
+        out: list[tuple] = []
+        if not rows:
+            return out
+        marks = self.row_marks(len(rows[0]))
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            sql = f"{head} VALUES {', '.join([marks] * len(part))} {tail}"
+            params = tuple(value for row in part for value in row)
+            out.extend(tuple(r) for r in self.conn.exec_driver_sql(sql, params))
+        return out
+
+    def select_in(self, sql_before_in: str, leading: tuple, values: Iterable[Any], chunk: int = 500) -> list[tuple]:
+        """``sql_before_in IN (…)`` with the leading parameters first, ``chunk`` values a query."""
+        values = list(values)
+        out: list[tuple] = []
+        for start in range(0, len(values), chunk):
+            part = values[start : start + chunk]
+            sql = f"{sql_before_in} IN ({', '.join([self.mark] * len(part))})"
+            out.extend(tuple(r) for r in self.conn.exec_driver_sql(sql, (*leading, *part)))
+        return out
