@@ -3,19 +3,29 @@
 On SQLite, writers take the database lock up front (``BEGIN IMMEDIATE``) through a one-connection pool,
 so writers queue in-process instead of failing with "database is locked", while readers keep reading
 from WAL snapshots on their own connections.
+
+Ingest requests write through ``Database.write(work)``, which on SQLite commits concurrent requests
+together (group commit): one writer runs every queued piece of work in one transaction, each in a
+savepoint of its own, and one fsync makes them all durable. A commit with ``synchronous=FULL`` costs a
+few milliseconds of fsync however little it writes, so one-conversation requests were bound by it
+(bench/README.md). PostgreSQL runs concurrent writers in parallel and groups their WAL flushes itself.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
@@ -52,8 +62,61 @@ class FairLock:
                 self._held = False
 
 
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Job(Generic[T]):
+    work: Callable[[Connection], T]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
 class DatabaseUnavailable(Exception):
     """The database cannot be reached, is too busy or out of disk; retry later (HTTP 503)."""
+
+
+class FileWriteLock:
+    """SQLite's write lock, taken ahead of SQLite across the processes sharing a database file (several
+    ``convolens serve --workers``, a ``convolens worker``, the CLI): an ``flock`` on a file beside the
+    database. Without it a process that finds the database locked sleeps in SQLite's busy handler
+    (1, 2, 5, 10… ms), which left the database idle between transactions; here a waiter polls a lock
+    that costs a system call, backing off to at most a millisecond."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+
+    def acquire(self, timeout: float) -> bool:
+        import fcntl
+
+        if self._fd is None or self._pid != os.getpid():
+            # A forked child opens its own: a shared open file description would share the lock too.
+            self._fd, self._pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+        deadline = time.monotonic() + timeout
+        pause = 0.00005
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.001)
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
 
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
@@ -95,10 +158,15 @@ class Database:
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=5)
             self._write_turn: FairLock | None = FairLock()
+            file_backed = parsed.database and parsed.database != ":memory:" and os.name == "posix"
+            self._file_lock = FileWriteLock(f"{parsed.database}-writelock") if file_backed else None
+            self._queued: deque[_Job[Any]] = deque()
+            self._queue_mutex = threading.Lock()
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
             self.read_engine = self.write_engine
             self._write_turn = None
+            self._file_lock = None
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://")
 
@@ -113,7 +181,7 @@ class Database:
         if turn is not None and not turn.acquire(timeout=60):
             raise DatabaseUnavailable("timed out waiting for the write lock")
         try:
-            with self.write_engine.begin() as conn:
+            with self._other_processes_locked_out(), self.write_engine.begin() as conn:
                 yield conn
         except (OperationalError, PoolTimeout) as exc:
             if _is_connectivity_error(exc):
@@ -122,6 +190,74 @@ class Database:
         finally:
             if turn is not None:
                 turn.release()
+
+    @contextmanager
+    def _other_processes_locked_out(self) -> Iterator[None]:
+        lock = self._file_lock
+        if lock is None:
+            yield
+            return
+        if not lock.acquire(timeout=60):
+            raise DatabaseUnavailable("timed out waiting for another process's write")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # Work items committed together, at most: bounds one group's transaction and its latency.
+    MAX_GROUP = 64
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)`` in a write transaction, committed before this returns; its exception, if it
+        raises, with nothing of it written. On SQLite the transaction may be shared with other callers'
+        work (group commit), so ``work`` must do nothing but database work on ``conn``."""
+        if self._write_turn is None:
+            with self.writer() as conn:
+                return work(conn)
+        job: _Job[T] = _Job(work)
+        with self._queue_mutex:
+            self._queued.append(job)
+        turn = self._write_turn
+        if not turn.acquire(timeout=60):
+            with self._queue_mutex:
+                if job in self._queued:
+                    self._queued.remove(job)
+                    raise DatabaseUnavailable("timed out waiting for the write lock")
+            job.done.wait()  # a leader has taken it and is committing it now
+        else:
+            try:
+                while not job.done.is_set():
+                    self._commit_group()  # ours is still queued: lead groups until it is committed
+            finally:
+                turn.release()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _commit_group(self) -> None:
+        with self._queue_mutex:
+            group = [self._queued.popleft() for _ in range(min(len(self._queued), self.MAX_GROUP))]
+        failure: BaseException | None = None
+        try:
+            with self._other_processes_locked_out(), self.write_engine.begin() as conn:
+                for job in group:
+                    try:
+                        with conn.begin_nested():
+                            job.result = job.work(conn)
+                    except Exception as exc:
+                        job.error = _unavailable_or(exc)  # rolled back to its savepoint; the others go on
+                        if not _driver_in_transaction(conn):
+                            raise  # SQLite dropped the whole transaction (disk full, I/O error)
+        except BaseException as exc:
+            failure = _unavailable_or(exc)
+        for job in group:
+            if failure is not None and (
+                job.error is None or isinstance(job.error, DatabaseError | DatabaseUnavailable)
+            ):
+                job.result, job.error = None, failure  # nothing of the group was committed
+            job.done.set()
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # KeyboardInterrupt and the like end the leader too
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:
@@ -151,9 +287,24 @@ class Database:
             return False
 
     def dispose(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.close()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+
+
+def _unavailable_or(exc: BaseException) -> BaseException:
+    """``DatabaseUnavailable`` for what a retry may cure (HTTP 503), else the exception itself."""
+    if isinstance(exc, OperationalError | PoolTimeout) and _is_connectivity_error(exc):
+        unavailable = DatabaseUnavailable(exc.__class__.__name__)
+        unavailable.__cause__ = exc
+        return unavailable
+    return exc
+
+
+def _driver_in_transaction(conn: Connection) -> bool:
+    return bool(conn.connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
 
 
 def _is_connectivity_error(exc: Exception) -> bool:

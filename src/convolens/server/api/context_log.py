@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import Connection
 
 from convolens.config import Limits
 from convolens.enrich import names
@@ -22,14 +23,15 @@ from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEven
 from convolens.server.api.deps import count_ingested, database, limits
 from convolens.server.auth import IngestToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
+from convolens.server.json_route import OrjsonRoute
 from convolens.server.responses import JSONResponse
 from convolens.store import queries, upsert
 from convolens.store.db import Database
-from convolens.store.ingest import apply_batch, new_id
+from convolens.store.ingest import BatchOutcome, apply_batch, new_id
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import utcnow
 
-router = APIRouter(tags=["context"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["context"], responses=ERROR_RESPONSES, route_class=OrjsonRoute)
 
 # Context continued an upserted conversation only if it was active in the last six hours.
 UPSERT_WINDOW = timedelta(hours=6)
@@ -160,8 +162,7 @@ def log_conversation(
     _scrub(body.conversation, token)
     conversation_id = new_id()
     batch, _ = _to_batch(body.conversation, conversation_id, tenant)
-    with db.writer() as conn:
-        outcome = apply_batch(conn, token.project_pk, batch, utcnow())
+    outcome = db.write(lambda conn: apply_batch(conn, token.project_pk, batch, utcnow()))
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 
@@ -183,7 +184,8 @@ def log_conversation_upsert(
     pairs = [(m.role, m.message) for m in conversation.messages]
     key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
     now = utcnow()
-    with db.writer() as conn:
+
+    def store(conn: Connection) -> tuple[str, int, BatchOutcome]:
         found = upsert.find_continuation(conn, token.project_pk, key, now - UPSERT_WINDOW, pairs)
         if found is None:
             if len(conversation.messages) < 2:
@@ -205,6 +207,9 @@ def log_conversation_upsert(
         outcome = apply_batch(conn, token.project_pk, batch, now)
         if found is None:
             upsert.set_upsert_key(conn, token.project_pk, conversation_id, key)
+        return conversation_id, skip, outcome
+
+    conversation_id, skip, outcome = db.write(store)
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": len(pairs) - skip}}, status_code=201)
 
@@ -225,8 +230,7 @@ def log_conversation_thread(
     _scrub(thread, token)
     thread_id = thread.id or new_id()
     batch, messages = _to_batch(thread, thread_id, tenant)
-    with db.writer() as conn:
-        outcome = apply_batch(conn, token.project_pk, batch, utcnow())
+    outcome = db.write(lambda conn: apply_batch(conn, token.project_pk, batch, utcnow()))
     count_ingested(request, outcome.created_messages)
     appended = [{"id": m.id, "role": m.role, "message": m.content, "rating": m.rating} for m in messages]
     return JSONResponse({**_OK, "data": {"id": thread_id, "appended_messages": appended}}, status_code=201)
