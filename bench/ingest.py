@@ -29,6 +29,9 @@ import uuid
 from pathlib import Path
 
 import httpx
+import orjson
+
+JSON = {"Content-Type": "application/json"}
 
 WORDS = [
     "invoice",
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="conversations per request")
     parser.add_argument("--database-url")
     parser.add_argument("--mode", choices=("native", "sdk", "context"), default="native")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (convolens serve --workers)")
     args = parser.parse_args()
 
     rng = random.Random(1)
@@ -136,7 +140,9 @@ def main() -> None:
         text=True,
     ).stdout.strip()
     port = 18_500 + os.getpid() % 500
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--log-level", "warning"], env=env)
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(args.workers)], env=env
+    )
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     for _ in range(300):
@@ -147,6 +153,8 @@ def main() -> None:
             time.sleep(0.1)
 
     latencies: list[float] = []
+    # Encoded before the clock starts: the load generator's own JSON encoding is not the server's cost.
+    bodies = [orjson.dumps({"events": b}) for b in batches] if args.mode == "native" else []
     conversations = [c for b in batches for c in _split(b)]
     queue = list(range(len(batches) if args.mode == "native" else len(conversations)))
     lock = threading.Lock()
@@ -165,7 +173,7 @@ def main() -> None:
             while (index := next_index()) is not None:
                 started = time.perf_counter()
                 if args.mode == "native":
-                    response = http.post("/api/v1/ingest", json={"events": batches[index]})
+                    response = http.post("/api/v1/ingest", content=bodies[index], headers=JSON)
                     response.raise_for_status()
                 elif args.mode == "context":
                     head, *messages = conversations[index]
@@ -184,7 +192,42 @@ def main() -> None:
                     )
                 latencies.append(time.perf_counter() - started)
 
+    def server_processes() -> list[int]:
+        """The server and its descendants (API processes of --workers, a worker process)."""
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+        tree, grew = {server.pid}, True
+        while grew:
+            new = {pid for pid, parent in parents.items() if parent in tree} - tree
+            tree |= new
+            grew = bool(new)
+        return sorted(tree)
+
+    def cpu_seconds() -> float:
+        total = 0.0
+        for pid in server_processes():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def rss_mb() -> float:
+        total = 0
+        for pid in server_processes():
+            try:
+                total += int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        return total / 1024
+
     try:
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         for t in threads:
@@ -202,7 +245,8 @@ def main() -> None:
                 break
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        rss_kb = int(Path(f"/proc/{server.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        server_cpu = cpu_seconds() - cpu_before
+        rss = rss_mb()
         ordered = sorted(latencies)
         print(
             f"mode {args.mode}: {total_messages} messages in {args.conversations} conversations, {len(latencies)} "
@@ -210,12 +254,13 @@ def main() -> None:
         )
         print(
             f"durable throughput: {total_messages / elapsed:,.0f} messages/s, "
-            f"{args.conversations / elapsed:,.0f} conversations/s ({elapsed:.1f} s)"
+            f"{args.conversations / elapsed:,.0f} conversations/s ({elapsed:.1f} s); "
+            f"server CPU {server_cpu / total_messages * 1e6:.0f} µs a message"
         )
         label = "request" if args.mode != "sdk" else "log_conversation call"
         print(
             f"{label} latency p50 {statistics.median(ordered) * 1000:.2f} ms, "
-            f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.2f} ms; server RSS {rss_kb / 1024:.0f} MB"
+            f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.2f} ms; server RSS {rss:.0f} MB"
         )
     finally:
         if sdk is not None:

@@ -25,20 +25,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from convolens.server.observability import configure_logging
 
     settings = Settings.from_env()
-    app = create_app(settings)
     configure_logging(args.log_level, json=args.log_format == "json")
-    print(f"convolens serving on http://{args.host}:{args.port} ({_describe(settings)})", flush=True)
     ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile} if args.ssl_certfile else {}
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=None,  # ours, from configure_logging: JSON lines, no uvicorn access log
-        access_log=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
+    common = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "log_config": None,  # ours, from configure_logging: JSON lines, no uvicorn access log
+        "access_log": False,
+        "timeout_graceful_shutdown": args.graceful_timeout,
         **ssl,
+    }
+    workers = args.workers or 1
+    print(
+        f"convolens serving on http://{args.host}:{args.port} ({_describe(settings)}"
+        f"{f', {workers} API processes' if workers > 1 else ''})",
+        flush=True,
     )
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return 0
+    return _serve_processes(settings, workers, args, common)
+
+
+def _serve_processes(settings: Settings, workers: int, args: argparse.Namespace, common: dict) -> int:
+    """Several API processes on one port (uvicorn's supervisor), so that parsing, validation and PII
+    scrubbing use every core; the schema is migrated once, here, and the embedded enrichment worker, if
+    on, runs as one ``convolens worker`` process beside them rather than once in each."""
+    import os
+    import subprocess
+
+    import uvicorn
+
+    migrate.upgrade(Database(settings.database_url))
+    os.environ["CONVOLENS_SERVE_LOG_LEVEL"] = args.log_level
+    os.environ["CONVOLENS_SERVE_LOG_FORMAT"] = args.log_format
+    worker = None
+    if settings.embedded_worker:
+        worker = subprocess.Popen([sys.executable, "-m", "convolens", "worker", "--log-level", args.log_level])
+    os.environ["CONVOLENS_EMBEDDED_WORKER"] = "0"
+    try:
+        uvicorn.run("convolens.server.app:api_process_app", factory=True, workers=workers, **common)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
     return 0
 
 
@@ -277,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--graceful-timeout", type=float, default=10.0, help="seconds to let in-flight requests finish on shutdown"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes sharing the port (default 1); on SQLite they take turns writing, on PostgreSQL "
+        "they write in parallel",
     )
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")

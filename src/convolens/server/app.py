@@ -65,3 +65,17 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         app.include_router(module.router)
     web.install(app)
     return app
+
+
+def api_process_app() -> FastAPI:
+    """One of ``convolens serve --workers N``'s processes: the parent migrated the schema and set up
+    the environment (``cli._serve_processes``)."""
+    import os
+
+    from convolens.server.observability import configure_logging
+
+    configure_logging(
+        os.environ.get("CONVOLENS_SERVE_LOG_LEVEL", "info"),
+        json=os.environ.get("CONVOLENS_SERVE_LOG_FORMAT", "json") == "json",
+    )
+    return create_app(run_migrations=False)
