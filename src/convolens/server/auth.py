@@ -45,7 +45,7 @@ def authenticate(request: Request) -> TokenInfo:
 
 
 def require(scope: str) -> Callable[..., TokenInfo]:
-    def dependency(info: TokenInfo = Depends(authenticate)) -> TokenInfo:  # noqa: B008
+    async def dependency(info: TokenInfo = Depends(authenticate)) -> TokenInfo:  # noqa: B008
         if scope not in info.scopes:
             raise ApiError(403, f"this token lacks the '{scope}' scope")
         return info

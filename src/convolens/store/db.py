@@ -240,7 +240,9 @@ class Database:
         failure: BaseException | None = None
         try:
             with self._other_processes_locked_out(), self.write_engine.begin() as conn:
-                for job in group:
+                if len(group) == 1:  # alone: no savepoint, its exception rolls the transaction back
+                    group[0].result = group[0].work(conn)
+                for job in group if len(group) > 1 else ():
                     try:
                         with conn.begin_nested():
                             job.result = job.work(conn)
@@ -250,6 +252,10 @@ class Database:
                             raise  # SQLite dropped the whole transaction (disk full, I/O error)
         except BaseException as exc:
             failure = _unavailable_or(exc)
+        self._finish(group, failure)
+
+    @staticmethod
+    def _finish(group: list[_Job[Any]], failure: BaseException | None) -> None:
         for job in group:
             if failure is not None and (
                 job.error is None or isinstance(job.error, DatabaseError | DatabaseUnavailable)

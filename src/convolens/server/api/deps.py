@@ -8,12 +8,15 @@ from convolens.config import Limits
 from convolens.server.errors import query_error
 from convolens.store.db import Database
 
+# Plain look-ups are ``async def``: FastAPI runs a sync dependency on its thread pool, a hand-off that
+# cost more than the look-up (a one-conversation request had five of them).
 
-def database(request: Request) -> Database:
+
+async def database(request: Request) -> Database:
     return request.app.state.db
 
 
-def limits(request: Request) -> Limits:
+async def limits(request: Request) -> Limits:
     return request.app.state.settings.limits
 
 
