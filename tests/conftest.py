@@ -220,7 +220,9 @@ class ServeProcess:
         extra_env: dict[str, str] | None = None,
         log_level: str = "warning",
         log_path: Path | None = None,
+        serve_args: list[str] | None = None,
     ) -> None:
+        self.serve_args = serve_args or []
         self.log_level = log_level
         self.log_path = log_path
         self.home = home
@@ -244,7 +246,7 @@ class ServeProcess:
     def start(self) -> None:
         log = self.log_path.open("a") if self.log_path else None
         self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(self.port), "--log-level", self.log_level],
+            [*CLI, "serve", "--port", str(self.port), "--log-level", self.log_level, *self.serve_args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT if log else None,

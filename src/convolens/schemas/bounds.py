@@ -122,6 +122,8 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
         )
         return c.errors
     for i, event in enumerate(batch.events):
+        if isinstance(event, MessageEvent) and _plain_message(event, limits):
+            continue  # the common case, checked in one pass without building field paths
         loc = ("events", i)
         c.identifier((*loc, "conversation_id"), getattr(event, "conversation_id", None))
         c.identifier((*loc, "id"), getattr(event, "id", None))
@@ -144,6 +146,26 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
         else:
             c.text((*loc, "feedback"), getattr(event, "feedback", None), limits.max_content_chars)
     return c.errors
+
+
+def _plain_message(event: MessageEvent, limits: Limits) -> bool:
+    """True when a message is certainly within bounds: short plain ids, ASCII or NUL-free text of an
+    allowed length, and no optional fields that need a closer look. Anything else takes the full check,
+    which names the field at fault."""
+    if event.metadata or event.extra or event.name or event.model or event.error or event.user_id or event.tenant_id:
+        return False
+    content, cid, mid = event.content, event.conversation_id, event.id
+    return (
+        len(content) <= limits.max_content_chars
+        and "\x00" not in content
+        and (content.isascii() or not _LONE_SURROGATE.search(content))
+        and 0 < len(cid) <= limits.max_id_chars
+        and cid.isascii()
+        and _CONTROL_CHAR.search(cid) is None
+        and (
+            mid is None or (0 < len(mid) <= limits.max_id_chars and mid.isascii() and _CONTROL_CHAR.search(mid) is None)
+        )
+    )
 
 
 def check_context_conversation(

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or
 from sqlalchemy.sql.elements import ColumnElement
 
 from convolens.store.dialect import bucket, insert_ignore
+from convolens.store.driver import Statements
 from convolens.store.tables import (
     conversation,
     message,
@@ -324,9 +325,13 @@ def with_all_tenants(summaries: dict[Key, Summary]) -> dict[Key, Summary]:
 
 def mark(conn: Connection, project_pk: int, days: Iterable[str], now: datetime) -> None:
     """Record, in the caller's transaction, that these days of the project changed."""
-    rows = [{"project_pk": project_pk, "day": d, "marked_at": now} for d in sorted(set(days))]
-    if rows:
-        conn.execute(insert(rollup_dirty), rows)
+    sql = Statements(conn)
+    marked_at = sql.timestamp(now)
+    rows = [(project_pk, day, marked_at) for day in sorted(set(days))]
+    # Through the driver: every ingest transaction runs this.
+    sql.executemany(
+        f"INSERT INTO rollup_dirty (project_pk, day, marked_at) VALUES ({sql.mark}, {sql.mark}, {sql.mark})", rows
+    )
 
 
 def mark_messages(conn: Connection, message_pks: list[int], now: datetime) -> None:
