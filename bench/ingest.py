@@ -64,6 +64,17 @@ WORDS = [
 ]
 
 
+_TEXTS: list[str] = []
+
+
+def _texts() -> list[str]:
+    """2,000 messages of 20-200 words, made once: the generator must keep ahead of the server."""
+    if not _TEXTS:
+        rng = random.Random(99)
+        _TEXTS.extend(" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 200))) for _ in range(2000))
+    return _TEXTS
+
+
 def conversation(rng: random.Random, users: int) -> list[dict]:
     cid = uuid.UUID(int=rng.getrandbits(128)).hex
     user = min(int(rng.paretovariate(1.2)), users)
@@ -76,7 +87,7 @@ def conversation(rng: random.Random, users: int) -> list[dict]:
         }
     ]
     for i in range(rng.randint(4, 12)):
-        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 200)))
+        text = rng.choice(_texts())
         events.append(
             {
                 "type": "message",

@@ -68,12 +68,14 @@ class Statements:
             out.extend(tuple(r) for r in self.conn.exec_driver_sql(sql, params))
         return out
 
-    def select_in(self, sql_before_in: str, leading: tuple, values: Iterable[Any], chunk: int = 500) -> list[tuple]:
-        """``sql_before_in IN (…)`` with the leading parameters first, ``chunk`` values a query."""
+    def select_in(
+        self, sql_before_in: str, leading: tuple, values: Iterable[Any], chunk: int = 500, suffix: str = ""
+    ) -> list[tuple]:
+        """``sql_before_in IN (…) suffix`` with the leading parameters first, ``chunk`` values a query."""
         values = list(values)
         out: list[tuple] = []
         for start in range(0, len(values), chunk):
             part = values[start : start + chunk]
-            sql = f"{sql_before_in} IN ({', '.join([self.mark] * len(part))})"
+            sql = f"{sql_before_in} IN ({', '.join([self.mark] * len(part))}){suffix}"
             out.extend(tuple(r) for r in self.conn.exec_driver_sql(sql, (*leading, *part)))
         return out
