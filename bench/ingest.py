@@ -1,17 +1,20 @@
-"""Durable ingest throughput of the native batch API: messages per second from the first request until
-every message is readable through the read API.
+"""Durable ingest throughput: messages per second from the first request until every message is
+readable through the read API.
 
     .venv/bin/python bench/ingest.py [--mode native|sdk|context] [--conversations 5000] [--clients 4]
-                                     [--database-url URL]
+                                     [--workers 1] [--runs 3] [--database-url URL]
 
-Starts ``convolens serve`` (SQLite in a temporary home unless a URL is given, embedded worker off so
-that only ingestion is measured), then sends batches of 100 generated conversations (4-12 messages,
-20-200 words, Zipf-distributed user ids) from several client threads in this process, loopback only,
-bounded in count. Prints the durable rate, request latency p50/p99 and the server's RSS.
+Starts ``convolens serve`` (SQLite in a temporary home unless a URL is given; ``--workers`` API
+processes; embedded worker off so that only ingestion is measured) for each of ``--runs`` runs, then
+sends generated conversations (4-12 messages of 20-200 words, a few metadata keys, Zipf-distributed
+user ids) from ``--clients`` threads in this process, loopback only, bounded in count. Bodies are
+encoded before the clock starts. Prints each run and a summary line of medians: durable messages and
+conversations per second, request latency p50/p99, how long after the last response everything was
+readable, the server's CPU per message and RSS (its whole process tree).
 Modes: ``native`` posts batches of ``--batch`` conversations to ``/api/v1/ingest``; ``sdk`` logs each
 conversation from ``--clients`` threads through one ``convolens.Client`` (its sender batches them);
 ``context`` posts one conversation per request to Context's ``/api/v1/log/conversation``.
-(For the throughput issue: medians of 3 runs and the growth table are next.)
+To compare with an earlier commit in the same run, put its ``src`` first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -111,16 +114,7 @@ def _split(batch: list[dict]) -> list[list[dict]]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--conversations", type=int, default=5000)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=100, help="conversations per request")
-    parser.add_argument("--database-url")
-    parser.add_argument("--mode", choices=("native", "sdk", "context"), default="native")
-    parser.add_argument("--workers", type=int, default=1, help="API processes (convolens serve --workers)")
-    args = parser.parse_args()
-
+def run(args: argparse.Namespace) -> dict[str, float]:
     rng = random.Random(1)
     batches, total_messages, batch = [], 0, []
     for _ in range(args.conversations):
@@ -151,9 +145,8 @@ def main() -> None:
         text=True,
     ).stdout.strip()
     port = 18_500 + os.getpid() % 500
-    server = subprocess.Popen(
-        [*cli, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(args.workers)], env=env
-    )
+    workers = ["--workers", str(args.workers)] if args.workers > 1 else []  # (a baseline may lack the flag)
+    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--log-level", "warning", *workers], env=env)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     for _ in range(300):
@@ -165,8 +158,17 @@ def main() -> None:
 
     latencies: list[float] = []
     # Encoded before the clock starts: the load generator's own JSON encoding is not the server's cost.
-    bodies = [orjson.dumps({"events": b}) for b in batches] if args.mode == "native" else []
     conversations = [c for b in batches for c in _split(b)]
+    if args.mode == "native":
+        bodies = [orjson.dumps({"events": b}) for b in batches]
+    elif args.mode == "context":
+        bodies = [
+            orjson.dumps({"conversation": {
+                "messages": [{"role": m["role"], "message": m["content"]} for m in messages],
+                "metadata": {**head["metadata"], "user_id": head["user_id"]},
+            }})
+            for head, *messages in conversations
+        ]  # fmt: skip
     queue = list(range(len(batches) if args.mode == "native" else len(conversations)))
     lock = threading.Lock()
     sdk = None
@@ -187,12 +189,7 @@ def main() -> None:
                     response = http.post("/api/v1/ingest", content=bodies[index], headers=JSON)
                     response.raise_for_status()
                 elif args.mode == "context":
-                    head, *messages = conversations[index]
-                    body = {"conversation": {
-                        "messages": [{"role": m["role"], "message": m["content"]} for m in messages],
-                        "metadata": {**head["metadata"], "user_id": head["user_id"]},
-                    }}  # fmt: skip
-                    http.post("/api/v1/log/conversation", json=body).raise_for_status()
+                    http.post("/api/v1/log/conversation", content=bodies[index], headers=JSON).raise_for_status()
                 else:
                     head, *messages = conversations[index]
                     sdk.log_conversation(  # type: ignore[union-attr]
@@ -245,6 +242,7 @@ def main() -> None:
             t.start()
         for t in threads:
             t.join()
+        responded = time.perf_counter()
         if sdk is not None:
             sdk.flush(timeout=600)
         # Durable means readable: wait until the read API counts every conversation.
@@ -254,30 +252,61 @@ def main() -> None:
             ).json()
             if listing["pagination"]["total_records"] >= args.conversations:
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
         elapsed = time.perf_counter() - started
         server_cpu = cpu_seconds() - cpu_before
-        rss = rss_mb()
         ordered = sorted(latencies)
-        print(
-            f"mode {args.mode}: {total_messages} messages in {args.conversations} conversations, {len(latencies)} "
-            f"calls, {args.clients} clients, {'PostgreSQL' if args.database_url else 'SQLite'}"
-        )
-        print(
-            f"durable throughput: {total_messages / elapsed:,.0f} messages/s, "
-            f"{args.conversations / elapsed:,.0f} conversations/s ({elapsed:.1f} s); "
-            f"server CPU {server_cpu / total_messages * 1e6:.0f} µs a message"
-        )
-        label = "request" if args.mode != "sdk" else "log_conversation call"
-        print(
-            f"{label} latency p50 {statistics.median(ordered) * 1000:.2f} ms, "
-            f"p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.2f} ms; server RSS {rss:.0f} MB"
-        )
+        return {
+            "messages": total_messages,
+            "messages_per_s": total_messages / elapsed,
+            "conversations_per_s": args.conversations / elapsed,
+            "readable_after_s": time.perf_counter() - responded if sdk is None else float("nan"),
+            "cpu_us_per_message": server_cpu / total_messages * 1e6,
+            "p50_ms": statistics.median(ordered) * 1000,
+            "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+            "rss_mb": rss_mb(),
+            "calls": len(latencies),
+        }
     finally:
         if sdk is not None:
             sdk.shutdown(5)
         server.terminate()
         server.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conversations", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=100, help="conversations per request")
+    parser.add_argument("--database-url")
+    parser.add_argument("--mode", choices=("native", "sdk", "context"), default="native")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (convolens serve --workers)")
+    parser.add_argument("--runs", type=int, default=3, help="each on a new server and project; medians reported")
+    parser.add_argument("--label", default="", help="a name for this configuration in the summary line")
+    args = parser.parse_args()
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    results = []
+    for i in range(args.runs):
+        r = run(args)
+        results.append(r)
+        print(
+            f"run {i + 1}: {r['messages_per_s']:,.0f} messages/s durable, {r['conversations_per_s']:,.0f} "
+            f"conversations/s; readable {r['readable_after_s'] * 1000:.0f} ms after the last response; "
+            f"{'call' if args.mode == 'sdk' else 'request'} p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; "
+            f"server CPU {r['cpu_us_per_message']:.0f} µs a message; RSS {r['rss_mb']:.0f} MB",
+            flush=True,
+        )
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in results)
+
+    print(
+        f"| {args.label or args.mode} | {backend} | {args.workers} | {median('messages_per_s'):,.0f} | "
+        f"{median('conversations_per_s'):,.0f} | {median('p50_ms'):.1f} / {median('p99_ms'):.1f} ms | "
+        f"{median('readable_after_s') * 1000:.0f} ms | {median('cpu_us_per_message'):.0f} µs | "
+        f"{median('rss_mb'):.0f} MB |  ({args.runs} runs, {results[0]['messages']:,} messages, {args.clients} clients)"
+    )
 
 
 if __name__ == "__main__":
