@@ -32,10 +32,13 @@ from convolens.timeutil import to_naive_utc
 
 _IN_CHUNK = 500
 
+_MESSAGE_COLUMNS = (
+    "project_pk, conversation_pk, id, position, role, kind, name, content, created_at, ingested_at, metadata,"
+    " extra, rating, model, input_tokens, output_tokens, latency_ms, error"
+)
 _INSERT_MESSAGE = (
-    "INSERT INTO message (project_pk, conversation_pk, id, position, role, kind, name, content, created_at,"
-    " ingested_at, metadata, extra, rating, model, input_tokens, output_tokens, latency_ms, error)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_pk, id) DO NOTHING"
+    f"INSERT INTO message ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (project_pk, id) DO NOTHING"
 )
 
 
