@@ -1,11 +1,16 @@
-"""Statements handed to the DB-API driver as they are, for ingest's hot path.
+"""Statements handed to the DB-API driver's cursor as they are, for ingest's hot path and the token
+look-up every request makes.
 
 SQLAlchemy Core builds and type-processes every parameter of every row in Python; for a batch of 800
-messages that was most of the store's time (bench/README.md: 175 ms of a 250 ms batch). Here rows are
-plain tuples in a fixed column order, written with the driver's own ``executemany`` (a C loop in
-``sqlite3``, pipelined in psycopg) or one multi-row ``INSERT … ON CONFLICT … RETURNING``. Only the
-encodings SQLAlchemy would have applied are reproduced: timestamps in its SQLite text format, JSON as
-text. Everything else in the store keeps using SQLAlchemy.
+messages that was most of the store's time (bench/README.md: 175 ms of a 250 ms batch). Even
+``exec_driver_sql`` costs about 70 µs a statement in execution contexts and result wrapping, against
+4 µs on the cursor itself, and a one-conversation request runs about ten statements. Here rows are
+plain tuples in a fixed column order, written with the cursor's own ``executemany`` (a C loop in
+``sqlite3``, pipelined in psycopg) or one multi-row ``INSERT … ON CONFLICT … RETURNING``, inside the
+transaction SQLAlchemy opened on the same connection. Only the encodings SQLAlchemy would have applied
+are reproduced (timestamps in its SQLite text format, JSON as text), and driver errors are wrapped in
+SQLAlchemy's exceptions so that callers see the same ones (``store/db`` maps them to 503s). Everything
+else in the store keeps using SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 
 class Statements:
@@ -27,6 +33,24 @@ class Statements:
         self.mark = "%s" if self.postgresql else "?"
         self.least = "least" if self.postgresql else "min"
         self.greatest = "greatest" if self.postgresql else "max"
+        self._cursor: Any = None
+
+    def _cursor_for(self) -> Any:
+        if self._cursor is None:
+            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        return self._cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one statement; its rows (none for a statement that returns none)."""
+        cursor = self._cursor_for()
+        try:
+            cursor.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(sql, exc) from exc
+
+    def _wrapped(self, sql: str, exc: Exception) -> BaseException:
+        return DBAPIError.instance(sql, None, exc, self.conn.dialect.loaded_dbapi.Error, hide_parameters=True)
 
     def timestamp(self, value: datetime | None) -> Any:
         """SQLite has no datetime type: SQLAlchemy stores ``YYYY-MM-DD HH:MM:SS.ffffff`` (always with
@@ -52,8 +76,12 @@ class Statements:
         return "(" + ", ".join([self.mark] * width) + ")"
 
     def executemany(self, sql: str, rows: Sequence[tuple]) -> None:
-        if rows:
-            self.conn.exec_driver_sql(sql, list(rows))
+        if not rows:
+            return
+        try:
+            self._cursor_for().executemany(sql, rows)
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(sql, exc) from exc
 
     def insert_returning(self, head: str, rows: Sequence[tuple], tail: str, chunk: int = 500) -> list[tuple]:
         """``head VALUES (…), (…) tail`` over the rows, ``chunk`` rows a statement; every returned row."""
@@ -65,7 +93,7 @@ class Statements:
             part = rows[start : start + chunk]
             sql = f"{head} VALUES {', '.join([marks] * len(part))} {tail}"
             params = tuple(value for row in part for value in row)
-            out.extend(tuple(r) for r in self.conn.exec_driver_sql(sql, params))
+            out.extend(self.execute(sql, params))
         return out
 
     def select_in(
@@ -77,5 +105,5 @@ class Statements:
         for start in range(0, len(values), chunk):
             part = values[start : start + chunk]
             sql = f"{sql_before_in} IN ({', '.join([self.mark] * len(part))}){suffix}"
-            out.extend(tuple(r) for r in self.conn.exec_driver_sql(sql, (*leading, *part)))
+            out.extend(self.execute(sql, (*leading, *part)))
         return out

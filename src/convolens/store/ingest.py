@@ -299,10 +299,8 @@ class _BatchWriter:
         if not times:
             return
         ordered = sorted(times)
-        self.conn.exec_driver_sql(
-            "SELECT pk FROM end_user WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE", (ordered,)
-        ).all()
-        self.conn.exec_driver_sql(
+        self.sql.execute("SELECT pk FROM end_user WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE", (ordered,))
+        self.sql.execute(
             "UPDATE end_user SET first_seen = least(end_user.first_seen, v.first_seen),"
             " last_seen = greatest(end_user.last_seen, v.last_seen)"
             " FROM unnest(%s::bigint[], %s::timestamp[], %s::timestamp[]) AS v(pk, first_seen, last_seen)"

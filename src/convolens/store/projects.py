@@ -107,12 +107,13 @@ def authenticate(conn: Connection, token: str) -> TokenInfo | None:
     sql = Statements(conn)
     # Every API request runs this: through the driver, as SQLAlchemy's statement building cost more
     # than the index probe itself (one-conversation requests, bench/README.md).
-    row = conn.exec_driver_sql(
+    rows = sql.execute(
         "SELECT t.pk, t.token_hash, t.project_pk, t.scopes, t.last_used_at, p.name, p.settings"
         " FROM api_token t JOIN project p ON p.pk = t.project_pk"
         f" WHERE t.token_hash = {sql.mark} AND t.revoked_at IS NULL",
         (digest,),
-    ).first()
+    )
+    row = rows[0] if rows else None
     # The lookup is by hash (an index probe); compare again in constant time for good measure.
     if row is None or not hmac.compare_digest(row[1], digest):
         return None
