@@ -184,9 +184,10 @@ class Database:
             with self._other_processes_locked_out(), self.write_engine.begin() as conn:
                 yield conn
         except (OperationalError, PoolTimeout) as exc:
-            if _is_connectivity_error(exc):
-                raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
-            raise
+            translated = _unavailable_or(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         finally:
             if turn is not None:
                 turn.release()

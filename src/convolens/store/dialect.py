@@ -17,14 +17,6 @@ def insert_ignore(conn: Connection, table: Table, conflict_columns: list[str]): 
     return module.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
 
 
-def greatest(conn: Connection, a: ColumnElement, b: object) -> ColumnElement:
-    return func.greatest(a, b) if conn.dialect.name == "postgresql" else func.max(a, b)
-
-
-def least(conn: Connection, a: ColumnElement, b: object) -> ColumnElement:
-    return func.least(a, b) if conn.dialect.name == "postgresql" else func.min(a, b)
-
-
 def bucket(conn: Connection, column: ColumnElement, period: Period) -> ColumnElement:
     """The start date (``YYYY-MM-DD``) of the day, ISO week (Monday) or month a timestamp falls in."""
     if conn.dialect.name == "postgresql":

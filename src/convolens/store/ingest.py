@@ -9,7 +9,6 @@ one ``UPDATE … RETURNING``; insert all new messages with one executemany; appl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,8 +29,6 @@ from convolens.store.driver import Statements
 from convolens.store.tables import client_report, message
 from convolens.timeutil import to_naive_utc
 
-_IN_CHUNK = 500
-
 _MESSAGE_COLUMNS = (
     "project_pk, conversation_pk, id, position, role, kind, name, content, created_at, ingested_at, metadata,"
     " extra, rating, model, input_tokens, output_tokens, latency_ms, error"
@@ -44,11 +41,6 @@ _INSERT_MESSAGE = (
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(slots=True)
@@ -121,6 +113,8 @@ class _BatchWriter:
         self.known_message_ids: set[str] = set()
         self.pending_messages: dict[str, _NewMessage] = {}
         self.rating_updates: list[tuple[int, ItemResult, RatingEvent]] = []
+        # PostgreSQL: the batch's users' (first, last) seen times by key, advanced last (_touch_users).
+        self.user_times: dict[int, tuple[datetime, datetime]] = {}
         # The days whose rollups this batch changes (store/rollups.py).
         self.changed_days: set[str] = set()
 
@@ -290,12 +284,12 @@ class _BatchWriter:
             missing = [r for r in missing if r[1] not in pks]
             if not missing:
                 break
-        self._user_times = {pks[r[1]]: (r[2], r[3]) for r in rows if r[1] in pks}
+        self.user_times = {pks[r[1]]: (r[2], r[3]) for r in rows if r[1] in pks}
         return pks
 
     def _touch_users(self) -> None:
         """First and last seen times of the batch's users, last in the transaction, in key order."""
-        times = getattr(self, "_user_times", None)
+        times = self.user_times
         if not times:
             return
         ordered = sorted(times)
