@@ -150,6 +150,16 @@ def test_body_over_the_limit_is_413(api: httpx.Client) -> None:
         ({"events": [{"type": "conversation", "id": "c", "surprise": 1}]}, "events[0].conversation.surprise"),
         ({"evnts": []}, "evnts"),
         ([1, 2], ""),
+        # beyond a 64-bit column (found by the fuzz test as a 500 from SQLite's OverflowError)
+        ({"client": {"dropped": 2**63}, "events": []}, "client.dropped"),
+        (
+            {
+                "events": [
+                    {"type": "message", "conversation_id": "c", "role": "user", "content": "x", "output_tokens": 2**63}
+                ]
+            },
+            "events[0].message.output_tokens",
+        ),
     ],
 )
 def test_wrong_shapes_are_422_naming_the_field(api: httpx.Client, body: object, field: str) -> None:

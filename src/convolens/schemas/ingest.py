@@ -9,13 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 
 Role = Literal["system", "user", "assistant", "tool"]
 MessageKind = Literal["message", "tool", "event"]
 Rating = Literal[-1, 0, 1]
 MetadataValue = str | int | float | bool | None
 Metadata = dict[str, MetadataValue]
+# A count that fits a 64-bit column, and its sums over billions of rows: larger is a 422, not a 500.
+Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
 
 
 class _Event(BaseModel):
@@ -48,8 +50,8 @@ class MessageEvent(_Event):
     metadata: Metadata | None = None
     rating: Rating | None = None
     model: str | None = None
-    input_tokens: NonNegativeInt | None = None
-    output_tokens: NonNegativeInt | None = None
+    input_tokens: Count | None = None
+    output_tokens: Count | None = None
     latency_ms: NonNegativeFloat | None = None
     error: str | None = None
     extra: dict[str, Any] | None = None
@@ -96,8 +98,8 @@ class ClientStats(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     sdk: str | None = None
-    dropped: NonNegativeInt = 0
-    retries: NonNegativeInt = 0
+    dropped: Count = 0
+    retries: Count = 0
 
 
 class IngestBatch(BaseModel):
