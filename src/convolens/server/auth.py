@@ -15,7 +15,8 @@ from convolens.store.projects import TokenInfo
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="convolens"'}
 
 
-def _bearer(request: Request) -> str:
+async def bearer_token(request: Request) -> str:
+    """The token of ``Authorization: Bearer …``, not yet looked up: a 401 at once if there is none."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
@@ -23,9 +24,20 @@ def _bearer(request: Request) -> str:
     return value.strip()
 
 
-def authenticate(request: Request) -> TokenInfo:
+Bearer = Depends(bearer_token)
+
+
+def authorize(request: Request, token: str, scope: str) -> TokenInfo:
+    """Look the token up (blocking: call it on a worker thread), apply its rate limit and check that it
+    has ``scope``. Hot routes call it inside their one thread hop (server/offload.py)."""
+    info = _authenticate(request, token)
+    if scope not in info.scopes:
+        raise ApiError(403, f"this token lacks the '{scope}' scope")
+    return info
+
+
+def _authenticate(request: Request, token: str) -> TokenInfo:
     db: Database = request.app.state.db
-    token = _bearer(request)
     with db.reader() as conn:
         info = projects.authenticate(conn, token)
     if info is None:
@@ -45,10 +57,10 @@ def authenticate(request: Request) -> TokenInfo:
 
 
 def require(scope: str) -> Callable[..., TokenInfo]:
-    async def dependency(info: TokenInfo = Depends(authenticate)) -> TokenInfo:  # noqa: B008
-        if scope not in info.scopes:
-            raise ApiError(403, f"this token lacks the '{scope}' scope")
-        return info
+    """A dependency for the routes that are not hot: FastAPI runs it on its thread pool."""
+
+    def dependency(request: Request, token: str = Bearer) -> TokenInfo:
+        return authorize(request, token, scope)
 
     dependency.__name__ = f"require_{scope}"
     return dependency

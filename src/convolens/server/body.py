@@ -100,20 +100,20 @@ class BoundedBodyMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(f"request body is larger than the limit of {limit} bytes")
         received = bytearray()
-        deadline = asyncio.get_running_loop().time() + self.limits.body_timeout_seconds
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
-            except TimeoutError:
-                raise BodyTimeout from None
-            if message["type"] == "http.disconnect":
-                break
-            received += message.get("body", b"")
-            if len(received) > limit:
-                raise BodyTooLarge(f"request body is larger than the limit of {limit} bytes")
-            if not message.get("more_body", False):
-                break
+        # One deadline for the whole body (asyncio.wait_for per chunk made a task per chunk).
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+                    received += message.get("body", b"")
+                    if len(received) > limit:
+                        raise BodyTooLarge(f"request body is larger than the limit of {limit} bytes")
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise BodyTimeout from None
         return bytes(received)
 
 

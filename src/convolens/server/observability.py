@@ -9,9 +9,9 @@ query strings, so tokens and user text cannot reach the logs.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -98,7 +98,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         supplied = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()  # as uuid4().hex, cheaper
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

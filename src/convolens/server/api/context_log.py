@@ -1,4 +1,8 @@
-"""Context's log endpoints (``/api/v1/log/…``), translated into the native ``IngestBatch``."""
+"""Context's log endpoints (``/api/v1/log/…``), translated into the native ``IngestBatch``.
+
+The three POSTs are hot routes, as ``/api/v1/ingest``: ``async``, with the token look-up, bounds,
+scrubbing and write in one thread hop (server/offload.py).
+"""
 
 from __future__ import annotations
 
@@ -20,10 +24,11 @@ from convolens.schemas.context import (
     ThreadRatingsBody,
 )
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent
-from convolens.server.api.deps import count_ingested, database, limits
-from convolens.server.auth import IngestToken
+from convolens.server.api.deps import app_database, app_limits, count_ingested, database
+from convolens.server.auth import Bearer, IngestToken, authorize
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.json_route import OrjsonRoute
+from convolens.server.offload import in_thread
 from convolens.server.responses import JSONResponse
 from convolens.store import queries, upsert
 from convolens.store.db import Database
@@ -148,89 +153,90 @@ _OK = {"status": "ok"}
 
 
 @router.post("/api/v1/log/conversation", status_code=201)
-def log_conversation(
-    request: Request,
-    body: ConversationBody,
-    tenant_id: str | None = TenantQuery,
-    token: TokenInfo = IngestToken,
-    db: Database = Depends(database),  # noqa: B008
-    bounds: Limits = Depends(limits),  # noqa: B008
+async def log_conversation(
+    request: Request, body: ConversationBody, tenant_id: str | None = TenantQuery, token: str = Bearer
 ) -> JSONResponse:
     """Log one whole conversation; every call makes a new conversation."""
-    tenant = _tenant(tenant_id, body.tenant_id)
-    _check(body.conversation, bounds, tenant_id=tenant)
-    _scrub(body.conversation, token)
     conversation_id = new_id()
-    batch, _ = _to_batch(body.conversation, conversation_id, tenant)
-    outcome = db.write(lambda conn: apply_batch(conn, token.project_pk, batch, utcnow()))
+
+    def store() -> BatchOutcome:
+        info = authorize(request, token, "ingest")
+        tenant = _tenant(tenant_id, body.tenant_id)
+        _check(body.conversation, app_limits(request), tenant_id=tenant)
+        _scrub(body.conversation, info)
+        batch, _ = _to_batch(body.conversation, conversation_id, tenant)
+        return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow()))
+
+    outcome = await in_thread(store)
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 
 
 @router.post("/api/v1/log/conversation/upsert", status_code=201)
-def log_conversation_upsert(
-    request: Request,
-    body: ConversationBody,
-    tenant_id: str | None = TenantQuery,
-    token: TokenInfo = IngestToken,
-    db: Database = Depends(database),  # noqa: B008
-    bounds: Limits = Depends(limits),  # noqa: B008
+async def log_conversation_upsert(
+    request: Request, body: ConversationBody, tenant_id: str | None = TenantQuery, token: str = Bearer
 ) -> JSONResponse:
     """Log the whole history so far; a continuation of a recent conversation appends only what is new."""
-    tenant = _tenant(tenant_id, body.tenant_id)
     conversation = body.conversation
-    _check(conversation, bounds, tenant_id=tenant)
-    _scrub(conversation, token)
-    pairs = [(m.role, m.message) for m in conversation.messages]
-    key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
-    now = utcnow()
 
-    def store(conn: Connection) -> tuple[str, int, BatchOutcome]:
-        found = upsert.find_continuation(conn, token.project_pk, key, now - UPSERT_WINDOW, pairs)
-        if found is None:
-            if len(conversation.messages) < 2:
-                raise ApiError(
-                    422,
-                    "the first upsert of a conversation needs at least 2 messages",
-                    [
-                        {
-                            "field": "conversation.messages",
-                            "loc": ["conversation", "messages"],
-                            "msg": "at least 2 required for a new conversation",
-                        }
-                    ],
-                )
-            conversation_id, skip = new_id(), 0
-        else:
-            conversation_id, skip = found
-        batch, _ = _to_batch(conversation, conversation_id, tenant, skip=skip)
-        outcome = apply_batch(conn, token.project_pk, batch, now)
-        if found is None:
-            upsert.set_upsert_key(conn, token.project_pk, conversation_id, key)
-        return conversation_id, skip, outcome
+    def check_and_store() -> tuple[str, int, BatchOutcome]:
+        info = authorize(request, token, "ingest")
+        tenant = _tenant(tenant_id, body.tenant_id)
+        _check(conversation, app_limits(request), tenant_id=tenant)
+        _scrub(conversation, info)
+        pairs = [(m.role, m.message) for m in conversation.messages]
+        key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
+        now = utcnow()
 
-    conversation_id, skip, outcome = db.write(store)
+        def store(conn: Connection) -> tuple[str, int, BatchOutcome]:
+            found = upsert.find_continuation(conn, info.project_pk, key, now - UPSERT_WINDOW, pairs)
+            if found is None:
+                if len(conversation.messages) < 2:
+                    raise ApiError(
+                        422,
+                        "the first upsert of a conversation needs at least 2 messages",
+                        [
+                            {
+                                "field": "conversation.messages",
+                                "loc": ["conversation", "messages"],
+                                "msg": "at least 2 required for a new conversation",
+                            }
+                        ],
+                    )
+                conversation_id, skip = new_id(), 0
+            else:
+                conversation_id, skip = found
+            batch, _ = _to_batch(conversation, conversation_id, tenant, skip=skip)
+            outcome = apply_batch(conn, info.project_pk, batch, now)
+            if found is None:
+                upsert.set_upsert_key(conn, info.project_pk, conversation_id, key)
+            return conversation_id, skip, outcome
+
+        return app_database(request).write(store)
+
+    conversation_id, skip, outcome = await in_thread(check_and_store)
     count_ingested(request, outcome.created_messages)
-    return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": len(pairs) - skip}}, status_code=201)
+    appended = len(conversation.messages) - skip
+    return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": appended}}, status_code=201)
 
 
 @router.post("/api/v1/log/conversation/thread", status_code=201)
-def log_conversation_thread(
-    request: Request,
-    body: ThreadBody,
-    tenant_id: str | None = TenantQuery,
-    token: TokenInfo = IngestToken,
-    db: Database = Depends(database),  # noqa: B008
-    bounds: Limits = Depends(limits),  # noqa: B008
+async def log_conversation_thread(
+    request: Request, body: ThreadBody, tenant_id: str | None = TenantQuery, token: str = Bearer
 ) -> JSONResponse:
     """Append messages to a thread (``id`` given, created if new) or start one (no ``id``)."""
-    tenant = _tenant(tenant_id, body.tenant_id)
     thread = body.conversation
-    _check(thread, bounds, thread_id=thread.id, tenant_id=tenant)
-    _scrub(thread, token)
     thread_id = thread.id or new_id()
-    batch, messages = _to_batch(thread, thread_id, tenant)
-    outcome = db.write(lambda conn: apply_batch(conn, token.project_pk, batch, utcnow()))
+
+    def store() -> tuple[BatchOutcome, list[MessageEvent]]:
+        info = authorize(request, token, "ingest")
+        tenant = _tenant(tenant_id, body.tenant_id)
+        _check(thread, app_limits(request), thread_id=thread.id, tenant_id=tenant)
+        _scrub(thread, info)
+        batch, messages = _to_batch(thread, thread_id, tenant)
+        return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow())), messages
+
+    outcome, messages = await in_thread(store)
     count_ingested(request, outcome.created_messages)
     appended = [{"id": m.id, "role": m.role, "message": m.content, "rating": m.rating} for m in messages]
     return JSONResponse({**_OK, "data": {"id": thread_id, "appended_messages": appended}}, status_code=201)

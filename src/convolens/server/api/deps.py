@@ -13,10 +13,18 @@ from convolens.store.db import Database
 
 
 async def database(request: Request) -> Database:
-    return request.app.state.db
+    return app_database(request)
 
 
 async def limits(request: Request) -> Limits:
+    return app_limits(request)
+
+
+def app_database(request: Request) -> Database:
+    return request.app.state.db
+
+
+def app_limits(request: Request) -> Limits:
     return request.app.state.settings.limits
 
 

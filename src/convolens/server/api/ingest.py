@@ -1,40 +1,40 @@
-"""``POST /api/v1/ingest``: the native batch API. One transaction per request; idempotent on ids."""
+"""``POST /api/v1/ingest``: the native batch API. One transaction per request; idempotent on ids.
+
+A hot route: ``async``, with its token look-up, bounds, PII scrubbing and write in one thread hop
+(server/offload.py); FastAPI itself only parses and validates the body.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from convolens.config import Limits
 from convolens.enrich.pii import scrub_batch
 from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
-from convolens.server.api.deps import count_ingested, database, limits
-from convolens.server.auth import IngestToken
+from convolens.server.api.deps import app_database, app_limits, count_ingested
+from convolens.server.auth import Bearer, authorize
 from convolens.server.errors import ERROR_RESPONSES, bound_violation
 from convolens.server.json_route import OrjsonRoute
+from convolens.server.offload import in_thread
 from convolens.server.responses import JSONResponse
-from convolens.store.db import Database
-from convolens.store.ingest import apply_batch
-from convolens.store.projects import TokenInfo
+from convolens.store.ingest import BatchOutcome, apply_batch
 from convolens.timeutil import utcnow
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES, route_class=OrjsonRoute)
 
 
 @router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)
-def ingest(
-    request: Request,
-    batch: IngestBatch,
-    token: TokenInfo = IngestToken,
-    db: Database = Depends(database),  # noqa: B008
-    bounds: Limits = Depends(limits),  # noqa: B008
-) -> JSONResponse:
-    errors = check_batch(batch, bounds)
-    if errors:
-        raise bound_violation(errors)
-    if token.pii_scrubbing:
-        scrub_batch(batch, names=token.pii_names)  # before storage: raw values never reach the database
-    outcome = db.write(lambda conn: apply_batch(conn, token.project_pk, batch, utcnow()))
+async def ingest(request: Request, batch: IngestBatch, token: str = Bearer) -> JSONResponse:
+    def store() -> BatchOutcome:
+        info = authorize(request, token, "ingest")
+        errors = check_batch(batch, app_limits(request))
+        if errors:
+            raise bound_violation(errors)
+        if info.pii_scrubbing:
+            scrub_batch(batch, names=info.pii_names)  # before storage: raw values never reach the database
+        return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow()))
+
+    outcome = await in_thread(store)
     count_ingested(request, outcome.created_messages)
     metrics = request.app.state.metrics
     if batch.client is not None:
