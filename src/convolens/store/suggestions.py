@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import Connection, and_, exists, insert, or_, select, update
 
 from convolens.store import topics
+from convolens.store.dialect import insert_ignore
 from convolens.store.tables import conversation, message, message_embedding, message_topic, project, suggestion_run
 from convolens.store.tables import topic as topic_table
 
@@ -42,8 +43,9 @@ class Suggestion:
 
 def claim_run(conn: Connection, owner: str, every: timedelta, lease: timedelta, now: datetime) -> int | None:
     """Lease one project whose suggestions are due (asked for, or older than ``every``)."""
+    # Two workers can both see a project without a row: the second one's insert is ignored, not a failure.
     conn.execute(
-        insert(suggestion_run).from_select(
+        insert_ignore(conn, suggestion_run, ["project_pk"]).from_select(
             ["project_pk"],
             select(project.c.pk).where(~exists().where(suggestion_run.c.project_pk == project.c.pk)),
         )
