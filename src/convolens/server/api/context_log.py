@@ -100,6 +100,23 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
             message.message = text
 
 
+def _accept(
+    request: Request,
+    token: str,
+    conversation: ContextConversation,
+    query_tenant: str | None,
+    body_tenant: str | None,
+    *,
+    thread_id: str | None = None,
+) -> tuple[TokenInfo, str | None]:
+    """What every log POST does first, inside its thread hop: the token, the tenant, bounds, PII out."""
+    info = authorize(request, token, "ingest")
+    tenant = _tenant(query_tenant, body_tenant)
+    _check(conversation, app_limits(request), thread_id=thread_id, tenant_id=tenant)
+    _scrub(conversation, info)
+    return info, tenant
+
+
 def _to_batch(
     conversation: ContextConversation, conversation_id: str, tenant_id: str | None, *, skip: int = 0
 ) -> tuple[IngestBatch, list[MessageEvent]]:
@@ -160,10 +177,7 @@ async def log_conversation(
     conversation_id = new_id()
 
     def store() -> BatchOutcome:
-        info = authorize(request, token, "ingest")
-        tenant = _tenant(tenant_id, body.tenant_id)
-        _check(body.conversation, app_limits(request), tenant_id=tenant)
-        _scrub(body.conversation, info)
+        info, tenant = _accept(request, token, body.conversation, tenant_id, body.tenant_id)
         batch, _ = _to_batch(body.conversation, conversation_id, tenant)
         return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow()))
 
@@ -180,10 +194,7 @@ async def log_conversation_upsert(
     conversation = body.conversation
 
     def check_and_store() -> tuple[str, int, BatchOutcome]:
-        info = authorize(request, token, "ingest")
-        tenant = _tenant(tenant_id, body.tenant_id)
-        _check(conversation, app_limits(request), tenant_id=tenant)
-        _scrub(conversation, info)
+        info, tenant = _accept(request, token, conversation, tenant_id, body.tenant_id)
         pairs = [(m.role, m.message) for m in conversation.messages]
         key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
         now = utcnow()
@@ -229,10 +240,7 @@ async def log_conversation_thread(
     thread_id = thread.id or new_id()
 
     def store() -> tuple[BatchOutcome, list[MessageEvent]]:
-        info = authorize(request, token, "ingest")
-        tenant = _tenant(tenant_id, body.tenant_id)
-        _check(thread, app_limits(request), thread_id=thread.id, tenant_id=tenant)
-        _scrub(thread, info)
+        info, tenant = _accept(request, token, thread, tenant_id, body.tenant_id, thread_id=thread.id)
         batch, messages = _to_batch(thread, thread_id, tenant)
         return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow())), messages
 
