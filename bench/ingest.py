@@ -14,6 +14,9 @@ readable, the server's CPU per message and RSS (its whole process tree).
 Modes: ``native`` posts batches of ``--batch`` conversations to ``/api/v1/ingest``; ``sdk`` logs each
 conversation from ``--clients`` threads through one ``convolens.Client`` (its sender batches them);
 ``context`` posts one conversation per request to Context's ``/api/v1/log/conversation``.
+``--generator wrk`` (native and context modes) sends the same bodies from wrk (``apt-get install wrk``)
+with ``--clients`` connections on one thread instead of httpx threads: on 2 cores a Python generator
+took more CPU than the server it measured, so its figures were the generator's as much as the server's.
 To compare with an earlier commit in the same run, put its ``src`` first on ``PYTHONPATH``.
 """
 
@@ -22,6 +25,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
+import resource
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             time.sleep(0.1)
 
     latencies: list[float] = []
+    generator_cpu = 0.0
     # Encoded before the clock starts: the load generator's own JSON encoding is not the server's cost.
     conversations = [c for b in batches for c in _split(b)]
     if args.mode == "native":
@@ -236,13 +244,16 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
     try:
         cpu_before = cpu_seconds()
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        responded = time.perf_counter()
+        if args.generator == "wrk":
+            started, responded, generator_cpu = _run_wrk(args, base, token, bodies, latencies, home)
+        else:
+            started = time.perf_counter()
+            threads = [threading.Thread(target=client) for _ in range(args.clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            responded = time.perf_counter()
         if sdk is not None:
             sdk.flush(timeout=600)
         # Durable means readable: wait until the read API counts every conversation.
@@ -262,16 +273,64 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "conversations_per_s": args.conversations / elapsed,
             "readable_after_s": time.perf_counter() - responded if sdk is None else float("nan"),
             "cpu_us_per_message": server_cpu / total_messages * 1e6,
-            "p50_ms": statistics.median(ordered) * 1000,
-            "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+            "p50_ms": (latencies[0] if args.generator == "wrk" else statistics.median(ordered)) * 1000,
+            "p99_ms": (latencies[1] if args.generator == "wrk" else ordered[int(0.99 * (len(ordered) - 1))]) * 1000,
             "rss_mb": rss_mb(),
             "calls": len(latencies),
+            "generator_cpu_us_per_message": generator_cpu / total_messages * 1e6,
         }
     finally:
         if sdk is not None:
             sdk.shutdown(5)
         server.terminate()
         server.wait(30)
+
+
+ROUTES = {"native": "/api/v1/ingest", "context": "/api/v1/log/conversation"}
+
+
+def _run_wrk(
+    args: argparse.Namespace, base: str, token: str, bodies: list[bytes], latencies: list[float], home: Path
+) -> tuple[float, float, float]:
+    """Send every body once from wrk; returns (started, responded, the generator's CPU seconds) and
+    fills ``latencies`` with wrk's p50 and p99 (it reports percentiles, not every request)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("--generator wrk needs wrk on the PATH (Debian: apt-get install wrk)")
+    bodies_file = home / "bodies.jsonl"
+    bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+    script = Path(__file__).with_name("wrk_bodies.lua")
+    threads = 1
+    command = [
+        wrk, f"-t{threads}", f"-c{max(args.clients, threads)}", "-d600s", "--timeout", "120s", "-s", str(script),
+        base, "--", str(bodies_file), ROUTES[args.mode], token, str(threads),
+    ]  # fmt: skip
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    finished, problems = 0, []
+    for line in process.stderr:  # each wrk thread says when all its bodies are answered
+        if line.strip() == "wrk-thread-done":
+            finished += 1
+            if finished == threads:
+                break
+        else:
+            problems.append(line)
+    responded = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    found = re.search(r"wrk-result stored=(\d+) failed=(\d+) p50_us=(\d+) p99_us=(\d+) errors=(\d+)", stdout)
+    if found is None:
+        sys.exit(f"wrk failed ({process.returncode}):\n{stdout}\n{''.join(problems)}{stderr}")
+    stored, failed, p50, p99, errors = map(int, found.groups())
+    if failed or errors or stored != len(bodies):
+        problem = f"{stored} of {len(bodies)} bodies stored, {failed} refused, {errors} socket errors"
+        sys.exit(f"wrk: {problem}\n{''.join(problems)}{stderr}")
+    latencies.extend([p50 / 1e6, p99 / 1e6])  # the two percentiles, not samples
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    return started, responded, cpu
 
 
 def main() -> None:
@@ -284,7 +343,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="API processes (convolens serve --workers)")
     parser.add_argument("--runs", type=int, default=3, help="each on a new server and project; medians reported")
     parser.add_argument("--label", default="", help="a name for this configuration in the summary line")
+    parser.add_argument(
+        "--generator", choices=("httpx", "wrk"), default="httpx", help="wrk: a C load generator (native, context)"
+    )
     args = parser.parse_args()
+    if args.generator == "wrk" and args.mode == "sdk":
+        parser.error("--generator wrk sends ready bodies: native or context mode")
     backend = "PostgreSQL" if args.database_url else "SQLite"
     results = []
     for i in range(args.runs):
@@ -294,7 +358,9 @@ def main() -> None:
             f"run {i + 1}: {r['messages_per_s']:,.0f} messages/s durable, {r['conversations_per_s']:,.0f} "
             f"conversations/s; readable {r['readable_after_s'] * 1000:.0f} ms after the last response; "
             f"{'call' if args.mode == 'sdk' else 'request'} p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; "
-            f"server CPU {r['cpu_us_per_message']:.0f} µs a message; RSS {r['rss_mb']:.0f} MB",
+            f"server CPU {r['cpu_us_per_message']:.0f} µs a message "
+            f"(generator {r['generator_cpu_us_per_message']:.0f}); "
+            f"RSS {r['rss_mb']:.0f} MB",
             flush=True,
         )
 
@@ -305,7 +371,8 @@ def main() -> None:
         f"| {args.label or args.mode} | {backend} | {args.workers} | {median('messages_per_s'):,.0f} | "
         f"{median('conversations_per_s'):,.0f} | {median('p50_ms'):.1f} / {median('p99_ms'):.1f} ms | "
         f"{median('readable_after_s') * 1000:.0f} ms | {median('cpu_us_per_message'):.0f} µs | "
-        f"{median('rss_mb'):.0f} MB |  ({args.runs} runs, {results[0]['messages']:,} messages, {args.clients} clients)"
+        f"{median('rss_mb'):.0f} MB |  ({args.runs} runs, {results[0]['messages']:,} messages, "
+        f"{args.clients} clients, {args.generator})"
     )
 
 

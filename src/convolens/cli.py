@@ -56,7 +56,17 @@ def _serve_processes(settings: Settings, workers: int, args: argparse.Namespace,
     import subprocess
 
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
+    from convolens.server import listeners
+
+    try:
+        # A listening socket per process (SO_REUSEPORT): with uvicorn's one shared socket, one process
+        # took every keep-alive connection that arrived together (server/listeners.py).
+        sockets, held = listeners.for_processes(args.host, args.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     migrate.upgrade(Database(settings.database_url))
     os.environ["CONVOLENS_SERVE_LOG_LEVEL"] = args.log_level
     os.environ["CONVOLENS_SERVE_LOG_FORMAT"] = args.log_format
@@ -64,9 +74,11 @@ def _serve_processes(settings: Settings, workers: int, args: argparse.Namespace,
     if settings.embedded_worker:
         worker = subprocess.Popen([sys.executable, "-m", "convolens", "worker", "--log-level", args.log_level])
     os.environ["CONVOLENS_EMBEDDED_WORKER"] = "0"
+    config = uvicorn.Config("convolens.server.app:api_process_app", factory=True, workers=workers, **common)
     try:
-        uvicorn.run("convolens.server.app:api_process_app", factory=True, workers=workers, **common)
+        Multiprocess(config, sockets=sockets).run()
     finally:
+        held.close()
         if worker is not None:
             worker.terminate()
             worker.wait(30)
