@@ -2,6 +2,7 @@
 
 - ``/api/v1/ingest``                    → server/api/ingest.py (native batches)
 - ``/api/v1/log/…``                     → server/api/context_log.py (Context-compatible writes)
+  (these four POSTs are called by server/hot_routes.py, past FastAPI's request machinery)
 - ``/api/v1/conversations…``, ``/api/v1/suggested_topics`` → server/api/context_read.py
 - ``/api/v1/metrics``                  → server/api/metrics.py (metrics by topic, language, model, tenant, metadata)
 - ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convolens import __version__
 from convolens.config import Settings
@@ -23,11 +25,36 @@ from convolens.enrich.prices import price_table
 from convolens.server import errors, web
 from convolens.server.api import context_log, context_read, health, ingest, metrics, topics, users
 from convolens.server.body import BoundedBodyMiddleware
+from convolens.server.hot_routes import HotRoutes
 from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
 from convolens.store import migrate
 from convolens.store.db import Database
 from convolens.worker.runner import Worker
+
+HOT_PATHS = frozenset(
+    {
+        "/api/v1/ingest",
+        "/api/v1/log/conversation",
+        "/api/v1/log/conversation/upsert",
+        "/api/v1/log/conversation/thread",
+    }
+)
+
+
+class ConvolensApp(FastAPI):
+    """FastAPI, entered through convolens's own front: the request id and access log, the body bounds,
+    then the hot write routes (server/hot_routes.py), all ahead of FastAPI's own middleware stack
+    (error pages, telemetry, exception handlers, routing), which the hot routes never need."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self  # as Starlette sets it: the hot routes read app.state
+        await self.front(scope, receive, send)
+
+    async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
@@ -46,7 +73,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             thread.join(10)
         db.dispose()
 
-    app = FastAPI(
+    app = ConvolensApp(
         title="convolens",
         version=__version__,
         description="Self-hosted user analytics for LLM-powered products. Context.ai-compatible API.",
@@ -58,9 +85,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.prices = price_table()
     app.state.rate_limiter = RateLimiter(settings.limits.rate_limit_per_second, settings.limits.rate_limit_burst)
     errors.install(app)
-    app.add_middleware(BoundedBodyMiddleware, limits=settings.limits)
+    hot = [r for m in (ingest, context_log) for r in m.router.routes if r.path in HOT_PATHS and "POST" in r.methods]
     # Outermost: every response, even a 413 from the body guard, gets a request id and a log line.
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.front = RequestContextMiddleware(
+        BoundedBodyMiddleware(HotRoutes(app.fastapi, routes=hot), limits=settings.limits), metrics=app.state.metrics
+    )
     for module in (health, ingest, context_log, context_read, metrics, topics, users):
         app.include_router(module.router)
     web.install(app)

@@ -83,24 +83,20 @@ def bound_violation(errors: list[FieldError]) -> ApiError:
     return invalid([e.as_dict() for e in errors[:20]])
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+def error_response(exc: Exception) -> JSONResponse | None:
+    """The response for an exception the API answers in its one error shape; ``None`` for any other
+    (a bug: the server's 500). Shared by the exception handlers and the hot routes (server/hot_routes.py),
+    which run outside FastAPI's exception middleware."""
+    if isinstance(exc, ApiError):
         return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError | ValidationError):
         err = invalid(validation_errors(exc))
         return JSONResponse({"detail": err.detail, "errors": err.errors}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         return JSONResponse(
             {"detail": exc.detail, "errors": []}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
-
-    @app.exception_handler(NamesUnavailable)
-    async def _no_name_model(_request: Request, exc: NamesUnavailable) -> JSONResponse:
+    if isinstance(exc, NamesUnavailable):
         # Fail closed: storing the text unredacted would break the project's promise; the client keeps it.
         log.error("project asks for name redaction, but %s", exc)
         return JSONResponse(
@@ -109,12 +105,21 @@ def install(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )  # fmt: skip
-
-    @app.exception_handler(DatabaseUnavailable)
-    async def _db_down(_request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+    if isinstance(exc, DatabaseUnavailable):
         log.warning("database unavailable: %s", exc)
         return JSONResponse(
             {"detail": "the database is unavailable; retry later", "errors": []},
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+    return None
+
+
+def install(app: FastAPI) -> None:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        response = error_response(exc)
+        assert response is not None, f"no error response for {type(exc).__name__}"
+        return response
+
+    for exc_class in (ApiError, RequestValidationError, StarletteHTTPException, NamesUnavailable, DatabaseUnavailable):
+        app.add_exception_handler(exc_class, handle)
