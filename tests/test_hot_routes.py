@@ -144,6 +144,12 @@ HANDED_ON = {
     "no token": ("/api/v1/ingest", lambda: orjson.dumps(_batch()), {}, None),
     "not JSON content": ("/api/v1/ingest", lambda: orjson.dumps(_batch()), {"Content-Type": "text/plain"}, "token"),
     "another query parameter": ("/api/v1/log/conversation?x=1", lambda: orjson.dumps(_conversation()), {}, "token"),
+    "nested past the parsers' depth": (
+        "/api/v1/ingest",
+        lambda: b'{"events": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        {},
+        "token",
+    ),
 }
 
 
@@ -152,6 +158,7 @@ HANDED_ON_STATUS = {
     "invalid shape": 422,
     "no token": 401,
     "not JSON content": 422,
+    "nested past the parsers' depth": 400,
     "another query parameter": 201,  # FastAPI ignores it; the hot path leaves such requests to FastAPI
 }
 

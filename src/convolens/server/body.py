@@ -83,16 +83,7 @@ class BoundedBodyMiddleware:
         new_headers.append((b"content-length", str(len(body)).encode()))
         # In place, not a copy: outer middleware reads what routing adds to the scope (the route template).
         scope["headers"] = new_headers
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(body, receive), send)
 
     async def _read(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         limit = self.limits.max_body_bytes
@@ -115,6 +106,21 @@ class BoundedBodyMiddleware:
         except TimeoutError:
             raise BodyTimeout from None
         return bytes(received)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the whole ``body`` as one message, then defers to the real one (for the
+    disconnect a streaming response waits on)."""
+    delivered = False
+
+    async def replay_body() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay_body
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:

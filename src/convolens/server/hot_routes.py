@@ -27,8 +27,9 @@ import orjson
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from convolens.server.body import replay
 from convolens.server.errors import error_response
 
 
@@ -80,7 +81,7 @@ class HotRoutes:
         body = await _read_body(receive)
         arguments = self._arguments(hot, scope, token, json_body, body)
         if arguments is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         scope["route"] = hot.route  # the access log and metrics name the route template
         request = Request(scope, receive)
@@ -111,11 +112,11 @@ class HotRoutes:
         except orjson.JSONDecodeError:
             try:
                 data = json.loads(body)  # valid JSON orjson refuses (lone surrogates): the bounds check names it
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past either parser's depth: FastAPI's 400
                 return None
         try:
             arguments[hot.body_parameter] = hot.body.validate_python(data)
-        except ValidationError:
+        except (ValidationError, RecursionError):
             return None
         return arguments
 
@@ -131,16 +132,3 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    delivered = False
-
-    async def replay() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
