@@ -207,3 +207,18 @@ def test_the_hot_path_stores_what_it_acknowledges(setup: tuple, paths: tuple) ->
     # The access log and metrics name the route template, as for any other route.
     labels = {"method": "POST", "route": "/api/v1/log/conversation", "status": "201"}
     assert app.state.metrics.registry.get_sample_value("convolens_http_requests_total", labels) >= 1
+
+
+def test_the_first_of_repeated_headers_counts_on_both_paths(setup: tuple, paths: tuple) -> None:
+    _, project = setup
+    hot, plain, _ = paths
+    headers = [
+        ("Authorization", "Bearer cl_not-this-one"),
+        ("Authorization", f"Bearer {project.token}"),
+        ("Content-Type", "application/json"),
+        ("Content-Type", "text/plain"),
+    ]
+    body = orjson.dumps(_conversation())
+    answers = [c.post("/api/v1/log/conversation", content=body, headers=headers) for c in (hot, plain)]
+    assert [a.status_code for a in answers] == [401, 401]
+    assert answers[0].json() == answers[1].json()

@@ -69,15 +69,18 @@ class HotRoutes:
         if hot is None:
             await self.app(scope, receive, send)
             return
+        authorization = content_type = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette's headers.get takes
+            if name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value
         token = None
-        json_body = False
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and credentials.strip():
-                    token = credentials.strip()
-            elif name == b"content-type":
-                json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
+        if authorization is not None:
+            scheme, _, credentials = authorization.partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                token = credentials.strip()
+        json_body = content_type is not None and content_type.split(b";", 1)[0].strip().lower() == b"application/json"
         body = await _read_body(receive)
         arguments = self._arguments(hot, scope, token, json_body, body)
         if arguments is None:
