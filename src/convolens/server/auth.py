@@ -15,13 +15,19 @@ from convolens.store.projects import TokenInfo
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="convolens"'}
 
 
+def parse_bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header's value; ``None`` if it carries none."""
+    scheme, _, value = header.partition(" ")
+    token = value.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 async def bearer_token(request: Request) -> str:
     """The token of ``Authorization: Bearer …``, not yet looked up: a 401 at once if there is none."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    token = parse_bearer(request.headers.get("authorization", ""))
+    if token is None:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer cl_…'", headers=_CHALLENGE)
-    return value.strip()
+    return token
 
 
 Bearer = Depends(bearer_token)

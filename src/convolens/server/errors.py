@@ -89,7 +89,7 @@ def error_response(exc: Exception) -> JSONResponse | None:
     which run outside FastAPI's exception middleware."""
     if isinstance(exc, ApiError):
         return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status, headers=exc.headers)
-    if isinstance(exc, RequestValidationError | ValidationError):
+    if isinstance(exc, RequestValidationError):
         err = invalid(validation_errors(exc))
         return JSONResponse({"detail": err.detail, "errors": err.errors}, status_code=422)
     if isinstance(exc, StarletteHTTPException):

@@ -29,6 +29,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from convolens.server.auth import parse_bearer
 from convolens.server.body import replay
 from convolens.server.errors import error_response
 
@@ -75,11 +76,7 @@ class HotRoutes:
                 authorization = value.decode("latin-1")
             elif name == b"content-type" and content_type is None:
                 content_type = value
-        token = None
-        if authorization is not None:
-            scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                token = credentials.strip()
+        token = parse_bearer(authorization) if authorization is not None else None
         json_body = content_type is not None and content_type.split(b";", 1)[0].strip().lower() == b"application/json"
         body = await _read_body(receive)
         arguments = self._arguments(hot, scope, token, json_body, body)
