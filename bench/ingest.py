@@ -110,6 +110,15 @@ def conversation(rng: random.Random, users: int) -> list[dict]:
     return events
 
 
+def context_body(events: list[dict]) -> bytes:
+    """One generated conversation (its conversation event first) as Context's log body."""
+    head, *messages = events
+    return orjson.dumps({"conversation": {
+        "messages": [{"role": m["role"], "message": m["content"]} for m in messages],
+        "metadata": {**head["metadata"], "user_id": head["user_id"]},
+    }})  # fmt: skip
+
+
 def _split(batch: list[dict]) -> list[list[dict]]:
     """A batch's events, one list per conversation (its conversation event first)."""
     out: list[list[dict]] = []
@@ -170,13 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if args.mode == "native":
         bodies = [orjson.dumps({"events": b}) for b in batches]
     elif args.mode == "context":
-        bodies = [
-            orjson.dumps({"conversation": {
-                "messages": [{"role": m["role"], "message": m["content"]} for m in messages],
-                "metadata": {**head["metadata"], "user_id": head["user_id"]},
-            }})
-            for head, *messages in conversations
-        ]  # fmt: skip
+        bodies = [context_body(c) for c in conversations]
     queue = list(range(len(batches) if args.mode == "native" else len(conversations)))
     lock = threading.Lock()
     sdk = None

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import conversation
+from ingest import context_body, conversation
 
 
 async def _call(app, path: str, body: bytes, token: str) -> int:  # type: ignore[no-untyped-def]
@@ -102,14 +102,12 @@ def main() -> None:
         token, _ = projects.create_token(conn, project_pk, frozenset({"ingest", "read"}))
     rng = random.Random(1)
     conversations = [conversation(rng, 1000) for _ in range(args.requests * args.rounds)]
-    context = [
-        orjson.dumps({"conversation": {
-            "messages": [{"role": m["role"], "message": m["content"]} for m in messages],
-            "metadata": {**head["metadata"], "user_id": head["user_id"]},
-        }})
-        for head, *messages in conversations
-    ]  # fmt: skip
-    native = [orjson.dumps({"events": [e for c in conversations[i : i + 100] for e in c]}) for i in range(0, 4000, 100)]
+    context = [context_body(c) for c in conversations]
+    # Eight batches of 100 conversations a round, of their own (not cut from the Context set, which may be short).
+    batched = [conversation(rng, 1000) for _ in range(800 * args.rounds)]
+    native = [
+        orjson.dumps({"events": [e for c in batched[i : i + 100] for e in c]}) for i in range(0, len(batched), 100)
+    ]
 
     async def run() -> None:
         per_context, per_native = [], []
