@@ -89,10 +89,14 @@ def test_acknowledged_batches_survive_sigkill(serve: ServeProcess) -> None:
     sender = threading.Thread(target=stream)
     sender.start()
     kills = 0
-    while kills < 3 and pending:
-        time.sleep(rng.uniform(0.2, 0.8))  # a random point mid-stream
+    # Random points mid-stream, counted in acknowledged batches rather than seconds, so that a fast
+    # machine cannot finish the stream before the last kill.
+    for kill_after in sorted(rng.sample(range(10, 200), 3)):
+        deadline = time.monotonic() + 60
+        while len(batches) - len(pending) < kill_after and time.monotonic() < deadline:
+            time.sleep(0.002)
         serve.kill()
-        kills += 1
+        kills += 1 if pending else 0  # only a kill with batches still unacknowledged counts
         time.sleep(rng.uniform(0.0, 0.3))
         serve.start()
     sender.join(120)
