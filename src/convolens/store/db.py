@@ -28,6 +28,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from convolens.store.driver import Statements
+
 
 class FairLock:
     """A lock handed over in arrival order. ``threading.Lock`` is not fair: a thread that releases and
@@ -243,14 +245,19 @@ class Database:
             with self._other_processes_locked_out(), self.write_engine.begin() as conn:
                 if len(group) == 1:  # alone: no savepoint, its exception rolls the transaction back
                     group[0].result = group[0].work(conn)
-                for job in group if len(group) > 1 else ():
+                # Savepoints straight on the driver's cursor: through SQLAlchemy's begin_nested they cost
+                # ~0.1 ms of CPU each, under the write lock that every API process waits for.
+                savepoints = Statements(conn) if len(group) > 1 else None
+                for job in group if savepoints is not None else ():
+                    savepoints.execute("SAVEPOINT group_job")
                     try:
-                        with conn.begin_nested():
-                            job.result = job.work(conn)
+                        job.result = job.work(conn)
                     except Exception as exc:
                         job.error = _unavailable_or(exc)  # rolled back to its savepoint; the others go on
                         if not _driver_in_transaction(conn):
                             raise  # SQLite dropped the whole transaction (disk full, I/O error)
+                        savepoints.execute("ROLLBACK TO group_job")
+                    savepoints.execute("RELEASE group_job")
         except BaseException as exc:
             failure = _unavailable_or(exc)
         self._finish(group, failure)
