@@ -449,10 +449,17 @@ class _BatchWriter:
                 self.changed_days.add(rollups.day_of(changed.created_at))
 
 
-def apply_batch(conn: Connection, project_pk: int, batch: IngestBatch, now: datetime) -> BatchOutcome:
-    """Store a validated batch inside the caller's transaction; returns one result per event."""
+def apply_batch(
+    conn: Connection, project_pk: int, batch: IngestBatch, now: datetime, *, ids_are_new: bool = False
+) -> BatchOutcome:
+    """Store a validated batch inside the caller's transaction; returns one result per event.
+
+    ``ids_are_new``: every conversation and message id in the batch was just made by ``new_id()``, so
+    none can be stored yet and the look-up of stored ids is skipped (two queries, run under SQLite's
+    write lock). The inserts still ignore a stored id, so a wrong claim cannot duplicate rows."""
     writer = _BatchWriter(conn, project_pk, now)
-    writer.prefetch(batch)
+    if not ids_are_new:
+        writer.prefetch(batch)
     results: list[ItemResult] = []
     for index, event in enumerate(batch.events):
         if isinstance(event, ConversationEvent):

@@ -179,7 +179,9 @@ async def log_conversation(
     def store() -> BatchOutcome:
         info, tenant = _accept(request, token, body.conversation, tenant_id, body.tenant_id)
         batch, _ = _to_batch(body.conversation, conversation_id, tenant)
-        return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow()))
+        return app_database(request).write(
+            lambda conn: apply_batch(conn, info.project_pk, batch, utcnow(), ids_are_new=True)
+        )
 
     outcome = await in_thread(store)
     count_ingested(request, outcome.created_messages)
