@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from conftest import ServeProcess
-from convolens.schemas.ingest import IngestBatch
+from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
 from convolens.store import migrate, projects
 from convolens.store.db import Database, FileWriteLock
-from convolens.store.ingest import apply_batch
+from convolens.store.ingest import NewIdsBatch, apply_batch, new_id
 from convolens.store.tables import conversation, message
 from convolens.timeutil import utcnow
 
@@ -140,6 +140,141 @@ def test_an_error_in_a_group_of_one_is_the_callers_and_leaves_nothing(sqlite_db:
     assert db.write(lambda conn: conn.execute(text("SELECT 41 + 1")).scalar()) == 42
 
 
+def _new_ids_batch(pk: int, user: str, messages: int) -> NewIdsBatch:
+    cid = new_id()
+    events = [
+        ConversationEvent.model_construct(
+            type="conversation",
+            id=cid,
+            user_id=user,
+            tenant_id=None,
+            metadata={"n": messages},
+            feedback=None,
+            timestamp=None,
+        )
+    ]
+    events += [
+        MessageEvent.model_construct(type="message", conversation_id=cid, id=new_id(), role="user",
+                                     content=f"{user} {i}", kind="text", name=None, timestamp=None, metadata=None,
+                                     rating=None, model=None, input_tokens=None, output_tokens=None, latency_ms=None,
+                                     error=None, extra=None, user_id=None, tenant_id=None)
+        for i in range(messages)
+    ]  # fmt: skip
+    return NewIdsBatch(pk, IngestBatch.model_construct(events=events, client=None))
+
+
+def _statements(db: Database) -> list[str]:
+    """Every statement SQLite runs on the write connection from now on."""
+    seen: list[str] = []
+    with db.write_engine.connect() as conn:
+        conn.connection.driver_connection.set_trace_callback(seen.append)  # type: ignore[union-attr]
+    return seen
+
+
+def test_new_id_batches_of_one_group_are_written_as_one(sqlite_db: Database) -> None:
+    db = sqlite_db
+    pk = _project(db)
+    works = [_new_ids_batch(pk, f"u{i % 2}", messages=i + 1) for i in range(5)]
+    statements = _statements(db)
+    done = _hold_write_turn_until_queued(db, len(works))
+    outcomes: dict[int, object] = {}
+
+    def write(i: int) -> None:
+        outcomes[i] = db.write(works[i])
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(works))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert done.wait(5)
+    # Each caller gets its own outcome, indexed within its own batch, as if written alone.
+    for i, work in enumerate(works):
+        outcome = outcomes[i]
+        assert outcome.created_messages == i + 1
+        assert [r.index for r in outcome.results] == list(range(i + 2))
+        assert [r.id for r in outcome.results] == [e.id for e in work.batch.events]
+        assert {r.status for r in outcome.results} == {"created"}
+    # One statement per table for the five requests, in one savepoint, and no look-up of their ids.
+    assert len([s for s in statements if s.startswith("INSERT INTO conversation ")]) == 1
+    assert len([s for s in statements if s.startswith("INSERT INTO end_user ")]) == 1
+    assert len([s for s in statements if s.startswith("SAVEPOINT")]) == 1
+    assert not [s for s in statements if s.startswith("SELECT")]
+    with db.reader() as conn:
+        rows = conn.execute(select(conversation.c.id, conversation.c.message_count, conversation.c.metadata)).all()
+        assert sorted((r.message_count, r.metadata["n"]) for r in rows) == [(n, n) for n in range(1, 6)]
+        positions = conn.execute(
+            select(conversation.c.id, func.group_concat(message.c.position))
+            .join(message, message.c.conversation_pk == conversation.c.pk)
+            .group_by(conversation.c.id)
+        ).all()
+        assert sorted(sorted(map(int, p.split(","))) for _, p in positions) == [list(range(n)) for n in range(1, 6)]
+
+
+class _Row:
+    """Combinable work that writes one row; the combined run fails if any of the rows is "bad"."""
+
+    combine_key = "rows"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, conn):  # type: ignore[no-untyped-def]
+        conn.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": self.name})
+        if self.name == "bad":
+            raise ValueError("bad row")
+        return self.name
+
+    def run_together(self, conn, works):  # type: ignore[no-untyped-def]
+        for work in works:
+            conn.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": work.name})
+        if any(work.name == "bad" for work in works):
+            raise ValueError("one of them is bad")
+        return [f"{work.name} (together)" for work in works]
+
+
+def test_combined_work_that_fails_is_done_one_at_a_time(sqlite_db: Database) -> None:
+    db = sqlite_db
+    with db.writer() as conn:
+        conn.execute(text("CREATE TABLE t (name TEXT)"))
+
+    def group(names: list[str]) -> dict[str, object]:
+        done = _hold_write_turn_until_queued(db, len(names))
+        got: dict[str, object] = {}
+
+        def write(name: str) -> None:
+            try:
+                got[name] = db.write(_Row(name))
+            except ValueError as exc:
+                got[name] = exc
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert done.wait(5)
+        return got
+
+    assert group(["a", "b"]) == {"a": "a (together)", "b": "b (together)"}
+    got = group(["c", "bad", "d"])
+    assert got["c"] == "c" and got["d"] == "d" and isinstance(got["bad"], ValueError)
+    with db.reader() as conn:
+        names = sorted(conn.execute(text("SELECT name FROM t")).scalars())
+    assert names == ["a", "b", "c", "d"]  # the failed combined run left nothing; "bad" rolled back alone
+
+
+def test_ids_are_new_skips_the_look_up_of_stored_ids(sqlite_db: Database) -> None:
+    db = sqlite_db
+    pk = _project(db)
+    for ids_are_new, selects in ((False, 2), (True, 0)):
+        work = _new_ids_batch(pk, "u", messages=3)
+        statements = _statements(db)
+        outcome = db.write(lambda conn, w=work, n=ids_are_new: apply_batch(conn, pk, w.batch, utcnow(), ids_are_new=n))
+        assert outcome.created_messages == 3
+        assert len([s for s in statements if s.startswith("SELECT")]) == selects
+
+
 def test_the_file_lock_keeps_another_process_waiting(tmp_path: Path) -> None:
     path = tmp_path / "x.sqlite3-writelock"
     holder = subprocess.Popen(
@@ -188,9 +323,9 @@ def test_two_processes_write_one_sqlite_file_without_losing_a_row(tmp_path: Path
     script = textwrap.dedent(
         f"""
         import sys
-        from convolens.schemas.ingest import IngestBatch
+        from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
         from convolens.store.db import Database
-        from convolens.store.ingest import apply_batch
+        from convolens.store.ingest import NewIdsBatch, apply_batch, new_id
         from convolens.timeutil import utcnow
         db = Database({url!r})
         name = sys.argv[1]

@@ -27,7 +27,7 @@ from convolens.schemas.ingest import (
 from convolens.store import rollups
 from convolens.store.driver import Statements
 from convolens.store.tables import client_report, message
-from convolens.timeutil import to_naive_utc
+from convolens.timeutil import to_naive_utc, utcnow
 
 _MESSAGE_COLUMNS = (
     "project_pk, conversation_pk, id, position, role, kind, name, content, created_at, ingested_at, metadata,"
@@ -478,6 +478,43 @@ def apply_batch(
     if batch.client is not None and (batch.client.dropped or batch.client.retries):
         record_client_stats(conn, project_pk, batch.client, now)
     return BatchOutcome(results=results, created_messages=created)
+
+
+@dataclass(frozen=True, slots=True)
+class NewIdsBatch:
+    """Work for ``Database.write``: a batch all of whose conversation and message ids were just made by
+    ``new_id()`` (Context's one-conversation log). Such batches cannot touch each other's rows, so when
+    several of one project are committed in one group they are written as one batch (``Combinable``):
+    one statement per table for the group instead of one set per request, under SQLite's write lock."""
+
+    project_pk: int
+    batch: IngestBatch
+
+    @property
+    def combine_key(self) -> tuple[str, int]:
+        return ("new-ids", self.project_pk)
+
+    def __call__(self, conn: Connection) -> BatchOutcome:
+        return apply_batch(conn, self.project_pk, self.batch, utcnow(), ids_are_new=True)
+
+    def run_together(self, conn: Connection, works: list[NewIdsBatch]) -> list[BatchOutcome]:
+        events = [event for work in works for event in work.batch.events]
+        merged = apply_batch(
+            conn, self.project_pk, IngestBatch.model_construct(events=events, client=None), utcnow(), ids_are_new=True
+        )
+        outcomes, start = [], 0
+        for work in works:
+            results = merged.results[start : start + len(work.batch.events)]
+            for result in results:
+                result.index -= start
+            created = sum(
+                1
+                for event, result in zip(work.batch.events, results, strict=True)
+                if result.status == "created" and isinstance(event, MessageEvent | CustomEvent)
+            )
+            outcomes.append(BatchOutcome(results=results, created_messages=created))
+            start += len(work.batch.events)
+        return outcomes
 
 
 def record_client_stats(conn: Connection, project_pk: int, stats: ClientStats, now: datetime) -> None:

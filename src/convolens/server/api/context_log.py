@@ -32,7 +32,7 @@ from convolens.server.offload import in_thread
 from convolens.server.responses import JSONResponse
 from convolens.store import queries, upsert
 from convolens.store.db import Database
-from convolens.store.ingest import BatchOutcome, apply_batch, new_id
+from convolens.store.ingest import BatchOutcome, NewIdsBatch, apply_batch, new_id
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import utcnow
 
@@ -179,9 +179,7 @@ async def log_conversation(
     def store() -> BatchOutcome:
         info, tenant = _accept(request, token, body.conversation, tenant_id, body.tenant_id)
         batch, _ = _to_batch(body.conversation, conversation_id, tenant)
-        return app_database(request).write(
-            lambda conn: apply_batch(conn, info.project_pk, batch, utcnow(), ids_are_new=True)
-        )
+        return app_database(request).write(NewIdsBatch(info.project_pk, batch))
 
     outcome = await in_thread(store)
     count_ingested(request, outcome.created_messages)
