@@ -275,6 +275,15 @@ def test_ids_are_new_skips_the_look_up_of_stored_ids(sqlite_db: Database) -> Non
         assert len([s for s in statements if s.startswith("SELECT")]) == selects
 
 
+def test_new_ids_sort_by_the_time_they_were_made() -> None:
+    earlier = [new_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_id()
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in earlier)
+    assert len(set(earlier)) == 1000
+    assert max(earlier) < later  # a millisecond later sorts after: index inserts stay side by side
+
+
 def test_the_file_lock_keeps_another_process_waiting(tmp_path: Path) -> None:
     path = tmp_path / "x.sqlite3-writelock"
     holder = subprocess.Popen(
