@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from conftest import ServeProcess
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
@@ -48,15 +49,16 @@ def _batch(cid: str, messages: int = 3) -> IngestBatch:
 
 
 def _hold_write_turn_until_queued(db: Database, jobs: int) -> threading.Event:
-    """Hold the write turn so that callers queue up behind it; returns an event that releases it once
-    ``jobs`` pieces of work are waiting (they are then committed by one leader, together)."""
+    """Hold the turn to commit a group so that callers queue up behind it; returns an event that is set
+    once ``jobs`` pieces of work are waiting and the turn is let go (they are then committed together)."""
     release = threading.Event()
 
     def hold() -> None:
-        with db.writer():
-            deadline = time.monotonic() + 30
-            while len(db._queued) < jobs and time.monotonic() < deadline:
-                time.sleep(0.005)
+        assert db._group_turn.acquire(timeout=5)
+        deadline = time.monotonic() + 30
+        while len(db._queued) < jobs and time.monotonic() < deadline:
+            time.sleep(0.005)
+        db._group_turn.release()
         release.set()
 
     threading.Thread(target=hold).start()
@@ -82,8 +84,8 @@ def test_concurrent_writes_share_commits_and_all_land(sqlite_db: Database) -> No
         t.join(30)
     assert done.wait(5)
     assert sorted(outcomes) == [3] * 8
-    # The holder's transaction and then one group for all eight, not eight commits.
-    assert len(commits) == 2
+    # One group for all eight, not eight commits.
+    assert len(commits) == 1
     with db.reader() as conn:
         assert conn.execute(select(func.count()).select_from(message)).scalar() == 24
         # Positions were reserved per conversation inside the shared transaction.
@@ -164,30 +166,43 @@ def _new_ids_batch(pk: int, user: str, messages: int) -> NewIdsBatch:
 
 
 def _statements(db: Database) -> list[str]:
-    """Every statement SQLite runs on the write connection from now on."""
+    """Every statement SQLite runs on the write connection from now on (PostgreSQL: nothing seen)."""
     seen: list[str] = []
-    with db.write_engine.connect() as conn:
-        conn.connection.driver_connection.set_trace_callback(seen.append)  # type: ignore[union-attr]
+    if db.is_sqlite:
+        with db.write_engine.connect() as conn:
+            conn.connection.driver_connection.set_trace_callback(seen.append)  # type: ignore[union-attr]
     return seen
 
 
-def test_new_id_batches_of_one_group_are_written_as_one(sqlite_db: Database) -> None:
-    db = sqlite_db
-    pk = _project(db)
-    works = [_new_ids_batch(pk, f"u{i % 2}", messages=i + 1) for i in range(5)]
-    statements = _statements(db)
-    done = _hold_write_turn_until_queued(db, len(works))
-    outcomes: dict[int, object] = {}
+@pytest.fixture
+def any_db(database_url: str) -> Database:
+    db = Database(database_url)
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
 
-    def write(i: int) -> None:
-        outcomes[i] = db.write(works[i])
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(works))]
+def _in_threads(calls: list) -> None:  # type: ignore[type-arg]
+    threads = [threading.Thread(target=call) for call in calls]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
+
+
+def test_new_id_batches_of_one_group_are_written_as_one(any_db: Database) -> None:
+    db = any_db
+    with db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, f"combine-{new_id()}")
+    works = [_new_ids_batch(pk, f"u{i % 2}", messages=i + 1) for i in range(5)]
+    statements = _statements(db)
+    commits: list[int] = []
+    event.listen(db.write_engine, "commit", lambda _conn: commits.append(1))
+    done = _hold_write_turn_until_queued(db, len(works))
+    outcomes: dict[int, object] = {}
+    _in_threads([lambda i=i: outcomes.__setitem__(i, db.write(works[i])) for i in range(len(works))])
     assert done.wait(5)
+    assert len(commits) == 1  # one transaction for the five (PostgreSQL included)
     # Each caller gets its own outcome, indexed within its own batch, as if written alone.
     for i, work in enumerate(works):
         outcome = outcomes[i]
@@ -195,48 +210,54 @@ def test_new_id_batches_of_one_group_are_written_as_one(sqlite_db: Database) -> 
         assert [r.index for r in outcome.results] == list(range(i + 2))
         assert [r.id for r in outcome.results] == [e.id for e in work.batch.events]
         assert {r.status for r in outcome.results} == {"created"}
-    # One statement per table for the five requests, in one savepoint, and no look-up of their ids.
-    assert len([s for s in statements if s.startswith("INSERT INTO conversation ")]) == 1
-    assert len([s for s in statements if s.startswith("INSERT INTO end_user ")]) == 1
-    assert len([s for s in statements if s.startswith("SAVEPOINT")]) == 1
-    assert not [s for s in statements if s.startswith("SELECT")]
+    if db.is_sqlite:  # one statement per table for the five, in one savepoint, no look-up of their ids
+        assert len([s for s in statements if s.startswith("INSERT INTO conversation ")]) == 1
+        assert len([s for s in statements if s.startswith("INSERT INTO end_user ")]) == 1
+        assert len([s for s in statements if s.startswith("SAVEPOINT")]) == 1
+        assert not [s for s in statements if s.startswith("SELECT")]
     with db.reader() as conn:
-        rows = conn.execute(select(conversation.c.id, conversation.c.message_count, conversation.c.metadata)).all()
-        assert sorted((r.message_count, r.metadata["n"]) for r in rows) == [(n, n) for n in range(1, 6)]
-        positions = conn.execute(
-            select(conversation.c.id, func.group_concat(message.c.position))
-            .join(message, message.c.conversation_pk == conversation.c.pk)
-            .group_by(conversation.c.id)
+        rows = conn.execute(
+            select(conversation.c.pk, conversation.c.message_count, conversation.c.metadata).where(
+                conversation.c.project_pk == pk
+            )
         ).all()
-        assert sorted(sorted(map(int, p.split(","))) for _, p in positions) == [list(range(n)) for n in range(1, 6)]
+        assert sorted((r.message_count, r.metadata["n"]) for r in rows) == [(n, n) for n in range(1, 6)]
+        positions: dict[int, list[int]] = {}
+        for conversation_pk, position in conn.execute(
+            select(message.c.conversation_pk, message.c.position).where(message.c.project_pk == pk)
+        ):
+            positions.setdefault(conversation_pk, []).append(position)
+        assert sorted(sorted(p) for p in positions.values()) == [list(range(n)) for n in range(1, 6)]
 
 
 class _Row:
-    """Combinable work that writes one row; the combined run fails if any of the rows is "bad"."""
+    """Combinable work that writes one row; "bad" writes a NULL where the table forbids it, so that the
+    database fails the statement (and, on PostgreSQL, the transaction until rolled back to a savepoint)."""
 
     combine_key = "rows"
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, table: str, name: str) -> None:
+        self.table, self.name = table, name
+
+    def _insert(self, conn, names: list[str]) -> None:  # type: ignore[no-untyped-def]
+        for name in names:
+            value = None if name == "bad" else name
+            conn.execute(text(f"INSERT INTO {self.table} (name) VALUES (:n)"), {"n": value})
 
     def __call__(self, conn):  # type: ignore[no-untyped-def]
-        conn.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": self.name})
-        if self.name == "bad":
-            raise ValueError("bad row")
+        self._insert(conn, [self.name])
         return self.name
 
     def run_together(self, conn, works):  # type: ignore[no-untyped-def]
-        for work in works:
-            conn.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": work.name})
-        if any(work.name == "bad" for work in works):
-            raise ValueError("one of them is bad")
+        self._insert(conn, [work.name for work in works])
         return [f"{work.name} (together)" for work in works]
 
 
-def test_combined_work_that_fails_is_done_one_at_a_time(sqlite_db: Database) -> None:
-    db = sqlite_db
+def test_combined_work_that_fails_is_done_one_at_a_time(any_db: Database) -> None:
+    db = any_db
+    table = f"t_{new_id()}"
     with db.writer() as conn:
-        conn.execute(text("CREATE TABLE t (name TEXT)"))
+        conn.execute(text(f"CREATE TABLE {table} (name TEXT NOT NULL)"))
 
     def group(names: list[str]) -> dict[str, object]:
         done = _hold_write_turn_until_queued(db, len(names))
@@ -244,24 +265,22 @@ def test_combined_work_that_fails_is_done_one_at_a_time(sqlite_db: Database) -> 
 
         def write(name: str) -> None:
             try:
-                got[name] = db.write(_Row(name))
-            except ValueError as exc:
+                got[name] = db.write(_Row(table, name))
+            except IntegrityError as exc:
                 got[name] = exc
 
-        threads = [threading.Thread(target=write, args=(n,)) for n in names]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        _in_threads([lambda n=n: write(n) for n in names])
         assert done.wait(5)
         return got
 
     assert group(["a", "b"]) == {"a": "a (together)", "b": "b (together)"}
     got = group(["c", "bad", "d"])
-    assert got["c"] == "c" and got["d"] == "d" and isinstance(got["bad"], ValueError)
+    assert got["c"] == "c" and got["d"] == "d" and isinstance(got["bad"], IntegrityError)
     with db.reader() as conn:
-        names = sorted(conn.execute(text("SELECT name FROM t")).scalars())
+        names = sorted(conn.execute(text(f"SELECT name FROM {table}")).scalars())
     assert names == ["a", "b", "c", "d"]  # the failed combined run left nothing; "bad" rolled back alone
+    with db.writer() as conn:
+        conn.execute(text(f"DROP TABLE {table}"))
 
 
 def test_ids_are_new_skips_the_look_up_of_stored_ids(sqlite_db: Database) -> None:

@@ -179,8 +179,6 @@ class Database:
             self._write_turn: FairLock | None = FairLock()
             file_backed = parsed.database and parsed.database != ":memory:" and os.name == "posix"
             self._file_lock = FileWriteLock(f"{parsed.database}-writelock") if file_backed else None
-            self._queued: deque[_Job[Any]] = deque()
-            self._queue_mutex = threading.Lock()
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
             self.read_engine = self.write_engine
@@ -188,6 +186,11 @@ class Database:
             self._file_lock = None
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://")
+        # Whose turn it is to commit a group: on SQLite every write's (one writer at a time anyway); on
+        # PostgreSQL only combinable work queues here, everything else writes in parallel.
+        self._group_turn = self._write_turn or FairLock()
+        self._queued: deque[_Job[Any]] = deque()
+        self._queue_mutex = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -230,14 +233,16 @@ class Database:
     def write(self, work: Callable[[Connection], T]) -> T:
         """``work(conn)`` in a write transaction, committed before this returns; its exception, if it
         raises, with nothing of it written. On SQLite the transaction may be shared with other callers'
-        work (group commit), so ``work`` must do nothing but database work on ``conn``."""
-        if self._write_turn is None:
+        work (group commit), so ``work`` must do nothing but database work on ``conn``. On PostgreSQL
+        only ``Combinable`` work is grouped (fewer round trips and commits); other work runs in a
+        transaction of its own, in parallel with the rest."""
+        if self._write_turn is None and getattr(work, "combine_key", None) is None:
             with self.writer() as conn:
                 return work(conn)
         job: _Job[T] = _Job(work)
         with self._queue_mutex:
             self._queued.append(job)
-        turn = self._write_turn
+        turn = self._group_turn
         if not turn.acquire(timeout=60):
             with self._queue_mutex:
                 if job in self._queued:
@@ -363,7 +368,14 @@ def _unavailable_or(exc: BaseException) -> BaseException:
 
 
 def _driver_in_transaction(conn: Connection) -> bool:
-    return bool(conn.connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
+    """Whether the transaction survived a statement's error, so that rolling back to a savepoint
+    recovers it (SQLite drops the whole transaction on some errors; a lost PostgreSQL connection ends it)."""
+    driver = conn.connection.dbapi_connection
+    if conn.dialect.name == "postgresql":
+        from psycopg.pq import TransactionStatus
+
+        return driver.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)  # type: ignore[union-attr]
+    return bool(driver.in_transaction)  # type: ignore[union-attr]
 
 
 def _is_connectivity_error(exc: Exception) -> bool:
