@@ -181,7 +181,11 @@ class Database:
             self._file_lock = FileWriteLock(f"{parsed.database}-writelock") if file_backed else None
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-            self.read_engine = self.write_engine
+            # Reads in autocommit, on the same pool: no BEGIN, and no ROLLBACK when the connection goes
+            # back, on which psycopg also drops every prepared statement of the connection ("DEALLOCATE
+            # ALL"), so the writes that followed a token look-up prepared theirs again. Under READ
+            # COMMITTED each statement sees its own snapshot either way; ``snapshot()`` opts out.
+            self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
             self._write_turn = None
             self._file_lock = None
         else:
@@ -354,7 +358,7 @@ class Database:
         if self._file_lock is not None:
             self._file_lock.close()
         self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
+        if self.is_sqlite:  # PostgreSQL's read engine shares the write engine's pool
             self.read_engine.dispose()
 
 
