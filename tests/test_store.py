@@ -207,3 +207,27 @@ def test_end_users_first_and_last_seen(db: Database, project: Project) -> None:
         ).one()
     assert row.first_seen == T0 - timedelta(days=3)
     assert row.last_seen == T0 + timedelta(seconds=1)
+
+
+def test_a_snapshot_agrees_with_itself_while_plain_reads_see_each_commit(db: Database) -> None:
+    """``snapshot()`` keeps one view across a concurrent commit; on PostgreSQL ``reader()`` (autocommit,
+    so that no transaction is left to roll back) sees every commit at its next statement."""
+    project = make_project(db, f"snap-{datetime.now().timestamp()}")
+    write(db, project, conversation_events("s1", T0))
+
+    def count(conn) -> int:  # type: ignore[no-untyped-def]
+        return conn.exec_driver_sql(
+            f"SELECT count(*) FROM conversation WHERE project_pk = {int(project.pk)}"
+        ).scalar_one()
+
+    with db.snapshot() as frozen, db.reader() as live:
+        assert count(frozen) == 1 and count(live) == 1
+        write(db, project, conversation_events("s2", T0))
+        assert count(frozen) == 1  # still the first view
+        assert count(live) == (1 if db.is_sqlite else 2)  # SQLite's reads hold a snapshot until they end
+    if not db.is_sqlite:
+        from psycopg.pq import TransactionStatus
+
+        with db.reader() as conn:
+            count(conn)
+            assert conn.connection.dbapi_connection.info.transaction_status == TransactionStatus.IDLE
