@@ -258,14 +258,19 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 t.join()
             responded = time.perf_counter()
         if sdk is not None:
-            sdk.flush(timeout=600)
+            if not sdk.flush(timeout=600):
+                sys.exit(f"the SDK did not deliver everything within 600 s: {sdk.stats}")
+            responded = time.perf_counter()  # the SDK's last batch acknowledged
         # Durable means readable: wait until the read API counts every conversation.
         while True:
             listing = httpx.get(
                 f"{base}/api/v1/conversations", headers=headers, params={"start_time": "2000-01-01", "per_page": 1}
             ).json()
-            if listing["pagination"]["total_records"] >= args.conversations:
+            stored = listing["pagination"]["total_records"]
+            if stored >= args.conversations:
                 break
+            if time.perf_counter() - responded > 120:
+                sys.exit(f"only {stored} of {args.conversations} conversations readable 120 s after the last response")
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
         server_cpu = cpu_seconds() - cpu_before
@@ -274,7 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "messages": total_messages,
             "messages_per_s": total_messages / elapsed,
             "conversations_per_s": args.conversations / elapsed,
-            "readable_after_s": time.perf_counter() - responded if sdk is None else float("nan"),
+            "readable_after_s": time.perf_counter() - responded,
             "cpu_us_per_message": server_cpu / total_messages * 1e6,
             "p50_ms": (latencies[0] if args.generator == "wrk" else statistics.median(ordered)) * 1000,
             "p99_ms": (latencies[1] if args.generator == "wrk" else ordered[int(0.99 * (len(ordered) - 1))]) * 1000,
