@@ -44,8 +44,7 @@ def authorize(request: Request, token: str, scope: str) -> TokenInfo:
 
 def _authenticate(request: Request, token: str) -> TokenInfo:
     db: Database = request.app.state.db
-    with db.reader() as conn:
-        info = projects.authenticate(conn, token)
+    info = db.read_held(lambda conn: projects.authenticate(conn, token))
     if info is None:
         raise ApiError(401, "invalid or revoked token", headers=_CHALLENGE)
     wait = request.app.state.rate_limiter.acquire(info.token_pk)

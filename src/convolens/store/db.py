@@ -30,8 +30,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import NullPool
 
 from convolens.store.driver import Statements
+from convolens.store.held import HeldConnections
 
 
 class FairLock:
@@ -138,15 +140,36 @@ class FileWriteLock:
         self._fd = None
 
 
+_SQLITE_CONNECT_ARGS = {"check_same_thread": False, "timeout": 30}
+
+
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=0 if immediate else 10,
         pool_timeout=60,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args=_SQLITE_CONNECT_ARGS,
     )
+    _sqlite_pragmas(engine)
 
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _held_engine(url: str, dialect: str) -> Engine:
+    """Unpooled autocommit connections, for ``HeldConnections``."""
+    if dialect == "postgresql":
+        return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=_SQLITE_CONNECT_ARGS)
+    _sqlite_pragmas(engine)
+    return engine
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         # Let SQLAlchemy's "begin" event, not the driver, open transactions.
@@ -158,12 +181,6 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 class Database:
@@ -190,6 +207,8 @@ class Database:
             self._file_lock = None
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://")
+        # A few connections kept for the token look-up (store/held.py).
+        self._held = HeldConnections(_held_engine(url, self.dialect), _is_connectivity_error, self.HELD_CONNECTIONS)
         # Whose turn it is to commit a group: on SQLite every write's (one writer at a time anyway); on
         # PostgreSQL only combinable work queues here, everything else writes in parallel.
         self._group_turn = self._write_turn or FairLock()
@@ -230,6 +249,9 @@ class Database:
             yield
         finally:
             lock.release()
+
+    # Connections kept for the token look-up (store/held.py); more concurrent look-ups use the pool.
+    HELD_CONNECTIONS = 8
 
     # Work items committed together, at most: bounds one group's transaction and its latency.
     MAX_GROUP = 64
@@ -337,6 +359,20 @@ class Database:
                 raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
             raise
 
+    def read_held(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)``, which only reads, on one of a few connections kept outside the pool
+        (store/held.py): for the small read that every request makes."""
+        try:
+            return self._held.read(work, when_busy=lambda: self._read_pooled(work))
+        except (OperationalError, PoolTimeout) as exc:
+            if _is_connectivity_error(exc):
+                raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
+            raise
+
+    def _read_pooled(self, work: Callable[[Connection], T]) -> T:
+        with self.reader() as conn:
+            return work(conn)
+
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """A read transaction that sees one snapshot throughout (SQLite's read transactions do; PostgreSQL
@@ -357,6 +393,7 @@ class Database:
     def dispose(self) -> None:
         if self._file_lock is not None:
             self._file_lock.close()
+        self._held.close()
         self.write_engine.dispose()
         if self.is_sqlite:  # PostgreSQL's read engine shares the write engine's pool
             self.read_engine.dispose()
