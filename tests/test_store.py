@@ -231,3 +231,24 @@ def test_a_snapshot_agrees_with_itself_while_plain_reads_see_each_commit(db: Dat
         with db.reader() as conn:
             count(conn)
             assert conn.connection.dbapi_connection.info.transaction_status == TransactionStatus.IDLE
+
+
+def test_driver_look_ups_are_never_prepared_on_postgresql(postgres_url: str) -> None:
+    """A prepared statement may get a generic plan made while the table was small: the look-up of a
+    batch's message ids became a ~1 s scan on a grown table that way. Look-ups by id lists are planned
+    for their parameters every time; inserts may be prepared."""
+    from convolens.store.driver import Statements
+
+    db = Database(postgres_url)
+    migrate.upgrade(db)
+    try:
+        with db.writer() as conn:
+            sql = Statements(conn)
+            for _ in range(12):  # past psycopg's prepare threshold of 5
+                sql.select_in("SELECT id FROM message WHERE project_pk = %s AND id", (1,), ["a", "b"])
+            prepared = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT id FROM message%%'"
+            ).scalar_one()
+        assert prepared == 0
+    finally:
+        db.dispose()

@@ -40,11 +40,20 @@ class Statements:
             self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         return self._cursor
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """Run one statement; its rows (none for a statement that returns none)."""
+    def execute(self, sql: str, params: Sequence[Any] = (), *, plan_each_time: bool = False) -> list[tuple]:
+        """Run one statement; its rows (none for a statement that returns none).
+
+        ``plan_each_time``: never as a prepared statement on PostgreSQL, so never with a generic plan.
+        psycopg prepares a statement run five times on a connection, and PostgreSQL may then plan it once
+        for any parameters; planned while a table was small, such a plan outlives the table's growth (the
+        look-up of a batch's message ids became a ~1 s scan, bench/README.md). For look-ups whose best
+        plan depends on the data; statements that write fixed rows are better prepared."""
         cursor = self._cursor_for()
         try:
-            cursor.execute(sql, params)
+            if plan_each_time and self.postgresql:
+                cursor.execute(sql, params, prepare=False)
+            else:
+                cursor.execute(sql, params)
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
         except self.conn.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(sql, exc) from exc
@@ -105,5 +114,5 @@ class Statements:
         for start in range(0, len(values), chunk):
             part = values[start : start + chunk]
             sql = f"{sql_before_in} IN ({', '.join([self.mark] * len(part))}){suffix}"
-            out.extend(self.execute(sql, (*leading, *part)))
+            out.extend(self.execute(sql, (*leading, *part), plan_each_time=True))
         return out

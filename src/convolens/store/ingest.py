@@ -297,13 +297,16 @@ class _BatchWriter:
         if not times:
             return
         ordered = sorted(times)
-        self.sql.execute("SELECT pk FROM end_user WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE", (ordered,))
+        self.sql.execute(
+            "SELECT pk FROM end_user WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE", (ordered,), plan_each_time=True
+        )
         self.sql.execute(
             "UPDATE end_user SET first_seen = least(end_user.first_seen, v.first_seen),"
             " last_seen = greatest(end_user.last_seen, v.last_seen)"
             " FROM unnest(%s::bigint[], %s::timestamp[], %s::timestamp[]) AS v(pk, first_seen, last_seen)"
             " WHERE end_user.pk = v.pk",
             (ordered, [times[pk][0] for pk in ordered], [times[pk][1] for pk in ordered]),
+            plan_each_time=True,
         )
 
     def _upsert_conversations(self, user_pks: dict[str, int]) -> None:
