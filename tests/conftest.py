@@ -99,6 +99,16 @@ def db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+@pytest.fixture
+def own_db(database_url: str) -> Iterator[Database]:
+    """A ``Database`` of this test's own (same database, new engines), for tests that listen to its
+    engines' events or count its connections."""
+    database = Database(database_url)
+    migrate.upgrade(database)
+    yield database
+    database.dispose()
+
+
 @dataclass
 class Project:
     name: str

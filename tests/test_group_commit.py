@@ -174,14 +174,6 @@ def _statements(db: Database) -> list[str]:
     return seen
 
 
-@pytest.fixture
-def any_db(database_url: str) -> Database:
-    db = Database(database_url)
-    migrate.upgrade(db)
-    yield db
-    db.dispose()
-
-
 def _in_threads(calls: list) -> None:  # type: ignore[type-arg]
     threads = [threading.Thread(target=call) for call in calls]
     for t in threads:
@@ -190,8 +182,8 @@ def _in_threads(calls: list) -> None:  # type: ignore[type-arg]
         t.join(30)
 
 
-def test_new_id_batches_of_one_group_are_written_as_one(any_db: Database) -> None:
-    db = any_db
+def test_new_id_batches_of_one_group_are_written_as_one(own_db: Database) -> None:
+    db = own_db
     with db.writer() as conn:
         pk, _ = projects.ensure_project(conn, f"combine-{new_id()}")
     works = [_new_ids_batch(pk, f"u{i % 2}", messages=i + 1) for i in range(5)]
@@ -253,8 +245,8 @@ class _Row:
         return [f"{work.name} (together)" for work in works]
 
 
-def test_combined_work_that_fails_is_done_one_at_a_time(any_db: Database) -> None:
-    db = any_db
+def test_combined_work_that_fails_is_done_one_at_a_time(own_db: Database) -> None:
+    db = own_db
     table = f"t_{new_id()}"
     with db.writer() as conn:
         conn.execute(text(f"CREATE TABLE {table} (name TEXT NOT NULL)"))

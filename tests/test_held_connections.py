@@ -5,19 +5,9 @@ from __future__ import annotations
 import threading
 
 import psycopg
-import pytest
 from sqlalchemy import event, text
 
-from convolens.store import migrate
 from convolens.store.db import Database
-
-
-@pytest.fixture
-def db(database_url: str) -> Database:
-    database = Database(database_url)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 def _connects(db: Database) -> list[int]:
@@ -32,7 +22,8 @@ def _backend_pid(conn) -> int:  # type: ignore[no-untyped-def]
     return id(conn.connection.dbapi_connection)
 
 
-def test_reads_reuse_one_connection_and_see_every_commit(db: Database) -> None:
+def test_reads_reuse_one_connection_and_see_every_commit(own_db: Database) -> None:
+    db = own_db
     opened = _connects(db)
     with db.writer() as conn:
         conn.execute(text("CREATE TABLE held_probe (n INTEGER)"))
@@ -49,7 +40,8 @@ def test_reads_reuse_one_connection_and_see_every_commit(db: Database) -> None:
             conn.execute(text("DROP TABLE held_probe"))
 
 
-def test_more_concurrent_reads_than_kept_connections_go_through_the_pool(db: Database) -> None:
+def test_more_concurrent_reads_than_kept_connections_go_through_the_pool(own_db: Database) -> None:
+    db = own_db
     opened = _connects(db)
     size = db.HELD_CONNECTIONS
     inside = threading.Barrier(size + 1)
