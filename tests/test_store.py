@@ -252,3 +252,33 @@ def test_driver_look_ups_are_never_prepared_on_postgresql(postgres_url: str) -> 
         assert prepared == 0
     finally:
         db.dispose()
+
+
+def test_last_seen_moves_by_more_than_the_slack_on_postgresql(db: Database, project: Project) -> None:
+    """On PostgreSQL a user's last_seen advances only when it moves by more than a minute, so a busy
+    user's row is not locked by every batch; an earlier first_seen always applies. SQLite is exact."""
+    from sqlalchemy import select
+
+    from convolens.store.ingest import LAST_SEEN_SLACK
+    from convolens.store.tables import end_user
+
+    def seen() -> tuple[datetime, datetime]:
+        with db.reader() as conn:
+            row = conn.execute(
+                select(end_user.c.first_seen, end_user.c.last_seen).where(
+                    end_user.c.project_pk == project.pk, end_user.c.external_id == "bob"
+                )
+            ).one()
+        return row.first_seen, row.last_seen
+
+    write(db, project, conversation_events("s1", T0, 1, user="bob"))
+    assert seen() == (T0, T0)
+    soon = T0 + LAST_SEEN_SLACK / 2
+    write(db, project, conversation_events("s2", soon, 1, user="bob"))
+    assert seen() == (T0, T0 if not db.is_sqlite else soon)
+    later = T0 + LAST_SEEN_SLACK * 2
+    write(db, project, conversation_events("s3", later, 1, user="bob"))
+    assert seen() == (T0, later)
+    earlier = T0 - timedelta(seconds=5)  # within the slack, but first_seen moves whatever the amount
+    write(db, project, conversation_events("s4", earlier, 1, user="bob"))
+    assert seen() == (earlier, later)
