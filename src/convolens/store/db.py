@@ -351,23 +351,14 @@ class Database:
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:
-        try:
-            with self.read_engine.connect() as conn:
-                yield conn
-        except (OperationalError, PoolTimeout) as exc:
-            if _is_connectivity_error(exc):
-                raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
-            raise
+        with _lost_connection_as_unavailable(), self.read_engine.connect() as conn:
+            yield conn
 
     def read_held(self, work: Callable[[Connection], T]) -> T:
         """``work(conn)``, which only reads, on one of a few connections kept outside the pool
         (store/held.py): for the small read that every request makes."""
-        try:
+        with _lost_connection_as_unavailable():
             return self._held.read(work, when_busy=lambda: self._read_pooled(work))
-        except (OperationalError, PoolTimeout) as exc:
-            if _is_connectivity_error(exc):
-                raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
-            raise
 
     def _read_pooled(self, work: Callable[[Connection], T]) -> T:
         with self.reader() as conn:
@@ -417,6 +408,17 @@ def _driver_in_transaction(conn: Connection) -> bool:
 
         return driver.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)  # type: ignore[union-attr]
     return bool(driver.in_transaction)  # type: ignore[union-attr]
+
+
+@contextmanager
+def _lost_connection_as_unavailable() -> Iterator[None]:
+    """A connectivity error or pool timeout as ``DatabaseUnavailable`` (HTTP 503); others as they are."""
+    try:
+        yield
+    except (OperationalError, PoolTimeout) as exc:
+        if _is_connectivity_error(exc):
+            raise DatabaseUnavailable(str(exc.__class__.__name__)) from exc
+        raise
 
 
 def _is_connectivity_error(exc: Exception) -> bool:

@@ -40,8 +40,8 @@ _INSERT_MESSAGE = (
 )
 
 
-# On PostgreSQL a user's last_seen is advanced only when it moves by more than this (store/ingest.py,
-# _user_pks_postgresql): a user active every second is then row-locked once a minute, not by every batch.
+# On PostgreSQL a user's last_seen is advanced only when it moves by more than this
+# (``_user_pks_postgresql``): a user active every second is then row-locked once a minute, not by every batch.
 LAST_SEEN_SLACK = timedelta(minutes=1)
 
 
@@ -272,8 +272,9 @@ class _BatchWriter:
         row's lock until commit, so concurrent batches ran one at a time (two of three sessions waiting
         on it in bench/ingest.py). Here the rows are only inserted if missing and share-locked (``FOR
         KEY SHARE``: retention cannot delete them under us, other batches can still update them); their
-        first and last seen times are advanced at the end of the transaction (``_touch_users``), so a
-        hot user's lock is held for the commit alone."""
+        first and last seen times are advanced at the end of the transaction (``_touch_users``), and
+        only where this batch moves them (last_seen by more than ``LAST_SEEN_SLACK``), so a hot user's
+        lock is taken rarely and held for the commit alone."""
         sql = self.sql
         pks: dict[str, int] = {}
         stored: dict[int, tuple[datetime, datetime]] = {}
