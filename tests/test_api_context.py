@@ -333,3 +333,17 @@ def test_context_routes_respect_project_boundaries(server: RunningServer, projec
         assert sum({s["name"]: s["data"] for s in volume["series"]}["conversations"].values()) == 1
     with server.client(other.token) as b:
         assert [m["message"] for m in b.get(f"/api/v1/conversations/{tid}").json()["messages"]] == ["private"]
+
+
+def test_construct_complete_builds_what_model_construct_builds() -> None:
+    from convolens.schemas.ingest import MessageEvent, construct_complete
+
+    values = {name: None for name in MessageEvent.model_fields}
+    values |= {"type": "message", "conversation_id": "c", "id": "m", "role": "user", "content": "hi", "kind": "message"}
+    built = construct_complete(MessageEvent, dict(values))
+    assert built == MessageEvent.model_construct(**values)
+    assert built.model_fields_set == set(values) and built.content == "hi"
+    assert built.model_dump()["conversation_id"] == "c"
+    del values["error"]
+    with pytest.raises(TypeError, match="error"):
+        construct_complete(MessageEvent, values)

@@ -125,7 +125,13 @@ def test_context_endpoints_are_scrubbed_and_upsert_still_continues(server: Runni
             json={
                 "conversation": {
                     "messages": [
-                        {"role": "user", "message": f"key {KEY}", "thought": f"mail {EMAIL}", "input": {"to": EMAIL}}
+                        {
+                            "role": "user",
+                            "message": f"key {KEY}",
+                            "thought": f"mail {EMAIL}",
+                            "input": {"to": EMAIL},
+                            "observation": f"call {PHONE}",
+                        }
                     ]
                 }
             },

@@ -7,7 +7,7 @@ has a single write path.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 
@@ -118,3 +118,24 @@ class ItemResult(BaseModel):
 class IngestResponse(BaseModel):
     accepted: int
     results: list[ItemResult]
+
+
+Model = TypeVar("Model", bound=BaseModel)
+_set_attribute = object.__setattr__
+
+
+def construct_complete(model: type[Model], values: dict[str, Any]) -> Model:
+    """``model.model_construct(**values)`` for trusted values that name every field and nothing else.
+
+    pydantic's ``model_construct`` walks the model's fields and their defaults on every call, ~15 µs
+    for a ``MessageEvent``; Context's translation builds one event per message (server/api/
+    context_log.py), which made it a tenth of a request's CPU. This sets the same four attributes
+    directly (a test compares the two)."""
+    if values.keys() != model.__pydantic_fields__.keys():
+        raise TypeError(f"{model.__name__} needs exactly {sorted(model.__pydantic_fields__)}, got {sorted(values)}")
+    instance = model.__new__(model)
+    _set_attribute(instance, "__dict__", values)
+    _set_attribute(instance, "__pydantic_fields_set__", set(values))
+    _set_attribute(instance, "__pydantic_extra__", None)
+    _set_attribute(instance, "__pydantic_private__", None)
+    return instance
