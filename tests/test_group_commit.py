@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -284,6 +285,58 @@ def test_ids_are_new_skips_the_look_up_of_stored_ids(sqlite_db: Database) -> Non
         outcome = db.write(lambda conn, w=work, n=ids_are_new: apply_batch(conn, pk, w.batch, utcnow(), ids_are_new=n))
         assert outcome.created_messages == 3
         assert len([s for s in statements if s.startswith("SELECT")]) == selects
+
+
+def _awkward_batch(pk: int) -> NewIdsBatch:
+    """A batch whose values are hard to carry: COPY's text format escapes tabs, newlines and backslashes."""
+    work = _new_ids_batch(pk, "awkward", messages=2)
+    first, second = work.batch.events[1:]
+    first.content, first.metadata, first.rating = "tab\there\nnew line \\N back\\slash é 😀", {"k": "v\t"}, 1
+    first.timestamp = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    second.content, second.extra, second.model, second.name = "", {"thought": "x\ny"}, "gpt-x", "tool\\name"
+    second.timestamp = datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC)
+    return work
+
+
+def test_messages_read_back_the_same_however_they_were_written(own_db: Database) -> None:
+    """On PostgreSQL a batch of new ids goes in with COPY, any other with INSERT: the stored rows agree."""
+    db = own_db
+    with db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, f"copy-{new_id()}")
+    stored = []
+    for ids_are_new in (True, False):
+        work = _awkward_batch(pk)
+        outcome = db.write(lambda conn, w=work, n=ids_are_new: apply_batch(conn, pk, w.batch, utcnow(), ids_are_new=n))
+        assert outcome.created_messages == 2
+        with db.reader() as conn:
+            rows = conn.execute(
+                select(message.c.position, message.c.role, message.c.kind, message.c.name, message.c.content,
+                       message.c.created_at, message.c.metadata, message.c.extra, message.c.rating, message.c.model)
+                .where(message.c.id.in_([e.id for e in work.batch.events[1:]]))
+                .order_by(message.c.position)
+            ).all()  # fmt: skip
+        stored.append([tuple(r) for r in rows])
+    assert stored[0] == stored[1]
+    assert stored[0][0][4] == "tab\there\nnew line \\N back\\slash é 😀"
+    assert stored[0][0][5] == datetime(2026, 1, 2, 3, 4, 5, 678901)
+    assert (stored[0][0][6], stored[0][1][7], stored[0][1][3]) == ({"k": "v\t"}, {"thought": "x\ny"}, "tool\\name")
+
+
+def test_a_wrong_claim_of_new_ids_never_duplicates_a_message(own_db: Database) -> None:
+    db = own_db
+    with db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, f"claim-{new_id()}")
+    work = _new_ids_batch(pk, "u", messages=2)
+    assert db.write(work).created_messages == 2
+    again = NewIdsBatch(pk, work.batch)  # the same ids, claimed new again
+    if db.is_sqlite:
+        db.write(again)  # the INSERT ignores a stored id
+    else:
+        with pytest.raises(IntegrityError):  # COPY has no ON CONFLICT: the claim fails, whole
+            db.write(again)
+    with db.reader() as conn:
+        count = conn.execute(select(func.count()).select_from(message).where(message.c.project_pk == pk)).scalar()
+    assert count == 2
 
 
 def test_new_ids_sort_by_the_time_they_were_made() -> None:

@@ -113,8 +113,9 @@ class BatchOutcome:
 
 
 class _BatchWriter:
-    def __init__(self, conn: Connection, project_pk: int, now: datetime) -> None:
+    def __init__(self, conn: Connection, project_pk: int, now: datetime, *, ids_are_new: bool = False) -> None:
         self.conn = conn
+        self.ids_are_new = ids_are_new
         self.sql = Statements(conn)
         self.project_pk = project_pk
         self.now = now
@@ -432,7 +433,10 @@ class _BatchWriter:
                             created_at, now, sql.json(e.properties), None, None, None, None, None, None, None,
                         )
                     )  # fmt: skip
-        sql.executemany(_INSERT_MESSAGE.replace("?", sql.mark), rows)
+        if self.ids_are_new and sql.postgresql:
+            sql.copy_in("message", _MESSAGE_COLUMNS, rows)
+        else:
+            sql.executemany(_INSERT_MESSAGE.replace("?", sql.mark), rows)
         self._apply_ratings()
         self._touch_users()
         rollups.mark(self.conn, self.project_pk, self.changed_days, self.now)
@@ -478,8 +482,9 @@ def apply_batch(
 
     ``ids_are_new``: every conversation and message id in the batch was just made by ``new_id()``, so
     none can be stored yet and the look-up of stored ids is skipped (two queries, run under SQLite's
-    write lock). The inserts still ignore a stored id, so a wrong claim cannot duplicate rows."""
-    writer = _BatchWriter(conn, project_pk, now)
+    write lock). A wrong claim still cannot duplicate rows: on SQLite the inserts ignore a stored id; on
+    PostgreSQL the messages go in with COPY (``Statements.copy_in``), which fails on one instead."""
+    writer = _BatchWriter(conn, project_pk, now, ids_are_new=ids_are_new)
     if not ids_are_new:
         writer.prefetch(batch)
     results: list[ItemResult] = []
