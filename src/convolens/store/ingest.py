@@ -281,16 +281,27 @@ class _BatchWriter:
         stored: dict[int, tuple[datetime, datetime]] = {}
         missing = rows
         for _ in range(3):
-            sql.executemany(
-                "INSERT INTO end_user (project_pk, external_id, first_seen, last_seen) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (project_pk, external_id) DO NOTHING",
-                missing,
-            )
-            found = sql.select_in(
-                "SELECT external_id, pk, first_seen, last_seen FROM end_user WHERE project_pk = %s AND external_id",
-                (self.project_pk,),
-                [r[1] for r in missing],
-                suffix=" FOR KEY SHARE",
+            # One statement, one round trip: the missing users inserted, the others share-locked. A user
+            # another transaction inserted since this statement's snapshot is in neither half: next round.
+            found = sql.execute(
+                "WITH new (external_id, first_seen, last_seen) AS"
+                " (SELECT * FROM unnest(%s::text[], %s::timestamp[], %s::timestamp[])),"
+                " inserted AS (INSERT INTO end_user (project_pk, external_id, first_seen, last_seen)"
+                " SELECT %s, external_id, first_seen, last_seen FROM new"
+                " ON CONFLICT (project_pk, external_id) DO NOTHING"
+                " RETURNING external_id, pk, first_seen, last_seen),"
+                " locked AS (SELECT external_id, pk, first_seen, last_seen FROM end_user"
+                " WHERE project_pk = %s AND external_id = ANY(%s::text[]) FOR KEY SHARE)"
+                " SELECT * FROM inserted UNION ALL SELECT * FROM locked",
+                (
+                    [r[1] for r in missing],
+                    [r[2] for r in missing],
+                    [r[3] for r in missing],
+                    self.project_pk,
+                    self.project_pk,
+                    [r[1] for r in missing],
+                ),
+                plan_each_time=True,
             )
             for external_id, pk, first_seen, last_seen in found:
                 pks[external_id] = pk
