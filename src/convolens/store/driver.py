@@ -87,6 +87,9 @@ class Statements:
     def executemany(self, sql: str, rows: Sequence[tuple]) -> None:
         if not rows:
             return
+        if len(rows) == 1:  # psycopg's executemany enters and leaves a pipeline even for one row
+            self.execute(sql, rows[0])
+            return
         try:
             self._cursor_for().executemany(sql, rows)
         except self.conn.dialect.loaded_dbapi.Error as exc:
