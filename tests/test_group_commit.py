@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from conftest import ServeProcess
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
 from convolens.store import migrate, projects
-from convolens.store.db import Database, FileWriteLock
+from convolens.store.db import Database, FairLock, FileWriteLock
 from convolens.store.ingest import NewIdsBatch, apply_batch, new_id
 from convolens.store.tables import conversation, message
 from convolens.timeutil import utcnow
@@ -337,6 +337,41 @@ def test_a_wrong_claim_of_new_ids_never_duplicates_a_message(own_db: Database) -
     with db.reader() as conn:
         count = conn.execute(select(func.count()).select_from(message).where(message.c.project_pk == pk)).scalar()
     assert count == 2
+
+
+def test_the_fair_lock_is_handed_on_in_arrival_order_past_waiters_whose_event_came() -> None:
+    lock = FairLock()
+    assert lock.acquire(timeout=1)
+    order: list[str] = []
+    committed = threading.Event()  # a follower's work, done by someone else meanwhile
+
+    def wait(name: str, wake: threading.Event | None = None) -> None:
+        got = lock.acquire(timeout=10, wake=wake)
+        order.append(f"{name}:{'lock' if got else 'released'}")
+        if got:
+            lock.release()
+
+    threads = []
+    for name, wake in (("a", None), ("follower", committed), ("b", None)):
+        threads.append(threading.Thread(target=wait, args=(name, wake)))
+        threads[-1].start()
+        time.sleep(0.05)  # in this order
+    committed.set()
+    threads[1].join(5)
+    assert order == ["follower:released"]  # at once, without the lock, which is still held
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == ["follower:released", "a:lock", "b:lock"]
+    assert lock.acquire(timeout=0.1)  # free again: nothing was left waiting or holding
+
+
+def test_a_fair_lock_waiter_that_times_out_does_not_get_it_later() -> None:
+    lock = FairLock()
+    assert lock.acquire(timeout=1)
+    assert lock.acquire(timeout=0.05) is False
+    lock.release()
+    assert lock.acquire(timeout=0.1)  # not handed to the waiter that gave up
 
 
 def test_new_ids_sort_by_the_time_they_were_made() -> None:

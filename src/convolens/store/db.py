@@ -36,6 +36,12 @@ from convolens.store.driver import Statements
 from convolens.store.held import HeldConnections
 
 
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    wake: threading.Event
+    handed: bool = False  # release() gave it the lock (else it woke by its own event, or timed out)
+
+
 class FairLock:
     """A lock handed over in arrival order. ``threading.Lock`` is not fair: a thread that releases and
     re-acquires in a loop (the enrichment worker) can starve the others (the ingest requests) of
@@ -43,30 +49,39 @@ class FairLock:
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
-        self._waiters: deque[threading.Event] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._held = False
 
-    def acquire(self, timeout: float) -> bool:
+    def acquire(self, timeout: float, wake: threading.Event | None = None) -> bool:
+        """True once the lock is ours; False after ``timeout``, or as soon as someone else sets ``wake``
+        (the waiter's alarm, which ``release`` also sets to hand the lock over). A group commit's
+        follower is woken so when the leader has committed its work: before, each follower took the
+        lock in turn only to hand it on, one thread wake-up after another, and the next group's
+        leader waited behind all of them."""
         with self._mutex:
             if not self._held and not self._waiters:
                 self._held = True
                 return True
-            turn = threading.Event()
-            self._waiters.append(turn)
-        if turn.wait(timeout):
-            return True  # ownership was handed to us by release()
+            waiter = _Waiter(wake if wake is not None else threading.Event())
+            self._waiters.append(waiter)
+        waiter.wake.wait(timeout)
         with self._mutex:
-            if turn.is_set():
+            if waiter.handed:
                 return True
-            self._waiters.remove(turn)
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
             return False
 
     def release(self) -> None:
         with self._mutex:
-            if self._waiters:
-                self._waiters.popleft().set()  # straight to the next in line; never unlocked between
-            else:
-                self._held = False
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if waiter.wake.is_set():
+                    continue  # woken by someone else: it no longer wants the lock
+                waiter.handed = True
+                waiter.wake.set()  # straight to the next in line; never unlocked between
+                return
+            self._held = False
 
 
 T = TypeVar("T")
@@ -77,6 +92,7 @@ T_co = TypeVar("T_co", covariant=True)
 class _Job(Generic[T]):
     work: Callable[[Connection], T]
     done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)  # its caller's alarm (FairLock.acquire)
     result: Any = None
     error: BaseException | None = None
 
@@ -269,12 +285,13 @@ class Database:
         with self._queue_mutex:
             self._queued.append(job)
         turn = self._group_turn
-        if not turn.acquire(timeout=60):
-            with self._queue_mutex:
-                if job in self._queued:
-                    self._queued.remove(job)
-                    raise DatabaseUnavailable("timed out waiting for the write lock")
-            job.done.wait()  # a leader has taken it and is committing it now
+        if not turn.acquire(timeout=60, wake=job.wake):
+            if not job.done.is_set():  # timed out
+                with self._queue_mutex:
+                    if job in self._queued:
+                        self._queued.remove(job)
+                        raise DatabaseUnavailable("timed out waiting for the write lock")
+                job.done.wait()  # a leader has taken it and is committing it now
         else:
             try:
                 while not job.done.is_set():
@@ -346,6 +363,7 @@ class Database:
             ):
                 job.result, job.error = None, failure  # nothing of the group was committed
             job.done.set()
+            job.wake.set()  # a follower waiting for the turn needs it no more
         if failure is not None and not isinstance(failure, Exception):
             raise failure  # KeyboardInterrupt and the like end the leader too
 
