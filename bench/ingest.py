@@ -17,7 +17,9 @@ conversation from ``--clients`` threads through one ``convolens.Client`` (its se
 ``--generator wrk`` (native and context modes) sends the same bodies from wrk (``apt-get install wrk``)
 with ``--clients`` connections on one thread instead of httpx threads: on 2 cores a Python generator
 took more CPU than the server it measured, so its figures were the generator's as much as the server's.
-To compare with an earlier commit in the same run, put its ``src`` first on ``PYTHONPATH``.
+To compare with an earlier commit, check it out (``git worktree add /tmp/base <commit>``) and pass
+``--baseline /tmp/base/src``: its runs alternate with this tree's, and the ratios of each pair are
+printed with their median. ``--fresh-database`` gives every PostgreSQL run a new database.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ def _split(batch: list[dict]) -> list[list[dict]]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
+def run(args: argparse.Namespace, source: str | None = None) -> dict[str, float]:
+    """One run on a new server; ``source``: a ``src`` folder to run the server from instead of this tree's."""
     rng = random.Random(1)
     batches, total_messages, batch = [], 0, []
     for _ in range(args.conversations):
@@ -152,6 +155,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     }
     if args.database_url:
         env["CONVOLENS_DATABASE_URL"] = args.database_url
+        if args.fresh_database:
+            _recreate_database(args.database_url)
+    if source is not None:
+        env["PYTHONPATH"] = source
     cli = [sys.executable, "-m", "convolens"]
     token = subprocess.run(
         [*cli, "tokens", "create", "--project", f"bench-{uuid.uuid4().hex[:6]}"],
@@ -341,6 +348,64 @@ def _run_wrk(
     return started, responded, cpu
 
 
+def _recreate_database(url: str) -> None:
+    """Drop and create the run's PostgreSQL database, so that no run starts on an earlier run's rows."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+def _report(i: int, mode: str, r: dict[str, float], who: str = "") -> None:
+    print(
+        f"run {i + 1}{who}: {r['messages_per_s']:,.0f} messages/s durable, {r['conversations_per_s']:,.0f} "
+        f"conversations/s; readable {r['readable_after_s'] * 1000:.0f} ms after the last response; "
+        f"{'call' if mode == 'sdk' else 'request'} p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; "
+        f"server CPU {r['cpu_us_per_message']:.0f} µs a message "
+        f"(generator {r['generator_cpu_us_per_message']:.0f}); "
+        f"RSS {r['rss_mb']:.0f} MB",
+        flush=True,
+    )
+
+
+def _summary(args: argparse.Namespace, label: str, results: list[dict[str, float]]) -> str:
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in results)
+
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    return (
+        f"| {label} | {backend} | {args.workers} | {median('messages_per_s'):,.0f} | "
+        f"{median('conversations_per_s'):,.0f} | {median('p50_ms'):.1f} / {median('p99_ms'):.1f} ms | "
+        f"{median('readable_after_s') * 1000:.0f} ms | {median('cpu_us_per_message'):.0f} µs | "
+        f"{median('rss_mb'):.0f} MB |  ({len(results)} runs, {results[0]['messages']:,} messages, "
+        f"{args.clients} clients, {args.generator})"
+    )
+
+
+def _compare(args: argparse.Namespace) -> None:
+    """Baseline and this tree in alternating runs: this shared machine's speed drifts by 20% and more
+    within minutes, so only runs made side by side compare. Prints each pair's ratio and their median."""
+    baseline: list[dict[str, float]] = []
+    current: list[dict[str, float]] = []
+    for i in range(args.runs):
+        baseline.append(run(args, args.baseline))
+        _report(i, args.mode, baseline[-1], " (baseline)")
+        current.append(run(args, None))
+        _report(i, args.mode, current[-1], " (this tree)")
+    print(_summary(args, f"{args.label or args.mode}, baseline", baseline))
+    print(_summary(args, f"{args.label or args.mode}, this tree", current))
+    for key, name in (("conversations_per_s", "conversations/s"), ("cpu_us_per_message", "server CPU a message")):
+        ratios = [c[key] / b[key] for b, c in zip(baseline, current, strict=True)]
+        print(
+            f"{name}: this tree / baseline, pair by pair {', '.join(f'{x:.2f}' for x in ratios)}; "
+            f"median {statistics.median(ratios):.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--conversations", type=int, default=5000)
@@ -354,34 +419,25 @@ def main() -> None:
     parser.add_argument(
         "--generator", choices=("httpx", "wrk"), default="httpx", help="wrk: a C load generator (native, context)"
     )
+    parser.add_argument(
+        "--baseline", metavar="SRC", help="another tree's src folder: alternate its runs with this tree's, print ratios"
+    )
+    parser.add_argument(
+        "--fresh-database", action="store_true", help="PostgreSQL: drop and create --database-url's database each run"
+    )
     args = parser.parse_args()
     if args.generator == "wrk" and args.mode == "sdk":
         parser.error("--generator wrk sends ready bodies: native or context mode")
-    backend = "PostgreSQL" if args.database_url else "SQLite"
+    if args.fresh_database and not args.database_url:
+        parser.error("--fresh-database needs --database-url")
+    if args.baseline:
+        _compare(args)
+        return
     results = []
     for i in range(args.runs):
-        r = run(args)
-        results.append(r)
-        print(
-            f"run {i + 1}: {r['messages_per_s']:,.0f} messages/s durable, {r['conversations_per_s']:,.0f} "
-            f"conversations/s; readable {r['readable_after_s'] * 1000:.0f} ms after the last response; "
-            f"{'call' if args.mode == 'sdk' else 'request'} p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; "
-            f"server CPU {r['cpu_us_per_message']:.0f} µs a message "
-            f"(generator {r['generator_cpu_us_per_message']:.0f}); "
-            f"RSS {r['rss_mb']:.0f} MB",
-            flush=True,
-        )
-
-    def median(key: str) -> float:
-        return statistics.median(r[key] for r in results)
-
-    print(
-        f"| {args.label or args.mode} | {backend} | {args.workers} | {median('messages_per_s'):,.0f} | "
-        f"{median('conversations_per_s'):,.0f} | {median('p50_ms'):.1f} / {median('p99_ms'):.1f} ms | "
-        f"{median('readable_after_s') * 1000:.0f} ms | {median('cpu_us_per_message'):.0f} µs | "
-        f"{median('rss_mb'):.0f} MB |  ({args.runs} runs, {results[0]['messages']:,} messages, "
-        f"{args.clients} clients, {args.generator})"
-    )
+        results.append(run(args))
+        _report(i, args.mode, results[-1])
+    print(_summary(args, args.label or args.mode, results))
 
 
 if __name__ == "__main__":
