@@ -44,7 +44,8 @@ def authorize(request: Request, token: str, scope: str) -> TokenInfo:
 
 def _authenticate(request: Request, token: str) -> TokenInfo:
     db: Database = request.app.state.db
-    info = db.read_held(lambda conn: projects.authenticate(conn, token))
+    # Concurrent requests with one token share a look-up that started after each arrived (store/shared.py).
+    info = db.read_held(lambda conn: projects.authenticate(conn, token), share=("token", token))
     if info is None:
         raise ApiError(401, "invalid or revoked token", headers=_CHALLENGE)
     wait = request.app.state.rate_limiter.acquire(info.token_pk)

@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from convolens.store.driver import Statements
 from convolens.store.held import HeldConnections
+from convolens.store.shared import SharedReads
 
 
 @dataclass(eq=False, slots=True)
@@ -225,6 +226,7 @@ class Database:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://")
         # A few connections kept for the token look-up (store/held.py).
         self._held = HeldConnections(_held_engine(url, self.dialect), _is_connectivity_error, self.HELD_CONNECTIONS)
+        self._shared = SharedReads()
         # Whose turn it is to commit a group: on SQLite every write's (one writer at a time anyway); on
         # PostgreSQL only combinable work queues here, everything else writes in parallel.
         self._group_turn = self._write_turn or FairLock()
@@ -372,11 +374,14 @@ class Database:
         with _lost_connection_as_unavailable(), self.read_engine.connect() as conn:
             yield conn
 
-    def read_held(self, work: Callable[[Connection], T]) -> T:
+    def read_held(self, work: Callable[[Connection], T], *, share: Hashable | None = None) -> T:
         """``work(conn)``, which only reads, on one of a few connections kept outside the pool
-        (store/held.py): for the small read that every request makes."""
+        (store/held.py): for the small read that every request makes. Concurrent calls with the same
+        ``share`` key share one read that started after each of them (store/shared.py)."""
         with _lost_connection_as_unavailable():
-            return self._held.read(work, when_busy=lambda: self._read_pooled(work))
+            if share is None:
+                return self._held.read(work, when_busy=lambda: self._read_pooled(work))
+            return self._shared.read(share, lambda: self._held.read(work, when_busy=lambda: self._read_pooled(work)))
 
     def _read_pooled(self, work: Callable[[Connection], T]) -> T:
         with self.reader() as conn:
