@@ -45,7 +45,7 @@ def test_callers_arriving_during_a_read_share_the_next_one_not_that_one() -> Non
     store.value = 1  # a commit after that read started: later callers must see it
     later: list[int] = []
     followers = [_in_thread(shared.read, later, "k", store.read) for _ in range(5)]
-    time.sleep(0.1)  # all five queued behind the running read
+    time.sleep(0.3)  # all five queued behind the running read
     store.gate.set()
     for thread in [leader, *followers]:
         thread.join(5)
