@@ -337,6 +337,13 @@ def scrub_value(value: Any) -> Any:
     return value
 
 
+def assign_if_changed(model: Any, attribute: str, value: Any) -> None:
+    """Set a scrubbed field only if scrubbing changed it (``scrub`` returns unchanged text as the same
+    object): pydantic's ``__setattr__`` costs a microsecond or two, and most fields come back unchanged."""
+    if getattr(model, attribute) is not value:
+        setattr(model, attribute, value)
+
+
 def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
     """Scrub every free-text field of a native batch in place; returns what was found, by kind. With
     ``names``, people's names and places in free text go too (``enrich/names.py``, an optional extra)."""
@@ -362,29 +369,24 @@ def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
             found.update(result.found)
         return result.text
 
-    def assign(event: Any, attribute: str, value: Any) -> None:
-        # pydantic's __setattr__ costs a microsecond or two; most fields come back unchanged.
-        if getattr(event, attribute) is not value:
-            setattr(event, attribute, value)
-
     for event in batch.events:
         if isinstance(event, MessageEvent):
-            assign(event, "content", text(event.content) or "")
+            assign_if_changed(event, "content", text(event.content) or "")
             if event.error is not None:
-                assign(event, "error", text(event.error))
+                assign_if_changed(event, "error", text(event.error))
             if event.metadata:
-                assign(event, "metadata", scrub_value(event.metadata))
+                assign_if_changed(event, "metadata", scrub_value(event.metadata))
             if event.extra:
-                assign(event, "extra", scrub_value(event.extra))
+                assign_if_changed(event, "extra", scrub_value(event.extra))
         elif isinstance(event, ConversationEvent):
             if event.metadata:
-                assign(event, "metadata", scrub_value(event.metadata))
+                assign_if_changed(event, "metadata", scrub_value(event.metadata))
             if event.feedback is not None:
-                assign(event, "feedback", text(event.feedback))
+                assign_if_changed(event, "feedback", text(event.feedback))
         elif isinstance(event, FeedbackEvent):
-            assign(event, "feedback", text(event.feedback) or "")
+            assign_if_changed(event, "feedback", text(event.feedback) or "")
         elif isinstance(event, CustomEvent) and event.properties:
-            assign(event, "properties", scrub_value(event.properties))
+            assign_if_changed(event, "properties", scrub_value(event.properties))
     if names:
         redact_names(batch)
     return found

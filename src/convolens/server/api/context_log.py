@@ -10,12 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from convolens.config import Limits
 from convolens.enrich import names
-from convolens.enrich.pii import Possible, scrub, scrub_value
+from convolens.enrich.pii import Possible, assign_if_changed, scrub, scrub_value
 from convolens.schemas.bounds import check_context_conversation
 from convolens.schemas.context import (
     ContextConversation,
@@ -86,8 +85,7 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
         return
     messages = conversation.messages
     # The free texts are gated once, joined (as scrub_batch does): most conversations hold nothing
-    # any rule could match, and then no text is scrubbed one by one. Fields are assigned only when
-    # scrubbing changed them: pydantic's __setattr__ costs a microsecond or two.
+    # any rule could match, and then no text is scrubbed one by one.
     possible = Possible.within(
         [t for t in (conversation.feedback, *(f for m in messages for f in (m.message, m.thought, m.observation))) if t]
     )
@@ -96,16 +94,16 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
         return value if value is None or possible.nothing else scrub(value, possible).text
 
     if conversation.metadata:
-        _assign(conversation, "metadata", scrub_value(conversation.metadata))
-    _assign(conversation, "feedback", text(conversation.feedback))
+        assign_if_changed(conversation, "metadata", scrub_value(conversation.metadata))
+    assign_if_changed(conversation, "feedback", text(conversation.feedback))
     for message in messages:
-        _assign(message, "message", text(message.message) or "")
+        assign_if_changed(message, "message", text(message.message) or "")
         if message.metadata:
-            _assign(message, "metadata", scrub_value(message.metadata))
-        _assign(message, "thought", text(message.thought))
-        _assign(message, "observation", text(message.observation))
+            assign_if_changed(message, "metadata", scrub_value(message.metadata))
+        assign_if_changed(message, "thought", text(message.thought))
+        assign_if_changed(message, "observation", text(message.observation))
         if message.input is not None:
-            _assign(message, "input", scrub_value(message.input))
+            assign_if_changed(message, "input", scrub_value(message.input))
     if token.pii_names:
         texts = [conversation.feedback or "", *(m.message for m in messages)]
         feedback, *redacted = names.redact(texts)
@@ -113,11 +111,6 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
             conversation.feedback = feedback
         for message, redacted_text in zip(messages, redacted, strict=True):
             message.message = redacted_text
-
-
-def _assign(model: BaseModel, attribute: str, value: Any) -> None:
-    if getattr(model, attribute) is not value:
-        setattr(model, attribute, value)
 
 
 def _accept(
