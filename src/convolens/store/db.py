@@ -378,10 +378,12 @@ class Database:
         """``work(conn)``, which only reads, on one of a few connections kept outside the pool
         (store/held.py): for the small read that every request makes. Concurrent calls with the same
         ``share`` key share one read that started after each of them (store/shared.py)."""
+
+        def held() -> T:
+            return self._held.read(work, when_busy=lambda: self._read_pooled(work))
+
         with _lost_connection_as_unavailable():
-            if share is None:
-                return self._held.read(work, when_busy=lambda: self._read_pooled(work))
-            return self._shared.read(share, lambda: self._held.read(work, when_busy=lambda: self._read_pooled(work)))
+            return held() if share is None else self._shared.read(share, held)
 
     def _read_pooled(self, work: Callable[[Connection], T]) -> T:
         with self.reader() as conn:

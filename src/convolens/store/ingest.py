@@ -1,9 +1,10 @@
 """Writing an ``IngestBatch`` in one transaction: idempotent on ids, set-at-a-time where it can be.
 
-The steps, in order: look up every conversation and message id the batch names (one query each);
-walk the events to build the rows to write; insert new conversations and end users (``ON CONFLICT DO
-NOTHING``, so concurrent API processes never collide); reserve message positions per conversation with
-one ``UPDATE … RETURNING``; insert all new messages with one executemany; apply ratings and feedback.
+The steps, in order: look up every conversation and message id the batch names (one query each;
+skipped for a batch whose ids were all just made, ``ids_are_new``); walk the events to build the rows to
+write; insert new end users and conversations (``ON CONFLICT``, so concurrent API processes never
+collide), reserving message positions per conversation in the same statement; insert all new messages
+with one executemany (on PostgreSQL, a batch of new ids with COPY); apply ratings and feedback.
 """
 
 from __future__ import annotations
@@ -283,6 +284,7 @@ class _BatchWriter:
         for _ in range(3):
             # One statement, one round trip: the missing users inserted, the others share-locked. A user
             # another transaction inserted since this statement's snapshot is in neither half: next round.
+            external_ids = [r[1] for r in missing]
             found = sql.execute(
                 "WITH new (external_id, first_seen, last_seen) AS"
                 " (SELECT * FROM unnest(%s::text[], %s::timestamp[], %s::timestamp[])),"
@@ -294,12 +296,12 @@ class _BatchWriter:
                 " WHERE project_pk = %s AND external_id = ANY(%s::text[]) FOR KEY SHARE)"
                 " SELECT * FROM inserted UNION ALL SELECT * FROM locked",
                 (
-                    [r[1] for r in missing],
+                    external_ids,
                     [r[2] for r in missing],
                     [r[3] for r in missing],
                     self.project_pk,
                     self.project_pk,
-                    [r[1] for r in missing],
+                    external_ids,
                 ),
                 plan_each_time=True,
             )
