@@ -11,11 +11,13 @@ few milliseconds of fsync however little it writes, so one-conversation requests
 (bench/README.md). Work that says it can be combined (``Combinable``: Context's one-conversation logs,
 whose ids are all new) is done as one piece with the other such work of its group, so that the group
 runs one set of statements under the write lock instead of one set per request. PostgreSQL runs
-concurrent writers in parallel and groups their WAL flushes itself.
+concurrent writers in parallel and groups their WAL flushes itself; there only ``Combinable`` work is
+grouped, one transaction a key on a connection kept for groups, without savepoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -113,6 +115,14 @@ class Combinable(Protocol[T_co]):
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached, is too busy or out of disk; retry later (HTTP 503)."""
+
+
+class _CommitUnknown(Exception):
+    """A group's connection broke after its COMMIT was sent: whether it was committed is unknown."""
+
+    def __init__(self, unavailable: DatabaseUnavailable) -> None:
+        super().__init__(str(unavailable))
+        self.unavailable = unavailable
 
 
 class FileWriteLock:
@@ -232,6 +242,8 @@ class Database:
         self._group_turn = self._write_turn or FairLock()
         self._queued: deque[_Job[Any]] = deque()
         self._queue_mutex = threading.Lock()
+        self._group_conn: Connection | None = None
+        self._group_conn_pid = 0
 
     @property
     def is_sqlite(self) -> bool:
@@ -307,6 +319,9 @@ class Database:
     def _commit_group(self) -> None:
         with self._queue_mutex:
             group = [self._queued.popleft() for _ in range(min(len(self._queued), self.MAX_GROUP))]
+        if self._write_turn is None:  # PostgreSQL: only Combinable work queues here
+            self._commit_postgresql(group)
+            return
         failure: BaseException | None = None
         try:
             with self._other_processes_locked_out(), self.write_engine.begin() as conn:
@@ -356,6 +371,72 @@ class Database:
                     raise  # SQLite dropped the whole transaction (disk full, I/O error)
                 savepoints.execute("ROLLBACK TO group_job")
             savepoints.execute("RELEASE group_job")
+
+    def _commit_postgresql(self, group: list[_Job[Any]]) -> None:
+        """PostgreSQL: the jobs of each combine key together, in one transaction on the connection kept
+        for groups (``_group_connection``), without a savepoint: a pre-ping, a savepoint and its release
+        were three of the ten round trips of a one-conversation Context group (bench/README.md).
+
+        If that transaction fails, nothing of it was committed, and each job is written again alone in a
+        transaction of its own (``writer()``), so that each caller sees its own outcome. Only if the
+        connection broke while committing is the outcome unknown: then every caller of the group gets
+        ``DatabaseUnavailable``."""
+        by_key: dict[Hashable, list[_Job[Any]]] = {}
+        for job in group:
+            by_key.setdefault(job.work.combine_key, []).append(job)  # type: ignore[attr-defined]
+        for jobs in by_key.values():
+            try:
+                self._run_together(jobs)
+            except _CommitUnknown as exc:
+                self._finish(jobs, exc.unavailable)
+            except Exception:
+                for job in jobs:
+                    try:
+                        with self.writer() as conn:
+                            job.result = job.work(conn)
+                    except Exception as exc:
+                        job.error = exc
+                    self._finish([job], None)
+            except BaseException as exc:
+                self._finish(jobs, exc)
+            else:
+                self._finish(jobs, None)
+
+    def _run_together(self, jobs: list[_Job[Any]]) -> None:
+        conn = self._group_connection()
+        committing = False
+        try:
+            with conn.begin():
+                works = [job.work for job in jobs]
+                results = works[0].run_together(conn, works) if len(works) > 1 else [works[0](conn)]
+                committing = True
+        except Exception as exc:
+            driver = conn.connection.driver_connection if not conn.invalidated else None
+            broken = driver is None or driver.broken or driver.closed  # type: ignore[union-attr]
+            if broken:
+                self._drop_group_connection()
+            if broken and committing:
+                raise _CommitUnknown(DatabaseUnavailable("the connection broke while committing")) from exc
+            raise
+        for job, result in zip(jobs, results, strict=True):
+            job.result = result
+
+    def _group_connection(self) -> Connection:
+        """PostgreSQL: a connection kept for the leader of a group (one at a time: it holds the turn), so
+        that groups pay no pool checkout and no pre-ping. One found broken is dropped, and its jobs are
+        written again alone through the pool (``_commit_postgresql``), which checks its connections."""
+        conn = self._group_conn
+        if conn is None or self._group_conn_pid != os.getpid():
+            conn = self._group_conn = self.write_engine.connect()
+            self._group_conn_pid = os.getpid()
+        return conn
+
+    def _drop_group_connection(self) -> None:
+        conn, self._group_conn = self._group_conn, None
+        if conn is not None and self._group_conn_pid == os.getpid():
+            with contextlib.suppress(Exception):  # already unusable: dropping it is all that was wanted
+                conn.invalidate()
+                conn.close()
 
     @staticmethod
     def _finish(group: list[_Job[Any]], failure: BaseException | None) -> None:
@@ -410,6 +491,10 @@ class Database:
         if self._file_lock is not None:
             self._file_lock.close()
         self._held.close()
+        if self._group_conn is not None and self._group_conn_pid == os.getpid():
+            with contextlib.suppress(Exception):  # at shutdown, closing is best effort
+                self._group_conn.close()
+        self._group_conn = None
         self.write_engine.dispose()
         if self.is_sqlite:  # PostgreSQL's read engine shares the write engine's pool
             self.read_engine.dispose()
@@ -425,14 +510,10 @@ def _unavailable_or(exc: BaseException) -> BaseException:
 
 
 def _driver_in_transaction(conn: Connection) -> bool:
-    """Whether the transaction survived a statement's error, so that rolling back to a savepoint
-    recovers it (SQLite drops the whole transaction on some errors; a lost PostgreSQL connection ends it)."""
-    driver = conn.connection.dbapi_connection
-    if conn.dialect.name == "postgresql":
-        from psycopg.pq import TransactionStatus
-
-        return driver.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)  # type: ignore[union-attr]
-    return bool(driver.in_transaction)  # type: ignore[union-attr]
+    """Whether SQLite's transaction survived a statement's error, so that rolling back to a savepoint
+    recovers it (SQLite drops the whole transaction on some errors: disk full, I/O error). Groups on
+    PostgreSQL take no savepoints (``Database._commit_postgresql``)."""
+    return bool(conn.connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -37,8 +38,21 @@ class Statements:
 
     def _cursor_for(self) -> Any:
         if self._cursor is None:
-            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            driver = self.conn.connection.driver_connection
+            if self.postgresql:
+                from psycopg import RawCursor
+
+                self._cursor = RawCursor(driver)  # type: ignore[arg-type]
+            else:
+                self._cursor = driver.cursor()  # type: ignore[union-attr]
         return self._cursor
+
+    def _for_driver(self, sql: str) -> str:
+        """PostgreSQL: the statement with numbered placeholders (``$1``…), which psycopg's ``RawCursor``
+        sends as they are. Its usual cursor parses ``%s`` with a regular expression and caches the result
+        only for statements of at most 50 parameters, so every multi-row insert was parsed anew: about a
+        fifth of a group's time in the client (bench/README.md)."""
+        return _numbered(sql) if self.postgresql else sql
 
     def execute(self, sql: str, params: Sequence[Any] = (), *, plan_each_time: bool = False) -> list[tuple]:
         """Run one statement; its rows (none for a statement that returns none).
@@ -51,9 +65,9 @@ class Statements:
         cursor = self._cursor_for()
         try:
             if plan_each_time and self.postgresql:
-                cursor.execute(sql, params, prepare=False)
+                cursor.execute(self._for_driver(sql), params, prepare=False)
             else:
-                cursor.execute(sql, params)
+                cursor.execute(self._for_driver(sql), params)
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
         except self.conn.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(sql, exc) from exc
@@ -91,20 +105,43 @@ class Statements:
             self.execute(sql, rows[0])
             return
         try:
-            self._cursor_for().executemany(sql, rows)
+            self._cursor_for().executemany(self._for_driver(sql), rows)
         except self.conn.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(sql, exc) from exc
 
-    def copy_in(self, table: str, columns: str, rows: Sequence[tuple]) -> None:
-        """PostgreSQL only: the rows through ``COPY table (columns) FROM STDIN``. psycopg formats them in
-        C and sends them in a few large writes; ``executemany`` runs one prepared INSERT a row, one
-        ``sendto`` each, and both ends paid ~15 µs of CPU a row more (bench/README.md). COPY has no
-        ``ON CONFLICT``: for rows that cannot be stored yet (ids just made), where a conflict is an error."""
-        if not rows:
-            return
-        sql = f"COPY {table} ({columns}) FROM STDIN"
+    def execute_together(self, statements: Sequence[tuple[str, Sequence[Any], bool]]) -> list[list[tuple]]:
+        """Run ``(sql, params, plan_each_time)`` statements in order; the rows of each. On PostgreSQL they
+        go as one psycopg pipeline: one round trip for all, where each costs the client and the server
+        system calls and a wake-up (bench/README.md). SQLite runs them one after another."""
+        if not self.postgresql:
+            return [self.execute(sql, params, plan_each_time=plan) for sql, params, plan in statements]
+        from psycopg import RawCursor
+
+        driver = self.conn.connection.driver_connection
+        cursors = []
+        sql = ""
+        try:
+            with driver.pipeline():  # type: ignore[union-attr]
+                for sql, params, plan in statements:
+                    cursor = RawCursor(driver)  # type: ignore[arg-type]
+                    cursor.execute(_numbered(sql), params, prepare=False if plan else None)
+                    cursors.append(cursor)
+            return [[tuple(row) for row in c.fetchall()] if c.description else [] for c in cursors]
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(sql, exc) from exc
+
+    def copy_in(self, table: str, columns: str, types: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """PostgreSQL only: the rows through ``COPY table (columns) FROM STDIN`` in binary format, each
+        column as the PostgreSQL type in ``types`` (psycopg's binary dumpers: a JSON column goes as
+        ``text``, the JSON text itself). psycopg formats them in C and sends them in a few large writes;
+        ``executemany`` runs one prepared INSERT a row, one ``sendto`` each, and both ends paid ~15 µs
+        of CPU a row more; the binary format costs both ends less than the text one (bench/README.md).
+        COPY has no ``ON CONFLICT``: for rows that cannot be stored yet (ids just made), where a
+        conflict is an error."""
+        sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
         try:
             with self._cursor_for().copy(sql) as copy:
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
         except self.conn.dialect.loaded_dbapi.Error as exc:
@@ -134,3 +171,10 @@ class Statements:
             sql = f"{sql_before_in} IN ({', '.join([self.mark] * len(part))}){suffix}"
             out.extend(self.execute(sql, (*leading, *part), plan_each_time=True))
         return out
+
+
+@lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    """``%s`` placeholders as ``$1``, ``$2``…; the statements here hold no other ``%``."""
+    parts = sql.split("%s")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +40,29 @@ _INSERT_MESSAGE = (
     f"INSERT INTO message ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (project_pk, id) DO NOTHING"
 )
+
+
+# PostgreSQL types of _MESSAGE_COLUMNS for binary COPY (JSON goes as its text).
+_MESSAGE_TYPES = (
+    "int8", "int8", "text", "int4", "text", "text", "text", "text", "timestamp", "timestamp", "text", "text",
+    "int2", "text", "int4", "int4", "float8", "text",
+)  # fmt: skip
+
+_USERS_POSTGRESQL = (
+    "WITH new (external_id, first_seen, last_seen) AS"
+    " (SELECT * FROM unnest(%s::text[], %s::timestamp[], %s::timestamp[])),"
+    " inserted AS (INSERT INTO end_user (project_pk, external_id, first_seen, last_seen)"
+    " SELECT %s, external_id, first_seen, last_seen FROM new"
+    " ON CONFLICT (project_pk, external_id) DO NOTHING"
+    " RETURNING external_id, pk, first_seen, last_seen),"
+    " locked AS (SELECT external_id, pk, first_seen, last_seen FROM end_user"
+    " WHERE project_pk = %s AND external_id = ANY(%s::text[]) FOR KEY SHARE)"
+    " SELECT * FROM inserted UNION ALL SELECT * FROM locked"
+)
+
+
+class UserVanished(Exception):
+    """A user of a new conversation was deleted while the batch was being written (an erasure)."""
 
 
 # On PostgreSQL a user's last_seen is advanced only when it moves by more than this
@@ -237,23 +261,10 @@ class _BatchWriter:
 
     # -- writes ---------------------------------------------------------------------------------
     def _user_pks(self) -> dict[str, int]:
-        seen: dict[str, tuple[datetime, datetime]] = {}
-        for conv in self.conversations.values():
-            if conv.user_id is None:
-                continue
-            first = conv.first_at or self.now
-            last = conv.last_at or self.now
-            if conv.user_id in seen:
-                old_first, old_last = seen[conv.user_id]
-                first, last = min(first, old_first), max(last, old_last)
-            seen[conv.user_id] = (first, last)
-        if not seen:
+        rows = self._user_rows()
+        if not rows:
             return {}
         sql = self.sql
-        rows = [
-            (self.project_pk, uid, sql.timestamp(first), sql.timestamp(last))
-            for uid, (first, last) in sorted(seen.items())
-        ]
         if sql.postgresql:
             return self._user_pks_postgresql(rows)
         # One writer at a time on SQLite: one upsert, which also re-adds a user that retention removed.
@@ -267,7 +278,40 @@ class _BatchWriter:
         )
         return dict(returned)  # type: ignore[arg-type]
 
-    def _user_pks_postgresql(self, rows: list[tuple]) -> dict[str, int]:
+    def _user_rows(self) -> list[tuple]:
+        """(project_pk, external id, first seen, last seen) of each user the batch names, by id."""
+        seen: dict[str, tuple[datetime, datetime]] = {}
+        for conv in self.conversations.values():
+            if conv.user_id is None:
+                continue
+            first = conv.first_at or self.now
+            last = conv.last_at or self.now
+            if conv.user_id in seen:
+                old_first, old_last = seen[conv.user_id]
+                first, last = min(first, old_first), max(last, old_last)
+            seen[conv.user_id] = (first, last)
+        sql = self.sql
+        return [
+            (self.project_pk, uid, sql.timestamp(first), sql.timestamp(last))
+            for uid, (first, last) in sorted(seen.items())
+        ]
+
+    def _users_statement_postgresql(self, rows: list[tuple]) -> tuple[str, tuple, bool]:
+        """One statement, one round trip: the missing users inserted, the others share-locked; rows of
+        (external id, pk, first seen, last seen). A user another transaction inserted since this
+        statement's snapshot is in neither half."""
+        external_ids = [r[1] for r in rows]
+        params = (
+            external_ids,
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+            self.project_pk,
+            self.project_pk,
+            external_ids,
+        )
+        return _USERS_POSTGRESQL, params, True
+
+    def _user_pks_postgresql(self, rows: list[tuple], found: list[tuple] | None = None) -> dict[str, int]:
         """The users' keys, without yet locking their rows for update.
 
         Users are Zipf-distributed: the busiest is in nearly every batch, and an upsert here held her
@@ -276,38 +320,21 @@ class _BatchWriter:
         KEY SHARE``: retention cannot delete them under us, other batches can still update them); their
         first and last seen times are advanced at the end of the transaction (``_touch_users``), and
         only where this batch moves them (last_seen by more than ``LAST_SEEN_SLACK``), so a hot user's
-        lock is taken rarely and held for the commit alone."""
-        sql = self.sql
+        lock is taken rarely and held for the commit alone.
+
+        ``found``: the first round's rows, where the caller ran its statement already (with others, in
+        one round trip: ``_write_new_postgresql``)."""
         pks: dict[str, int] = {}
         stored: dict[int, tuple[datetime, datetime]] = {}
         missing = rows
         for _ in range(3):
-            # One statement, one round trip: the missing users inserted, the others share-locked. A user
-            # another transaction inserted since this statement's snapshot is in neither half: next round.
-            external_ids = [r[1] for r in missing]
-            found = sql.execute(
-                "WITH new (external_id, first_seen, last_seen) AS"
-                " (SELECT * FROM unnest(%s::text[], %s::timestamp[], %s::timestamp[])),"
-                " inserted AS (INSERT INTO end_user (project_pk, external_id, first_seen, last_seen)"
-                " SELECT %s, external_id, first_seen, last_seen FROM new"
-                " ON CONFLICT (project_pk, external_id) DO NOTHING"
-                " RETURNING external_id, pk, first_seen, last_seen),"
-                " locked AS (SELECT external_id, pk, first_seen, last_seen FROM end_user"
-                " WHERE project_pk = %s AND external_id = ANY(%s::text[]) FOR KEY SHARE)"
-                " SELECT * FROM inserted UNION ALL SELECT * FROM locked",
-                (
-                    external_ids,
-                    [r[2] for r in missing],
-                    [r[3] for r in missing],
-                    self.project_pk,
-                    self.project_pk,
-                    external_ids,
-                ),
-                plan_each_time=True,
-            )
+            if found is None:
+                statement, params, plan_each_time = self._users_statement_postgresql(missing)
+                found = self.sql.execute(statement, params, plan_each_time=plan_each_time)
             for external_id, pk, first_seen, last_seen in found:
                 pks[external_id] = pk
                 stored[pk] = (first_seen, last_seen)
+            found = None
             missing = [r for r in missing if r[1] not in pks]
             if not missing:
                 break
@@ -412,14 +439,89 @@ class _BatchWriter:
             new.position = start + offset
 
     def write(self) -> int:
+        if self.ids_are_new and self.sql.postgresql:
+            self._apply_ratings()  # all "not_found": nothing stored can be rated, no statement runs
+            created = self._write_new_postgresql()  # marks the rollup days in its own round trip
+            self._touch_users()
+            return created
         user_pks = self._user_pks()
         self._upsert_conversations(user_pks)
+        rows = self._message_rows(lambda conv: conv.pk)
+        self.sql.executemany(_INSERT_MESSAGE.replace("?", self.sql.mark), rows)
+        self._apply_ratings()
+        self._touch_users()
+        rollups.mark(self.conn, self.project_pk, self.changed_days, self.now)
+        return len(rows)
+
+    def _write_new_postgresql(self) -> int:
+        """PostgreSQL, every id new (Context's logs, several combined by the group commit): two round
+        trips before the commit, where the general path takes six. First one pipeline: the users
+        inserted-if-missing and share-locked (``_user_pks_postgresql``), the conversations inserted
+        with their users' keys looked up in the same statement, the rollup days marked; then the
+        messages by binary COPY, with the conversations' keys that came back."""
+        sql = self.sql
+        now = self.now
+        conversations = [c for c in self.conversations.values() if c.changed or c.new_messages]
+        if not conversations:
+            return 0
+        for conv in conversations:
+            self.changed_days.add(rollups.day_of(conv.first_at or now))
+            for position, new in enumerate(conv.new_messages):
+                new.position = position
+        messages = self._message_rows(lambda conv: conv)  # the keys are filled in below
+        users = self._user_rows()
+        statements = [self._users_statement_postgresql(users)] if users else []
+        conversation_sql = (
+            "INSERT INTO conversation (project_pk, id, tenant_id, end_user_pk, metadata, feedback, started_at,"
+            " last_message_at, message_count, created_at) VALUES "
+            + ", ".join(
+                ["(%s, %s, %s, (SELECT pk FROM end_user WHERE project_pk = %s AND external_id = %s),"
+                 " %s, %s, %s, %s, %s, %s)"] * len(conversations)
+            )
+            + " RETURNING id, pk, end_user_pk"
+        )  # fmt: skip
+        conversation_params = [
+            value
+            for c in conversations
+            for value in (
+                self.project_pk,
+                c.id,
+                c.tenant_id if "tenant_id" in c.changed else None,
+                self.project_pk,
+                c.user_id if "user_id" in c.changed else None,
+                sql.json(c.metadata) if "metadata" in c.changed else None,
+                c.feedback if "feedback" in c.changed else None,
+                c.first_at or now,
+                c.last_at or now,
+                len(c.new_messages),
+                now,
+            )
+        ]
+        statements.append((conversation_sql, conversation_params, False))
+        statements.append(rollups.mark_statement(sql, self.project_pk, self.changed_days, now))
+        results = sql.execute_together(statements)
+        if users:
+            self._user_pks_postgresql(users, found=results[0])  # for _touch_users; rarely a round trip
+        for conversation_id, pk, end_user_pk in results[-2]:
+            conv = self.conversations[conversation_id]
+            conv.pk = pk
+            if end_user_pk is None and "user_id" in conv.changed and conv.user_id is not None:
+                # Erased between the two statements: the group is written again, one batch at a time,
+                # and this batch's users statement then inserts the user anew.
+                raise UserVanished(conv.user_id)
+        sql.copy_in("message", _MESSAGE_COLUMNS, _MESSAGE_TYPES, ((row[0], row[1].pk, *row[2:]) for row in messages))
+        return len(messages)
+
+    def _message_rows(self, conversation_key: Callable[[_Conversation], Any]) -> list[tuple]:
+        """The new messages as rows in ``_MESSAGE_COLUMNS`` order, ``conversation_key(conversation)``
+        second; adds the days they fall on to ``changed_days``."""
         sql = self.sql
         now, today = sql.timestamp(self.now), rollups.day_of(self.now)
         rows: list[tuple] = []
         days = self.changed_days
         days_seen: dict[datetime, str] = {}
         for conv in self.conversations.values():
+            key = conversation_key(conv)
             for new in conv.new_messages:
                 at = new.created_at
                 if at is self.now:  # most messages carry no timestamp of their own
@@ -434,7 +536,7 @@ class _BatchWriter:
                 if isinstance(e, MessageEvent):
                     rows.append(
                         (
-                            self.project_pk, conv.pk, new.id, new.position, e.role, e.kind, e.name, e.content,
+                            self.project_pk, key, new.id, new.position, e.role, e.kind, e.name, e.content,
                             created_at, now, sql.json(e.metadata), sql.json(e.extra), new.rating, e.model,
                             e.input_tokens, e.output_tokens, e.latency_ms, e.error,
                         )
@@ -442,21 +544,17 @@ class _BatchWriter:
                 else:
                     rows.append(
                         (
-                            self.project_pk, conv.pk, new.id, new.position, "system", "event", e.name, e.name,
+                            self.project_pk, key, new.id, new.position, "system", "event", e.name, e.name,
                             created_at, now, sql.json(e.properties), None, None, None, None, None, None, None,
                         )
                     )  # fmt: skip
-        if self.ids_are_new and sql.postgresql:
-            sql.copy_in("message", _MESSAGE_COLUMNS, rows)
-        else:
-            sql.executemany(_INSERT_MESSAGE.replace("?", sql.mark), rows)
-        self._apply_ratings()
-        self._touch_users()
-        rollups.mark(self.conn, self.project_pk, self.changed_days, self.now)
-        return len(rows)
+        return rows
 
     def _apply_ratings(self) -> None:
         for _, result, event in self.rating_updates:
+            if self.ids_are_new:  # its conversation and messages are all new: nothing stored to rate
+                result.status, result.detail = "not_found", "no such message in this conversation"
+                continue
             conv = self.conversations.get(event.conversation_id)
             if conv is None or conv.pk is None:
                 result.status, result.detail = "not_found", "no such conversation"

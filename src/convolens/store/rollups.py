@@ -334,6 +334,17 @@ def mark(conn: Connection, project_pk: int, days: Iterable[str], now: datetime) 
     )
 
 
+def mark_statement(sql: Statements, project_pk: int, days: Iterable[str], now: datetime) -> tuple[str, tuple, bool]:
+    """``mark``'s work as one statement ``(sql, params, plan_each_time)``, for a caller that sends it
+    with others in one round trip (``Statements.execute_together``); ``days`` must not be empty."""
+    marked_at = sql.timestamp(now)
+    ordered = sorted(set(days))
+    assert ordered, "no days to mark"
+    values = ", ".join([sql.row_marks(3)] * len(ordered))
+    params = tuple(value for day in ordered for value in (project_pk, day, marked_at))
+    return f"INSERT INTO rollup_dirty (project_pk, day, marked_at) VALUES {values}", params, False
+
+
 def mark_messages(conn: Connection, message_pks: list[int], now: datetime) -> None:
     """Mark the days of these messages (whatever projects they are in)."""
     if not message_pks:
