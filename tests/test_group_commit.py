@@ -339,6 +339,28 @@ def test_a_wrong_claim_of_new_ids_never_duplicates_a_message(own_db: Database) -
     assert count == 2
 
 
+def test_a_postgresql_group_outlives_its_kept_connection(postgres_url: str) -> None:
+    """Groups on PostgreSQL run on a connection kept without a pre-ping: when it has died, the group's
+    work is written again through the pool, and the next group connects anew."""
+    db = Database(postgres_url)
+    migrate.upgrade(db)
+    try:
+        with db.writer() as conn:
+            pk, _ = projects.ensure_project(conn, f"kept-{new_id()}")
+        assert db.write(_new_ids_batch(pk, "u", messages=2)).created_messages == 2
+        kept = db._group_connection().connection.driver_connection.info.backend_pid
+        with db.writer() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": kept}).scalar()
+        assert db.write(_new_ids_batch(pk, "u", messages=3)).created_messages == 3
+        assert db.write(_new_ids_batch(pk, "u", messages=4)).created_messages == 4
+        assert db._group_connection().connection.driver_connection.info.backend_pid != kept
+        with db.reader() as conn:
+            stored = conn.execute(select(func.count()).select_from(message).where(message.c.project_pk == pk))
+            assert stored.scalar() == 9
+    finally:
+        db.dispose()
+
+
 def test_the_fair_lock_is_handed_on_in_arrival_order_past_waiters_whose_event_came() -> None:
     lock = FairLock()
     assert lock.acquire(timeout=1)
