@@ -361,6 +361,87 @@ def test_a_postgresql_group_outlives_its_kept_connection(postgres_url: str) -> N
         db.dispose()
 
 
+def _wait_until(condition, seconds: float = 10) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_groups_leader_waits_for_an_announced_write_and_commits_both_together(own_db: Database) -> None:
+    db = own_db
+    db.GATHER_SECONDS = 60.0  # the announced write arrives when the test says so, however slow the machine
+    with db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, f"announced-{new_id()}")
+    commits: list[int] = []
+    event.listen(db.write_engine, "commit", lambda _conn: commits.append(1))
+    announced, may_write = threading.Event(), threading.Event()
+    outcomes: dict[str, int] = {}
+
+    def late() -> None:  # a request still checking its token and scrubbing when the leader is ready
+        with db.announced_write():
+            announced.set()
+            may_write.wait(30)
+            outcomes["late"] = db.write(_new_ids_batch(pk, "u1", messages=2)).created_messages
+
+    def leader() -> None:
+        outcomes["leader"] = db.write(_new_ids_batch(pk, "u2", messages=3)).created_messages
+
+    threads = [threading.Thread(target=late), threading.Thread(target=leader)]
+    threads[0].start()
+    assert announced.wait(10)
+    threads[1].start()
+    assert _wait_until(lambda: len(db._queued) == 1)
+    time.sleep(0.2)
+    assert "leader" not in outcomes and not commits  # it waits for the announced write
+    may_write.set()
+    for t in threads:
+        t.join(30)
+    assert outcomes == {"late": 2, "leader": 3}
+    assert len(commits) == 1  # one group for both
+
+
+def test_an_announced_write_that_fails_before_writing_keeps_nobody_waiting(own_db: Database) -> None:
+    db = own_db
+    db.GATHER_SECONDS = 60.0
+    with db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, f"announced-{new_id()}")
+    announced, fail = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def failing() -> None:  # e.g. a request whose token turns out revoked
+        try:
+            with db.announced_write():
+                announced.set()
+                fail.wait(30)
+                raise PermissionError("invalid token")
+        except PermissionError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=failing)
+    thread.start()
+    assert announced.wait(10)
+    written: list[int] = []
+    work = _new_ids_batch(pk, "u", messages=2)
+    leader = threading.Thread(target=lambda: written.append(db.write(work).created_messages))
+    leader.start()
+    assert _wait_until(lambda: len(db._queued) == 1)
+    fail.set()
+    started = time.monotonic()
+    leader.join(30)
+    thread.join(30)
+    assert written == [2] and len(errors) == 1
+    assert time.monotonic() - started < 30  # not GATHER_SECONDS: the failed announcement released the leader
+    # A lone announced write does not wait for itself.
+    started = time.monotonic()
+    with db.announced_write():
+        assert db.write(_new_ids_batch(pk, "u", messages=1)).created_messages == 1
+    assert time.monotonic() - started < 30
+    assert db._coming == 0
+
+
 def test_the_fair_lock_is_handed_on_in_arrival_order_past_waiters_whose_event_came() -> None:
     lock = FairLock()
     assert lock.acquire(timeout=1)

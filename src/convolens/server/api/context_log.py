@@ -196,9 +196,11 @@ async def log_conversation(
     conversation_id = new_id()
 
     def store() -> BatchOutcome:
-        info, tenant = _accept(request, token, body.conversation, tenant_id, body.tenant_id)
-        batch, _ = _to_batch(body.conversation, conversation_id, tenant)
-        return app_database(request).write(NewIdsBatch(info.project_pk, batch))
+        db = app_database(request)
+        with db.announced_write():
+            info, tenant = _accept(request, token, body.conversation, tenant_id, body.tenant_id)
+            batch, _ = _to_batch(body.conversation, conversation_id, tenant)
+            return db.write(NewIdsBatch(info.project_pk, batch))
 
     outcome = await in_thread(store)
     count_ingested(request, outcome.created_messages)
