@@ -381,10 +381,10 @@ def test_a_groups_leader_waits_for_an_announced_write_and_commits_both_together(
     outcomes: dict[str, int] = {}
 
     def late() -> None:  # a request still checking its token and scrubbing when the leader is ready
-        with db.announced_write():
+        with db.announce() as announcement:
             announced.set()
             may_write.wait(30)
-            outcomes["late"] = db.write(_new_ids_batch(pk, "u1", messages=2)).created_messages
+            outcomes["late"] = db.write(_new_ids_batch(pk, "u1", messages=2), announced=announcement).created_messages
 
     def leader() -> None:
         outcomes["leader"] = db.write(_new_ids_batch(pk, "u2", messages=3)).created_messages
@@ -413,7 +413,7 @@ def test_an_announced_write_that_fails_before_writing_keeps_nobody_waiting(own_d
 
     def failing() -> None:  # e.g. a request whose token turns out revoked
         try:
-            with db.announced_write():
+            with db.announce():
                 announced.set()
                 fail.wait(30)
                 raise PermissionError("invalid token")
@@ -436,8 +436,8 @@ def test_an_announced_write_that_fails_before_writing_keeps_nobody_waiting(own_d
     assert time.monotonic() - started < 30  # not GATHER_SECONDS: the failed announcement released the leader
     # A lone announced write does not wait for itself.
     started = time.monotonic()
-    with db.announced_write():
-        assert db.write(_new_ids_batch(pk, "u", messages=1)).created_messages == 1
+    with db.announce() as announcement:
+        assert db.write(_new_ids_batch(pk, "u", messages=1), announced=announcement).created_messages == 1
     assert time.monotonic() - started < 30
     assert db._coming == 0
 
