@@ -321,10 +321,8 @@ class Database:
         job: _Job[T] = _Job(work)
         with self._queue_mutex:
             self._queued.append(job)
-            if announced is not None and announced.pending:
-                announced.pending = False
-                self._coming -= 1
-                self._arrived.notify()
+            if announced is not None:
+                self._withdraw_locked(announced)
         turn = self._group_turn
         if not turn.acquire(timeout=60, wake=job.wake):
             if not job.done.is_set():  # timed out
@@ -347,34 +345,37 @@ class Database:
     def announce(self) -> Announcement:
         """Say that a ``write(…, announced=)`` is on its way (after a request's token look-up, checks
         and scrubbing): a group's leader waits for announced writes, at most ``GATHER_SECONDS``, before
-        it commits. Context's one-conversation requests came in
-        groups of three to four, and every group costs the client and PostgreSQL about as much again
-        as three conversations do; the requests already on their way join the group instead of
-        starting the next one (bench/README.md). Withdraw it (or leave its ``with``) if the request ends
-        without writing; a lone request waits for nobody."""
+        it commits. Context's one-conversation requests came in groups of three to four, and every
+        group costs the client and PostgreSQL about as much again as three conversations do; the
+        requests already on their way join the group instead of starting the next one
+        (bench/README.md). Withdraw it (or leave its ``with``) if the request ends without writing;
+        a lone request waits for nobody."""
         with self._queue_mutex:
             self._coming += 1
         return Announcement(self)
 
     def _withdraw(self, announcement: Announcement) -> None:
         with self._queue_mutex:
-            if announcement.pending:
-                announcement.pending = False
-                self._coming -= 1
-                self._arrived.notify()
+            self._withdraw_locked(announcement)
+
+    def _withdraw_locked(self, announcement: Announcement) -> None:
+        """Under ``_queue_mutex``: the announced write has been queued, or will never be."""
+        if announcement.pending:
+            announcement.pending = False
+            self._coming -= 1
+            self._arrived.notify()
 
     # How long a group's leader waits, at most, for announced writes to join its group.
     GATHER_SECONDS = 0.003
 
     def _gather(self) -> None:
+        deadline = time.monotonic() + self.GATHER_SECONDS
         with self._queue_mutex:
-            deadline = None
             while self._coming > 0 and len(self._queued) < self.MAX_GROUP:
-                now = time.monotonic()
-                deadline = deadline or now + self.GATHER_SECONDS
-                if now >= deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     return
-                self._arrived.wait(deadline - now)
+                self._arrived.wait(left)
 
     def _commit_group(self) -> None:
         with self._queue_mutex:
