@@ -28,6 +28,7 @@ from convolens.server.body import BoundedBodyMiddleware
 from convolens.server.hot_routes import HotRoutes
 from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
+from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate
 from convolens.store.db import Database
 from convolens.worker.runner import Worker
@@ -60,6 +61,7 @@ class ConvolensApp(FastAPI):
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url)
+    write_batches = WriteBatches(db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         if worker and thread:
             worker.stop()
             thread.join(10)
+        write_batches.stop()
         db.dispose()
 
     app = ConvolensApp(
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.write_batches = write_batches
     app.state.metrics = Metrics()
     app.state.prices = price_table()
     app.state.rate_limiter = RateLimiter(settings.limits.rate_limit_per_second, settings.limits.rate_limit_burst)

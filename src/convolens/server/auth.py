@@ -33,19 +33,38 @@ async def bearer_token(request: Request) -> str:
 Bearer = Depends(bearer_token)
 
 
-def authorize(request: Request, token: str, scope: str) -> TokenInfo:
+class TokenLookups:
+    """Tokens looked up once each for a batch of requests that had all arrived before the batch was
+    taken (server/write_batches.py): each look-up still starts after its requests arrived, so a revoked
+    token is refused from the next request on, as with a look-up of its own."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._found: dict[str, TokenInfo | None] = {}
+
+    def __call__(self, token: str) -> TokenInfo | None:
+        if token not in self._found:
+            self._found[token] = self._db.read_held(lambda conn: projects.authenticate(conn, token))
+        return self._found[token]
+
+
+def authorize(request: Request, token: str, scope: str, lookups: TokenLookups | None = None) -> TokenInfo:
     """Look the token up (blocking: call it on a worker thread), apply its rate limit and check that it
-    has ``scope``. Hot routes call it inside their one thread hop (server/offload.py)."""
-    info = _authenticate(request, token)
+    has ``scope``. Hot routes call it inside their one thread hop (server/offload.py), or on the thread
+    that writes their batch, with the batch's ``lookups``."""
+    info = _authenticate(request, token, lookups)
     if scope not in info.scopes:
         raise ApiError(403, f"this token lacks the '{scope}' scope")
     return info
 
 
-def _authenticate(request: Request, token: str) -> TokenInfo:
+def _authenticate(request: Request, token: str, lookups: TokenLookups | None) -> TokenInfo:
     db: Database = request.app.state.db
-    # Concurrent requests with one token share a look-up that started after each arrived (store/shared.py).
-    info = db.read_held(lambda conn: projects.authenticate(conn, token), share=("token", token))
+    if lookups is not None:
+        info = lookups(token)
+    else:
+        # Concurrent requests with one token share a look-up that started after each arrived (store/shared.py).
+        info = db.read_held(lambda conn: projects.authenticate(conn, token), share=("token", token))
     if info is None:
         raise ApiError(401, "invalid or revoked token", headers=_CHALLENGE)
     wait = request.app.state.rate_limiter.acquire(info.token_pk)

@@ -323,24 +323,53 @@ class Database:
             self._queued.append(job)
             if announced is not None:
                 self._withdraw_locked(announced)
-        turn = self._group_turn
-        if not turn.acquire(timeout=60, wake=job.wake):
-            if not job.done.is_set():  # timed out
-                with self._queue_mutex:
-                    if job in self._queued:
-                        self._queued.remove(job)
-                        raise DatabaseUnavailable("timed out waiting for the write lock")
-                job.done.wait()  # a leader has taken it and is committing it now
-        else:
-            try:
-                while not job.done.is_set():
-                    self._gather()
-                    self._commit_group()  # ours is still queued: lead groups until it is committed
-            finally:
-                turn.release()
+        self._lead_until_done([job], wake=job.wake)
         if job.error is not None:
             raise job.error
         return job.result
+
+    def write_all(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+        """Each of ``works`` as ``write`` would do it, for a thread that writes on behalf of many callers
+        (server/write_batches.py): all of them queued at once and committed in as few groups as
+        ``MAX_GROUP`` allows. Returns, in order, each work's result, or the exception it raised
+        (nothing of that work written)."""
+        jobs: list[_Job[Any]] = [_Job(work) for work in works]
+        if self._write_turn is None:  # PostgreSQL: work that cannot be combined writes on its own
+            for job in [j for j in jobs if getattr(j.work, "combine_key", None) is None]:
+                try:
+                    with self.writer() as conn:
+                        job.result = job.work(conn)
+                except Exception as exc:
+                    job.error = exc
+                job.done.set()
+        queued = [job for job in jobs if not job.done.is_set()]
+        if queued:
+            with self._queue_mutex:
+                self._queued.extend(queued)
+            self._lead_until_done(queued, wake=None)
+        return [job.error if job.error is not None else job.result for job in jobs]
+
+    def _lead_until_done(self, jobs: list[_Job[Any]], wake: threading.Event | None) -> None:
+        """Wait for the group turn, then lead groups until every one of ``jobs`` (queued) is committed; or,
+        woken by a leader that committed them (``wake``), return at once."""
+        turn = self._group_turn
+        if not turn.acquire(timeout=60, wake=wake):
+            with self._queue_mutex:
+                for job in jobs:
+                    if job in self._queued:  # timed out before any leader took it
+                        self._queued.remove(job)
+                        job.error = DatabaseUnavailable("timed out waiting for the write lock")
+                        job.done.set()
+            for job in jobs:
+                job.done.wait()  # a leader has taken it and is committing it now
+            return
+        try:
+            for job in jobs:
+                while not job.done.is_set():
+                    self._gather()
+                    self._commit_group()  # it is still queued: lead groups until it is committed
+        finally:
+            turn.release()
 
     def announce(self) -> Announcement:
         """Say that a ``write(…, announced=)`` is on its way (after a request's token look-up, checks

@@ -1,7 +1,9 @@
 """Context's log endpoints (``/api/v1/log/…``), translated into the native ``IngestBatch``.
 
 The three POSTs are hot routes, as ``/api/v1/ingest``: ``async``, with the token look-up, bounds,
-scrubbing and write in one thread hop (server/offload.py).
+scrubbing and write in one thread hop (server/offload.py); ``POST /api/v1/log/conversation``, one
+conversation a request and the hottest, is checked and written on the process's batch thread instead
+(server/write_batches.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from convolens.schemas.context import (
 )
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent, construct_complete
 from convolens.server.api.deps import app_database, app_limits, count_ingested, database
-from convolens.server.auth import Bearer, IngestToken, authorize
+from convolens.server.auth import Bearer, IngestToken, TokenLookups, authorize
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_thread
@@ -121,9 +123,10 @@ def _accept(
     body_tenant: str | None,
     *,
     thread_id: str | None = None,
+    lookups: TokenLookups | None = None,
 ) -> tuple[TokenInfo, str | None]:
     """What every log POST does first, inside its thread hop: the token, the tenant, bounds, PII out."""
-    info = authorize(request, token, "ingest")
+    info = authorize(request, token, "ingest", lookups)
     tenant = _tenant(query_tenant, body_tenant)
     _check(conversation, app_limits(request), thread_id=thread_id, tenant_id=tenant)
     _scrub(conversation, info)
@@ -195,15 +198,13 @@ async def log_conversation(
     """Log one whole conversation; every call makes a new conversation."""
     conversation_id = new_id()
 
-    def store() -> BatchOutcome:
-        db = app_database(request)
-        # After the thread hop: announced from the event loop, before it, groups grew no larger.
-        with db.announce() as announcement:
-            info, tenant = _accept(request, token, body.conversation, tenant_id, body.tenant_id)
-            batch, _ = _to_batch(body.conversation, conversation_id, tenant)
-            return db.write(NewIdsBatch(info.project_pk, batch), announced=announcement)
+    def prepare(lookups: TokenLookups) -> NewIdsBatch:
+        info, tenant = _accept(request, token, body.conversation, tenant_id, body.tenant_id, lookups=lookups)
+        batch, _ = _to_batch(body.conversation, conversation_id, tenant)
+        return NewIdsBatch(info.project_pk, batch)
 
-    outcome = await in_thread(store)
+    # Checked and written on the process's batch thread with every other request waiting by then.
+    outcome: BatchOutcome = await request.app.state.write_batches.write(prepare)
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 

@@ -1,0 +1,121 @@
+"""One thread per API process that writes the hot one-conversation requests in batches.
+
+Context's ``POST /api/v1/log/conversation`` sends one conversation a request. Each request used to make
+its own thread hop (server/offload.py), its own token look-up and its own bid for the write turn, and
+the turn's holder committed whatever had queued by then: groups of three to four. Here the event loop
+hands each request to ``WriteBatches.write`` and awaits it; one thread takes every request waiting,
+looks each distinct token up once (``TokenLookups``), prepares each request (token, bounds, PII out)
+and commits them all with ``Database.write_all``, and meanwhile the next batch gathers by itself. The
+thread hand-offs, look-ups and group costs are paid once a batch instead of once a request
+(bench/README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from convolens.server.auth import TokenLookups
+from convolens.store.db import Database
+
+# What a request hands over: run on the batch's thread, it checks the request (raising its error) and
+# returns the work to write.
+Prepare = Callable[[TokenLookups], Callable[[Connection], Any]]
+
+
+@dataclass(slots=True)
+class _Request:
+    prepare: Prepare
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class WriteBatches:
+    def __init__(self, db: Database, max_batch: int = Database.MAX_GROUP) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._waiting: list[_Request] = []
+        self._arrived = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    async def write(self, prepare: Prepare) -> Any:
+        """``prepare(lookups)``'s work, written; its result, or the exception that ``prepare`` or the
+        work raised."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._arrived:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down")
+            self._waiting.append(_Request(prepare, future, loop))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="convolens-write-batches", daemon=True)
+                self._thread.start()
+            self._arrived.notify()
+        return await future
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is waiting, then end the thread."""
+        with self._arrived:
+            self._stopping = True
+            self._arrived.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._arrived:
+                while not self._waiting and not self._stopping:
+                    self._arrived.wait()
+                if not self._waiting:
+                    return
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+            self._write(batch)
+
+    def _write(self, batch: list[_Request]) -> None:
+        outcomes: list[Any] = [None] * len(batch)
+        works: list[Callable[[Connection], Any]] = []
+        written: list[int] = []
+        try:
+            lookups = TokenLookups(self._db)
+            for index, request in enumerate(batch):
+                try:
+                    works.append(request.prepare(lookups))
+                    written.append(index)
+                except Exception as exc:
+                    outcomes[index] = exc
+            for index, outcome in zip(written, self._db.write_all(works), strict=True):
+                outcomes[index] = outcome
+        except BaseException as exc:  # the database layer itself failed: every request of the batch hears
+            outcomes = [exc if o is None or i in written else o for i, o in enumerate(outcomes)]
+            if not isinstance(exc, Exception):
+                _answer(batch, outcomes)
+                raise
+        _answer(batch, outcomes)
+
+
+def _answer(batch: list[_Request], outcomes: list[Any]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+    for request, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(request.loop, []).append((request.future, outcome))
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits for these answers
+            loop.call_soon_threadsafe(_settle, answers)  # one wake-up of the loop for the whole batch
+
+
+def _settle(answers: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, outcome in answers:
+        if future.cancelled():  # the client went away; its write stands
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -1,0 +1,185 @@
+"""The hot one-conversation requests written in batches by one thread a process
+(server/write_batches.py): a batch is everything that waited, committed together, each request keeping
+its own error; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from sqlalchemy import event, func, select
+
+from conftest import make_project
+from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
+from convolens.server.auth import TokenLookups
+from convolens.server.errors import ApiError
+from convolens.server.write_batches import WriteBatches
+from convolens.store import projects
+from convolens.store.db import Database
+from convolens.store.ingest import NewIdsBatch, new_id
+from convolens.store.tables import conversation
+
+
+def _conversation(project_pk: int, messages: int = 2) -> NewIdsBatch:
+    cid = new_id()
+    events: list = [  # type: ignore[type-arg]
+        ConversationEvent.model_construct(
+            type="conversation", id=cid, user_id="u", tenant_id=None, metadata=None, feedback=None, timestamp=None
+        )
+    ]
+    events += [
+        MessageEvent.model_construct(
+            type="message",
+            conversation_id=cid,
+            id=new_id(),
+            role="user",
+            content=f"m{i}",
+            kind="text",
+            name=None,
+            timestamp=None,
+            metadata=None,
+            rating=None,
+            model=None,
+            input_tokens=None,
+            output_tokens=None,
+            latency_ms=None,
+            error=None,
+            extra=None,
+            user_id=None,
+            tenant_id=None,
+        )
+        for i in range(messages)
+    ]
+    return NewIdsBatch(project_pk, IngestBatch.model_construct(events=events, client=None))
+
+
+def _stored(db: Database, project_pk: int) -> int:
+    with db.reader() as conn:
+        return conn.execute(select(func.count()).where(conversation.c.project_pk == project_pk)).scalar_one()
+
+
+async def _behind_a_held_batch(batches: WriteBatches, prepares: list) -> list:  # type: ignore[type-arg]
+    """Send one request whose preparation waits until ``prepares`` have all been handed over, so that
+    they wait together and the thread takes them as one batch; every outcome (or exception), in order."""
+    handed_over = threading.Event()
+
+    def first(_lookups: TokenLookups):  # type: ignore[no-untyped-def]
+        assert handed_over.wait(10)
+        raise ApiError(409, "the request that held the thread")
+
+    held = asyncio.ensure_future(batches.write(first))
+    await asyncio.sleep(0.05)  # the thread has taken it and waits in ``first``
+    rest = [asyncio.ensure_future(batches.write(p)) for p in prepares]
+    await asyncio.sleep(0)  # every one of them is queued
+    handed_over.set()
+    with pytest.raises(ApiError):
+        await held
+    return await asyncio.gather(*rest, return_exceptions=True)
+
+
+def test_requests_that_waited_together_are_checked_and_committed_as_one_group(own_db: Database) -> None:
+    db = own_db
+    project = make_project(db, "batches")
+    commits: list[int] = []
+    batches = WriteBatches(db)
+    looked_up: list[str] = []
+
+    def prepare(token: str):  # type: ignore[no-untyped-def]
+        def check(lookups: TokenLookups) -> NewIdsBatch:
+            info = lookups(token)
+            looked_up.append(token)
+            if info is None:
+                raise ApiError(401, "invalid or revoked token")
+            return _conversation(info.project_pk)
+
+        return check
+
+    tokens = [project.ingest_token] * 5 + ["cl_not-a-token"] + [project.token] * 2
+    event.listen(db.write_engine, "commit", lambda _conn: commits.append(1))
+    try:
+        outcomes = asyncio.run(_behind_a_held_batch(batches, [prepare(t) for t in tokens]))
+    finally:
+        batches.stop()
+    assert [getattr(o, "status", None) for o in outcomes] == [None] * 5 + [401] + [None] * 2
+    assert [o.created_messages for i, o in enumerate(outcomes) if i != 5] == [2] * 7
+    assert len(commits) == 1  # the seven that passed their checks, in one transaction
+    assert _stored(db, project.pk) == 7
+
+
+def test_a_write_that_fails_in_the_database_fails_alone(own_db: Database) -> None:
+    db = own_db
+    project = make_project(db, "batches")
+    batches = WriteBatches(db)
+    missing_project = 2**31 - 7  # no such project: the conversation row breaks its foreign key
+    pks = [project.pk, missing_project, project.pk]
+    try:
+        outcomes = asyncio.run(_behind_a_held_batch(batches, [lambda _l, pk=pk: _conversation(pk) for pk in pks]))
+    finally:
+        batches.stop()
+    assert outcomes[0].created_messages == outcomes[2].created_messages == 2
+    assert isinstance(outcomes[1], Exception) and not isinstance(outcomes[1], ApiError)
+    assert _stored(db, project.pk) == 2
+
+
+def test_a_request_whose_client_went_away_is_still_written_and_the_thread_goes_on(own_db: Database) -> None:
+    db = own_db
+    project = make_project(db, "batches")
+    batches = WriteBatches(db)
+    preparing = threading.Event()
+    go_on = threading.Event()
+
+    def slow(_lookups: TokenLookups) -> NewIdsBatch:
+        preparing.set()
+        assert go_on.wait(10)
+        return _conversation(project.pk)
+
+    async def scenario() -> int:
+        gone = asyncio.ensure_future(batches.write(slow))
+        assert await asyncio.to_thread(preparing.wait, 10)
+        gone.cancel()  # as Starlette does when the client disconnects
+        go_on.set()
+        later = await batches.write(lambda _l: _conversation(project.pk, messages=3))
+        return later.created_messages
+
+    try:
+        assert asyncio.run(scenario()) == 3
+    finally:
+        batches.stop()
+    assert _stored(db, project.pk) == 2
+
+
+def test_stop_writes_what_was_waiting_and_refuses_what_comes_after(own_db: Database) -> None:
+    db = own_db
+    project = make_project(db, "batches")
+    batches = WriteBatches(db)
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        waiting = [asyncio.ensure_future(batches.write(lambda _l: _conversation(project.pk))) for _ in range(3)]
+        await asyncio.sleep(0)
+        await asyncio.to_thread(batches.stop)
+        done = await asyncio.gather(*waiting)
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await batches.write(lambda _l: _conversation(project.pk))
+        return done
+
+    assert [o.created_messages for o in asyncio.run(scenario())] == [2, 2, 2]
+    assert _stored(db, project.pk) == 3
+
+
+def test_token_lookups_look_each_token_up_once_and_see_a_revocation_in_the_next_batch(
+    own_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = own_db
+    project = make_project(db, "batches")
+    calls: list[str] = []
+    authenticate = projects.authenticate
+    monkeypatch.setattr(projects, "authenticate", lambda conn, token: calls.append(token) or authenticate(conn, token))
+    lookups = TokenLookups(db)
+    assert lookups(project.ingest_token) is not None
+    assert lookups(project.ingest_token) is not None
+    assert len(calls) == 1
+    with db.writer() as conn:
+        projects.revoke_token(conn, project.ingest_token[:11])
+    assert lookups(project.ingest_token) is not None  # the batch that looked it up before the revocation
+    assert TokenLookups(db)(project.ingest_token) is None  # the next batch
