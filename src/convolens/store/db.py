@@ -113,26 +113,6 @@ class Combinable(Protocol[T_co]):
     def run_together(self, conn: Connection, works: list[Any]) -> list[T_co]: ...
 
 
-class Announcement:
-    """A write on its way (``Database.announce``); withdrawn when it is queued, or when it leaves its
-    ``with`` block without writing."""
-
-    __slots__ = ("_db", "pending")
-
-    def __init__(self, db: Database) -> None:
-        self._db, self.pending = db, True
-
-    def withdraw(self) -> None:
-        if self.pending:
-            self._db._withdraw(self)
-
-    def __enter__(self) -> Announcement:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.withdraw()
-
-
 class DatabaseUnavailable(Exception):
     """The database cannot be reached, is too busy or out of disk; retry later (HTTP 503)."""
 
@@ -262,9 +242,6 @@ class Database:
         self._group_turn = self._write_turn or FairLock()
         self._queued: deque[_Job[Any]] = deque()
         self._queue_mutex = threading.Lock()
-        # Writes announced (``announce``) and not yet queued; signalled as each is queued or withdrawn.
-        self._coming = 0
-        self._arrived = threading.Condition(self._queue_mutex)
         self._group_conn: Connection | None = None
         self._group_conn_pid = 0
 
@@ -309,20 +286,18 @@ class Database:
     # Work items committed together, at most: bounds one group's transaction and its latency.
     MAX_GROUP = 64
 
-    def write(self, work: Callable[[Connection], T], announced: Announcement | None = None) -> T:
+    def write(self, work: Callable[[Connection], T]) -> T:
         """``work(conn)`` in a write transaction, committed before this returns; its exception, if it
         raises, with nothing of it written. On SQLite the transaction may be shared with other callers'
         work (group commit), so ``work`` must do nothing but database work on ``conn``. On PostgreSQL
         only ``Combinable`` work is grouped (fewer round trips and commits); other work runs in a
-        transaction of its own, in parallel with the rest. ``announced``: this write's ``announce()``."""
+        transaction of its own, in parallel with the rest."""
         if self._write_turn is None and getattr(work, "combine_key", None) is None:
             with self.writer() as conn:
                 return work(conn)
         job: _Job[T] = _Job(work)
         with self._queue_mutex:
             self._queued.append(job)
-            if announced is not None:
-                self._withdraw_locked(announced)
         self._lead_until_done([job], wake=job.wake)
         if job.error is not None:
             raise job.error
@@ -366,45 +341,9 @@ class Database:
         try:
             for job in jobs:
                 while not job.done.is_set():
-                    self._gather()
                     self._commit_group()  # it is still queued: lead groups until it is committed
         finally:
             turn.release()
-
-    def announce(self) -> Announcement:
-        """Say that a ``write(…, announced=)`` is on its way (after a request's token look-up, checks
-        and scrubbing): a group's leader waits for announced writes, at most ``GATHER_SECONDS``, before
-        it commits. Context's one-conversation requests came in groups of three to four, and every
-        group costs the client and PostgreSQL about as much again as three conversations do; the
-        requests already on their way join the group instead of starting the next one
-        (bench/README.md). Withdraw it (or leave its ``with``) if the request ends without writing;
-        a lone request waits for nobody."""
-        with self._queue_mutex:
-            self._coming += 1
-        return Announcement(self)
-
-    def _withdraw(self, announcement: Announcement) -> None:
-        with self._queue_mutex:
-            self._withdraw_locked(announcement)
-
-    def _withdraw_locked(self, announcement: Announcement) -> None:
-        """Under ``_queue_mutex``: the announced write has been queued, or will never be."""
-        if announcement.pending:
-            announcement.pending = False
-            self._coming -= 1
-            self._arrived.notify()
-
-    # How long a group's leader waits, at most, for announced writes to join its group.
-    GATHER_SECONDS = 0.003
-
-    def _gather(self) -> None:
-        deadline = time.monotonic() + self.GATHER_SECONDS
-        with self._queue_mutex:
-            while self._coming > 0 and len(self._queued) < self.MAX_GROUP:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._arrived.wait(left)
 
     def _commit_group(self) -> None:
         with self._queue_mutex:
