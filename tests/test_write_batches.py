@@ -183,3 +183,29 @@ def test_token_lookups_look_each_token_up_once_and_see_a_revocation_in_the_next_
         projects.revoke_token(conn, project.ingest_token[:11])
     assert lookups(project.ingest_token) is not None  # the batch that looked it up before the revocation
     assert TokenLookups(db)(project.ingest_token) is None  # the next batch
+
+
+class _Abort(BaseException):
+    """Not an ``Exception``: it ends the batch thread, as an interpreter-level error would."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # its death, on purpose
+def test_a_batch_thread_that_died_is_replaced_by_the_next_request(own_db: Database) -> None:
+    db = own_db
+    project = make_project(db, "batches")
+    batches = WriteBatches(db)
+
+    def abort(_lookups: TokenLookups) -> NewIdsBatch:
+        raise _Abort
+
+    async def scenario() -> int:
+        with pytest.raises(_Abort):
+            await batches.write(abort)
+        await asyncio.to_thread(batches._thread.join, 10)  # type: ignore[union-attr]
+        return (await asyncio.wait_for(batches.write(lambda _l: _conversation(project.pk)), 10)).created_messages
+
+    try:
+        assert asyncio.run(scenario()) == 2
+    finally:
+        batches.stop()
+    assert _stored(db, project.pk) == 1

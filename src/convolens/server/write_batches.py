@@ -55,7 +55,7 @@ class WriteBatches:
             if self._stopping:
                 raise RuntimeError("the server is shutting down")
             self._waiting.append(_Request(prepare, future, loop))
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # not yet, or killed by a BaseException
                 self._thread = threading.Thread(target=self._run, name="convolens-write-batches", daemon=True)
                 self._thread.start()
             self._arrived.notify()
