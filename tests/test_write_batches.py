@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
+from starlette.testclient import TestClient
 
-from conftest import make_project
+from conftest import TEST_LIMITS, Project, make_project
+from convolens.config import Settings
+from convolens.enrich import names
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
+from convolens.server.app import create_app
 from convolens.server.auth import TokenLookups
 from convolens.server.errors import ApiError
 from convolens.server.write_batches import WriteBatches
-from convolens.store import projects
+from convolens.store import migrate, projects
 from convolens.store.db import Database
 from convolens.store.ingest import NewIdsBatch, new_id
 from convolens.store.tables import conversation
@@ -209,3 +215,57 @@ def test_a_batch_thread_that_died_is_replaced_by_the_next_request(own_db: Databa
     finally:
         batches.stop()
     assert _stored(db, project.pk) == 1
+
+
+def test_a_project_that_redacts_names_does_not_hold_up_the_batch_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Name redaction (~2 ms a message) runs on a thread of its own: another project's request is
+    written while a redacting one is still in the model."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", home=tmp_path, limits=TEST_LIMITS, embedded_worker=False
+    )
+    app = create_app(settings)
+    migrate.upgrade(app.state.db)
+    redacting, plain = make_project(app.state.db, "names"), make_project(app.state.db, "plain")
+    with app.state.db.writer() as conn:
+        assert projects.set_project_setting(conn, redacting.name, "pii_names", True)
+    in_model, let_go = threading.Event(), threading.Event()
+    redact = names.redact
+
+    def held_redact(texts: list[str]) -> list[str]:
+        in_model.set()
+        assert let_go.wait(30)
+        return redact(texts)
+
+    monkeypatch.setattr(names, "redact", held_redact)
+    body = {"conversation": {"messages": [{"role": "user", "message": "I'm Maria Gonzalez from Barcelona"}]}}
+    answers: dict[str, Any] = {}
+
+    def post(project: Project) -> None:
+        with TestClient(app) as client:
+            answers[project.name] = client.post(
+                "/api/v1/log/conversation", json=body, headers={"Authorization": f"Bearer {project.token}"}
+            )
+
+    slow = threading.Thread(target=post, args=(redacting,))
+    slow.start()
+    try:
+        assert in_model.wait(30)
+        fast = threading.Thread(target=post, args=(plain,))
+        fast.start()
+        fast.join(20)
+        assert not fast.is_alive() and answers[plain.name].status_code == 201
+        assert redacting.name not in answers  # still in the model
+    finally:
+        let_go.set()
+        slow.join(30)
+        app.state.write_batches.stop()
+        app.state.db.dispose()
+    assert answers[redacting.name].status_code == 201
+    with TestClient(app) as client:
+        logged = client.get(
+            "/api/v1/conversations/" + answers[redacting.name].json()["data"]["id"],
+            headers={"Authorization": f"Bearer {redacting.token}"},
+        )
+    assert logged.json()["messages"][0]["message"] == "I'm [NAME] from [PLACE]"
