@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,8 +19,9 @@ from convolens.config import Settings
 from convolens.enrich import names
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
 from convolens.server.app import create_app
-from convolens.server.auth import TokenLookups
+from convolens.server.auth import TokenLookups, authorize
 from convolens.server.errors import ApiError
+from convolens.server.ratelimit import RateLimiter
 from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate, projects
 from convolens.store.db import Database
@@ -269,3 +271,26 @@ def test_a_project_that_redacts_names_does_not_hold_up_the_batch_thread(
             headers={"Authorization": f"Bearer {redacting.token}"},
         )
     assert logged.json()["messages"][0]["message"] == "I'm [NAME] from [PLACE]"
+
+
+def test_a_batch_touches_a_tokens_last_use_once(own_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = own_db
+    project = make_project(db, "batches")  # its tokens were never used: the first request records a use
+    touches: list[int] = []
+    touch = projects.touch_token
+    monkeypatch.setattr(projects, "touch_token", lambda conn, pk: touches.append(pk) or touch(conn, pk))
+    state = SimpleNamespace(db=db, rate_limiter=RateLimiter(0, 0), metrics=None)
+    request = SimpleNamespace(app=SimpleNamespace(state=state))
+    batches = WriteBatches(db)
+
+    def prepare(lookups: TokenLookups) -> NewIdsBatch:
+        return _conversation(authorize(request, project.ingest_token, "ingest", lookups).project_pk)  # type: ignore[arg-type]
+
+    try:
+        outcomes = asyncio.run(_behind_a_held_batch(batches, [prepare] * 6))
+    finally:
+        batches.stop()
+    assert [o.created_messages for o in outcomes] == [2] * 6
+    assert len(touches) == 1
+    with db.reader() as conn:
+        assert projects.authenticate(conn, project.ingest_token).last_used_at is not None

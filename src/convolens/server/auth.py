@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from fastapi import Depends, Request
@@ -11,6 +12,7 @@ from convolens.server.ratelimit import RateLimiter
 from convolens.store import projects
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
+from convolens.timeutil import utcnow
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="convolens"'}
 
@@ -47,6 +49,9 @@ class TokenLookups:
             self._found[token] = self._db.read_held(lambda conn: projects.authenticate(conn, token))
         return self._found[token]
 
+    def touched(self, token: str, info: TokenInfo) -> None:
+        self._found[token] = dataclasses.replace(info, last_used_at=utcnow())
+
 
 def authorize(request: Request, token: str, scope: str, lookups: TokenLookups | None = None) -> TokenInfo:
     """Look the token up (blocking: call it on a worker thread), apply its rate limit and check that it
@@ -78,6 +83,8 @@ def _authenticate(request: Request, token: str, lookups: TokenLookups | None) ->
     if projects.needs_last_used_update(info):
         with db.writer() as conn:
             projects.touch_token(conn, info.token_pk)
+        if lookups is not None:  # the batch's other requests with this token need not touch it again
+            lookups.touched(token, info)
     return info
 
 
