@@ -24,7 +24,7 @@ from convolens.schemas.ingest import IngestBatch
 from convolens.store import enrichment, migrate
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
-from convolens.store.tables import message
+from convolens.store.tables import conversation, message
 from convolens.timeutil import utcnow
 from convolens.worker.runner import Worker
 
@@ -195,3 +195,43 @@ def test_the_worker_command(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "reenrich"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("100 messages queued")
     db.dispose()
+
+
+def test_two_workers_saving_one_conversation_at_once_keep_a_trend_of_all_of_it(own_db: Database) -> None:
+    db = own_db
+    project = make_project(db, "trend")
+    events = [{"type": "message", "conversation_id": "mood", "role": "user", "content": t} for t in ("great", "awful")]
+    with db.writer() as conn:
+        apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events}), utcnow())
+        keys = conn.execute(select(message.c.pk).where(message.c.project_pk == project.pk).order_by(message.c.position))
+        first, second = keys.scalars().all()
+        for pk, owner in ((first, "worker-a"), (second, "worker-b")):  # each leased to a different worker
+            conn.execute(message.update().where(message.c.pk == pk).values(lease_owner=owner, lease_until=utcnow()))
+    a_saved, a_may_commit = threading.Event(), threading.Event()
+
+    def worker_a() -> None:
+        with db.writer() as conn:
+            enrichment.save(conn, "worker-a", 1, [enrichment.EnrichmentResult(first, "en", 0.8, "positive")])
+            a_saved.set()
+            assert a_may_commit.wait(10)
+
+    def worker_b() -> None:
+        with db.writer() as conn:
+            enrichment.save(conn, "worker-b", 1, [enrichment.EnrichmentResult(second, "en", -0.8, "negative")])
+
+    a = threading.Thread(target=worker_a)
+    a.start()
+    assert a_saved.wait(10)
+    b = threading.Thread(target=worker_b)
+    b.start()
+    time.sleep(0.3)  # B is saving while A's transaction is still open
+    a_may_commit.set()
+    a.join(10)
+    b.join(10)
+    with db.reader() as conn:
+        trend = conn.execute(
+            select(conversation.c.sentiment_trend).where(
+                conversation.c.project_pk == project.pk, conversation.c.id == "mood"
+            )
+        ).scalar_one()
+    assert trend == "down"  # from both scores; a trend of one score alone is "flat"

@@ -110,6 +110,11 @@ def marks(db: Database, project: Project) -> int:
         ).scalar_one()
 
 
+def mark_keys(db: Database, project: Project) -> set[int]:
+    with db.reader() as conn:
+        return set(conn.execute(select(rollup_dirty.c.pk).where(rollup_dirty.c.project_pk == project.pk)).scalars())
+
+
 @pytest.fixture
 def rolled(db: Database) -> Project:
     project = make_project(db, "rollups")
@@ -214,12 +219,16 @@ def test_a_write_during_a_refresh_is_not_lost(db: Database) -> None:
         assert rollups.claim(conn, other.owner, utcnow(), **QUICK, project_pk=project.pk) == []
     with db.snapshot() as conn:
         result = rollups.compute(conn, due)
+    before = mark_keys(db, project)
     # This message commits after the snapshot the day was computed from.
     write(db, project.pk, [{"type": "message", "conversation_id": "a", "id": "a2", "role": "user",
                             "content": "and again", "timestamp": day.isoformat() + "Z"}])  # fmt: skip
+    late = mark_keys(db, project) - before
     with db.writer() as conn:
         assert rollups.store(conn, worker.owner, result, utcnow(), 0.01)
-    assert marks(db, project) == 1  # the late write's mark survived: the day is read live, and redone
+    # The late write's mark survived: the day is read live, and redone. (Compared by key: the session's
+    # server has a worker of its own, whose enrichment of these messages may mark the day too.)
+    assert late and late <= mark_keys(db, project)
     with db.reader() as conn:
         data = metrics.metrics(
             conn,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
 
 from convolens.store import rollups, topics
 from convolens.store.tables import conversation, message, message_embedding, message_topic
@@ -160,9 +160,25 @@ def trend(scores: list[float]) -> str | None:
     return "up" if change >= TREND_STEP else "down" if change <= -TREND_STEP else "flat"
 
 
+# The first key of the PostgreSQL advisory locks that let one worker at a time redo a conversation's trend.
+_TREND_LOCK = 7301
+
+
 def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
     if not conversation_pks:
         return
+    if conn.dialect.name == "postgresql":
+        # Two workers saving messages of one conversation at once would each read only their own
+        # scores (READ COMMITTED), and the later commit would keep a trend of half the conversation.
+        # The lock makes the second wait for the first's commit; its read that follows then sees both.
+        # Only workers take it (ingestion never waits for it), in key order, until the commit.
+        conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(:space, (k % 2147483647)::int)"
+                " FROM (SELECT k FROM unnest(CAST(:pks AS bigint[])) AS k ORDER BY k) AS ordered"
+            ),
+            {"space": _TREND_LOCK, "pks": conversation_pks},
+        )
     rows = conn.execute(
         select(message.c.conversation_pk, message.c.sentiment)
         .where(
