@@ -292,7 +292,7 @@ class Database:
         work (group commit), so ``work`` must do nothing but database work on ``conn``. On PostgreSQL
         only ``Combinable`` work is grouped (fewer round trips and commits); other work runs in a
         transaction of its own, in parallel with the rest."""
-        if self._write_turn is None and getattr(work, "combine_key", None) is None:
+        if self._writes_alone(work):
             with self.writer() as conn:
                 return work(conn)
         job: _Job[T] = _Job(work)
@@ -309,11 +309,10 @@ class Database:
         ``MAX_GROUP`` allows. Returns, in order, each work's result, or the exception it raised
         (nothing of that work written)."""
         jobs: list[_Job[Any]] = [_Job(work) for work in works]
-        if self._write_turn is None:  # PostgreSQL: work that cannot be combined writes on its own
-            for job in [j for j in jobs if getattr(j.work, "combine_key", None) is None]:
+        for job in jobs:
+            if self._writes_alone(job.work):
                 try:
-                    with self.writer() as conn:
-                        job.result = job.work(conn)
+                    job.result = self.write(job.work)
                 except Exception as exc:
                     job.error = exc
                 job.done.set()
@@ -323,6 +322,10 @@ class Database:
                 self._queued.extend(queued)
             self._lead_until_done(queued, wake=None)
         return [job.error if job.error is not None else job.result for job in jobs]
+
+    def _writes_alone(self, work: Callable[[Connection], Any]) -> bool:
+        """PostgreSQL: work that cannot be combined runs in a transaction of its own, not in a group."""
+        return self._write_turn is None and getattr(work, "combine_key", None) is None
 
     def _lead_until_done(self, jobs: list[_Job[Any]], wake: threading.Event | None) -> None:
         """Wait for the group turn, then lead groups until every one of ``jobs`` (queued) is committed; or,
