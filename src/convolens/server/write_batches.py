@@ -98,9 +98,9 @@ class WriteBatches:
         except BaseException as exc:  # the database layer itself failed: every request of the batch hears
             outcomes = [exc if o is None or i in written else o for i, o in enumerate(outcomes)]
             if not isinstance(exc, Exception):
-                _answer(batch, outcomes)
-                raise
-        _answer(batch, outcomes)
+                raise  # after the answers: it ends this thread, and the next request starts another
+        finally:
+            _answer(batch, outcomes)
 
 
 def _answer(batch: list[_Request], outcomes: list[Any]) -> None:
