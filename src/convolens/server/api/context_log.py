@@ -115,6 +115,23 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
             message.message = redacted_text
 
 
+def _admit(
+    request: Request,
+    token: str,
+    conversation: ContextConversation,
+    query_tenant: str | None,
+    body_tenant: str | None,
+    *,
+    thread_id: str | None = None,
+    lookups: TokenLookups | None = None,
+) -> tuple[TokenInfo, str | None]:
+    """The token, the tenant and the bounds: checked before anything else looks at the conversation."""
+    info = authorize(request, token, "ingest", lookups)
+    tenant = _tenant(query_tenant, body_tenant)
+    _check(conversation, app_limits(request), thread_id=thread_id, tenant_id=tenant)
+    return info, tenant
+
+
 def _accept(
     request: Request,
     token: str,
@@ -125,9 +142,7 @@ def _accept(
     thread_id: str | None = None,
 ) -> tuple[TokenInfo, str | None]:
     """What every log POST does first, inside its thread hop: the token, the tenant, bounds, PII out."""
-    info = authorize(request, token, "ingest")
-    tenant = _tenant(query_tenant, body_tenant)
-    _check(conversation, app_limits(request), thread_id=thread_id, tenant_id=tenant)
+    info, tenant = _admit(request, token, conversation, query_tenant, body_tenant, thread_id=thread_id)
     _scrub(conversation, info)
     return info, tenant
 
@@ -207,28 +222,23 @@ async def log_conversation(
     conversation = body.conversation
     conversation_id = new_id()
 
-    def prepare(lookups: TokenLookups) -> NewIdsBatch:
-        info = authorize(request, token, "ingest", lookups)
-        tenant = _tenant(tenant_id, body.tenant_id)
-        _check(conversation, app_limits(request), tenant_id=tenant)
-        if info.pii_names:
-            raise _RedactNamesElsewhere(info, tenant)
+    def scrubbed(info: TokenInfo, tenant: str | None) -> NewIdsBatch:
         _scrub(conversation, info)
         batch, _ = _to_batch(conversation, conversation_id, tenant)
         return NewIdsBatch(info.project_pk, batch)
+
+    def prepare(lookups: TokenLookups) -> NewIdsBatch:
+        info, tenant = _admit(request, token, conversation, tenant_id, body.tenant_id, lookups=lookups)
+        if info.pii_names:
+            raise _RedactNamesElsewhere(info, tenant)
+        return scrubbed(info, tenant)
 
     try:
         # Checked and written on the process's batch thread with every other request waiting by then.
         outcome: BatchOutcome = await request.app.state.write_batches.write(prepare)
     except _RedactNamesElsewhere as accepted:
         info, tenant = accepted.info, accepted.tenant
-
-        def redact_and_store() -> BatchOutcome:
-            _scrub(conversation, info)
-            batch, _ = _to_batch(conversation, conversation_id, tenant)
-            return app_database(request).write(NewIdsBatch(info.project_pk, batch))
-
-        outcome = await in_thread(redact_and_store)
+        outcome = await in_thread(lambda: app_database(request).write(scrubbed(info, tenant)))
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 
