@@ -25,9 +25,11 @@ import pytest
 import uvicorn
 
 from convolens.config import Limits, LlmSettings, Settings
+from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
 from convolens.server.app import create_app
 from convolens.store import migrate, projects
 from convolens.store.db import Database
+from convolens.store.ingest import NewIdsBatch, new_id
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -107,6 +109,30 @@ def own_db(database_url: str) -> Iterator[Database]:
     migrate.upgrade(database)
     yield database
     database.dispose()
+
+
+def new_ids_batch(pk: int, user: str = "u", messages: int = 2) -> NewIdsBatch:
+    """One new conversation of ``messages`` user messages, as Context's log endpoint hands it to the store."""
+    cid = new_id()
+    events = [
+        ConversationEvent.model_construct(
+            type="conversation",
+            id=cid,
+            user_id=user,
+            tenant_id=None,
+            metadata={"n": messages},
+            feedback=None,
+            timestamp=None,
+        )
+    ]
+    events += [
+        MessageEvent.model_construct(type="message", conversation_id=cid, id=new_id(), role="user",
+                                     content=f"{user} {i}", kind="text", name=None, timestamp=None, metadata=None,
+                                     rating=None, model=None, input_tokens=None, output_tokens=None, latency_ms=None,
+                                     error=None, extra=None, user_id=None, tenant_id=None)
+        for i in range(messages)
+    ]  # fmt: skip
+    return NewIdsBatch(pk, IngestBatch.model_construct(events=events, client=None))
 
 
 @dataclass

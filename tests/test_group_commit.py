@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from conftest import ServeProcess
-from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
+from conftest import ServeProcess, new_ids_batch
+from convolens.schemas.ingest import IngestBatch
 from convolens.store import migrate, projects
 from convolens.store.db import Database, FairLock, FileWriteLock
 from convolens.store.ingest import NewIdsBatch, apply_batch, new_id
@@ -143,29 +143,6 @@ def test_an_error_in_a_group_of_one_is_the_callers_and_leaves_nothing(sqlite_db:
     assert db.write(lambda conn: conn.execute(text("SELECT 41 + 1")).scalar()) == 42
 
 
-def _new_ids_batch(pk: int, user: str, messages: int) -> NewIdsBatch:
-    cid = new_id()
-    events = [
-        ConversationEvent.model_construct(
-            type="conversation",
-            id=cid,
-            user_id=user,
-            tenant_id=None,
-            metadata={"n": messages},
-            feedback=None,
-            timestamp=None,
-        )
-    ]
-    events += [
-        MessageEvent.model_construct(type="message", conversation_id=cid, id=new_id(), role="user",
-                                     content=f"{user} {i}", kind="text", name=None, timestamp=None, metadata=None,
-                                     rating=None, model=None, input_tokens=None, output_tokens=None, latency_ms=None,
-                                     error=None, extra=None, user_id=None, tenant_id=None)
-        for i in range(messages)
-    ]  # fmt: skip
-    return NewIdsBatch(pk, IngestBatch.model_construct(events=events, client=None))
-
-
 def _statements(db: Database) -> list[str]:
     """Every statement SQLite runs on the write connection from now on (PostgreSQL: nothing seen)."""
     seen: list[str] = []
@@ -187,7 +164,7 @@ def test_new_id_batches_of_one_group_are_written_as_one(own_db: Database) -> Non
     db = own_db
     with db.writer() as conn:
         pk, _ = projects.ensure_project(conn, f"combine-{new_id()}")
-    works = [_new_ids_batch(pk, f"u{i % 2}", messages=i + 1) for i in range(5)]
+    works = [new_ids_batch(pk, f"u{i % 2}", messages=i + 1) for i in range(5)]
     statements = _statements(db)
     commits: list[int] = []
     event.listen(db.write_engine, "commit", lambda _conn: commits.append(1))
@@ -280,7 +257,7 @@ def test_ids_are_new_skips_the_look_up_of_stored_ids(sqlite_db: Database) -> Non
     db = sqlite_db
     pk = _project(db)
     for ids_are_new, selects in ((False, 2), (True, 0)):
-        work = _new_ids_batch(pk, "u", messages=3)
+        work = new_ids_batch(pk, "u", messages=3)
         statements = _statements(db)
         outcome = db.write(lambda conn, w=work, n=ids_are_new: apply_batch(conn, pk, w.batch, utcnow(), ids_are_new=n))
         assert outcome.created_messages == 3
@@ -289,7 +266,7 @@ def test_ids_are_new_skips_the_look_up_of_stored_ids(sqlite_db: Database) -> Non
 
 def _awkward_batch(pk: int) -> NewIdsBatch:
     """A batch whose values are hard to carry: COPY's text format escapes tabs, newlines and backslashes."""
-    work = _new_ids_batch(pk, "awkward", messages=2)
+    work = new_ids_batch(pk, "awkward", messages=2)
     first, second = work.batch.events[1:]
     first.content, first.metadata, first.rating = "tab\there\nnew line \\N back\\slash é 😀", {"k": "v\t"}, 1
     first.timestamp = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -326,7 +303,7 @@ def test_a_wrong_claim_of_new_ids_never_duplicates_a_message(own_db: Database) -
     db = own_db
     with db.writer() as conn:
         pk, _ = projects.ensure_project(conn, f"claim-{new_id()}")
-    work = _new_ids_batch(pk, "u", messages=2)
+    work = new_ids_batch(pk, "u", messages=2)
     assert db.write(work).created_messages == 2
     again = NewIdsBatch(pk, work.batch)  # the same ids, claimed new again
     if db.is_sqlite:
@@ -347,12 +324,12 @@ def test_a_postgresql_group_outlives_its_kept_connection(postgres_url: str) -> N
     try:
         with db.writer() as conn:
             pk, _ = projects.ensure_project(conn, f"kept-{new_id()}")
-        assert db.write(_new_ids_batch(pk, "u", messages=2)).created_messages == 2
+        assert db.write(new_ids_batch(pk, "u", messages=2)).created_messages == 2
         kept = db._group_connection().connection.driver_connection.info.backend_pid
         with db.writer() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": kept}).scalar()
-        assert db.write(_new_ids_batch(pk, "u", messages=3)).created_messages == 3
-        assert db.write(_new_ids_batch(pk, "u", messages=4)).created_messages == 4
+        assert db.write(new_ids_batch(pk, "u", messages=3)).created_messages == 3
+        assert db.write(new_ids_batch(pk, "u", messages=4)).created_messages == 4
         assert db._group_connection().connection.driver_connection.info.backend_pid != kept
         with db.reader() as conn:
             stored = conn.execute(select(func.count()).select_from(message).where(message.c.project_pk == pk))

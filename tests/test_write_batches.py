@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy import event, func, select
 from starlette.testclient import TestClient
 
-from conftest import TEST_LIMITS, Project, make_project
+from conftest import TEST_LIMITS, Project, make_project, new_ids_batch
 from convolens.config import Settings
 from convolens.enrich import names
-from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
 from convolens.server.app import create_app
 from convolens.server.auth import TokenLookups, authorize
 from convolens.server.errors import ApiError
@@ -25,41 +24,8 @@ from convolens.server.ratelimit import RateLimiter
 from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate, projects
 from convolens.store.db import Database
-from convolens.store.ingest import NewIdsBatch, new_id
+from convolens.store.ingest import NewIdsBatch
 from convolens.store.tables import conversation
-
-
-def _conversation(project_pk: int, messages: int = 2) -> NewIdsBatch:
-    cid = new_id()
-    events: list = [  # type: ignore[type-arg]
-        ConversationEvent.model_construct(
-            type="conversation", id=cid, user_id="u", tenant_id=None, metadata=None, feedback=None, timestamp=None
-        )
-    ]
-    events += [
-        MessageEvent.model_construct(
-            type="message",
-            conversation_id=cid,
-            id=new_id(),
-            role="user",
-            content=f"m{i}",
-            kind="text",
-            name=None,
-            timestamp=None,
-            metadata=None,
-            rating=None,
-            model=None,
-            input_tokens=None,
-            output_tokens=None,
-            latency_ms=None,
-            error=None,
-            extra=None,
-            user_id=None,
-            tenant_id=None,
-        )
-        for i in range(messages)
-    ]
-    return NewIdsBatch(project_pk, IngestBatch.model_construct(events=events, client=None))
 
 
 def _stored(db: Database, project_pk: int) -> int:
@@ -99,7 +65,7 @@ def test_requests_that_waited_together_are_checked_and_committed_as_one_group(ow
             looked_up.append(token)
             if info is None:
                 raise ApiError(401, "invalid or revoked token")
-            return _conversation(info.project_pk)
+            return new_ids_batch(info.project_pk)
 
         return check
 
@@ -122,7 +88,7 @@ def test_a_write_that_fails_in_the_database_fails_alone(own_db: Database) -> Non
     missing_project = 2**31 - 7  # no such project: the conversation row breaks its foreign key
     pks = [project.pk, missing_project, project.pk]
     try:
-        outcomes = asyncio.run(_behind_a_held_batch(batches, [lambda _l, pk=pk: _conversation(pk) for pk in pks]))
+        outcomes = asyncio.run(_behind_a_held_batch(batches, [lambda _l, pk=pk: new_ids_batch(pk) for pk in pks]))
     finally:
         batches.stop()
     assert outcomes[0].created_messages == outcomes[2].created_messages == 2
@@ -140,14 +106,14 @@ def test_a_request_whose_client_went_away_is_still_written_and_the_thread_goes_o
     def slow(_lookups: TokenLookups) -> NewIdsBatch:
         preparing.set()
         assert go_on.wait(10)
-        return _conversation(project.pk)
+        return new_ids_batch(project.pk)
 
     async def scenario() -> int:
         gone = asyncio.ensure_future(batches.write(slow))
         assert await asyncio.to_thread(preparing.wait, 10)
         gone.cancel()  # as Starlette does when the client disconnects
         go_on.set()
-        later = await batches.write(lambda _l: _conversation(project.pk, messages=3))
+        later = await batches.write(lambda _l: new_ids_batch(project.pk, messages=3))
         return later.created_messages
 
     try:
@@ -163,12 +129,12 @@ def test_stop_writes_what_was_waiting_and_refuses_what_comes_after(own_db: Datab
     batches = WriteBatches(db)
 
     async def scenario() -> list:  # type: ignore[type-arg]
-        waiting = [asyncio.ensure_future(batches.write(lambda _l: _conversation(project.pk))) for _ in range(3)]
+        waiting = [asyncio.ensure_future(batches.write(lambda _l: new_ids_batch(project.pk))) for _ in range(3)]
         await asyncio.sleep(0)
         await asyncio.to_thread(batches.stop)
         done = await asyncio.gather(*waiting)
         with pytest.raises(RuntimeError, match="shutting down"):
-            await batches.write(lambda _l: _conversation(project.pk))
+            await batches.write(lambda _l: new_ids_batch(project.pk))
         return done
 
     assert [o.created_messages for o in asyncio.run(scenario())] == [2, 2, 2]
@@ -210,7 +176,7 @@ def test_a_batch_thread_that_died_is_replaced_by_the_next_request(own_db: Databa
         with pytest.raises(_Abort):
             await batches.write(abort)
         await asyncio.to_thread(batches._thread.join, 10)  # type: ignore[union-attr]
-        return (await asyncio.wait_for(batches.write(lambda _l: _conversation(project.pk)), 10)).created_messages
+        return (await asyncio.wait_for(batches.write(lambda _l: new_ids_batch(project.pk)), 10)).created_messages
 
     try:
         assert asyncio.run(scenario()) == 2
@@ -284,7 +250,7 @@ def test_a_batch_touches_a_tokens_last_use_once(own_db: Database, monkeypatch: p
     batches = WriteBatches(db)
 
     def prepare(lookups: TokenLookups) -> NewIdsBatch:
-        return _conversation(authorize(request, project.ingest_token, "ingest", lookups).project_pk)  # type: ignore[arg-type]
+        return new_ids_batch(authorize(request, project.ingest_token, "ingest", lookups).project_pk)  # type: ignore[arg-type]
 
     try:
         outcomes = asyncio.run(_behind_a_held_batch(batches, [prepare] * 6))
