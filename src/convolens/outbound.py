@@ -243,7 +243,11 @@ def validate_url(url: str) -> OutboundUrl:
     default_port = port == (443 if scheme == "https" else 80)
     normalised = f"{scheme}://{shown_host}{'' if default_port else f':{port}'}{parts.path.rstrip('/')}"
     # The same host as httpx will see: no parser difference between this check and the request.
-    if httpx.URL(normalised).raw_host.decode("ascii") != str(host):
+    try:
+        seen = httpx.URL(normalised).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):
+        seen = None
+    if seen != str(host):
         raise RefusedUrl(f"the host {shown_host} is read differently by the HTTP client")
     return OutboundUrl(normalised, scheme, host, port)
 
