@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 
 from convolens.config import Limits, LlmSettings, Settings
+from convolens.outbound import OutboundPolicy
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent
 from convolens.server.app import create_app
 from convolens.store import migrate, projects
@@ -195,10 +196,18 @@ TEST_LIMITS = Limits(
 
 @contextmanager
 def running_server(
-    db: Database, home: Path, limits: Limits = TEST_LIMITS, llm: LlmSettings | None = None
+    db: Database,
+    home: Path,
+    limits: Limits = TEST_LIMITS,
+    llm: LlmSettings | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> Iterator[RunningServer]:
-    """The real app under uvicorn on a free loopback port, in a thread of the test process."""
-    settings = Settings(database_url=db.url, home=home, limits=limits, llm=llm or LlmSettings())
+    """The real app under uvicorn on a free loopback port, in a thread of the test process. ``outbound``:
+    what the operator lets project admins' URLs reach (tests of a project's LLM provider on the loopback
+    stub allow 127.0.0.1)."""
+    settings = Settings(
+        database_url=db.url, home=home, limits=limits, llm=llm or LlmSettings(), outbound=outbound or OutboundPolicy()
+    )
     app = create_app(settings)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from conftest import CLI, REPO, ServeProcess, free_port
+from convolens.store.db import Database
 
 
 @pytest.fixture
@@ -125,3 +128,30 @@ def test_make_run_serves_the_demo(tmp_path: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_data_directory_is_private(tmp_path: Path) -> None:
+    """The database holds API token hashes and LLM keys: a fresh data directory is 0700, its files 0600,
+    the -wal and -shm files too, and a database an older version left 0644 is narrowed."""
+    home = tmp_path / "fresh" / ".convolens"
+    run(home, "migrate")
+    assert _mode(home) == 0o700
+    files = sorted(home.iterdir())
+    assert files and all(_mode(f) == 0o600 for f in files), {f.name: oct(_mode(f)) for f in files}
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "db.sqlite3").touch(mode=0o644)
+    os.chmod(old / "db.sqlite3", 0o644)
+    db = Database(f"sqlite:///{old / 'db.sqlite3'}")
+    with db.writer() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    open_files = {f.name: _mode(f) for f in old.iterdir()}  # while the WAL is open
+    assert {"db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"} <= set(open_files)
+    assert set(open_files.values()) == {0o600}, open_files
+    db.dispose()

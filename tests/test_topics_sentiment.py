@@ -358,6 +358,7 @@ def test_a_projects_own_llm_provider_judges_its_topics(tmp_path) -> None:
     """A provider set for one project (the dashboard's settings page) is used for that project only, with
     its own key and model, on a server that has no provider of its own."""
     from conftest import running_server
+    from convolens.outbound import OutboundPolicy
     from convolens.store import migrate, projects
     from openai_stub import openai_stub
 
@@ -369,7 +370,8 @@ def test_a_projects_own_llm_provider_judges_its_topics(tmp_path) -> None:
             projects.set_project_setting(
                 conn, mine.name, "llm", {"base_url": url, "model": "project-model", "api_key": "sk-project"}
             )
-        with running_server(db, tmp_path) as server:
+        # The stub is on the loopback, which a project's URL reaches only where the operator allows it.
+        with running_server(db, tmp_path, outbound=OutboundPolicy.parse("127.0.0.1")) as server:
             for project in (mine, theirs):
                 with admin(server, project) as client:
                     topic = {"name": "Cancellation", "kind": "llm", "prompt": "The user wants to cancel."}

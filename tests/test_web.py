@@ -19,6 +19,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from conftest import RunningServer, running_server
 from convolens.config import Limits
 from convolens.demo import DEMO_PROJECT, add_demo_topics, demo_token, seed
+from convolens.outbound import OutboundPolicy, system_resolver
 from convolens.store import explore, migrate, projects
 from convolens.store.db import Database
 from convolens.store.explore import ConversationFilter
@@ -26,6 +27,17 @@ from convolens.timeutil import utcnow
 from web_support import Account, add_account, launch_chromium, screenshot, signed_in, wait_until_enriched
 
 XSS = "<script>alert(1)</script> and <img src=x onerror=alert(2)> in a message"
+# The LLM provider hosts the settings tests save, resolved by the server's outbound policy (no DNS here):
+# public addresses, and one name that leads into a private network.
+WEB_DNS = {
+    "llm.example": ["93.184.216.34"],
+    "other.example": ["93.184.216.35"],
+    "intranet.example": ["93.184.216.36", "10.0.0.9"],
+}
+
+
+def _web_dns(host: str, port: int) -> list[str]:
+    return WEB_DNS[host] if host in WEB_DNS else system_resolver(host, port)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +49,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
     token, _ = demo_token(Settings(database_url=db.url, home=home), db)
     add_demo_topics(db)
-    with running_server(db, home, Limits()) as server:
+    with running_server(db, home, Limits(), outbound=OutboundPolicy(resolve=_web_dns)) as server:
         seed(server.base_url, token, 150)
         other_token = _other_project(server)
         httpx.post(
@@ -483,6 +495,70 @@ def test_llm_key_is_never_shown_back(web: RunningServer, people: dict[str, Accou
         assert client.post("/p/demo/settings/llm", data={"clear": "1", "csrf_token": client.csrf}).status_code == 303
         with web.db.reader() as conn:
             assert projects.settings_of(conn, projects.get_project_pk(conn, DEMO_PROJECT))["llm"] is None
+
+
+def _stored_llm(web: RunningServer) -> dict | None:
+    with web.db.reader() as conn:
+        return projects.settings_of(conn, projects.get_project_pk(conn, DEMO_PROJECT)).get("llm")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [
+        ("http://127.0.0.1:5432/v1", "not public"),
+        ("http://169.254.169.254/latest", "not public"),
+        ("http://0x7f000001/v1", "not public"),
+        ("http://2130706433/v1", "not public"),
+        ("http://[fd00:ec2::254]/v1", "not public"),
+        ("http://[::ffff:127.0.0.1]/v1", "not public"),
+        ("http://localhost:5432/v1", "not public"),
+        ("https://intranet.example/v1", "resolves to 10.0.0.9"),
+        ("https://llm.example/v1?x=", "query"),
+        ("https://admin:pw-in-url@llm.example/v1", "user name or password"),
+    ],
+)
+def test_llm_provider_url_must_be_public(
+    web: RunningServer, people: dict[str, Account], base_url: str, problem: str
+) -> None:
+    """A project admin cannot point the provider at this machine, its network or a metadata service:
+    the settings page says why, naming the field, and nothing is saved."""
+    with signed_in(web, people["admin"]) as client:
+        form = {"base_url": base_url, "model": "m", "api_key": "sk-x", "csrf_token": client.csrf}
+        refused = client.post("/p/demo/settings/llm", data=form)
+        assert refused.status_code == 422
+        error = re.search(r'<p class="error" id="llm-error" role="alert">([^<]*)</p>', refused.text)
+        assert error and error.group(1).startswith("base_url: ") and problem in error.group(1), refused.text
+        assert "pw-in-url" not in refused.text
+    assert _stored_llm(web) is None
+
+
+def test_llm_key_is_bound_to_its_origin(web: RunningServer, people: dict[str, Account]) -> None:
+    """An empty key field keeps the stored key only while the provider's scheme, host and port stay the
+    same: re-pointing it elsewhere would otherwise send the key there."""
+    with signed_in(web, people["admin"]) as client:
+
+        def save(base_url: str, api_key: str = "") -> httpx.Response:
+            form = {"base_url": base_url, "model": "m", "api_key": api_key, "csrf_token": client.csrf}
+            return client.post("/p/demo/settings/llm", data=form)
+
+        assert save("https://llm.example/v1", "sk-bound-1").status_code == 303
+        assert save("https://LLM.example:443/v2/").status_code == 303  # the path only: the key stays
+        assert _stored_llm(web) == {"base_url": "https://llm.example/v2", "model": "m", "api_key": "sk-bound-1"}
+        for elsewhere in ("https://other.example/v2", "https://llm.example:8443/v2", "http://llm.example/v2"):
+            assert save("https://llm.example/v2", "sk-bound-1").status_code == 303
+            moved = save(elsewhere)
+            assert moved.status_code == 200 and 'id="llm-notice"' in moved.text and "key was removed" in moved.text
+            assert _stored_llm(web) == {"base_url": elsewhere, "model": "m", "api_key": None}, elsewhere
+            assert "set (leave empty" not in moved.text
+        assert save("https://other.example/v1", "sk-new-2").status_code == 303  # a new key with the new origin
+        assert _stored_llm(web)["api_key"] == "sk-new-2"
+        with web.db.writer() as conn:  # a URL saved before credentials were refused
+            llm = {"base_url": "https://admin:pw-old-url@llm.example/v1", "model": "m", "api_key": "sk-old"}
+            projects.set_project_setting(conn, DEMO_PROJECT, "llm", llm)
+        page = client.get("/p/demo/settings").text
+        assert "pw-old-url" not in page and 'value="https://llm.example/v1"' in page
+        assert client.post("/p/demo/settings/llm", data={"clear": "1", "csrf_token": client.csrf}).status_code == 303
+    assert _stored_llm(web) is None
 
 
 def test_suggestions_are_accepted_or_dismissed(web: RunningServer, people: dict[str, Account]) -> None:

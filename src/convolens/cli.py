@@ -155,7 +155,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     settings = Settings.from_env()
     worker = Worker(
-        _db(settings), batch_size=args.batch_size, lease=timedelta(seconds=args.lease_seconds), llm=settings.llm
+        _db(settings),
+        batch_size=args.batch_size,
+        lease=timedelta(seconds=args.lease_seconds),
+        llm=settings.llm,
+        outbound=settings.outbound,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from convolens.outbound import OutboundPolicy
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -83,6 +85,9 @@ class Settings:
     # scale-out deployment turns it off and runs `convolens worker` processes instead.
     embedded_worker: bool = True
     llm: LlmSettings = field(default_factory=LlmSettings)
+    # What URLs set by project admins (their LLM provider) may reach beyond the public internet:
+    # CONVOLENS_OUTBOUND_ALLOW, the operator's to set, never a project admin's.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,7 +95,12 @@ class Settings:
         url = os.environ.get("CONVOLENS_DATABASE_URL") or sqlite_url(home)
         embedded = os.environ.get("CONVOLENS_EMBEDDED_WORKER", "1").strip().lower() not in ("0", "false", "no", "off")
         return cls(
-            database_url=url, home=home, limits=Limits.from_env(), embedded_worker=embedded, llm=LlmSettings.from_env()
+            database_url=url,
+            home=home,
+            limits=Limits.from_env(),
+            embedded_worker=embedded,
+            llm=LlmSettings.from_env(),
+            outbound=OutboundPolicy.from_env(),
         )
 
     @property

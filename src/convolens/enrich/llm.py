@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from convolens.config import LlmSettings
+from convolens.outbound import OutboundPolicy, RefusedUrl, guarded_client, validate_url
 
 log = logging.getLogger("convolens.llm")
 
@@ -35,12 +36,25 @@ class Verdict:
 
 
 class LlmJudge:
-    def __init__(self, settings: LlmSettings, transport: httpx.BaseTransport | None = None) -> None:
+    """One provider's client. With a ``policy`` (a URL a project admin chose) the URL must pass
+    ``validate_url`` (else ``RefusedUrl`` here) and every connection the outbound guard; without one (the
+    operator's own ``CONVOLENS_LLM_BASE_URL``) the URL is trusted as given."""
+
+    def __init__(
+        self,
+        settings: LlmSettings,
+        transport: httpx.BaseTransport | None = None,
+        policy: OutboundPolicy | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.settings = settings
-        self.client = httpx.Client(
-            base_url=settings.base_url or "", headers=headers, timeout=settings.timeout_seconds, transport=transport
-        )
+        if policy is not None:
+            url = validate_url(settings.base_url or "")
+            self.client = guarded_client(url, policy, headers=headers, timeout=settings.timeout_seconds)
+        else:
+            self.client = httpx.Client(
+                base_url=settings.base_url or "", headers=headers, timeout=settings.timeout_seconds, transport=transport
+            )
 
     def judge(self, topic_prompt: str, text: str) -> Verdict | None:
         """The model's verdict, or None when it could not be had (the message is then not tagged)."""
@@ -63,6 +77,9 @@ class LlmJudge:
             if isinstance(verdict, str):
                 verdict = verdict.strip().lower() in ("true", "yes", "1")
             return Verdict(bool(verdict), str(answer.get("reason", ""))[:500])
+        except RefusedUrl as exc:  # the outbound guard refused the address it connects to
+            log.warning("LLM topic verdict refused: %s", exc)
+            return None
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             log.warning("LLM topic verdict failed: %s", type(exc).__name__)
             return None
@@ -86,6 +103,9 @@ class LlmJudge:
             response.raise_for_status()
             lines = str(response.json()["choices"][0]["message"]["content"]).strip().splitlines()
             name = lines[0].strip().strip("\"'*").strip() if lines else ""
+        except RefusedUrl as exc:
+            log.warning("LLM cluster name refused: %s", exc)
+            return None
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             log.warning("LLM cluster name failed: %s", type(exc).__name__)
             return None
@@ -105,20 +125,24 @@ class LlmJudge:
 class Judges:
     """The judge of each project: the provider its admins set on the dashboard's settings page, else the
     server's (``CONVOLENS_LLM_*``), else none. ``load`` gives ``{project key: {base_url, model, api_key}}``
-    and is asked again at most every ``refresh_seconds``; one client per distinct provider."""
+    and is asked again at most every ``refresh_seconds``; one client per distinct provider. A project's
+    provider is a URL its admins chose: it goes through the outbound guard with ``policy`` (the operator's
+    allowlist; by default only public addresses), and one the guard refuses judges nothing."""
 
     def __init__(
         self,
         default: LlmSettings | None,
         load: Callable[[], dict[int, dict]],
         refresh_seconds: float = 30.0,
+        policy: OutboundPolicy | None = None,
     ) -> None:
         self.default = LlmJudge(default) if default is not None and default.enabled else None
         self._load = load
         self._refresh_seconds = refresh_seconds
         self._loaded_at = float("-inf")
         self._settings: dict[int, dict] = {}
-        self._clients: dict[tuple[str, str, str | None], LlmJudge] = {}
+        self._policy = policy or OutboundPolicy()
+        self._clients: dict[tuple[str, str, str | None], LlmJudge | None] = {}
 
     def for_project(self, project_pk: int) -> LlmJudge | None:
         if time.monotonic() - self._loaded_at > self._refresh_seconds:
@@ -131,10 +155,15 @@ class Judges:
         if not own.get("base_url"):
             return self.default
         key = (str(own["base_url"]), str(own.get("model") or LlmSettings.model), own.get("api_key"))
-        judge = self._clients.get(key)
-        if judge is None:
-            judge = self._clients[key] = LlmJudge(LlmSettings(base_url=key[0], model=key[1], api_key=key[2]))
-        return judge
+        if key not in self._clients:
+            try:
+                self._clients[key] = LlmJudge(
+                    LlmSettings(base_url=key[0], model=key[1], api_key=key[2]), policy=self._policy
+                )
+            except RefusedUrl as exc:  # saved before the guard existed, or written past the settings page
+                log.warning("project %d: its LLM provider is refused: %s", project_pk, exc)
+                self._clients[key] = None
+        return self._clients[key]
 
     def close(self) -> None:
         for judge in [self.default, *self._clients.values()]:

@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             migrate.upgrade(db)
-        worker = Worker(db, llm=settings.llm) if settings.embedded_worker else None
+        worker = Worker(db, llm=settings.llm, outbound=settings.outbound) if settings.embedded_worker else None
         thread = worker.start_thread() if worker else None
         yield
         if worker and thread:

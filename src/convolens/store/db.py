@@ -210,6 +210,21 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor.close()
 
 
+def private_sqlite_file(path: Path) -> None:
+    """The database holds token hashes and the projects' LLM keys, so only its owner may read it: its
+    directory is made 0700, and the file is made 0600 before SQLite opens it (SQLite gives the -wal and
+    -shm files the main file's mode; left to itself it makes 0644). Files an older version left readable
+    to others are narrowed to 0600."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name != "posix":
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(FileNotFoundError, PermissionError):  # not ours to change: left as is
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -217,7 +232,7 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite_file(Path(parsed.database))
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=5)
             self._write_turn: FairLock | None = FairLock()

@@ -21,6 +21,7 @@ from convolens.enrich import embedding, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import TopicMatcher
+from convolens.outbound import OutboundPolicy
 from convolens.store import enrichment, projects, retention, rollups, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
@@ -72,6 +73,7 @@ class Worker:
         rollup_rest: float = 5.0,
         retention_every: timedelta = timedelta(hours=1),
         llm: LlmSettings | None = None,
+        outbound: OutboundPolicy | None = None,
         name: str | None = None,
     ) -> None:
         self.db = db
@@ -88,7 +90,7 @@ class Worker:
         self.stop_event = threading.Event()
         self.enriched = 0
         self.topic_cache = TopicCache()
-        self.judges = Judges(llm, self._llm_settings)
+        self.judges = Judges(llm, self._llm_settings, policy=outbound)
 
     def _matchers(self) -> dict[int, list[TopicMatcher]]:
         with self.db.reader() as conn:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from convolens.enrich import names
+from convolens.outbound import RefusedUrl, redacted, safe_url, validate_url
 from convolens.server.web.render import WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
 from convolens.store import accounts, projects
@@ -37,7 +38,12 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         pii=bool(settings.get("pii_scrubbing", True)),
         pii_names=bool(settings.get("pii_names", False)),
         names_available=names.available(),
-        llm={"base_url": llm.get("base_url", ""), "model": llm.get("model", ""), "has_key": bool(llm.get("api_key"))},
+        # Never the key, nor credentials a URL saved before they were refused may carry.
+        llm={
+            "base_url": redacted(llm.get("base_url") or ""),
+            "model": llm.get("model", ""),
+            "has_key": bool(llm.get("api_key")),
+        },
         people=people,
         roles=accounts.ROLES,
         scopes=SCOPE_CHOICES,
@@ -113,21 +119,44 @@ def llm_provider(
 ) -> Response:
     session, membership = access(request, project, "admin")
     check_csrf(session, csrf_token)
-    base_url, model, api_key = base_url.strip()[:500], model.strip()[:200], api_key.strip()[:500]
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise WebError(422, "base_url: must start with http:// or https://")
-    if any(not v.isprintable() for v in (base_url, model, api_key)):
+    base_url, model, api_key = base_url.strip(), model.strip()[:200], api_key.strip()[:500]
+    if any(not v.isprintable() for v in (model, api_key)):
         raise WebError(422, "the provider settings must be printable text")
+    checked = None
+    if base_url and not clear:
+        # Before the write lock: this resolves the host, which may take a while.
+        try:
+            checked = safe_url(base_url, request.app.state.settings.outbound)
+        except RefusedUrl as exc:
+            return _page(request, session, membership, status=422, llm_error=f"base_url: {exc}")
+    key_dropped = False
     with request.app.state.db.writer() as conn:
         current = projects.settings_of(conn, membership.project_pk).get("llm") or {}
-        if clear or not base_url:
+        if checked is None:
             value = None
         else:
-            # An empty key field keeps the stored key: the page never shows it, so it cannot send it back.
-            value = {"base_url": base_url.rstrip("/"), "model": model or "gpt-4o-mini",
-                     "api_key": api_key or current.get("api_key")}  # fmt: skip
+            # An empty key field keeps the stored key (the page never shows it, so it cannot send it back),
+            # but only for the origin it was given for: else an admin could re-point the provider to a
+            # server of theirs and receive the key.
+            key = api_key or None
+            if key is None and current.get("api_key"):
+                if _origin(current.get("base_url")) == checked.origin:
+                    key = current["api_key"]
+                else:
+                    key_dropped = True
+            value = {"base_url": checked.url, "model": model or "gpt-4o-mini", "api_key": key}
         projects.set_project_setting(conn, membership.project, "llm", value)
+    if key_dropped:
+        notice = "The provider's address changed, so its stored API key was removed: enter the key for it again."
+        return _page(request, session, membership, llm_notice=notice)
     return _back(project)
+
+
+def _origin(url: object) -> tuple[str, str, int] | None:
+    try:
+        return validate_url(str(url)).origin if url else None
+    except RefusedUrl:
+        return None
 
 
 @router.post("/p/{project}/settings/members")
