@@ -15,7 +15,8 @@ from convolens.store.projects import TokenInfo
 router = APIRouter(tags=["users"], responses=ERROR_RESPONSES)
 
 
-@router.delete("/api/v1/users/{user_id}")
+# ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
+@router.delete("/api/v1/users/{user_id:path}")
 def erase_user(
     user_id: str,
     token: TokenInfo = AdminToken,

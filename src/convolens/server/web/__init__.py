@@ -67,7 +67,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, _exc: LoginRequired) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # The path as sent, still percent-encoded: an id's "%2F" or "%3F" must come back as it was.
+        path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        target = path + (f"?{request.url.query}" if request.url.query else "")
         if request.method != "GET":
             target = "/"
         return session.redirect(f"/login?next={quote(target, safe='')}")

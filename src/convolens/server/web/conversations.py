@@ -99,7 +99,8 @@ def conversation_list(request: Request, project: str, page: int = 1) -> Response
     )
 
 
-@router.get("/p/{project}/conversations/{conversation_id}")
+# ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
+@router.get("/p/{project}/conversations/{conversation_id:path}")
 def transcript(request: Request, project: str, conversation_id: str) -> Response:
     session, membership = access(request, project)
     with request.app.state.db.reader() as conn:
