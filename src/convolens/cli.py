@@ -219,7 +219,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Delete old conversations now: older than --older-than, else as each project's retention says."""
     from datetime import timedelta
 
-    from convolens.store import retention
+    from convolens.store import erasure, retention
     from convolens.timeutil import utcnow
 
     db = _db(Settings.from_env())
@@ -250,6 +250,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
             total.add(pruned)
             if not pruned.conversations:
                 break
+    if total.conversations:
+        erasure.wipe_deleted(db)
     print(
         f"pruned {total.conversations} conversations, {total.messages} messages, "
         f"{total.end_users} end users left without conversations"
@@ -260,7 +262,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_users_erase(args: argparse.Namespace) -> int:
     import json
 
-    from convolens.store.erasure import erase_end_user
+    from convolens.store.erasure import erase_end_user, wipe_deleted
 
     db = _db(Settings.from_env())
     with db.writer() as conn:
@@ -272,6 +274,7 @@ def cmd_users_erase(args: argparse.Namespace) -> int:
     if receipt is None:
         print(f"error: no end user {args.user_id!r} in project {args.project!r}", file=sys.stderr)
         return 1
+    wipe_deleted(db)
     print(json.dumps({"status": "erased", **receipt.as_dict()}))
     return 0
 

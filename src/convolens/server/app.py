@@ -8,6 +8,7 @@
 - ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
 - ``DELETE /api/v1/users/{user_id}``   → server/api/users.py (erasure)
 - ``/healthz``, ``/readyz``, ``/metrics`` → server/api/health.py
+- ``/docs`` (Swagger UI, vendored), ``/openapi.json`` → server/web/api_docs.py, FastAPI
 - ``/``, ``/login``, ``/p/{project}/…``, ``/static/…`` → server/web/ (the dashboard; its __init__ lists the pages)
 """
 
@@ -81,6 +82,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         version=__version__,
         description="Self-hosted user analytics for LLM-powered products. Context.ai-compatible API.",
         lifespan=lifespan,
+        # /docs is served from the package under the dashboard's CSP (server/web/api_docs.py): FastAPI's
+        # pages load Swagger UI and ReDoc from a CDN. /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db

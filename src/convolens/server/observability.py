@@ -115,7 +115,8 @@ class RequestContextMiddleware:
         finally:
             duration = time.perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # path_format: "{conversation_id}", without the route's ":path" converter
+            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], template, str(status)).inc()
             self.metrics.latency.labels(template).observe(duration)
             access_log.info(

@@ -207,6 +207,9 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Deleted rows are overwritten with zeros, not left in free space: an erasure leaves no text in
+        # the database file (``Database.checkpoint`` then empties the WAL of the pages as they were).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
 
@@ -525,6 +528,38 @@ class Database:
             if self.dialect == "postgresql":
                 conn.execution_options(isolation_level="REPEATABLE READ")
             yield conn
+
+    # How long a checkpoint waits for readers of older snapshots (an export streaming), holding up writers.
+    CHECKPOINT_WAIT_MS = 5000
+
+    def checkpoint(self) -> bool:
+        """SQLite: copy the WAL into the database file and truncate the WAL to zero bytes, after rows were
+        deleted for good (an erasure, a prune): the WAL still holds their pages as they were before the
+        delete, and ``secure_delete`` zeroed them in what it copies back. False if a reader of an older
+        snapshot held it up past ``CHECKPOINT_WAIT_MS`` (then the next full checkpoint finishes it).
+
+        PostgreSQL: nothing to do here; deleted rows stay as dead tuples until VACUUM (docs/deploy.md)."""
+        if not self.is_sqlite:
+            return True
+        turn = self._write_turn
+        if turn is not None and not turn.acquire(timeout=60):
+            raise DatabaseUnavailable("timed out waiting for the write lock")
+        try:
+            with self._other_processes_locked_out():
+                raw = self.write_engine.raw_connection()  # outside a transaction: no BEGIN IMMEDIATE
+                try:
+                    driver = raw.driver_connection
+                    driver.execute(f"PRAGMA busy_timeout={self.CHECKPOINT_WAIT_MS}")
+                    try:
+                        busy, _frames, _copied = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    finally:
+                        driver.execute("PRAGMA busy_timeout=30000")
+                finally:
+                    raw.close()
+        finally:
+            if turn is not None:
+                turn.release()
+        return busy == 0
 
     def ping(self) -> bool:
         try:

@@ -4,18 +4,28 @@ What goes: the user's conversations and every message in them (with whatever enr
 messages), and the end-user row. The days they were active in are marked for the rollups, which are
 redone without them (and read from the base tables until then), so no contribution survives; the
 receipt counts each step.
+
+On disk: on SQLite, ``secure_delete`` (store/db.py) zeroes the deleted rows where they lay, and
+``wipe_deleted`` then checkpoints and truncates the WAL, which held the pages as they were; callers run it
+once the erasing transaction committed. On PostgreSQL the deleted rows stay as dead tuples in the table
+files until VACUUM (autovacuum, usually within minutes) reclaims them, and in WAL segments and backups
+for as long as those are kept (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, select, update
 
 from convolens.store import rollups
+from convolens.store.db import Database
 from convolens.store.dialect import bucket
 from convolens.store.tables import conversation, end_user, message, topic
 from convolens.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,3 +101,9 @@ def _forget_in_topics(conn: Connection, project_pk: int, conversations) -> int: 
                 update(topic).where(topic.c.pk == pk).values(definition=kept, samples=kept_samples, updated_at=utcnow())
             )
     return removed
+
+
+def wipe_deleted(db: Database) -> None:
+    """After an erasure or a prune committed: leave no copy of the deleted rows in SQLite's WAL file."""
+    if not db.checkpoint():
+        log.warning("a long read held up the checkpoint: deleted rows stay in the WAL file until the next one")

@@ -4,6 +4,7 @@ is held up for one short batch at a time, never for the whole prune.
 
 What goes with a conversation: its messages, their embeddings and topic links (foreign-key cascades),
 and end users left without any conversation. The days it touched are marked for the rollups.
+Callers run ``erasure.wipe_deleted`` once they are done, so the deleted text leaves SQLite's WAL too.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import TopicMatcher
 from convolens.outbound import OutboundPolicy
-from convolens.store import enrichment, projects, retention, rollups, suggestions, topics
+from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 
@@ -175,6 +175,7 @@ class Worker:
             self.retention_due_at = now + self.retention_every
         else:
             log.info("worker %s: retention removed %d conversations", self.owner, removed)
+            erasure.wipe_deleted(self.db)
         return removed
 
     def suggest_once(self, min_messages: int = 50) -> dict[str, int] | None:

@@ -307,7 +307,8 @@ async def log_conversation_thread(
     return JSONResponse({**_OK, "data": {"id": thread_id, "appended_messages": appended}}, status_code=201)
 
 
-@router.patch("/api/v1/log/conversation/thread/{thread_id}")
+# ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
+@router.patch("/api/v1/log/conversation/thread/{thread_id:path}")
 def rate_thread_messages(
     thread_id: str,
     body: ThreadRatingsBody | list[ThreadRating],

@@ -117,7 +117,9 @@ def series(
     )
 
 
-@router.get("/api/v1/conversations/{conversation_id}")
+# ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
+# Declared after the series routes: as in Context, ``series`` and ``series/{name}`` are those.
+@router.get("/api/v1/conversations/{conversation_id:path}")
 def get_conversation(
     conversation_id: str,
     token: TokenInfo = ReadToken,

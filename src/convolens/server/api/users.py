@@ -9,13 +9,14 @@ from convolens.server.auth import AdminToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
 from convolens.store.db import Database
-from convolens.store.erasure import erase_end_user
+from convolens.store.erasure import erase_end_user, wipe_deleted
 from convolens.store.projects import TokenInfo
 
 router = APIRouter(tags=["users"], responses=ERROR_RESPONSES)
 
 
-@router.delete("/api/v1/users/{user_id}")
+# ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
+@router.delete("/api/v1/users/{user_id:path}")
 def erase_user(
     user_id: str,
     token: TokenInfo = AdminToken,
@@ -26,4 +27,5 @@ def erase_user(
         receipt = erase_end_user(conn, token.project_pk, user_id)
     if receipt is None:
         raise ApiError(404, "no such end user in this project")
+    wipe_deleted(db)
     return JSONResponse({"status": "erased", **receipt.as_dict()})

@@ -7,6 +7,7 @@ MIT, ``static/uPlot.*``) and two small scripts of ours. Where a URL goes:
 - ``/p/{project}/users…``           → users.py
 - ``/p/{project}/topics…``          → topics.py
 - ``/p/{project}/settings…``        → settings.py (admins)
+- ``/docs``                          → api_docs.py (the API in Swagger UI 5.35.0, Apache-2.0, ``static/swagger-ui*``)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convolens.server import errors
 from convolens.server.ratelimit import RateLimiter
-from convolens.server.web import conversations, overview, session, settings, topics, users
+from convolens.server.web import api_docs, conversations, overview, session, settings, topics, users
 from convolens.server.web.render import HERE, LoginRequired, WebError, render
 
 
@@ -36,7 +37,7 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     # Failed sign-ins per client address and e-mail: 10, then one every 6 seconds (per process).
     app.state.login_limiter = RateLimiter(per_second=1 / 6, burst=10)
-    for module in (session, overview, conversations, users, topics, settings):
+    for module in (session, overview, conversations, users, topics, settings, api_docs):
         app.include_router(module.router)
 
     @app.exception_handler(WebError)
@@ -67,7 +68,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, _exc: LoginRequired) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # The path as sent, still percent-encoded: an id's "%2F" or "%3F" must come back as it was.
+        path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        target = path + (f"?{request.url.query}" if request.url.query else "")
         if request.method != "GET":
             target = "/"
         return session.redirect(f"/login?next={quote(target, safe='')}")

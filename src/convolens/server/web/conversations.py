@@ -99,7 +99,8 @@ def conversation_list(request: Request, project: str, page: int = 1) -> Response
     )
 
 
-@router.get("/p/{project}/conversations/{conversation_id}")
+# ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
+@router.get("/p/{project}/conversations/{conversation_id:path}")
 def transcript(request: Request, project: str, conversation_id: str) -> Response:
     session, membership = access(request, project)
     with request.app.state.db.reader() as conn:
@@ -129,21 +130,20 @@ def _csv_rows(views: Iterator[queries.ConversationView]) -> Iterator[str]:
     writer.writerow(CSV_COLUMNS)
     for view in views:
         first = next((m.content for m in view.messages if m.role == "user" and m.kind == "message"), "")
-        writer.writerow(
-            [
-                view.id,
-                view.user_id or "",
-                view.tenant_id or "",
-                view.started_at.isoformat(),
-                view.last_message_at.isoformat(),
-                view.message_count,
-                view.sentiment_trend or "",
-                " ".join(view.languages),
-                "; ".join(t["name"] for t in view.topics),
-                _defuse(first),
-                orjson.dumps(view.metadata).decode() if view.metadata else "",
-            ]
-        )
+        cells = [
+            view.id,
+            view.user_id or "",
+            view.tenant_id or "",
+            view.started_at.isoformat(),
+            view.last_message_at.isoformat(),
+            view.message_count,
+            view.sentiment_trend or "",
+            " ".join(view.languages),
+            "; ".join(t["name"] for t in view.topics),
+            first,
+            orjson.dumps(view.metadata).decode() if view.metadata else "",
+        ]
+        writer.writerow([_defuse(str(cell)) for cell in cells])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -151,9 +151,14 @@ def _csv_rows(views: Iterator[queries.ConversationView]) -> Iterator[str]:
         yield buffer.getvalue()
 
 
+# What a spreadsheet may take for the start of a formula (OWASP's CSV injection list). Every cell comes
+# from ingested data (ids, user ids, tenants, topic names, metadata, text), so every cell is defused.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _defuse(text: str) -> str:
-    """A cell a spreadsheet would run as a formula (=, +, -, @) is made plain text."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """A cell a spreadsheet would run as a formula is made plain text by a leading apostrophe."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _jsonl_rows(views: Iterator[queries.ConversationView]) -> Iterator[bytes]:

@@ -67,7 +67,8 @@ def users(
     )
 
 
-@router.get("/p/{project}/users/{user_id}")
+# ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
+@router.get("/p/{project}/users/{user_id:path}")
 def user(request: Request, project: str, user_id: str, page: int = 1) -> Response:
     session, membership = access(request, project)
     with request.app.state.db.reader() as conn:
