@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from convolens.schemas.ingest import Metadata, Rating
+from convolens.schemas.timestamps import Timestamp
 
 
 class _Lenient(BaseModel):
@@ -19,7 +19,7 @@ class ContextMessage(_Lenient):
     role: Literal["system", "user", "assistant", "tool"]
     message: str
     type: Literal["message", "tool", "event"] = "message"
-    event_timestamp: datetime | None = None
+    event_timestamp: Timestamp | None = None
     metadata: Metadata | None = None
     rating: Rating | None = None
     name: str | None = None

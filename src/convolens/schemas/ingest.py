@@ -6,10 +6,11 @@ has a single write path.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
+
+from convolens.schemas.timestamps import Timestamp
 
 Role = Literal["system", "user", "assistant", "tool"]
 MessageKind = Literal["message", "tool", "event"]
@@ -33,7 +34,7 @@ class ConversationEvent(_Event):
     user_id: str | None = None
     metadata: Metadata | None = None
     feedback: str | None = None
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
 
 
 class MessageEvent(_Event):
@@ -46,7 +47,7 @@ class MessageEvent(_Event):
     content: str
     kind: MessageKind = "message"
     name: str | None = None
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
     metadata: Metadata | None = None
     rating: Rating | None = None
     model: str | None = None
@@ -83,7 +84,7 @@ class CustomEvent(_Event):
     id: str | None = None
     name: str
     properties: Metadata | None = None
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
     user_id: str | None = None
 
 
