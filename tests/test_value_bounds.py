@@ -1,11 +1,18 @@
 """Hostile values inside well-formed bodies and query strings, over real HTTP on both backends: times at
-the ends of the calendar. Each is a 4xx naming its field (it was a 500); the in-range neighbours are
-accepted."""
+the ends of the calendar, free-form JSON too deep, too large, with NUL or infinite numbers, names with
+control characters. Each is a 4xx naming its field (it was a 500, or stored to break a reader later);
+the in-range neighbours are accepted."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 import pytest
+
+from conftest import TEST_LIMITS
+from convolens.schemas.bounds import json_problem
 
 # Each was a 500 (OverflowError moving it to UTC, or a day added to it later) or is outside the range.
 BAD_TIMES = [
@@ -97,3 +104,77 @@ def test_a_query_time_out_of_range_is_422_naming_it(api: httpx.Client, path: str
     response = api.get(path, params=params)
     assert_names(response, field)
     assert response.json()["errors"][0]["loc"] == ["query", field]
+
+
+def _nested(depth: int) -> dict:
+    value: object = "leaf"
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return {"a": value}
+
+
+RAW_INFINITY = "1e400"  # a JSON number every parser reads as infinity
+# (event or Context message, as raw JSON text where a number cannot be written by json.dumps; field)
+HOSTILE_VALUES = [
+    # free-form JSON: depth (300 was a 500 from the JSON writer's 255-level limit), size, NUL, numbers
+    (json.dumps(_native({**MESSAGE, "extra": _nested(300)})), "events[0].extra.a"),
+    (json.dumps(_native({**MESSAGE, "extra": _nested(TEST_LIMITS.max_extra_depth + 1)})), "events[0].extra.a"),
+    (json.dumps(_native({**MESSAGE, "extra": {"blob": "x" * (TEST_LIMITS.max_extra_bytes + 1)}})), "events[0].extra"),
+    (json.dumps(_native({**MESSAGE, "extra": {"list": ["x" * 1000] * 80}})), "events[0].extra"),
+    (json.dumps(_native({**MESSAGE, "extra": {"a": ["ok", "nul\x00"]}})), "events[0].extra.a[1]"),
+    (json.dumps(_native({**MESSAGE, "extra": {"nul\x00key": 1}})), "events[0].extra"),
+    (json.dumps(_native({**MESSAGE, "extra": {"x": 1.5}})).replace("1.5", RAW_INFINITY), "events[0].extra.x"),
+    (json.dumps(_native({**MESSAGE, "extra": {"x": 1.5}})).replace("1.5", "NaN"), "events[0].extra.x"),
+    # finite numbers
+    (json.dumps(_native({**MESSAGE, "latency_ms": 1.5})).replace("1.5", RAW_INFINITY), "events[0].message.latency_ms"),
+    (json.dumps(_native({**MESSAGE, "metadata": {"k": 1.5}})).replace("1.5", RAW_INFINITY), "events[0].metadata.k"),
+    (json.dumps(_native({"type": "conversation", "id": "c", "metadata": {"k": 1.5}})).replace("1.5", "-Infinity"),
+     "events[0].metadata.k"),
+    (json.dumps(_native({"type": "event", "conversation_id": "c", "name": "n", "properties": {"k": 1.5}}))
+     .replace("1.5", "NaN"), "events[0].properties.k"),
+    # names: identifier-like
+    (json.dumps(_native({"type": "event", "conversation_id": "c", "name": "two\nlines"})), "events[0].name"),
+    (json.dumps(_native({"type": "event", "conversation_id": "c", "name": "n" * 129})), "events[0].name"),
+    (json.dumps(_native({"type": "event", "conversation_id": "c", "name": ""})), "events[0].name"),
+    (json.dumps(_native({**MESSAGE, "name": "tab\there"})), "events[0].name"),
+    # Context: input is the free-form JSON, thought and observation are texts
+    (json.dumps(_context({**HELLO, "input": _nested(300)})), "conversation.messages[0].input.a"),
+    (json.dumps(_context({**HELLO, "input": {"q": "nul\x00"}})), "conversation.messages[0].input.q"),
+    (json.dumps(_context({**HELLO, "input": {"q": 1.5}})).replace("1.5", RAW_INFINITY),
+     "conversation.messages[0].input.q"),
+    (json.dumps(_context({**HELLO, "thought": "nul\x00"})), "conversation.messages[0].thought"),
+    (json.dumps(_context({**HELLO, "observation": "nul\x00"})), "conversation.messages[0].observation"),
+    (json.dumps(_context({**HELLO, "type": "event", "name": "click\x07"})), "conversation.messages[0].name"),
+    (json.dumps({"conversation": {"messages": [HELLO], "metadata": {"k": 1.5}}}).replace("1.5", RAW_INFINITY),
+     "conversation.metadata.k"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "field"), HOSTILE_VALUES, ids=[f for _, f in HOSTILE_VALUES])
+def test_a_hostile_value_is_422_naming_the_field(api: httpx.Client, text: str, field: str) -> None:
+    path = "/api/v1/ingest" if text.startswith('{"events"') else "/api/v1/log/conversation"
+    assert len(text) < TEST_LIMITS.max_body_bytes  # the bound under test is not the body's
+    response = api.post(path, content=text, headers={"Content-Type": "application/json"})
+    assert_names(response, field)
+
+
+def test_free_form_json_at_its_bounds_is_stored(api: httpx.Client) -> None:
+    deep = _nested(TEST_LIMITS.max_extra_depth)
+    big = {"blob": "x" * (TEST_LIMITS.max_extra_bytes - 100)}
+    for cid, extra in (("deep", deep), ("big", big)):
+        response = api.post("/api/v1/ingest", json=_native({**MESSAGE, "conversation_id": cid, "extra": extra}))
+        assert response.status_code == 202, response.text[:300]
+
+
+def test_the_json_walk_is_bounded_by_the_limits_not_by_the_value() -> None:
+    # Values no JSON parser would hand over (10**5 levels; a million items), built here to show the
+    # walk neither recurses (RecursionError) nor queues every item before it stops.
+    deep: object = "leaf"
+    for _ in range(100_000):
+        deep = [deep]
+    assert json_problem(deep, 32, 65536) == ((0,) * 32, "nests deeper than 32 levels")
+    wide = [0] * 1_000_000
+    start = time.process_time()
+    assert json_problem({"a": wide}, 32, 65536) == ((), "is over 65536 bytes as JSON")
+    assert time.process_time() - start < 0.05
+    assert json_problem({"ok": [1, 2.5, "three", None, True, {"k": "v"}]}, 32, 65536) is None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
+from pydantic import BaseModel, ConfigDict, Field
 
 from convolens.schemas.timestamps import Timestamp
 
@@ -19,6 +19,8 @@ MetadataValue = str | int | float | bool | None
 Metadata = dict[str, MetadataValue]
 # A count that fits a 64-bit column, and its sums over billions of rows: larger is a 422, not a 500.
 Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+# Finite only: JSON parsers read 1e400 as infinity, which no column or average should hold.
+Latency = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Event(BaseModel):
@@ -53,7 +55,7 @@ class MessageEvent(_Event):
     model: str | None = None
     input_tokens: Count | None = None
     output_tokens: Count | None = None
-    latency_ms: NonNegativeFloat | None = None
+    latency_ms: Latency | None = None
     error: str | None = None
     extra: dict[str, Any] | None = None
     # Convenience for SDKs that send messages before (or instead of) a conversation event.
