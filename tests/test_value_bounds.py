@@ -1,7 +1,7 @@
 """Hostile values inside well-formed bodies and query strings, over real HTTP on both backends: times at
 the ends of the calendar, free-form JSON too deep, too large, with NUL or infinite numbers, names with
 control characters. Each is a 4xx naming its field (it was a 500, or stored to break a reader later);
-the in-range neighbours are accepted."""
+the in-range neighbours are accepted, and a Context custom event without a message is stored."""
 
 from __future__ import annotations
 
@@ -147,6 +147,10 @@ HOSTILE_VALUES = [
     (json.dumps(_context({**HELLO, "type": "event", "name": "click\x07"})), "conversation.messages[0].name"),
     (json.dumps({"conversation": {"messages": [HELLO], "metadata": {"k": 1.5}}}).replace("1.5", RAW_INFINITY),
      "conversation.metadata.k"),
+    # a message (not an event) still needs its role and its text
+    (json.dumps(_context({"message": "no role"})), "conversation.messages[0].role"),
+    (json.dumps(_context({"role": "user"})), "conversation.messages[0].message"),
+    (json.dumps(_context({"type": "event"})), "conversation.messages[0].name"),
 ]  # fmt: skip
 
 
@@ -164,6 +168,26 @@ def test_free_form_json_at_its_bounds_is_stored(api: httpx.Client) -> None:
     for cid, extra in (("deep", deep), ("big", big)):
         response = api.post("/api/v1/ingest", json=_native({**MESSAGE, "conversation_id": cid, "extra": extra}))
         assert response.status_code == 202, response.text[:300]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/log/conversation", "/api/v1/log/conversation/thread", "/api/v1/log/conversation/upsert"]
+)
+def test_a_context_event_without_a_message_is_stored_as_an_event(api: httpx.Client, path: str) -> None:
+    body = _context(
+        HELLO,
+        {"type": "event", "name": "user_clicked", "role": "user"},
+        {"type": "event", "name": "Checkout", "metadata": {"plan": "pro"}},
+    )
+    response = api.post(path, json=body)
+    assert response.status_code == 201, response.text
+    messages = api.get(f"/api/v1/conversations/{response.json()['data']['id']}").json()["messages"]
+    assert [(m["type"], m["role"], m["message"]) for m in messages] == [
+        ("message", "user", "hello"),
+        ("event", "user", "user_clicked"),
+        ("event", "system", "Checkout"),
+    ]
+    assert messages[2]["metadata"] == {"plan": "pro"}
 
 
 def test_the_json_walk_is_bounded_by_the_limits_not_by_the_value() -> None:

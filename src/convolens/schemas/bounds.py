@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from convolens.config import Limits
-from convolens.schemas.context import ContextConversation
+from convolens.schemas.context import ContextConversation, ContextMessage
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, IngestBatch, MessageEvent
 
 
@@ -262,6 +262,7 @@ def check_context_conversation(
         return c.errors
     for i, message in enumerate(conversation.messages):
         mloc = (*loc, "messages", i)
+        _required(c, mloc, message)
         c.text((*mloc, "message"), message.message, limits.max_content_chars)
         c.identifier((*mloc, "name"), message.name)
         c.metadata((*mloc, "metadata"), message.metadata)
@@ -269,3 +270,16 @@ def check_context_conversation(
         c.text((*mloc, "observation"), message.observation, limits.max_content_chars)
         c.json((*mloc, "input"), message.input)
     return c.errors
+
+
+def _required(c: _Checker, loc: tuple, message: ContextMessage) -> None:
+    """The SDK makes ``role`` and ``message`` optional: a message or tool call needs both, a custom
+    event (``type: "event"``) only a name or a message to show."""
+    if message.type == "event":
+        if not message.name and not message.message:
+            c.errors.append(FieldError((*loc, "name"), "an event needs a name or a message"))
+        return
+    if message.role is None:
+        c.errors.append(FieldError((*loc, "role"), f"is required unless type is event (type is {message.type})"))
+    if message.message is None:
+        c.errors.append(FieldError((*loc, "message"), f"is required unless type is event (type is {message.type})"))

@@ -16,8 +16,10 @@ class _Lenient(BaseModel):
 
 
 class ContextMessage(_Lenient):
-    role: Literal["system", "user", "assistant", "tool"]
-    message: str
+    # The SDK makes both optional: a custom event (``type: "event"``) often has neither. A message or
+    # tool call without them is refused by the bounds (schemas/bounds.py), naming the missing field.
+    role: Literal["system", "user", "assistant", "tool"] | None = None
+    message: str | None = None
     type: Literal["message", "tool", "event"] = "message"
     event_timestamp: Timestamp | None = None
     metadata: Metadata | None = None
@@ -26,6 +28,18 @@ class ContextMessage(_Lenient):
     thought: str | None = None
     input: Any = None
     observation: str | None = None
+
+    @property
+    def stored_role(self) -> str:
+        """The role it is stored with: an event without one is the system's, as a native custom event."""
+        return self.role or "system"
+
+    @property
+    def stored_content(self) -> str:
+        """The text it is stored with: an event without a message shows its name, as a native custom event."""
+        if self.type == "event" and not self.message:
+            return self.name or ""
+        return self.message or ""
 
 
 class ContextConversation(_Lenient):
