@@ -33,7 +33,8 @@ from getcontext.generated.models import (
 )
 from getcontext.token import Credential
 
-from conftest import CLI, free_port
+from conftest import CLI, free_port, make_project
+from convolens.store.db import Database
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +176,28 @@ def test_the_sdk_sees_auth_errors(tls_server: tuple[str, str]) -> None:
         pytest.raises(ResourceNotFoundError),
     ):
         good.conversation("does-not-exist")
+
+
+def test_a_custom_event_without_a_message_is_stored_as_an_event(tls_server: tuple[str, str], db: Database) -> None:
+    # The SDK declares role and message optional; Context's docs log custom events with a name alone.
+    base, _ = tls_server
+    project = make_project(db, "sdk-events")  # its own project: the round trip above counts its conversations
+    with ContextAPI(credential=Credential(project.token), endpoint=base, connection_verify=False) as client:
+        created = client.log.conversation_thread(
+            body=ThreadBody(
+                conversation=Thread(
+                    messages=[
+                        Message(role="user", message="Add the pro plan"),
+                        Message(type="event", name="user_clicked", role="user"),
+                        Message(type="event", name="Checkout", metadata={"plan": "pro"}),
+                    ]
+                )
+            )
+        )
+        stored = client.conversation(created.data.id)
+    assert [(m.type, m.role, m.message) for m in stored.messages] == [
+        ("message", "user", "Add the pro plan"),
+        ("event", "user", "user_clicked"),
+        ("event", "system", "Checkout"),
+    ]
+    assert stored.messages[2].metadata == {"plan": "pro"}

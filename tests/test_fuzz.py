@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -185,12 +186,48 @@ def test_accepted_text_reads_back_byte_for_byte(fuzz_server, content, meta_value
     assert got["metadata"] == {"k": meta_value}
 
 
+# -- hypothesis: times across the whole calendar, at any UTC offset ------------------------------
+
+offsets = st.one_of(st.none(), st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m))))
+calendar = st.one_of(
+    st.datetimes(timezones=offsets),  # year 1 to 9999, where hypothesis likes to try both ends
+    st.datetimes(datetime(1969, 12, 30), datetime(1970, 1, 2), timezones=offsets),
+    st.datetimes(datetime(2199, 12, 30), datetime(2200, 1, 2), timezones=offsets),
+)
+
+
+def in_accepted_range(when: datetime) -> bool:
+    """Whether the time, moved to UTC by hand (not as the server does), is in 1970..2199."""
+    try:
+        utc = when.replace(tzinfo=None) - (when.utcoffset() or timedelta(0))
+    except OverflowError:
+        return False
+    return datetime(1970, 1, 1) <= utc < datetime(2200, 1, 1)
+
+
+@given(when=calendar)
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_time_is_accepted_in_range_or_a_422_naming_it(fuzz_server, when: datetime) -> None:
+    server, project = fuzz_server
+    COUNTS["hypothesis"] += 1
+    stamp = when.isoformat()
+    event = {"type": "message", "conversation_id": "times", "role": "user", "content": "t", "timestamp": stamp}
+    with server.client(project.token) as client:
+        sent = client.post("/api/v1/ingest", json={"events": [event]})
+        listed = client.get("/api/v1/conversations", params={"start_time": stamp, "end_time": stamp})
+    if in_accepted_range(when):
+        assert (sent.status_code, listed.status_code) == (202, 200), (stamp, sent.text, listed.text)
+    else:
+        assert sent.status_code == 422 and sent.json()["errors"][0]["field"] == "events[0].message.timestamp", stamp
+        assert listed.status_code == 422 and listed.json()["errors"][0]["field"] == "start_time", stamp
+
+
 def test_report_counts(fuzz_server, tmp_path_factory) -> None:
     # Not an assertion about behaviour: writes how much was tried, for the closing note and CI logs.
     out = Path(tmp_path_factory.getbasetemp()) / "fuzz-counts.json"
     out.write_text(json.dumps(COUNTS))
     print(f"fuzz counts: {COUNTS}")
-    assert COUNTS["hypothesis"] >= 450 and COUNTS["schemathesis"] >= 500
+    assert COUNTS["hypothesis"] >= 530 and COUNTS["schemathesis"] >= 500
 
 
 def test_nothing_was_stored_with_a_nul_or_broken_text(fuzz_server) -> None:

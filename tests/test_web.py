@@ -615,6 +615,28 @@ def test_bad_input_gets_a_page_naming_the_problem(web: RunningServer, people: di
         assert client.get("/api/v1/nowhere").headers["content-type"].startswith("application/json")
 
 
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("end=0001-01-01", "end"),  # the default start, 30 days before, was before year 1: a 500
+        ("start=0001-01-01&end=0001-01-02", "start"),
+        ("start=9999-12-30&end=9999-12-31", "start"),  # a bucket edge a day later was after 9999: a 500
+        ("end=9999-12-31", "end"),
+        ("start=1969-12-31&end=1970-01-05", "start"),
+        ("start=2026-13-45", "start"),
+    ],
+)
+def test_a_date_out_of_range_is_a_400_page_naming_it(
+    web: RunningServer, people: dict[str, Account], query: str, parameter: str
+) -> None:
+    topic_id = api(web, "/api/v1/topics")["topics"][0]["id"]
+    with signed_in(web, people["viewer"]) as client:
+        for page in ("overview", "conversations", "users", "topics", f"topics/{topic_id}", "export.csv"):
+            response = client.get(f"/p/demo/{page}?{query}")
+            assert response.status_code == 400, (page, response.status_code)
+            assert response.text.startswith("<!doctype html>") and f"{parameter}: dates must" in response.text, page
+
+
 def test_the_project_switcher_lists_every_project_of_the_account(web: RunningServer) -> None:
     both = add_account(web.db, "both@example.com", DEMO_PROJECT, "viewer")
     add_account(web.db, "both@example.com", "other", "member")

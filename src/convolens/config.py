@@ -23,6 +23,9 @@ class Limits:
     max_metadata_value_chars: int = 2048
     max_id_chars: int = 128
     max_tenant_chars: int = 128
+    # A message's free-form JSON (``extra``; Context's ``input``): its size as JSON and how deep it nests.
+    max_extra_bytes: int = 64 * 1024
+    max_extra_depth: int = 32
     max_per_page: int = 100
     # Requests per second per API token (0 turns the limit off), and the burst allowed above it.
     rate_limit_per_second: int = 100

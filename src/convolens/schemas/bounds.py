@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from convolens.config import Limits
-from convolens.schemas.context import ContextConversation
+from convolens.schemas.context import ContextConversation, ContextMessage
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, IngestBatch, MessageEvent
 
 
@@ -58,6 +59,66 @@ def has_lone_surrogate(value: object) -> bool:
     return False
 
 
+# What orjson (the store's JSON writer) and both databases hold as a JSON integer.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _scalar_problem(value: object) -> str | None:
+    """What is wrong with one number or string inside free-form JSON, or ``None``."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "must not contain NUL characters"
+        if not value.isascii() and _LONE_SURROGATE.search(value):
+            return "must not contain unpaired UTF-16 surrogates"
+    elif isinstance(value, float):
+        # 1e400, NaN and Infinity reach here from the standard JSON parser (orjson refuses them).
+        if not math.isfinite(value):
+            return "must be a finite number"
+    elif isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        return "must be an integer that fits in 64 bits"
+    return None
+
+
+def _json_chars(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_problem(value: object, max_depth: int, max_bytes: int) -> tuple[tuple[str | int, ...], str] | None:
+    """The first problem of a free-form JSON value, as (path inside it, message), or ``None``.
+
+    Iterative, so a value nested 10**5 deep costs no stack, and it stops at the first container past
+    ``max_depth`` or as soon as the JSON text would pass ``max_bytes`` (counted as it goes, about the
+    length ``json.dumps`` would write). Every item queued adds at least a byte to that count, so the
+    walk does O(``max_bytes``) work whatever the value's size."""
+    size = 0
+    stack: list[tuple[tuple[str | int, ...], object, int]] = [((), value, 1)]
+    while stack:
+        path, item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return path, f"nests deeper than {max_depth} levels"
+            size += 2 + len(item)  # brackets, and a comma or colon per item
+            if size > max_bytes:  # before its items are queued: a million-item list stops here
+                return (), f"is over {max_bytes} bytes as JSON"
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    problem = _scalar_problem(key)
+                    if problem:
+                        return (*path, _label(key)), f"key {problem}"
+                    size += _json_chars(key) + 2
+                    stack.append(((*path, _label(key)), child, depth + 1))
+            else:
+                stack.extend(((*path, i), child, depth + 1) for i, child in enumerate(item))
+        else:
+            problem = _scalar_problem(item)
+            if problem:
+                return path, problem
+            size += _json_chars(item) + 2 if isinstance(item, str) else len(repr(item))
+        if size > max_bytes:
+            return (), f"is over {max_bytes} bytes as JSON"
+    return None
+
+
 class _Checker:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -87,6 +148,15 @@ class _Checker:
         elif not value.isascii() and _LONE_SURROGATE.search(value):
             self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
+    def json(self, loc: tuple, value: object) -> None:
+        """Free-form JSON (``extra``, Context's ``input``): depth, size, no NUL, finite numbers."""
+        if value is None:
+            return
+        found = json_problem(value, self.limits.max_extra_depth, self.limits.max_extra_bytes)
+        if found:
+            path, msg = found
+            self.errors.append(FieldError((*loc, *path), msg))
+
     def metadata(self, loc: tuple, metadata: Mapping | None) -> None:
         if not metadata:
             return
@@ -105,6 +175,8 @@ class _Checker:
                 self.errors.append(FieldError((*loc, _label(key)), "must not contain unpaired UTF-16 surrogates"))
             if isinstance(value, str) and "\x00" in value:
                 self.errors.append(FieldError((*loc, _label(key)), "value must not contain NUL characters"))
+            elif isinstance(value, int | float) and (problem := _scalar_problem(value)):
+                self.errors.append(FieldError((*loc, _label(key)), f"value {problem}"))
             if isinstance(value, str) and len(value) > lim.max_metadata_value_chars:
                 self.errors.append(
                     FieldError(
@@ -134,14 +206,13 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
             c.text((*loc, "feedback"), event.feedback, limits.max_content_chars)
         elif isinstance(event, MessageEvent):
             c.text((*loc, "content"), event.content, limits.max_content_chars)
-            c.text((*loc, "name"), event.name, limits.max_id_chars)
+            c.identifier((*loc, "name"), event.name)
             c.text((*loc, "model"), event.model, limits.max_id_chars)
             c.text((*loc, "error"), event.error, limits.max_content_chars)
             c.metadata((*loc, "metadata"), event.metadata)
-            if event.extra and has_lone_surrogate(event.extra):
-                c.errors.append(FieldError((*loc, "extra"), "must not contain unpaired UTF-16 surrogates"))
+            c.json((*loc, "extra"), event.extra)
         elif isinstance(event, CustomEvent):
-            c.text((*loc, "name"), event.name, limits.max_id_chars)
+            c.identifier((*loc, "name"), event.name)
             c.metadata((*loc, "properties"), event.properties)
         else:
             c.text((*loc, "feedback"), getattr(event, "feedback", None), limits.max_content_chars)
@@ -191,10 +262,24 @@ def check_context_conversation(
         return c.errors
     for i, message in enumerate(conversation.messages):
         mloc = (*loc, "messages", i)
+        _required(c, mloc, message)
         c.text((*mloc, "message"), message.message, limits.max_content_chars)
-        c.text((*mloc, "name"), message.name, limits.max_id_chars)
+        c.identifier((*mloc, "name"), message.name)
         c.metadata((*mloc, "metadata"), message.metadata)
-        for extra in ("thought", "input", "observation"):
-            if has_lone_surrogate(getattr(message, extra)):
-                c.errors.append(FieldError((*mloc, extra), "must not contain unpaired UTF-16 surrogates"))
+        c.text((*mloc, "thought"), message.thought, limits.max_content_chars)
+        c.text((*mloc, "observation"), message.observation, limits.max_content_chars)
+        c.json((*mloc, "input"), message.input)
     return c.errors
+
+
+def _required(c: _Checker, loc: tuple, message: ContextMessage) -> None:
+    """The SDK makes ``role`` and ``message`` optional: a message or tool call needs both, a custom
+    event (``type: "event"``) only a name or a message to show."""
+    if message.type == "event":
+        if not message.name and not message.message:
+            c.errors.append(FieldError((*loc, "name"), "an event needs a name or a message"))
+        return
+    if message.role is None:
+        c.errors.append(FieldError((*loc, "role"), f"is required unless type is event (type is {message.type})"))
+    if message.message is None:
+        c.errors.append(FieldError((*loc, "message"), f"is required unless type is event (type is {message.type})"))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from convolens.schemas.ingest import Metadata, Rating
+from convolens.schemas.timestamps import Timestamp
 
 
 class _Lenient(BaseModel):
@@ -16,16 +16,30 @@ class _Lenient(BaseModel):
 
 
 class ContextMessage(_Lenient):
-    role: Literal["system", "user", "assistant", "tool"]
-    message: str
+    # The SDK makes both optional: a custom event (``type: "event"``) often has neither. A message or
+    # tool call without them is refused by the bounds (schemas/bounds.py), naming the missing field.
+    role: Literal["system", "user", "assistant", "tool"] | None = None
+    message: str | None = None
     type: Literal["message", "tool", "event"] = "message"
-    event_timestamp: datetime | None = None
+    event_timestamp: Timestamp | None = None
     metadata: Metadata | None = None
     rating: Rating | None = None
     name: str | None = None
     thought: str | None = None
     input: Any = None
     observation: str | None = None
+
+    @property
+    def stored_role(self) -> str:
+        """The role it is stored with: an event without one is the system's, as a native custom event."""
+        return self.role or "system"
+
+    @property
+    def stored_content(self) -> str:
+        """The text it is stored with: an event without a message shows its name, as a native custom event."""
+        if self.type == "event" and not self.message:
+            return self.name or ""
+        return self.message or ""
 
 
 class ContextConversation(_Lenient):

@@ -6,10 +6,11 @@ has a single write path.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
+from pydantic import BaseModel, ConfigDict, Field
+
+from convolens.schemas.timestamps import Timestamp
 
 Role = Literal["system", "user", "assistant", "tool"]
 MessageKind = Literal["message", "tool", "event"]
@@ -18,6 +19,8 @@ MetadataValue = str | int | float | bool | None
 Metadata = dict[str, MetadataValue]
 # A count that fits a 64-bit column, and its sums over billions of rows: larger is a 422, not a 500.
 Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+# Finite only: JSON parsers read 1e400 as infinity, which no column or average should hold.
+Latency = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Event(BaseModel):
@@ -33,7 +36,7 @@ class ConversationEvent(_Event):
     user_id: str | None = None
     metadata: Metadata | None = None
     feedback: str | None = None
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
 
 
 class MessageEvent(_Event):
@@ -46,13 +49,13 @@ class MessageEvent(_Event):
     content: str
     kind: MessageKind = "message"
     name: str | None = None
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
     metadata: Metadata | None = None
     rating: Rating | None = None
     model: str | None = None
     input_tokens: Count | None = None
     output_tokens: Count | None = None
-    latency_ms: NonNegativeFloat | None = None
+    latency_ms: Latency | None = None
     error: str | None = None
     extra: dict[str, Any] | None = None
     # Convenience for SDKs that send messages before (or instead of) a conversation event.
@@ -83,7 +86,7 @@ class CustomEvent(_Event):
     id: str | None = None
     name: str
     properties: Metadata | None = None
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
     user_id: str | None = None
 
 

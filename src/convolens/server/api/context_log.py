@@ -181,8 +181,8 @@ def _to_batch(
                 "type": "message",
                 "conversation_id": conversation_id,
                 "id": new_id(),
-                "role": m.role,
-                "content": m.message,
+                "role": m.stored_role,
+                "content": m.stored_content,
                 "kind": m.type,
                 "name": m.name,
                 "timestamp": m.event_timestamp,
@@ -252,7 +252,7 @@ async def log_conversation_upsert(
 
     def check_and_store() -> tuple[str, int, BatchOutcome]:
         info, tenant = _accept(request, token, conversation, tenant_id, body.tenant_id)
-        pairs = [(m.role, m.message) for m in conversation.messages]
+        pairs = [(m.stored_role, m.stored_content) for m in conversation.messages]
         key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
         now = utcnow()
 

@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query
 
 from convolens.config import Limits
+from convolens.schemas.timestamps import parse_timestamp
 from convolens.server.api.context_format import conversation_response
 from convolens.server.api.deps import database, limits, tenant_filter
 from convolens.server.auth import ReadToken
@@ -16,7 +17,7 @@ from convolens.server.responses import JSONResponse
 from convolens.store import metrics, queries, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
-from convolens.timeutil import iso, to_naive_utc, utcnow
+from convolens.timeutil import iso, utcnow
 
 router = APIRouter(tags=["read"], responses=ERROR_RESPONSES)
 
@@ -28,9 +29,9 @@ def _parse_time(field: str, value: str | None) -> datetime | None:
     if value is None or value == "":
         return None
     try:
-        return to_naive_utc(datetime.fromisoformat(value.strip().replace(" ", "+")))
-    except ValueError:
-        raise query_error(field, f"must be an ISO 8601 date or time, got {value[:40]!r}") from None
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise query_error(field, str(exc)) from None
 
 
 # Series and metrics make one bucket a day at most: a window this long is still a few thousand.

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from convolens.schemas.timestamps import parse_day
 from convolens.timeutil import utcnow
 
 HERE = Path(__file__).parent
@@ -71,7 +72,8 @@ environment.globals["urlencode"] = urlencode
 
 
 class WebError(Exception):
-    """A page that cannot be shown: 403, 404 (also for another project's pages), 422 with a message."""
+    """A page that cannot be shown: 400 (a bad query parameter), 403, 404 (also for another project's
+    pages), 422 (a form to correct), each with a message."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -116,14 +118,17 @@ def date_range(start: str | None, end: str | None, period: str | None, default_d
     """From the page's query string; bad or missing values fall back to the last ``default_days`` days."""
     today = utcnow().date()
 
-    def parse(value: str | None, fallback: date) -> date:
+    def parse(name: str, value: str | None) -> date | None:
         try:
-            return date.fromisoformat(value) if value else fallback
-        except ValueError:
-            raise WebError(422, "dates must look like 2026-11-30") from None
+            return parse_day(value) if value else None
+        except ValueError as exc:
+            # A malformed query string, not a form to correct: 400, naming the parameter.
+            raise WebError(400, f"{name}: {exc}") from None
 
-    last = parse(end, today)
-    first = parse(start, last - timedelta(days=default_days - 1))
+    given_first, given_last = parse("start", start), parse("end", end)
+    last = given_last or today
+    # Within the accepted days, a default start 30 days back (or a bucket edge a day on) cannot overflow.
+    first = given_first or last - timedelta(days=default_days - 1)
     if first > last:
         raise WebError(422, "the start date must not be after the end date")
     if (last - first).days > 3700:
