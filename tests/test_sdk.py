@@ -212,10 +212,14 @@ def test_bad_arguments_never_raise(sqlite_server: RunningServer, tmp_path: Path)
     # Oversized and odd values are repaired rather than refused.
     long_id = client.log_message("c", "user", "y" * 200_000, metadata={"obj": object(), "n": 1})
     assert long_id and client.stats["truncated"] == 1
+    # A tool name with control characters (which the server refuses) is cleaned, not sent as it is.
+    client.log_message("c", "tool", "42", name="get\tweather\n")
+    client.log_message("c", "tool", "43", name="\x00\x01")
     assert client.flush(30)
     with sqlite_server.db.reader() as conn:
         view = queries.get_conversation(conn, project.pk, "c")
     assert len(view.messages[0].content) == 100_000 and view.messages[0].metadata["n"] == 1
+    assert [m.name for m in view.messages[1:]] == ["getweather", None]
     client.shutdown(2)
 
 

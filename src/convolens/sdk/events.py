@@ -134,7 +134,11 @@ def message_event(
     if kind != "message":
         event["kind"] = kind
     if name is not None:
-        event["name"] = str(name)[:MAX_ID_CHARS]
+        # A label, not a key: cleaned rather than refused (the server refuses control characters and an
+        # empty name for the whole batch), so an odd tool name never costs the message.
+        label = _CONTROL_CHARS.sub("", str(name))[:MAX_ID_CHARS]
+        if label:
+            event["name"] = label
     if metadata:
         event["metadata"] = clean_metadata(metadata, "metadata")
     if rating is not None:
