@@ -105,6 +105,9 @@ class Worker:
         self.stop_event = threading.Event()
         self.enriched = 0
         self.topic_cache = TopicCache()
+        # Where the next turn among projects begins (claims and backfills take projects in turn).
+        self.claim_start = 0
+        self.backfill_after = 0
         self.judges = Judges(llm, self._llm_settings)
 
     def _matchers(self) -> dict[int, ProjectTopics]:
@@ -114,9 +117,10 @@ class Worker:
     def run_once(self) -> list[int]:
         """One batch: returns the keys of the messages this worker enriched."""
         with self.db.writer() as conn:
-            claimed = enrichment.claim(conn, self.owner, self.batch_size, self.lease, utcnow())
+            claimed = enrichment.claim(conn, self.owner, self.batch_size, self.lease, utcnow(), self.claim_start)
         if not claimed:
             return []
+        self.claim_start = max(m.project_pk for m in claimed)
         results = pipeline.enrich(claimed, self._matchers(), self.judges.for_project)
         with self.db.writer() as conn:
             saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
@@ -128,9 +132,10 @@ class Worker:
         """Apply one topic to one batch of older messages; returns how many messages it looked at."""
         now = utcnow()
         with self.db.writer() as conn:
-            row = topics.claim_backfill(conn, self.owner, self.lease, now)
+            row = topics.claim_backfill(conn, self.owner, self.lease, now, self.backfill_after)
         if row is None:
             return 0
+        self.backfill_after = row.project_pk
         # An LLM topic costs a model call a message: small steps, so the lease is renewed often.
         size = self.backfill_batch_size if row.kind != "llm" else max(1, self.backfill_batch_size // 20)
         with self.db.reader() as conn:
