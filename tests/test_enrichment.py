@@ -205,8 +205,11 @@ def test_two_workers_saving_one_conversation_at_once_keep_a_trend_of_all_of_it(o
         apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events}), utcnow())
         keys = conn.execute(select(message.c.pk).where(message.c.project_pk == project.pk).order_by(message.c.position))
         first, second = keys.scalars().all()
-        for pk, owner in ((first, "worker-a"), (second, "worker-b")):  # each leased to a different worker
-            conn.execute(message.update().where(message.c.pk == pk).values(lease_owner=owner, lease_until=utcnow()))
+        # Each leased to a different worker, for long enough that the session server's embedded worker
+        # (same database) cannot take them: the fair claim reaches a new project's messages at once.
+        for pk, owner in ((first, "worker-a"), (second, "worker-b")):
+            until = utcnow() + timedelta(minutes=5)
+            conn.execute(message.update().where(message.c.pk == pk).values(lease_owner=owner, lease_until=until))
     a_saved, a_may_commit = threading.Event(), threading.Event()
 
     def worker_a() -> None:
