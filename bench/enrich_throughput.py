@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from convolens.enrich import embedding, pii, pipeline
-from convolens.enrich.topics import compile_topic
+from convolens.enrich.topics import ProjectTopics, compile_topic
 from convolens.store.enrichment import PendingMessage
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "topics.jsonl"
@@ -43,7 +43,7 @@ def messages(n: int, seed: int = 0) -> list[PendingMessage]:
     return out
 
 
-def topics() -> list:
+def topics() -> ProjectTopics:
     keyword = [
         compile_topic(i, f"k{i}", "keyword", {"keywords": kws})
         for i, kws in enumerate(
@@ -54,10 +54,10 @@ def topics() -> list:
         compile_topic(100 + i, f"s{i}", "semantic", {"description": d, "examples": [d]})
         for i, d in enumerate(["billing problems", "login trouble", "travel plans", "cooking", "fitness", "health"])
     ]
-    return keyword + semantic
+    return ProjectTopics.of(keyword + semantic)
 
 
-def run(batch: list[PendingMessage], matchers: list) -> float:
+def run(batch: list[PendingMessage], matchers: ProjectTopics) -> float:
     started = time.perf_counter()
     for start in range(0, len(batch), 256):
         chunk = batch[start : start + 256]

@@ -205,8 +205,11 @@ def test_two_workers_saving_one_conversation_at_once_keep_a_trend_of_all_of_it(o
         apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events}), utcnow())
         keys = conn.execute(select(message.c.pk).where(message.c.project_pk == project.pk).order_by(message.c.position))
         first, second = keys.scalars().all()
-        for pk, owner in ((first, "worker-a"), (second, "worker-b")):  # each leased to a different worker
-            conn.execute(message.update().where(message.c.pk == pk).values(lease_owner=owner, lease_until=utcnow()))
+        # Each leased to a different worker, for long enough that the session server's embedded worker
+        # (same database) cannot take them: the fair claim reaches a new project's messages at once.
+        for pk, owner in ((first, "worker-a"), (second, "worker-b")):
+            until = utcnow() + timedelta(minutes=5)
+            conn.execute(message.update().where(message.c.pk == pk).values(lease_owner=owner, lease_until=until))
     a_saved, a_may_commit = threading.Event(), threading.Event()
 
     def worker_a() -> None:
@@ -235,3 +238,41 @@ def test_two_workers_saving_one_conversation_at_once_keep_a_trend_of_all_of_it(o
             )
         ).scalar_one()
     assert trend == "down"  # from both scores; a trend of one score alone is "flat"
+
+
+def test_a_project_with_a_backlog_does_not_hold_up_another(queue_db: Database) -> None:
+    big = _fill(queue_db, 2000)
+    small = _fill(queue_db, 10)
+    with queue_db.writer() as conn:
+        first = enrichment.claim(conn, "w", 256, timedelta(seconds=60), utcnow())
+    by_project = {pk: sum(m.project_pk == pk for m in first) for pk in (big.pk, small.pk)}
+    assert by_project == {big.pk: 246, small.pk: 10}  # the small project's all, the rest of the batch the big one's
+    mine = [m.pk for m in first if m.project_pk == big.pk]
+    assert mine == sorted(mine)[:246] and mine[0] == min(mine)  # each project's oldest first
+    # A worker enriches the small project's messages in its first batch, not after 2,000 others.
+    worker = Worker(queue_db, batch_size=32, name="fair")
+    with queue_db.writer() as conn:
+        enrichment.requeue(conn)
+    saved = set(worker.run_once())
+    with queue_db.reader() as conn:
+        small_keys = set(conn.execute(select(message.c.pk).where(message.c.project_pk == small.pk)).scalars())
+    assert small_keys <= saved and len(saved) == 32
+
+
+def test_projects_take_turns_at_backfills(queue_db: Database) -> None:
+    from convolens.store import topics
+
+    busy, quiet = _fill(queue_db, 5), _fill(queue_db, 5)
+    with queue_db.writer() as conn:
+        for i in range(5):  # the busy project redefines five topics before the quiet one defines its first
+            topics.create(conn, busy.pk, name=f"t{i}", kind="keyword", definition={"keywords": ["x"]}, now=utcnow())
+        topics.create(conn, quiet.pk, name="q", kind="keyword", definition={"keywords": ["x"]}, now=utcnow())
+    worker = Worker(queue_db, name="turns")
+    served = []
+    for _ in range(3):
+        with queue_db.writer() as conn:
+            row = topics.claim_backfill(conn, worker.owner, worker.lease, utcnow(), worker.backfill_after)
+        assert row is not None
+        worker.backfill_after = row.project_pk
+        served.append(row.project_pk)
+    assert served[:2].count(quiet.pk) == 1 and served[2] == busy.pk

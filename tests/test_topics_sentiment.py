@@ -175,6 +175,10 @@ def test_a_new_topic_is_applied_to_stored_messages_and_a_redefinition_replaces_i
         ({"name": "x", "kind": "semantic", "examples": ["a\x00"]}, "examples[0]"),
         ({"name": "x", "kind": "llm", "prompt": "\x00"}, "prompt"),
         ({"name": "x\ud800", "kind": "keyword", "keywords": ["a"]}, "name"),
+        # The limits on what every message is matched against (config.Limits; the schema allows more).
+        ({"name": "x", "kind": "keyword", "keywords": [f"k{i}" for i in range(51)]}, '"field":"keywords"'),
+        ({"name": "x", "kind": "keyword", "keywords": ["ok", "a" * 101]}, '"field":"keywords[1]"'),
+        ({"name": "x", "kind": "semantic", "examples": [f"e{i}" for i in range(21)]}, '"field":"examples"'),
     ],
 )
 def test_a_bad_topic_is_a_422_naming_the_field(
@@ -184,6 +188,35 @@ def test_a_bad_topic_is_a_422_naming_the_field(
         response = client.post("/api/v1/topics", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert field in response.text
+
+
+def test_a_project_has_at_most_max_topics_per_project(server: RunningServer, project: Project, db: Database) -> None:
+    from convolens.store import topics
+    from convolens.timeutil import utcnow
+
+    cap = server.settings.limits.max_topics_per_project
+    with db.writer() as conn:
+        for i in range(cap - 1):
+            topics.create(conn, project.pk, name=f"t{i}", kind="keyword", definition={"keywords": ["x"]}, now=utcnow())
+        suggestion = topics.create(
+            conn, project.pk, name="s", kind="suggested", status="suggested", now=utcnow(),
+            definition={"keywords": ["visa"], "phrases": ["Do I need a visa?"], "size": 12, "threshold": 0.5},
+        )  # fmt: skip
+    with admin(server, project) as client:
+        last = client.post("/api/v1/topics", json={"name": "last", "kind": "keyword", "keywords": ["y"]})
+        assert last.status_code == 201  # suggestions do not count until accepted
+        over = client.post("/api/v1/topics", json={"name": "over", "kind": "keyword", "keywords": ["z"]})
+        assert over.status_code == 409 and over.json()["errors"][0]["field"] == "topics"
+        assert f"{cap} topics" in over.json()["detail"]
+        accepted = client.post(f"/api/v1/topics/{suggestion}/accept")
+        assert accepted.status_code == 409 and accepted.json()["errors"][0]["field"] == "topics"
+        changed = client.put(
+            f"/api/v1/topics/{last.json()['id']}", json={"name": "last", "kind": "keyword", "keywords": ["w"]}
+        )
+        assert changed.status_code == 200  # redefining one of them adds none
+        assert client.delete(f"/api/v1/topics/{last.json()['id']}").status_code == 200
+        assert client.post(f"/api/v1/topics/{suggestion}/accept").status_code == 200
+        assert client.get("/api/v1/topics").json()["count"] == cap
 
 
 def test_topic_access(server: RunningServer, project: Project, db: Database) -> None:

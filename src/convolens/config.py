@@ -32,6 +32,12 @@ class Limits:
     rate_limit_burst: int = 200
     # A client must send its whole body within this many seconds (slow-loris guard): else 408.
     body_timeout_seconds: int = 30
+    # Topics a project may define (active ones; suggestions are bounded by the clustering and do not
+    # count until accepted), and the size of one: every message of the project is matched against them.
+    max_topics_per_project: int = 100
+    max_keywords_per_topic: int = 50
+    max_keyword_chars: int = 100
+    max_examples_per_topic: int = 20
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Limits:

@@ -8,13 +8,13 @@ replies are long, repeat the question's subject and carry the model's mood, not 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from convolens.enrich import embedding, language, sentiment, topics
 from convolens.enrich.llm import LlmJudge
-from convolens.enrich.topics import TopicMatcher
+from convolens.enrich.topics import NO_TOPICS, ProjectTopics, TopicMatcher
 from convolens.store.enrichment import EnrichmentResult, PendingMessage, TopicHit
 
 VERSION = 2
@@ -25,7 +25,7 @@ def is_user_text(m: PendingMessage) -> bool:
 
 
 def llm_hits(
-    judge: LlmJudge | None, items: list[tuple[int, str]], matchers: list[TopicMatcher]
+    judge: LlmJudge | None, items: list[tuple[int, str]], matchers: Iterable[TopicMatcher]
 ) -> dict[int, list[TopicHit]]:
     """LLM topics of (key, text) items: one model call per item and LLM topic, a few at a time."""
     llm_topics = [t for t in matchers if t.kind == "llm" and t.prompt]
@@ -42,7 +42,7 @@ def llm_hits(
 
 def enrich(
     messages: list[PendingMessage],
-    matchers: dict[int, list[TopicMatcher]] | None = None,
+    matchers: dict[int, ProjectTopics] | None = None,
     judge_for: Callable[[int], LlmJudge | None] | None = None,
 ) -> list[EnrichmentResult]:
     """Results for a batch; ``matchers`` are the compiled topics of each project (by project key);
@@ -61,7 +61,7 @@ def enrich(
     for project_pk in {m.project_pk for m in user}:
         items = [(m.pk, m.content) for m in user if m.project_pk == project_pk]
         judge = judge_for(project_pk) if judge_for is not None else None
-        judged.update(llm_hits(judge, items, matchers.get(project_pk, [])))
+        judged.update(llm_hits(judge, items, matchers.get(project_pk, NO_TOPICS)))
     results = []
     for m in messages:
         lang = languages[m.pk]
@@ -71,7 +71,7 @@ def enrich(
         vector, mood = per_user[m.pk]
         hits = [
             TopicHit(hit.topic_pk, hit.score, hit.reason)
-            for hit in topics.match(m.content, vector, matchers.get(m.project_pk, []))
+            for hit in topics.match(m.content, vector, matchers.get(m.project_pk, NO_TOPICS))
         ] + judged.get(m.pk, [])
         results.append(
             EnrichmentResult(

@@ -51,12 +51,38 @@ class EnrichmentResult:
     topics: list[TopicHit] = field(default_factory=list)
 
 
-def claim(conn: Connection, owner: str, limit: int, lease: timedelta, now: datetime) -> list[PendingMessage]:
-    """Lease up to ``limit`` pending messages to ``owner``, oldest first."""
+# The projects with pending work, in key order from ``:after``: one step of ix_message_pending_project
+# per project (a loose index scan), however long any project's backlog is.
+_PENDING_PROJECTS = text(
+    """
+    WITH RECURSIVE pending(project_pk) AS (
+        SELECT (SELECT min(project_pk) FROM message WHERE enriched_version IS NULL AND project_pk > :after)
+        UNION ALL
+        SELECT (SELECT min(m.project_pk) FROM message AS m
+                WHERE m.enriched_version IS NULL AND m.project_pk > pending.project_pk)
+        FROM pending WHERE pending.project_pk IS NOT NULL
+    )
+    SELECT project_pk FROM pending WHERE project_pk IS NOT NULL LIMIT :most
+    """
+)
+
+
+def projects_with_pending(conn: Connection, most: int, start: int = 0) -> list[int]:
+    """Up to ``most`` projects with pending messages, in key order from the first above ``start``
+    round to the start again (``start`` turns which projects come first when there are more)."""
+    found = list(conn.execute(_PENDING_PROJECTS, {"after": start, "most": most}).scalars())
+    if len(found) < most and start > 0:
+        found += [pk for pk in conn.execute(_PENDING_PROJECTS, {"after": 0, "most": most}).scalars() if pk <= start]
+    return found[:most]
+
+
+def _claim_in(
+    conn: Connection, project_pk: int, owner: str, limit: int, lease: timedelta, now: datetime
+) -> list[PendingMessage]:
     free = or_(message.c.lease_until.is_(None), message.c.lease_until < now)
     candidates = (
         select(message.c.pk)
-        .where(message.c.enriched_version.is_(None), free)
+        .where(message.c.project_pk == project_pk, message.c.enriched_version.is_(None), free)
         .order_by(message.c.pk)
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's single writer needs no lock hint
@@ -75,7 +101,32 @@ def claim(conn: Connection, owner: str, limit: int, lease: timedelta, now: datet
             message.c.created_at,
         )
     ).all()
-    return sorted((PendingMessage(*row) for row in rows), key=lambda m: m.pk)
+    return [PendingMessage(*row) for row in rows]
+
+
+def claim(
+    conn: Connection, owner: str, limit: int, lease: timedelta, now: datetime, start: int = 0
+) -> list[PendingMessage]:
+    """Lease up to ``limit`` pending messages to ``owner``, shared among the projects with pending work:
+    each gets an equal share of its oldest, and what one cannot use goes to the others. So a project
+    that sent a million messages delays another's ten by one batch, not by its whole backlog.
+    ``start``: where the turn begins among more projects than ``limit`` (the worker moves it on)."""
+    projects = projects_with_pending(conn, max(1, limit), start)
+    share = -(-limit // len(projects)) if projects else 0
+    claimed: list[PendingMessage] = []
+    hungry = []
+    for project_pk in projects:
+        got = _claim_in(conn, project_pk, owner, min(share, limit - len(claimed)), lease, now)
+        claimed += got
+        if len(got) == share:
+            hungry.append(project_pk)
+        if len(claimed) >= limit:
+            break
+    for project_pk in hungry:  # the shares the others left unused
+        if len(claimed) >= limit:
+            break
+        claimed += _claim_in(conn, project_pk, owner, limit - len(claimed), lease, now)
+    return sorted(claimed, key=lambda m: m.pk)
 
 
 def save(

@@ -137,6 +137,15 @@ message = Table(
         sqlite_where=text("enriched_version IS NULL"),
         postgresql_where=text("enriched_version IS NULL"),
     ),
+    # The same by project: the claim finds which projects have pending work (one index step each) and
+    # takes each one's oldest, so one project's backlog never queues another's messages behind it.
+    Index(
+        "ix_message_pending_project",
+        "project_pk",
+        "pk",
+        sqlite_where=text("enriched_version IS NULL"),
+        postgresql_where=text("enriched_version IS NULL"),
+    ),
 )
 
 # One vector per enriched user message (float16, 1 KiB), apart from the message rows so that scans of

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, outerjoin, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, outerjoin, select, update
 
+from convolens.config import Limits
 from convolens.store import rollups
 from convolens.store.tables import message, message_embedding, message_topic, topic
 
@@ -95,6 +96,43 @@ def name_taken(conn: Connection, project_pk: int, name: str, except_pk: int | No
     return conn.execute(query.limit(1)).first() is not None
 
 
+@dataclass(frozen=True)
+class OverLimit:
+    """Why a topic cannot be defined: the field at fault, and 422 (its definition) or 409 (one too many)."""
+
+    field: str
+    message: str
+    status: int
+
+
+def over_limit(
+    conn: Connection,
+    project_pk: int,
+    kind: str,
+    definition: dict[str, Any],
+    limits: Limits,
+    except_pk: int | None = None,
+) -> OverLimit | None:
+    """Whether defining this topic (or redefining ``except_pk`` as it) would pass the project's limits:
+    every message is matched against every topic, so their number and size are bounded."""
+    keywords = list(definition.get("keywords") or []) if kind == "keyword" else []
+    if len(keywords) > limits.max_keywords_per_topic:
+        return OverLimit("keywords", f"at most {limits.max_keywords_per_topic} keywords a topic", 422)
+    for i, keyword in enumerate(keywords):
+        if len(keyword) > limits.max_keyword_chars:
+            return OverLimit(f"keywords[{i}]", f"at most {limits.max_keyword_chars} characters a keyword", 422)
+    examples = list(definition.get("examples") or []) if kind == "semantic" else []
+    if len(examples) > limits.max_examples_per_topic:
+        return OverLimit("examples", f"at most {limits.max_examples_per_topic} examples a topic", 422)
+    query = select(func.count()).select_from(topic).where(topic.c.project_pk == project_pk, topic.c.status == "active")
+    if except_pk is not None:
+        query = query.where(topic.c.pk != except_pk)
+    if conn.execute(query).scalar_one() >= limits.max_topics_per_project:
+        message = f"this project has {limits.max_topics_per_project} topics, the most it may have"
+        return OverLimit("topics", message, 409)
+    return None
+
+
 def redefine(conn: Connection, project_pk: int, topic_pk: int, now: datetime, **values: Any) -> None:
     """Change a topic (name, kind, definition, status); its old matches go and a backfill starts again."""
     conn.execute(delete(message_topic).where(message_topic.c.topic_pk == topic_pk))
@@ -171,13 +209,17 @@ class BackfillMessage:
     vector: bytes | None
 
 
-def claim_backfill(conn: Connection, owner: str, lease: timedelta, now: datetime) -> TopicRow | None:
-    """Lease one topic whose backfill is unfinished."""
+def claim_backfill(
+    conn: Connection, owner: str, lease: timedelta, now: datetime, after_project: int = 0
+) -> TopicRow | None:
+    """Lease one topic whose backfill is unfinished: projects take turns (the first project above
+    ``after_project``, the one served last, then round), so a project that redefined a hundred topics
+    does not hold up another's one; within a project, the topic changed longest ago first."""
     free = or_(topic.c.lease_until.is_(None), topic.c.lease_until < now)
     candidate = (
         select(topic.c.pk)
         .where(topic.c.backfill_cursor < topic.c.backfill_until, topic.c.status.in_(MATCHED_STATUSES), free)
-        .order_by(topic.c.updated_at)
+        .order_by(case((topic.c.project_pk > after_project, 0), else_=1), topic.c.project_pk, topic.c.updated_at)
         .limit(1)
         .with_for_update(skip_locked=True)
     )

@@ -20,7 +20,7 @@ from convolens.config import LlmSettings
 from convolens.enrich import embedding, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
-from convolens.enrich.topics import TopicMatcher
+from convolens.enrich.topics import ProjectTopics, TopicMatcher
 from convolens.outbound import OutboundPolicy
 from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics
 from convolens.store.db import Database, DatabaseUnavailable
@@ -31,20 +31,30 @@ log = logging.getLogger("convolens.worker")
 
 class TopicCache:
     """Compiled topics of every project, recompiled only when a topic changes (semantic topics embed
-    their examples when compiled, which is worth doing once, not once per batch)."""
+    their examples when compiled, which is worth doing once, not once per batch). A project's keyword
+    topics are one automaton, rebuilt only when one of its topics moves its ``updated_at``."""
 
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, object], TopicMatcher] = {}
+        self._projects: dict[int, tuple[tuple[tuple[int, object], ...], ProjectTopics]] = {}
+        self._alone: dict[tuple[int, object], ProjectTopics] = {}
 
-    def by_project(self, rows: list[topics.TopicRow]) -> dict[int, list[TopicMatcher]]:
+    def by_project(self, rows: list[topics.TopicRow]) -> dict[int, ProjectTopics]:
         fresh: dict[tuple[int, object], TopicMatcher] = {}
-        grouped: dict[int, list[TopicMatcher]] = {}
+        grouped: dict[int, list[topics.TopicRow]] = {}
         for row in rows:
-            matcher = self.matcher(row)
-            fresh[(row.pk, row.updated_at)] = matcher
-            grouped.setdefault(row.project_pk, []).append(matcher)
+            fresh[(row.pk, row.updated_at)] = self.matcher(row)
+            grouped.setdefault(row.project_pk, []).append(row)
         self._compiled = fresh
-        return grouped
+        projects: dict[int, tuple[tuple[tuple[int, object], ...], ProjectTopics]] = {}
+        for project_pk, project_rows in grouped.items():
+            version = tuple((row.pk, row.updated_at) for row in project_rows)
+            cached = self._projects.get(project_pk)
+            if cached is None or cached[0] != version:
+                cached = (version, ProjectTopics.of([fresh[key] for key in version]))
+            projects[project_pk] = cached
+        self._projects = projects
+        return {project_pk: compiled for project_pk, (_, compiled) in projects.items()}
 
     def matcher(self, row: topics.TopicRow) -> TopicMatcher:
         """One topic, compiled once per definition (a backfill takes many steps over the same topic)."""
@@ -52,6 +62,13 @@ class TopicCache:
         if key not in self._compiled:
             self._compiled[key] = self.compile(row)
         return self._compiled[key]
+
+    def alone(self, row: topics.TopicRow) -> ProjectTopics:
+        """One topic by itself, as its backfill matches it."""
+        key = (row.pk, row.updated_at)
+        if key not in self._alone:
+            self._alone = {key: ProjectTopics.of([self.matcher(row)])}  # a backfill works on one topic at a time
+        return self._alone[key]
 
     @staticmethod
     def compile(row: topics.TopicRow) -> TopicMatcher:
@@ -90,18 +107,22 @@ class Worker:
         self.stop_event = threading.Event()
         self.enriched = 0
         self.topic_cache = TopicCache()
+        # Where the next turn among projects begins (claims and backfills take projects in turn).
+        self.claim_start = 0
+        self.backfill_after = 0
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
 
-    def _matchers(self) -> dict[int, list[TopicMatcher]]:
+    def _matchers(self) -> dict[int, ProjectTopics]:
         with self.db.reader() as conn:
             return self.topic_cache.by_project(topics.matched_topics(conn))
 
     def run_once(self) -> list[int]:
         """One batch: returns the keys of the messages this worker enriched."""
         with self.db.writer() as conn:
-            claimed = enrichment.claim(conn, self.owner, self.batch_size, self.lease, utcnow())
+            claimed = enrichment.claim(conn, self.owner, self.batch_size, self.lease, utcnow(), self.claim_start)
         if not claimed:
             return []
+        self.claim_start = max(m.project_pk for m in claimed)
         results = pipeline.enrich(claimed, self._matchers(), self.judges.for_project)
         with self.db.writer() as conn:
             saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
@@ -113,20 +134,21 @@ class Worker:
         """Apply one topic to one batch of older messages; returns how many messages it looked at."""
         now = utcnow()
         with self.db.writer() as conn:
-            row = topics.claim_backfill(conn, self.owner, self.lease, now)
+            row = topics.claim_backfill(conn, self.owner, self.lease, now, self.backfill_after)
         if row is None:
             return 0
+        self.backfill_after = row.project_pk
         # An LLM topic costs a model call a message: small steps, so the lease is renewed often.
         size = self.backfill_batch_size if row.kind != "llm" else max(1, self.backfill_batch_size // 20)
         with self.db.reader() as conn:
             batch, cursor = topics.backfill_batch(conn, row, size)
-        matcher = self.topic_cache.matcher(row)
+        compiled = self.topic_cache.alone(row)
         judge = self.judges.for_project(row.project_pk)
-        judged = pipeline.llm_hits(judge, [(m.pk, m.content) for m in batch], [matcher])
+        judged = pipeline.llm_hits(judge, [(m.pk, m.content) for m in batch], compiled)
         links = []
         for m in batch:
             vector = embedding.from_bytes(m.vector) if m.vector else None
-            for hit in [*judged.get(m.pk, []), *topic_matching.match(m.content, vector, [matcher])]:
+            for hit in [*judged.get(m.pk, []), *topic_matching.match(m.content, vector, compiled)]:
                 links.append(
                     {
                         "message_pk": m.pk,

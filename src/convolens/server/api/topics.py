@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
+from sqlalchemy import Connection
 
+from convolens.config import Limits
 from convolens.schemas.topics import TopicDefinition
-from convolens.server.api.deps import database
+from convolens.server.api.deps import database, limits
 from convolens.server.auth import AdminToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
@@ -55,6 +57,19 @@ def _found(db: Database, project_pk: int, topic_id: str) -> topics.TopicRow:
     return row
 
 
+def _within_limits(
+    conn: Connection,
+    project_pk: int,
+    kind: str,
+    definition: dict[str, Any],
+    bounds: Limits,
+    except_pk: int | None = None,
+) -> None:
+    over = topics.over_limit(conn, project_pk, kind, definition, bounds, except_pk)
+    if over is not None:
+        raise ApiError(over.status, f"{over.field}: {over.message}", [{"field": over.field, "msg": over.message}])
+
+
 def _name_conflict(name: str) -> ApiError:
     return ApiError(409, f"name: a topic named {name!r} already exists", [{"field": "name", "msg": "already used"}])
 
@@ -75,10 +90,12 @@ def create_topic(
     body: TopicDefinition,
     token: TokenInfo = AdminToken,
     db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
 ) -> JSONResponse:
     with db.writer() as conn:
         if topics.name_taken(conn, token.project_pk, body.name):
             raise _name_conflict(body.name)
+        _within_limits(conn, token.project_pk, body.kind, body.stored(), bounds)
         pk = topics.create(
             conn, token.project_pk, name=body.name, kind=body.kind, definition=body.stored(), now=utcnow()
         )
@@ -98,12 +115,14 @@ def redefine_topic(
     body: TopicDefinition,
     token: TokenInfo = AdminToken,
     db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
 ) -> JSONResponse:
     """Replace a topic's definition; its matches are recomputed in the background."""
     current = _found(db, token.project_pk, topic_id)
     with db.writer() as conn:
         if topics.name_taken(conn, token.project_pk, body.name, except_pk=current.pk):
             raise _name_conflict(body.name)
+        _within_limits(conn, token.project_pk, body.kind, body.stored(), bounds, except_pk=current.pk)
         topics.redefine(
             conn,
             token.project_pk,
@@ -131,6 +150,7 @@ def accept_suggestion(
     name: str | None = None,
     token: TokenInfo = AdminToken,
     db: Database = Depends(database),  # noqa: B008
+    bounds: Limits = Depends(limits),  # noqa: B008
 ) -> JSONResponse:
     """A suggested topic becomes a semantic topic: its cluster centre and sample phrases define it."""
     row = _found(db, token.project_pk, topic_id)
@@ -142,6 +162,7 @@ def accept_suggestion(
     with db.writer() as conn:
         if topics.name_taken(conn, token.project_pk, new_name, except_pk=row.pk):
             raise _name_conflict(new_name)
+        _within_limits(conn, token.project_pk, "semantic", {}, bounds, except_pk=row.pk)
         topics.accept(conn, row, new_name, utcnow())
     return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
 

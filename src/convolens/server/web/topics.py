@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
+from sqlalchemy import Connection
 
 from convolens.schemas.topics import TopicDefinition
 from convolens.server.web.render import WebError, date_range, render
@@ -49,6 +50,14 @@ def topic_form(
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "definition"
         raise WebError(422, f"{field}: {first['msg']}") from None
+
+
+def _within_limits(
+    request: Request, conn: Connection, project_pk: int, kind: str, definition: dict, except_pk: int | None = None
+) -> None:
+    over = topics.over_limit(conn, project_pk, kind, definition, request.app.state.settings.limits, except_pk)
+    if over is not None:
+        raise WebError(over.status, f"{over.field}: {over.message}")
 
 
 def _topic_url(project: str, suffix: str = "") -> str:
@@ -96,6 +105,7 @@ def create_topic(
     with request.app.state.db.writer() as conn:
         if topics.name_taken(conn, membership.project_pk, body.name):
             raise WebError(409, f"a topic named {body.name!r} exists already")
+        _within_limits(request, conn, membership.project_pk, body.kind, body.stored())
         pk = topics.create(
             conn, membership.project_pk, name=body.name, kind=body.kind, definition=body.stored(), now=utcnow()
         )
@@ -184,6 +194,7 @@ def edit_topic(
     with request.app.state.db.writer() as conn:
         if topics.name_taken(conn, membership.project_pk, body.name, except_pk=row.pk):
             raise WebError(409, f"a topic named {body.name!r} exists already")
+        _within_limits(request, conn, membership.project_pk, body.kind, body.stored(), except_pk=row.pk)
         topics.redefine(
             conn, membership.project_pk, row.pk, utcnow(), name=body.name, kind=body.kind,
             definition=body.stored(), status="active",
@@ -212,6 +223,7 @@ def accept_suggestion(
     with request.app.state.db.writer() as conn:
         if topics.name_taken(conn, membership.project_pk, new_name, except_pk=row.pk):
             raise WebError(409, f"a topic named {new_name!r} exists already")
+        _within_limits(request, conn, membership.project_pk, "semantic", {}, except_pk=row.pk)
         topics.accept(conn, row, new_name, utcnow())
     return redirect(_topic_url(project, f"/{row.pk}"))
 
