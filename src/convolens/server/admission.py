@@ -2,8 +2,9 @@
 
 For every ``POST``/``PUT``/``PATCH`` API route, in this order: a declared ``Content-Length`` over
 ``max_body_bytes`` (413); the bearer token, looked up, and the scope its route needs (401/403); the
-token's own rate limit if the operator set one (429). Only then does the body guard (server/body.py)
-read and inflate the body, and the hot routes (server/hot_routes.py) parse, count and validate it. A request without a
+token's own rate limit if the operator set one (429); the process's bound on write requests in flight
+(server/load_shedding.py, 503). Only then does the body guard (server/body.py) read and inflate the
+body, and the hot routes (server/hot_routes.py) parse, count and validate it. A request without a
 valid token costs its headers and one index probe, never its body: a gzip bomb sent with a made-up
 token used to be inflated, parsed and validated on the event loop before its 401.
 
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from convolens.config import Limits
 from convolens.server.auth import RecentTokens, invalid_token, missing_scope, missing_token, parse_bearer
 from convolens.server.errors import ApiError, error_response
+from convolens.server.load_shedding import RETRY_AFTER_SECONDS, WritesInFlight
 from convolens.server.observability import Metrics
 from convolens.server.offload import in_thread
 from convolens.server.ratelimit import RateLimiter
@@ -96,6 +98,7 @@ class WriteAdmission:
         limits: Limits,
         tokens: RecentTokens,
         rate_limiter: RateLimiter,
+        in_flight: WritesInFlight,
         metrics: Metrics,
     ) -> None:
         self.app = app
@@ -104,6 +107,7 @@ class WriteAdmission:
         self.limits = limits
         self.tokens = tokens
         self.rate_limiter = rate_limiter
+        self.in_flight = in_flight
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,10 +125,13 @@ class WriteAdmission:
                 raise
             await _refuse(exc, write, scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.leave()
 
     async def _admit(self, scope: Scope, write: _WriteRoute) -> None:
-        """Returns if the request may send its body, or raises the error that refuses it."""
+        """Returns with the request counted in flight, or raises the error that refuses it."""
         authorization = declared = None
         for name, value in scope["headers"]:  # the first of each, as Starlette's headers.get takes
             if name == b"authorization" and authorization is None:
@@ -153,6 +160,12 @@ class WriteAdmission:
                 429,
                 "rate limit exceeded for this token; slow down",
                 headers={"Retry-After": RateLimiter.retry_after_header(wait)},
+            )
+        if not self.in_flight.enter():
+            raise ApiError(
+                503,
+                "the server is at its bound of write requests in flight; retry later",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
 
 

@@ -28,6 +28,7 @@ from convolens.server.api import context_log, context_read, health, ingest, metr
 from convolens.server.auth import RecentTokens
 from convolens.server.body import BoundedBodyMiddleware
 from convolens.server.hot_routes import HotRoutes
+from convolens.server.load_shedding import WritesInFlight
 from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
 from convolens.server.write_batches import WriteBatches
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.metrics = Metrics()
     app.state.prices = price_table()
     app.state.rate_limiter = RateLimiter(settings.limits.rate_limit_per_second, settings.limits.rate_limit_burst)
+    app.state.writes_in_flight = WritesInFlight(settings.limits.max_writes_in_flight)
     errors.install(app)
     api_modules = (health, ingest, context_log, context_read, metrics, topics, users)
     for module in api_modules:
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         limits=settings.limits,
         tokens=RecentTokens(),
         rate_limiter=app.state.rate_limiter,
+        in_flight=app.state.writes_in_flight,
         metrics=app.state.metrics,
     )
     # Outermost: every response, even a 401 from the admission or a 413 from the body guard, gets a
