@@ -7,7 +7,10 @@ The server runs as its own process (``convolens serve``, default limits: 10 MB b
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
+import re
 import socket
 import subprocess
 import zlib
@@ -17,8 +20,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from fastapi.routing import APIRoute
 
 from conftest import CLI, ServeProcess
+from convolens.server import api
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc/<pid>/stat")
 
@@ -74,6 +79,30 @@ def test_a_bomb_with_a_bad_token_costs_the_server_nothing_of_its_body(served: Se
         assert answer.headers["www-authenticate"].startswith("Bearer")
     # Inflating, parsing and validating one such body took seconds of the server's CPU.
     assert _cpu_seconds(served.process.pid) - before < 0.2
+
+
+def _api_write_routes() -> list[tuple[str, str]]:
+    """Every POST/PUT/PATCH route of every module of convolens.server.api, path parameters filled in."""
+    found = set()
+    for module_info in pkgutil.iter_modules(api.__path__):
+        router = getattr(importlib.import_module(f"{api.__name__}.{module_info.name}"), "router", None)
+        for route in getattr(router, "routes", ()):
+            if isinstance(route, APIRoute):
+                path = re.sub(r"\{[^}]+\}", "x", route.path)
+                found |= {(method, path) for method in route.methods & {"POST", "PUT", "PATCH"}}
+    return sorted(found)
+
+
+def test_every_api_write_route_refuses_a_bad_token_before_the_body(served: ServeProcess) -> None:
+    routes = _api_write_routes()
+    assert ("PATCH", "/api/v1/log/conversation/thread/x") in routes and len(routes) >= 9
+    assert served.process is not None
+    before = _cpu_seconds(served.process.pid)
+    headers = {"Authorization": "Bearer cl_" + "B" * 43, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with httpx.Client(base_url=served.base_url, headers=headers, timeout=60) as client:
+        statuses = {(method, path): client.request(method, path, content=BOMB).status_code for method, path in routes}
+    assert set(statuses.values()) == {401}, statuses
+    assert _cpu_seconds(served.process.pid) - before < 0.3
 
 
 def test_a_token_without_the_scope_is_refused_before_the_body(served: ServeProcess) -> None:
