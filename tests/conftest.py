@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -174,6 +175,7 @@ class RunningServer:
     base_url: str
     db: Database
     settings: Settings
+    app: Any = None  # the app object served, for a test that watches its state
 
     def client(self, token: str | None = None, **kwargs) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -219,7 +221,7 @@ def running_server(
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", app.state.db, settings)
+        yield RunningServer(f"http://127.0.0.1:{port}", app.state.db, settings, app)
     finally:
         uv.should_exit = True
         thread.join(10)

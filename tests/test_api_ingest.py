@@ -234,12 +234,18 @@ def test_missing_or_bad_token_is_401(server: RunningServer, header: str | None) 
 
 
 def test_revoked_token_is_401_at_once(server: RunningServer, project: Project) -> None:
+    context = {"conversation": {"messages": [{"role": "user", "message": "hi"}]}}
     with server.client(project.token) as client:
         assert client.get("/api/v1/conversations").status_code == 200
+        # Writes just made: their token is remembered by the check before the body (auth.RecentTokens)...
+        assert client.post("/api/v1/ingest", json={"events": conv("w")}).status_code == 202
+        assert client.post("/api/v1/log/conversation", json=context).status_code == 201
         with server.db.writer() as conn:
             assert projects.revoke_token(conn, project.token[:11]) == 1
         assert client.get("/api/v1/conversations").status_code == 401
+        # ...and still refused from the next request on: each write looks its token up itself.
         assert client.post("/api/v1/ingest", json={"events": conv("x")}).status_code == 401
+        assert client.post("/api/v1/log/conversation", json=context).status_code == 401
 
 
 def test_scopes(server: RunningServer, project: Project) -> None:

@@ -21,6 +21,7 @@ from conftest import TEST_LIMITS, Project, make_project
 from convolens.config import Settings
 from convolens.server.app import create_app
 from convolens.server.body import BoundedBodyMiddleware
+from convolens.server.hot_routes import HotRoutes
 from convolens.server.observability import RequestContextMiddleware
 from convolens.store import migrate
 
@@ -54,7 +55,8 @@ def paths(setup: tuple[Any, Project], monkeypatch: pytest.MonkeyPatch) -> tuple[
     """(the app as served, FastAPI's stack alone, the counter of what reached FastAPI from the first)."""
     app, _ = setup
     counting = _Counting(app.fastapi)
-    hot = app.front.app.app  # RequestContextMiddleware -> BoundedBodyMiddleware -> HotRoutes
+    hot = app.front.app.app.app  # RequestContextMiddleware -> WriteAdmission -> BoundedBodyMiddleware -> HotRoutes
+    assert isinstance(hot, HotRoutes)
     monkeypatch.setattr(hot, "app", counting)
     plain = RequestContextMiddleware(BoundedBodyMiddleware(app.fastapi, limits=TEST_LIMITS), metrics=app.state.metrics)
     return TestClient(app), TestClient(plain), counting
@@ -137,11 +139,14 @@ CASES = {
         "token",
     ),
 }
-# Answered by FastAPI's route, not the hot path.
-HANDED_ON = {
+# Refused without FastAPI (by the admission or the hot path), as FastAPI's route would refuse them.
+CASES |= {
     "malformed JSON": ("/api/v1/ingest", lambda: b'{"events": [}', {}, "token"),
     "invalid shape": ("/api/v1/log/conversation", lambda: b'{"conversation": {"messages": "no"}}', {}, "token"),
     "no token": ("/api/v1/ingest", lambda: orjson.dumps(_batch()), {}, None),
+}
+# Answered by FastAPI's route, not the hot path.
+HANDED_ON = {
     "not JSON content": ("/api/v1/ingest", lambda: orjson.dumps(_batch()), {"Content-Type": "text/plain"}, "token"),
     "another query parameter": ("/api/v1/log/conversation?x=1", lambda: orjson.dumps(_conversation()), {}, "token"),
     "nested past the parsers' depth": (
@@ -154,9 +159,6 @@ HANDED_ON = {
 
 
 HANDED_ON_STATUS = {
-    "malformed JSON": 422,
-    "invalid shape": 422,
-    "no token": 401,
     "not JSON content": 422,
     "nested past the parsers' depth": 400,
     "another query parameter": 201,  # FastAPI ignores it; the hot path leaves such requests to FastAPI

@@ -72,10 +72,12 @@ def test_the_sdk_rides_out_a_rate_limit(strict_server: RunningServer, tmp_path: 
 
 
 def test_a_slow_body_gets_408(strict_server: RunningServer) -> None:
+    token = make_project(strict_server.db, "slow").token  # without one, the 401 comes before the body
     host, port = strict_server.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             b"POST /api/v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
             b'Content-Length: 1000\r\n\r\n{"events": ['
         )
         started = time.monotonic()

@@ -27,9 +27,13 @@ class Limits:
     max_extra_bytes: int = 64 * 1024
     max_extra_depth: int = 32
     max_per_page: int = 100
-    # Requests per second per API token (0 turns the limit off), and the burst allowed above it.
-    rate_limit_per_second: int = 100
+    # Requests per second per API token, and the burst allowed above it: off (0) unless an operator
+    # sets one. A healthy app is not capped; a saturated server sheds load instead (the next bound).
+    rate_limit_per_second: int = 0
     rate_limit_burst: int = 200
+    # Write requests one API process holds at once (admitted, not yet answered); past it, 503 with
+    # Retry-After before the body is read (server/load_shedding.py). 0 turns the bound off.
+    max_writes_in_flight: int = 256
     # A client must send its whole body within this many seconds (slow-loris guard): else 408.
     body_timeout_seconds: int = 30
     # Topics a project may define (active ones; suggestions are bounded by the clustering and do not

@@ -24,9 +24,12 @@ from convolens import __version__
 from convolens.config import Settings
 from convolens.enrich.prices import price_table
 from convolens.server import errors, web
+from convolens.server.admission import WriteAdmission, WriteRoutes
 from convolens.server.api import context_log, context_read, health, ingest, metrics, topics, users
+from convolens.server.auth import RecentTokens
 from convolens.server.body import BoundedBodyMiddleware
 from convolens.server.hot_routes import HotRoutes
+from convolens.server.load_shedding import WritesInFlight
 from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
 from convolens.server.write_batches import WriteBatches
@@ -45,9 +48,10 @@ HOT_PATHS = frozenset(
 
 
 class ConvolensApp(FastAPI):
-    """FastAPI, entered through convolens's own front: the request id and access log, the body bounds,
-    then the hot write routes (server/hot_routes.py), all ahead of FastAPI's own middleware stack
-    (error pages, telemetry, exception handlers, routing), which the hot routes never need."""
+    """FastAPI, entered through convolens's own front: the request id and access log, a write's token
+    checked before its body is read (server/admission.py), the body bounds, then the hot write routes
+    (server/hot_routes.py), all ahead of FastAPI's own middleware stack (error pages, telemetry,
+    exception handlers, routing), which the hot routes never need."""
 
     front: ASGIApp
 
@@ -93,15 +97,27 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.metrics = Metrics()
     app.state.prices = price_table()
     app.state.rate_limiter = RateLimiter(settings.limits.rate_limit_per_second, settings.limits.rate_limit_burst)
+    app.state.writes_in_flight = WritesInFlight(settings.limits.max_writes_in_flight)
     errors.install(app)
-    hot = [r for m in (ingest, context_log) for r in m.router.routes if r.path in HOT_PATHS and "POST" in r.methods]
-    # Outermost: every response, even a 413 from the body guard, gets a request id and a log line.
-    app.front = RequestContextMiddleware(
-        BoundedBodyMiddleware(HotRoutes(app.fastapi, routes=hot), limits=settings.limits), metrics=app.state.metrics
-    )
-    for module in (health, ingest, context_log, context_read, metrics, topics, users):
-        app.include_router(module.router)
+    api_modules = (health, ingest, context_log, context_read, metrics, topics, users)
+    for module in api_modules:
+        app.include_router(module.router)  # no prefix: each route's path is the one WriteRoutes sees
     web.install(app)
+    hot = [r for m in (ingest, context_log) for r in m.router.routes if r.path in HOT_PATHS and "POST" in r.methods]
+    body = BoundedBodyMiddleware(HotRoutes(app.fastapi, routes=hot, limits=settings.limits), limits=settings.limits)
+    admission = WriteAdmission(
+        body,
+        WriteRoutes(r for m in api_modules for r in m.router.routes),
+        db=db,
+        limits=settings.limits,
+        tokens=RecentTokens(),
+        rate_limiter=app.state.rate_limiter,
+        in_flight=app.state.writes_in_flight,
+        metrics=app.state.metrics,
+    )
+    # Outermost: every response, even a 401 from the admission or a 413 from the body guard, gets a
+    # request id and a log line. Then a write's token is checked before its body is read.
+    app.front = RequestContextMiddleware(admission, metrics=app.state.metrics)
     return app
 
 

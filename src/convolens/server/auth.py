@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Callable
 
 from fastapi import Depends, Request
@@ -28,11 +30,68 @@ async def bearer_token(request: Request) -> str:
     """The token of ``Authorization: Bearer …``, not yet looked up: a 401 at once if there is none."""
     token = parse_bearer(request.headers.get("authorization", ""))
     if token is None:
-        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer cl_…'", headers=_CHALLENGE)
+        raise missing_token()
     return token
 
 
+def missing_token() -> ApiError:
+    return ApiError(401, "missing bearer token: send 'Authorization: Bearer cl_…'", headers=_CHALLENGE)
+
+
 Bearer = Depends(bearer_token)
+
+
+def scoped_bearer(scope: str) -> Callable[[Request], object]:
+    """``bearer_token`` for a route that checks ``scope`` itself (the hot routes, inside their thread
+    hop): the ``scope`` attribute tells server/admission.py which scope to check before the body."""
+
+    async def dependency(request: Request) -> str:
+        return await bearer_token(request)
+
+    dependency.scope = scope  # type: ignore[attr-defined]
+    dependency.__name__ = f"bearer_{scope}"
+    return dependency
+
+
+IngestBearer = Depends(scoped_bearer("ingest"))
+
+
+class RecentTokens:
+    """Tokens found live in the last ``ttl`` seconds, for the check made before a request's body is read
+    (server/admission.py). Only a gate: the write itself still looks its token up (``authorize``), so a
+    revoked token is refused from its next request on; the cache only lets such a request's body be
+    read for up to ``ttl`` seconds more. Unknown and revoked tokens are never cached: a token just
+    created works at once, and a wrong one costs one index probe, never a body."""
+
+    def __init__(self, ttl: float = 5.0, max_tracked: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_tracked = max_tracked
+        self._found: dict[str, tuple[TokenInfo, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> TokenInfo | None:
+        found = self._found.get(token)
+        if found is None or time.monotonic() - found[1] > self.ttl:
+            return None
+        return found[0]
+
+    def look_up(self, db: Database, token: str) -> TokenInfo | None:
+        """The token's info from the database (blocking: call it on a worker thread), remembered if live."""
+        info = db.read_held(lambda conn: projects.authenticate(conn, token), share=("token", token))
+        if info is not None:
+            with self._lock:
+                if len(self._found) >= self.max_tracked:
+                    self._found.clear()  # crude, bounded: tokens cycled by a client cannot grow memory
+                self._found[token] = (info, time.monotonic())
+        return info
+
+
+def invalid_token() -> ApiError:
+    return ApiError(401, "invalid or revoked token", headers=_CHALLENGE)
+
+
+def missing_scope(scope: str) -> ApiError:
+    return ApiError(403, f"this token lacks the '{scope}' scope")
 
 
 class TokenLookups:
@@ -59,7 +118,7 @@ def authorize(request: Request, token: str, scope: str, lookups: TokenLookups | 
     that writes their batch, with the batch's ``lookups``."""
     info = _authenticate(request, token, lookups)
     if scope not in info.scopes:
-        raise ApiError(403, f"this token lacks the '{scope}' scope")
+        raise missing_scope(scope)
     return info
 
 
@@ -71,7 +130,7 @@ def _authenticate(request: Request, token: str, lookups: TokenLookups | None) ->
         # Concurrent requests with one token share a look-up that started after each arrived (store/shared.py).
         info = db.read_held(lambda conn: projects.authenticate(conn, token), share=("token", token))
     if info is None:
-        raise ApiError(401, "invalid or revoked token", headers=_CHALLENGE)
+        raise invalid_token()
     wait = request.app.state.rate_limiter.acquire(info.token_pk)
     if wait:
         request.app.state.metrics.rate_limited.inc()
@@ -94,6 +153,7 @@ def require(scope: str) -> Callable[..., TokenInfo]:
     def dependency(request: Request, token: str = Bearer) -> TokenInfo:
         return authorize(request, token, scope)
 
+    dependency.scope = scope  # type: ignore[attr-defined]  # read by server/admission.py
     dependency.__name__ = f"require_{scope}"
     return dependency
 

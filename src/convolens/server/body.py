@@ -2,7 +2,9 @@
 
 It refuses (413) a body over ``max_body_bytes`` as soon as the limit is crossed, and inflates
 ``Content-Encoding: gzip`` in bounded steps, refusing a body that would inflate past
-``max_decompressed_bytes`` without ever holding it whole: a gzip bomb costs us at most the limit.
+``max_decompressed_bytes`` without ever holding it whole: a gzip bomb costs us at most the limit, and
+past ``ON_LOOP_BYTES`` that cost is paid on a worker thread, not the event loop. A write request
+reaches this guard only once its token is checked (server/admission.py).
 The routes then read an ordinary JSON body and FastAPI validates it against the pydantic schemas.
 """
 
@@ -15,8 +17,11 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from convolens.config import Limits
+from convolens.server.offload import in_thread
 
 _CHUNK = 64 * 1024
+# Bodies up to this size (inflated) are handled on the event loop; larger ones on a worker thread.
+ON_LOOP_BYTES = 256 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -31,24 +36,56 @@ class BodyTimeout(Exception):
     pass
 
 
+class Inflation:
+    """A compressed body inflated in bounded steps, which may be taken on different threads (one at a
+    time): the first on the event loop, up to a budget; the rest, if any, on a worker thread."""
+
+    def __init__(self, data: bytes, max_bytes: int, *, gzip: bool = True) -> None:
+        self._inflater = zlib.decompressobj(wbits=(16 + zlib.MAX_WBITS) if gzip else zlib.MAX_WBITS)
+        self._pending = data
+        self._out = bytearray()
+        self._max_bytes = max_bytes
+        self._kind = "gzip" if gzip else "deflate"
+
+    def run(self, budget: int | None = None) -> bool:
+        """Inflate on, up to about ``budget`` more bytes of output if given: True when the whole body
+        is inflated (``result``), False when the budget ran out first."""
+        stop = len(self._out) + budget if budget is not None else None
+        try:
+            while self._pending:
+                if stop is not None and len(self._out) >= stop:
+                    return False
+                self._out += self._inflater.decompress(self._pending, _CHUNK)
+                if len(self._out) > self._max_bytes:
+                    raise BodyTooLarge(f"decompressed request body is larger than the limit of {self._max_bytes} bytes")
+                self._pending = self._inflater.unconsumed_tail
+            self._out += self._inflater.flush()
+        except zlib.error as exc:
+            raise BadEncoding(f"request body is not valid {self._kind}: {exc}") from None
+        if len(self._out) > self._max_bytes:
+            raise BodyTooLarge(f"decompressed request body is larger than the limit of {self._max_bytes} bytes")
+        if not self._inflater.eof:
+            raise BadEncoding("request body is truncated")
+        return True
+
+    def result(self) -> bytes:
+        return bytes(self._out)
+
+
 def inflate(data: bytes, max_bytes: int, *, gzip: bool = True) -> bytes:
-    inflater = zlib.decompressobj(wbits=(16 + zlib.MAX_WBITS) if gzip else zlib.MAX_WBITS)
-    out = bytearray()
-    try:
-        pending = data
-        while pending:
-            out += inflater.decompress(pending, _CHUNK)
-            if len(out) > max_bytes:
-                raise BodyTooLarge(f"decompressed request body is larger than the limit of {max_bytes} bytes")
-            pending = inflater.unconsumed_tail
-        out += inflater.flush()
-    except zlib.error as exc:
-        raise BadEncoding(f"request body is not valid {'gzip' if gzip else 'deflate'}: {exc}") from None
-    if len(out) > max_bytes:
-        raise BodyTooLarge(f"decompressed request body is larger than the limit of {max_bytes} bytes")
-    if not inflater.eof:
-        raise BadEncoding("request body is truncated")
-    return bytes(out)
+    inflation = Inflation(data, max_bytes, gzip=gzip)
+    inflation.run()
+    return inflation.result()
+
+
+async def inflate_off_loop(data: bytes, max_bytes: int, *, gzip: bool = True) -> bytes:
+    """``inflate``, the first ``ON_LOOP_BYTES`` of output on the event loop (a small body, the common
+    case, makes no thread hop) and the rest on a worker thread, so that a large body, or a bomb on its
+    way to the limit, does not hold up every other request of the process."""
+    inflation = Inflation(data, max_bytes, gzip=gzip)
+    if not inflation.run(ON_LOOP_BYTES):
+        await in_thread(inflation.run)
+    return inflation.result()
 
 
 class BoundedBodyMiddleware:
@@ -65,7 +102,7 @@ class BoundedBodyMiddleware:
             body = await self._read(headers, receive)
             encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
             if encoding in ("gzip", "x-gzip", "deflate"):
-                body = inflate(body, self.limits.max_decompressed_bytes, gzip=encoding != "deflate")
+                body = await inflate_off_loop(body, self.limits.max_decompressed_bytes, gzip=encoding != "deflate")
             elif encoding not in ("", "identity"):
                 await _reply(send, 415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
                 return

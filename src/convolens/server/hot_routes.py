@@ -2,15 +2,20 @@
 
 ``POST /api/v1/ingest`` and Context's three log POSTs are declared as ordinary FastAPI routes (their
 OpenAPI description, their endpoint functions); this middleware, the innermost one, calls those same
-endpoint functions itself for a well-formed request: it parses the body with orjson and validates it
-with a pydantic ``TypeAdapter`` of the endpoint's body model, then answers with the endpoint's response.
+endpoint functions itself: it parses the body with orjson, refuses a list over its bound before
+validating any of it (``_COUNTED``), validates it with a pydantic ``TypeAdapter`` of the endpoint's
+body model (a body over ``ON_LOOP_BYTES`` on a worker thread, so that it does not hold up the event
+loop), then answers with the endpoint's response. The token was checked before the body was read
+(server/admission.py).
+
 py-spy on one-conversation Context requests put over half the event loop's time in FastAPI's exception
 middleware, routing, dependency solving and response plumbing (bench/README.md); this path skips them.
 
-Anything unusual — no bearer token, a body that is not JSON or does not validate, a query parameter
-other than ``tenant_id`` — goes on to FastAPI unchanged (the body replayed), so every error a client
-sees is the one FastAPI's route gives. Errors raised by the endpoint itself (token, bounds, database)
-are answered with the API's one error shape (``errors.error_response``).
+A body that is not JSON or does not validate is answered here with the 422 FastAPI's route gives
+(parsing it again there cost a large body twice on the event loop). Anything unusual — a content type
+other than JSON, a query parameter other than ``tenant_id``, JSON nested past the parsers' depth —
+goes on to FastAPI unchanged (the body replayed). Errors raised by the endpoint itself (token, bounds,
+database) are answered with the API's one error shape (``errors.error_response``).
 """
 
 from __future__ import annotations
@@ -24,14 +29,36 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from convolens.config import Limits
+from convolens.schemas.bounds import FieldError
+from convolens.schemas.context import ConversationBody, ThreadBody
+from convolens.schemas.ingest import IngestBatch
 from convolens.server.auth import parse_bearer
-from convolens.server.body import replay
-from convolens.server.errors import error_response
+from convolens.server.body import ON_LOOP_BYTES, replay
+from convolens.server.errors import bound_violation, error_response
+from convolens.server.offload import in_thread
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """The list in a body that a ``Limits`` bound caps: counted before the body is validated."""
+
+    path: tuple[str, ...]
+    limit: str
+    noun: str
+
+
+_COUNTED = {
+    IngestBatch: _Counted(("events",), "max_batch_events", "events"),
+    ConversationBody: _Counted(("conversation", "messages"), "max_messages_per_conversation", "messages"),
+    ThreadBody: _Counted(("conversation", "messages"), "max_messages_per_conversation", "messages"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,7 @@ class _HotRoute:
     body_parameter: str
     body: TypeAdapter
     takes_tenant: bool
+    counted: _Counted | None
 
 
 def _hot_route(route: APIRoute) -> _HotRoute:
@@ -55,15 +83,17 @@ def _hot_route(route: APIRoute) -> _HotRoute:
         body_parameter=body_parameter,
         body=TypeAdapter(hints[body_parameter]),
         takes_tenant="tenant_id" in parameters,
+        counted=_COUNTED.get(hints[body_parameter]),
     )
 
 
 class HotRoutes:
     """ASGI middleware: the POSTs to ``routes`` that it can take, it answers; the rest go to ``app``."""
 
-    def __init__(self, app: ASGIApp, routes: list[APIRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: list[APIRoute], limits: Limits) -> None:
         self.app = app
         self.routes = {r.path: _hot_route(r) for r in routes}
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hot = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -79,25 +109,35 @@ class HotRoutes:
         token = parse_bearer(authorization) if authorization is not None else None
         json_body = content_type is not None and content_type.split(b";", 1)[0].strip().lower() == b"application/json"
         body = await _read_body(receive)
-        arguments = self._arguments(hot, scope, token, json_body, body)
-        if arguments is None:
-            await self.app(scope, replay(body, receive), send)
-            return
-        scope["route"] = hot.route  # the access log and metrics name the route template
-        request = Request(scope, receive)
+        arguments = self._query_arguments(hot, scope) if token is not None and json_body else None
         try:
-            response = await hot.endpoint(request, token=token, **arguments)
+            if arguments is not None:
+                if len(body) <= ON_LOOP_BYTES:
+                    parsed = self._parse(hot, body)
+                else:  # a large body is parsed and validated on a worker thread, not the event loop
+                    parsed = await in_thread(lambda: self._parse(hot, body))
+                if parsed is None:
+                    arguments = None
+                else:
+                    arguments[hot.body_parameter] = parsed
+            if arguments is not None:
+                scope["route"] = hot.route  # the access log and metrics name the route template
+                response = await hot.endpoint(Request(scope, receive), token=token, **arguments)
         except Exception as exc:
             response = error_response(exc)
             if response is None:
                 raise
+            scope["route"] = hot.route
+        else:
+            if arguments is None:
+                await self.app(scope, replay(body, receive), send)
+                return
         await response(scope, receive, send)
 
     @staticmethod
-    def _arguments(hot: _HotRoute, scope: Scope, token: str | None, json_body: bool, body: bytes) -> dict | None:
-        """The endpoint's arguments, or ``None`` where FastAPI's own route should answer."""
-        if token is None or not json_body:
-            return None
+    def _query_arguments(hot: _HotRoute, scope: Scope) -> dict[str, Any] | None:
+        """The endpoint's arguments from the query string, or ``None`` where FastAPI's own route should
+        answer (a parameter other than ``tenant_id``)."""
         arguments: dict[str, Any] = {}
         query = scope["query_string"]
         if query:
@@ -107,18 +147,45 @@ class HotRoutes:
             arguments["tenant_id"] = pairs[0][1]
         elif hot.takes_tenant:
             arguments["tenant_id"] = None
+        return arguments
+
+    def _parse(self, hot: _HotRoute, body: bytes) -> Any:
+        """The body parsed, counted and validated; raises the error that answers a body that is not
+        JSON, carries too many items or does not validate (the same 422 FastAPI's route would give);
+        ``None`` for the rare body FastAPI's route should answer (nested past the parsers' depth)."""
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             try:
                 data = json.loads(body)  # valid JSON orjson refuses (lone surrogates): the bounds check names it
+            except json.JSONDecodeError as exc:  # as FastAPI words it
+                raise RequestValidationError(
+                    [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+                      "input": {}, "ctx": {"error": exc.msg}}]
+                ) from None  # fmt: skip
             except (ValueError, RecursionError):  # nested past either parser's depth: FastAPI's 400
                 return None
+        if hot.counted is not None:
+            _check_count(data, hot.counted, self.limits)
         try:
-            arguments[hot.body_parameter] = hot.body.validate_python(data)
-        except (ValidationError, RecursionError):
+            return hot.body.validate_python(data)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        except RecursionError:
             return None
-        return arguments
+
+
+def _check_count(data: Any, counted: _Counted, limits: Limits) -> None:
+    """Refuse a body with more items than its bound before validating any of them: validation is the
+    dear part, and the bound's 422 is what the bounds check (schemas/bounds.py) would give afterwards."""
+    items = data
+    for key in counted.path:
+        items = items.get(key) if isinstance(items, dict) else None
+    if not isinstance(items, list):
+        return  # validation names what is wrong
+    limit = getattr(limits, counted.limit)
+    if len(items) > limit:
+        raise bound_violation([FieldError(counted.path, f"has {len(items)} {counted.noun}; the limit is {limit}")])
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -18,15 +18,23 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from convolens.server.body import ON_LOOP_BYTES
+from convolens.server.offload import in_thread
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
 
 class OrjsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            try:
-                self._json = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                self._json = json.loads(body)
+            # A large body is parsed on a worker thread, so that it does not hold up the event loop.
+            self._json = _loads(body) if len(body) <= ON_LOOP_BYTES else await in_thread(lambda: _loads(body))
         return self._json
 
 

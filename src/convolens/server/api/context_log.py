@@ -27,7 +27,7 @@ from convolens.schemas.context import (
 )
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent, construct_complete
 from convolens.server.api.deps import app_database, app_limits, count_ingested, database
-from convolens.server.auth import Bearer, IngestToken, TokenLookups, authorize
+from convolens.server.auth import IngestBearer, IngestToken, TokenLookups, authorize
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_thread
@@ -216,7 +216,7 @@ class _RedactNamesElsewhere(Exception):
 
 @router.post("/api/v1/log/conversation", status_code=201)
 async def log_conversation(
-    request: Request, body: ConversationBody, tenant_id: str | None = TenantQuery, token: str = Bearer
+    request: Request, body: ConversationBody, tenant_id: str | None = TenantQuery, token: str = IngestBearer
 ) -> JSONResponse:
     """Log one whole conversation; every call makes a new conversation."""
     conversation = body.conversation
@@ -245,7 +245,7 @@ async def log_conversation(
 
 @router.post("/api/v1/log/conversation/upsert", status_code=201)
 async def log_conversation_upsert(
-    request: Request, body: ConversationBody, tenant_id: str | None = TenantQuery, token: str = Bearer
+    request: Request, body: ConversationBody, tenant_id: str | None = TenantQuery, token: str = IngestBearer
 ) -> JSONResponse:
     """Log the whole history so far; a continuation of a recent conversation appends only what is new."""
     conversation = body.conversation
@@ -290,7 +290,7 @@ async def log_conversation_upsert(
 
 @router.post("/api/v1/log/conversation/thread", status_code=201)
 async def log_conversation_thread(
-    request: Request, body: ThreadBody, tenant_id: str | None = TenantQuery, token: str = Bearer
+    request: Request, body: ThreadBody, tenant_id: str | None = TenantQuery, token: str = IngestBearer
 ) -> JSONResponse:
     """Append messages to a thread (``id`` given, created if new) or start one (no ``id``)."""
     thread = body.conversation

@@ -12,7 +12,7 @@ from convolens.enrich.pii import scrub_batch
 from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
 from convolens.server.api.deps import app_database, app_limits, count_ingested
-from convolens.server.auth import Bearer, authorize
+from convolens.server.auth import IngestBearer, authorize
 from convolens.server.errors import ERROR_RESPONSES, bound_violation
 from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_thread
@@ -24,7 +24,7 @@ router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES, route_class=Orjso
 
 
 @router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)
-async def ingest(request: Request, batch: IngestBatch, token: str = Bearer) -> JSONResponse:
+async def ingest(request: Request, batch: IngestBatch, token: str = IngestBearer) -> JSONResponse:
     def store() -> BatchOutcome:
         info = authorize(request, token, "ingest")
         errors = check_batch(batch, app_limits(request))
