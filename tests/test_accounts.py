@@ -396,3 +396,23 @@ def test_the_change_password_page_in_chromium(sqlite_server: RunningServer) -> N
         page.click("#change-password button[type=submit]")
         expect(page).to_have_url(re.compile(rf"/p/{project}/overview$"))
         browser.close()
+
+
+def test_an_ipv6_client_is_counted_by_its_64_prefix() -> None:
+    from convolens.server.web.signin_limit import SignInLimit, client_key
+
+    limit = SignInLimit()
+    statuses = [limit.admit(f"2001:db8:1:2::{i:x}", f"u{i}@example.com") for i in range(31)]
+    assert statuses[:30] == [0.0] * 30 and statuses[30] > 0
+    assert limit.admit("2001:db8:1:3::1", "other@example.com") == 0.0
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+
+
+def test_the_last_admin_cannot_demote_themselves_through_the_add_form(
+    server: RunningServer, admin: tuple[httpx.Client, str]
+) -> None:
+    client, project = admin
+    form = {"email": client.email.upper(), "role": "viewer", "csrf_token": client.csrf}
+    kept = client.post(f"/p/{project}/settings/members", data=form)
+    assert kept.status_code == 409 and "at least one admin" in kept.text
+    assert client.get(f"/p/{project}/settings").status_code == 200

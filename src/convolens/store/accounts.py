@@ -107,11 +107,17 @@ def set_password(conn: Connection, account_pk_: int, password: str, *, must_chan
     email = conn.execute(select(account.c.email).where(account.c.pk == account_pk_)).scalar()
     if email is None:
         raise ValueError("no such account")
-    check_password(password, email)
+    replace_password(conn, account_pk_, hash_password(password, email), must_change_password=must_change_password)
+
+
+def replace_password(
+    conn: Connection, account_pk_: int, password_hash: str, *, must_change_password: bool = False
+) -> None:
+    """``set_password`` with a hash made beforehand (by ``hash_password``, outside the transaction)."""
     conn.execute(
         update(account)
         .where(account.c.pk == account_pk_)
-        .values(password_hash=_hasher.hash(password), must_change_password=must_change_password)
+        .values(password_hash=password_hash, must_change_password=must_change_password)
     )
     conn.execute(delete(web_session).where(web_session.c.account_pk == account_pk_))
 

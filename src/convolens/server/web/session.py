@@ -181,12 +181,13 @@ def change_password(
     if new == current:
         return _password_form(request, session, target, 422, "new: must differ from the current password")
     try:
-        with _db(request).writer() as conn:
-            # Every session of the account ends (a thief's too); this browser gets a new one.
-            accounts.set_password(conn, session.account_pk, new)
-            token = accounts.start_session(conn, session.account_pk, utcnow())
+        password_hash = accounts.hash_password(new, session.email)
     except ValueError as exc:
         return _password_form(request, session, target, 422, str(exc).replace("password:", "new:", 1))
+    with _db(request).writer() as conn:
+        # Every session of the account ends (a thief's too); this browser gets a new one.
+        accounts.replace_password(conn, session.account_pk, password_hash)
+        token = accounts.start_session(conn, session.account_pk, utcnow())
     response = redirect(target)
     _set_session_cookie(request, response, token)
     return response

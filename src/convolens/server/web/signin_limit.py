@@ -10,7 +10,23 @@ limit: whoever keeps guessing at an e-mail keeps its owner waiting too (one atte
 
 from __future__ import annotations
 
+import ipaddress
+
 from convolens.server.ratelimit import RateLimiter
+
+
+def client_key(host: str) -> str:
+    """The client the per-client limit counts: an IPv4 address, or an IPv6 address's /64 (one host usually
+    holds a whole /64, and could otherwise take a fresh address for every few guesses)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class SignInLimit:
@@ -27,12 +43,12 @@ class SignInLimit:
     def admit(self, client: str, address: str) -> float:
         """0 if this attempt may go ahead (and it is counted), else the seconds to wait. A client over
         its limit spends none of the address's attempts."""
-        wait = self.per_client.acquire(client)
+        wait = self.per_client.acquire(client_key(client))
         if wait:
             return wait
         return self.per_address.acquire(address)
 
     def succeeded(self, client: str, address: str) -> None:
         """The attempt admitted for this client and address signed in: it does not count."""
-        self.per_client.refund(client)
+        self.per_client.refund(client_key(client))
         self.per_address.refund(address)
