@@ -414,7 +414,7 @@ def test_the_users_create_cli(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    password = re.search(r"password \(shown once\): (\S+)", made.stdout).group(1)
+    password = re.search(r"password \(shown once, to be changed at first sign-in\): (\S+)", made.stdout).group(1)
     again = subprocess.run(
         [*CLI, "users", "create", "--email", "pm@example.com", "--role", "admin", "--project", "shop"],
         env=env, capture_output=True, text=True,

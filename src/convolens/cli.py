@@ -34,6 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_config": None,  # ours, from configure_logging: JSON lines, no uvicorn access log
         "access_log": False,
         "timeout_graceful_shutdown": args.graceful_timeout,
+        # Only these peers' X-Forwarded-Proto/-For are believed (uvicorn otherwise trusts 127.0.0.1 alone).
+        "proxy_headers": True,
+        "forwarded_allow_ips": list(settings.trusted_proxies),
         **ssl,
     }
     workers = args.workers or 1
@@ -280,28 +283,52 @@ def cmd_users_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
-    """A dashboard account with a role in a project (created if new); prints a generated password once."""
-    import secrets
-
-    from convolens.store import accounts
+    """A dashboard account with a role in a project (created if new); prints a generated password once,
+    which its owner must change at first sign-in."""
+    from convolens.store import accounts, passwords
     from convolens.timeutil import utcnow
 
-    password = args.password or secrets.token_urlsafe(12)
+    password = args.password or passwords.generated()
     db = _db(Settings.from_env())
     try:
         with db.writer() as conn:
             project_pk, _ = projects.ensure_project(conn, args.project)
             existed = accounts.account_pk(conn, args.email) is not None
-            account_pk = accounts.create_account(conn, args.email, password, utcnow())
+            account_pk = accounts.create_account(
+                conn, args.email, password, utcnow(), must_change_password=not args.password
+            )
             accounts.set_role(conn, account_pk, project_pk, args.role)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{accounts.normalize_email(args.email)} is {args.role} of project {args.project!r}")
     if not existed and not args.password:
-        print(f"password (shown once): {password}")
+        print(f"password (shown once, to be changed at first sign-in): {password}")
     elif existed:
         print("the account existed already: its password is unchanged")
+    return 0
+
+
+def cmd_users_set_password(args: argparse.Namespace) -> int:
+    """A dashboard account's new password (its sessions end): the one given, or a generated one printed
+    once that must be changed at the next sign-in."""
+    from convolens.store import accounts, passwords
+
+    password = args.password or passwords.generated()
+    db = _db(Settings.from_env())
+    try:
+        with db.writer() as conn:
+            account_pk = accounts.account_pk(conn, args.email)
+            if account_pk is None:
+                print(f"error: no dashboard account {accounts.normalize_email(args.email)!r}", file=sys.stderr)
+                return 1
+            accounts.set_password(conn, account_pk, password, must_change_password=not args.password)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"password of {accounts.normalize_email(args.email)} changed; its sessions are signed out")
+    if not args.password:
+        print(f"password (shown once, to be changed at next sign-in): {password}")
     return 0
 
 
@@ -398,8 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True)
     create.add_argument("--role", choices=("admin", "member", "viewer"), required=True)
     create.add_argument("--project", required=True)
-    create.add_argument("--password", help="at least 8 characters; generated and printed once when absent")
+    create.add_argument(
+        "--password",
+        help="at least 10 characters and not a common one; when absent, one is generated, printed once, and "
+        "must be changed at first sign-in",
+    )
     create.set_defaults(func=cmd_users_create)
+    set_password = users.add_parser("set-password", help="give a dashboard account a new password")
+    set_password.add_argument("--email", required=True)
+    set_password.add_argument(
+        "--password",
+        help="at least 10 characters and not a common one; when absent, one is generated, printed once, and "
+        "must be changed at the next sign-in",
+    )
+    set_password.set_defaults(func=cmd_users_set_password)
     erase = users.add_parser("erase", help="erase an end user and all their conversations (GDPR)")
     erase.add_argument("--project", required=True)
     erase.add_argument("user_id")

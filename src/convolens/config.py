@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,11 @@ class Settings:
     # What URLs set by project admins (their LLM provider) may reach beyond the public internet:
     # CONVOLENS_OUTBOUND_ALLOW, the operator's to set, never a project admin's.
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-Proto and X-Forwarded-For are
+    # believed: the scheme decides the cookies' Secure flag, the address the sign-in limit's key.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Session cookies' Secure flag: auto follows the request's scheme (as a trusted proxy reports it).
+    secure_cookies: str = "auto"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -114,8 +120,29 @@ class Settings:
             embedded_worker=embedded,
             llm=LlmSettings.from_env(),
             outbound=OutboundPolicy.from_env(),
+            trusted_proxies=trusted_proxies(os.environ.get("CONVOLENS_TRUSTED_PROXIES", "127.0.0.1,::1")),
+            secure_cookies=secure_cookies(os.environ.get("CONVOLENS_SECURE_COOKIES", "auto")),
         )
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def trusted_proxies(raw: str) -> tuple[str, ...]:
+    """``CONVOLENS_TRUSTED_PROXIES``: comma-separated addresses or networks; empty trusts none. A typo
+    is an error here rather than a proxy silently distrusted."""
+    entries = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"CONVOLENS_TRUSTED_PROXIES: {entry!r} is not an IP address or network") from exc
+    return entries
+
+
+def secure_cookies(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("auto", "always", "never"):
+        raise ValueError(f"CONVOLENS_SECURE_COOKIES must be auto, always or never, got {raw!r}")
+    return value

@@ -47,6 +47,15 @@ class RateLimiter:
             tokens = self._tokens(key, time.monotonic())
         return 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
 
+    def refund(self, key: Hashable) -> None:
+        """Gives back one request taken by ``acquire`` (one that turned out not to count)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if key in self._buckets:
+                self._buckets[key] = (min(float(self.burst), self._tokens(key, now) + 1), now)
+
     def _tokens(self, key: Hashable, now: float) -> float:
         """The key's tokens now: what was left, refilled at the rate since, up to the burst."""
         tokens, last = self._buckets.get(key, (float(self.burst), now))

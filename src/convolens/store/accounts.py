@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from convolens.store import passwords
 from convolens.store.dialect import insert_ignore
 from convolens.store.tables import account, membership, project, web_session
 
@@ -26,7 +27,9 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The one form of an e-mail that is stored, looked up and rate-limited: every spelling that signs in
+    to an account maps to the same string, so no spelling gets a sign-in limit of its own."""
+    return email[:320].strip().lower()
 
 
 def valid_email(email: str) -> bool:
@@ -50,32 +53,72 @@ class Session:
     email: str
     csrf_token: str
     memberships: tuple[Membership, ...]
+    # The password was chosen by someone else: nothing but the change-password page until it is replaced.
+    must_change_password: bool = False
 
     def membership(self, project_name: str) -> Membership | None:
         return next((m for m in self.memberships if m.project == project_name), None)
 
 
-def create_account(conn: Connection, email: str, password: str, now: datetime) -> int:
-    """A new account, or the existing one with that e-mail (its password is then left as it is)."""
+def check_password(password: str, email: str) -> None:
+    """ValueError (naming the password field) unless ``password`` meets the policy in passwords.py."""
+    problem = passwords.problem(password, normalize_email(email))
+    if problem:
+        raise ValueError(problem)
+
+
+def hash_password(password: str, email: str) -> str:
+    """The argon2 hash of a new password for ``email``, after the policy's check (ValueError naming the
+    password field). Slow on purpose: callers do it outside a write transaction."""
+    check_password(password, email)
+    return _hasher.hash(password)
+
+
+def add_account(
+    conn: Connection, email: str, password_hash: str, now: datetime, *, must_change_password: bool = False
+) -> int:
+    """A new account with this hash, or the existing one with that e-mail (its password left as it is)."""
     email = normalize_email(email)
     if not valid_email(email):
-        raise ValueError("not an e-mail address")
-    if len(password) < 8:
-        raise ValueError("the password must be at least 8 characters")
+        raise ValueError("email: not an e-mail address")
     existing = account_pk(conn, email)
     if existing is not None:
         return existing
     return conn.execute(
         insert(account)
-        .values(email=email, password_hash=_hasher.hash(password), created_at=now)
+        .values(email=email, password_hash=password_hash, created_at=now, must_change_password=must_change_password)
         .returning(account.c.pk)
     ).scalar_one()
 
 
-def set_password(conn: Connection, account_pk_: int, password: str) -> None:
-    if len(password) < 8:
-        raise ValueError("the password must be at least 8 characters")
-    conn.execute(update(account).where(account.c.pk == account_pk_).values(password_hash=_hasher.hash(password)))
+def create_account(
+    conn: Connection, email: str, password: str, now: datetime, *, must_change_password: bool = False
+) -> int:
+    """``add_account`` with the password hashed here; the hash is made whether the account existed or
+    not, so the call takes as long either way."""
+    if not valid_email(normalize_email(email)):
+        raise ValueError("email: not an e-mail address")
+    password_hash = hash_password(password, email)
+    return add_account(conn, email, password_hash, now, must_change_password=must_change_password)
+
+
+def set_password(conn: Connection, account_pk_: int, password: str, *, must_change_password: bool = False) -> None:
+    """A new password (checked against the policy); every session of the account ends."""
+    email = conn.execute(select(account.c.email).where(account.c.pk == account_pk_)).scalar()
+    if email is None:
+        raise ValueError("no such account")
+    replace_password(conn, account_pk_, hash_password(password, email), must_change_password=must_change_password)
+
+
+def replace_password(
+    conn: Connection, account_pk_: int, password_hash: str, *, must_change_password: bool = False
+) -> None:
+    """``set_password`` with a hash made beforehand (by ``hash_password``, outside the transaction)."""
+    conn.execute(
+        update(account)
+        .where(account.c.pk == account_pk_)
+        .values(password_hash=password_hash, must_change_password=must_change_password)
+    )
     conn.execute(delete(web_session).where(web_session.c.account_pk == account_pk_))
 
 
@@ -103,6 +146,13 @@ def remove_member(conn: Connection, account_pk_: int, project_pk: int) -> bool:
     )
 
 
+def member_role(conn: Connection, account_pk_: int, project_pk: int) -> str | None:
+    """The account's role in the project, or None if it is not a member (whether or not it exists)."""
+    return conn.execute(
+        select(membership.c.role).where(membership.c.account_pk == account_pk_, membership.c.project_pk == project_pk)
+    ).scalar()
+
+
 def members(conn: Connection, project_pk: int) -> list[tuple[int, str, str]]:
     """(account key, e-mail, role) of everyone in the project."""
     rows = conn.execute(
@@ -121,7 +171,8 @@ def admins(conn: Connection, project_pk: int) -> int:
 
 
 def verify(conn: Connection, email: str, password: str) -> int | None:
-    """The account key if the password is right, else None (in about the same time either way)."""
+    """The account key if the password is right, else None (in about the same time either way: an unknown
+    e-mail is checked against a dummy hash)."""
     row = conn.execute(
         select(account.c.pk, account.c.password_hash).where(account.c.email == normalize_email(email))
     ).first()
@@ -158,7 +209,7 @@ def end_session(conn: Connection, token: str) -> None:
 
 def session(conn: Connection, token: str, now: datetime) -> Session | None:
     row = conn.execute(
-        select(web_session.c.account_pk, web_session.c.csrf_token, account.c.email)
+        select(web_session.c.account_pk, web_session.c.csrf_token, account.c.email, account.c.must_change_password)
         .join(account, account.c.pk == web_session.c.account_pk)
         .where(web_session.c.token_hash == _digest(token), web_session.c.expires_at > now)
     ).first()
@@ -170,4 +221,5 @@ def session(conn: Connection, token: str, now: datetime) -> Session | None:
         .where(membership.c.account_pk == row.account_pk)
         .order_by(project.c.name)
     )
-    return Session(row.account_pk, row.email, row.csrf_token, tuple(Membership(*p) for p in projects))
+    memberships = tuple(Membership(*p) for p in projects)
+    return Session(row.account_pk, row.email, row.csrf_token, memberships, bool(row.must_change_password))

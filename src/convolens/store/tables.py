@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -281,6 +283,8 @@ account = Table(
     Column("email", String(254), nullable=False, unique=True),
     Column("password_hash", String(256), nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # Set for a password someone else chose (an admin, or generated): its owner must replace it first.
+    Column("must_change_password", Boolean, nullable=False, server_default=false()),
 )
 
 membership = Table(

@@ -1,7 +1,7 @@
 """The dashboard: server-rendered pages (Jinja2, autoescaped) with a vendored chart library (uPlot 1.6.32,
 MIT, ``static/uPlot.*``) and two small scripts of ours. Where a URL goes:
 
-- ``/login``, ``/logout``, ``/``       → session.py (sign-in, the session cookie, CSRF, roles)
+- ``/login``, ``/logout``, ``/``, ``/account/password`` → session.py (sign-in, the session cookie, CSRF, roles)
 - ``/p/{project}/overview``         → overview.py
 - ``/p/{project}/conversations…``, ``/p/{project}/export.csv|jsonl`` → conversations.py
 - ``/p/{project}/users…``           → users.py
@@ -21,13 +21,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convolens.server import errors
-from convolens.server.ratelimit import RateLimiter
 from convolens.server.web import api_docs, conversations, overview, session, settings, topics, users
-from convolens.server.web.render import HERE, LoginRequired, WebError, render
+from convolens.server.web.render import HERE, LoginRequired, PasswordChangeRequired, WebError, render
+from convolens.server.web.signin_limit import SignInLimit
 
 
 def _is_page(path: str) -> bool:
-    return path.startswith(("/p/", "/login", "/logout"))
+    return path.startswith(("/p/", "/login", "/logout", "/account/"))
 
 
 TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form", 429: "Slow down"}
@@ -35,8 +35,7 @@ TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the
 
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    # Failed sign-ins per client address and e-mail: 10, then one every 6 seconds (per process).
-    app.state.login_limiter = RateLimiter(per_second=1 / 6, burst=10)
+    app.state.signin_limit = SignInLimit()
     for module in (session, overview, conversations, users, topics, settings, api_docs):
         app.include_router(module.router)
 
@@ -74,3 +73,8 @@ def install(app: FastAPI) -> None:
         if request.method != "GET":
             target = "/"
         return session.redirect(f"/login?next={quote(target, safe='')}")
+
+    @app.exception_handler(PasswordChangeRequired)
+    async def _to_change_password(request: Request, _exc: PasswordChangeRequired) -> Response:
+        target = request.url.path if request.method == "GET" else "/"
+        return session.redirect(f"{session.CHANGE_PASSWORD}?next={quote(target, safe='')}")

@@ -85,6 +85,10 @@ class LoginRequired(Exception):
     """No signed-in session: the browser goes to the login page, and back afterwards."""
 
 
+class PasswordChangeRequired(Exception):
+    """The session's password was chosen by someone else: the browser goes to the change-password page."""
+
+
 def page_count(total: int, per_page: int) -> int:
     return max(1, (total + per_page - 1) // per_page)
 

@@ -1,5 +1,6 @@
 """Who is looking at a page: the signed-in session (an HttpOnly, SameSite cookie), their role in the
-project the URL names, and the CSRF token every form posts back. Login and logout live here too."""
+project the URL names, and the CSRF token every form posts back. Login, logout and the change-password
+form live here too."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from convolens.server.ratelimit import RateLimiter
-from convolens.server.web.render import SECURITY_HEADERS, LoginRequired, WebError, render
-from convolens.store import accounts
+from convolens.server.web.render import SECURITY_HEADERS, LoginRequired, PasswordChangeRequired, WebError, render
+from convolens.server.web.signin_limit import SignInLimit
+from convolens.store import accounts, passwords
 from convolens.store.accounts import Membership, Session
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 
 COOKIE = "convolens_session"
 LOGIN_CSRF_COOKIE = "convolens_login_csrf"
+CHANGE_PASSWORD = "/account/password"
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,10 +38,14 @@ def current_session(request: Request) -> Session | None:
         return accounts.session(conn, token, utcnow())
 
 
-def signed_in(request: Request) -> Session:
+def signed_in(request: Request, *, password_change_pending: bool = False) -> Session:
+    """The session, or the way to the login page. A session whose password someone else chose gets
+    only the change-password page (and logout: ``password_change_pending``) until it is replaced."""
     session = current_session(request)
     if session is None:
         raise LoginRequired()
+    if session.must_change_password and not password_change_pending:
+        raise PasswordChangeRequired()
     return session
 
 
@@ -89,22 +96,38 @@ def login(
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
         raise WebError(403, "the form was missing its security token; reload the page and try again")
-    # Failed attempts per client address and e-mail are limited; once over, even the right password waits.
-    limiter, key = request.app.state.login_limiter, (request.client.host if request.client else "", email[:254])
-    wait = limiter.blocked(key)
-    if wait:
-        raise WebError(429, f"too many failed sign-ins; try again in {RateLimiter.retry_after_header(wait)} seconds")
+    # Sign-ins per client address and per e-mail (normalised as the lookup does) are limited, before the
+    # password is hashed; once over, even the right password waits.
+    address, client = accounts.normalize_email(email), request.client.host if request.client else ""
+    limit: SignInLimit = request.app.state.signin_limit
+    _admit(limit, client, address)
     with _db(request).reader() as conn:
-        account_pk = accounts.verify(conn, email[:254], password[:1024])
+        account_pk = accounts.verify(conn, address, password[: passwords.MAX_LENGTH])
     if account_pk is None:
-        limiter.acquire(key)
         return render(
             request, "login.html", status=401, title="Sign in", csrf_token=expected, next=_safe_next(next),
             error="Wrong e-mail or password.", email=email[:254],
         )  # fmt: skip
+    limit.succeeded(client, address)
     with _db(request).writer() as conn:
         token = accounts.start_session(conn, account_pk, utcnow())
-    response = redirect(_safe_next(next))
+        session = accounts.session(conn, token, utcnow())
+    target = _safe_next(next)
+    if session is not None and session.must_change_password:
+        target = f"{CHANGE_PASSWORD}?next={quote(target, safe='')}"
+    response = redirect(target)
+    _set_session_cookie(request, response, token)
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+def _admit(limit: SignInLimit, client: str, address: str) -> None:
+    wait = limit.admit(client, address)
+    if wait:
+        raise WebError(429, f"too many failed sign-ins; try again in {RateLimiter.retry_after_header(wait)} seconds")
+
+
+def _set_session_cookie(request: Request, response: Response, token: str) -> None:
     response.set_cookie(
         COOKIE,
         token,
@@ -114,13 +137,65 @@ def login(
         secure=_secure(request),
         path="/",
     )
-    response.delete_cookie(LOGIN_CSRF_COOKIE)
+
+
+@router.get(CHANGE_PASSWORD)
+def change_password_page(request: Request, next: str | None = None) -> Response:
+    session = signed_in(request, password_change_pending=True)
+    return _password_form(request, session, _safe_next(next))
+
+
+def _password_form(
+    request: Request, session: Session, next: str, status: int = 200, error: str | None = None
+) -> Response:
+    return render(
+        request, "change_password.html", status=status, title="Change password", session=session, next=next,
+        error=error, forced=session.must_change_password, min_length=passwords.MIN_LENGTH,
+    )  # fmt: skip
+
+
+@router.post(CHANGE_PASSWORD)
+def change_password(
+    request: Request,
+    csrf_token: str = Form(""),
+    current: str = Form(""),
+    new: str = Form(""),
+    repeat: str = Form(""),
+    next: str = Form("/"),
+) -> Response:
+    session = signed_in(request, password_change_pending=True)
+    check_csrf(session, csrf_token)
+    target = _safe_next(next)
+    # The current password is argon2-checked like a sign-in, so it is limited like one: a stolen session
+    # cookie does not become a way to guess the password behind it.
+    limit: SignInLimit = request.app.state.signin_limit
+    client = request.client.host if request.client else ""
+    _admit(limit, client, session.email)
+    with _db(request).reader() as conn:
+        right = accounts.verify(conn, session.email, current[: passwords.MAX_LENGTH]) == session.account_pk
+    if not right:
+        return _password_form(request, session, target, 401, "current: that is not your current password")
+    limit.succeeded(client, session.email)
+    if new != repeat:
+        return _password_form(request, session, target, 422, "repeat: the two new passwords differ")
+    if new == current:
+        return _password_form(request, session, target, 422, "new: must differ from the current password")
+    try:
+        password_hash = accounts.hash_password(new, session.email)
+    except ValueError as exc:
+        return _password_form(request, session, target, 422, str(exc).replace("password:", "new:", 1))
+    with _db(request).writer() as conn:
+        # Every session of the account ends (a thief's too); this browser gets a new one.
+        accounts.replace_password(conn, session.account_pk, password_hash)
+        token = accounts.start_session(conn, session.account_pk, utcnow())
+    response = redirect(target)
+    _set_session_cookie(request, response, token)
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: str = Form("")) -> Response:
-    session = signed_in(request)
+    session = signed_in(request, password_change_pending=True)
     check_csrf(session, csrf_token)
     with _db(request).writer() as conn:
         accounts.end_session(conn, request.cookies.get(COOKIE, ""))
@@ -139,4 +214,7 @@ def home(request: Request) -> Response:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """The cookies' Secure flag: CONVOLENS_SECURE_COOKIES, or (auto) whether the request came over
+    HTTPS, directly or as a trusted proxy's X-Forwarded-Proto says (the server applies that)."""
+    mode = request.app.state.settings.secure_cookies
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")

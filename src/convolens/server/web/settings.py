@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
@@ -10,9 +9,10 @@ from fastapi.responses import Response
 
 from convolens.enrich import names
 from convolens.outbound import RefusedUrl, redacted, safe_url, validate_url
+from convolens.server.path_ids import RowId
 from convolens.server.web.render import WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import accounts, projects
+from convolens.store import accounts, passwords, projects
 from convolens.store.accounts import Membership, Session
 from convolens.timeutil import utcnow
 
@@ -84,7 +84,7 @@ def create_token(
 
 
 @router.post("/p/{project}/settings/tokens/{token_pk}/revoke")
-def revoke_token(request: Request, project: str, token_pk: int, csrf_token: str = Form("")) -> Response:
+def revoke_token(request: Request, project: str, token_pk: RowId, csrf_token: str = Form("")) -> Response:
     session, membership = access(request, project, "admin")
     check_csrf(session, csrf_token)
     with request.app.state.db.writer() as conn:
@@ -163,6 +163,9 @@ def _origin(url: object) -> tuple[str, str, int] | None:
 def add_member(
     request: Request, project: str, csrf_token: str = Form(""), email: str = Form(""), role: str = Form("viewer")
 ) -> Response:
+    """Adds the person with this e-mail. The answer is the same whether they had an account on this
+    server or not (an admin of one project learns nothing of the accounts of others): a one-time password
+    is shown either way, and is theirs only if the account is new; it must be changed at first sign-in."""
     session, membership = access(request, project, "admin")
     check_csrf(session, csrf_token)
     if role not in accounts.ROLES:
@@ -170,29 +173,36 @@ def add_member(
     email = accounts.normalize_email(email)
     if not accounts.valid_email(email):
         raise WebError(422, "email: not an e-mail address")
-    password = None
+    # Hashed whether or not the account exists, so the two answers also take as long as each other.
+    password = passwords.generated()
+    password_hash = accounts.hash_password(password, email)
     with request.app.state.db.writer() as conn:
-        account_pk = accounts.account_pk(conn, email)
-        if account_pk is None:
-            password = secrets.token_urlsafe(12)
-            account_pk = accounts.create_account(conn, email, password, utcnow())
+        account_pk = accounts.add_account(conn, email, password_hash, utcnow(), must_change_password=True)
+        if (
+            role != "admin"
+            and accounts.member_role(conn, account_pk, membership.project_pk) == "admin"
+            and accounts.admins(conn, membership.project_pk) <= 1
+        ):
+            raise WebError(409, "a project keeps at least one admin")
         accounts.set_role(conn, account_pk, membership.project_pk, role)
-    if password is None:
-        return _back(project)
-    return _page(request, session, membership, status=201, new_account=(email, password))
+    return _page(request, session, membership, status=201, added=(email, role, password))
 
 
 @router.post("/p/{project}/settings/members/{account_pk}")
 def change_member(
-    request: Request, project: str, account_pk: int, csrf_token: str = Form(""), role: str = Form("")
+    request: Request, project: str, account_pk: RowId, csrf_token: str = Form(""), role: str = Form("")
 ) -> Response:
+    """A member's new role, or their removal. Only for members of this project: an account that is not
+    one is a 404 whether or not it exists (accounts are added by e-mail, above)."""
     session, membership = access(request, project, "admin")
     check_csrf(session, csrf_token)
     if role not in (*accounts.ROLES, "remove"):
         raise WebError(422, f"role: must be one of {', '.join(accounts.ROLES)} or remove")
     with request.app.state.db.writer() as conn:
-        is_admin = any(pk == account_pk and r == "admin" for pk, _e, r in accounts.members(conn, membership.project_pk))
-        if is_admin and role != "admin" and accounts.admins(conn, membership.project_pk) <= 1:
+        current = accounts.member_role(conn, account_pk, membership.project_pk)
+        if current is None:
+            raise WebError(404, "no such member of this project")
+        if current == "admin" and role != "admin" and accounts.admins(conn, membership.project_pk) <= 1:
             raise WebError(409, "a project keeps at least one admin")
         if role == "remove":
             accounts.remove_member(conn, account_pk, membership.project_pk)
