@@ -155,3 +155,33 @@ def test_the_data_directory_is_private(tmp_path: Path) -> None:
     assert {"db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"} <= set(open_files)
     assert set(open_files.values()) == {0o600}, open_files
     db.dispose()
+
+
+def test_a_second_database_object_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Making the file private must not open and close an existing database file: closing any descriptor
+    of a file drops every POSIX lock the process holds on it, SQLite's included, and another process
+    could then write under a reader's feet (seen as "database disk image is malformed" after SIGKILLs)."""
+    import sys
+
+    path = tmp_path / "db.sqlite3"
+    first = Database(f"sqlite:///{path}")
+    probe = (
+        "import fcntl, os, sys\n"
+        f"fd = os.open({str(path)!r}, os.O_RDWR)\n"
+        "try:\n"
+        "    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)\n"  # SQLite's SHARED byte range
+        "    print('free')\n"
+        "except OSError:\n"
+        "    print('held')\n"
+    )
+
+    def shared_lock() -> str:
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+    with first.reader() as conn:
+        conn.execute(text("SELECT count(*) FROM sqlite_master")).all()  # a read transaction: SHARED lock held
+        assert shared_lock() == "held"
+        second = Database(f"sqlite:///{path}")
+        assert shared_lock() == "held"
+    second.dispose()
+    first.dispose()

@@ -221,7 +221,11 @@ def private_sqlite_file(path: Path) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.name != "posix":
         return
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    # Only a file that does not exist yet is opened (and closed) here: closing any descriptor of a file
+    # drops every POSIX lock this process holds on it, so closing one while another Database of this
+    # process has the file open would drop SQLite's locks and let another process corrupt the database.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
         with contextlib.suppress(FileNotFoundError, PermissionError):  # not ours to change: left as is
             if file.stat().st_mode & 0o077:
