@@ -12,171 +12,24 @@ uses e-mail addresses as user ids should hash them before sending.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from convolens.enrich.pii.phones import Budget
+from convolens.enrich.pii.rules import (
+    CARD_DUMMY,
+    CUES,
+    EMAIL_DUMMY,
+    NI_DUMMY,
+    RULES,
+    SSN_DUMMY,
+    Rule,
+)
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, FeedbackEvent, IngestBatch, MessageEvent
 
-EMAIL_DUMMY = "email@example.com"
-CARD_DUMMY = "1111 1111 1111 1111"
-SSN_DUMMY = "000-00-0000"
-NI_DUMMY = "QQ 12 34 56 C"
+__all__ = ["CARD_DUMMY", "EMAIL_DUMMY", "NI_DUMMY", "RULES", "SSN_DUMMY", "scrub", "scrub_batch", "scrub_value"]
 
-_SECRET = re.compile(
-    r"""
-    \bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{20,}        # OpenAI / Anthropic / Stripe style keys
-    | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                            # AWS access key ids
-    | \bgh[pousr]_[A-Za-z0-9]{30,}\b | \bgithub_pat_[A-Za-z0-9_]{40,}\b
-    | \bxox[abprs]-[A-Za-z0-9-]{10,}\b                         # Slack
-    | \bAIza[0-9A-Za-z_\-]{35}\b                               # Google API keys
-    | \bcl_[A-Za-z0-9_\-]{40,}\b                               # convolens' own tokens
-    | \beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}  # JWTs
-    """,
-    re.VERBOSE,
-)
-# Values named by the words before them: "Bearer <token>", "password=<value>". Matched forwards (a
-# look-behind at every position cost ~200 µs on a long message) and the name is kept.
-_KEYED_SECRET = re.compile(
-    r"(?P<name>\b[Bb]earer\s+|(?i:\b(?:password|passwd|api_key|secret)[=:]\s?))(?P<value>[A-Za-z0-9_\-.=+/]{6,}|\S{6,})"
-)
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b")
-_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?\b")
-_CARD = re.compile(r"(?<![\d.])(?:\d[ \-]?){12,18}\d(?![\d.])")
-_SSN = re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?!\d)")
-_NI = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![:\w])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![:\w])")
-# Phones: an international prefix, or the separators of a national format. Bare digit runs are not
-# phones (they are order numbers, amounts, years), so at least one separator or a "+" is required.
-_PHONE = re.compile(
-    r"""
-    (?<![\w+])
-    (?:
-        \+\d{1,3}[ \-.]?(?:\(\d{1,4}\)[ \-.]?)?\d{1,4}(?:[ \-.]?\d{2,4}){1,4}     # +44 20 7946 0958, +82-10-1234-5678
-      | \(\d{2,4}\)[ \-.]?\d{3,4}[ \-.]?\d{3,4}                                   # (415) 555-2671
-      | 0\d{1,4}[ \-.]\d{3,4}[ \-.]?\d{3,4}                                      # 020 7946 0958, 010-1234-5678
-      | \d{3}[\-.]\d{3}[\-.]\d{4}                                                # 415-555-2671
-    )
-    (?![\w])
-    """,
-    re.VERBOSE,
-)
-
-
-_NOT_AN_ADDRESS = ("version", "firmware", "release", "section", "chapter", "build", "rule", "clause")
-
-# A bare run of digits is a phone number or an SSN only when the words before it say so.
-_CUED_NUMBER = re.compile(
-    r"(?i)(?P<cue>\b(?:phone|mobile|cell|tel|telephone|call|text me|whatsapp|ssn|social security)\b"
-    r"|전화|휴대폰|teléfono|téléphone|telefon)[^\d\n]{0,20}(?P<number>\+?\d[\d \-.]{5,16}\d)(?![\d.])"
-)
-
-
-def _cued_number(match: re.Match[str]) -> str:
-    number = match.group("number")
-    digits = sum(ch.isdigit() for ch in number)
-    cue = match.group("cue").lower()
-    if cue in ("ssn", "social security"):
-        replacement = SSN_DUMMY if digits == 9 else None
-    else:
-        replacement = "[PHONE]" if 7 <= digits <= 15 else None
-    if replacement is None:
-        return match.group()
-    start = match.start("number") - match.start()
-    return match.group()[:start] + replacement
-
-
-def _keyed_secret(match: re.Match[str]) -> str | None:
-    name, value = match.group("name"), match.group("value")
-    if name.lower().startswith("bearer") and len(value) < 16:
-        return None  # "Bearer of bad news"
-    return name + "[SECRET]"
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
-
-
-def _card(match: re.Match[str]) -> str | None:
-    digits = re.sub(r"\D", "", match.group())
-    if 13 <= len(digits) <= 19 and _luhn_ok(digits) and len(set(digits)) > 1:
-        return CARD_DUMMY
-    return None
-
-
-def _iban_ok(candidate: str) -> bool:
-    raw = candidate.replace(" ", "").upper()
-    if not 15 <= len(raw) <= 34:
-        return False
-    rearranged = raw[4:] + raw[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
-
-
-def _iban(match: re.Match[str]) -> str | None:
-    text = match.group()
-    # The pattern may have run on into the next word ("… 7034 by Friday"): try without it too.
-    for candidate in (text, text[: text.rfind(" ")] if " " in text else ""):
-        if candidate and _iban_ok(candidate):
-            return "[IBAN]" + text[len(candidate) :]
-    return None
-
-
-def _ipv4(match: re.Match[str]) -> str | None:
-    before = match.string[max(0, match.start() - 12) : match.start()].lower()
-    if before.endswith(("v", "ver ", "v. ", "§", "§ ")) or any(word in before for word in _NOT_AN_ADDRESS):
-        return None  # "version 1.2.3.4" or "section 4.2.1.3", whatever ipaddress thinks
-    try:
-        ipaddress.IPv4Address(match.group())
-    except ValueError:
-        return None
-    return "[IP]"
-
-
-def _ipv6(match: re.Match[str]) -> str | None:
-    try:
-        ipaddress.IPv6Address(match.group())
-    except ValueError:
-        return None
-    return "[IP]"
-
-
-def _phone(match: re.Match[str]) -> str | None:
-    digits = sum(ch.isdigit() for ch in match.group())
-    return "[PHONE]" if 7 <= digits <= 15 else None
-
-
-def _always(replacement: str) -> Callable[[re.Match[str]], str]:
-    return lambda _match: replacement
-
-
-# (kind, pattern, replacement or validator); earlier rules run first, so a key or an e-mail address is
-# gone before the number patterns look at the text.
-RULES: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]]] = [
-    ("secret", _SECRET, _always("[SECRET]")),
-    ("secret", _KEYED_SECRET, _keyed_secret),
-    ("email", _EMAIL, _always(EMAIL_DUMMY)),
-    ("iban", _IBAN, _iban),
-    ("card", _CARD, _card),
-    ("ssn", _SSN, _always(SSN_DUMMY)),
-    ("uk_ni", _NI, _always(NI_DUMMY)),
-    ("ip", _IPV4, _ipv4),
-    ("ip", _IPV6, _ipv6),
-    ("phone", _PHONE, _phone),
-]
-# Run last, on what the rules above left: (kind, pattern, function returning the whole replaced match).
-CUED_RULES = [("cued", _CUED_NUMBER, _cued_number)]
-# Cheap gates: most chat messages have no digit and no "@", and skip most of the work.
-_HAS_DIGIT = re.compile(r"\d")
 _ASCII_DIGITS = "0123456789"
 
 
@@ -191,9 +44,9 @@ class ScrubResult:
 # tests are grouped behind single characters the markers need ("-", "_", "=" or ":"), because even
 # substring tests add up: 13 of them over a 780-character message were 11 µs (bench/README.md).
 _DASHED_SECRET_MARKERS = ("sk-", "xox")
-_UNDERSCORED_SECRET_MARKERS = ("cl_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
+_UNDERSCORED_SECRET_MARKERS = ("cl_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "k_live_", "k_test_")
 _BARE_SECRET_MARKERS = ("AKIA", "ASIA", "AIza", "eyJ")  # the patterns are case-sensitive
-_KEYED_STEMS = ("passw", "api_key", "secret")  # followed by "=" or ":" (any case)
+_KEYED_STEMS = ("passw", "pwd", "secret", "key", "token")  # followed by "=" or ":" (any case)
 
 
 def _may_hold_secret(text: str) -> bool:
@@ -205,33 +58,14 @@ def _may_hold_secret(text: str) -> bool:
 
 
 def _may_hold_keyed_secret(text: str, lower: str) -> bool:
-    if "earer" in text:  # [Bb]earer
+    if "earer" in lower:  # bearer, any case
         return True
     return ("=" in text or ":" in text) and any(stem in lower for stem in _KEYED_STEMS)
 
 
 def _has_digit(text: str) -> bool:
-    if text.isascii():
-        return any(digit in text for digit in _ASCII_DIGITS)
-    return _HAS_DIGIT.search(text) is not None
-
-
-_CUES = (
-    "phone",
-    "mobile",
-    "cell",
-    "tel",
-    "call",
-    "text me",
-    "whatsapp",
-    "ssn",
-    "social security",
-    "전화",
-    "휴대폰",
-    "teléfono",
-    "téléphone",
-    "telefon",
-)
+    # ASCII digits only: RE2's \d is ASCII, so no rule matches another script's digits.
+    return any(digit in text for digit in _ASCII_DIGITS)
 
 
 @dataclass(frozen=True)
@@ -262,60 +96,57 @@ class Possible:
 ANYTHING = Possible()
 
 
-def _worth_trying(
-    kind: str, pattern: re.Pattern[str], text: str, lower: str, has_digit: bool, possible: Possible
-) -> bool:
-    if pattern is _SECRET:
+def _worth_trying(rule: Rule, text: str, lower: str, has_digit: bool, possible: Possible) -> bool:
+    name = rule.name
+    if name == "secret":
         return possible.secret and _may_hold_secret(text)
-    if pattern is _KEYED_SECRET:
+    if name == "keyed_secret":
         return possible.keyed_secret and _may_hold_keyed_secret(text, lower)
-    if kind == "email":
+    if name == "email":
         return possible.at and "@" in text
     if not has_digit:
         return False
-    if kind == "ssn":
+    if name == "ssn":
         return "-" in text
-    if pattern is _IPV6:
+    if name == "ipv6":
         return "::" in text or text.count(":") >= 3
-    if pattern is _IPV4:
+    if name == "ipv4":
         return text.count(".") >= 3
+    if name == "cued_phone" or name == "cued_ssn":
+        return any(cue in lower for cue in CUES)
     return True
+
+
+def _apply(rule: Rule, text: str, found: Counter[str], budget: Budget) -> str:
+    """The text with the rule's replacements made (the same object when there is none)."""
+    pieces: list[str] = []
+    last = 0
+    for match in rule.pattern.finditer(text):
+        replacement = rule.replace(match, budget)
+        if replacement is None:
+            continue
+        pieces += [text[last : match.start()], replacement]
+        last = match.end()
+        found[rule.kind] += 1
+    if not pieces:
+        return text
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 def scrub(text: str, possible: Possible = ANYTHING) -> ScrubResult:
     """The text with every PII value found replaced, and how many of each kind were found. A text with
-    nothing to replace comes back as the same object."""
+    nothing to replace comes back as the same object. Linear in the text: RE2 patterns, and a bounded
+    number of numbering-plan checks (``phones.Budget``)."""
     found: Counter[str] = Counter()
     if not text or possible.nothing:
         return ScrubResult(text, found)
     has_digit = possible.digit and _has_digit(text)
     lower = text.lower()
-    for kind, pattern, replace in RULES:
-        if not _worth_trying(kind, pattern, text, lower, has_digit, possible):
-            continue
-
-        def substitute(match: re.Match[str], kind: str = kind, replace=replace) -> str:
-            replacement = replace(match)
-            if replacement is None:
-                return match.group()
-            found[kind] += 1
-            return replacement
-
-        replaced = pattern.sub(substitute, text)
-        if replaced != text:
-            text = replaced
-    if has_digit and any(cue in lower for cue in _CUES):
-        for _kind, pattern, replace_whole in CUED_RULES:
-
-            def substitute_cued(match: re.Match[str], replace_whole=replace_whole) -> str:
-                replaced = replace_whole(match)
-                if replaced != match.group():
-                    found["ssn" if SSN_DUMMY in replaced else "phone"] += 1
-                return replaced
-
-            replaced = pattern.sub(substitute_cued, text)
-            if replaced != text:
-                text = replaced
+    budget = Budget()
+    for rule in RULES:
+        if _worth_trying(rule, text, lower, has_digit, possible):
+            text = _apply(rule, text, found, budget)
     return ScrubResult(text, found)
 
 
