@@ -117,7 +117,7 @@ def _worth_trying(rule: Rule, text: str, lower: str, has_digit: bool, possible: 
     return True
 
 
-def _apply(rule: Rule, text: str, found: Counter[str], budget: Budget) -> str:
+def apply_rule(rule: Rule, text: str, found: Counter[str], budget: Budget) -> str:
     """The text with the rule's replacements made (the same object when there is none)."""
     pieces: list[str] = []
     last = 0
@@ -146,7 +146,7 @@ def scrub(text: str, possible: Possible = ANYTHING) -> ScrubResult:
     budget = Budget()
     for rule in RULES:
         if _worth_trying(rule, text, lower, has_digit, possible):
-            text = _apply(rule, text, found, budget)
+            text = apply_rule(rule, text, found, budget)
     return ScrubResult(text, found)
 
 

@@ -28,10 +28,11 @@ REGIONS = phone_regions()
 CHECKS_PER_TEXT = 32
 
 # A "+" (with an optional area code in parentheses), an area code in parentheses, or a digit at an
-# ASCII word start; then up to eight digit groups joined by one separator each or by a group in
-# parentheses (Russia's "8 (495) 739-22-18", or the "(0)" of "+44 (0)20 …").
+# ASCII word start; then at least seven digits, groups joined by one separator each or by a group in
+# parentheses (Russia's "8 (495) 739-22-18", or the "(0)" of "+44 (0)20 …"). Shorter numbers never
+# reach Python.
 CANDIDATE = linear.compile(
-    r"(?:\+ ?(?:\(\d{1,5}\)[ \-.]?)?|\(\d{1,5}\)[ \-.]?|\b)\d+(?:(?:[ \-./]| ?\(\d{1,5}\) ?)\d+){0,7}"
+    r"(?:\+ ?(?:\(\d{1,5}\)[ \-.]?)?|\(\d{1,5}\)[ \-.]?|\b)\d(?:(?:[ \-./]| ?\(\d{1,5}\) ?)?\d){6,}"
 )
 _NON_DIGIT = linear.compile(r"\D+")
 
@@ -183,8 +184,8 @@ def replace_phone(match, budget: Budget) -> str | None:  # type: ignore[no-untyp
         return None
     for a, b in _variants(candidate):
         part = candidate[a:b].strip(" -./")
-        if not 7 <= _digits(part) <= 17:
-            continue
+        if not 7 <= _digits(part) <= 17 or len({ch for ch in part if ch.isdigit()}) == 1:
+            continue  # not a phone number's length, or a dummy value an earlier rule put there
         bare = part.isdigit()
         if bare and not _bare_run_may_be_phone(part):
             continue

@@ -113,19 +113,19 @@ def _in_a_decimal(text: str, start: int, end: int) -> bool:
     return before or after
 
 
-# A whole run of digit groups joined by single spaces or dashes; the function finds the card in it.
-_CARD = linear.compile(r"\d+(?:[ \-]\d+)*")
+# A whole run of at least 13 digits joined by single spaces or dashes (shorter runs never reach the
+# function); the function finds the card in it.
+_CARD = linear.compile(r"\d(?:[ \-]?\d){12,}")
 _CARD_GROUPS = linear.compile(r"\d+")
 
 
+# Luhn: every second digit from the right doubled, and a two-digit result's digits added (7 -> 14 -> 5).
+_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
 def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
+    backwards = digits[::-1]
+    return (sum(map(int, backwards[0::2])) + sum(map(int, backwards[1::2].translate(_DOUBLED)))) % 10 == 0
 
 
 def _is_card(digits: str) -> bool:
@@ -137,32 +137,30 @@ def _card(match: Match, _budget: Budget) -> str | None:
     if (start and text[start - 1] == ".") or _in_a_decimal(text, start, end):
         return None
     run = match.group()
-    groups = [(g.start(), g.end()) for g in _CARD_GROUPS.finditer(run)]
-    if len(groups) == 1:
+    if run.isdigit():
         return CARD_DUMMY if _is_card(run) else None
-    # The card may be part of the run ("ref 12 4539 1488 0343 6467"): the longest window of whole
-    # groups from each group of three or more digits (every card's first group is), at most 19 digits.
-    pieces, last, found = [], 0, False
-    i = 0
+    # The card may be part of the run ("ref 12 4539 1488 0343 6467"): windows of up to five whole
+    # groups, starting at a group of four digits (how every card number is grouped) or at a
+    # card-length group, are tried from left to right; one Luhn test per window of a card's length.
+    groups = [(g.start(), g.end()) for g in _CARD_GROUPS.finditer(run)]
+    pieces, last, i = [], 0, 0
     while i < len(groups):
-        if groups[i][1] - groups[i][0] < 3:
-            i += 1
-            continue
-        digits, j = "", i
-        while j < len(groups) and len(digits) + groups[j][1] - groups[j][0] <= 19:
-            digits += run[groups[j][0] : groups[j][1]]
-            j += 1
-        while j > i and not _is_card(digits):
-            j -= 1
-            digits = digits[: len(digits) - (groups[j][1] - groups[j][0])]
-            if len(digits) < 13:
-                j = i
-        if j > i:
+        first = groups[i][1] - groups[i][0]
+        found_end = 0
+        if first == 4 or 13 <= first <= 19:
+            digits = ""
+            for j in range(i, min(i + 5, len(groups))):
+                digits += run[groups[j][0] : groups[j][1]]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and _is_card(digits):
+                    found_end = j + 1
+        if found_end:
             pieces += [run[last : groups[i][0]], CARD_DUMMY]
-            last, found, i = groups[j - 1][1], True, j
+            last, i = groups[found_end - 1][1], found_end
         else:
             i += 1
-    return "".join([*pieces, run[last:]]) if found else None
+    return "".join([*pieces, run[last:]]) if pieces else None
 
 
 _SSN = linear.compile(r"\d{3}-\d{2}-\d{4}")
@@ -250,9 +248,9 @@ def _cued(replacement: str, low: int, high: int) -> Callable[[Match, Budget], st
         text, end = match.string, match.end()
         if _in_a_decimal(text, match.start(1), end) or (end < len(text) and _is_ascii_digit(text[end])):
             return None
-        number = match.group(1)
-        if not low <= sum(ch.isdigit() for ch in number) <= high:
-            return None
+        digits = [ch for ch in match.group(1) if ch.isdigit()]
+        if not low <= len(digits) <= high or len(set(digits)) == 1:
+            return None  # too short or long, or a dummy value an earlier rule put there
         whole = match.group()
         return whole[: match.start(1) - match.start()] + replacement
 
