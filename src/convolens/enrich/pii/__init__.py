@@ -6,8 +6,9 @@ numbers and prices are left alone. What is found is replaced by Context's dummy 
 one (e-mail, card, SSN, UK NI number) and by a typed tag otherwise (``[PHONE]``, ``[IBAN]``, ``[IP]``,
 ``[SECRET]``), so that transcripts stay readable and the same kind always looks the same.
 
-Ids (``user_id``, conversation ids) are not scrubbed: they are the keys of the analytics. An app that
-uses e-mail addresses as user ids should hash them before sending.
+Labels (message ``name`` and ``model``, event names) and the keys of metadata, properties and tool
+inputs are scrubbed too. Ids (``user_id``, conversation ids) are not scrubbed: they are the keys of
+the analytics. An app that uses e-mail addresses as user ids should hash them before sending.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from convolens.enrich.pii.rules import (
 )
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, FeedbackEvent, IngestBatch, MessageEvent
 
-__all__ = ["CARD_DUMMY", "EMAIL_DUMMY", "NI_DUMMY", "RULES", "SSN_DUMMY", "scrub", "scrub_batch", "scrub_value"]
+__all__ = [
+    "CARD_DUMMY", "EMAIL_DUMMY", "NI_DUMMY", "RULES", "SSN_DUMMY", "scrub", "scrub_batch", "scrub_name", "scrub_value",
+]  # fmt: skip
 
 _ASCII_DIGITS = "0123456789"
 
@@ -155,17 +158,31 @@ def scrub_text(text: str | None) -> str | None:
 
 
 def scrub_value(value: Any) -> Any:
-    """Strings anywhere inside JSON-like data (metadata, tool inputs); unchanged data comes back as the
-    same object."""
+    """Strings anywhere inside JSON-like data (metadata, tool inputs), keys included; unchanged data
+    comes back as the same object."""
     if isinstance(value, str):
         return scrub(value).text
     if isinstance(value, dict):
-        scrubbed = {key: scrub_value(item) for key, item in value.items()}
-        return value if all(scrubbed[key] is item for key, item in value.items()) else scrubbed
+        scrubbed = {}
+        changed = False
+        for key, item in value.items():
+            new_key = scrub(key).text if isinstance(key, str) else key
+            new_item = scrub_value(item)
+            changed = changed or new_key is not key or new_item is not item
+            while new_key in scrubbed:  # two addresses as keys: both kept, under distinct dummies
+                new_key = f"{new_key}~"
+            scrubbed[new_key] = new_item
+        return scrubbed if changed else value
     if isinstance(value, list):
         items = [scrub_value(item) for item in value]
         return value if all(new is old for new, old in zip(items, value, strict=True)) else items
     return value
+
+
+def scrub_name(value: str | None) -> str | None:
+    """A short label (a message's ``name``, ``model``, an event's name): scrubbed like free text but not
+    gated with it, since the batch's gates are computed over the free texts only."""
+    return value if not value else scrub(value).text
 
 
 def assign_if_changed(model: Any, attribute: str, value: Any) -> None:
@@ -209,6 +226,10 @@ def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
                 assign_if_changed(event, "metadata", scrub_value(event.metadata))
             if event.extra:
                 assign_if_changed(event, "extra", scrub_value(event.extra))
+            if event.name:
+                assign_if_changed(event, "name", scrub_name(event.name))
+            if event.model:
+                assign_if_changed(event, "model", scrub_name(event.model))
         elif isinstance(event, ConversationEvent):
             if event.metadata:
                 assign_if_changed(event, "metadata", scrub_value(event.metadata))
@@ -216,8 +237,10 @@ def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
                 assign_if_changed(event, "feedback", text(event.feedback))
         elif isinstance(event, FeedbackEvent):
             assign_if_changed(event, "feedback", text(event.feedback) or "")
-        elif isinstance(event, CustomEvent) and event.properties:
-            assign_if_changed(event, "properties", scrub_value(event.properties))
+        elif isinstance(event, CustomEvent):
+            assign_if_changed(event, "name", scrub_name(event.name))
+            if event.properties:
+                assign_if_changed(event, "properties", scrub_value(event.properties))
     if names:
         redact_names(batch)
     return found

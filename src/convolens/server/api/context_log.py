@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from convolens.config import Limits
 from convolens.enrich import names
-from convolens.enrich.pii import Possible, assign_if_changed, scrub, scrub_value
+from convolens.enrich.pii import Possible, assign_if_changed, scrub, scrub_name, scrub_value
 from convolens.schemas.bounds import check_context_conversation
 from convolens.schemas.context import (
     ContextConversation,
@@ -104,6 +104,8 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
             assign_if_changed(message, "metadata", scrub_value(message.metadata))
         assign_if_changed(message, "thought", text(message.thought))
         assign_if_changed(message, "observation", text(message.observation))
+        if message.name:
+            assign_if_changed(message, "name", scrub_name(message.name))
         if message.input is not None:
             assign_if_changed(message, "input", scrub_value(message.input))
     if token.pii_names:
