@@ -46,9 +46,11 @@ class ScrubResult:
 # the patterns cost up to 200 µs on a long message, so a pattern only runs where its marker is. The
 # tests are grouped behind single characters the markers need ("-", "_", "=" or ":"), because even
 # substring tests add up: 13 of them over a 780-character message were 11 µs (bench/README.md).
-_DASHED_SECRET_MARKERS = ("sk-", "xox")
-_UNDERSCORED_SECRET_MARKERS = ("cl_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "k_live_", "k_test_")
-_BARE_SECRET_MARKERS = ("AKIA", "ASIA", "AIza", "eyJ")  # the patterns are case-sensitive
+_DASHED_SECRET_MARKERS = ("sk-", "xox", "xapp-", "glpat-", "-----BEGIN")
+_UNDERSCORED_SECRET_MARKERS = (
+    "cl_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "k_live_", "k_test_", "whsec_", "hf_", "npm_",
+)  # fmt: skip
+_BARE_SECRET_MARKERS = ("AKIA", "ASIA", "AIza", "eyJ", "SG.")  # the patterns are case-sensitive
 _KEYED_STEMS = ("passw", "pwd", "secret", "key", "token")  # followed by "=" or ":" (any case)
 
 
@@ -60,10 +62,19 @@ def _may_hold_secret(text: str) -> bool:
     )
 
 
+# A password told in words needs no "=" or ":" ("Mein Passwort ist …", "パスワードは…").
+_PASSWORD_WORDS = (
+    "passw", "mot de passe", "contraseña", "senha", "parola", "wachtwoord", "şifre", "hasło",
+    "пароль", "비밀번호", "암호", "パスワード", "密码", "密碼", "كلمة المرور",
+)  # fmt: skip
+
+
 def _may_hold_keyed_secret(text: str, lower: str) -> bool:
     if "earer" in lower:  # bearer, any case
         return True
-    return ("=" in text or ":" in text) and any(stem in lower for stem in _KEYED_STEMS)
+    if ("=" in text or ":" in text) and any(stem in lower for stem in _KEYED_STEMS):
+        return True
+    return any(word in lower for word in _PASSWORD_WORDS)
 
 
 def _has_digit(text: str) -> bool:

@@ -132,15 +132,27 @@ def _glued(text: str, start: int, end: int) -> bool:
 # Words that say the number after them is something else. Looked for in the few characters before a
 # candidate (a bounded window, so the search costs constant time), unless a phone cue is there too.
 _NOT_A_PHONE = linear.compile(
-    r"(?i)\b(?:order|pedido|commande|bestel\w*|bestell\w*|ordine|sipariş|part|item|sku|serial|model|invoice|"
-    r"factura|facture|rechnung|fattura|tracking|ticket|case|ref|reference|id|isbn|zip|postal|plz|"
-    r"código postal|code postal|account|acct|iban|iso|version)\b|주문|송장|注文|伝票|订单|单号|发票"
+    r"(?i)(?:\b(?:order|pedido|commande|bestel\w*|bestell\w*|auftrag\w*|ordine|sipariş|zamówieni\w*|заказ\w*|"
+    r"part|item|article|artikel\w*|sku|serial|model|lot|batch|invoice|factura|facture|rechnung\w*|fattura|"
+    r"receipt|tracking|shipment|parcel|package|awb|ticket|case|ref|reference|id|isbn|ean|zip|postal|plz|"
+    r"booking|buchung\w*|reserva\w*|réservation|prenotazione|reservation|confirmation|policy|contract|"
+    r"vertrag\w*|customer|kunden\w*|member|account|acct|transaction|txn|voucher|coupon|licen[cs]e|"
+    r"registration|iban|iso|version|código postal|code postal|đơn hàng|mã)\b"
+    r"|#|№|\bn[°º]|\bn\.º|\bnr\.?|주문|송장|운송장|예약|회원|注文|伝票|追跡|予約|会員|订单|单号|运单|发票|会员)"
 )
 _PHONE_CUE = linear.compile(r"(?i)\b(?:phone|call|tel|mobile|cell|fax|whatsapp)\b|電話|电话|전화|携帯|手机|휴대")
 _CUE_WINDOW = 32
 
 
-def _named_otherwise(text: str, start: int) -> bool:
+_CURRENCIES = "€$£¥₩₫₽₹₺₴₱฿元円원"
+
+
+def _named_otherwise(text: str, start: int, end: int) -> bool:
+    """The words before the candidate say it is an order, a reference, a postcode…; or it is a price."""
+    after = text[end : end + 2].strip()[:1]
+    before = text[max(0, start - 2) : start].strip()[-1:]
+    if (after and after in _CURRENCIES) or (before and before in _CURRENCIES):
+        return True
     window = text[max(0, start - _CUE_WINDOW) : start]
     return _NOT_A_PHONE.search(window) is not None and _PHONE_CUE.search(window) is None
 
@@ -180,7 +192,7 @@ def replace_phone(match, budget: Budget) -> str | None:  # type: ignore[no-untyp
     if _glued(text, start, end):
         return None
     candidate = match.group()
-    if _digits(candidate) < 7 or (not candidate.startswith("+") and _named_otherwise(text, start)):
+    if _digits(candidate) < 7 or (not candidate.startswith("+") and _named_otherwise(text, start, end)):
         return None
     for a, b in _variants(candidate):
         part = candidate[a:b].strip(" -./")

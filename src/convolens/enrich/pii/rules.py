@@ -49,19 +49,31 @@ def _always(replacement: str) -> Callable[[Match, Budget], str]:
 _SECRET = linear.compile(
     r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{20,}"  # OpenAI / Anthropic / Stripe style keys
     r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
-    r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{40,}\b"
-    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}\b"  # Slack
-    r"|\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}\b"  # Stripe secret and restricted keys
+    r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{40,}\b|\bglpat-[A-Za-z0-9_\-]{20,}"  # GitHub, GitLab
+    r"|\bx(?:ox[abprs]|app)-[A-Za-z0-9-]{10,}\b"  # Slack
+    r"|\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}\b|\bwhsec_[A-Za-z0-9+/=]{20,}"  # Stripe keys, webhook secrets
     r"|\bAIza[0-9A-Za-z_\-]{35}\b"  # Google API keys
+    r"|\bhf_[A-Za-z0-9]{30,}\b|\bnpm_[A-Za-z0-9]{30,}\b"  # Hugging Face, npm
+    r"|\bSG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"  # SendGrid
     r"|\bcl_[A-Za-z0-9_\-]{40,}\b"  # convolens' own tokens
     r"|\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"  # JWTs
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[A-Za-z0-9+/=\s]*(?:-----END [A-Z ]*PRIVATE KEY-----)?"  # PEM keys
 )
 
-# Values named by the words before them: "Bearer <token>", "password=<value>",
-# "AWS_SECRET_ACCESS_KEY=<value>", "\"client_secret\": \"<value>\""; the name is kept.
+# Values named by the words before them, the name kept: "Bearer <token>", "password=<value>",
+# "AWS_SECRET_ACCESS_KEY=<value>", "\"client_secret\": \"<value>\"", and a password announced in
+# words, in the languages of the labelled sets ("Mein Passwort ist …", "パスワードは…"). Values are
+# printable ASCII, so a value ends where a sentence in another script resumes.
+_PASSWORD_WORDS = (
+    r"\bpassword|\bpasswort|\bmot de passe|\bcontraseña|\bsenha|\bparola|\bwachtwoord|\bşifre\w*|\bhasło"
+    r"|пароль|비밀번호|암호|パスワード|密码|密碼|كلمة المرور"
+)
 _KEYED_SECRET = linear.compile(
-    r"(?i)(\bbearer\s+|\b[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?key|"
-    r"private[_\-]?key|token)[A-Za-z0-9_\-]*[\"']?\s*[=:]\s*[\"']?)([^\s\"'<>,;]{6,})"
+    r"(?i)(\bbearer\s+"
+    r"|\b[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?key|private[_\-]?key|token)"
+    r"[A-Za-z0-9_\-]*[\"']?\s*[=:]\s*[\"']?"
+    r"|(?:" + _PASSWORD_WORDS + r")\s*(?:is|ist|est|es|é|è|era|was|это|は|는|은|是|为|為|هي)?\s*[:=\x{FF1A}]?\s*)"
+    r"([A-Za-z0-9!#$%&*+\-./:=?@^_|~]{6,})"
 )
 
 
@@ -69,8 +81,12 @@ def _keyed_secret(match: Match, _budget: Budget) -> str | None:
     name, value = match.group(1), match.group(2)
     if name[:6].lower() == "bearer":
         return None if len(value) < 16 else name + "[SECRET]"  # "Bearer of bad news"
-    if "=" not in name and value.isalpha() and (value.islower() or value.istitle()):
-        return None  # prose: "Password: please reset it", "token: expired"
+    if "=" in name:
+        return name + "[SECRET]"
+    # "Password: please reset it", "token: expired", "Passwort vergessen": prose, not a value. A
+    # value told in words or after a colon has a digit or a symbol.
+    if value.isalpha():
+        return None
     return name + "[SECRET]"
 
 
@@ -128,13 +144,40 @@ def _luhn_ok(digits: str) -> bool:
     return (sum(map(int, backwards[0::2])) + sum(map(int, backwards[1::2].translate(_DOUBLED)))) % 10 == 0
 
 
+def _ean13_ok(digits: str) -> bool:
+    return sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits[:12])) % 10 == (10 - int(digits[12])) % 10
+
+
 def _is_card(digits: str) -> bool:
-    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _luhn_ok(digits)
+    if not (13 <= len(digits) <= 19 and len(set(digits)) > 1 and _luhn_ok(digits)):
+        return False
+    # Thirteen digits that are also a valid EAN-13 are a barcode (JAN, ISBN-13): the 13-digit Visa
+    # numbers are long gone.
+    return not (len(digits) == 13 and _ean13_ok(digits))
+
+
+# Words before a number that say it is something else than a card (an order, a reference, a barcode),
+# unless a card word is there too. Looked for in a bounded window.
+_CARD_WORD = linear.compile(
+    r"(?i)\b(?:card|karte|carte|tarjeta|cartão|carta|kaart|karta|kart|visa|master\w*|amex|jcb|diners|kredit\w*|"
+    r"credit|debit|cc)\b|카드|カード|卡|карт"
+)
+_NOT_A_CARD = linear.compile(
+    r"(?i)\b(?:order|ref|reference|tracking|invoice|isbn|ean|jan|gtin|barcode|imei|serial|account|iban)\b"
+    r"|注文|订单|单号|주문|송장|заказ"
+)
+
+
+def _named_otherwise(text: str, start: int) -> bool:
+    window = text[max(0, start - 32) : start]
+    return _NOT_A_CARD.search(window) is not None and _CARD_WORD.search(window) is None
 
 
 def _card(match: Match, _budget: Budget) -> str | None:
     text, start, end = match.string, match.start(), match.end()
     if (start and text[start - 1] == ".") or _in_a_decimal(text, start, end):
+        return None
+    if _named_otherwise(text, start):
         return None
     run = match.group()
     if run.isdigit():
@@ -184,7 +227,13 @@ def _ni(match: Match, _budget: Budget) -> str | None:
     return None if match.group()[:2].upper() in _NI_NEVER_ISSUED else NI_DUMMY
 
 
-_NOT_AN_ADDRESS = ("version", "firmware", "release", "section", "chapter", "build", "rule", "clause")
+# Words near a dotted quad that make it a version or a section number, in the sets' languages.
+_NOT_AN_ADDRESS = (
+    "version", "firmware", "release", "section", "chapter", "build", "rule", "clause", "versión", "versão",
+    "versione", "versie", "wersja", "sürüm", "версия", "прошивк", "버전", "펌웨어", "バージョン", "ファームウェア",
+    "版本", "固件", "abschnitt", "kapitel", "artikel", "article", "artículo", "art.",
+    "第", "条", "項", "章", "节", "조",
+)  # fmt: skip
 
 # A whole run of dot-joined digit groups; the function wants exactly four of at most three digits.
 _IPV4 = linear.compile(r"\d+(?:\.\d+)+")
@@ -197,9 +246,10 @@ def _ipv4(match: Match, _budget: Budget) -> str | None:
     parts = match.group().split(".")
     if len(parts) != 4 or any(len(part) > 3 for part in parts):
         return None
-    before = text[max(0, start - 12) : start].lower()
-    if before.endswith(("v", "ver ", "v. ", "§", "§ ")) or any(word in before for word in _NOT_AN_ADDRESS):
-        return None  # "version 1.2.3.4" or "section 4.2.1.3", whatever ipaddress thinks
+    before = text[max(0, start - 16) : start].lower()
+    after = text[match.end() : match.end() + 24].lower()
+    if before.endswith(("v", "ver ", "v. ", "§", "§ ")) or any(w in before or w in after for w in _NOT_AN_ADDRESS):
+        return None  # "version 1.2.3.4", "section 4.2.1.3", "10.2.0.1 of the firmware", whatever ipaddress says
     try:
         ipaddress.IPv4Address(match.group())
     except ValueError:
