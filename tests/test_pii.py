@@ -94,6 +94,17 @@ def test_the_labelled_sets_span_languages_and_countries() -> None:
         ("Mastercard 5425 2334 3010 9903.", f"Mastercard {CARD_DUMMY}."),
         # A dashed part number is not grouped as any country writes its phone numbers.
         ("Please reorder 3127-884-905 for me", "Please reorder 3127-884-905 for me"),
+        # Typed full-width, as Japanese input methods do: found; a clean full-width price left as it was.
+        (
+            "\u643a\u5e2f\uff1a\uff10\uff19\uff10\uff0d\uff11\uff12\uff13\uff14\uff0d\uff15\uff16\uff17\uff18",
+            "\u643a\u5e2f\uff1a[PHONE]",
+        ),
+        (
+            "\u4fa1\u683c\u306f\uff11\uff12\uff0c\uff18\uff10\uff10\u5186",
+            "\u4fa1\u683c\u306f\uff11\uff12\uff0c\uff18\uff10\uff10\u5186",
+        ),
+        ("Mein Passwort ist Sommer2024!", "Mein Passwort ist [SECRET]"),
+        ("Passwort vergessen, bitte helfen", "Passwort vergessen, bitte helfen"),
         # Dummies of an earlier rule are not scrubbed again as something else.
         ("SSN: 123-45-6789", f"SSN: {SSN_DUMMY}"),
     ],

@@ -78,8 +78,21 @@ def _may_hold_keyed_secret(text: str, lower: str) -> bool:
 
 
 def _has_digit(text: str) -> bool:
-    # ASCII digits only: RE2's \d is ASCII, so no rule matches another script's digits.
-    return any(digit in text for digit in _ASCII_DIGITS)
+    # ASCII digits, and the full-width ones Japanese and Chinese input methods type (scrub() reads them
+    # as ASCII); RE2's \d is ASCII, so no rule matches another script's digits.
+    return any(digit in text for digit in _ASCII_DIGITS) or _has_wide_digit(text)
+
+
+# Full-width digits (U+FF10-FF19) and signs, and the ideographic space, to ASCII: one character for
+# one, so that lengths and positions stay the same.
+_WIDE_DIGITS = "".join(chr(0xFF10 + i) for i in range(10))
+_NARROW = {0xFF10 + i: ord("0") + i for i in range(10)} | {
+    0xFF0B: "+", 0xFF0D: "-", 0xFF08: "(", 0xFF09: ")", 0xFF0E: ".", 0xFF20: "@", 0x3000: " ",
+}  # fmt: skip
+
+
+def _has_wide_digit(text: str) -> bool:
+    return not text.isascii() and any(digit in text for digit in _WIDE_DIGITS)
 
 
 @dataclass(frozen=True)
@@ -156,12 +169,22 @@ def scrub(text: str, possible: Possible = ANYTHING) -> ScrubResult:
     if not text or possible.nothing:
         return ScrubResult(text, found)
     has_digit = possible.digit and _has_digit(text)
+    if has_digit and _has_wide_digit(text):
+        # A number typed full-width (Japanese and Chinese input methods) is scrubbed as ASCII; a text
+        # with nothing found stays as it was.
+        narrow = text.translate(_NARROW)
+        result = _scrub(narrow, possible, has_digit, found)
+        return ScrubResult(text if result == narrow else result, found)
+    return ScrubResult(_scrub(text, possible, has_digit, found), found)
+
+
+def _scrub(text: str, possible: Possible, has_digit: bool, found: Counter[str]) -> str:
     lower = text.lower()
     budget = Budget()
     for rule in RULES:
         if _worth_trying(rule, text, lower, has_digit, possible):
             text = apply_rule(rule, text, found, budget)
-    return ScrubResult(text, found)
+    return text
 
 
 def scrub_text(text: str | None) -> str | None:

@@ -156,28 +156,9 @@ def _is_card(digits: str) -> bool:
     return not (len(digits) == 13 and _ean13_ok(digits))
 
 
-# Words before a number that say it is something else than a card (an order, a reference, a barcode),
-# unless a card word is there too. Looked for in a bounded window.
-_CARD_WORD = linear.compile(
-    r"(?i)\b(?:card|karte|carte|tarjeta|cartão|carta|kaart|karta|kart|visa|master\w*|amex|jcb|diners|kredit\w*|"
-    r"credit|debit|cc)\b|카드|カード|卡|карт"
-)
-_NOT_A_CARD = linear.compile(
-    r"(?i)\b(?:order|ref|reference|tracking|invoice|isbn|ean|jan|gtin|barcode|imei|serial|account|iban)\b"
-    r"|注文|订单|单号|주문|송장|заказ"
-)
-
-
-def _named_otherwise(text: str, start: int) -> bool:
-    window = text[max(0, start - 32) : start]
-    return _NOT_A_CARD.search(window) is not None and _CARD_WORD.search(window) is None
-
-
 def _card(match: Match, _budget: Budget) -> str | None:
     text, start, end = match.string, match.start(), match.end()
     if (start and text[start - 1] == ".") or _in_a_decimal(text, start, end):
-        return None
-    if _named_otherwise(text, start):
         return None
     run = match.group()
     if run.isdigit():
