@@ -113,6 +113,19 @@ def test_scrub_examples(text: str, expected: str) -> None:
     assert scrub(text).text == expected
 
 
+def test_phone_regions_come_from_the_setting() -> None:
+    from convolens.config import DEFAULT_PHONE_REGIONS, phone_regions
+    from convolens.enrich.pii.phones import is_phone
+
+    assert phone_regions({}) == DEFAULT_PHONE_REGIONS and "KR" in DEFAULT_PHONE_REGIONS
+    assert phone_regions({"CONVOLENS_PHONE_REGIONS": "us, jp"}) == ("US", "JP")
+    with pytest.raises(ValueError, match="CONVOLENS_PHONE_REGIONS"):
+        phone_regions({"CONVOLENS_PHONE_REGIONS": "USA"})
+    # A national number is judged by the plans of the expected regions only; "+country" by its own.
+    assert is_phone("415-555-2671", ("US",)) and not is_phone("415-555-2671", ("GB", "DE"))
+    assert is_phone("+1 415 555 2671", ("GB",))
+
+
 def _contains_raw(values: list[str]) -> bool:
     joined = "\n".join(values)
     return any(raw in joined for raw in (EMAIL, CARD, PHONE, KEY, "123-45-6789"))

@@ -62,11 +62,10 @@ def _may_hold_secret(text: str) -> bool:
     )
 
 
-# A password told in words needs no "=" or ":" ("Mein Passwort ist …", "パスワードは…").
-_PASSWORD_WORDS = (
-    "passw", "mot de passe", "contraseña", "senha", "parola", "wachtwoord", "şifre", "hasło",
-    "пароль", "비밀번호", "암호", "パスワード", "密码", "密碼", "كلمة المرور",
-)  # fmt: skip
+# A password told in words needs no "=" or ":" ("Mein Passwort ist …", "パスワードは…"): stems of the
+# words of rules._PASSWORD_WORDS, the ASCII ones apart so that an ASCII text skips the others.
+_PASSWORD_STEMS = ("pass", "contrase", "senha", "parola", "wachtwoord")
+_PASSWORD_STEMS_OTHER = ("şifre", "hasło", "пароль", "비밀번호", "암호", "パスワード", "密码", "密碼", "كلمة المرور")
 
 
 def _may_hold_keyed_secret(text: str, lower: str) -> bool:
@@ -74,7 +73,9 @@ def _may_hold_keyed_secret(text: str, lower: str) -> bool:
         return True
     if ("=" in text or ":" in text) and any(stem in lower for stem in _KEYED_STEMS):
         return True
-    return any(word in lower for word in _PASSWORD_WORDS)
+    return any(stem in lower for stem in _PASSWORD_STEMS) or (
+        not text.isascii() and any(stem in lower for stem in _PASSWORD_STEMS_OTHER)
+    )
 
 
 def _has_digit(text: str) -> bool:
