@@ -293,6 +293,25 @@ def test_labels_and_keys_are_scrubbed_before_storage(server: RunningServer, proj
     assert "'plan': 'pro'" in stored  # keys without PII are kept as they are
 
 
+def test_free_form_fields_are_bounded_like_content(server: RunningServer, project: Project) -> None:
+    """Tool inputs, thoughts, observations and ``extra`` are scrubbed like content, so they are bounded
+    like content (``max_content_chars``): a 4xx naming the field, not minutes of scrubbing."""
+    huge = "a." * 60_000  # 120,000 characters: over the 100,000 bound
+    with server.client(project.token) as client:
+        native = client.post(
+            "/api/v1/ingest",
+            json={"events": [{"type": "message", "conversation_id": "c", "role": "tool", "content": "ok",
+                              "extra": {"tool": {"args": [huge[:60_000], huge[:60_000]]}}}]},
+        )  # fmt: skip
+        assert native.status_code == 422 and "events[0].extra" in native.text
+        for field, value in (("thought", huge), ("observation", huge), ("input", {"doc": huge})):
+            context = client.post(
+                "/api/v1/log/conversation",
+                json={"conversation": {"messages": [{"role": "tool", "message": "ok", field: value}]}},
+            )
+            assert context.status_code == 422 and f"conversation.messages[0].{field}" in context.text, field
+
+
 def test_a_project_can_turn_scrubbing_off(server: RunningServer) -> None:
     project = make_project(server.db, "raw")
     with server.db.writer() as conn:

@@ -87,6 +87,24 @@ class _Checker:
         elif not value.isascii() and _LONE_SURROGATE.search(value):
             self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
+    def json_text(self, loc: tuple, value: object, max_chars: int) -> None:
+        """A string, or free-form JSON (tool inputs, ``extra``) whose strings, keys included, hold at most
+        ``max_chars`` characters in all: scrubbing and storing one message costs bounded time."""
+        total, stack = 0, [value]
+        while stack and total <= max_chars:
+            item = stack.pop()
+            if isinstance(item, str):
+                total += len(item)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        if total > max_chars:
+            self.errors.append(
+                FieldError(loc, f"holds more than {max_chars} characters of text; the limit is {max_chars}")
+            )
+
     def metadata(self, loc: tuple, metadata: Mapping | None) -> None:
         if not metadata:
             return
@@ -140,6 +158,8 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
             c.metadata((*loc, "metadata"), event.metadata)
             if event.extra and has_lone_surrogate(event.extra):
                 c.errors.append(FieldError((*loc, "extra"), "must not contain unpaired UTF-16 surrogates"))
+            if event.extra:
+                c.json_text((*loc, "extra"), event.extra, limits.max_content_chars)
         elif isinstance(event, CustomEvent):
             c.text((*loc, "name"), event.name, limits.max_id_chars)
             c.metadata((*loc, "properties"), event.properties)
@@ -195,6 +215,8 @@ def check_context_conversation(
         c.text((*mloc, "name"), message.name, limits.max_id_chars)
         c.metadata((*mloc, "metadata"), message.metadata)
         for extra in ("thought", "input", "observation"):
+            if getattr(message, extra) is not None:
+                c.json_text((*mloc, extra), getattr(message, extra), limits.max_content_chars)
             if has_lone_surrogate(getattr(message, extra)):
                 c.errors.append(FieldError((*mloc, extra), "must not contain unpaired UTF-16 surrogates"))
     return c.errors
