@@ -131,16 +131,20 @@ def _glued(text: str, start: int, end: int) -> bool:
 
 # Words that say the number after them is something else. Looked for in the few characters before a
 # candidate (a bounded window, so the search costs constant time), unless a phone cue is there too.
+# (RE2's \b is ASCII: words that begin or end with another letter are listed without it.)
 _NOT_A_PHONE = linear.compile(
-    r"(?i)(?:\b(?:order|pedido|commande|bestel\w*|bestell\w*|auftrag\w*|ordine|sipariş|zamówieni\w*|заказ\w*|"
+    r"(?i)(?:\b(?:order|pedido|commande|bestel\w*|bestell\w*|auftrag\w*|ordine|zamówieni\w*|"
     r"part|item|article|artikel\w*|sku|serial|model|lot|batch|invoice|factura|facture|rechnung\w*|fattura|"
     r"receipt|tracking|shipment|parcel|package|awb|ticket|case|ref|reference|id|isbn|ean|zip|postal|plz|"
     r"booking|buchung\w*|reserva\w*|réservation|prenotazione|reservation|confirmation|policy|contract|"
     r"vertrag\w*|customer|kunden\w*|member|account|acct|transaction|txn|voucher|coupon|licen[cs]e|"
-    r"registration|iban|iso|version|código postal|code postal|đơn hàng|mã)\b"
-    r"|#|№|\bn[°º]|\bn\.º|\bnr\.?|주문|송장|운송장|예약|회원|注文|伝票|追跡|予約|会員|订单|单号|运单|发票|会员)"
+    r"registration|iban|iso|version|código postal|code postal|đơn hàng)\b"
+    r"|sipariş|\bmã|заказ|#|№|\bn[°º]|\bn\.º|\bnr\b|주문|송장|예약|회원|注文|伝票|追跡|予約|会員|订单|单号|运单|发票)"
 )
-_PHONE_CUE = linear.compile(r"(?i)\b(?:phone|call|tel|mobile|cell|fax|whatsapp)\b|電話|电话|전화|携帯|手机|휴대")
+_PHONE_CUE = linear.compile(
+    r"(?i)\b(?:phone|call|tel|mobile|cell|fax|whatsapp|handy|celular|cep|telefon\w*|telefoon|telefone)\b"
+    r"|tel[eé]f|téléphone|móvil|телефон|電話|电话|전화|연락처|携帯|手机|휴대"
+)
 _CUE_WINDOW = 32
 
 

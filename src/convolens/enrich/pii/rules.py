@@ -65,7 +65,7 @@ _SECRET = linear.compile(
 # words, in the languages of the labelled sets ("Mein Passwort ist …", "パスワードは…"). Values are
 # printable ASCII, so a value ends where a sentence in another script resumes.
 _PASSWORD_WORDS = (
-    r"\bpassword|\bpasswort|\bmot de passe|\bcontraseña|\bsenha|\bparola|\bwachtwoord|\bşifre\w*|\bhasło"
+    r"\bpassword|\bpasswort|\bmot de passe|\bcontraseña|\bsenha|\bparola|\bwachtwoord|şifre\w*|\bhasło"
     r"|пароль|비밀번호|암호|パスワード|密码|密碼|كلمة المرور"
 )
 _KEYED_SECRET = linear.compile(
@@ -212,9 +212,12 @@ def _ni(match: Match, _budget: Budget) -> str | None:
 _NOT_AN_ADDRESS = (
     "version", "firmware", "release", "section", "chapter", "build", "rule", "clause", "versión", "versão",
     "versione", "versie", "wersja", "sürüm", "версия", "прошивк", "버전", "펌웨어", "バージョン", "ファームウェア",
-    "版本", "固件", "abschnitt", "kapitel", "artikel", "article", "artículo", "art.",
-    "第", "条", "項", "章", "节", "조",
+    "版本", "固件", "abschnitt", "kapitel", "artikel", "article", "artículo", "第", "条", "項", "章",
 )  # fmt: skip
+
+# After the quad, only words that make it a version ("10.2.0.1 of the firmware"): "… in the firewall rule"
+# still follows an address.
+_VERSION_AFTER = ("version", "firmware", "release", "build", "バージョン", "版本", "버전")
 
 # A whole run of dot-joined digit groups; the function wants exactly four of at most three digits.
 _IPV4 = linear.compile(r"\d+(?:\.\d+)+")
@@ -229,7 +232,11 @@ def _ipv4(match: Match, _budget: Budget) -> str | None:
         return None
     before = text[max(0, start - 16) : start].lower()
     after = text[match.end() : match.end() + 24].lower()
-    if before.endswith(("v", "ver ", "v. ", "§", "§ ")) or any(w in before or w in after for w in _NOT_AN_ADDRESS):
+    if (
+        before.endswith(("v", "ver ", "v. ", "§", "§ "))
+        or any(word in before for word in _NOT_AN_ADDRESS)
+        or any(word in after for word in _VERSION_AFTER)
+    ):
         return None  # "version 1.2.3.4", "section 4.2.1.3", "10.2.0.1 of the firmware", whatever ipaddress says
     try:
         ipaddress.IPv4Address(match.group())
