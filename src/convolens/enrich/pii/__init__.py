@@ -30,7 +30,8 @@ from convolens.enrich.pii.rules import (
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, FeedbackEvent, IngestBatch, MessageEvent
 
 __all__ = [
-    "CARD_DUMMY", "EMAIL_DUMMY", "NI_DUMMY", "RULES", "SSN_DUMMY", "scrub", "scrub_batch", "scrub_name", "scrub_value",
+    "CARD_DUMMY", "EMAIL_DUMMY", "NI_DUMMY", "RULES", "SSN_DUMMY", "Budget", "scrub", "scrub_batch", "scrub_name",
+    "scrub_value",
 ]  # fmt: skip
 
 _ASCII_DIGITS = "0123456789"
@@ -162,10 +163,12 @@ def apply_rule(rule: Rule, text: str, found: Counter[str], budget: Budget) -> st
     return "".join(pieces)
 
 
-def scrub(text: str, possible: Possible = ANYTHING) -> ScrubResult:
+def scrub(text: str, possible: Possible = ANYTHING, budget: Budget | None = None) -> ScrubResult:
     """The text with every PII value found replaced, and how many of each kind were found. A text with
     nothing to replace comes back as the same object. Linear in the text: RE2 patterns, and a bounded
-    number of numbering-plan checks (``phones.Budget``)."""
+    number of numbering-plan checks (``budget``: pass one to share it between the texts of a message,
+    so that a message of many small texts is bounded too)."""
+    budget = Budget() if budget is None else budget
     found: Counter[str] = Counter()
     if not text or possible.nothing:
         return ScrubResult(text, found)
@@ -174,14 +177,13 @@ def scrub(text: str, possible: Possible = ANYTHING) -> ScrubResult:
         # A number typed full-width (Japanese and Chinese input methods) is scrubbed as ASCII; a text
         # with nothing found stays as it was.
         narrow = text.translate(_NARROW)
-        result = _scrub(narrow, possible, has_digit, found)
+        result = _scrub(narrow, possible, has_digit, found, budget)
         return ScrubResult(text if result == narrow else result, found)
-    return ScrubResult(_scrub(text, possible, has_digit, found), found)
+    return ScrubResult(_scrub(text, possible, has_digit, found, budget), found)
 
 
-def _scrub(text: str, possible: Possible, has_digit: bool, found: Counter[str]) -> str:
+def _scrub(text: str, possible: Possible, has_digit: bool, found: Counter[str], budget: Budget) -> str:
     lower = text.lower()
-    budget = Budget()
     for rule in RULES:
         if _worth_trying(rule, text, lower, has_digit, possible):
             text = apply_rule(rule, text, found, budget)
@@ -192,32 +194,33 @@ def scrub_text(text: str | None) -> str | None:
     return None if text is None else scrub(text).text
 
 
-def scrub_value(value: Any) -> Any:
-    """Strings anywhere inside JSON-like data (metadata, tool inputs), keys included; unchanged data
-    comes back as the same object."""
+def scrub_value(value: Any, budget: Budget | None = None) -> Any:
+    """Strings anywhere inside JSON-like data (metadata, tool inputs), keys included, all on one budget
+    of numbering-plan checks; unchanged data comes back as the same object."""
+    budget = Budget() if budget is None else budget
     if isinstance(value, str):
-        return scrub(value).text
+        return scrub(value, budget=budget).text
     if isinstance(value, dict):
         scrubbed = {}
         changed = False
         for key, item in value.items():
-            new_key = scrub(key).text if isinstance(key, str) else key
-            new_item = scrub_value(item)
+            new_key = scrub(key, budget=budget).text if isinstance(key, str) else key
+            new_item = scrub_value(item, budget)
             changed = changed or new_key is not key or new_item is not item
             while new_key in scrubbed:  # two addresses as keys: both kept, under distinct dummies
                 new_key = f"{new_key}~"
             scrubbed[new_key] = new_item
         return scrubbed if changed else value
     if isinstance(value, list):
-        items = [scrub_value(item) for item in value]
+        items = [scrub_value(item, budget) for item in value]
         return value if all(new is old for new, old in zip(items, value, strict=True)) else items
     return value
 
 
-def scrub_name(value: str | None) -> str | None:
+def scrub_name(value: str | None, budget: Budget | None = None) -> str | None:
     """A short label (a message's ``name``, ``model``, an event's name): scrubbed like free text but not
     gated with it, since the batch's gates are computed over the free texts only."""
-    return value if not value else scrub(value).text
+    return value if not value else scrub(value, budget=budget).text
 
 
 def assign_if_changed(model: Any, attribute: str, value: Any) -> None:
@@ -244,38 +247,39 @@ def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
         ]
     )  # fmt: skip
 
-    def text(value: str | None) -> str | None:
+    def text(value: str | None, budget: Budget) -> str | None:
         if value is None or possible.nothing:
             return value
-        result = scrub(value, possible)
+        result = scrub(value, possible, budget)
         if result.found:
             found.update(result.found)
         return result.text
 
     for event in batch.events:
+        budget = Budget()  # one budget of numbering-plan checks per event, shared by all its fields
         if isinstance(event, MessageEvent):
-            assign_if_changed(event, "content", text(event.content) or "")
+            assign_if_changed(event, "content", text(event.content, budget) or "")
             if event.error is not None:
-                assign_if_changed(event, "error", text(event.error))
+                assign_if_changed(event, "error", text(event.error, budget))
             if event.metadata:
-                assign_if_changed(event, "metadata", scrub_value(event.metadata))
+                assign_if_changed(event, "metadata", scrub_value(event.metadata, budget))
             if event.extra:
-                assign_if_changed(event, "extra", scrub_value(event.extra))
+                assign_if_changed(event, "extra", scrub_value(event.extra, budget))
             if event.name:
-                assign_if_changed(event, "name", scrub_name(event.name))
+                assign_if_changed(event, "name", scrub_name(event.name, budget))
             if event.model:
-                assign_if_changed(event, "model", scrub_name(event.model))
+                assign_if_changed(event, "model", scrub_name(event.model, budget))
         elif isinstance(event, ConversationEvent):
             if event.metadata:
-                assign_if_changed(event, "metadata", scrub_value(event.metadata))
+                assign_if_changed(event, "metadata", scrub_value(event.metadata, budget))
             if event.feedback is not None:
-                assign_if_changed(event, "feedback", text(event.feedback))
+                assign_if_changed(event, "feedback", text(event.feedback, budget))
         elif isinstance(event, FeedbackEvent):
-            assign_if_changed(event, "feedback", text(event.feedback) or "")
+            assign_if_changed(event, "feedback", text(event.feedback, budget) or "")
         elif isinstance(event, CustomEvent):
-            assign_if_changed(event, "name", scrub_name(event.name))
+            assign_if_changed(event, "name", scrub_name(event.name, budget))
             if event.properties:
-                assign_if_changed(event, "properties", scrub_value(event.properties))
+                assign_if_changed(event, "properties", scrub_value(event.properties, budget))
     if names:
         redact_names(batch)
     return found
