@@ -204,7 +204,7 @@ def scrub_value(value: Any, budget: Budget | None = None) -> Any:
         scrubbed = {}
         changed = False
         for key, item in value.items():
-            new_key = scrub(key, budget=budget).text if isinstance(key, str) else key
+            new_key = scrub_name(key, budget) if isinstance(key, str) else key
             new_item = scrub_value(item, budget)
             changed = changed or new_key is not key or new_item is not item
             while new_key in scrubbed:  # two addresses as keys: both kept, under distinct dummies
@@ -218,9 +218,23 @@ def scrub_value(value: Any, budget: Budget | None = None) -> Any:
 
 
 def scrub_name(value: str | None, budget: Budget | None = None) -> str | None:
-    """A short label (a message's ``name``, ``model``, an event's name): scrubbed like free text but not
-    gated with it, since the batch's gates are computed over the free texts only."""
-    return value if not value else scrub(value, budget=budget).text
+    """A short label (a message's ``name``, ``model``, an event's name, a metadata key): scrubbed like
+    free text but not gated with it, since the batch's gates are computed over the free texts only.
+    Labels repeat (every reply names its model), so the short ones found clean are remembered; a label
+    with PII is never kept, not even in memory."""
+    if not value or value in _CLEAN_LABELS:
+        return value
+    scrubbed = scrub(value, budget=budget).text
+    if scrubbed is value and len(value) <= _LABEL_CHARS:
+        if len(_CLEAN_LABELS) >= _CLEAN_LABELS_KEPT:
+            _CLEAN_LABELS.clear()
+        _CLEAN_LABELS.add(value)
+    return scrubbed
+
+
+_LABEL_CHARS = 128  # config.Limits.max_id_chars and max_metadata_key_chars
+_CLEAN_LABELS_KEPT = 4096
+_CLEAN_LABELS: set[str] = set()
 
 
 def assign_if_changed(model: Any, attribute: str, value: Any) -> None:

@@ -1,21 +1,21 @@
 """Phone numbers, judged by the numbering plans of libphonenumber (the ``phonenumbers`` package).
 
 RE2 finds candidates (digit groups with the separators people write), and the numbering plan decides:
-a ``+country`` number must be valid in its country; a national one must be valid in one of the expected
-regions (``CONVOLENS_PHONE_REGIONS``, ``config.phone_regions``). A national number that starts with
+a ``+country`` number must have a possible length for its country; a national one must be valid in one
+of the expected regions (``CONVOLENS_PHONE_REGIONS``, ``config.phone_regions``). A national number that starts with
 neither a trunk prefix ("0") nor an area code in parentheses must also be grouped as that region
 groups its numbers, so that a part number such as ``3127-884-905`` (valid digits for the US, but the
 US writes ``312-788-4905``) is left alone.
 
-Parsing costs ~20 µs a region, so each text gets a budget of numbering-plan checks; past it, what is
-left is judged by shape alone (7 to 15 digits with a "+" or separators), which scrubs too much rather
-than too little, and one message costs bounded time whatever it holds.
+Parsing costs ~20 µs a region, so each message gets a budget of numbering-plan checks (``Budget``,
+shared by its fields); past it, what is left is judged by shape alone (7 to 15 digits with a "+" or
+separators), which scrubs too much rather than too little, and one message costs bounded time whatever
+it holds. Nothing is cached: a cache would keep raw phone numbers in memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
@@ -77,7 +77,6 @@ def _written_as_there(candidate: str, number: phonenumbers.PhoneNumber) -> bool:
     return breaks <= _groups_from_end(international)
 
 
-@lru_cache(maxsize=4096)
 def is_phone(candidate: str, regions: tuple[str, ...] = REGIONS) -> bool:
     """Whether a candidate is a phone number: of a possible length for its country if it has
     "+country" (the "+" says enough: a plan's list of valid ranges lags reality, and leaves out the
@@ -100,7 +99,10 @@ def is_phone(candidate: str, regions: tuple[str, ...] = REGIONS) -> bool:
             continue
         if candidate.startswith("00") and phonenumbers.is_possible_number(number):
             return True  # "0044 7700 …": an international call prefix, as good as a "+"
-        if phonenumbers.is_valid_number(number) and (trusted_shape or _written_as_there(candidate, number)):
+        # Valid for this region (cheaper than is_valid_number, which looks for the region among all
+        # those that share the country code: some twenty for +1).
+        valid = phonenumbers.is_valid_number_for_region(number, region)
+        if valid and (trusted_shape or _written_as_there(candidate, number)):
             return True
     return False
 
@@ -170,7 +172,6 @@ def _bare_run_may_be_phone(candidate: str) -> bool:
     return len(candidate) == 11 and candidate[0] == "1" and candidate[1] in "3456789"
 
 
-@lru_cache(maxsize=1024)
 def _is_chinese_mobile(candidate: str) -> bool:
     try:
         number = phonenumbers.parse(candidate, "CN")
