@@ -16,10 +16,10 @@ EMAIL = "jane.roe@example.net"
 CARD = "4539 1488 0343 6467"  # Luhn-valid test number
 PHONE = "+44 20 7946 0958"
 KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
-# What the scrubber reaches on the held-out set today (bench/README.md), asserted so that a change that
-# makes it worse fails; the targets are recall >= 0.99 and clean texts altered <= 0.02.
-HOLDOUT_RECALL_FLOOR = 0.98
-HOLDOUT_ALTERED_CEILING = 0.04
+# The targets, which the scrubber reaches on the held-out set today (recall 0.991, clean texts altered
+# 0.012: bench/README.md), asserted so that a change that makes it worse fails.
+HOLDOUT_RECALL_FLOOR = 0.99
+HOLDOUT_ALTERED_CEILING = 0.02
 
 
 def _rows(name: str) -> list[dict]:

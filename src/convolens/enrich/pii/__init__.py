@@ -1,8 +1,10 @@
 """PII scrubbing: runs on the request path, before anything is stored, so raw values never reach the
 database, the logs or an error message.
 
-Pattern-based with validation where a checksum exists (Luhn for cards, mod-97 for IBANs), so that order
-numbers and prices are left alone. What is found is replaced by Context's dummy values where Context had
+Pattern-based (``rules.py``: RE2 patterns, linear in the text whatever it holds) with validation where
+a checksum exists (Luhn for cards, mod-97 for IBANs) and numbering plans for phones (``phones.py``:
+libphonenumber, over the expected regions of ``CONVOLENS_PHONE_REGIONS``), so that order numbers,
+part numbers and prices are left alone. What is found is replaced by Context's dummy values where Context had
 one (e-mail, card, SSN, UK NI number) and by a typed tag otherwise (``[PHONE]``, ``[IBAN]``, ``[IP]``,
 ``[SECRET]``), so that transcripts stay readable and the same kind always looks the same.
 
