@@ -14,7 +14,10 @@ from typing import Any
 
 import re2
 
-_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
+# The module's own RE2 object and its Match(); private, so both are looked up defensively and their
+# absence (another google-re2 version) falls back to the module's finditer.
+_RAW = getattr(re2, "_re2", None)
+_UNANCHORED = _RAW.RE2.Anchor.UNANCHORED if _RAW is not None else None
 
 
 class AsciiMatch:
@@ -43,15 +46,16 @@ class Pattern:
     def __init__(self, pattern: str) -> None:
         self.compiled = re2.compile(pattern)
         self.pattern = pattern
-        self._raw = self.compiled._regexp
+        raw = getattr(self.compiled, "_regexp", None)
+        self._match = raw.Match if raw is not None and _UNANCHORED is not None else None
 
     def finditer(self, text: str, pos: int = 0) -> Iterator[Any]:
-        if not text.isascii():
+        match = self._match
+        if match is None or not text.isascii():
             yield from self.compiled.finditer(text, pos)
             return
         data = text.encode("ascii")
         end = len(data)
-        match = self._raw.Match
         while pos <= end:
             spans = match(_UNANCHORED, data, pos, end)
             if spans[0][0] < 0:
