@@ -16,15 +16,60 @@ EMAIL = "jane.roe@example.net"
 CARD = "4539 1488 0343 6467"  # Luhn-valid test number
 PHONE = "+44 20 7946 0958"
 KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+# The targets, which the scrubber reaches on the held-out set today (recall 0.991, clean texts altered
+# 0.012: bench/README.md), asserted so that a change that makes it worse fails.
+HOLDOUT_RECALL_FLOOR = 0.99
+HOLDOUT_ALTERED_CEILING = 0.02
 
 
-def test_quality_on_the_labelled_set() -> None:
-    evaluate = runpy.run_path(str(REPO / "bench" / "pii_quality.py"))["evaluate"]
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "pii.jsonl").read_text().splitlines()]
-    assert sum(1 for r in rows if r["pii"]) >= 100 and sum(1 for r in rows if not r["pii"]) >= 100
-    result = evaluate(rows)
-    assert result["recall"] >= 0.98, result["missed"]
-    assert result["clean_altered"] <= 0.03, result["altered"]
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (REPO / "tests" / "data" / name).read_text().splitlines() if line.strip()]
+
+
+def _evaluate(rows: list[dict]) -> dict:
+    return runpy.run_path(str(REPO / "bench" / "pii_quality.py"))["evaluate"](rows)
+
+
+@pytest.mark.parametrize("name", ["pii.jsonl", "pii_multilingual_tune.jsonl"])
+def test_quality_on_the_labelled_sets_tuned_on(name: str) -> None:
+    rows = _rows(name)
+    assert sum(1 for r in rows if r["pii"]) >= 100 and sum(1 for r in rows if not r["pii"]) >= 80
+    result = _evaluate(rows)
+    assert result["recall"] >= 0.99, result["missed"]
+    assert result["clean_altered"] <= 0.02, result["altered"]
+
+
+def test_quality_on_the_held_out_set() -> None:
+    """Written independently of the scrubber and never looked at row by row while tuning it: the fair
+    judge. Only the aggregate figures are printed (pytest -s), never the rows."""
+    rows = _rows("pii_multilingual_holdout.jsonl")
+    result = _evaluate(rows)
+    print(f"held-out set: recall {result['recall']:.3f}, clean texts altered {result['clean_altered']:.3f}")
+    assert result["recall"] >= HOLDOUT_RECALL_FLOOR, f"recall {result['recall']:.3f}"
+    assert result["clean_altered"] <= HOLDOUT_ALTERED_CEILING, f"clean altered {result['clean_altered']:.3f}"
+
+
+def test_the_labelled_sets_span_languages_and_countries() -> None:
+    """At least 8 languages and national phone formats of at least 10 countries in the multilingual sets."""
+    import phonenumbers
+
+    from convolens.enrich import language
+
+    rows = _rows("pii_multilingual_tune.jsonl") + _rows("pii_multilingual_holdout.jsonl")
+    languages = {language.detect(row["text"]) for row in rows} - {None}
+    countries = set()
+    for row in rows:
+        for item in row["pii"]:
+            if item["kind"] == "phone" and not item["value"].startswith("+"):
+                for region in phonenumbers.SUPPORTED_REGIONS:
+                    try:
+                        if phonenumbers.is_valid_number(phonenumbers.parse(item["value"], region)):
+                            countries.add(region)
+                            break
+                    except phonenumbers.NumberParseException:
+                        continue
+    assert len(languages) >= 8, languages
+    assert len(countries) >= 10, countries
 
 
 @pytest.mark.parametrize(
@@ -38,10 +83,47 @@ def test_quality_on_the_labelled_set() -> None:
         (f"key={KEY}", "key=[SECRET]"),
         ("card 4539 1488 0343 6468 is a typo", "card 4539 1488 0343 6468 is a typo"),  # fails Luhn: left alone
         ("Order 4539148803436467", f"Order {CARD_DUMMY}"),
+        # Addresses glued to a particle of a script without spaces.
+        ("메일은 minji.kim@naver.com으로 보내주세요", f"메일은 {EMAIL_DUMMY}으로 보내주세요"),
+        ("連絡はtaro.yamada@docomo.ne.jpまでお願いします", f"連絡は{EMAIL_DUMMY}までお願いします"),
+        # National numbers, by the numbering plans: Korea's mobiles, Japan's national and +81 forms.
+        ("제 번호는 010-2345-6789입니다", "제 번호는 [PHONE]입니다"),
+        ("電話番号は090-1234-5678です", "電話番号は[PHONE]です"),
+        ("東京オフィス 03-3123-4567 まで", "東京オフィス [PHONE] まで"),
+        ("海外からは+81 90-1234-5678へ", "海外からは[PHONE]へ"),
+        ("Mastercard 5425 2334 3010 9903.", f"Mastercard {CARD_DUMMY}."),
+        # A dashed part number is not grouped as any country writes its phone numbers.
+        ("Please reorder 3127-884-905 for me", "Please reorder 3127-884-905 for me"),
+        # Typed full-width, as Japanese input methods do: found; a clean full-width price left as it was.
+        (
+            "\u643a\u5e2f\uff1a\uff10\uff19\uff10\uff0d\uff11\uff12\uff13\uff14\uff0d\uff15\uff16\uff17\uff18",
+            "\u643a\u5e2f\uff1a[PHONE]",
+        ),
+        (
+            "\u4fa1\u683c\u306f\uff11\uff12\uff0c\uff18\uff10\uff10\u5186",
+            "\u4fa1\u683c\u306f\uff11\uff12\uff0c\uff18\uff10\uff10\u5186",
+        ),
+        ("Mein Passwort ist Sommer2024!", "Mein Passwort ist [SECRET]"),
+        ("Passwort vergessen, bitte helfen", "Passwort vergessen, bitte helfen"),
+        # Dummies of an earlier rule are not scrubbed again as something else.
+        ("SSN: 123-45-6789", f"SSN: {SSN_DUMMY}"),
     ],
 )
 def test_scrub_examples(text: str, expected: str) -> None:
     assert scrub(text).text == expected
+
+
+def test_phone_regions_come_from_the_setting() -> None:
+    from convolens.config import DEFAULT_PHONE_REGIONS, phone_regions
+    from convolens.enrich.pii.phones import is_phone
+
+    assert phone_regions({}) == DEFAULT_PHONE_REGIONS and "KR" in DEFAULT_PHONE_REGIONS
+    assert phone_regions({"CONVOLENS_PHONE_REGIONS": "us, jp"}) == ("US", "JP")
+    with pytest.raises(ValueError, match="CONVOLENS_PHONE_REGIONS"):
+        phone_regions({"CONVOLENS_PHONE_REGIONS": "USA"})
+    # A national number is judged by the plans of the expected regions only; "+country" by its own.
+    assert is_phone("415-555-2671", ("US",)) and not is_phone("415-555-2671", ("GB", "DE"))
+    assert is_phone("+1 415 555 2671", ("GB",))
 
 
 def _contains_raw(values: list[str]) -> bool:
@@ -145,6 +227,89 @@ def test_context_endpoints_are_scrubbed_and_upsert_still_continues(server: Runni
     ]
     assert got["metadata"] == {"user_id": "u1", "phone": "[PHONE]"}
     assert not _contains_raw(_all_stored_text(server, project))
+
+
+def _every_stored_column(server: RunningServer, project: Project) -> str:
+    from sqlalchemy import select
+
+    from convolens.store.tables import conversation, end_user, message
+
+    with server.db.reader() as conn:
+        rows = [
+            *conn.execute(select(message).where(message.c.project_pk == project.pk)),
+            *conn.execute(select(conversation).where(conversation.c.project_pk == project.pk)),
+            *conn.execute(select(end_user).where(end_user.c.project_pk == project.pk)),
+        ]
+    assert rows
+    return "\n".join(str(tuple(row)) for row in rows)
+
+
+def test_labels_and_keys_are_scrubbed_before_storage(server: RunningServer, project: Project) -> None:
+    """Message ``name`` and ``model``, event names, and the keys of metadata, properties and tool
+    inputs, on the native and on Context's endpoints."""
+    with server.client(project.token) as client:
+        native = client.post(
+            "/api/v1/ingest",
+            json={
+                "events": [
+                    {"type": "conversation", "id": "labels", "metadata": {EMAIL: "owner"}},
+                    {
+                        "type": "message",
+                        "conversation_id": "labels",
+                        "role": "assistant",
+                        "content": "hello",
+                        "name": f"agent {EMAIL}",
+                        "model": f"ft:{KEY}",
+                        "metadata": {f"callback {PHONE}": "yes"},
+                        "extra": {"tool": {CARD: "on file"}},
+                    },
+                    {
+                        "type": "event",
+                        "conversation_id": "labels",
+                        "name": f"Lead {EMAIL}",
+                        "properties": {"ssn 123-45-6789": 1, "plan": "pro"},
+                    },
+                ]
+            },
+        )
+        assert native.status_code == 202, native.text
+        context = client.post(
+            "/api/v1/log/conversation",
+            json={
+                "conversation": {
+                    "metadata": {EMAIL: "vip"},
+                    "messages": [
+                        {"role": "user", "message": "hi", "name": EMAIL, "metadata": {PHONE: 1}},
+                        {"role": "tool", "message": "done", "name": "lookup", "input": {EMAIL: {CARD: True}}},
+                    ],
+                }
+            },
+        )
+        assert context.status_code == 201, context.text
+        assert EMAIL not in context.text
+    stored = _every_stored_column(server, project)
+    assert not _contains_raw([stored]), stored
+    assert EMAIL_DUMMY in stored and "[PHONE]" in stored and "[SECRET]" in stored and CARD_DUMMY in stored
+    assert "'plan': 'pro'" in stored  # keys without PII are kept as they are
+
+
+def test_free_form_fields_are_bounded_like_content(server: RunningServer, project: Project) -> None:
+    """Tool inputs, thoughts, observations and ``extra`` are scrubbed like content, so they are bounded
+    like content (``max_content_chars``): a 4xx naming the field, not minutes of scrubbing."""
+    huge = "a." * 60_000  # 120,000 characters: over the 100,000 bound
+    with server.client(project.token) as client:
+        native = client.post(
+            "/api/v1/ingest",
+            json={"events": [{"type": "message", "conversation_id": "c", "role": "tool", "content": "ok",
+                              "extra": {"tool": {"args": [huge[:60_000], huge[:60_000]]}}}]},
+        )  # fmt: skip
+        assert native.status_code == 422 and "events[0].extra" in native.text
+        for field, value in (("thought", huge), ("observation", huge), ("input", {"doc": huge})):
+            context = client.post(
+                "/api/v1/log/conversation",
+                json={"conversation": {"messages": [{"role": "tool", "message": "ok", field: value}]}},
+            )
+            assert context.status_code == 422 and f"conversation.messages[0].{field}" in context.text, field
 
 
 def test_a_project_can_turn_scrubbing_off(server: RunningServer) -> None:

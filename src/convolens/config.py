@@ -58,6 +58,27 @@ class Limits:
         return cls(**values)
 
 
+# Where a phone number written without "+country" may be from: the PII scrubber tries these numbering
+# plans in order (enrich/pii/phones.py). The biggest markets by default; CONVOLENS_PHONE_REGIONS
+# (comma-separated ISO 3166 codes) narrows or widens it for a deployment.
+DEFAULT_PHONE_REGIONS = (
+    "US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "TR", "RU",
+    "JP", "KR", "CN", "TW", "IN", "ID", "BR", "MX", "AU", "CA",
+)  # fmt: skip
+
+
+def phone_regions(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    env = os.environ if env is None else env
+    raw = env.get("CONVOLENS_PHONE_REGIONS", "").strip()
+    if not raw:
+        return DEFAULT_PHONE_REGIONS
+    regions = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
+    bad = [r for r in regions if len(r) != 2 or not r.isalpha()]
+    if bad:
+        raise ValueError(f"CONVOLENS_PHONE_REGIONS must list two-letter region codes, got {bad[0]!r}")
+    return regions
+
+
 def default_home() -> Path:
     return Path(os.environ.get("CONVOLENS_HOME", ".convolens"))
 

@@ -93,7 +93,8 @@ def embed(texts: list[str]) -> np.ndarray:
     """Embeddings of ``texts`` as an (n, 512) float32 array with unit rows (empty text: a zero row)."""
     global _executor
     out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
-    todo = [(i, " ".join(t.split())[:MAX_CHARS]) for i, t in enumerate(texts)]
+    # Cut before splitting too: whitespace runs shrink, but a 100 KB message need not be split whole.
+    todo = [(i, " ".join(t[: MAX_CHARS * 8].split())[:MAX_CHARS]) for i, t in enumerate(texts)]
     todo = [(i, t) for i, t in todo if t]
     if not todo:
         return out

@@ -18,6 +18,9 @@ from convolens.enrich.topics import NO_TOPICS, ProjectTopics, TopicMatcher
 from convolens.store.enrichment import EnrichmentResult, PendingMessage, TopicHit
 
 VERSION = 2
+# Every step sees at most this prefix of a message (a few pages: what a message is about is at its
+# start), so one huge message costs bounded CPU in the worker, however long the content bound allows.
+MAX_CHARS = 20_000
 
 
 def is_user_text(m: PendingMessage) -> bool:
@@ -48,18 +51,19 @@ def enrich(
     """Results for a batch; ``matchers`` are the compiled topics of each project (by project key);
     LLM topics are judged only where ``judge_for(project key)`` gives a judge (a configured provider)."""
     matchers = matchers or {}
+    prefix = {m.pk: m.content[:MAX_CHARS] for m in messages}
     user = [m for m in messages if is_user_text(m)]
-    texts = [m.content for m in user]
+    texts = [prefix[m.pk] for m in user]
     pending = embedding.embed_async(texts) if user else None
     # Meanwhile, on this thread: languages and VADER (measured: x1.1 on user messages, bench/README.md).
-    languages = {m.pk: language.detect(m.content) if m.kind != "event" else None for m in messages}
+    languages = {m.pk: language.detect(prefix[m.pk]) if m.kind != "event" else None for m in messages}
     compounds = sentiment.lexicon_scores(texts)
     vectors = pending.result() if pending is not None else np.zeros((0, embedding.DIMENSIONS))
     moods = sentiment.score(texts, vectors, compounds)
     per_user = {m.pk: (vectors[i], moods[i]) for i, m in enumerate(user)}
     judged: dict[int, list[TopicHit]] = {}
     for project_pk in {m.project_pk for m in user}:
-        items = [(m.pk, m.content) for m in user if m.project_pk == project_pk]
+        items = [(m.pk, prefix[m.pk]) for m in user if m.project_pk == project_pk]
         judge = judge_for(project_pk) if judge_for is not None else None
         judged.update(llm_hits(judge, items, matchers.get(project_pk, NO_TOPICS)))
     results = []
@@ -71,7 +75,7 @@ def enrich(
         vector, mood = per_user[m.pk]
         hits = [
             TopicHit(hit.topic_pk, hit.score, hit.reason)
-            for hit in topics.match(m.content, vector, matchers.get(m.project_pk, NO_TOPICS))
+            for hit in topics.match(prefix[m.pk], vector, matchers.get(m.project_pk, NO_TOPICS))
         ] + judged.get(m.pk, [])
         results.append(
             EnrichmentResult(

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from convolens.config import Limits
 from convolens.enrich import names
-from convolens.enrich.pii import Possible, assign_if_changed, scrub, scrub_value
+from convolens.enrich.pii import Budget, Possible, assign_if_changed, scrub, scrub_name, scrub_value
 from convolens.schemas.bounds import check_context_conversation
 from convolens.schemas.context import (
     ContextConversation,
@@ -92,20 +92,23 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
         [t for t in (conversation.feedback, *(f for m in messages for f in (m.message, m.thought, m.observation))) if t]
     )
 
-    def text(value: str | None) -> str | None:
-        return value if value is None or possible.nothing else scrub(value, possible).text
+    def text(value: str | None, budget: Budget) -> str | None:
+        return value if value is None or possible.nothing else scrub(value, possible, budget).text
 
     if conversation.metadata:
         assign_if_changed(conversation, "metadata", scrub_value(conversation.metadata))
-    assign_if_changed(conversation, "feedback", text(conversation.feedback))
+    assign_if_changed(conversation, "feedback", text(conversation.feedback, Budget()))
     for message in messages:
-        assign_if_changed(message, "message", text(message.message) or "")
+        budget = Budget()  # one budget of numbering-plan checks per message, shared by all its fields
+        assign_if_changed(message, "message", text(message.message, budget) or "")
         if message.metadata:
-            assign_if_changed(message, "metadata", scrub_value(message.metadata))
-        assign_if_changed(message, "thought", text(message.thought))
-        assign_if_changed(message, "observation", text(message.observation))
+            assign_if_changed(message, "metadata", scrub_value(message.metadata, budget))
+        assign_if_changed(message, "thought", text(message.thought, budget))
+        assign_if_changed(message, "observation", text(message.observation, budget))
+        if message.name:
+            assign_if_changed(message, "name", scrub_name(message.name, budget))
         if message.input is not None:
-            assign_if_changed(message, "input", scrub_value(message.input))
+            assign_if_changed(message, "input", scrub_value(message.input, budget))
     if token.pii_names:
         texts = [conversation.feedback or "", *(m.message for m in messages)]
         feedback, *redacted = names.redact(texts)
