@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from convolens.enrich import language, pipeline
-from convolens.enrich.topics import compile_topic
+from convolens.enrich.topics import ProjectTopics, compile_topic
 from convolens.store.enrichment import PendingMessage
 
 
@@ -19,7 +19,8 @@ def test_steps_see_only_the_prefix_of_a_huge_message() -> None:
     assert len(filler) > pipeline.MAX_CHARS
     refunds = compile_topic(7, "Refunds", "keyword", {"keywords": ["refund"]})
     early, late = pipeline.enrich(
-        [_message(1, "refund please, " + filler), _message(2, filler + " refund please")], {1: [refunds]}
+        [_message(1, "refund please, " + filler), _message(2, filler + " refund please")],
+        {1: ProjectTopics.of([refunds])},
     )
     assert [hit.topic_pk for hit in early.topics] == [7]
     assert late.topics == []
