@@ -109,12 +109,15 @@ def is_due(conn: Connection, state: RunState, timing: Timing, now: datetime) -> 
     """Whether a project's suggestions should be recomputed: asked for; or never computed on enough
     messages and now there are ``min_messages`` uncovered ones; or the uncovered messages newer than the
     last run's newest amount to ``growth`` of what it read, or to any at all after ``max_age``. Every
-    count stops at what it needs to know, so a large project costs no more than a small one."""
+    count stops at the number it needs and, once a project has had a run, reads only newer messages."""
     if state.requested_at is not None and (state.last_run_at is None or state.requested_at > state.last_run_at):
         return True
-    if not state.last_pool or state.last_pool < timing.min_messages:
-        return count_uncovered(conn, state.project_pk, at_most=timing.min_messages) >= timing.min_messages
     after = state.last_message_pk or 0
+    if not state.last_pool or state.last_pool < timing.min_messages:
+        # Too few to cluster last time: due once the newer ones make up the difference (counting only
+        # those keeps the count off the project's older, covered messages).
+        needed = timing.min_messages - (state.last_pool or 0)
+        return count_uncovered(conn, state.project_pk, after=after, at_most=needed) >= needed
     needed = max(1, math.ceil(state.last_pool * timing.growth))
     if count_uncovered(conn, state.project_pk, after=after, at_most=needed) >= needed:
         return True
