@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Connection, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, literal, or_, select, update
 
 from convolens.store import topics
 from convolens.store.dialect import insert_ignore
@@ -100,16 +100,18 @@ def to_check(conn: Connection, timing: Timing, now: datetime, limit: int = 50) -
     return states
 
 
-def _asked_for():
+def _asked_for() -> ColumnElement[bool]:
+    """The refresh endpoint asked for a run since the last one."""
     run = suggestion_run.c
     return and_(run.requested_at.is_not(None), or_(run.last_run_at.is_(None), run.requested_at > run.last_run_at))
 
 
 def is_due(conn: Connection, state: RunState, timing: Timing, now: datetime) -> bool:
-    """Whether a project's suggestions should be recomputed: asked for; or never computed on enough
-    messages and now there are ``min_messages`` uncovered ones; or the uncovered messages newer than the
-    last run's newest amount to ``growth`` of what it read, or to any at all after ``max_age``. Every
-    count stops at the number it needs and, once a project has had a run, reads only newer messages."""
+    """Whether a project's suggestions should be recomputed: asked for; or no run yet read
+    ``min_messages`` uncovered messages and now there are that many (the last run's and newer ones); or
+    the uncovered messages newer than the last run's newest amount to ``growth`` of what it read, or to
+    any at all after ``max_age``. Every count stops at the number it needs and, once a project has had
+    a run, reads only newer messages."""
     if state.requested_at is not None and (state.last_run_at is None or state.requested_at > state.last_run_at):
         return True
     after = state.last_message_pk or 0
