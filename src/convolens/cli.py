@@ -153,6 +153,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from convolens.server.observability import configure_logging
+    from convolens.store.suggestions import Timing
     from convolens.worker.runner import Worker
 
     configure_logging(args.log_level)
@@ -163,6 +164,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         lease=timedelta(seconds=args.lease_seconds),
         llm=settings.llm,
         outbound=settings.outbound,
+        suggest_timing=Timing(min_messages=settings.suggest_min_messages),
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())

@@ -128,6 +128,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Session cookies' Secure flag: auto follows the request's scheme (as a trusted proxy reports it).
     secure_cookies: str = "auto"
+    # A project's first suggested topics come once this many enriched user messages no topic covers
+    # (CONVOLENS_SUGGEST_MIN_MESSAGES); fewer make no clusters worth showing.
+    suggest_min_messages: int = 40
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -143,6 +146,7 @@ class Settings:
             outbound=OutboundPolicy.from_env(),
             trusted_proxies=trusted_proxies(os.environ.get("CONVOLENS_TRUSTED_PROXIES", "127.0.0.1,::1")),
             secure_cookies=secure_cookies(os.environ.get("CONVOLENS_SECURE_COOKIES", "auto")),
+            suggest_min_messages=positive_int("CONVOLENS_SUGGEST_MIN_MESSAGES", 40),
         )
 
     @property
@@ -167,3 +171,12 @@ def secure_cookies(raw: str) -> str:
     if value not in ("auto", "always", "never"):
         raise ValueError(f"CONVOLENS_SECURE_COOKIES must be auto, always or never, got {raw!r}")
     return value
+
+
+def positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+    return int(raw)

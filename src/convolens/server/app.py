@@ -35,6 +35,7 @@ from convolens.server.ratelimit import RateLimiter
 from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate
 from convolens.store.db import Database
+from convolens.store.suggestions import Timing
 from convolens.worker.runner import Worker
 
 HOT_PATHS = frozenset(
@@ -72,7 +73,16 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             migrate.upgrade(db)
-        worker = Worker(db, llm=settings.llm, outbound=settings.outbound) if settings.embedded_worker else None
+        worker = (
+            Worker(
+                db,
+                llm=settings.llm,
+                outbound=settings.outbound,
+                suggest_timing=Timing(min_messages=settings.suggest_min_messages),
+            )
+            if settings.embedded_worker
+            else None
+        )
         thread = worker.start_thread() if worker else None
         yield
         if worker and thread:

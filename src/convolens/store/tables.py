@@ -211,6 +211,12 @@ suggestion_run = Table(
     Column("requested_at", DateTime),
     Column("lease_owner", String(64)),
     Column("lease_until", DateTime),
+    # What the last run read: how many uncovered messages, and the newest of them; the next run is due
+    # when enough new ones arrived since (store/suggestions.py). When a worker last counted, so that
+    # workers count a project at most every few seconds.
+    Column("last_pool", Integer),
+    Column("last_message_pk", BigInteger),
+    Column("checked_at", DateTime),
 )
 
 client_report = Table(

@@ -85,7 +85,7 @@ class Worker:
         backfill_batch: int = 1000,
         lease: timedelta = timedelta(seconds=60),
         idle_seconds: float = 0.5,
-        suggest_every: timedelta = timedelta(hours=1),
+        suggest_timing: suggestions.Timing | None = None,
         rollup_settle: timedelta = timedelta(seconds=2),
         rollup_rest: float = 5.0,
         retention_every: timedelta = timedelta(hours=1),
@@ -98,7 +98,7 @@ class Worker:
         self.backfill_batch_size = backfill_batch
         self.lease = lease
         self.idle_seconds = idle_seconds
-        self.suggest_every = suggest_every
+        self.suggest_timing = suggest_timing or suggestions.Timing()
         self.rollup_settle = rollup_settle
         self.rollup_rest = rollup_rest
         self.retention_every = retention_every
@@ -200,16 +200,15 @@ class Worker:
             erasure.wipe_deleted(self.db)
         return removed
 
-    def suggest_once(self, min_messages: int = 50) -> dict[str, int] | None:
+    def suggest_once(self) -> dict[str, int] | None:
         """Recompute one due project's suggested topics; None when no project is due."""
-        with self.db.writer() as conn:
-            project_pk = suggestions.claim_run(conn, self.owner, self.suggest_every, timedelta(minutes=10), utcnow())
+        project_pk = self._claim_suggestions()
         if project_pk is None:
             return None
         with self.db.reader() as conn:
             pool = suggestions.uncovered(conn, project_pk)
         counts: dict[str, int] = {"messages": len(pool.texts)}
-        enough = len(pool.texts) >= min_messages
+        enough = len(pool.texts) >= self.suggest_timing.min_messages
         # Clustering and naming (maybe an LLM call a cluster) happen outside any transaction.
         found = [
             suggestions.Suggestion(
@@ -228,9 +227,25 @@ class Worker:
         with self.db.writer() as conn:
             if enough:
                 counts.update(suggestions.replace(conn, project_pk, found, utcnow()))
-            suggestions.finish_run(conn, self.owner, project_pk, utcnow())
+            suggestions.finish_run(conn, self.owner, project_pk, utcnow(), pool)
         log.info("worker %s: suggested topics of project %s: %s", self.owner, project_pk, counts)
         return counts
+
+    def _claim_suggestions(self) -> int | None:
+        """Lease one project whose suggestions are due. The counts that decide it run outside the write
+        transaction (on SQLite it would hold up every ingest)."""
+        now = utcnow()
+        with self.db.writer() as conn:
+            candidates = suggestions.to_check(conn, self.suggest_timing, now)
+        if not candidates:
+            return None
+        with self.db.reader() as conn:
+            due = [c.project_pk for c in candidates if suggestions.is_due(conn, c, self.suggest_timing, now)]
+        for project_pk in due:
+            with self.db.writer() as conn:
+                if suggestions.lease_run(conn, self.owner, project_pk, timedelta(minutes=10), utcnow()):
+                    return project_pk
+        return None
 
     def _cluster_name(self, project_pk: int, found: suggest.Cluster) -> str:
         """The LLM's name for a cluster where a provider is configured, else its keywords."""

@@ -184,7 +184,8 @@ def dismiss_suggestion(
 
 @router.post("/api/v1/suggested_topics/refresh", status_code=202)
 def refresh_suggestions(token: TokenInfo = AdminToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
-    """Ask the workers to recompute suggested topics now rather than at the next hourly run."""
+    """Ask the workers to recompute suggested topics now rather than when the pool of uncovered messages
+    has grown enough (store/suggestions.py)."""
     with db.writer() as conn:
         suggestions.request_run(conn, token.project_pk, utcnow())
     return JSONResponse({"status": "requested"}, status_code=202)
