@@ -8,7 +8,7 @@ import threading
 from datetime import date, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from conftest import Project, make_project
 from convolens.schemas.ingest import IngestBatch
@@ -16,6 +16,7 @@ from convolens.store import enrichment, rollups, topic_figures, topics
 from convolens.store.db import Database
 from convolens.store.enrichment import EnrichmentResult, TopicHit
 from convolens.store.ingest import apply_batch
+from convolens.store.tables import message
 from convolens.timeutil import utcnow
 
 LAST = utcnow().date() - timedelta(days=1)
@@ -63,8 +64,9 @@ class Builder:
         at = datetime.combine(day, datetime.min.time()) + timedelta(hours=10, seconds=self.n)
         stamp = at.isoformat() + "Z"
         self.events.append({"type": "conversation", "id": conv, "user_id": f"u{self.n % 7}"})
+        content = text or f"question {self.n} about topic {topic_pk}"
         self.events.append({"type": "message", "conversation_id": conv, "id": mid, "role": "user",
-                            "content": text or f"question {self.n} about topic {topic_pk}", "timestamp": stamp})  # fmt: skip
+                            "content": content, "timestamp": stamp})  # fmt: skip
         if reply_rating is not None:
             self.events.append({"type": "message", "conversation_id": conv, "id": f"r{self.n}", "role": "assistant",
                                 "content": "an answer", "timestamp": stamp, "rating": reply_rating})  # fmt: skip
@@ -80,8 +82,9 @@ class Builder:
         owner = f"test-{self.project.name}"
         with self.db.writer() as conn:
             claimed = enrichment._claim_in(conn, self.project.pk, owner, 100_000, timedelta(minutes=5), utcnow())
-            ids = dict(conn.exec_driver_sql(
-                "SELECT pk, id FROM message WHERE project_pk = %d" % self.project.pk).all())  # fmt: skip
+            ids = dict(
+                conn.execute(select(message.c.pk, message.c.id).where(message.c.project_pk == self.project.pk)).all()
+            )
             results = []
             for m in claimed:
                 got = self.results.get(ids[m.pk])
@@ -124,7 +127,9 @@ def test_trend_emerging_ratings_and_unhappy_ranking(db: Database) -> None:
     fresh, doubling, small, fading = (b.topic(n) for n in ("fresh", "doubling", "small", "fading"))
     # fresh: nothing before, 20 this week; half of them unhappy; 3 of its 4 rated replies thumbs down.
     for i, day in enumerate(_days(this_week, 20)):
-        b.user(fresh, day, label="negative" if i % 2 else "neutral", reply_rating=(-1 if i < 3 else 1) if i < 4 else None)
+        b.user(
+            fresh, day, label="negative" if i % 2 else "neutral", reply_rating=(-1 if i < 3 else 1) if i < 4 else None
+        )
     # doubling: 10 last week, 25 this week, 20 in the previous period; a fifth unhappy.
     for i, day in enumerate(_days(last_week, 10) + _days(this_week, 25) + _days(PREVIOUS, 20)):
         b.user(doubling, day, label="negative" if i % 5 == 0 else "positive", language="de" if i % 3 else "en")
@@ -154,6 +159,10 @@ def test_trend_emerging_ratings_and_unhappy_ranking(db: Database) -> None:
     assert f["fresh"].negative_share == 0.5 and f["doubling"].negative_share == 7 / 35
     assert f["doubling"].languages == [("de", 23), ("en", 12)]
     # Volume x negative share: fresh ≈ 10 unhappy messages, small 9, doubling 7; fading none.
+    # What the unhappy users said: negative messages only, near the topic's centre like the samples.
+    negative = {mid for mid, result in b.results.items() if result[1] == "negative"}
+    assert len(f["fresh"].unhappy_samples) == 3 and {s.message_id for s in f["fresh"].unhappy_samples} <= negative
+    assert f["fading"].unhappy_samples == []
     ranked = topic_figures.unhappiest(list(f.values()))
     assert [r.name for r in ranked] == ["fresh", "small", "doubling"]
 
@@ -161,6 +170,9 @@ def test_trend_emerging_ratings_and_unhappy_ranking(db: Database) -> None:
 def test_the_rules_at_their_edges() -> None:
     assert topic_figures.emerging(20, 0) and topic_figures.emerging(25, 10) and topic_figures.emerging(10, 5)
     assert not topic_figures.emerging(6, 3) and not topic_figures.emerging(9, 0) and not topic_figures.emerging(19, 10)
+    # A project's first week: nothing before it to be new against; doubling still counts.
+    assert not topic_figures.emerging(20, 0, history=False) and topic_figures.emerging(20, 10, history=False)
+    assert topic_figures.trend(20, 0, history=False) == "unknown"
     assert [topic_figures.trend(c, p) for c, p in ((5, 0), (125, 100), (124, 100), (75, 100), (76, 100), (0, 0))] == [
         "new", "growing", "steady", "shrinking", "steady", "quiet"
     ]  # fmt: skip
@@ -188,6 +200,23 @@ def test_representative_messages_are_central_and_not_repeated(db: Database) -> N
         "Can the refund go to another card?",
     ]
     assert samples[0].message_id == "m1" and samples[0].conversation_id == "c1"
+
+
+def test_a_new_project_has_no_new_or_emerging_topics(db: Database) -> None:
+    project = make_project(db, "first-week")
+    b = Builder(db, project)
+    billing = b.topic("billing")
+    for day in _days(LAST - timedelta(days=6), 20):
+        b.user(billing, day)
+    b.store()
+    f = _figures(db, project)["billing"]
+    assert (f.messages, f.this_week, f.trend, f.emerging) == (20, 20, "unknown", False)
+    # Once the project has a message from before the range, the same topic is new, and emerging.
+    earlier = b.topic("earlier")
+    b.user(earlier, PREVIOUS)
+    b.store()
+    f = _figures(db, project)["billing"]
+    assert (f.trend, f.emerging) == ("new", True)
 
 
 def _statements(db: Database, project: Project) -> int:

@@ -40,7 +40,7 @@ TREND_STEP = 0.25
 EMERGING_MIN = 10
 EMERGING_FACTOR = 2.0
 STATS_POOL = 1000  # newest messages per topic read for languages and the negative share
-SAMPLE_POOL = 40  # newest messages per topic among which the representative ones are chosen
+SAMPLE_POOL = 60  # newest messages per topic among which the representative ones are chosen
 SAMPLES = 3
 DUPLICATE_COSINE = 0.95
 SAMPLE_CHARS = 400
@@ -49,11 +49,12 @@ _UNION_CHUNK = 200
 
 TREND_RULE = (
     f"new: no messages in the previous period of equal length; growing / shrinking: at least "
-    f"{TREND_STEP:.0%} more / fewer messages than in it; steady otherwise"
+    f"{TREND_STEP:.0%} more / fewer messages than in it; steady otherwise; no earlier data: the project "
+    f"has no messages before the range"
 )
 EMERGING_RULE = (
-    f"emerging: at least {EMERGING_MIN} messages in the last 7 days of the range, and none or at most "
-    f"half as many in the 7 days before"
+    f"at least {EMERGING_MIN} messages in the last 7 days of the range, and none (in a project "
+    f"that had messages before) or at most half as many in the 7 days before"
 )
 
 
@@ -82,16 +83,22 @@ class TopicFigures:
     labelled: int = 0  # … and how many have a sentiment label
     languages: list[tuple[str, int]] = field(default_factory=list)  # of the newest STATS_POOL, largest first
     samples: list[Sample] = field(default_factory=list)
+    # The same choice among the pool's negative messages: what the unhappy users said.
+    unhappy_samples: list[Sample] = field(default_factory=list)
     centre: np.ndarray | None = field(default=None, repr=False)  # for the topic map
+    # Whether the project has messages from before the range / before the last 7 days: without them a
+    # topic is not "new", everything is (a project's first month would call every topic new and emerging).
+    history: bool = True
+    week_history: bool = True
 
     @property
     def trend(self) -> str:
         """``new``, ``growing``, ``shrinking``, ``steady``, or ``quiet`` (no messages in either period)."""
-        return trend(self.messages, self.previous_messages)
+        return trend(self.messages, self.previous_messages, self.history)
 
     @property
     def emerging(self) -> bool:
-        return emerging(self.this_week, self.last_week)
+        return emerging(self.this_week, self.last_week, self.week_history)
 
     @property
     def thumbs_down_share(self) -> float | None:
@@ -125,6 +132,10 @@ class TopicFigures:
             "samples": [
                 {"message_id": s.message_id, "conversation_id": s.conversation_id, "text": s.text} for s in self.samples
             ],
+            "unhappy_samples": [
+                {"message_id": s.message_id, "conversation_id": s.conversation_id, "text": s.text}
+                for s in self.unhappy_samples
+            ],
         }
 
 
@@ -132,7 +143,10 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def trend(current: int, previous: int) -> str:
+def trend(current: int, previous: int, history: bool = True) -> str:
+    """``unknown`` when the project has no messages before the range: nothing to compare with."""
+    if not history:
+        return "unknown"
     if current == 0 and previous == 0:
         return "quiet"
     if previous == 0:
@@ -144,9 +158,12 @@ def trend(current: int, previous: int) -> str:
     return "steady"
 
 
-def emerging(this_week: int, last_week: int) -> bool:
-    """New this week or doubled since last week, with a floor so that 3 → 6 does not raise a flag."""
-    return this_week >= EMERGING_MIN and (last_week == 0 or this_week >= EMERGING_FACTOR * last_week)
+def emerging(this_week: int, last_week: int, history: bool = True) -> bool:
+    """New this week (in a project that had messages before it) or doubled since last week, with a floor
+    so that 3 → 6 does not raise a flag."""
+    if this_week < EMERGING_MIN:
+        return False
+    return history if last_week == 0 else this_week >= EMERGING_FACTOR * last_week
 
 
 @dataclass(frozen=True)
@@ -200,6 +217,12 @@ def figures(
     out = {t.pk: TopicFigures(t.pk, t.name, t.kind, t.status) for t in topics}
     if not out:
         return []
+    first_message = conn.execute(
+        select(func.min(message.c.created_at)).where(message.c.project_pk == project_pk)
+    ).scalar()
+    for f in out.values():
+        f.history = first_message is not None and first_message < _start(first)
+        f.week_history = first_message is not None and first_message < _start(periods.week_first)
     active = {t.pk for t in topics if t.status == "active"}
     suggested = [t.pk for t in topics if t.status != "active"]
     if active:
@@ -340,6 +363,7 @@ def _representatives(
         func.substr(message.c.content, 1, SAMPLE_CHARS + 1).label("text"),
         message.c.created_at,
         message_topic.c.score,
+        message.c.sentiment_label,
         message_embedding.c.vector,
     )
     pool: dict[int, list[Any]] = defaultdict(list)
@@ -359,6 +383,8 @@ def _representatives(
             centre = centre / np.linalg.norm(centre)
         out[t.pk].centre = centre
         out[t.pk].samples = pick(rows, vectors, centre)
+        negative = [i for i, r in enumerate(rows) if r.sentiment_label == "negative"]
+        out[t.pk].unhappy_samples = pick([rows[i] for i in negative], [vectors[i] for i in negative], centre)
 
 
 def _vector(data: bytes | None) -> np.ndarray | None:
