@@ -24,7 +24,7 @@ from convolens.store import explore, migrate, projects
 from convolens.store.db import Database
 from convolens.store.explore import ConversationFilter
 from convolens.timeutil import utcnow
-from web_support import Account, add_account, launch_chromium, screenshot, signed_in, wait_until_enriched
+from web_support import SCREENSHOTS, Account, add_account, launch_chromium, screenshot, signed_in, wait_until_enriched
 
 XSS = "<script>alert(1)</script> and <img src=x onerror=alert(2)> in a message"
 # The LLM provider hosts the settings tests save, resolved by the server's outbound policy (no DNS here):
@@ -243,6 +243,97 @@ def test_create_a_keyword_topic_and_see_it_applied(page: Page, web: RunningServe
     samples.first.click()
     assert re.search(r"password|비밀번호", page.inner_text("#transcript"), re.IGNORECASE)
     expect(page.locator("#transcript .tag.topic", has_text="Passwords").first).to_be_visible()
+
+
+def _topic_figures(web: RunningServer, page: Page, status: str = "active") -> dict[str, dict]:
+    """The API's figures for the page's range, by topic name."""
+    start, end = page.input_value("input[name=start]"), page.input_value("input[name=end]")
+    window = {"start_time": f"{start}T00:00:00Z", "end_time": f"{end}T23:59:59.999999Z"}
+    listed = api(web, "/api/v1/topics", status=status, figures="true", **window)
+    return {t["name"]: t["figures"] for t in listed["topics"]}
+
+
+def test_topics_page_shows_each_topics_figures_and_a_map(page: Page, web: RunningServer) -> None:
+    page.click("nav.side >> text=Topics")
+    expected = _topic_figures(web, page)
+    screenshot(page, "topics-figures")
+    screenshot(page, "topics-figures-full", full_page=True)
+    rows = page.locator("#topics tbody tr")
+    assert rows.count() == len(expected) >= 2
+    words = {"new": "new", "growing": "growing", "shrinking": "shrinking", "steady": "steady",
+             "quiet": "no messages", "unknown": "no earlier data"}  # fmt: skip
+    # The demo's 28 days of data fit in the default 30-day range: nothing earlier to call a topic new against.
+    assert {f["trend"] for f in expected.values()} == {"unknown"}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        name = row.locator(".topic-name > a").inner_text()
+        figures = expected[name]
+        assert count(row.locator("td.messages").inner_text()) == figures["messages"]
+        assert words[figures["trend"]] in row.locator(".trend").inner_text()
+        assert (row.locator(".tag.emerging").count() == 1) == figures["emerging"]
+        # The rule is on the badge for whoever hovers it.
+        assert "previous period" in row.locator(".trend").get_attribute("title")
+        shown = row.locator(".quotes li").all_inner_texts()
+        assert [s.strip() for s in shown] == [s["text"] for s in figures["samples"]]
+        assert len({s.casefold() for s in shown}) == len(shown)
+    assert any(f["samples"] for f in expected.values())
+    expect(page.locator("#topics-legend")).to_contain_text("at least 25% more / fewer")
+    bubbles = page.locator("#topic-map a.bubble")
+    assert bubbles.count() == sum(1 for f in expected.values() if f["messages"]) + sum(
+        1 for f in _topic_figures(web, page, "suggested").values() if f["messages"]
+    )
+    target = bubbles.first
+    topic_id = target.get_attribute("data-topic")
+    target.locator("circle").click()
+    expect(page).to_have_url(re.compile(rf"/p/demo/topics/{topic_id}$"))
+
+
+def test_overview_shows_where_users_are_unhappy(page: Page, web: RunningServer) -> None:
+    # Angry billing questions (the demo's Billing topic matches "charged" and "refund"), one reply rated down.
+    complaints = [
+        "I was charged twice and nobody answers, this is terrible!",
+        "Still no refund after three weeks, I am furious.",
+        "You charged me again?! Awful service.",
+    ]
+    events: list[dict] = []
+    for i, text in enumerate(complaints):
+        events += [
+            {"type": "conversation", "id": f"angry-{i}", "user_id": f"angry-{i}"},
+            {"type": "message", "conversation_id": f"angry-{i}", "id": f"angry-{i}-q", "role": "user", "content": text},
+            {"type": "message", "conversation_id": f"angry-{i}", "id": f"angry-{i}-a", "role": "assistant",
+             "content": "Sorry to hear that.", **({"rating": -1} if i == 0 else {})},
+        ]  # fmt: skip
+    httpx.post(
+        f"{web.base_url}/api/v1/ingest", headers={"Authorization": f"Bearer {web.demo_token}"}, json={"events": events}
+    ).raise_for_status()
+    wait_until_enriched(web.db)
+    page.reload()
+    panel = page.locator("#unhappy")
+    panel.scroll_into_view_if_needed()
+    screenshot(page, "overview-unhappy")
+    panel.screenshot(path=str(SCREENSHOTS / "overview-unhappy-panel.png"))
+    expected = {**_topic_figures(web, page), **_topic_figures(web, page, "suggested")}
+    ranked = sorted(
+        (name for name, f in expected.items() if f["unhappy_messages"] > 0),
+        key=lambda name: (-expected[name]["unhappy_messages"], -expected[name]["messages"], name),
+    )[:5]
+    items = panel.locator(".unhappy-list > li")
+    assert ranked and [items.nth(i).locator("a.name").inner_text() for i in range(items.count())] == ranked
+    first = items.first
+    quotes = [q.strip() for q in first.locator(".quotes li").all_inner_texts()]
+    assert quotes and quotes == [s["text"] for s in expected[ranked[0]]["unhappy_samples"]]
+    expect(first.locator(".unhappy-figure")).to_contain_text(f"of {expected[ranked[0]]['messages']:,} messages")
+    first.locator(".quotes a").first.click()
+    expect(page).to_have_url(re.compile(r"/p/demo/conversations/"))
+
+
+def test_topic_figures_in_the_api_are_opt_in_and_checked(web: RunningServer) -> None:
+    plain = api(web, "/api/v1/topics")
+    assert plain["topics"] and all("figures" not in t for t in plain["topics"]) and "start_time" not in plain
+    headers = {"Authorization": f"Bearer {web.demo_token}"}
+    for params, field in (({"figures": "maybe"}, "figures"), ({"figures": "true", "start_time": "soon"}, "start_time")):
+        response = httpx.get(f"{web.base_url}/api/v1/topics", params=params, headers=headers)
+        assert response.status_code == 422 and field in response.text, response.text
 
 
 def test_create_and_revoke_a_token(page: Page, web: RunningServer) -> None:

@@ -77,7 +77,7 @@ def launch_chromium(playwright):  # type: ignore[no-untyped-def]
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
-def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    """A 1280x800 picture of the page for a reviewer (test-artifacts/, not committed)."""
+def screenshot(page, name: str, *, full_page: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """A 1280x800 picture of the page (or all of it) for a reviewer (test-artifacts/, not committed)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)

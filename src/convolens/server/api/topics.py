@@ -13,11 +13,12 @@ from sqlalchemy import Connection
 
 from convolens.config import Limits
 from convolens.schemas.topics import TopicDefinition
+from convolens.server.api.context_read import MAX_BUCKETED_DAYS, time_window
 from convolens.server.api.deps import database, limits
 from convolens.server.auth import AdminToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
-from convolens.store import suggestions, topics
+from convolens.store import suggestions, topic_figures, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
@@ -77,12 +78,25 @@ def _name_conflict(name: str) -> ApiError:
 @router.get("/api/v1/topics")
 def list_topics(
     status: Literal["active", "suggested", "dismissed"] = "active",
+    figures: bool = False,
+    start_time: str | None = None,
+    end_time: str | None = None,
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
+    """The project's topics. With ``figures=true``, each also has its ``figures`` for the whole UTC days
+    from ``start_time`` to ``end_time`` (default: the last 30 days): messages, previous_messages (the
+    period of equal length before) and trend (new, growing, shrinking, steady, quiet), this_week,
+    last_week and emerging, avg_sentiment, ratings and thumbs_down_share, negative_share,
+    unhappy_messages, languages and three representative samples."""
     with db.reader() as conn:
         rows = topics.list_topics(conn, token.project_pk, (status,))
-    return JSONResponse({"count": len(rows), "topics": [topic_response(r) for r in rows]})
+        if not figures:
+            return JSONResponse({"count": len(rows), "topics": [topic_response(r) for r in rows]})
+        start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
+        found = topic_figures.figures(conn, token.project_pk, rows, first=start.date(), last=end.date())
+    listed = [topic_response(r) | {"figures": f.as_json()} for r, f in zip(rows, found, strict=True)]
+    return JSONResponse({"count": len(rows), "start_time": iso(start), "end_time": iso(end), "topics": listed})
 
 
 @router.post("/api/v1/topics", status_code=201)

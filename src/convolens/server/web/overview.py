@@ -7,11 +7,12 @@ from fastapi.responses import Response
 
 from convolens.server.web.render import date_range, render
 from convolens.server.web.session import access
-from convolens.store import metrics, people
+from convolens.store import metrics, people, topic_figures, topics
 from convolens.store.queries import bucket_starts
 
 router = APIRouter(include_in_schema=False)
 TOP_TOPICS = 8
+UNHAPPY_TOPICS = 5
 
 
 def _trend(values: list[int]) -> str:
@@ -53,15 +54,21 @@ def overview(
             grouping=metrics.Grouping("topic"),
             **query,  # type: ignore[arg-type]
         )
+        # Suggestions too: users unhappy about something no topic covers yet is the first thing to see.
+        matched = topics.list_topics(conn, membership.project_pk, ("active", "suggested"))
+        unhappy = topic_figures.unhappiest(
+            topic_figures.figures(conn, membership.project_pk, matched, first=window.first, last=window.last),
+            UNHAPPY_TOPICS,
+        )
         new = people.new_users(conn, membership.project_pk, window.start, window.end, window.period)  # type: ignore[arg-type]
     rows = [
         {"bucket": label, **series.get(label, {}), "new_users": new.get(label, 0), "empty": label not in series}
         for label in labels
     ]
-    topics = []
+    top_topics = []
     for name, buckets in list(by_topic.items())[:TOP_TOPICS]:
         volume = [buckets.get(label, {}).get("messages", 0) for label in labels]
-        topics.append({"name": name, "messages": sum(volume), "trend": _trend(volume), "values": volume})
+        top_topics.append({"name": name, "messages": sum(volume), "trend": _trend(volume), "values": volume})
     total = totals.get("all", {})
     charts = {
         "activity": {
@@ -94,7 +101,7 @@ def overview(
         "topics": {
             "labels": labels,
             "kind": "line",
-            "series": [{"label": t["name"], "values": t["values"]} for t in topics],
+            "series": [{"label": t["name"], "values": t["values"]} for t in top_topics],
         },
     }
     return render(
@@ -109,6 +116,9 @@ def overview(
         total=total,
         new_users=sum(new.values()),
         languages=languages,
-        topics=topics,
+        topics=top_topics,
+        unhappy=unhappy,
+        trend_rule=topic_figures.TREND_RULE,
+        emerging_rule=topic_figures.EMERGING_RULE,
         charts=charts,
     )

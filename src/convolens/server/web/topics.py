@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from convolens.schemas.topics import TopicDefinition
 from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import explore, metrics, topics
+from convolens.store import explore, metrics, topic_figures, topics
 from convolens.store.accounts import Membership
 from convolens.store.explore import ConversationFilter
 from convolens.store.queries import bucket_starts
@@ -73,11 +73,11 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
     with request.app.state.db.reader() as conn:
         defined = topics.list_topics(conn, membership.project_pk)
         suggested = topics.list_topics(conn, membership.project_pk, ("suggested",))
-        figures = metrics.window_totals(
-            conn, membership.project_pk, start=window.start, end=window.end, grouping=metrics.Grouping("topic"),
-            prices=request.app.state.prices,
-        )  # fmt: skip
-    suggested.sort(key=lambda r: -int(r.definition.get("size", 0)))
+        suggested.sort(key=lambda r: -int(r.definition.get("size", 0)))
+        rows = topic_figures.figures(
+            conn, membership.project_pk, defined + suggested, first=window.first, last=window.last
+        )
+    figures = {r.pk: r for r in rows}
     return render(
         request,
         "topics.html",
@@ -88,9 +88,50 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         defined=defined,
         suggested=suggested,
         figures=figures,
+        bubbles=topic_map(rows, _topic_url(project)),
+        trend_rule=topic_figures.TREND_RULE,
+        emerging_rule=topic_figures.EMERGING_RULE,
         window=window,
         can_edit=membership.can("member"),
     )
+
+
+MAP_WIDTH, MAP_HEIGHT = 860, 280  # the SVG's viewBox in topics.html
+MIN_RADIUS, MAX_RADIUS = 7, 40
+LABEL_HALF_WIDTH = 100  # about half a 28-character label at 12 px: labels at the edges stay inside
+
+
+def sentiment_colour(value: float | None) -> str:
+    """Red (-1) through grey (0) to green (+1); grey when nothing is scored."""
+    grey, red, green = (156, 163, 175), (220, 38, 38), (22, 163, 74)
+    end = grey if value is None else red if value < 0 else green
+    share = 0.0 if value is None else min(1.0, abs(value) / 0.6)  # ±0.6 is already clearly unhappy / happy
+    return "#" + "".join(f"{round(g + (e - g) * share):02x}" for g, e in zip(grey, end, strict=True))
+
+
+def topic_map(rows: list[topic_figures.TopicFigures], base_url: str) -> list[dict]:
+    """Bubbles for the topic map: area for volume, colour for sentiment, position for what the topic is
+    about (a 2-D projection of the topics' centres, so neighbours are alike). Topics with no messages
+    in the range are left out."""
+    shown = [r for r in rows if r.messages > 0]
+    positions = topic_figures.map_positions(shown)
+    largest = max((r.messages for r in shown), default=1)
+    bubbles = []
+    for r in shown:
+        if r.pk not in positions:
+            continue
+        x, y = positions[r.pk]
+        radius = MIN_RADIUS + (MAX_RADIUS - MIN_RADIUS) * (r.messages / largest) ** 0.5
+        bubbles.append({
+            "pk": r.pk, "name": r.name if len(r.name) <= 28 else r.name[:27] + "…", "full_name": r.name,
+            # Room for the largest bubble above and its label below, and for labels at the sides.
+            "x": round(LABEL_HALF_WIDTH + x * (MAP_WIDTH - 2 * LABEL_HALF_WIDTH), 1),
+            "y": round(MAX_RADIUS + 4 + y * (MAP_HEIGHT - 2 * MAX_RADIUS - 24), 1),
+            "r": round(radius, 1), "colour": sentiment_colour(r.avg_sentiment), "messages": r.messages,
+            "sentiment": r.avg_sentiment, "suggested": r.status != "active", "href": f"{base_url}/{r.pk}",
+        })  # fmt: skip
+    bubbles.sort(key=lambda b: -b["r"])  # small bubbles drawn last, on top, so they stay clickable
+    return bubbles
 
 
 @router.post("/p/{project}/topics")
