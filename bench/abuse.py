@@ -150,14 +150,14 @@ def _normal_body(i: int) -> bytes:
     )
 
 
-def phase(base: str, token: str, seconds: float, hostile_clients: int) -> dict:
+def phase(base: str, token: str, seconds: float, hostile_clients: int, classes: set[str] | None = None) -> dict:
     deadline = time.monotonic() + seconds
     latencies: list[float] = []
     ids: list[str] = []
     failures: Counter[str] = Counter()
     hostile: Counter[str] = Counter()
     lock = threading.Lock()
-    requests = _hostile_requests(token)
+    requests = [r for r in _hostile_requests(token) if classes is None or r[0] in classes]
 
     def normal() -> None:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}", **JSON}, timeout=60) as http:
@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--hostile-clients", type=int, default=4)
     parser.add_argument("--pairs", type=int, default=1)
     parser.add_argument("--database-url")
+    parser.add_argument("--classes", help="comma-separated hostile classes to send (default: all)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="convolens-abuse-"))
@@ -241,7 +242,8 @@ def main() -> None:
         quiet, loud = [], []
         for pair in range(args.pairs):
             quiet.append(phase(base, token, args.seconds, 0))
-            loud.append(phase(base, token, args.seconds, args.hostile_clients))
+            classes = set(args.classes.split(",")) if args.classes else None
+            loud.append(phase(base, token, args.seconds, args.hostile_clients, classes))
             for name, result in (("quiet", quiet[-1]), ("hostile", loud[-1])):
                 print(
                     f"pair {pair + 1} {name:8s} normal p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "

@@ -30,7 +30,7 @@ from convolens.server.api.deps import app_database, app_limits, count_ingested, 
 from convolens.server.auth import IngestBearer, IngestToken, TokenLookups, authorize
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.json_route import OrjsonRoute
-from convolens.server.offload import in_thread
+from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.store import queries, upsert
 from convolens.store.db import Database
@@ -208,6 +208,12 @@ def _to_batch(
 _OK = {"status": "ok"}
 
 
+def _is_heavy(conversation: ContextConversation) -> bool:
+    return is_heavy(text for m in conversation.messages for text in (m.message, m.thought, m.observation)) or is_heavy(
+        (conversation.feedback,)
+    )
+
+
 class _RedactNamesElsewhere(Exception):
     """A request accepted on the batch thread whose project redacts names: the model takes ~2 ms a
     message (enrich/names.py), which would hold up every other request of the process waiting for that
@@ -236,6 +242,15 @@ async def log_conversation(
             raise _RedactNamesElsewhere(info, tenant)
         return scrubbed(info, tenant)
 
+    if _is_heavy(conversation):  # its scrubbing would hold up the batch thread's every other request
+
+        def admitted_and_scrubbed() -> BatchOutcome:
+            info, tenant = _admit(request, token, conversation, tenant_id, body.tenant_id)
+            return app_database(request).write(scrubbed(info, tenant))
+
+        outcome = await in_heavy_lane(admitted_and_scrubbed)
+        count_ingested(request, outcome.created_messages)
+        return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
     try:
         # Checked and written on the process's batch thread with every other request waiting by then.
         outcome: BatchOutcome = await request.app.state.write_batches.write(prepare)
@@ -285,7 +300,7 @@ async def log_conversation_upsert(
 
         return app_database(request).write(store)
 
-    conversation_id, skip, outcome = await in_thread(check_and_store)
+    conversation_id, skip, outcome = await (in_heavy_lane if _is_heavy(conversation) else in_thread)(check_and_store)
     count_ingested(request, outcome.created_messages)
     appended = len(conversation.messages) - skip
     return JSONResponse({**_OK, "data": {"id": conversation_id, "appended": appended}}, status_code=201)
@@ -304,7 +319,7 @@ async def log_conversation_thread(
         batch, messages = _to_batch(thread, thread_id, tenant)
         return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow())), messages
 
-    outcome, messages = await in_thread(store)
+    outcome, messages = await (in_heavy_lane if _is_heavy(thread) else in_thread)(store)
     count_ingested(request, outcome.created_messages)
     appended = [{"id": m.id, "role": m.role, "message": m.content, "rating": m.rating} for m in messages]
     return JSONResponse({**_OK, "data": {"id": thread_id, "appended_messages": appended}}, status_code=201)

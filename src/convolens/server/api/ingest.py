@@ -15,7 +15,7 @@ from convolens.server.api.deps import app_database, app_limits, count_ingested
 from convolens.server.auth import IngestBearer, authorize
 from convolens.server.errors import ERROR_RESPONSES, bound_violation
 from convolens.server.json_route import OrjsonRoute
-from convolens.server.offload import in_thread
+from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.store.ingest import BatchOutcome, apply_batch
 from convolens.timeutil import utcnow
@@ -34,7 +34,8 @@ async def ingest(request: Request, batch: IngestBatch, token: str = IngestBearer
             scrub_batch(batch, names=info.pii_names)  # before storage: raw values never reach the database
         return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow()))
 
-    outcome = await in_thread(store)
+    heavy = is_heavy(getattr(event, "content", None) for event in batch.events)
+    outcome = await (in_heavy_lane if heavy else in_thread)(store)
     count_ingested(request, outcome.created_messages)
     metrics = request.app.state.metrics
     if batch.client is not None:
