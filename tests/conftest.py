@@ -103,6 +103,34 @@ def db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+@contextmanager
+def separate_database(database_url: str, folder: Path, label: str) -> Iterator[Database]:
+    """A migrated database of its own beside ``database_url``'s (a new SQLite file in ``folder``, or a new
+    PostgreSQL database dropped afterwards), where no server's embedded worker changes what a test steps
+    through."""
+    import psycopg
+
+    name = admin = None
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{folder / f'{label}.sqlite3'}"
+    else:
+        name = f"convolens_{label}_{uuid.uuid4().hex[:8]}"
+        admin = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        base, _, query = database_url.partition("?")
+        url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    database = Database(url)
+    migrate.upgrade(database)
+    try:
+        yield database
+    finally:
+        database.dispose()
+        if name is not None:  # each test's own database goes with it, or runs pile them up on the server
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def own_db(database_url: str) -> Iterator[Database]:
     """A ``Database`` of this test's own (same database, new engines), for tests that listen to its

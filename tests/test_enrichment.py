@@ -9,16 +9,14 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from conftest import CLI, REPO, Project, RunningServer, make_project
+from conftest import CLI, REPO, Project, RunningServer, make_project, separate_database
 from convolens.enrich import pipeline
 from convolens.schemas.ingest import IngestBatch
 from convolens.store import enrichment, migrate
@@ -75,23 +73,8 @@ def test_languages_come_back_through_the_api(server: RunningServer, project: Pro
 @pytest.fixture
 def queue_db(database_url: str, tmp_path: Path) -> Iterator[Database]:
     """A database of its own, with no server (and so no embedded worker) competing for its queue."""
-    name = admin = None
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
-    else:
-        name = f"convolens_queue_{uuid.uuid4().hex[:8]}"
-        admin = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        base, _, query = database_url.partition("?")
-        url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    db = Database(url)
-    migrate.upgrade(db)
-    yield db
-    db.dispose()
-    if name is not None:  # each test's own database goes with it, or runs pile them up on the server
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with separate_database(database_url, tmp_path, "queue") as db:
+        yield db
 
 
 def _fill(db: Database, n: int) -> Project:

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import insert, select
 
-from conftest import REPO, Project, RunningServer, make_project, new_ids_batch
-from convolens.store import migrate, suggestions, topics
+from conftest import REPO, Project, RunningServer, make_project, new_ids_batch, separate_database
+from convolens.store import suggestions, topics
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.suggestions import RunState, Timing
@@ -31,23 +28,8 @@ TIMING = Timing(min_messages=40, growth=0.2, max_age=timedelta(days=1), check_ev
 def quiet_db(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """A database of this module's own: no server's embedded worker runs (and so changes) its
     projects' suggestions while a test steps through them."""
-    name = admin = None
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('timing')) / 'timing.sqlite3'}"
-    else:
-        name = f"convolens_timing_{uuid.uuid4().hex[:8]}"
-        admin = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        base, _, query = database_url.partition("?")
-        url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    database = Database(url)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
-    if name is not None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with separate_database(database_url, tmp_path_factory.mktemp("timing"), "timing") as database:
+        yield database
 
 
 @pytest.fixture
