@@ -96,6 +96,8 @@ def name_clusters(
 
         phrases = sorted((p for p, n in c.items() if n >= floor and " " in p), key=lambda p: (-distinctive(p), p))
         words = sorted((p for p, n in c.items() if n >= floor and " " not in p), key=lambda p: (-distinctive(p), p))
+        if len(words) < 2:  # a loose cluster where few words repeat: its most distinctive words, even once
+            words = sorted((p for p in c if " " not in p), key=lambda p: (-distinctive(p), p))
         shortlist = [(p, c[p] / size) for p in phrases[:CANDIDATES]]
         # Two of the most distinctive words also make a name ("Login and password") where no phrase repeats.
         top = words[:3]
