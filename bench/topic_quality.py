@@ -42,7 +42,13 @@ def load(name: str) -> tuple[list[dict], dict[str, str]]:
     return rows, described.get("topics", described)
 
 
-def evaluate(rows: list[dict], descriptions: dict[str, str] | None = None) -> dict:
+def category_descriptions(name: str) -> dict[str, str]:
+    return json.loads((DATA_DIR / SETS[name][1]).read_text()).get("categories", {})
+
+
+def evaluate(
+    rows: list[dict], descriptions: dict[str, str] | None = None, categories: dict[str, str] | None = None
+) -> dict:
     """Agreement of the suggested topics with the true ones, and whether their names say the right topic.
 
     Noise rows (topic None: greetings, thanks, one word) are clustered with the rest but left out of the
@@ -79,8 +85,41 @@ def evaluate(rows: list[dict], descriptions: dict[str, str] | None = None) -> di
     }
     if descriptions:
         result["name_score"] = name_score(clusters, [majority.get(k) for k in range(len(clusters))], descriptions)
+    if categories and all(rows[i].get("category") for i in topical):
+        result.update(evaluate_categories(rows, topical, vectors, texts, clusters, labels, categories))
     result["semantic"] = semantic_thresholds([rows[i] for i in topical], vectors[topical])
     return result
+
+
+def evaluate_categories(
+    rows: list[dict],
+    topical: list[int],
+    vectors: np.ndarray,
+    texts: list[str],
+    clusters: list,
+    labels: np.ndarray,
+    descriptions: dict[str, str],
+) -> dict:
+    """The second level: categories over the suggested topics against the true categories (ARI, count,
+    and the name score against the categories' descriptions)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    categories = suggest.categorise(clusters, texts)
+    category_of_topic = np.zeros(len(clusters), dtype=int)
+    for k, category in enumerate(categories):
+        category_of_topic[category.topics] = k
+    predicted = category_of_topic[labels[topical]]
+    truth = [rows[i]["category"] for i in topical]
+    majority = []
+    for k in range(len(categories)):
+        members = [t for t, p in zip(truth, predicted, strict=True) if p == k]
+        majority.append(max(sorted(set(members)), key=members.count) if members else None)
+    return {
+        "categories": len(categories),
+        "category_ari": round(float(adjusted_rand_score(truth, predicted)), 4),
+        "category_name_score": name_score(categories, majority, descriptions),
+        "category_names": [c.name for c in categories],
+    }
 
 
 def name_score(clusters: list, majorities: list[str | None], descriptions: dict[str, str]) -> float:
@@ -139,6 +178,7 @@ def report(name: str, result: dict) -> dict:
     shown = {k: v for k, v in result.items() if k != "semantic"}
     if name == HOLDOUT:
         shown.pop("names", None)
+        shown.pop("category_names", None)
     return shown
 
 
@@ -149,7 +189,7 @@ if __name__ == "__main__":
             print(f"{name}: {SETS[name][0]} missing")
             continue
         rows, descriptions = load(name)
-        result = evaluate(rows, descriptions)
+        result = evaluate(rows, descriptions, category_descriptions(name))
         print(name, json.dumps(report(name, result), ensure_ascii=False, indent=1))
         if name != HOLDOUT:
             for threshold, figures in result["semantic"].items():

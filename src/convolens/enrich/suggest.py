@@ -35,6 +35,9 @@ CONSENSUS = 0.25  # the share of fits that must put two messages together, on av
 GROUP_SHARE = 0.01  # groups smaller than this share of the sample are leftovers between topics
 SMALL_TALK_WORDS = 2  # a cluster whose median message has at most this many words is small talk
 KEYWORD_MERGE = 0.15  # clusters whose TF-IDF profiles reach this cosine are one subject (merge_by_keywords)
+# Categories over the topics (categorise): a cut of their average linkage, kept within 5 to 12.
+CATEGORY_DISTANCE = 0.8
+MIN_CATEGORIES, MAX_CATEGORIES = 5, 12
 # A language's offset counts fully once it has many more messages than this (see language_neutral).
 LANGUAGE_SHRINK = 5
 MIN_CLUSTER_SHARE = 0.01
@@ -310,3 +313,49 @@ def cluster(
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Each vector's nearest centroid (for measuring agreement on every message)."""
     return (np.asarray(vectors, dtype=np.float32) @ np.asarray(centroids, dtype=np.float32).T).argmax(axis=1)
+
+
+@dataclass
+class Category:
+    name: str
+    topics: list[int]  # indexes into the clusters it groups
+    centroid: np.ndarray
+
+
+def categorise(clusters: list[Cluster], texts: list[str], language: str | None = None) -> list[Category]:
+    """The suggested topics grouped into MIN_CATEGORIES to MAX_CATEGORIES categories (fewer when there are
+    fewer topics), each named like a topic, from the phrases of all its topics' members.
+
+    Average linkage of the topics' centres, taken relative to their mean (what every topic shares says
+    nothing about which belong together), cut at CATEGORY_DISTANCE, then clipped into that range.
+    """
+    from sklearn.cluster import AgglomerativeClustering
+
+    from convolens.enrich import cluster_names, embedding
+    from convolens.enrich import language as languages_of
+
+    if not clusters:
+        return []
+    centres = np.stack([c.centroid for c in clusters])
+    if len(clusters) <= 2:
+        labels = np.zeros(len(clusters), dtype=int)
+    else:
+        relative = _normalise(centres - centres.mean(axis=0))
+        linkage = AgglomerativeClustering(
+            n_clusters=None, metric="cosine", linkage="average", distance_threshold=CATEGORY_DISTANCE
+        ).fit(relative)
+        count = int(np.clip(linkage.n_clusters_, min(MIN_CATEGORIES, len(clusters) // 2), MAX_CATEGORIES))
+        labels = AgglomerativeClustering(n_clusters=count, metric="cosine", linkage="average").fit_predict(relative)
+    groups = [np.where(labels == k)[0].tolist() for k in range(labels.max() + 1)]
+    members = [np.concatenate([clusters[t].members[:300] for t in group]) for group in groups]
+    detected = {int(i): languages_of.detect(texts[i]) for m in members for i in m}
+    language = language or main_language(list(detected.values()))
+    own = [[texts[i] for i in m if detected[int(i)] == language] or [texts[i] for i in m] for m in members]
+    sizes = np.array([len(c.members) for c in clusters], dtype=np.float32)
+    category_centres = _normalise(np.stack([(centres[g] * sizes[g, None]).sum(axis=0) for g in groups]))
+    names = cluster_names.name_clusters(own, category_centres, embedding.embed, language)
+    categories = [
+        Category(name=name or clusters[group[0]].name, topics=group, centroid=centre)
+        for group, name, centre in zip(groups, names, category_centres, strict=True)
+    ]
+    return sorted(categories, key=lambda c: -sum(len(clusters[t].members) for t in c.topics))
