@@ -1,12 +1,16 @@
 """Suggested-topic quality and speed.
 
-    python bench/topic_quality.py            # ARI on tests/data/topics.jsonl, semantic-topic F1 by threshold
-    python bench/topic_quality.py --100k     # also: clustering time for 100,000 messages
+    python bench/topic_quality.py                 # every labelled set: ARI, clusters, purity, name score
+    python bench/topic_quality.py --set=tune2     # one set
+    python bench/topic_quality.py --100k          # also: clustering time for 100,000 messages
 
 Agreement: every labelled message is embedded and clustered as if no topic covered it; each message
-is then assigned to its nearest suggested topic and the assignment compared with the true topics by
-the adjusted Rand index. Semantic topics: each true topic is defined by 5 of its messages as examples;
-the rest are matched against every topic, and precision/recall/F1 reported per threshold.
+on a true topic is then assigned to its nearest suggested topic and the assignment compared with the
+true topics by the adjusted Rand index (noise rows, topic None, are clustered but not scored). Names:
+does a cluster's name embed nearest to the description of its majority true topic? Where a set has
+categories, the same for categories over the topics. The holdout is printed in aggregate only.
+Semantic topics: each true topic is defined by 5 of its messages as examples; the rest are matched
+against every topic, and precision/recall/F1 reported per threshold.
 """
 
 from __future__ import annotations
