@@ -24,11 +24,13 @@ CANDIDATES = 24
 MAX_WORDS = 4
 MAX_CHARS = 300  # of each member: long messages say their subject early
 # Weights of the ranking: closeness to the own centre, minus closeness to the nearest other centre, plus
-# the log of the share of members using the phrase. Tuned on tests/data/topics.jsonl and topics_tune2.jsonl.
-DISTINCT = 0.5
+# the log of the share of members using the phrase. Tuned on tests/data/topics.jsonl and topics_tune2.jsonl:
+# a lighter distinctiveness weight picks narrower phrases ("Card got" for lost and blocked cards).
+DISTINCT = 0.8
 COVERAGE = 0.08
 # A phrase the members wrote reads better than two of their words joined by "and".
 PHRASE_BONUS = 0.1
+PAIR_WORDS = 4  # pairs are made of the most distinctive words, this many
 _WORD = re.compile(r"[^\W\d_][^\W_]*(?:'[a-z]+)?")
 _LATIN = re.compile(r"[a-zA-Z]")
 # Words that end no name: on top of scikit-learn's English stop words, the chat verbs and fillers.
@@ -100,7 +102,7 @@ def name_clusters(
             words = sorted((p for p in c if " " not in p), key=lambda p: (-distinctive(p), p))
         shortlist = [(p, c[p] / size) for p in phrases[:CANDIDATES]]
         # Two of the most distinctive words also make a name ("Login and password") where no phrase repeats.
-        top = words[:3]
+        top = words[:PAIR_WORDS]
         shortlist += [
             (f"{a} and {b}", min(c[a], c[b]) / size)
             for i, a in enumerate(top)
