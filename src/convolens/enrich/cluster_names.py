@@ -1,0 +1,135 @@
+"""Names a person would write for a cluster of messages ("Password reset", "Refunds for double charges"),
+without an LLM.
+
+Candidates are the word sequences (2 to 4 words, no stop word at either end) that several member
+messages in the project's main language share. Each candidate is embedded with the same multilingual
+encoder as the messages, and ranked by how close it is to its cluster's centre against how close it is
+to the nearest other centre (distinctiveness), with a small bonus for how many members use it. Members
+in other languages shape the centre through the shared embedding space, so they pull the choice towards
+the phrase that also says what they say, without their words ending up in the name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+
+# Members read per cluster (the closest to the centre) and candidates embedded per cluster: enough for
+# a stable choice, and bounded so that naming 100 clusters costs about as much as embedding 3,000 texts.
+MEMBERS_READ = 300
+CANDIDATES = 24
+MAX_WORDS = 4
+MAX_CHARS = 300  # of each member: long messages say their subject early
+# Weights of the ranking: closeness to the own centre, minus closeness to the nearest other centre, plus
+# the log of the share of members using the phrase. Tuned on tests/data/topics.jsonl and topics_tune2.jsonl:
+# a lighter distinctiveness weight picks narrower phrases ("Card got" for lost and blocked cards).
+DISTINCT = 0.8
+COVERAGE = 0.08
+# A phrase the members wrote reads better than two of their words joined by "and".
+PHRASE_BONUS = 0.1
+PAIR_WORDS = 4  # pairs are made of the most distinctive words, this many
+_WORD = re.compile(r"[^\W\d_][^\W_]*(?:'[a-z]+)?")
+_LATIN = re.compile(r"[a-zA-Z]")
+# Words that end no name: on top of scikit-learn's English stop words, the chat verbs and fillers.
+_CHAT = {"please", "thanks", "thank", "hi", "hello", "hey", "want", "need", "does", "did", "just", "like", "know",
+         "tell", "help", "make", "way", "good", "best", "use", "using", "get", "ok", "okay", "can't", "don't",
+         "i'm", "it's", "what's", "doesn't", "isn't", "won't", "i've", "anyone", "someone", "really", "actually",
+         "possible", "there", "trying", "try", "going", "able", "quick", "question", "guys", "ya", "yes"}  # fmt: skip
+
+
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS | _CHAT)
+
+
+def _words(text: str, english: bool) -> list[str]:
+    words = _WORD.findall(text[:MAX_CHARS].lower())
+    # In English, a word with no Latin letter is a foreign word, not part of an English name.
+    return [w for w in words if _LATIN.search(w)] if english else words
+
+
+def candidates(texts: list[str], english: bool) -> Counter[str]:
+    """How many of ``texts`` contain each candidate phrase: every 2- to 4-word sequence with no stop word
+    at either end ("account is locked"), every 2- or 3-word sequence of the words left once stop words are
+    dropped ("reset my password" gives "reset password"), and every single word that is no stop word."""
+    stop = _stop_words() if english else frozenset()
+    found: Counter[str] = Counter()
+    for text in texts:
+        words = [w for w in _words(text, english) if len(w) > 1]
+        seen = set()
+        for i, first in enumerate(words):
+            if first in stop:
+                continue
+            for j in range(i, min(i + MAX_WORDS, len(words))):
+                if words[j] not in stop:
+                    seen.add(" ".join(words[i : j + 1]))
+        content = [w for w in words if w not in stop]
+        for size in (2, 3):
+            seen.update(" ".join(content[i : i + size]) for i in range(len(content) - size + 1))
+        found.update(seen)
+    return found
+
+
+def name_clusters(
+    members: list[list[str]],
+    centres: np.ndarray,
+    embed: Callable[[list[str]], np.ndarray],
+    language: str | None,
+) -> list[str | None]:
+    """A 2- to 5-word name for each cluster; ``members[k]`` are cluster k's texts in the project's
+    language, closest to the centre first; ``centres`` are unit vectors. None where no word repeats."""
+    english = language in (None, "en")
+    counted = [candidates(texts[:MEMBERS_READ], english) for texts in members]
+    overall: Counter[str] = Counter()
+    for c in counted:
+        overall.update(c)
+    shortlists: list[list[tuple[str, float]]] = []
+    for texts, c in zip(members, counted, strict=True):
+        size = max(1, min(len(texts), MEMBERS_READ))
+        floor = max(2, int(0.03 * size))
+
+        def distinctive(phrase: str, c: Counter[str] = c, size: int = size) -> float:
+            # a phrase's share in its cluster against its share in all clusters (c-TF-IDF)
+            return c[phrase] / size * float(np.log(1 + len(members) * c[phrase] / overall[phrase]))
+
+        phrases = sorted((p for p, n in c.items() if n >= floor and " " in p), key=lambda p: (-distinctive(p), p))
+        words = sorted((p for p, n in c.items() if n >= floor and " " not in p), key=lambda p: (-distinctive(p), p))
+        if len(words) < 2:  # a loose cluster where few words repeat: its most distinctive words, even once
+            words = sorted((p for p in c if " " not in p), key=lambda p: (-distinctive(p), p))
+        shortlist = [(p, c[p] / size) for p in phrases[:CANDIDATES]]
+        # Two of the most distinctive words also make a name ("Login and password") where no phrase repeats.
+        top = words[:PAIR_WORDS]
+        shortlist += [
+            (f"{a} and {b}", min(c[a], c[b]) / size)
+            for i, a in enumerate(top)
+            for b in top[i + 1 :]
+            if a[:4] != b[:4]  # "pipe and pipes" says one thing twice
+        ]
+        shortlists.append(shortlist)
+    flat = [phrase for shortlist in shortlists for phrase, _ in shortlist]
+    vectors = embed(flat) if flat else np.zeros((0, centres.shape[1]), dtype=np.float32)
+    similarity = vectors @ centres.T if len(flat) else np.zeros((0, len(centres)))
+    names: list[str | None] = []
+    row = 0
+    for k, shortlist in enumerate(shortlists):
+        best: tuple[float, str] | None = None
+        for phrase, share in shortlist:
+            own = similarity[row, k]
+            others = np.delete(similarity[row], k)
+            score = own - DISTINCT * (others.max() if len(others) else 0.0) + COVERAGE * np.log(share)
+            if " and " not in phrase:
+                score += PHRASE_BONUS
+            row += 1
+            if best is None or score > best[0]:
+                best = (float(score), phrase)
+        names.append(None if best is None else _label(best[1]))
+    return names
+
+
+def _label(phrase: str) -> str:
+    label = " ".join(phrase.split()[:5])
+    return label[:1].upper() + label[1:]
