@@ -435,6 +435,10 @@ def test_a_form_without_its_csrf_token_is_refused(web: RunningServer, people: di
 def test_roles(web: RunningServer, people: dict[str, Account]) -> None:
     with signed_in(web, people["viewer"]) as viewer:
         assert viewer.get("/p/demo/overview").status_code == 200
+        home = viewer.get("/p/demo/")  # a project's own address opens its overview
+        assert home.status_code == 303 and home.headers["location"] == "/p/demo/overview"
+        assert viewer.get("/p/demo").headers["location"] == "/p/demo/overview"
+        assert viewer.get("/p/no-such-project/").status_code in (403, 404)
         assert viewer.get("/p/demo/settings").status_code == 403
         for path, data in (
             ("/p/demo/settings/tokens", {"scopes": "ingest"}),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from convolens.server.web.render import date_range, render
-from convolens.server.web.session import access
+from convolens.server.web.render import date_range, render, segment
+from convolens.server.web.session import access, redirect
 from convolens.store import metrics, people, topic_figures, topics
 from convolens.store.queries import bucket_starts
 
@@ -26,6 +26,14 @@ def _trend(values: list[int]) -> str:
     if later < earlier * 0.9:
         return "down"
     return "flat"
+
+
+@router.get("/p/{project}")
+@router.get("/p/{project}/")
+def project_home(request: Request, project: str) -> Response:
+    """A project's own address opens its overview (once the member is checked: no hint of other projects)."""
+    access(request, project)
+    return redirect(f"/p/{segment(project)}/overview")
 
 
 @router.get("/p/{project}/overview")

@@ -57,14 +57,14 @@ def _when(value: datetime | None) -> str:
     return EMPTY if value is None else value.strftime("%Y-%m-%d %H:%M")
 
 
-def _segment(value: Any) -> str:
+def segment(value: Any) -> str:
     """A value (an id) as one URL path segment: every character but letters, digits and ``_.-~`` escaped,
     ``/`` too. Jinja's ``urlencode`` keeps ``/``, which split a base64 id into two segments (its link
     404ed); the routes take the rest of the path (``{id:path}``) since the server decodes ``%2F``."""
     return quote(str(value), safe="")
 
 
-environment.filters["segment"] = _segment
+environment.filters["segment"] = segment
 environment.filters["number"] = _number
 environment.filters["percent"] = _percent
 environment.filters["when"] = _when
