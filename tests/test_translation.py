@@ -193,3 +193,25 @@ def test_erasing_a_user_forgets_their_cached_translations(queue_db: Database) ->
     with queue_db.reader() as conn:
         kept = conn.execute(select(translation_cache.c.translation)).scalars().all()
     assert kept == [f"[en] {KO_LOGIN}"]
+
+
+def test_messages_from_before_translation_was_on_are_translated_by_a_reenrich(queue_db: Database) -> None:
+    from convolens.store import enrichment
+
+    project = make_project(queue_db, "late")
+    with openai_stub(lambda topic, text: None) as (url, requests):
+        configure(queue_db, project, url, enabled=False)
+        ingest(queue_db, project, "c1", [("user", KO_REFUND), ("user", EN_RESET)])
+        Worker(queue_db, outbound=LOOPBACK, name="late").drain()
+        assert requests == [] and translated(queue_db, project) == {"c1-0": None, "c1-1": None}
+        configure(queue_db, project, url)
+        with queue_db.writer() as conn:
+            enrichment.requeue(conn, project.pk)
+        Worker(queue_db, outbound=LOOPBACK, name="late2").drain()
+        assert sent_texts(requests) == [[KO_REFUND]]
+        # Again: the cache answers, and the translation stays.
+        with queue_db.writer() as conn:
+            enrichment.requeue(conn, project.pk)
+        Worker(queue_db, outbound=LOOPBACK, name="late3").drain()
+        assert len(requests) == 1
+    assert translated(queue_db, project) == {"c1-0": f"[en] {KO_REFUND}", "c1-1": None}
