@@ -215,3 +215,20 @@ def test_messages_from_before_translation_was_on_are_translated_by_a_reenrich(qu
         Worker(queue_db, outbound=LOOPBACK, name="late3").drain()
         assert len(requests) == 1
     assert translated(queue_db, project) == {"c1-0": f"[en] {KO_REFUND}", "c1-1": None}
+
+
+def test_requests_hold_at_most_twenty_texts_and_none_start_after_the_deadline() -> None:
+    import time
+
+    from convolens.config import LlmSettings
+    from convolens.enrich import translate
+    from convolens.enrich.llm import LlmJudge
+
+    texts = [f"질문 번호 {i}" for i in range(45)]
+    with openai_stub(lambda topic, text: None) as (url, requests):
+        judge = LlmJudge(LlmSettings(base_url=url, model="stub-model"))
+        assert translate.translate(judge, texts, "en") == [f"[en] {t}" for t in texts]
+        assert sorted(len(batch) for batch in sent_texts(requests)) == [5, 20, 20]
+        late = translate.translate(judge, texts, "en", deadline=time.monotonic() - 1)
+        judge.close()
+    assert late == [None] * 45 and len(requests) == 3  # past the deadline: nothing sent

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -20,10 +21,12 @@ from convolens.outbound import RefusedUrl
 
 log = logging.getLogger("convolens.translate")
 
-MAX_TEXT_CHARS = 4000  # of one message: its first pages are what a reader needs
+MAX_TEXT_CHARS = 2000  # of one message: its first page is what a reader needs
 MAX_TRANSLATION_CHARS = 8000  # of one answer: a translation may run longer than its original, not without end
+# A request's answer must come within the provider's timeout (30 s): a few thousand characters of output
+# is what a hosted small model or a local one on a GPU writes in that time.
 BATCH_TEXTS = 20
-BATCH_CHARS = 12_000
+BATCH_CHARS = 3000
 
 SYSTEM = (
     "You are a translator. The user message is a JSON object: a target language (an ISO 639-1 code) and "
@@ -82,11 +85,19 @@ def translate_batch(judge: LlmJudge, texts: list[str], target: str) -> list[str 
     return [a.strip()[:MAX_TRANSLATION_CHARS] or None if isinstance(a, str) else None for a in answer]
 
 
-def translate(judge: LlmJudge, texts: list[str], target: str) -> list[str | None]:
-    """Translations of ``texts`` (each cut to ``MAX_TEXT_CHARS``) in order, batched, a few requests at a time."""
+def translate(judge: LlmJudge, texts: list[str], target: str, deadline: float = float("inf")) -> list[str | None]:
+    """Translations of ``texts`` (each cut to ``MAX_TEXT_CHARS``) in order, batched, a few requests at a time.
+    No request starts after ``deadline`` (``time.monotonic()``): the caller holds a lease on the messages,
+    and their texts are left untranslated rather than the lease overrun."""
     if not texts:
         return []
     groups = batches([t[:MAX_TEXT_CHARS] for t in texts])
+
+    def one(group: list[str]) -> list[str | None]:
+        if time.monotonic() > deadline:
+            return [None] * len(group)
+        return translate_batch(judge, group, target)
+
     with ThreadPoolExecutor(max_workers=max(1, min(judge.settings.concurrency, len(groups)))) as pool:
-        answers = list(pool.map(lambda group: translate_batch(judge, group, target), groups))
+        answers = list(pool.map(one, groups))
     return [translation for answer in answers for translation in answer]

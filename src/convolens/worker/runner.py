@@ -112,7 +112,7 @@ class Worker:
         self.claim_start = 0
         self.backfill_after = 0
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
-        self.translate = TranslationStep(db, self.judges.for_project)
+        self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
 
     def _matchers(self) -> dict[int, ProjectTopics]:
         with self.db.reader() as conn:

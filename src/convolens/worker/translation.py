@@ -27,10 +27,16 @@ ROLES = ("user", "assistant")
 
 class TranslationStep:
     def __init__(
-        self, db: Database, judge_for: Callable[[int], LlmJudge | None], refresh_seconds: float = 30.0
+        self,
+        db: Database,
+        judge_for: Callable[[int], LlmJudge | None],
+        budget_seconds: float = 30.0,
+        refresh_seconds: float = 30.0,
     ) -> None:
         self.db = db
         self.judge_for = judge_for
+        # No request starts later than this after the step began: the batch's lease must outlast it.
+        self.budget_seconds = budget_seconds
         self.refresh_seconds = refresh_seconds
         self._loaded_at = float("-inf")
         self._settings: dict[int, TranslationSettings] = {}
@@ -60,16 +66,22 @@ class TranslationStep:
             if m.role in ROLES and m.kind == "message" and m.content.strip():
                 wanted.setdefault(m.project_pk, []).append((m.pk, m.content))
         found: dict[int, str] = {}
+        deadline = time.monotonic() + self.budget_seconds
         for project_pk, items in wanted.items():
             judge = self.judge_for(project_pk)
             if judge is not None:  # no provider: nothing is sent anywhere
-                found.update(self._project(judge, project_pk, enabled[project_pk], items))
+                found.update(self._project(judge, project_pk, enabled[project_pk], items, deadline))
         if not found:
             return results
         return [dataclasses.replace(r, translation=found[r.pk]) if r.pk in found else r for r in results]
 
     def _project(
-        self, judge: LlmJudge, project_pk: int, own: TranslationSettings, items: list[tuple[int, str]]
+        self,
+        judge: LlmJudge,
+        project_pk: int,
+        own: TranslationSettings,
+        items: list[tuple[int, str]],
+        deadline: float,
     ) -> dict[int, str]:
         hashes = {pk: translations.text_hash(text) for pk, text in items}
         texts = {hashes[pk]: text for pk, text in items}  # each distinct text once
@@ -88,7 +100,7 @@ class TranslationStep:
                 )
             sent = missing[:granted]
             # The provider is called outside any transaction (it may take seconds).
-            answers = translate.translate(judge, [texts[h] for h in sent], own.language)
+            answers = translate.translate(judge, [texts[h] for h in sent], own.language, deadline)
             fresh = {h: a for h, a in zip(sent, answers, strict=True) if a is not None}
             if fresh:
                 with self.db.writer() as conn:
