@@ -54,7 +54,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
             projects.set_project_setting(conn, project.name, "llm", {"base_url": url, "model": "stub-model"})
             projects.set_project_setting(conn, project.name, "translation", {"enabled": True, "daily_cap": 100})
         with running_server(db, home, outbound=OutboundPolicy.parse("127.0.0.1")) as server:
-            with server.client(project.token) as client:
+            with server.client(project.admin_token) as client:
+                topic = {"name": "Refunds", "kind": "keyword", "keywords": ["환불"]}
+                assert client.post("/api/v1/topics", json=topic).status_code == 201
                 for thread_id, messages in (("ko-refund", KOREAN), ("en-thanks", [("user", ENGLISH)])):
                     body = {"conversation": {"id": thread_id, "messages": [
                         {"role": r, "message": t} for r, t in messages
@@ -102,6 +104,20 @@ def test_exports_carry_the_translation(site: tuple[RunningServer, Project, list[
     assert rows["en-thanks"]["first_user_message_translation"] == ""
     by_id = {line["id"]: line for line in lines}
     assert by_id["ko-refund"]["messages"][1]["translation"] == IN_ENGLISH[KOREAN[1][1]]
+
+
+def test_topic_samples_carry_the_translation(site: tuple[RunningServer, Project, list[dict]], admin: Account) -> None:
+    server, project, _ = site
+    base = f"/p/{quote(project.name)}"
+    with signed_in(server, admin) as client:
+        topics_page = client.get(f"{base}/topics").text
+        with server.client(project.read_token) as api:
+            topic_id = api.get("/api/v1/topics").json()["topics"][0]["id"]
+        topic_page = client.get(f"{base}/topics/{topic_id}").text
+    # Representative messages on the topics page, and sample conversations on the topic's own page.
+    expected = f'<div class="preview-translation">{IN_ENGLISH[KOREAN[0][1]]}</div>'
+    assert expected in topics_page
+    assert f'<span class="preview-translation">{IN_ENGLISH[KOREAN[0][1]]}</span>' in topic_page
 
 
 def test_translation_settings_are_checked_and_saved(
