@@ -232,3 +232,17 @@ def test_requests_hold_at_most_twenty_texts_and_none_start_after_the_deadline() 
         late = translate.translate(judge, texts, "en", deadline=time.monotonic() - 1)
         judge.close()
     assert late == [None] * 45 and len(requests) == 3  # past the deadline: nothing sent
+
+
+def test_retention_prunes_cached_translations_older_than_it(queue_db: Database) -> None:
+    from datetime import timedelta
+
+    project = make_project(queue_db, "keep")
+    now = utcnow()
+    with queue_db.writer() as conn:
+        translations.remember(conn, project.pk, "en", {"old": "an old translation"}, now - timedelta(days=40))
+        translations.remember(conn, project.pk, "en", {"new": "a new translation"}, now - timedelta(days=2))
+        projects.set_project_setting(conn, project.name, "retention_days", 30)
+    Worker(queue_db, name="keep").retention_once()
+    with queue_db.reader() as conn:
+        assert conn.execute(select(translation_cache.c.text_hash)).scalars().all() == ["new"]

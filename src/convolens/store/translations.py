@@ -115,3 +115,13 @@ def forget(conn: Connection, project_pk: int, texts: Iterable[str]) -> int:
             )
         ).rowcount
     return gone
+
+
+def prune(conn: Connection, project_pk: int, cutoff: datetime) -> int:
+    """Cached translations made before ``cutoff`` (the project's retention): the messages they came from
+    are gone or going, and a later message with the same text is only translated again."""
+    return conn.execute(
+        delete(translation_cache).where(
+            translation_cache.c.project_pk == project_pk, translation_cache.c.created_at < cutoff
+        )
+    ).rowcount

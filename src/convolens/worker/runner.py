@@ -22,7 +22,7 @@ from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import ProjectTopics, TopicMatcher
 from convolens.outbound import OutboundPolicy
-from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics
+from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics, translations
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 from convolens.worker.translation import TranslationStep
@@ -196,6 +196,8 @@ class Worker:
                 removed += pruned.conversations
                 if not pruned.conversations:
                     break
+            with self.db.writer() as conn:
+                translations.prune(conn, project_pk, cutoff)
         if not removed:
             self.retention_due_at = now + self.retention_every
         else:
