@@ -154,6 +154,15 @@ def test_the_daily_cap_holds(queue_db: Database) -> None:
         assert translations.used_today(conn, project.pk, rollups.day_of(utcnow())) == 2
 
 
+def test_a_project_provider_the_outbound_guard_refuses_is_sent_nothing(queue_db: Database) -> None:
+    project = make_project(queue_db, "guard")
+    with openai_stub(lambda topic, text: None) as (url, requests):
+        configure(queue_db, project, url)  # on the loopback, which the operator did not allow
+        ingest(queue_db, project, "c1", [("user", KO_REFUND)])
+        Worker(queue_db, name="guard").drain()
+    assert requests == [] and translated(queue_db, project) == {"c1-0": None}
+
+
 def test_an_answer_that_does_not_fit_stores_nothing(queue_db: Database) -> None:
     project = make_project(queue_db, "bad")
     one_short = lambda target, texts: {"translations": [f"[{target}] {t}" for t in texts][:-1]}  # noqa: E731
