@@ -1,7 +1,9 @@
 """A local stand-in for an OpenAI-compatible chat API (the one edge the tests cannot reach).
 
 It answers ``POST /v1/chat/completions`` like the real API, deciding a topic verdict by a rule the
-test gives it, and records every request so a test can check what convolens sent.
+test gives it, and records every request so a test can check what convolens sent. A translation request
+(a JSON object with ``target_language`` and ``texts``) is answered by ``translate``, by default with
+``"[<target>] <text>"`` for each text, so a test can tell what was translated and into what.
 """
 
 from __future__ import annotations
@@ -14,10 +16,25 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Rule = Callable[[str, str], dict | str | None]  # (topic, message) → answer object, raw text, or None for a 500
+# (target language, texts) → answer object, raw text, or None for a 500
+TranslateRule = Callable[[str, list[str]], dict | str | None]
+
+
+def tag_translations(target: str, texts: list[str]) -> dict:
+    return {"translations": [f"[{target}] {text}" for text in texts]}
+
+
+def translation_request(body: dict) -> dict | None:
+    """The ``{target_language, texts}`` of a translation request, else None."""
+    try:
+        asked = json.loads(body["messages"][-1]["content"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return asked if isinstance(asked, dict) and isinstance(asked.get("texts"), list) else None
 
 
 @contextmanager
-def openai_stub(rule: Rule) -> Iterator[tuple[str, list[dict]]]:
+def openai_stub(rule: Rule, translate: TranslateRule = tag_translations) -> Iterator[tuple[str, list[dict]]]:
     requests: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -30,7 +47,13 @@ def openai_stub(rule: Rule) -> Iterator[tuple[str, list[dict]]]:
             prompt = body["messages"][-1]["content"]
             found = re.match(r"Topic: (.*)\n\nMessage: (.*)", prompt, re.S)
             topic, text = (found.group(1), found.group(2)) if found else ("", prompt)  # no topic: a naming request
-            answer = rule(topic, text) if self.path == "/v1/chat/completions" else None
+            asked = translation_request(body)
+            if self.path != "/v1/chat/completions":
+                answer = None
+            elif asked is not None:
+                answer = translate(str(asked.get("target_language")), [str(t) for t in asked["texts"]])
+            else:
+                answer = rule(topic, text)
             if answer is None:
                 self.send_response(500)
                 self.end_headers()

@@ -49,6 +49,8 @@ class EnrichmentResult:
     sentiment_label: str | None = None
     vector: bytes | None = None
     topics: list[TopicHit] = field(default_factory=list)
+    # Into the project's language, where it differs and translation is on (worker/translation.py).
+    translation: str | None = None
 
 
 # The projects with pending work, in key order from ``:after``: one step of ix_message_pending_project
@@ -138,6 +140,8 @@ def save(
     """Store results for the messages ``owner`` still holds; returns the keys it saved."""
     saved = []
     for result in results:
+        # A translation is only ever added: a re-enrichment past the day's cap keeps the earlier one.
+        translated = {"translation": result.translation} if result.translation is not None else {}
         done = conn.execute(
             update(message)
             .where(and_(message.c.pk == result.pk, message.c.lease_owner == owner))
@@ -148,6 +152,7 @@ def save(
                 enriched_version=version,
                 lease_owner=None,
                 lease_until=None,
+                **translated,
             )
         ).rowcount
         if done:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from convolens.store import rollups
+from convolens.store import rollups, translations
 from convolens.store.db import Database
 from convolens.store.dialect import bucket
 from convolens.store.tables import conversation, end_user, message, topic
@@ -68,6 +68,14 @@ def erase_end_user(conn: Connection, project_pk: int, external_id: str) -> Erasu
     started = bucket(conn, conversation.c.started_at, "day")
     days |= set(conn.execute(select(started).where(conversation.c.pk.in_(conversations)).distinct()).scalars())
     rollups.mark(conn, project_pk, days, utcnow())
+    # The translation cache holds their words too (keyed by the text's hash); another user who wrote the
+    # same text only has it translated again.
+    translated = conn.execute(
+        select(message.c.content).where(
+            message.c.conversation_pk.in_(conversations), message.c.translation.is_not(None)
+        )
+    ).scalars()
+    translations.forget(conn, project_pk, translated)
     conn.execute(delete(message).where(message.c.conversation_pk.in_(conversations)))
     conversation_count = conn.execute(
         delete(conversation).where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk == user_pk)

@@ -82,6 +82,8 @@ class Row:
     view: ConversationView
     preview: str
     user_messages: int
+    # The first user message's translation into the project's language, where it has one.
+    preview_translation: str | None = None
 
 
 def page(
@@ -99,10 +101,10 @@ def page(
         .offset((page_number - 1) * per_page)
     ).all()
     views = [ConversationView(**row._mapping) for row in rows]
-    previews: dict[int, tuple[str, int]] = {}
+    previews: dict[int, tuple[str, str | None, int]] = {}
     if views:
         firsts = conn.execute(
-            select(message.c.conversation_pk, message.c.content)
+            select(message.c.conversation_pk, message.c.content, message.c.translation)
             .where(
                 message.c.conversation_pk.in_([v.pk for v in views]),
                 message.c.role == "user",
@@ -110,10 +112,14 @@ def page(
             )
             .order_by(message.c.conversation_pk, message.c.position)
         )
-        for conversation_pk, content in firsts:
-            text, count = previews.get(conversation_pk, (content, 0))
-            previews[conversation_pk] = (text, count + 1)
-    return [Row(v, previews.get(v.pk, ("", 0))[0][:160], previews.get(v.pk, ("", 0))[1]) for v in views], total
+        for conversation_pk, content, translation in firsts:
+            text, translated, count = previews.get(conversation_pk, (content, translation, 0))
+            previews[conversation_pk] = (text, translated, count + 1)
+    rows = []
+    for v in views:
+        text, translated, count = previews.get(v.pk, ("", None, 0))
+        rows.append(Row(v, text[:160], count, translated[:160] if translated else None))
+    return rows, total
 
 
 def stream(conn: Connection, project_pk: int, f: ConversationFilter, chunk: int = 500) -> Iterator[ConversationView]:

@@ -313,3 +313,26 @@ web_session = Table(
     Column("expires_at", DateTime, nullable=False),
     Index("ix_web_session_account", "account_pk"),
 )
+
+# -- translation (enrich/translate.py): a cache, so that a text repeated across messages is translated once,
+# and what each project sent to its provider each day, so that the daily cap holds across workers --
+
+translation_cache = Table(
+    "translation_cache",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    # SHA-256 (hex) of the message text as stored (after PII scrubbing).
+    Column("text_hash", String(64), primary_key=True),
+    Column("target_language", String(8), primary_key=True),
+    Column("translation", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+translation_usage = Table(
+    "translation_usage",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    # Texts sent to the provider that UTC day (cache hits are free and not counted).
+    Column("texts", Integer, nullable=False),
+)

@@ -64,6 +64,7 @@ class Sample:
     conversation_id: str
     text: str
     created_at: datetime
+    translation: str | None = None  # into the project's language, where translation is on (worker/translation.py)
 
 
 @dataclass
@@ -129,14 +130,18 @@ class TopicFigures:
             "negative_share": _rounded(self.negative_share),
             "unhappy_messages": round(self.unhappy, 1),
             "languages": [{"language": lang, "messages": n} for lang, n in self.languages],
-            "samples": [
-                {"message_id": s.message_id, "conversation_id": s.conversation_id, "text": s.text} for s in self.samples
-            ],
-            "unhappy_samples": [
-                {"message_id": s.message_id, "conversation_id": s.conversation_id, "text": s.text}
-                for s in self.unhappy_samples
-            ],
+            "samples": [_sample_json(s) for s in self.samples],
+            "unhappy_samples": [_sample_json(s) for s in self.unhappy_samples],
         }
+
+
+def _sample_json(s: Sample) -> dict[str, Any]:
+    return {
+        "message_id": s.message_id,
+        "conversation_id": s.conversation_id,
+        "text": s.text,
+        "translation": s.translation,
+    }
 
 
 def _rounded(value: float | None) -> float | None:
@@ -361,6 +366,7 @@ def _representatives(
         message.c.id.label("message_id"),
         conversation.c.id.label("conversation_id"),
         func.substr(message.c.content, 1, SAMPLE_CHARS + 1).label("text"),
+        func.substr(message.c.translation, 1, SAMPLE_CHARS + 1).label("translation"),
         message.c.created_at,
         message_topic.c.score,
         message.c.sentiment_label,
@@ -420,11 +426,16 @@ def pick(rows: list[Any], vectors: list[np.ndarray | None], centre: np.ndarray |
         Sample(
             rows[i].message_id,
             rows[i].conversation_id,
-            rows[i].text if len(rows[i].text) <= SAMPLE_CHARS else rows[i].text[:SAMPLE_CHARS] + "…",
+            _cut(rows[i].text),
             rows[i].created_at,
+            _cut(rows[i].translation) if rows[i].translation else None,
         )
         for i in chosen
     ]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "…"
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

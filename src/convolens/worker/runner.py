@@ -22,9 +22,10 @@ from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import ProjectTopics, TopicMatcher
 from convolens.outbound import OutboundPolicy
-from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics
+from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics, translations
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
+from convolens.worker.translation import TranslationStep
 
 log = logging.getLogger("convolens.worker")
 
@@ -111,6 +112,7 @@ class Worker:
         self.claim_start = 0
         self.backfill_after = 0
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
+        self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
 
     def _matchers(self) -> dict[int, ProjectTopics]:
         with self.db.reader() as conn:
@@ -124,6 +126,7 @@ class Worker:
             return []
         self.claim_start = max(m.project_pk for m in claimed)
         results = pipeline.enrich(claimed, self._matchers(), self.judges.for_project)
+        results = self.translate(claimed, results)
         with self.db.writer() as conn:
             saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
         self.enriched += len(saved)
@@ -193,6 +196,8 @@ class Worker:
                 removed += pruned.conversations
                 if not pruned.conversations:
                     break
+            with self.db.writer() as conn:
+                translations.prune(conn, project_pk, cutoff)
         if not removed:
             self.retention_due_at = now + self.retention_every
         else:

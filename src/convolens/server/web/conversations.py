@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from convolens.server.api.context_format import conversation_response
 from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, page_count, render
 from convolens.server.web.session import access
-from convolens.store import explore, queries, topics
+from convolens.store import explore, projects, queries, topics, translations
 from convolens.store.explore import ConversationFilter
 
 router = APIRouter(include_in_schema=False)
@@ -105,6 +105,7 @@ def transcript(request: Request, project: str, conversation_id: str) -> Response
     session, membership = access(request, project)
     with request.app.state.db.reader() as conn:
         view = queries.get_conversation(conn, membership.project_pk, conversation_id)
+        language = translations.settings_from(projects.settings_of(conn, membership.project_pk)).language
     if view is None:
         raise WebError(404, "no such conversation in this project")
     return render(
@@ -115,12 +116,13 @@ def transcript(request: Request, project: str, conversation_id: str) -> Response
         session=session,
         membership=membership,
         c=view,
+        project_language=language,
     )
 
 
 CSV_COLUMNS = (
     "id", "user_id", "tenant_id", "started_at", "last_message_at", "message_count", "sentiment_trend",
-    "languages", "topics", "first_user_message", "metadata",
+    "languages", "topics", "first_user_message", "metadata", "first_user_message_translation",
 )  # fmt: skip
 
 
@@ -129,7 +131,8 @@ def _csv_rows(views: Iterator[queries.ConversationView]) -> Iterator[str]:
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     for view in views:
-        first = next((m.content for m in view.messages if m.role == "user" and m.kind == "message"), "")
+        first_message = next((m for m in view.messages if m.role == "user" and m.kind == "message"), None)
+        first = first_message.content if first_message is not None else ""
         cells = [
             view.id,
             view.user_id or "",
@@ -142,6 +145,8 @@ def _csv_rows(views: Iterator[queries.ConversationView]) -> Iterator[str]:
             "; ".join(t["name"] for t in view.topics),
             first,
             orjson.dumps(view.metadata).decode() if view.metadata else "",
+            # Last, so that readers of the columns before it are undisturbed.
+            (first_message.translation or "") if first_message is not None else "",
         ]
         writer.writerow([_defuse(str(cell)) for cell in cells])
         yield buffer.getvalue()

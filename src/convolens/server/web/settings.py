@@ -1,4 +1,5 @@
-"""``/p/{project}/settings`` (admins only): API tokens, PII scrubbing, the LLM provider, members and roles."""
+"""``/p/{project}/settings`` (admins only): API tokens, PII scrubbing, the LLM provider, translation, members
+and roles."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from convolens.outbound import RefusedUrl, redacted, safe_url, validate_url
 from convolens.server.path_ids import RowId
 from convolens.server.web.render import WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import accounts, passwords, projects
+from convolens.store import accounts, passwords, projects, rollups, translations
 from convolens.store.accounts import Membership, Session
 from convolens.timeutil import utcnow
 
@@ -26,6 +27,8 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         settings = projects.settings_of(conn, membership.project_pk)
         people = accounts.members(conn, membership.project_pk)
     llm = settings.get("llm") or {}
+    with request.app.state.db.reader() as conn:
+        translated_today = translations.used_today(conn, membership.project_pk, rollups.day_of(utcnow()))
     return render(
         request,
         "settings.html",
@@ -44,6 +47,9 @@ def _page(request: Request, session: Session, membership: Membership, status: in
             "model": llm.get("model", ""),
             "has_key": bool(llm.get("api_key")),
         },
+        translation=translations.settings_from(settings),
+        translated_today=translated_today,
+        has_provider=bool(llm.get("base_url")) or request.app.state.settings.llm.enabled,
         people=people,
         roles=accounts.ROLES,
         scopes=SCOPE_CHOICES,
@@ -149,6 +155,31 @@ def llm_provider(
     if key_dropped:
         notice = "The provider's address changed, so its stored API key was removed: enter the key for it again."
         return _page(request, session, membership, llm_notice=notice)
+    return _back(project)
+
+
+@router.post("/p/{project}/settings/translation")
+def translation(
+    request: Request,
+    project: str,
+    csrf_token: str = Form(""),
+    enabled: str = Form("off"),
+    language: str = Form(translations.DEFAULT_LANGUAGE),
+    daily_cap: str = Form(str(translations.DEFAULT_DAILY_CAP)),
+) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    language = language.strip().lower()
+    if not translations.LANGUAGE_CODE.fullmatch(language):
+        raise WebError(422, "language: must be a two-letter ISO 639-1 code such as en, de or ko")
+    cap = daily_cap.strip()
+    if not cap.isdigit() or len(cap) > 7 or int(cap) > translations.MAX_DAILY_CAP:
+        raise WebError(422, f"daily_cap: must be a whole number from 0 to {translations.MAX_DAILY_CAP:,}")
+    with request.app.state.db.writer() as conn:
+        projects.set_project_setting(conn, membership.project, "language", language)
+        projects.set_project_setting(
+            conn, membership.project, "translation", {"enabled": enabled == "on", "daily_cap": int(cap)}
+        )
     return _back(project)
 
 

@@ -68,8 +68,22 @@
     selection.addRange(range);
   }
 
+  // The transcript's translations: shown beside each original, hidden and shown again by one button.
+  function translationToggles() {
+    document.querySelectorAll("button[data-toggle-translation]").forEach(function (button) {
+      var list = document.getElementById(button.dataset.toggleTranslation);
+      if (!list) return;
+      button.addEventListener("click", function () {
+        var hidden = list.classList.toggle("translations-hidden");
+        button.setAttribute("aria-pressed", hidden ? "false" : "true");
+        button.textContent = hidden ? "Show translations" : "Hide translations";
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-chart]").forEach(draw);
     copyButtons();
+    translationToggles();
   });
 })();
