@@ -14,10 +14,22 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Rule = Callable[[str, str], dict | str | None]  # (topic, message) → answer object, raw text, or None for a 500
+# A batched naming request (enrich/llm.py name_clusters): its groups → the answer object, or None for a 500.
+Namer = Callable[[list[dict]], dict | None]
+NAMING_PROMPT = "Name these groups:\n"
+
+
+def name_by_keywords(groups: list[dict]) -> dict:
+    """A deterministic namer: each group named after its first keyword (or message)."""
+    out = []
+    for group in groups:
+        word = (group["keywords"] or group["messages"] or ["nothing"])[0]
+        out.append({"id": group["id"], "name": f"About {word}", "description": f"Users ask about {word}."})
+    return {"clusters": out}
 
 
 @contextmanager
-def openai_stub(rule: Rule) -> Iterator[tuple[str, list[dict]]]:
+def openai_stub(rule: Rule, namer: Namer = name_by_keywords) -> Iterator[tuple[str, list[dict]]]:
     requests: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -30,7 +42,12 @@ def openai_stub(rule: Rule) -> Iterator[tuple[str, list[dict]]]:
             prompt = body["messages"][-1]["content"]
             found = re.match(r"Topic: (.*)\n\nMessage: (.*)", prompt, re.S)
             topic, text = (found.group(1), found.group(2)) if found else ("", prompt)  # no topic: a naming request
-            answer = rule(topic, text) if self.path == "/v1/chat/completions" else None
+            if prompt.startswith(NAMING_PROMPT):
+                answer = namer(json.loads(prompt[len(NAMING_PROMPT) :]))
+            else:
+                answer = rule(topic, text)
+            if self.path != "/v1/chat/completions":
+                answer = None
             if answer is None:
                 self.send_response(500)
                 self.end_headers()
