@@ -64,6 +64,7 @@ def test_the_pool_is_read_as_keys_a_sample_and_chunks(pool_db: Database) -> None
             vector = np.array([i, 1, 0, 0], dtype=np.float16).tobytes()
             conn.execute(update(message_embedding).where(message_embedding.c.message_pk == pk).values(vector=vector))
             conn.execute(update(message).where(message.c.pk == pk).values(language="ko" if i % 2 else "en"))
+        conn.execute(update(message).where(message.c.pk == pks[0]).values(content="long " * 20_000))
         topic_pk = topics.create(conn, project.pk, name="Covered", kind="keyword", definition={}, now=utcnow())
         conversation = conn.execute(select(message.c.conversation_pk).where(message.c.pk == pks[0])).scalar_one()
         conn.execute(
@@ -75,6 +76,9 @@ def test_the_pool_is_read_as_keys_a_sample_and_chunks(pool_db: Database) -> None
     with pool_db.reader() as conn:
         pool = suggestions.read_pool(conn, project.pk, sample=12)
         newest = suggestions.read_pool(conn, project.pk, limit=20)
+        whole = suggestions.read_pool(conn, project.pk)
+    # A sampled text is cut (a message may hold 100,000 characters; 20,000 are sampled).
+    assert max(len(t) for t in whole.sample.texts) == suggestions.SAMPLE_CHARS
     assert pool.pks.tolist() == uncovered and pool.size == 39 and pool.newest == pks[-1]
     assert newest.pks.tolist() == uncovered[-20:]  # the newest, when the pool is limited
     sample = pool.sample

@@ -34,6 +34,9 @@ MAX_MESSAGES = 100_000  # uncovered(): the whole pool in memory, texts included
 MAX_POOL = 1_000_000
 IN_BATCH = 500  # keys in one IN (...) list
 KEY_PAGE = 100_000  # keys read in one query
+# Characters of a sampled message's text: enough for keywords and names, and 20,000 of them stay small
+# (a message may hold 100,000).
+SAMPLE_CHARS = 1000
 # LLM names (worker): at most this many clusters in one request, and this many requests a project a day.
 LLM_CLUSTERS_PER_CALL = 30
 LLM_CALLS_PER_DAY = 24
@@ -272,7 +275,12 @@ def read_pool(
     for start in range(0, len(positions), IN_BATCH):
         chosen = [int(pk) for pk in pks[positions[start : start + IN_BATCH]]]
         for pk, vector, content, language in conn.execute(
-            select(message.c.pk, message_embedding.c.vector, message.c.content, message.c.language)
+            select(
+                message.c.pk,
+                message_embedding.c.vector,
+                func.substr(message.c.content, 1, SAMPLE_CHARS),
+                message.c.language,
+            )
             .select_from(message_embedding.join(message, message.c.pk == message_embedding.c.message_pk))
             .where(message_embedding.c.message_pk.in_(chosen))
         ):
