@@ -33,8 +33,24 @@ def translation_request(body: dict) -> dict | None:
     return asked if isinstance(asked, dict) and isinstance(asked.get("texts"), list) else None
 
 
+# A batched naming request (enrich/llm.py name_clusters): its groups → the answer object, or None for a 500.
+Namer = Callable[[list[dict]], dict | None]
+NAMING_PROMPT = "Name these groups:\n"
+
+
+def name_by_keywords(groups: list[dict]) -> dict:
+    """A deterministic namer: each group named after its first keyword (or message)."""
+    out = []
+    for group in groups:
+        word = (group["keywords"] or group["messages"] or ["nothing"])[0]
+        out.append({"id": group["id"], "name": f"About {word}", "description": f"Users ask about {word}."})
+    return {"clusters": out}
+
+
 @contextmanager
-def openai_stub(rule: Rule, translate: TranslateRule = tag_translations) -> Iterator[tuple[str, list[dict]]]:
+def openai_stub(
+    rule: Rule, translate: TranslateRule = tag_translations, namer: Namer = name_by_keywords
+) -> Iterator[tuple[str, list[dict]]]:
     requests: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -52,6 +68,8 @@ def openai_stub(rule: Rule, translate: TranslateRule = tag_translations) -> Iter
                 answer = None
             elif asked is not None:
                 answer = translate(str(asked.get("target_language")), [str(t) for t in asked["texts"]])
+            elif prompt.startswith(NAMING_PROMPT):
+                answer = namer(json.loads(prompt[len(NAMING_PROMPT) :]))
             else:
                 answer = rule(topic, text)
             if answer is None:

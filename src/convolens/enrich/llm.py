@@ -27,6 +27,26 @@ SYSTEM = (
     "verdict is true when the message is about the topic."
 )
 MAX_MESSAGE_CHARS = 4000
+NAMING_SYSTEM = (
+    "You name groups of messages that users sent to an AI assistant. For each group you are given its id, "
+    "its distinctive keywords and a few of its messages. Answer with a JSON object only: "
+    '{"clusters": [{"id": <id>, "name": "<2-5 words>", "description": "<one sentence: what these users ask>"}]}.'
+)
+NAMING_PROMPT = "Name these groups:\n"  # what the request's user message starts with (tests/openai_stub.py)
+NAME_CHARS, DESCRIPTION_CHARS = 80, 300
+NAMING_MESSAGES, NAMING_MESSAGE_CHARS = 5, 300  # representative messages a group, and characters of each
+
+
+@dataclass(frozen=True)
+class ClusterName:
+    name: str
+    description: str
+
+
+def _clean(value: object, limit: int) -> str:
+    """A model's string made safe to store: one line, no control characters, bounded."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value or "")[: limit * 2])
+    return " ".join(text.split()).strip("\"'* ")[:limit]
 
 
 @dataclass(frozen=True)
@@ -110,6 +130,51 @@ class LlmJudge:
             log.warning("LLM cluster name failed: %s", type(exc).__name__)
             return None
         return name[:80] or None
+
+    def name_clusters(self, groups: list[tuple[list[str], list[str]]]) -> list[ClusterName | None] | None:
+        """Names and one-sentence descriptions for clusters of user messages, each given as (a few of its
+        most representative messages, its keywords), in ONE request. None when the request fails; an
+        entry is None where the answer has no usable name for that cluster."""
+        listing = [
+            {
+                "id": i,
+                "keywords": [k[:40] for k in keywords[:8]],
+                "messages": [m[:NAMING_MESSAGE_CHARS] for m in phrases[:NAMING_MESSAGES]],
+            }
+            for i, (phrases, keywords) in enumerate(groups)
+        ]
+        body = {
+            "model": self.settings.model,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+            "messages": [
+                {"role": "system", "content": NAMING_SYSTEM},
+                {"role": "user", "content": NAMING_PROMPT + json.dumps(listing, ensure_ascii=False)},
+            ],
+        }
+        try:
+            response = self.client.post("/chat/completions", json=body)
+            response.raise_for_status()
+            content = str(response.json()["choices"][0]["message"]["content"])
+            start, end = content.find("{"), content.rfind("}")
+            answer = json.loads(content[start : end + 1])
+            entries = answer["clusters"]
+            if not isinstance(entries, list):
+                raise ValueError("clusters is not a list")
+        except RefusedUrl as exc:
+            log.warning("LLM cluster names refused: %s", exc)
+            return None
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            log.warning("LLM cluster names failed: %s", type(exc).__name__)
+            return None
+        out: list[ClusterName | None] = [None] * len(groups)
+        for entry in entries[: len(groups) * 2]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), int):
+                continue
+            name = _clean(entry.get("name"), NAME_CHARS)
+            if 0 <= entry["id"] < len(groups) and name and out[entry["id"]] is None:
+                out[entry["id"]] = ClusterName(name, _clean(entry.get("description"), DESCRIPTION_CHARS))
+        return out
 
     def judge_many(self, pairs: list[tuple[str, str]]) -> list[Verdict | None]:
         """Verdicts for (topic prompt, message) pairs, a few requests at a time."""

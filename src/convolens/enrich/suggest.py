@@ -17,7 +17,7 @@ and on a holdout, the names against the topics' descriptions, and the time at 10
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,10 @@ from convolens.enrich.compute import compute_lock
 # message goes to its nearest group. Fits and consensus: see group(); tuned on tests/data/topics.jsonl
 # and topics_tune2.jsonl, never on topics_holdout.jsonl.
 SAMPLE = 2500
+# A larger pool is fitted (refined, merged, named) on this many messages; every message is then only
+# assigned to its nearest group, a chunk at a time, so a pool of 1,000,000 fits in bounded memory.
+FIT_SAMPLE = 20_000
+CHUNK = 8192
 FITS = 40
 K_LOW, K_HIGH = 0.35, 1.5  # each fit's k: between these times the square root of the sample size
 MIN_PIECE = 10  # ... and at most one piece per 10 messages: a pool of 100 is not cut into 15
@@ -72,8 +76,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-9)
 
 
-def language_neutral(vectors: np.ndarray, languages: list[str | None]) -> np.ndarray:
-    """The vectors with what they share removed: the mean of all, and each language's own offset.
+def language_shifts(vectors: np.ndarray, languages: list[str | None]) -> dict[str, np.ndarray]:
+    """What to subtract from a vector of each language (``""``: no language, and any language not seen
+    here) to make it language-neutral: the mean of all, and each language's own offset.
 
     The multilingual encoder puts "password reset" in Korean and in English near each other, but every
     Korean message also shares a Korean direction; clustering on raw vectors groups a language's messages
@@ -89,12 +94,28 @@ def language_neutral(vectors: np.ndarray, languages: list[str | None]) -> np.nda
     counts = np.bincount(ids, minlength=len(names)).astype(np.float32)[:, None]
     overall = sums.sum(axis=0) / counts.sum()
     shifts = overall + (sums / counts - overall) * (counts / (counts + LANGUAGE_SHRINK))
+    out = {str(name): shift.astype(np.float32) for name, shift in zip(names, shifts, strict=True)}
+    out.setdefault("", overall.astype(np.float32))  # a language only the assigned messages have: its offset is unknown
+    return out
+
+
+def neutralise(vectors: np.ndarray, languages: list[str | None], shifts: dict[str, np.ndarray]) -> np.ndarray:
+    """The vectors (float32 copies) with their language's shift removed, normalised, 8,192 rows at a time."""
+    names = sorted(shifts)
+    index = {name: i for i, name in enumerate(names)}
+    table = np.stack([shifts[name] for name in names])
+    ids = np.array([index.get(code or "", index[""]) for code in languages], dtype=np.int64)
     out = np.array(vectors, dtype=np.float32)
     for start in range(0, len(out), 8192):
         block = out[start : start + 8192]
-        block -= shifts[ids[start : start + 8192]]
+        block -= table[ids[start : start + 8192]]
         block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-9)
     return out
+
+
+def language_neutral(vectors: np.ndarray, languages: list[str | None]) -> np.ndarray:
+    """The vectors with what they share removed (``language_shifts``), normalised."""
+    return neutralise(vectors, languages, language_shifts(vectors, languages))
 
 
 def group(vectors: np.ndarray, seed: int = 0, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
@@ -245,29 +266,86 @@ def main_language(languages: list[str | None]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
+@dataclass
+class Sample:
+    """The messages the clusters are fitted on (all of a small pool, a random FIT_SAMPLE of a large one):
+    the only ones whose texts are needed (merging, small talk, keywords, names, phrases)."""
+
+    vectors: np.ndarray  # unit vectors, row i embeds texts[i]
+    texts: list[str]
+    languages: list[str | None]
+    positions: np.ndarray  # each one's position in the whole pool, ascending
+
+
+# A chunk of the whole pool: positions, unit vectors (float16 is fine) and languages of CHUNK messages.
+Chunk = tuple[np.ndarray, np.ndarray, list[str | None]]
+
+
 def cluster(
     vectors: np.ndarray,
     texts: list[str],
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
     language: str | None = None,
+    languages: list[str | None] | None = None,
 ) -> list[Cluster]:
     """Clusters of the given unit vectors (row i embeds texts[i]), largest first, named in ``language``
-    (default: the language most of the texts are in). ``should_stop`` is asked between steps: a worker
-    told to stop gives up instead of finishing."""
-    from convolens.enrich import cluster_names, embedding
+    (default: the language most of the texts are in). ``languages`` are the texts' languages as the
+    enrichment stored them (detected here when not given). ``should_stop`` is asked between steps: a
+    worker told to stop gives up instead of finishing."""
     from convolens.enrich import language as languages_of
 
-    if len(vectors) < 2 * MIN_CLUSTER_SIZE:
-        return []
+    if languages is None:
+        languages = [languages_of.detect(t) for t in texts]
+    total = len(vectors)
+    rng = np.random.default_rng(seed)
+    chosen = np.arange(total) if total <= FIT_SAMPLE else np.sort(rng.choice(total, FIT_SAMPLE, replace=False))
+    sample = Sample(
+        vectors=np.asarray(vectors)[chosen],
+        texts=[texts[i] for i in chosen],
+        languages=[languages[i] for i in chosen],
+        positions=chosen,
+    )
+
+    def chunks() -> Iterator[Chunk]:
+        for start in range(0, total, CHUNK):
+            stop = min(total, start + CHUNK)
+            yield np.arange(start, stop), np.asarray(vectors[start:stop]), list(languages[start:stop])
+
+    return cluster_pool(sample, total, chunks, seed=seed, should_stop=should_stop, language=language)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
     raw = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(raw, axis=1)
-    if not np.allclose(norms[norms > 0], 1, atol=1e-3):  # the encoder's are unit already: no 200 MB copy at 100k
+    if not np.allclose(norms[norms > 0], 1, atol=1e-2):  # the encoder's are unit already (to float16's precision)
         raw = _normalise(raw)
-    detected = [languages_of.detect(t) for t in texts]
+    return raw
+
+
+def cluster_pool(
+    sample: Sample,
+    total: int,
+    chunks: Callable[[], Iterable[Chunk]],
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+    language: str | None = None,
+) -> list[Cluster]:
+    """Clusters of a pool of ``total`` messages, in bounded memory: found on ``sample`` (groups, merges,
+    centres, thresholds, small talk, names), then every message of the pool, read once through
+    ``chunks()``, goes to its nearest group. ``members`` are positions in the pool, closest first;
+    ``phrases`` are the closest members of the sample. The size of a cluster is counted on the whole pool.
+    """
+    from convolens.enrich import cluster_names, embedding
+
+    if total < 2 * MIN_CLUSTER_SIZE or len(sample.texts) < 2 * MIN_CLUSTER_SIZE:
+        return []
+    raw = _unit(sample.vectors)
+    texts, detected = sample.texts, sample.languages
     language = language or main_language(detected)
     with compute_lock:
-        neutral = language_neutral(raw, detected)
+        shifts = language_shifts(raw, detected)
+        neutral = neutralise(raw, detected, shifts)
         centres = group(neutral, seed, should_stop)
         if should_stop is not None and should_stop():
             return []
@@ -275,25 +353,39 @@ def cluster(
         merged = merge_by_keywords(centres, labels, texts, [code == language for code in detected])
         if len(merged) < len(centres):
             centres, labels, similarity = refine(neutral, merged, steps=2)
-    min_size = max(MIN_CLUSTER_SIZE, int(MIN_CLUSTER_SHARE * len(raw)))
-    groups = []
+    # What each group is, decided on the sample: its centre in the encoder's own space (where new
+    # messages are matched against it), the similarity 90% of its members reach, whether it is small talk.
+    sample_min = max(MIN_CLUSTER_SIZE, int(MIN_CLUSTER_SHARE * len(raw)))
+    candidates: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
     for k in range(len(centres)):
         members = np.where((labels == k) & (similarity >= MEMBER_SIMILARITY))[0]
-        if len(members) >= min_size and not small_talk([texts[i] for i in members[:200]]):
+        if len(members) >= sample_min and not small_talk([texts[i] for i in members[:200]]):
             closest = members[np.argsort(-similarity[members])]
-            # The stored centre is in the encoder's own space, where new messages are matched against it.
             centre = _normalise(raw[members].mean(axis=0, keepdims=True))[0]
             threshold = float(np.quantile(raw[members] @ centre, 0.1))
-            groups.append((centre, closest, threshold))
-    groups.sort(key=lambda g: -len(g[1]))
-    if not groups:
+            candidates[k] = (centre, threshold, closest)
+    if not candidates:
         return []
-    # Term counts from at most 2,000 members a cluster: enough for stable names, and fast at 100k.
-    own = [[i for i in members[:2000] if detected[i] == language] or list(members[:2000]) for _, members, _ in groups]
+    positions, scores = _assign_pool(
+        sample, chunks, centres, shifts, candidates, labels, similarity, total, should_stop
+    )
+    min_size = max(MIN_CLUSTER_SIZE, int(MIN_CLUSTER_SHARE * total))
+    groups = [
+        (candidates[k][0], candidates[k][1], candidates[k][2], positions[k][np.argsort(-scores[k], kind="stable")])
+        for k in candidates
+        if len(positions[k]) >= min_size
+    ]
+    groups.sort(key=lambda g: -len(g[3]))
+    if not groups or (should_stop is not None and should_stop()):
+        return []
+    # Term counts from at most 2,000 sampled members a cluster: enough for stable names, and fast.
+    own = [
+        [i for i in closest[:2000] if detected[i] == language] or list(closest[:2000]) for _, _, closest, _ in groups
+    ]
     words = keywords([[texts[i] for i in chosen] for chosen in own], english=language in (None, "en"))
     names = cluster_names.name_clusters(
         [[texts[i] for i in chosen] for chosen in own],
-        np.stack([centre for centre, _, _ in groups]),
+        np.stack([centre for centre, _, _, _ in groups]),
         embedding.embed,
         language,
     )
@@ -302,12 +394,51 @@ def cluster(
             centroid=centre,
             members=members,
             keywords=terms,
-            phrases=[texts[i] for i in members[:10]],
+            phrases=[texts[i] for i in closest[:10]],
             threshold=round(min(0.6, max(0.3, threshold)), 3),
             label=label,
         )
-        for (centre, members, threshold), terms, label in zip(groups, words, names, strict=True)
+        for (centre, threshold, closest, members), terms, label in zip(groups, words, names, strict=True)
     ]
+
+
+def _assign_pool(
+    sample: Sample,
+    chunks: Callable[[], Iterable[Chunk]],
+    centres: np.ndarray,
+    shifts: dict[str, np.ndarray],
+    candidates: dict[int, tuple[np.ndarray, float, np.ndarray]],
+    labels: np.ndarray,
+    similarity: np.ndarray,
+    total: int,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Each candidate group's members in the whole pool (positions) and their similarity to its centre.
+    A sample that is the whole pool is already assigned; otherwise the pool is read chunk by chunk,
+    and only the members' positions (4 bytes) and similarities (4 bytes) are kept."""
+    if len(sample.positions) == total:
+        out = {k: np.where((labels == k) & (similarity >= MEMBER_SIMILARITY))[0] for k in candidates}
+        return {k: sample.positions[m] for k, m in out.items()}, {k: similarity[m] for k, m in out.items()}
+    found: dict[int, list[np.ndarray]] = {k: [] for k in candidates}
+    scores: dict[int, list[np.ndarray]] = {k: [] for k in candidates}
+    wanted = np.array(sorted(candidates))
+    for positions, vectors, languages in chunks():
+        if should_stop is not None and should_stop():
+            break
+        neutral = neutralise(_unit(vectors), languages, shifts)
+        with compute_lock:
+            similarity_all = neutral @ centres.T
+        best = similarity_all.argmax(axis=1)
+        score = similarity_all[np.arange(len(best)), best]
+        keep = (score >= MEMBER_SIMILARITY) & np.isin(best, wanted)
+        for k in np.unique(best[keep]):
+            chosen = keep & (best == k)
+            found[int(k)].append(np.asarray(positions)[chosen].astype(np.int64))
+            scores[int(k)].append(score[chosen])
+    return (
+        {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in found.items()},
+        {k: np.concatenate(v) if v else np.zeros(0, dtype=np.float32) for k, v in scores.items()},
+    )
 
 
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -13,19 +13,33 @@ next comes as the pool grows (``Timing``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, literal, or_, select, update
 
+from convolens.enrich import suggest
 from convolens.store import topics
 from convolens.store.dialect import insert_ignore
 from convolens.store.tables import conversation, message, message_embedding, message_topic, project, suggestion_run
 from convolens.store.tables import topic as topic_table
 
 SAME_TOPIC = 0.8
-MAX_MESSAGES = 100_000
+MAX_MESSAGES = 100_000  # uncovered(): the whole pool in memory, texts included
+# read_pool(): the newest this many uncovered messages; only their keys (8 MB) and a sample's texts are
+# held, the vectors are read again a chunk at a time (suggest.cluster_pool).
+MAX_POOL = 1_000_000
+IN_BATCH = 500  # keys in one IN (...) list
+KEY_PAGE = 100_000  # keys read in one query
+# Characters of a sampled message's text: enough for keywords and names, and 20,000 of them stay small
+# (a message may hold 100,000).
+SAMPLE_CHARS = 1000
+# LLM names (worker): at most this many clusters in one request, and this many requests a project a day.
+LLM_CLUSTERS_PER_CALL = 30
+LLM_CALLS_PER_DAY = 24
 
 
 @dataclass
@@ -34,6 +48,32 @@ class Uncovered:
     texts: list[str]
     conversation_ids: list[str]
     message_pks: list[int]
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+    @property
+    def newest(self) -> int | None:
+        return max(self.message_pks, default=None)
+
+
+@dataclass
+class Pool:
+    """The uncovered messages a run clusters, as keys: ``pks`` ascending, and a sample to fit on whose
+    positions index ``pks``."""
+
+    project_pk: int
+    pks: np.ndarray
+    sample: suggest.Sample
+
+    @property
+    def size(self) -> int:
+        return len(self.pks)
+
+    @property
+    def newest(self) -> int | None:
+        return int(self.pks[-1]) if len(self.pks) else None
 
 
 @dataclass
@@ -45,6 +85,8 @@ class Suggestion:
     conversation_ids: list[str]
     size: int
     threshold: float
+    description: str | None = None  # the LLM's one sentence, where a provider named it
+    named_by_llm: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -139,7 +181,7 @@ def lease_run(conn: Connection, owner: str, project_pk: int, lease: timedelta, n
     )
 
 
-def finish_run(conn: Connection, owner: str, project_pk: int, now: datetime, pool: Uncovered) -> bool:
+def finish_run(conn: Connection, owner: str, project_pk: int, now: datetime, pool: Uncovered | Pool) -> bool:
     """Release the run, remembering what it read (the next one is due on what arrived since)."""
     return bool(
         conn.execute(
@@ -147,8 +189,8 @@ def finish_run(conn: Connection, owner: str, project_pk: int, now: datetime, poo
             .where(suggestion_run.c.project_pk == project_pk, suggestion_run.c.lease_owner == owner)
             .values(
                 last_run_at=now,
-                last_pool=len(pool.texts),
-                last_message_pk=max(pool.message_pks, default=None),
+                last_pool=pool.size,
+                last_message_pk=pool.newest,
                 lease_owner=None,
                 lease_until=None,
             )
@@ -204,33 +246,173 @@ def uncovered(conn: Connection, project_pk: int, limit: int = MAX_MESSAGES) -> U
     return Uncovered(vectors.astype(np.float32), [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
 
 
-def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: datetime) -> dict[str, int]:
-    """Store this run's suggestions; returns how many were new, kept, skipped (dismissed) and dropped."""
+def read_pool(
+    conn: Connection, project_pk: int, limit: int = MAX_POOL, sample: int = suggest.FIT_SAMPLE, seed: int = 0
+) -> Pool:
+    """The keys of the newest ``limit`` uncovered messages, and a random ``sample`` of them with their
+    vectors, texts and stored languages (read in batches of keys)."""
+    # Pages of keys, newest first (no server-side cursor: a reader may be in autocommit on PostgreSQL).
+    parts: list[np.ndarray] = []
+    before, left = None, limit
+    while left > 0:
+        query = _uncovered_query(project_pk, message_embedding.c.message_pk).select_from(message_embedding)
+        if before is not None:
+            query = query.where(message_embedding.c.message_pk < before)
+        page = min(left, KEY_PAGE)
+        keys = np.array(
+            conn.execute(query.order_by(message_embedding.c.message_pk.desc()).limit(page)).scalars().all(),
+            dtype=np.int64,
+        )
+        if len(keys):
+            parts.append(keys)
+        if len(keys) < page:
+            break
+        before, left = int(keys[-1]), left - len(keys)
+    pks = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    positions = np.arange(len(pks)) if len(pks) <= sample else np.sort(rng.choice(len(pks), sample, replace=False))
+    rows: dict[int, tuple[bytes, str, str | None]] = {}
+    for start in range(0, len(positions), IN_BATCH):
+        chosen = [int(pk) for pk in pks[positions[start : start + IN_BATCH]]]
+        for pk, vector, content, language in conn.execute(
+            select(
+                message.c.pk,
+                message_embedding.c.vector,
+                func.substr(message.c.content, 1, SAMPLE_CHARS),
+                message.c.language,
+            )
+            .select_from(message_embedding.join(message, message.c.pk == message_embedding.c.message_pk))
+            .where(message_embedding.c.message_pk.in_(chosen))
+        ):
+            rows[pk] = (vector, content, language)
+    # A message erased between the two reads leaves the sample.
+    positions = np.array([p for p in positions if int(pks[p]) in rows], dtype=np.int64)
+    picked = [rows[int(pks[p])] for p in positions]
+    return Pool(project_pk, pks, _sample(picked, positions))
+
+
+def _sample(rows: list[tuple[bytes, str, str | None]], positions: np.ndarray) -> suggest.Sample:
+    width = len(rows[0][0]) // 2 if rows else 0  # float16: two bytes a dimension
+    vectors = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float16).reshape(len(rows), width)
+    return suggest.Sample(vectors.astype(np.float32), [r[1] for r in rows], [r[2] for r in rows], positions)
+
+
+def pool_chunks(
+    reader: Callable[[], AbstractContextManager[Connection]], pool: Pool, size: int = suggest.CHUNK
+) -> Iterator[suggest.Chunk]:
+    """The pool's vectors (float16) and languages, ``size`` keys at a time, each chunk in a short read
+    transaction of its own (a 1M pool is read for minutes; no snapshot is held that long). Messages
+    erased since read_pool are left out."""
+    for start in range(0, len(pool.pks), size):
+        block = pool.pks[start : start + size]
+        with reader() as conn:
+            rows = conn.execute(
+                select(message_embedding.c.message_pk, message_embedding.c.vector, message.c.language)
+                .select_from(message_embedding.join(message, message.c.pk == message_embedding.c.message_pk))
+                .where(
+                    message_embedding.c.project_pk == pool.project_pk,
+                    message_embedding.c.message_pk.between(int(block[0]), int(block[-1])),
+                )
+            ).all()
+        keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ours = np.isin(keys, block)  # covered messages between the pool's keys are not in it
+        if not ours.any():
+            continue
+        chosen = [r for r, keep in zip(rows, ours, strict=True) if keep]
+        width = len(chosen[0][1]) // 2
+        vectors = np.frombuffer(b"".join(r[1] for r in chosen), dtype=np.float16).reshape(len(chosen), width)
+        yield np.searchsorted(pool.pks, keys[ours]), vectors, [r[2] for r in chosen]
+
+
+def conversation_ids(conn: Connection, pks: list[int]) -> dict[int, str]:
+    """The conversation each of the given messages belongs to."""
+    out: dict[int, str] = {}
+    for start in range(0, len(pks), IN_BATCH):
+        out.update(
+            (pk, cid)
+            for pk, cid in conn.execute(
+                select(message.c.pk, conversation.c.id)
+                .select_from(message.join(conversation, conversation.c.pk == message.c.conversation_pk))
+                .where(message.c.pk.in_(pks[start : start + IN_BATCH]))
+            )
+        )
+    return out
+
+
+def _matches(conn: Connection, project_pk: int, found: list[Suggestion]) -> tuple[list, list]:
+    """The earlier suggestions (suggested and dismissed), and for each found cluster the earlier one it
+    is (cosine of the centres ≥ SAME_TOPIC, each earlier one taken once), else None."""
     earlier = topics.list_topics(conn, project_pk, ("suggested", "dismissed"))
     earlier = [t for t in earlier if t.kind == "suggested" and t.centroid]
     centres = (
         np.stack([np.frombuffer(t.centroid, dtype=np.float16).astype(np.float32) for t in earlier]) if earlier else None
     )
-    counts = {"new": 0, "kept": 0, "skipped": 0, "dropped": 0}
-    matched: set[int] = set()
+    taken: set[int] = set()
+    same: list = []
     for s in found:
-        centroid = s.centroid.astype(np.float16).tobytes()
-        definition = {"keywords": s.keywords, "phrases": s.phrases, "size": s.size, "threshold": s.threshold}
-        samples = list(dict.fromkeys(s.conversation_ids))[:5]
-        same = None
+        match = None
         if centres is not None:
             similarity = centres @ s.centroid
             best = int(np.argmax(similarity))
-            if similarity[best] >= SAME_TOPIC and earlier[best].pk not in matched:
-                same = earlier[best]
-        if same is not None and same.status == "dismissed":
-            matched.add(same.pk)
+            if similarity[best] >= SAME_TOPIC and earlier[best].pk not in taken:
+                match = earlier[best]
+                taken.add(match.pk)
+        same.append(match)
+    return earlier, same
+
+
+def needing_names(conn: Connection, project_pk: int, found: list[Suggestion]) -> list[int]:
+    """Which found clusters an LLM should name: new ones, and kept ones it has not named yet (a stable
+    cluster keeps the name and description it was given). Dismissed ones are not suggested: not named."""
+    _, same = _matches(conn, project_pk, found)
+    return [
+        i
+        for i, match in enumerate(same)
+        if match is None or (match.status == "suggested" and not match.definition.get("description"))
+    ]
+
+
+def take_llm_call(conn: Connection, project_pk: int, day: str, per_day: int | None = None) -> bool:
+    """Count one LLM naming request against the project's daily cap (``LLM_CALLS_PER_DAY`` unless
+    given); False when the cap is reached."""
+    per_day = LLM_CALLS_PER_DAY if per_day is None else per_day
+    run = suggestion_run.c
+    row = conn.execute(select(run.llm_day, run.llm_calls).where(run.project_pk == project_pk)).first()
+    calls = (row.llm_calls or 0) if row is not None and row.llm_day == day else 0
+    if calls >= per_day:
+        return False
+    values = {"llm_day": day, "llm_calls": calls + 1}
+    if row is None:
+        conn.execute(insert(suggestion_run).values(project_pk=project_pk, **values))
+    else:
+        conn.execute(update(suggestion_run).where(run.project_pk == project_pk).values(**values))
+    return True
+
+
+def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: datetime) -> dict[str, int]:
+    """Store this run's suggestions; returns how many were new, kept, skipped (dismissed) and dropped.
+    A kept suggestion keeps its name and description, unless an LLM has just named it for the first time."""
+    earlier, same = _matches(conn, project_pk, found)
+    counts = {"new": 0, "kept": 0, "skipped": 0, "dropped": 0}
+    matched = {match.pk for match in same if match is not None}
+    for s, match in zip(found, same, strict=True):
+        centroid = s.centroid.astype(np.float16).tobytes()
+        definition = {"keywords": s.keywords, "phrases": s.phrases, "size": s.size, "threshold": s.threshold}
+        samples = list(dict.fromkeys(s.conversation_ids))[:5]
+        if match is not None and match.status == "dismissed":
             counts["skipped"] += 1
-        elif same is not None:
-            matched.add(same.pk)
-            topics.redefine(conn, project_pk, same.pk, now, definition=definition, centroid=centroid, samples=samples)
+        elif match is not None:
+            named = {"name": s.name[:128]} if s.named_by_llm else {}
+            description = s.description if s.named_by_llm else match.definition.get("description")
+            if description:
+                definition["description"] = description
+            topics.redefine(
+                conn, project_pk, match.pk, now, definition=definition, centroid=centroid, samples=samples, **named
+            )
             counts["kept"] += 1
         else:
+            if s.description:
+                definition["description"] = s.description
             topics.create(
                 conn, project_pk, name=s.name[:128], kind="suggested", status="suggested", definition=definition,
                 centroid=centroid, samples=samples, now=now,

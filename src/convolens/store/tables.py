@@ -217,6 +217,9 @@ suggestion_run = Table(
     Column("last_pool", Integer),
     Column("last_message_pk", BigInteger),
     Column("checked_at", DateTime),
+    # LLM names of suggested topics: the requests made on llm_day (UTC, YYYY-MM-DD), for the daily cap.
+    Column("llm_day", String(10)),
+    Column("llm_calls", Integer),
 )
 
 client_report = Table(

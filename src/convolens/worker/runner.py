@@ -211,30 +211,71 @@ class Worker:
         if project_pk is None:
             return None
         with self.db.reader() as conn:
-            pool = suggestions.uncovered(conn, project_pk)
-        counts: dict[str, int] = {"messages": len(pool.texts)}
-        enough = len(pool.texts) >= self.suggest_timing.min_messages
-        # Clustering and naming (maybe an LLM call a cluster) happen outside any transaction.
+            pool = suggestions.read_pool(conn, project_pk)
+        counts: dict[str, int] = {"messages": pool.size}
+        enough = pool.size >= self.suggest_timing.min_messages
+        # Clustering and naming happen outside any transaction; the pool is read again a chunk at a time.
+        clusters = (
+            suggest.cluster_pool(
+                pool.sample,
+                pool.size,
+                lambda: suggestions.pool_chunks(self.db.reader, pool),
+                should_stop=self.stop_event.is_set,
+            )
+            if enough
+            else []
+        )
+        with self.db.reader() as conn:
+            conversations = suggestions.conversation_ids(
+                conn, sorted({int(pk) for c in clusters for pk in pool.pks[c.members[:50]]})
+            )
         found = [
             suggestions.Suggestion(
-                name=self._cluster_name(project_pk, c),
+                name=c.name,
                 keywords=c.keywords,
                 phrases=c.phrases,
                 centroid=c.centroid,
-                conversation_ids=[pool.conversation_ids[i] for i in c.members[:50]],
+                conversation_ids=[
+                    conversations[int(pk)] for pk in pool.pks[c.members[:50]] if int(pk) in conversations
+                ],
                 size=len(c.members),
                 threshold=c.threshold,
             )
-            for c in (suggest.cluster(pool.vectors, pool.texts, should_stop=self.stop_event.is_set) if enough else [])
+            for c in clusters
         ]
         if self.stop_event.is_set():
             return None  # interrupted: the earlier suggestions stay, and the run's lease lapses for another worker
+        counts["llm_named"] = self._llm_names(project_pk, found)
         with self.db.writer() as conn:
             if enough:
                 counts.update(suggestions.replace(conn, project_pk, found, utcnow()))
             suggestions.finish_run(conn, self.owner, project_pk, utcnow(), pool)
         log.info("worker %s: suggested topics of project %s: %s", self.owner, project_pk, counts)
         return counts
+
+    def _llm_names(self, project_pk: int, found: list[suggestions.Suggestion]) -> int:
+        """Where the project has an LLM provider: name the new clusters (and kept ones it has not named
+        yet) in ONE request, at most LLM_CLUSTERS_PER_CALL of them, the largest first, within the daily cap.
+        A stable cluster keeps the name it was given, so a run where nothing changed asks nothing. The
+        offline names stay when there is no provider or the request fails. Returns how many were named."""
+        judge = self.judges.for_project(project_pk) if found else None
+        if judge is None:
+            return 0
+        with self.db.reader() as conn:
+            wanted = suggestions.needing_names(conn, project_pk, found)[: suggestions.LLM_CLUSTERS_PER_CALL]
+        if not wanted:
+            return 0
+        with self.db.writer() as conn:
+            if not suggestions.take_llm_call(conn, project_pk, utcnow().date().isoformat()):
+                log.info("worker %s: project %s reached its daily LLM naming cap", self.owner, project_pk)
+                return 0
+        names = judge.name_clusters([(found[i].phrases, found[i].keywords) for i in wanted]) or []
+        named = 0
+        for i, given in zip(wanted, names, strict=False):
+            if given is not None:
+                found[i].name, found[i].description, found[i].named_by_llm = given.name, given.description, True
+                named += 1
+        return named
 
     def _claim_suggestions(self) -> int | None:
         """Lease one project whose suggestions are due. The counts that decide it run outside the write
@@ -251,13 +292,6 @@ class Worker:
                 if suggestions.lease_run(conn, self.owner, project_pk, timedelta(minutes=10), utcnow()):
                     return project_pk
         return None
-
-    def _cluster_name(self, project_pk: int, found: suggest.Cluster) -> str:
-        """The LLM's name for a cluster where a provider is configured, else its keywords."""
-        judge = self.judges.for_project(project_pk)
-        if judge is not None:
-            return judge.name_cluster(found.phrases, found.keywords) or found.name
-        return found.name
 
     def _llm_settings(self) -> dict[int, dict]:
         with self.db.reader() as conn:

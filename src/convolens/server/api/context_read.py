@@ -154,6 +154,8 @@ def suggested_topics(
                 {
                     "id": str(r.pk),
                     "name": r.name,
+                    # One sentence from the project's LLM provider, where one named the cluster; else null.
+                    "description": r.definition.get("description"),
                     "conversations_sample": r.samples or [],
                     "keywords": r.definition.get("keywords", []),
                     "phrases": r.definition.get("phrases", [])[:5],
