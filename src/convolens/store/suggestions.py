@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, literal, or_, select, update
 
-from convolens.store import topics
+from convolens.store import categories, topics
 from convolens.store.dialect import insert_ignore
 from convolens.store.tables import conversation, message, message_embedding, message_topic, project, suggestion_run
 from convolens.store.tables import topic as topic_table
@@ -45,6 +45,15 @@ class Suggestion:
     conversation_ids: list[str]
     size: int
     threshold: float
+
+
+@dataclass
+class CategorySuggestion:
+    """A category of this run's suggestions (``enrich.suggest.categorise``): indexes into ``found``."""
+
+    name: str
+    centroid: np.ndarray
+    suggestions: list[int]
 
 
 @dataclass(frozen=True)
@@ -204,8 +213,16 @@ def uncovered(conn: Connection, project_pk: int, limit: int = MAX_MESSAGES) -> U
     return Uncovered(vectors.astype(np.float32), [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
 
 
-def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: datetime) -> dict[str, int]:
-    """Store this run's suggestions; returns how many were new, kept, skipped (dismissed) and dropped."""
+def replace(
+    conn: Connection,
+    project_pk: int,
+    found: list[Suggestion],
+    now: datetime,
+    grouped: list[CategorySuggestion] | None = None,
+) -> dict[str, int]:
+    """Store this run's suggestions, and their categories when ``grouped`` (store/categories.py keeps a
+    category's id while most of its topics stay); returns how many were new, kept, skipped (dismissed)
+    and dropped."""
     earlier = topics.list_topics(conn, project_pk, ("suggested", "dismissed"))
     earlier = [t for t in earlier if t.kind == "suggested" and t.centroid]
     centres = (
@@ -213,6 +230,7 @@ def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: dat
     )
     counts = {"new": 0, "kept": 0, "skipped": 0, "dropped": 0}
     matched: set[int] = set()
+    stored: list[int | None] = []  # the topic pk of each of found (None: it was dismissed before)
     for s in found:
         centroid = s.centroid.astype(np.float16).tobytes()
         definition = {"keywords": s.keywords, "phrases": s.phrases, "size": s.size, "threshold": s.threshold}
@@ -226,18 +244,27 @@ def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: dat
         if same is not None and same.status == "dismissed":
             matched.add(same.pk)
             counts["skipped"] += 1
+            stored.append(None)
         elif same is not None:
             matched.add(same.pk)
             topics.redefine(conn, project_pk, same.pk, now, definition=definition, centroid=centroid, samples=samples)
             counts["kept"] += 1
+            stored.append(same.pk)
         else:
-            topics.create(
+            pk = topics.create(
                 conn, project_pk, name=s.name[:128], kind="suggested", status="suggested", definition=definition,
                 centroid=centroid, samples=samples, now=now,
             )  # fmt: skip
             counts["new"] += 1
+            stored.append(pk)
     for t in earlier:
         if t.status == "suggested" and t.pk not in matched:
             topics.remove(conn, project_pk, t.pk, now)
             counts["dropped"] += 1
+    if grouped is not None:
+        placed = [
+            categories.Found(c.name, c.centroid, [pk for i in c.suggestions if (pk := stored[i]) is not None])
+            for c in grouped
+        ]
+        counts.update(categories.place(conn, project_pk, [c for c in placed if c.topic_pks], now))
     return counts

@@ -35,6 +35,7 @@ class TopicRow:
     updated_at: datetime
     backfill_cursor: int
     backfill_until: int
+    category_pk: int | None = None
 
 
 _COLUMNS = tuple(getattr(topic.c, name) for name in TopicRow.__dataclass_fields__)

@@ -210,6 +210,7 @@ class Worker:
         counts: dict[str, int] = {"messages": len(pool.texts)}
         enough = len(pool.texts) >= self.suggest_timing.min_messages
         # Clustering and naming (maybe an LLM call a cluster) happen outside any transaction.
+        clusters = suggest.cluster(pool.vectors, pool.texts, should_stop=self.stop_event.is_set) if enough else []
         found = [
             suggestions.Suggestion(
                 name=self._cluster_name(project_pk, c),
@@ -220,13 +221,18 @@ class Worker:
                 size=len(c.members),
                 threshold=c.threshold,
             )
-            for c in (suggest.cluster(pool.vectors, pool.texts, should_stop=self.stop_event.is_set) if enough else [])
+            for c in clusters
+        ]
+        # The upper level of the map: the clusters grouped into a handful of named categories.
+        grouped = [
+            suggestions.CategorySuggestion(c.name, c.centroid, c.topics)
+            for c in (suggest.categorise(clusters, pool.texts) if clusters and not self.stop_event.is_set() else [])
         ]
         if self.stop_event.is_set():
             return None  # interrupted: the earlier suggestions stay, and the run's lease lapses for another worker
         with self.db.writer() as conn:
             if enough:
-                counts.update(suggestions.replace(conn, project_pk, found, utcnow()))
+                counts.update(suggestions.replace(conn, project_pk, found, utcnow(), grouped))
             suggestions.finish_run(conn, self.owner, project_pk, utcnow(), pool)
         log.info("worker %s: suggested topics of project %s: %s", self.owner, project_pk, counts)
         return counts

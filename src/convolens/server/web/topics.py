@@ -3,6 +3,7 @@ volume, sentiment and ratings over time with sample conversations. Changing topi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -13,7 +14,7 @@ from sqlalchemy import Connection
 from convolens.schemas.topics import TopicDefinition
 from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import explore, metrics, topic_figures, topics
+from convolens.store import categories, explore, metrics, topic_figures, topics
 from convolens.store.accounts import Membership
 from convolens.store.explore import ConversationFilter
 from convolens.store.queries import bucket_starts
@@ -77,7 +78,10 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         rows = topic_figures.figures(
             conn, membership.project_pk, defined + suggested, first=window.first, last=window.last
         )
+        found = categories.list_categories(conn, membership.project_pk)
+        volumes = categories.volumes(conn, membership.project_pk, window.start, window.end)
     figures = {r.pk: r for r in rows}
+    groups = category_groups(found, defined + suggested, figures, volumes)
     return render(
         request,
         "topics.html",
@@ -88,12 +92,60 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         defined=defined,
         suggested=suggested,
         figures=figures,
-        bubbles=topic_map(rows, _topic_url(project)),
+        bubbles=topic_map(rows, _topic_url(project), {t.pk: g.colour for g in groups for t in g.topics}),
+        groups=groups,
         trend_rule=topic_figures.TREND_RULE,
         emerging_rule=topic_figures.EMERGING_RULE,
         window=window,
         can_edit=membership.can("member"),
     )
+
+
+# One ring colour a category on the map (at most 12 categories, and "Uncategorised" in grey).
+CATEGORY_COLOURS = ("#2563eb", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
+                    "#0f766e", "#9333ea", "#b45309", "#4f46e5", "#be123c", "#15803d")  # fmt: skip
+UNCATEGORISED_COLOUR = "#9ca3af"
+
+
+@dataclass
+class CategoryGroup:
+    """A category on the topics page: its volume, its topics (largest first) and its colour on the map."""
+
+    pk: int | None  # None: the topics in no category
+    name: str
+    messages: int
+    topics: list[topics.TopicRow]
+    colour: str
+
+    @property
+    def suggested(self) -> int:
+        return sum(1 for t in self.topics if t.status != "active")
+
+
+def category_groups(
+    found: list[categories.CategoryRow],
+    rows: list[topics.TopicRow],
+    figures: dict[int, topic_figures.TopicFigures],
+    volumes: dict[int, int],
+) -> list[CategoryGroup]:
+    """The categories with topics, largest first, and "Uncategorised" last; none at all when no topic has
+    a category (a project before its first clustering run shows its topics as before)."""
+    if not any(r.category_pk is not None for r in rows):
+        return []
+    members: dict[int | None, list[topics.TopicRow]] = {}
+    named = {c.pk: c.name for c in found}
+    for r in rows:
+        members.setdefault(r.category_pk if r.category_pk in named else None, []).append(r)
+    groups = [
+        CategoryGroup(pk, named[pk], volumes.get(pk, 0), listed, "") for pk, listed in members.items() if pk is not None
+    ]
+    groups.sort(key=lambda g: (-g.messages, g.name.casefold()))
+    if None in members:
+        groups.append(CategoryGroup(None, categories.UNCATEGORISED, volumes.get(0, 0), members[None], ""))
+    for i, g in enumerate(groups):
+        g.colour = UNCATEGORISED_COLOUR if g.pk is None else CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)]
+        g.topics.sort(key=lambda t: (-figures[t.pk].messages, t.name.casefold()))
+    return groups
 
 
 MAP_WIDTH, MAP_HEIGHT = 860, 280  # the SVG's viewBox in topics.html
@@ -109,10 +161,10 @@ def sentiment_colour(value: float | None) -> str:
     return "#" + "".join(f"{round(g + (e - g) * share):02x}" for g, e in zip(grey, end, strict=True))
 
 
-def topic_map(rows: list[topic_figures.TopicFigures], base_url: str) -> list[dict]:
-    """Bubbles for the topic map: area for volume, colour for sentiment, position for what the topic is
-    about (a 2-D projection of the topics' centres, so neighbours are alike). Topics with no messages
-    in the range are left out."""
+def topic_map(rows: list[topic_figures.TopicFigures], base_url: str, rings: dict[int, str] | None = None) -> list[dict]:
+    """Bubbles for the topic map: area for volume, colour for sentiment, ring for the category (``rings``:
+    a colour by topic pk), position for what the topic is about (a 2-D projection of the topics'
+    centres, so neighbours are alike). Topics with no messages in the range are left out."""
     shown = [r for r in rows if r.messages > 0]
     positions = topic_figures.map_positions(shown)
     largest = max((r.messages for r in shown), default=1)
@@ -129,6 +181,7 @@ def topic_map(rows: list[topic_figures.TopicFigures], base_url: str) -> list[dic
             "y": round(MAX_RADIUS + 4 + y * (MAP_HEIGHT - 2 * MAX_RADIUS - 24), 1),
             "r": round(radius, 1), "colour": sentiment_colour(r.avg_sentiment), "messages": r.messages,
             "sentiment": r.avg_sentiment, "suggested": r.status != "active", "href": f"{base_url}/{r.pk}",
+            "ring": (rings or {}).get(r.pk),
         })  # fmt: skip
     bubbles.sort(key=lambda b: -b["r"])  # small bubbles drawn last, on top, so they stay clickable
     return bubbles
