@@ -204,7 +204,11 @@ def test_topics_carry_their_category(categorised: tuple[httpx.Client, dict]) -> 
     # An admin moves a topic: PUT with another category, or none.
     parcels = next(t for t in client.get("/api/v1/topics").json()["topics"] if t["name"] == "Parcels")
     body = {"name": "Parcels", "kind": "keyword", "keywords": ["parcel"], "category_id": ids["Billing"]}
-    assert client.put(f"/api/v1/topics/{parcels['id']}", json=body).json()["category"]["name"] == "Billing"
+    moved = client.put(f"/api/v1/topics/{parcels['id']}", json=body).json()
+    assert moved["category"]["name"] == "Billing"
+    # Only its category changed: its matches stay, no backfill starts over.
+    assert moved["backfill"] == parcels["backfill"] and moved["updated_at"] == parcels["updated_at"]
+    assert _totals(client)["Parcels"]["messages"] == 1
     body.pop("category_id")
     assert client.put(f"/api/v1/topics/{parcels['id']}", json=body).json()["category"] is None
 

@@ -118,3 +118,26 @@ def test_the_topics_page_shows_categories_first_with_their_topics(page: Page, we
     topic_id = first.locator("tbody tr").first.get_attribute("data-topic")
     link.click()
     expect(page).to_have_url(re.compile(rf"/p/demo/topics/{topic_id}$"))
+
+
+def test_a_member_puts_a_defined_topic_in_a_category(page: Page, web: RunningServer) -> None:
+    target = page.locator("details.category").first
+    category_pk = target.get_attribute("data-category")
+    category_name = target.locator(".category-name").inner_text()
+    page.locator("#topics a", has_text="Billing").first.click()
+    expect(page.locator("#topic-category")).to_have_count(0)  # uncategorised: no category in the trail
+    messages = page.locator("#topic-messages").inner_text()
+    assert int(messages.replace(",", "")) > 0
+    form = page.locator("form.topic-form")
+    form.locator("select[name=category_id]").select_option(category_pk)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#topic-category")).to_have_text(category_name)
+    # Moving a topic is no redefinition: its figures stay, nothing is applied to older messages again.
+    expect(page.locator("#topic-messages")).to_have_text(messages)
+    expect(page.locator(".notice")).to_have_count(0)
+    screenshot(page, "topic-in-category")
+    page.locator("#topic-category").click()
+    expect(page.locator(f"details.category[data-category='{category_pk}'] tbody")).to_contain_text("Billing")
+    expect(page.locator(f"details.category[data-category='{category_pk}'] .category-count")).to_contain_text(
+        "1 defined"
+    )

@@ -152,6 +152,11 @@ def redefine(conn: Connection, project_pk: int, topic_pk: int, now: datetime, **
     )
 
 
+def same_definition(row: TopicRow, name: str, kind: str, definition: dict[str, Any]) -> bool:
+    """Whether an edit leaves what a topic matches as it is (only its category may differ)."""
+    return row.status == "active" and (row.name, row.kind, row.definition) == (name, kind, definition)
+
+
 def accept(conn: Connection, row: TopicRow, name: str, now: datetime) -> None:
     """A suggestion becomes a semantic topic: its sample phrases and cluster centre define it, and the
     similarity 90% of its members reached against the centre is its threshold."""

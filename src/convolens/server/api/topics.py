@@ -182,17 +182,21 @@ def redefine_topic(
             raise _name_conflict(body.name)
         _within_limits(conn, token.project_pk, body.kind, body.stored(), bounds, except_pk=current.pk)
         category_pk = _category_pk(conn, token.project_pk, body.category_id)
-        topics.redefine(
-            conn,
-            token.project_pk,
-            current.pk,
-            utcnow(),
-            name=body.name,
-            kind=body.kind,
-            definition=body.stored(),
-            status="active",
-            category_pk=category_pk,
-        )
+        if topics.same_definition(current, body.name, body.kind, body.stored()):
+            # Only moved to another category: its matches stay (a redefinition would recompute them all).
+            categories.assign(conn, token.project_pk, current.pk, category_pk)
+        else:
+            topics.redefine(
+                conn,
+                token.project_pk,
+                current.pk,
+                utcnow(),
+                name=body.name,
+                kind=body.kind,
+                definition=body.stored(),
+                status="active",
+                category_pk=category_pk,
+            )
     return _respond(db, token.project_pk, topic_id)
 
 

@@ -34,6 +34,7 @@ def topic_form(
     description: str = Form(""),
     examples: str = Form(""),
     prompt: str = Form(""),
+    category_id: str = Form(""),
 ) -> TopicDefinition:
     """The topic form's fields as a validated definition; a 422 page naming the first bad field."""
     try:
@@ -45,6 +46,7 @@ def topic_form(
                 "description": description.strip() or None if kind != "keyword" else None,
                 "examples": [e.strip() for e in examples.splitlines() if e.strip()] if kind == "semantic" else [],
                 "prompt": prompt.strip() or None if kind == "llm" else None,
+                "category_id": category_id.strip() or None,
             }
         )
     except ValidationError as exc:
@@ -59,6 +61,14 @@ def _within_limits(
     over = topics.over_limit(conn, project_pk, kind, definition, request.app.state.settings.limits, except_pk)
     if over is not None:
         raise WebError(over.status, f"{over.field}: {over.message}")
+
+
+def _category_pk(conn: Connection, project_pk: int, category_id: str | None) -> int | None:
+    if category_id is None:
+        return None
+    if categories.get(conn, project_pk, int(category_id)) is None:
+        raise WebError(422, "category_id: no such category in this project")
+    return int(category_id)
 
 
 def _topic_url(project: str, suffix: str = "") -> str:
@@ -94,6 +104,7 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         figures=figures,
         bubbles=topic_map(rows, _topic_url(project), {t.pk: g.colour for g in groups for t in g.topics}),
         groups=groups,
+        category_choices=found,
         trend_rule=topic_figures.TREND_RULE,
         emerging_rule=topic_figures.EMERGING_RULE,
         window=window,
@@ -102,8 +113,9 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
 
 
 # One ring colour a category on the map (at most 12 categories, and "Uncategorised" in grey).
-CATEGORY_COLOURS = ("#2563eb", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
-                    "#0f766e", "#9333ea", "#b45309", "#4f46e5", "#be123c", "#15803d")  # fmt: skip
+# Tableau's 10 categorical colours (told apart at a glance, also by most colour-blind readers), then two.
+CATEGORY_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+                    "#b07aa1", "#ff9da7", "#9c755f", "#1f3a93", "#17becf", "#000000")  # fmt: skip
 UNCATEGORISED_COLOUR = "#9ca3af"
 
 
@@ -118,8 +130,14 @@ class CategoryGroup:
     colour: str
 
     @property
-    def suggested(self) -> int:
-        return sum(1 for t in self.topics if t.status != "active")
+    def description(self) -> str:
+        """What is in it, in words: "2 suggested topics", "3 topics: 1 defined, 2 suggested"."""
+        suggested = sum(1 for t in self.topics if t.status != "active")
+        defined = len(self.topics) - suggested
+        plural = "" if len(self.topics) == 1 else "s"
+        if not suggested or not defined:
+            return f"{len(self.topics)} {'suggested' if suggested else 'defined'} topic{plural}"
+        return f"{len(self.topics)} topics: {defined} defined, {suggested} suggested"
 
 
 def category_groups(
@@ -200,9 +218,11 @@ def create_topic(
         if topics.name_taken(conn, membership.project_pk, body.name):
             raise WebError(409, f"a topic named {body.name!r} exists already")
         _within_limits(request, conn, membership.project_pk, body.kind, body.stored())
+        category_pk = _category_pk(conn, membership.project_pk, body.category_id)
         pk = topics.create(
             conn, membership.project_pk, name=body.name, kind=body.kind, definition=body.stored(), now=utcnow()
         )
+        categories.assign(conn, membership.project_pk, pk, category_pk)
     return redirect(_topic_url(project, f"/{pk}"))
 
 
@@ -237,6 +257,8 @@ def topic_page(
             conn, membership.project_pk, start=window.start, end=window.end, period=window.period,  # type: ignore[arg-type]
             grouping=metrics.Grouping("topic"), prices=request.app.state.prices, max_groups=10_000,
         )  # fmt: skip
+        found = categories.list_categories(conn, membership.project_pk)
+        category = next((c for c in found if c.pk == row.category_pk), None)
         samples, total = explore.page(
             conn,
             membership.project_pk,
@@ -272,6 +294,8 @@ def topic_page(
         total=total,
         window=window,
         can_edit=membership.can("member") and row.kind != "suggested",
+        category_name=category.name if category else None,
+        category_choices=found,
         messages=sum(series.get(b, {}).get("messages", 0) for b in labels),
     )
 
@@ -289,10 +313,15 @@ def edit_topic(
         if topics.name_taken(conn, membership.project_pk, body.name, except_pk=row.pk):
             raise WebError(409, f"a topic named {body.name!r} exists already")
         _within_limits(request, conn, membership.project_pk, body.kind, body.stored(), except_pk=row.pk)
-        topics.redefine(
-            conn, membership.project_pk, row.pk, utcnow(), name=body.name, kind=body.kind,
-            definition=body.stored(), status="active",
-        )  # fmt: skip
+        category_pk = _category_pk(conn, membership.project_pk, body.category_id)
+        if topics.same_definition(row, body.name, body.kind, body.stored()):
+            # Only moved to another category: its matches stay (a redefinition would recompute them all).
+            categories.assign(conn, membership.project_pk, row.pk, category_pk)
+        else:
+            topics.redefine(
+                conn, membership.project_pk, row.pk, utcnow(), name=body.name, kind=body.kind,
+                definition=body.stored(), status="active", category_pk=category_pk,
+            )  # fmt: skip
     return redirect(_topic_url(project, f"/{row.pk}"))
 
 
