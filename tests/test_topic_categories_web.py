@@ -94,6 +94,8 @@ def test_the_topics_page_shows_categories_first_with_their_topics(page: Page, we
                   for j in range(category.locator("tbody tr").count())}  # fmt: skip
         assert listed == members[int(pk) if pk else None]
     screenshot(page, "topics-categories")
+    screenshot(page, "topics-categories-full", full_page=True)
+    section.screenshot(path=str(SCREENSHOTS / "topics-categories-list.png"))
     first.screenshot(path=str(SCREENSHOTS / "topics-category-open.png"))
 
     # A closed category opens with a click on its summary (no script: a <details>).

@@ -37,7 +37,7 @@ def metrics(
     messages), ratings_up/down, rating_share_up, input/output tokens and cost_usd (estimated).
     With ``group_by=topic``, ``level=category`` groups by the topics' categories instead (a message
     counts once in a category however many of its topics it is in; active topics in no category are
-    grouped as "Uncategorised")."""
+    grouped as "Uncategorised"). Both levels count active topics only, not suggestions."""
     try:
         grouping = metric_queries.Grouping.parse(group_by)
     except ValueError as exc:
