@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
 
-from conftest import Project, RunningServer
+from conftest import Project, RunningServer, separate_database
 from convolens.store import categories, suggestions, topics
 from convolens.store.db import Database
 from convolens.store.tables import topic
@@ -222,3 +223,45 @@ def test_an_unknown_category_is_a_422_naming_the_field(
         response = client.post("/api/v1/topics", json=body)
     assert response.status_code == 422, response.text
     assert "category_id" in response.text
+
+
+@pytest.fixture
+def own_db(database_url: str, tmp_path: Path) -> Iterator[Database]:
+    """A database of the test's own: it migrates down and up."""
+    with separate_database(database_url, tmp_path, "migrated") as database:
+        yield database
+
+
+def test_the_migration_down_and_up_keeps_every_match(own_db: Database) -> None:
+    """On SQLite, dropping the column copies the topic table, and dropping the old one would delete
+    every match by cascade."""
+    from alembic import command
+    from sqlalchemy import func, insert
+
+    from convolens.store import migrate, projects
+    from convolens.store.tables import conversation, message, message_topic
+
+    now = utcnow()
+    with own_db.writer() as conn:
+        pk, _ = projects.ensure_project(conn, "migrated")
+        topic_pk = topics.create(conn, pk, name="a", kind="keyword", definition={"keywords": ["a"]}, now=now)
+        conv = conn.execute(
+            insert(conversation).values(project_pk=pk, id="c", started_at=now, last_message_at=now, created_at=now)
+        ).inserted_primary_key[0]
+        row = {"project_pk": pk, "conversation_pk": conv, "id": "m", "position": 0, "role": "user", "kind": "text"}
+        msg = conn.execute(
+            insert(message).values(**row, content="a", created_at=now, ingested_at=now)
+        ).inserted_primary_key[0]
+        conn.execute(insert(message_topic).values(message_pk=msg, topic_pk=topic_pk, project_pk=pk,
+                                                  conversation_pk=conv, created_at=now, score=1.0))  # fmt: skip
+    config = migrate.alembic_config()
+    with own_db.write_engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0008")
+        conn.commit()
+    with own_db.write_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(message_topic)).scalar_one() == 1
+    migrate.upgrade(own_db)
+    with own_db.reader() as conn:
+        assert conn.execute(select(func.count()).select_from(message_topic)).scalar_one() == 1
+        assert topics.get(conn, pk, topic_pk).category_pk is None

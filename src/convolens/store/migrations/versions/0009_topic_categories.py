@@ -43,7 +43,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        # The batch copy drops the old topic table, and the drop deletes every match by cascade (the
+        # pragma that would stop it is ignored inside the migration's transaction): keep them aside.
+        op.execute("CREATE TEMP TABLE kept_message_topic AS SELECT * FROM message_topic")
     with op.batch_alter_table("topic", schema=None) as batch_op:
         batch_op.drop_column("category_pk")
+    if sqlite:
+        op.execute("INSERT INTO message_topic SELECT * FROM kept_message_topic")
+        op.execute("DROP TABLE kept_message_topic")
     op.drop_index("ix_topic_category_project", table_name="topic_category")
     op.drop_table("topic_category")
