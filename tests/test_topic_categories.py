@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Project, RunningServer, separate_database
+from convolens.enrich import embedding
 from convolens.store import categories, suggestions, topics
 from convolens.store.db import Database
 from convolens.store.tables import topic
 from convolens.timeutil import utcnow
 
-DIMENSIONS = 16
+# The encoder's width: the session's server matches every stored suggestion against real messages.
+DIMENSIONS = embedding.DIMENSIONS
 
 
 def _unit(seed: int) -> np.ndarray:

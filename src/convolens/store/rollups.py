@@ -199,7 +199,7 @@ def summarize(
     source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
     if dimension == "category":
         # One row per message and category however many of the category's topics it is in.
-        links = _category_links(project_pk)
+        links = _category_links(project_pk, start, end)
         value, needs_topics = links.c.category_pk, False
         source = source.join(links, links.c.message_pk == message.c.pk)
     else:
@@ -249,14 +249,20 @@ def summarize(
     return out
 
 
-def _category_links(project_pk: int) -> Subquery:
+def _category_links(project_pk: int, start: datetime, end: datetime) -> Subquery:
     """(message, category) of the active topics' matches, each pair once: a message in two topics of one
     category counts once in it. Topics in no category are category 0 (shown as uncategorised). Never
     rolled up (a category's topics change with every clustering run): summarized live per read."""
     return (
         select(message_topic.c.message_pk, func.coalesce(topic.c.category_pk, 0).label("category_pk"))
         .join(topic, and_(topic.c.pk == message_topic.c.topic_pk, topic.c.status == "active"))
-        .where(message_topic.c.project_pk == project_pk)
+        # A link carries its message's time: the window bounds the DISTINCT, which the planner cannot
+        # push the join's conditions into.
+        .where(
+            message_topic.c.project_pk == project_pk,
+            message_topic.c.created_at >= start,
+            message_topic.c.created_at < end,
+        )
         .distinct()
         .subquery("category_links")
     )
