@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 
@@ -451,6 +452,17 @@ class Category:
     name: str
     topics: list[int]  # indexes into the clusters it groups
     centroid: np.ndarray
+
+
+def categorise_pool(clusters: list[Cluster], sample: Sample) -> list[Category]:
+    """``categorise`` for clusters of a pool (``cluster_pool``), whose members are positions in the whole
+    pool: only the sample's members have their texts at hand, and they are enough to name a category."""
+    index = {int(p): i for i, p in enumerate(sample.positions)}
+    sampled = [
+        dataclasses_replace(c, members=np.array([index[int(m)] for m in c.members if int(m) in index], dtype=np.int64))
+        for c in clusters
+    ]
+    return categorise(sampled, sample.texts)
 
 
 def categorise(clusters: list[Cluster], texts: list[str], language: str | None = None) -> list[Category]:

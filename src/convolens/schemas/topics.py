@@ -51,6 +51,8 @@ class TopicDefinition(BaseModel):
     ) = None
     # Cosine similarity a message needs to match a semantic topic; the calibrated default when absent.
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # The category to put it in (an id from GET /api/v1/topic_categories); absent: uncategorised.
+    category_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
 
     @model_validator(mode="after")
     def _has_what_its_kind_needs(self) -> TopicDefinition:

@@ -2,14 +2,16 @@
 sentiment, thumbs up/down and estimated cost, per bucket (day, week or month) and group; and Context's
 volume, rating and sentiment series, which are the same figures unsplit.
 
-Groups: ``none`` (one series), ``topic`` (a message counts once in each of its topics), ``language``,
+Groups: ``none`` (one series), ``topic`` (a message counts once in each of its topics), ``category``
+(once in each category of its topics, however many of a category's topics it is in), ``language``,
 ``model``, ``tenant`` or ``metadata.<key>`` (a key of the conversation's metadata). Distinct counts
 (conversations, users) are exact per bucket and group.
 
 Where the figures come from: whole days come from the rollups (``store/rollups.py``) unless a day is
 marked as changed since; marked days, the partial days at the window's edges and metadata groups are
 summarized from the base tables by the very function the rollups are made with, so both paths agree
-to the unit.
+to the unit. Categories are always summarized so: a rollup per topic cannot tell a message counted in
+two topics of one category, and the categories change with each clustering run.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from convolens.store import rollups
+from convolens.store.categories import UNCATEGORISED
 from convolens.store.dialect import Period
 from convolens.store.queries import bucket_starts
 from convolens.store.rollups import ALL_TENANTS, Summary
-from convolens.store.tables import topic
+from convolens.store.tables import topic, topic_category
 
 GROUPS = ("none", "topic", "language", "model", "tenant")
+# The two levels of ``topic``: each topic, or each category of topics (``level=category`` on the API).
+LEVELS = ("topic", "category")
 _TICK = timedelta(microseconds=1)
 
 
@@ -49,6 +54,17 @@ class Grouping:
         if 0 < len(key) <= 128 and not any(ch in key for ch in '"\\') and key.isprintable():
             return cls("metadata", key)
         raise ValueError(f"must be one of {', '.join(GROUPS)} or metadata.<key> (a printable key without quotes)")
+
+    def at_level(self, level: str) -> Grouping:
+        """``topic`` grouped per topic (as is) or per ``category``; ValueError for another level, or a
+        level other than ``topic`` on a grouping that is not by topic."""
+        if level not in LEVELS:
+            raise ValueError(f"must be one of {', '.join(LEVELS)}")
+        if level == "topic":
+            return self
+        if self.kind != "topic":
+            raise ValueError("level=category needs group_by=topic")
+        return Grouping("category")
 
     @property
     def dimension(self) -> str:
@@ -252,6 +268,14 @@ def _group_names(conn: Connection, project_pk: int, grouping: Grouping):  # type
             ).all()
         )
         return lambda value: active.get(int(value)) if value.isdigit() else None
+    if grouping.kind == "category":
+        named = dict(
+            conn.execute(
+                select(topic_category.c.pk, topic_category.c.name).where(topic_category.c.project_pk == project_pk)
+            ).all()
+        )
+        named[0] = UNCATEGORISED
+        return lambda value: named.get(int(value)) if value.isdigit() else None
     if grouping.kind == "tenant":
         return lambda scope: _name(rollups.scope_tenant(scope))
     if grouping.kind == "none":

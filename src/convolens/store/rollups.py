@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
 from convolens.store.dialect import bucket, insert_ignore
 from convolens.store.driver import Statements
@@ -195,8 +196,14 @@ def summarize(
     tables (``tenant_id`` keeps one tenant's). The one definition of every figure: the worker stores its
     output as rollups, and readers call it for the days that have none yet."""
     day = bucket(conn, message.c.created_at, "day")
-    value, needs_topics = _value_expression(dimension)
     source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
+    if dimension == "category":
+        # One row per message and category however many of the category's topics it is in.
+        links = _category_links(project_pk, start, end)
+        value, needs_topics = links.c.category_pk, False
+        source = source.join(links, links.c.message_pk == message.c.pk)
+    else:
+        value, needs_topics = _value_expression(dimension)
     if needs_topics:
         # Active topics only: suggestions are redefined by every clustering run, and not charted.
         source = source.join(message_topic, message_topic.c.message_pk == message.c.pk).join(
@@ -237,9 +244,28 @@ def summarize(
         figures.add_row(conv_pk, user_pk, model, up, down, rated, r_sum, t_in, t_out)
     if dimension == "none":
         _count_started(conn, project_pk, start, end, tenant_id, out)
-    if dimension == "topic":
-        _topic_replies(conn, project_pk, start, end, tenant_id, out)
+    if dimension in ("topic", "category"):
+        _topic_replies(conn, project_pk, start, end, tenant_id, out, by_category=dimension == "category")
     return out
+
+
+def _category_links(project_pk: int, start: datetime, end: datetime) -> Subquery:
+    """(message, category) of the active topics' matches, each pair once: a message in two topics of one
+    category counts once in it. Topics in no category are category 0 (shown as uncategorised). Never
+    rolled up (a category's topics change with every clustering run): summarized live per read."""
+    return (
+        select(message_topic.c.message_pk, func.coalesce(topic.c.category_pk, 0).label("category_pk"))
+        .join(topic, and_(topic.c.pk == message_topic.c.topic_pk, topic.c.status == "active"))
+        # A link carries its message's time: the window bounds the DISTINCT, which the planner cannot
+        # push the join's conditions into.
+        .where(
+            message_topic.c.project_pk == project_pk,
+            message_topic.c.created_at >= start,
+            message_topic.c.created_at < end,
+        )
+        .distinct()
+        .subquery("category_links")
+    )
 
 
 def _topic_replies(
@@ -249,16 +275,23 @@ def _topic_replies(
     end: datetime,
     tenant_id: str | None,
     out: dict[Key, Summary],
+    by_category: bool = False,
 ) -> None:
-    """Ratings and tokens of a topic: those of the replies (and other non-user messages) in the
-    conversations whose user messages matched it the same day, since topics are matched on user messages
-    but answers are what users rate and what costs tokens.
+    """Ratings and tokens of a topic (or of a category: its topics' conversations, each once): those of
+    the replies (and other non-user messages) in the conversations whose user messages matched it the
+    same day, since topics are matched on user messages but answers are what users rate and what costs
+    tokens.
 
     Two plain queries joined here rather than one join in SQL: PostgreSQL planned the join on a computed
     day as a nested loop that took minutes for one day of a million-conversation project."""
-    active = list(
-        conn.execute(select(topic.c.pk).where(topic.c.project_pk == project_pk, topic.c.status == "active")).scalars()
+    group_of = dict(
+        conn.execute(
+            select(topic.c.pk, func.coalesce(topic.c.category_pk, 0) if by_category else topic.c.pk).where(
+                topic.c.project_pk == project_pk, topic.c.status == "active"
+            )
+        ).all()
     )
+    active = list(group_of)
     if not active:
         return
     link_day = bucket(conn, message_topic.c.created_at, "day")
@@ -272,7 +305,7 @@ def _topic_replies(
         )
         .distinct()
     ):
-        topics_of[(label, conversation_pk)].add(topic_pk)
+        topics_of[(label, conversation_pk)].add(group_of[topic_pk])
     if not topics_of:
         return
     day = bucket(conn, message.c.created_at, "day")

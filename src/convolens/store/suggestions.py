@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, literal, or_, select, update
 
 from convolens.enrich import suggest
-from convolens.store import topics
+from convolens.store import categories, topics
 from convolens.store.dialect import insert_ignore
 from convolens.store.tables import conversation, message, message_embedding, message_topic, project, suggestion_run
 from convolens.store.tables import topic as topic_table
@@ -87,6 +87,15 @@ class Suggestion:
     threshold: float
     description: str | None = None  # the LLM's one sentence, where a provider named it
     named_by_llm: bool = field(default=False)
+
+
+@dataclass
+class CategorySuggestion:
+    """A category of this run's suggestions (``enrich.suggest.categorise``): indexes into ``found``."""
+
+    name: str
+    centroid: np.ndarray
+    suggestions: list[int]
 
 
 @dataclass(frozen=True)
@@ -389,18 +398,28 @@ def take_llm_call(conn: Connection, project_pk: int, day: str, per_day: int | No
     return True
 
 
-def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: datetime) -> dict[str, int]:
-    """Store this run's suggestions; returns how many were new, kept, skipped (dismissed) and dropped.
-    A kept suggestion keeps its name and description, unless an LLM has just named it for the first time."""
+def replace(
+    conn: Connection,
+    project_pk: int,
+    found: list[Suggestion],
+    now: datetime,
+    grouped: list[CategorySuggestion] | None = None,
+) -> dict[str, int]:
+    """Store this run's suggestions, and their categories when ``grouped`` (store/categories.py keeps a
+    category's id while most of its topics stay); returns how many were new, kept, skipped (dismissed)
+    and dropped. A kept suggestion keeps its name and description, unless an LLM has just named it for
+    the first time."""
     earlier, same = _matches(conn, project_pk, found)
     counts = {"new": 0, "kept": 0, "skipped": 0, "dropped": 0}
     matched = {match.pk for match in same if match is not None}
+    stored: list[int | None] = []  # the topic pk of each of found (None: it was dismissed before)
     for s, match in zip(found, same, strict=True):
         centroid = s.centroid.astype(np.float16).tobytes()
         definition = {"keywords": s.keywords, "phrases": s.phrases, "size": s.size, "threshold": s.threshold}
         samples = list(dict.fromkeys(s.conversation_ids))[:5]
         if match is not None and match.status == "dismissed":
             counts["skipped"] += 1
+            stored.append(None)
         elif match is not None:
             named = {"name": s.name[:128]} if s.named_by_llm else {}
             description = s.description if s.named_by_llm else match.definition.get("description")
@@ -410,16 +429,24 @@ def replace(conn: Connection, project_pk: int, found: list[Suggestion], now: dat
                 conn, project_pk, match.pk, now, definition=definition, centroid=centroid, samples=samples, **named
             )
             counts["kept"] += 1
+            stored.append(match.pk)
         else:
             if s.description:
                 definition["description"] = s.description
-            topics.create(
+            pk = topics.create(
                 conn, project_pk, name=s.name[:128], kind="suggested", status="suggested", definition=definition,
                 centroid=centroid, samples=samples, now=now,
             )  # fmt: skip
             counts["new"] += 1
+            stored.append(pk)
     for t in earlier:
         if t.status == "suggested" and t.pk not in matched:
             topics.remove(conn, project_pk, t.pk, now)
             counts["dropped"] += 1
+    if grouped is not None:
+        placed = [
+            categories.Found(c.name, c.centroid, [pk for i in c.suggestions if (pk := stored[i]) is not None])
+            for c in grouped
+        ]
+        counts.update(categories.place(conn, project_pk, [c for c in placed if c.topic_pks], now))
     return counts

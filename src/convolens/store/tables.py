@@ -161,6 +161,21 @@ message_embedding = Table(
     Index("ix_message_embedding_project", "project_pk", "message_pk"),
 )
 
+# A group of topics, so that a project's map reads at two levels: a handful of categories first, their
+# topics on drilling down. The clustering of suggestions computes them (store/suggestions.py keeps a
+# category's pk while most of its topics stay); an admin may put a defined topic in one.
+topic_category = Table(
+    "topic_category",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("centroid", LargeBinary),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_topic_category_project", "project_pk"),
+)
+
 topic = Table(
     "topic",
     metadata,
@@ -184,6 +199,8 @@ topic = Table(
     Column("backfill_until", BigInteger, nullable=False, default=0),
     Column("lease_owner", String(64)),
     Column("lease_until", DateTime),
+    # Its category; NULL: uncategorised.
+    Column("category_pk", ForeignKey("topic_category.pk", ondelete="SET NULL")),
     Index("ix_topic_project", "project_pk", "status"),
 )
 

@@ -35,6 +35,7 @@ class TopicRow:
     updated_at: datetime
     backfill_cursor: int
     backfill_until: int
+    category_pk: int | None = None
 
 
 _COLUMNS = tuple(getattr(topic.c, name) for name in TopicRow.__dataclass_fields__)
@@ -149,6 +150,11 @@ def redefine(conn: Connection, project_pk: int, topic_pk: int, now: datetime, **
             lease_until=None,
         )
     )
+
+
+def same_definition(row: TopicRow, name: str, kind: str, definition: dict[str, Any]) -> bool:
+    """Whether an edit leaves what a topic matches as it is (only its category may differ)."""
+    return row.status == "active" and (row.name, row.kind, row.definition) == (name, kind, definition)
 
 
 def accept(conn: Connection, row: TopicRow, name: str, now: datetime) -> None:

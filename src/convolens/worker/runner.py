@@ -243,12 +243,19 @@ class Worker:
             )
             for c in clusters
         ]
+        # The upper level of the map: the clusters grouped into a handful of named categories.
+        grouped = [
+            suggestions.CategorySuggestion(c.name, c.centroid, c.topics)
+            for c in (
+                suggest.categorise_pool(clusters, pool.sample) if clusters and not self.stop_event.is_set() else []
+            )
+        ]
         if self.stop_event.is_set():
             return None  # interrupted: the earlier suggestions stay, and the run's lease lapses for another worker
         counts["llm_named"] = self._llm_names(project_pk, found)
         with self.db.writer() as conn:
             if enough:
-                counts.update(suggestions.replace(conn, project_pk, found, utcnow()))
+                counts.update(suggestions.replace(conn, project_pk, found, utcnow(), grouped))
             suggestions.finish_run(conn, self.owner, project_pk, utcnow(), pool)
         log.info("worker %s: suggested topics of project %s: %s", self.owner, project_pk, counts)
         return counts

@@ -28,16 +28,24 @@ def metrics(
     end_time: str | None = None,
     period: Literal["day", "week", "month"] = "day",
     group_by: str = "none",
+    level: str = "topic",
     tenant_id: str | None = Depends(tenant_filter),
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     """Per bucket and group: conversations, messages, user_messages, users, avg_sentiment (user
-    messages), ratings_up/down, rating_share_up, input/output tokens and cost_usd (estimated)."""
+    messages), ratings_up/down, rating_share_up, input/output tokens and cost_usd (estimated).
+    With ``group_by=topic``, ``level=category`` groups by the topics' categories instead (a message
+    counts once in a category however many of its topics it is in; active topics in no category are
+    grouped as "Uncategorised"). Both levels count active topics only, not suggestions."""
     try:
         grouping = metric_queries.Grouping.parse(group_by)
     except ValueError as exc:
         raise query_error("group_by", str(exc)) from None
+    try:
+        grouping = grouping.at_level(level)
+    except ValueError as exc:
+        raise query_error("level", str(exc)) from None
     start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
     with db.reader() as conn:
         data = metric_queries.metrics(
@@ -54,6 +62,7 @@ def metrics(
         {
             "period": period,
             "group_by": group_by,
+            "level": level,
             "start_time": iso(start),
             "end_time": iso(end),
             "buckets": bucket_starts(start, end, period),

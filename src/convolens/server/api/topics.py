@@ -18,7 +18,7 @@ from convolens.server.api.deps import database, limits
 from convolens.server.auth import AdminToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
-from convolens.store import suggestions, topic_figures, topics
+from convolens.store import categories, suggestions, topic_figures, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
@@ -26,12 +26,16 @@ from convolens.timeutil import iso, utcnow
 router = APIRouter(tags=["topics"], responses=ERROR_RESPONSES)
 
 
-def topic_response(row: topics.TopicRow) -> dict[str, Any]:
+def topic_response(row: topics.TopicRow, named: dict[int, str]) -> dict[str, Any]:
+    """A topic as the API shows it; ``named``: the project's category names by pk."""
+    in_category = row.category_pk is not None and row.category_pk in named
     return {
         "id": str(row.pk),
         "name": row.name,
         "kind": row.kind,
         "status": row.status,
+        # null: uncategorised
+        "category": {"id": str(row.category_pk), "name": named[row.category_pk]} if in_category else None,
         **{k: v for k, v in row.definition.items() if v not in (None, [])},
         "conversations_sample": row.samples or [],
         "created_at": iso(row.created_at),
@@ -42,6 +46,28 @@ def topic_response(row: topics.TopicRow) -> dict[str, Any]:
             "until_message": row.backfill_until,
         },
     }
+
+
+def _category_names(conn: Connection, project_pk: int) -> dict[int, str]:
+    return {c.pk: c.name for c in categories.list_categories(conn, project_pk)}
+
+
+def _respond(db: Database, project_pk: int, topic_id: str, status_code: int = 200) -> JSONResponse:
+    row = _found(db, project_pk, topic_id)
+    with db.reader() as conn:
+        named = _category_names(conn, project_pk)
+    return JSONResponse(topic_response(row, named), status_code=status_code)
+
+
+def _category_pk(conn: Connection, project_pk: int, category_id: str | None) -> int | None:
+    """The pk of the category a topic is put in; a 422 naming ``category_id`` if the project has none such."""
+    if category_id is None:
+        return None
+    if categories.get(conn, project_pk, int(category_id)) is None:
+        raise ApiError(
+            422, "category_id: no such category in this project", [{"field": "category_id", "msg": "no such category"}]
+        )
+    return int(category_id)
 
 
 def _topic_pk(topic_id: str) -> int:
@@ -91,11 +117,12 @@ def list_topics(
     unhappy_messages, languages and three representative samples."""
     with db.reader() as conn:
         rows = topics.list_topics(conn, token.project_pk, (status,))
+        named = _category_names(conn, token.project_pk)
         if not figures:
-            return JSONResponse({"count": len(rows), "topics": [topic_response(r) for r in rows]})
+            return JSONResponse({"count": len(rows), "topics": [topic_response(r, named) for r in rows]})
         start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
         found = topic_figures.figures(conn, token.project_pk, rows, first=start.date(), last=end.date())
-    listed = [topic_response(r) | {"figures": f.as_json()} for r, f in zip(rows, found, strict=True)]
+    listed = [topic_response(r, named) | {"figures": f.as_json()} for r, f in zip(rows, found, strict=True)]
     return JSONResponse({"count": len(rows), "start_time": iso(start), "end_time": iso(end), "topics": listed})
 
 
@@ -110,17 +137,34 @@ def create_topic(
         if topics.name_taken(conn, token.project_pk, body.name):
             raise _name_conflict(body.name)
         _within_limits(conn, token.project_pk, body.kind, body.stored(), bounds)
+        category_pk = _category_pk(conn, token.project_pk, body.category_id)
         pk = topics.create(
             conn, token.project_pk, name=body.name, kind=body.kind, definition=body.stored(), now=utcnow()
         )
-        row = topics.get(conn, token.project_pk, pk)
-    assert row is not None
-    return JSONResponse(topic_response(row), status_code=201)
+        categories.assign(conn, token.project_pk, pk, category_pk)
+    return _respond(db, token.project_pk, str(pk), status_code=201)
 
 
 @router.get("/api/v1/topics/{topic_id}")
 def get_topic(topic_id: str, token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
-    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+    return _respond(db, token.project_pk, topic_id)
+
+
+@router.get("/api/v1/topic_categories")
+def list_categories(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """The upper level of the topic map: the project's categories, largest first, each with the ids of
+    its active and suggested topics. The clustering of suggestions makes them (an id stays while most
+    of its topics stay); a defined topic is put in one with ``category_id``."""
+    with db.reader() as conn:
+        rows = topics.list_topics(conn, token.project_pk, ("active", "suggested"))
+        found = categories.list_categories(conn, token.project_pk)
+    members: dict[int, list[str]] = {c.pk: [] for c in found}
+    for r in rows:
+        if r.category_pk in members:
+            members[r.category_pk].append(str(r.pk))
+    listed = [{"id": str(c.pk), "name": c.name, "topics": members[c.pk]} for c in found]
+    listed.sort(key=lambda c: -len(c["topics"]))
+    return JSONResponse({"count": len(listed), "categories": listed})
 
 
 @router.put("/api/v1/topics/{topic_id}")
@@ -137,17 +181,23 @@ def redefine_topic(
         if topics.name_taken(conn, token.project_pk, body.name, except_pk=current.pk):
             raise _name_conflict(body.name)
         _within_limits(conn, token.project_pk, body.kind, body.stored(), bounds, except_pk=current.pk)
-        topics.redefine(
-            conn,
-            token.project_pk,
-            current.pk,
-            utcnow(),
-            name=body.name,
-            kind=body.kind,
-            definition=body.stored(),
-            status="active",
-        )
-    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+        category_pk = _category_pk(conn, token.project_pk, body.category_id)
+        if topics.same_definition(current, body.name, body.kind, body.stored()):
+            # Only moved to another category: its matches stay (a redefinition would recompute them all).
+            categories.assign(conn, token.project_pk, current.pk, category_pk)
+        else:
+            topics.redefine(
+                conn,
+                token.project_pk,
+                current.pk,
+                utcnow(),
+                name=body.name,
+                kind=body.kind,
+                definition=body.stored(),
+                status="active",
+                category_pk=category_pk,
+            )
+    return _respond(db, token.project_pk, topic_id)
 
 
 @router.delete("/api/v1/topics/{topic_id}")
@@ -178,7 +228,7 @@ def accept_suggestion(
             raise _name_conflict(new_name)
         _within_limits(conn, token.project_pk, "semantic", {}, bounds, except_pk=row.pk)
         topics.accept(conn, row, new_name, utcnow())
-    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+    return _respond(db, token.project_pk, topic_id)
 
 
 @router.post("/api/v1/topics/{topic_id}/dismiss")
@@ -193,7 +243,7 @@ def dismiss_suggestion(
         raise ApiError(409, "only a suggested topic can be dismissed (delete a defined topic instead)")
     with db.writer() as conn:
         topics.set_status(conn, token.project_pk, row.pk, "dismissed", utcnow())
-    return JSONResponse(topic_response(_found(db, token.project_pk, topic_id)))
+    return _respond(db, token.project_pk, topic_id)
 
 
 @router.post("/api/v1/suggested_topics/refresh", status_code=202)

@@ -3,6 +3,7 @@ volume, sentiment and ratings over time with sample conversations. Changing topi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -13,7 +14,7 @@ from sqlalchemy import Connection
 from convolens.schemas.topics import TopicDefinition
 from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import explore, metrics, topic_figures, topics
+from convolens.store import categories, explore, metrics, topic_figures, topics
 from convolens.store.accounts import Membership
 from convolens.store.explore import ConversationFilter
 from convolens.store.queries import bucket_starts
@@ -33,6 +34,7 @@ def topic_form(
     description: str = Form(""),
     examples: str = Form(""),
     prompt: str = Form(""),
+    category_id: str = Form(""),
 ) -> TopicDefinition:
     """The topic form's fields as a validated definition; a 422 page naming the first bad field."""
     try:
@@ -44,6 +46,7 @@ def topic_form(
                 "description": description.strip() or None if kind != "keyword" else None,
                 "examples": [e.strip() for e in examples.splitlines() if e.strip()] if kind == "semantic" else [],
                 "prompt": prompt.strip() or None if kind == "llm" else None,
+                "category_id": category_id.strip() or None,
             }
         )
     except ValidationError as exc:
@@ -58,6 +61,14 @@ def _within_limits(
     over = topics.over_limit(conn, project_pk, kind, definition, request.app.state.settings.limits, except_pk)
     if over is not None:
         raise WebError(over.status, f"{over.field}: {over.message}")
+
+
+def _category_pk(conn: Connection, project_pk: int, category_id: str | None) -> int | None:
+    if category_id is None:
+        return None
+    if categories.get(conn, project_pk, int(category_id)) is None:
+        raise WebError(422, "category_id: no such category in this project")
+    return int(category_id)
 
 
 def _topic_url(project: str, suffix: str = "") -> str:
@@ -77,7 +88,10 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         rows = topic_figures.figures(
             conn, membership.project_pk, defined + suggested, first=window.first, last=window.last
         )
+        found = categories.list_categories(conn, membership.project_pk)
+        volumes = categories.volumes(conn, membership.project_pk, window.start, window.end)
     figures = {r.pk: r for r in rows}
+    groups = category_groups(found, defined + suggested, figures, volumes)
     return render(
         request,
         "topics.html",
@@ -88,12 +102,68 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         defined=defined,
         suggested=suggested,
         figures=figures,
-        bubbles=topic_map(rows, _topic_url(project)),
+        bubbles=topic_map(rows, _topic_url(project), {t.pk: g.colour for g in groups for t in g.topics}),
+        groups=groups,
+        category_choices=found,
         trend_rule=topic_figures.TREND_RULE,
         emerging_rule=topic_figures.EMERGING_RULE,
         window=window,
         can_edit=membership.can("member"),
     )
+
+
+# One ring colour a category on the map (at most 12 categories, and "Uncategorised" in grey).
+# Tableau's 10 categorical colours (told apart at a glance, also by most colour-blind readers), then two.
+CATEGORY_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+                    "#b07aa1", "#ff9da7", "#9c755f", "#1f3a93", "#17becf", "#000000")  # fmt: skip
+UNCATEGORISED_COLOUR = "#9ca3af"
+
+
+@dataclass
+class CategoryGroup:
+    """A category on the topics page: its volume, its topics (largest first) and its colour on the map."""
+
+    pk: int | None  # None: the topics in no category
+    name: str
+    messages: int
+    topics: list[topics.TopicRow]
+    colour: str
+
+    @property
+    def description(self) -> str:
+        """What is in it, in words: "2 suggested topics", "3 topics: 1 defined, 2 suggested"."""
+        suggested = sum(1 for t in self.topics if t.status != "active")
+        defined = len(self.topics) - suggested
+        plural = "" if len(self.topics) == 1 else "s"
+        if not suggested or not defined:
+            return f"{len(self.topics)} {'suggested' if suggested else 'defined'} topic{plural}"
+        return f"{len(self.topics)} topics: {defined} defined, {suggested} suggested"
+
+
+def category_groups(
+    found: list[categories.CategoryRow],
+    rows: list[topics.TopicRow],
+    figures: dict[int, topic_figures.TopicFigures],
+    volumes: dict[int, int],
+) -> list[CategoryGroup]:
+    """The categories with topics, largest first, and "Uncategorised" last; none at all when no topic has
+    a category (a project before its first clustering run shows its topics as before)."""
+    if not any(r.category_pk is not None for r in rows):
+        return []
+    members: dict[int | None, list[topics.TopicRow]] = {}
+    named = {c.pk: c.name for c in found}
+    for r in rows:
+        members.setdefault(r.category_pk if r.category_pk in named else None, []).append(r)
+    groups = [
+        CategoryGroup(pk, named[pk], volumes.get(pk, 0), listed, "") for pk, listed in members.items() if pk is not None
+    ]
+    groups.sort(key=lambda g: (-g.messages, g.name.casefold()))
+    if None in members:
+        groups.append(CategoryGroup(None, categories.UNCATEGORISED, volumes.get(0, 0), members[None], ""))
+    for i, g in enumerate(groups):
+        g.colour = UNCATEGORISED_COLOUR if g.pk is None else CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)]
+        g.topics.sort(key=lambda t: (-figures[t.pk].messages, t.name.casefold()))
+    return groups
 
 
 MAP_WIDTH, MAP_HEIGHT = 860, 280  # the SVG's viewBox in topics.html
@@ -109,10 +179,10 @@ def sentiment_colour(value: float | None) -> str:
     return "#" + "".join(f"{round(g + (e - g) * share):02x}" for g, e in zip(grey, end, strict=True))
 
 
-def topic_map(rows: list[topic_figures.TopicFigures], base_url: str) -> list[dict]:
-    """Bubbles for the topic map: area for volume, colour for sentiment, position for what the topic is
-    about (a 2-D projection of the topics' centres, so neighbours are alike). Topics with no messages
-    in the range are left out."""
+def topic_map(rows: list[topic_figures.TopicFigures], base_url: str, rings: dict[int, str] | None = None) -> list[dict]:
+    """Bubbles for the topic map: area for volume, colour for sentiment, ring for the category (``rings``:
+    a colour by topic pk), position for what the topic is about (a 2-D projection of the topics'
+    centres, so neighbours are alike). Topics with no messages in the range are left out."""
     shown = [r for r in rows if r.messages > 0]
     positions = topic_figures.map_positions(shown)
     largest = max((r.messages for r in shown), default=1)
@@ -129,6 +199,7 @@ def topic_map(rows: list[topic_figures.TopicFigures], base_url: str) -> list[dic
             "y": round(MAX_RADIUS + 4 + y * (MAP_HEIGHT - 2 * MAX_RADIUS - 24), 1),
             "r": round(radius, 1), "colour": sentiment_colour(r.avg_sentiment), "messages": r.messages,
             "sentiment": r.avg_sentiment, "suggested": r.status != "active", "href": f"{base_url}/{r.pk}",
+            "ring": (rings or {}).get(r.pk),
         })  # fmt: skip
     bubbles.sort(key=lambda b: -b["r"])  # small bubbles drawn last, on top, so they stay clickable
     return bubbles
@@ -147,9 +218,11 @@ def create_topic(
         if topics.name_taken(conn, membership.project_pk, body.name):
             raise WebError(409, f"a topic named {body.name!r} exists already")
         _within_limits(request, conn, membership.project_pk, body.kind, body.stored())
+        category_pk = _category_pk(conn, membership.project_pk, body.category_id)
         pk = topics.create(
             conn, membership.project_pk, name=body.name, kind=body.kind, definition=body.stored(), now=utcnow()
         )
+        categories.assign(conn, membership.project_pk, pk, category_pk)
     return redirect(_topic_url(project, f"/{pk}"))
 
 
@@ -184,6 +257,8 @@ def topic_page(
             conn, membership.project_pk, start=window.start, end=window.end, period=window.period,  # type: ignore[arg-type]
             grouping=metrics.Grouping("topic"), prices=request.app.state.prices, max_groups=10_000,
         )  # fmt: skip
+        found = categories.list_categories(conn, membership.project_pk)
+        category = next((c for c in found if c.pk == row.category_pk), None)
         samples, total = explore.page(
             conn,
             membership.project_pk,
@@ -219,6 +294,8 @@ def topic_page(
         total=total,
         window=window,
         can_edit=membership.can("member") and row.kind != "suggested",
+        category_name=category.name if category else None,
+        category_choices=found,
         messages=sum(series.get(b, {}).get("messages", 0) for b in labels),
     )
 
@@ -236,10 +313,15 @@ def edit_topic(
         if topics.name_taken(conn, membership.project_pk, body.name, except_pk=row.pk):
             raise WebError(409, f"a topic named {body.name!r} exists already")
         _within_limits(request, conn, membership.project_pk, body.kind, body.stored(), except_pk=row.pk)
-        topics.redefine(
-            conn, membership.project_pk, row.pk, utcnow(), name=body.name, kind=body.kind,
-            definition=body.stored(), status="active",
-        )  # fmt: skip
+        category_pk = _category_pk(conn, membership.project_pk, body.category_id)
+        if topics.same_definition(row, body.name, body.kind, body.stored()):
+            # Only moved to another category: its matches stay (a redefinition would recompute them all).
+            categories.assign(conn, membership.project_pk, row.pk, category_pk)
+        else:
+            topics.redefine(
+                conn, membership.project_pk, row.pk, utcnow(), name=body.name, kind=body.kind,
+                definition=body.stored(), status="active", category_pk=category_pk,
+            )  # fmt: skip
     return redirect(_topic_url(project, f"/{row.pk}"))
 
 
