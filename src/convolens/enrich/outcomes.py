@@ -1,0 +1,215 @@
+"""Were users helped: a conversation's outcome (resolved, unresolved, abandoned, unknown) and the signals
+behind it, read from the structure of its transcript and from the embeddings its user turns already have.
+
+Signals:
+- per user turn, a logistic regression over its stored embedding, trained when first used on the examples
+  of ``outcome_examples``: ``thanks``, ``gives_up``, ``correction``, ``off_target``, ``sarcasm`` (or none);
+- ``rephrase``: a user turn whose embedding is close to the user's previous turn, with an assistant reply
+  in between (the user asks the same thing again in other words);
+- ``repeated_answer``: two assistant replies with nearly the same words (replies have no embedding: the
+  pipeline embeds only user turns, so this compares word shingles, which is cheaper anyway);
+- the explicit client events ``copy``, ``share`` (for the reply they follow) and ``regenerate``, ``edit``
+  (against it), sent as events of those names (``client.event(cid, "copy")``).
+
+The outcome rule weighs the end of the conversation most: what the user's last turn says, whether the
+assistant spoke last and what it asked. ``bench/outcome_quality.py`` measures it on the labelled sets.
+All of it is linear in the transcript, which the store bounds (its last 40 messages, 2,000 characters each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from itertools import pairwise
+
+import numpy as np
+
+from convolens.enrich import embedding, outcome_examples
+from convolens.enrich.compute import compute_lock
+from convolens.store.enrichment import Turn
+from convolens.store.outcome_fields import FEEDBACK_EVENTS
+
+# Goes up whenever a rule, a threshold or the examples change (stored in conversation.outcome_version).
+VERSION = 1
+
+# The classifier's classes, sorted. success and greeting steer the outcome but are not signals.
+KINDS = ("correction", "gives_up", "greeting", "off_target", "other", "sarcasm", "success", "thanks")
+SIGNAL_KINDS = ("correction", "gives_up", "off_target", "sarcasm", "thanks")
+# A turn has a kind when the classifier gives it at least this probability (a turn may have several:
+# "amazing. very vegetarian. thanks." is sarcasm and thanks); with none, it is "other".
+KIND_AT = 0.25
+# Words that say thanks or giving up whatever surrounds them (case-folded substrings: linear time).
+THANKS_WORDS = (
+    "thank", "thx", "merci", "gracias", "danke", "grazie", "obrigad", "спасибо", "ありがと", "감사", "고마",
+    "谢谢", "多谢", "感谢",
+)  # fmt: skip
+GIVES_UP_WORDS = (
+    "forget it", "never mind", "nevermind", "give up", "call support", "email support", "contact support",
+    "google it", "a human", "real person", "olvídalo", "laisse tomber", "vergiss es", "lascia perdere",
+    "esquece", "もういい", "됐어요", "算了",
+)  # fmt: skip
+# Cosine of two consecutive user turns above which the second asks the first again.
+REPHRASE_AT = 0.65
+# Share of word shingles two assistant replies have in common above which one repeats the other.
+REPEAT_AT = 0.4
+SHINGLE_CHARS = 1000
+# A last user turn of at least this many words that is no complaint tells the answer was taken up.
+CARRIES_ON_WORDS = 4
+POSITIVE_EVENTS = ("copy", "share")
+NEGATIVE_EVENTS = ("regenerate", "edit")
+
+
+@cache
+def _classifier():  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LogisticRegression
+
+    examples = {
+        "correction": outcome_examples.CORRECTION,
+        "gives_up": outcome_examples.GIVES_UP,
+        "greeting": outcome_examples.GREETING,
+        "off_target": outcome_examples.OFF_TARGET,
+        "other": outcome_examples.OTHER,
+        "sarcasm": outcome_examples.SARCASM,
+        "success": outcome_examples.SUCCESS,
+        "thanks": outcome_examples.THANKS,
+    }
+    texts = [t for kind in KINDS for t in examples[kind]]
+    labels = [kind for kind in KINDS for _ in examples[kind]]
+    model = LogisticRegression(C=4.0, max_iter=3000)
+    model.fit(embedding.embed(texts), labels)
+    assert tuple(model.classes_) == KINDS
+    return model
+
+
+def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[frozenset[str]]:
+    """The kinds of reaction of each user turn (row of ``vectors``; a zero row has only its words)."""
+    if len(vectors) == 0:
+        return []
+    with compute_lock:
+        probabilities = _classifier().predict_proba(vectors)
+    out = []
+    for text, row, vector in zip(texts, probabilities, vectors, strict=True):
+        kinds = {KINDS[i] for i in range(len(KINDS)) if row[i] >= KIND_AT} if vector.any() else set()
+        folded = text[:500].casefold()
+        if any(w in folded for w in THANKS_WORDS):
+            kinds.add("thanks")
+        if any(w in folded for w in GIVES_UP_WORDS):
+            kinds.add("gives_up")
+        out.append(frozenset(kinds - {"other"}))
+    return out
+
+
+def _shingles(text: str) -> set[tuple[str, str, str]]:
+    words = text[:SHINGLE_CHARS].lower().split()
+    return {tuple(words[i : i + 3]) for i in range(max(0, len(words) - 2))} or {(w, "", "") for w in words}
+
+
+def _repeats(a: str, b: str) -> bool:
+    first, second = _shingles(a), _shingles(b)
+    if not first or not second:
+        return False
+    return len(first & second) / min(len(first), len(second)) >= REPEAT_AT
+
+
+def _asks(text: str) -> bool:
+    """Whether an assistant reply ends by asking the user something."""
+    tail = text.rstrip()[-200:]
+    marks = ("?", "\uff1f")  # and the full-width question mark of Chinese and Japanese
+    return any(mark in tail[-60:] for mark in marks)
+
+
+@dataclass(frozen=True)
+class _Step:
+    role: str  # user, assistant, event
+    text: str
+    kinds: frozenset[str] = frozenset()  # user turns: their reactions
+    vector: np.ndarray | None = None
+
+
+def _steps(turns: Sequence[Turn]) -> list[_Step]:
+    steps = []
+    for t in turns:
+        if t.kind == "event":
+            name = (t.name or t.content or "").strip().lower()
+            if name in FEEDBACK_EVENTS:
+                steps.append(_Step("event", name))
+        elif t.kind == "message" and t.role in ("user", "assistant") and t.content.strip():
+            vector = embedding.from_bytes(t.vector) if t.role == "user" and t.vector else None
+            steps.append(_Step(t.role, t.content, vector=vector))
+    return steps
+
+
+def assess(steps: list[_Step]) -> tuple[str, list[str]]:
+    """The outcome and signals of one transcript whose user steps already carry their kinds."""
+    signals: set[str] = set()
+    users = [i for i, s in enumerate(steps) if s.role == "user"]
+    replies = [i for i, s in enumerate(steps) if s.role == "assistant"]
+    rephrased_last = False
+    for before, after in pairwise(users):
+        first, second = steps[before], steps[after]
+        answered = any(steps[j].role == "assistant" for j in range(before + 1, after))
+        if (
+            answered
+            and first.vector is not None
+            and second.vector is not None
+            and not second.kinds & {"thanks", "gives_up", "success", "greeting"}
+            and float(first.vector @ second.vector) >= REPHRASE_AT
+        ):
+            signals.add("rephrase")
+            rephrased_last = after == users[-1]
+    for i in users:
+        signals.update(steps[i].kinds & set(SIGNAL_KINDS))
+    for before, after in pairwise(replies):
+        if _repeats(steps[before].text, steps[after].text):
+            signals.add("repeated_answer")
+    events = [s.text for s in steps if s.role == "event"]
+    signals.update(events)
+    if not users or not replies:
+        return "unknown", sorted(signals)
+    last_user = steps[users[-1]]
+    after_last_user = steps[users[-1] + 1 :]
+    replied = any(s.role == "assistant" for s in after_last_user)
+    late_events = [s.text for s in after_last_user if s.role == "event"]
+    said = last_user.kinds
+    found = sorted(signals)
+    if "gives_up" in said:
+        return "unresolved", found
+    if "sarcasm" in said and "success" not in said:
+        return "unresolved", found
+    if any(e in NEGATIVE_EVENTS for e in late_events):
+        return "unresolved", found
+    if said & {"thanks", "success"} and not (replied and "repeated_answer" in signals):
+        return "resolved", found
+    if any(e in POSITIVE_EVENTS for e in late_events):
+        return "resolved", found
+    if said & {"correction", "off_target"} or rephrased_last:
+        return "unresolved", found
+    if all(steps[i].kinds == {"greeting"} for i in users):
+        return "unknown", found
+    if replied and len(replies) > 1 and _repeats(steps[replies[-2]].text, steps[replies[-1]].text):
+        return "unresolved", found  # the user left after hearing the same answer again
+    if not replied:
+        # The user carries on with a statement after an answer ("mulching them tonight"): it landed;
+        # a bare "ok" or "hmm" says too little.
+        return ("resolved" if len(last_user.text.split()) >= CARRIES_ON_WORDS else "unknown"), found
+    if _asks(steps[replies[-1]].text):
+        return "abandoned", found
+    return "unknown", found
+
+
+def assess_many(transcripts: Mapping[int, list[Turn]]) -> dict[int, tuple[str, list[str]]]:
+    """Outcome and signals of each transcript (by key): one classifier call for all their user turns."""
+    steps = {key: _steps(turns) for key, turns in transcripts.items()}
+    user_steps = [(key, i) for key, ss in steps.items() for i, s in enumerate(ss) if s.role == "user"]
+    vectors = np.zeros((len(user_steps), embedding.DIMENSIONS), dtype=np.float32)
+    for row, (key, i) in enumerate(user_steps):
+        vector = steps[key][i].vector
+        if vector is not None and vector.shape == (embedding.DIMENSIONS,):
+            vectors[row] = vector
+    texts = [steps[key][i].text for key, i in user_steps]
+    for (key, i), kind in zip(user_steps, turn_kinds(texts, vectors), strict=True):
+        old = steps[key][i]
+        good = old.vector is not None and old.vector.shape == (embedding.DIMENSIONS,)
+        steps[key][i] = _Step(old.role, old.text, kind, old.vector if good else None)
+    return {key: assess(ss) for key, ss in steps.items()}
