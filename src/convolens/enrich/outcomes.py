@@ -47,7 +47,10 @@ THANKS_WORDS = (
 GIVES_UP_WORDS = (
     "forget it", "never mind", "nevermind", "give up", "call support", "email support", "contact support",
     "google it", "a human", "real person", "olvídalo", "laisse tomber", "vergiss es", "lascia perdere",
-    "esquece", "もういい", "됐어요", "算了",
+    "esquece", "もういい", "그만할게요", "算了",
+    # Thanks that close a conversation that did not help: polite giving up.
+    "thanks anyway", "thank you anyway", "thanks for trying", "for your time", "de todos modos",
+    "de todas formas", "quand même", "trotzdem", "mesmo assim", "comunque", "问问客服", "找客服",
 )  # fmt: skip
 # Cosine of two consecutive user turns above which the second asks the first again.
 REPHRASE_AT = 0.65
@@ -82,8 +85,13 @@ def _classifier():  # type: ignore[no-untyped-def]
     return model
 
 
-def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[frozenset[str]]:
-    """The kinds of reaction of each user turn (row of ``vectors``; a zero row has only its words)."""
+POSITIVE_KINDS = ("success", "thanks")
+NEGATIVE_KINDS = ("correction", "gives_up", "off_target", "sarcasm")
+
+
+def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[tuple[frozenset[str], float]]:
+    """The kinds of reaction of each user turn (row of ``vectors``; a zero row has only its words), and its
+    valence: how much likelier the classifier finds it content than unhappy (in [-1, 1])."""
     if len(vectors) == 0:
         return []
     with compute_lock:
@@ -96,7 +104,8 @@ def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[frozenset[str]]:
             kinds.add("thanks")
         if any(w in folded for w in GIVES_UP_WORDS):
             kinds.add("gives_up")
-        out.append(frozenset(kinds - {"other"}))
+        valence = sum(row[KINDS.index(k)] for k in POSITIVE_KINDS) - sum(row[KINDS.index(k)] for k in NEGATIVE_KINDS)
+        out.append((frozenset(kinds - {"other"}), float(valence) if vector.any() else 0.0))
     return out
 
 
@@ -124,6 +133,7 @@ class _Step:
     role: str  # user, assistant, event
     text: str
     kinds: frozenset[str] = frozenset()  # user turns: their reactions
+    valence: float = 0.0  # user turns: content (> 0) or unhappy (< 0)
     vector: np.ndarray | None = None
 
 
@@ -173,17 +183,18 @@ def assess(steps: list[_Step]) -> tuple[str, list[str]]:
     late_events = [s.text for s in after_last_user if s.role == "event"]
     said = last_user.kinds
     found = sorted(signals)
-    if "gives_up" in said:
+    if "gives_up" in said or any(e in NEGATIVE_EVENTS for e in late_events):
         return "unresolved", found
-    if "sarcasm" in said and "success" not in said:
-        return "unresolved", found
-    if any(e in NEGATIVE_EVENTS for e in late_events):
-        return "unresolved", found
-    if said & {"thanks", "success"} and not (replied and "repeated_answer" in signals):
+    # Words of both kinds ("finally. took you long enough, but it works"): the classifier's balance decides.
+    content = last_user.valence > 0
+    # Thanks after the assistant only repeated itself is politeness, not success.
+    if said & {"thanks", "success"} and content and ("success" in said or "repeated_answer" not in signals):
         return "resolved", found
+    if said & {"correction", "off_target", "sarcasm"} and not content:
+        return "unresolved", found
     if any(e in POSITIVE_EVENTS for e in late_events):
         return "resolved", found
-    if said & {"correction", "off_target"} or rephrased_last:
+    if rephrased_last:
         return "unresolved", found
     if all(steps[i].kinds == {"greeting"} for i in users):
         return "unknown", found
@@ -208,8 +219,8 @@ def assess_many(transcripts: Mapping[int, list[Turn]]) -> dict[int, tuple[str, l
         if vector is not None and vector.shape == (embedding.DIMENSIONS,):
             vectors[row] = vector
     texts = [steps[key][i].text for key, i in user_steps]
-    for (key, i), kind in zip(user_steps, turn_kinds(texts, vectors), strict=True):
+    for (key, i), (kinds, valence) in zip(user_steps, turn_kinds(texts, vectors), strict=True):
         old = steps[key][i]
         good = old.vector is not None and old.vector.shape == (embedding.DIMENSIONS,)
-        steps[key][i] = _Step(old.role, old.text, kind, old.vector if good else None)
+        steps[key][i] = _Step(old.role, old.text, kinds, valence, old.vector if good else None)
     return {key: assess(ss) for key, ss in steps.items()}
