@@ -52,8 +52,10 @@ GIVES_UP_WORDS = (
     "thanks anyway", "thank you anyway", "thanks for trying", "for your time", "de todos modos",
     "de todas formas", "quand même", "trotzdem", "mesmo assim", "comunque", "问问客服", "找客服",
 )  # fmt: skip
-# Cosine of two consecutive user turns above which the second asks the first again.
+# Cosine of two consecutive user turns above which the second asks the first again; lower, when the
+# second is unhappy.
 REPHRASE_AT = 0.65
+REPHRASE_UNHAPPY_AT = 0.3
 # Share of word shingles two assistant replies have in common above which one repeats the other.
 REPEAT_AT = 0.4
 SHINGLE_CHARS = 1000
@@ -85,6 +87,9 @@ def _classifier():  # type: ignore[no-untyped-def]
     return model
 
 
+# A turn of fewer words than this is a success only when the classifier is this sure of it.
+SHORT_WORDS = 3
+SHORT_SUCCESS_AT = 0.5
 POSITIVE_KINDS = ("success", "thanks")
 NEGATIVE_KINDS = ("correction", "gives_up", "off_target", "sarcasm")
 
@@ -99,6 +104,8 @@ def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[tuple[frozenset[st
     out = []
     for text, row, vector in zip(texts, probabilities, vectors, strict=True):
         kinds = {KINDS[i] for i in range(len(KINDS)) if row[i] >= KIND_AT} if vector.any() else set()
+        if len(text.split()) < SHORT_WORDS and row[KINDS.index("success")] < SHORT_SUCCESS_AT:
+            kinds.discard("success")  # "ok", "hmm", "d'accord": an acknowledgement, not a success
         folded = text[:500].casefold()
         if any(w in folded for w in THANKS_WORDS):
             kinds.add("thanks")
@@ -114,8 +121,8 @@ def _shingles(text: str) -> set[tuple[str, str, str]]:
     return {tuple(words[i : i + 3]) for i in range(max(0, len(words) - 2))} or {(w, "", "") for w in words}
 
 
-def _repeats(a: str, b: str) -> bool:
-    first, second = _shingles(a), _shingles(b)
+def _repeats(first: set[tuple[str, str, str]], second: set[tuple[str, str, str]]) -> bool:
+    """Whether two replies (their shingles) say nearly the same thing."""
     if not first or not second:
         return False
     return len(first & second) / min(len(first), len(second)) >= REPEAT_AT
@@ -150,6 +157,14 @@ def _steps(turns: Sequence[Turn]) -> list[_Step]:
     return steps
 
 
+def _asks_again(first: _Step, second: _Step) -> bool:
+    """Whether ``second`` asks ``first`` again: nearly the same meaning, or close and unhappy ("I want to
+    CANCEL, not upgrade"). A follow-up on the same subject is as close as a rephrase is, in cosine alone."""
+    assert first.vector is not None and second.vector is not None
+    similarity = float(first.vector @ second.vector)
+    return similarity >= REPHRASE_AT or (similarity >= REPHRASE_UNHAPPY_AT and second.valence < 0)
+
+
 def assess(steps: list[_Step]) -> tuple[str, list[str]]:
     """The outcome and signals of one transcript whose user steps already carry their kinds."""
     signals: set[str] = set()
@@ -164,15 +179,16 @@ def assess(steps: list[_Step]) -> tuple[str, list[str]]:
             and first.vector is not None
             and second.vector is not None
             and not second.kinds & {"thanks", "gives_up", "success", "greeting"}
-            and float(first.vector @ second.vector) >= REPHRASE_AT
+            and _asks_again(first, second)
         ):
             signals.add("rephrase")
             rephrased_last = after == users[-1]
     for i in users:
         signals.update(steps[i].kinds & set(SIGNAL_KINDS))
-    for before, after in pairwise(replies):
-        if _repeats(steps[before].text, steps[after].text):
-            signals.add("repeated_answer")
+    shingles = [_shingles(steps[i].text) for i in replies]  # once a reply: each is in two pairs
+    repeats = [_repeats(a, b) for a, b in pairwise(shingles)]
+    if any(repeats):
+        signals.add("repeated_answer")
     events = [s.text for s in steps if s.role == "event"]
     signals.update(events)
     if not users or not replies:
@@ -185,6 +201,8 @@ def assess(steps: list[_Step]) -> tuple[str, list[str]]:
     found = sorted(signals)
     if "gives_up" in said or any(e in NEGATIVE_EVENTS for e in late_events):
         return "unresolved", found
+    if replied and repeats and repeats[-1]:
+        return "unresolved", found  # the user left after hearing the same answer again
     # Words of both kinds ("finally. took you long enough, but it works"): the classifier's balance decides.
     content = last_user.valence > 0
     # Thanks after the assistant only repeated itself is politeness, not success.
@@ -198,8 +216,6 @@ def assess(steps: list[_Step]) -> tuple[str, list[str]]:
         return "unresolved", found
     if all(steps[i].kinds == {"greeting"} for i in users):
         return "unknown", found
-    if replied and len(replies) > 1 and _repeats(steps[replies[-2]].text, steps[replies[-1]].text):
-        return "unresolved", found  # the user left after hearing the same answer again
     if not replied:
         # The user carries on with a statement after an answer ("mulching them tonight"): it landed;
         # a bare "ok" or "hmm" says too little.
