@@ -38,7 +38,10 @@ KINDS = ("correction", "gives_up", "greeting", "off_target", "other", "sarcasm",
 SIGNAL_KINDS = ("correction", "gives_up", "off_target", "sarcasm", "thanks")
 # A turn has a kind when the classifier gives it at least this probability (a turn may have several:
 # "amazing. very vegetarian. thanks." is sarcasm and thanks); with none, it is "other".
-KIND_AT = 0.25
+KIND_AT = 0.2
+# ... and is reported as a signal from this probability on (tune set: accuracy is best with the outcome
+# reading kinds at 0.2, the signals' mean F1 with reporting them at 0.25).
+SIGNAL_AT = 0.25
 # Words that say thanks or giving up whatever surrounds them (case-folded substrings: linear time).
 THANKS_WORDS = (
     "thank", "thx", "merci", "gracias", "danke", "grazie", "obrigad", "спасибо", "ありがと", "감사", "고마",
@@ -94,9 +97,10 @@ POSITIVE_KINDS = ("success", "thanks")
 NEGATIVE_KINDS = ("correction", "gives_up", "off_target", "sarcasm")
 
 
-def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[tuple[frozenset[str], float]]:
+def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[tuple[frozenset[str], frozenset[str], float]]:
     """The kinds of reaction of each user turn (row of ``vectors``; a zero row has only its words), and its
-    valence: how much likelier the classifier finds it content than unhappy (in [-1, 1])."""
+    valence: how much likelier the classifier finds it content than unhappy (in [-1, 1]). Returns (kinds,
+    the kinds sure enough to be signals, valence) per turn."""
     if len(vectors) == 0:
         return []
     with compute_lock:
@@ -104,15 +108,18 @@ def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[tuple[frozenset[st
     out = []
     for text, row, vector in zip(texts, probabilities, vectors, strict=True):
         kinds = {KINDS[i] for i in range(len(KINDS)) if row[i] >= KIND_AT} if vector.any() else set()
+        sure = {KINDS[i] for i in range(len(KINDS)) if row[i] >= SIGNAL_AT} if vector.any() else set()
         if len(text.split()) < SHORT_WORDS and row[KINDS.index("success")] < SHORT_SUCCESS_AT:
             kinds.discard("success")  # "ok", "hmm", "d'accord": an acknowledgement, not a success
         folded = text[:500].casefold()
         if any(w in folded for w in THANKS_WORDS):
             kinds.add("thanks")
+            sure.add("thanks")
         if any(w in folded for w in GIVES_UP_WORDS):
             kinds.add("gives_up")
+            sure.add("gives_up")
         valence = sum(row[KINDS.index(k)] for k in POSITIVE_KINDS) - sum(row[KINDS.index(k)] for k in NEGATIVE_KINDS)
-        out.append((frozenset(kinds - {"other"}), float(valence) if vector.any() else 0.0))
+        out.append((frozenset(kinds - {"other"}), frozenset(sure & kinds), float(valence) if vector.any() else 0.0))
     return out
 
 
@@ -142,6 +149,7 @@ class _Step:
     kinds: frozenset[str] = frozenset()  # user turns: their reactions
     valence: float = 0.0  # user turns: content (> 0) or unhappy (< 0)
     vector: np.ndarray | None = None
+    sure: frozenset[str] = frozenset()  # user turns: the reactions sure enough to report as signals
 
 
 def _steps(turns: Sequence[Turn]) -> list[_Step]:
@@ -184,7 +192,7 @@ def assess(steps: list[_Step]) -> tuple[str, list[str]]:
             signals.add("rephrase")
             rephrased_last = after == users[-1]
     for i in users:
-        signals.update(steps[i].kinds & set(SIGNAL_KINDS))
+        signals.update(steps[i].sure & set(SIGNAL_KINDS))
     shingles = [_shingles(steps[i].text) for i in replies]  # once a reply: each is in two pairs
     repeats = [_repeats(a, b) for a, b in pairwise(shingles)]
     if any(repeats):
@@ -235,8 +243,8 @@ def assess_many(transcripts: Mapping[int, list[Turn]]) -> dict[int, tuple[str, l
         if vector is not None and vector.shape == (embedding.DIMENSIONS,):
             vectors[row] = vector
     texts = [steps[key][i].text for key, i in user_steps]
-    for (key, i), (kinds, valence) in zip(user_steps, turn_kinds(texts, vectors), strict=True):
+    for (key, i), (kinds, sure, valence) in zip(user_steps, turn_kinds(texts, vectors), strict=True):
         old = steps[key][i]
         good = old.vector is not None and old.vector.shape == (embedding.DIMENSIONS,)
-        steps[key][i] = _Step(old.role, old.text, kinds, valence, old.vector if good else None)
+        steps[key][i] = _Step(old.role, old.text, kinds, valence, old.vector if good else None, sure)
     return {key: assess(ss) for key, ss in steps.items()}
