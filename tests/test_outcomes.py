@@ -120,10 +120,18 @@ def test_explicit_copy_and_regenerate_events_count_as_feedback(server: RunningSe
                 "timestamp": 1_780_000_100,
             }
             assert client.post("/api/v1/ingest", json={"events": [event]}).status_code == 202
+        # A Context client sends the event as a message of type "event" in the thread.
+        thread = [{"role": role, "message": text} for role, text in turns] + [{"type": "event", "name": "share"}]
+        logged = client.post(
+            "/api/v1/log/conversation/thread", json={"conversation": {"id": "shared", "messages": thread}}
+        )
+        assert logged.status_code < 300, logged.text
         copied = read_when_enriched(client, "copied", 3)
         regenerated = read_when_enriched(client, "regenerated", 3)
+        shared = read_when_enriched(client, "shared", 3)
     assert (copied["outcome"], copied["outcome_signals"]) == ("resolved", ["copy"])
     assert (regenerated["outcome"], regenerated["outcome_signals"]) == ("unresolved", ["regenerate"])
+    assert (shared["outcome"], shared["outcome_signals"]) == ("resolved", ["share"])
 
 
 def test_the_dashboard_filters_conversations_by_outcome_and_signal(server: RunningServer, project: Project) -> None:

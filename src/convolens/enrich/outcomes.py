@@ -3,9 +3,11 @@ behind it, read from the structure of its transcript and from the embeddings its
 
 Signals:
 - per user turn, a logistic regression over its stored embedding, trained when first used on the examples
-  of ``outcome_examples``: ``thanks``, ``gives_up``, ``correction``, ``off_target``, ``sarcasm`` (or none);
-- ``rephrase``: a user turn whose embedding is close to the user's previous turn, with an assistant reply
-  in between (the user asks the same thing again in other words);
+  of ``outcome_examples``: ``thanks``, ``gives_up``, ``correction``, ``off_target``, ``sarcasm``, and two
+  that steer the outcome without being signals, ``success`` ("works now") and ``greeting``; plus words
+  that say thanks or giving up in several languages;
+- ``rephrase``: a user turn whose embedding is close to the user's previous turn (or fairly close, and
+  unhappy), with an assistant reply in between (the user asks the same thing again in other words);
 - ``repeated_answer``: two assistant replies with nearly the same words (replies have no embedding: the
   pipeline embeds only user turns, so this compares word shingles, which is cheaper anyway);
 - the explicit client events ``copy``, ``share`` (for the reply they follow) and ``regenerate``, ``edit``
