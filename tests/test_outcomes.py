@@ -8,8 +8,11 @@ import time
 import uuid
 
 import httpx
+from sqlalchemy import select
 
 from conftest import REPO, Project, RunningServer
+from convolens.store import enrichment
+from convolens.store.tables import conversation
 from web_support import add_account, signed_in
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -160,3 +163,20 @@ def test_outcome_quality_on_the_labelled_sets() -> None:
 
 TUNE_FLOOR = 0.78  # measured 0.806
 HOLDOUT_FLOOR = 0.59  # measured 0.618 (never tuned on)
+
+
+def test_the_outcome_reads_a_bounded_end_of_a_long_thread(server: RunningServer, project: Project) -> None:
+    """However long a thread grows, one refresh reads its last OUTCOME_WINDOW messages, each cut short."""
+    long_text = "Still broken after the update, here is the whole log: " + "x" * 4_000
+    turns = [("user" if i % 2 == 0 else "assistant", f"{i} {long_text}") for i in range(48)]
+    with server.client(project.token) as client:
+        send(client, "long", turns[:24])
+        send(client, "long", turns[24:], start=24)
+    with server.db.reader() as conn:
+        pk = conn.execute(
+            select(conversation.c.pk).where(conversation.c.project_pk == project.pk, conversation.c.id == "long")
+        ).scalar_one()
+        read = enrichment.transcripts(conn, [pk])[pk]
+    assert len(read) == enrichment.OUTCOME_WINDOW
+    assert read[-1].content.startswith("47 ") and read[0].content.startswith(f"{48 - enrichment.OUTCOME_WINDOW} ")
+    assert max(len(t.content) for t in read) == enrichment.OUTCOME_CHARS
