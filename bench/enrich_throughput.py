@@ -3,7 +3,9 @@
     python bench/enrich_throughput.py [--messages 4096] [--runs 3]
 
 Each run scrubs PII (as the ingest path does), then runs ``pipeline.enrich`` — language, embedding,
-sentiment, keyword and semantic topic matching — on batches of 256 (the worker's batch), over a chat-like
+sentiment, keyword and semantic topic matching — and then the outcome of each conversation of the batch
+(``outcomes.assess_many`` over its transcript, as the worker's save does; ``--no-outcomes`` leaves it out)
+on batches of 256 (the worker's batch), over a chat-like
 mix: half user messages (5-40 words), half assistant replies (20-120 words), and 6 keyword plus 6
 semantic topics. It reports messages/s (median of the runs) overall and for user messages alone,
 with the embedding alone as the baseline measured in the same run, and the process's peak RSS.
@@ -20,9 +22,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from convolens.enrich import embedding, pii, pipeline
+from convolens.enrich import embedding, outcomes, pii, pipeline
 from convolens.enrich.topics import ProjectTopics, compile_topic
-from convolens.store.enrichment import PendingMessage
+from convolens.store.enrichment import PendingMessage, Turn
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "topics.jsonl"
 
@@ -57,13 +59,20 @@ def topics() -> ProjectTopics:
     return ProjectTopics.of(keyword + semantic)
 
 
-def run(batch: list[PendingMessage], matchers: ProjectTopics) -> float:
+def run(batch: list[PendingMessage], matchers: ProjectTopics, with_outcomes: bool = True) -> float:
     started = time.perf_counter()
     for start in range(0, len(batch), 256):
         chunk = batch[start : start + 256]
         for m in chunk:
             pii.scrub(m.content)
-        pipeline.enrich(chunk, {1: matchers})
+        results = pipeline.enrich(chunk, {1: matchers})
+        if with_outcomes:
+            transcripts: dict[int, list[Turn]] = {}
+            for m, r in zip(chunk, results, strict=True):
+                transcripts.setdefault(m.conversation_pk, []).append(
+                    Turn(m.role, m.kind, None, m.content[:2000], r.vector)
+                )
+            outcomes.assess_many(transcripts)
     return len(batch) / (time.perf_counter() - started)
 
 
@@ -71,20 +80,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=4096)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-outcomes", action="store_true", help="leave the conversation outcomes out")
     args = parser.parse_args()
+    on = not args.no_outcomes
     batch = messages(args.messages)
     user_only = [m for m in batch if m.role == "user"]
     matchers = topics()
-    run(batch[:256], matchers)  # load the models once, outside the timings
+    run(batch[:256], matchers, on)  # load the models once, outside the timings
     mixed, users, embed_only = [], [], []
     for _ in range(args.runs):
-        mixed.append(run(batch, matchers))
-        users.append(run(user_only, matchers))
+        mixed.append(run(batch, matchers, on))
+        users.append(run(user_only, matchers, on))
         started = time.perf_counter()
         embedding.embed([m.content for m in user_only])
         embed_only.append(len(user_only) / (time.perf_counter() - started))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"threads={embedding.threads()} messages={len(batch)} runs={args.runs}")
+    print(f"threads={embedding.threads()} messages={len(batch)} runs={args.runs} outcomes={'on' if on else 'off'}")
     print(f"pipeline, mixed user/assistant: {statistics.median(mixed):.0f} msgs/s (runs {[round(x) for x in mixed]})")
     print(f"pipeline, user messages only:   {statistics.median(users):.0f} msgs/s")
     print(f"baseline, embedding alone:      {statistics.median(embed_only):.0f} msgs/s (user messages)")

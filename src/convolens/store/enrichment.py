@@ -4,19 +4,27 @@ PostgreSQL, so concurrent workers never take the same rows) and save results onl
 hold the lease; a worker that dies leaves rows whose lease simply expires.
 
 Saving a result replaces what an earlier enrichment of the same message stored (embedding, topics),
-so re-enrichment is idempotent, and refreshes the sentiment trend of the conversations it touched.
+so re-enrichment is idempotent, and refreshes the sentiment trend and the outcome of the conversations it
+touched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, text, update
 
 from convolens.store import rollups, topics
+from convolens.store.outcome_fields import to_mask
 from convolens.store.tables import conversation, message, message_embedding, message_topic
 from convolens.timeutil import utcnow
+
+# A conversation's outcome is read from its end: at most its last this many messages, each cut to this
+# prefix, so one refresh costs bounded memory and time however long a thread grows.
+OUTCOME_WINDOW = 40
+OUTCOME_CHARS = 2000
 
 # A conversation's trend compares the mean sentiment of the later half of its user messages with the
 # earlier half; a difference under this is "flat" (the scores of one message vary by about ±0.1).
@@ -131,13 +139,37 @@ def claim(
     return sorted(claimed, key=lambda m: m.pk)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One message of a transcript as the outcome rules read it (``vector``: a user message's embedding)."""
+
+    role: str
+    kind: str
+    name: str | None
+    content: str
+    vector: bytes | None = None
+
+
+# Transcripts by conversation key -> (outcome, signal names) by conversation key. The worker passes
+# enrich/outcomes.assess_many: the store does not import enrich.
+Assess = Callable[[Mapping[int, list[Turn]]], Mapping[int, tuple[str, list[str]]]]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    assess: Assess
+    version: int
+
+
 def save(
     conn: Connection,
     owner: str,
     version: int,
     results: list[EnrichmentResult],
+    outcomes: Outcomes | None = None,
 ) -> list[int]:
-    """Store results for the messages ``owner`` still holds; returns the keys it saved."""
+    """Store results for the messages ``owner`` still holds; returns the keys it saved. With ``outcomes``,
+    also recompute the outcome of each conversation touched."""
     saved = []
     for result in results:
         # A translation is only ever added: a re-enrichment past the day's cap keeps the earlier one.
@@ -195,7 +227,10 @@ def save(
     links = [link for link in links if link["topic_pk"] in alive]
     if links:
         conn.execute(insert(message_topic), links)
-    refresh_trends(conn, sorted({row.conversation_pk for row in by_pk.values()}))
+    touched = sorted({row.conversation_pk for row in by_pk.values()})
+    refresh_trends(conn, touched)  # takes the conversations' locks, which the outcomes need too
+    if outcomes is not None:
+        refresh_outcomes(conn, touched, outcomes)
     days: dict[int, set[str]] = {}
     for row in by_pk.values():
         days.setdefault(row.project_pk, set()).add(rollups.day_of(row.created_at))
@@ -249,6 +284,52 @@ def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
         scores[pk].append(value)
     for pk, values in scores.items():
         conn.execute(update(conversation).where(conversation.c.pk == pk).values(sentiment_trend=trend(values)))
+
+
+def transcripts(conn: Connection, conversation_pks: list[int]) -> dict[int, list[Turn]]:
+    """The last ``OUTCOME_WINDOW`` messages of each conversation, oldest first, with user embeddings: one
+    query for the whole batch."""
+    ranked = (
+        select(
+            message.c.pk,
+            message.c.conversation_pk,
+            message.c.position,
+            message.c.role,
+            message.c.kind,
+            message.c.name,
+            func.substr(message.c.content, 1, OUTCOME_CHARS).label("content"),
+            func.row_number()
+            .over(partition_by=message.c.conversation_pk, order_by=message.c.position.desc())
+            .label("rank"),
+        )
+        .where(message.c.conversation_pk.in_(conversation_pks))
+        .subquery()
+    )
+    rows = conn.execute(
+        select(ranked.c.conversation_pk, ranked.c.role, ranked.c.kind, ranked.c.name, ranked.c.content)
+        .add_columns(message_embedding.c.vector)
+        .select_from(ranked.outerjoin(message_embedding, message_embedding.c.message_pk == ranked.c.pk))
+        .where(ranked.c.rank <= OUTCOME_WINDOW)
+        .order_by(ranked.c.conversation_pk, ranked.c.position)
+    )
+    out: dict[int, list[Turn]] = {pk: [] for pk in conversation_pks}
+    for pk, role, kind, name, content, vector in rows:
+        out[pk].append(Turn(role, kind, name, content or "", vector))
+    return out
+
+
+def refresh_outcomes(conn: Connection, conversation_pks: list[int], outcomes: Outcomes) -> None:
+    """Recompute the outcome of these conversations from their transcripts (the caller holds their locks)."""
+    if not conversation_pks:
+        return
+    found = outcomes.assess(transcripts(conn, conversation_pks))
+    for pk in conversation_pks:
+        outcome, signals = found.get(pk, ("unknown", []))
+        conn.execute(
+            update(conversation)
+            .where(conversation.c.pk == pk)
+            .values(outcome=outcome, outcome_signals=to_mask(signals), outcome_version=outcomes.version)
+        )
 
 
 def requeue(conn: Connection, project_pk: int | None = None) -> int:

@@ -33,6 +33,8 @@ class ConversationFilter:
     metadata_key: str | None = None
     metadata_value: str | None = None
     text: str | None = None  # words in any message, case-insensitive
+    outcome: str | None = None  # outcome_fields.OUTCOMES
+    signal: str | None = None  # outcome_fields.SIGNALS
 
 
 def _has_message(*conditions: ColumnElement) -> ColumnElement:
@@ -74,6 +76,7 @@ def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list
         where.append(conversation.c.metadata[f.metadata_key].as_string() == f.metadata_value)
     if f.text:
         where.append(_has_message(message.c.content.ilike(like_pattern(f.text), escape="\\")))
+    where += queries.outcome_conditions(f.outcome, f.signal)
     return where
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from convolens.store.dialect import Period, mostly_true
+from convolens.store.outcome_fields import BITS
 from convolens.store.tables import conversation, end_user, message, message_topic, topic
 
 
@@ -52,6 +53,8 @@ class ConversationView:
     last_message_at: datetime
     message_count: int
     sentiment_trend: str | None
+    outcome: str | None = None
+    outcome_signals: int | None = None  # a bitmask: outcome_fields.from_mask gives the names
     messages: list[MessageView] = field(default_factory=list)
 
     def _distinct(self, attribute: str) -> list[dict[str, str]]:
@@ -102,6 +105,8 @@ CONVERSATION_COLUMNS = (
     conversation.c.last_message_at,
     conversation.c.message_count,
     conversation.c.sentiment_trend,
+    conversation.c.outcome,
+    conversation.c.outcome_signals,
 )
 
 _MESSAGE_COLUMNS = (
@@ -122,6 +127,16 @@ def _window(conn: Connection, start: datetime, end: datetime, tenant_id: str | N
     return conditions
 
 
+def outcome_conditions(outcome: str | None, signal: str | None) -> list:
+    """Filters by outcome and by signal (names checked by the caller: ``signal`` must be in ``BITS``)."""
+    conditions = []
+    if outcome is not None:
+        conditions.append(conversation.c.outcome == outcome)
+    if signal is not None:
+        conditions.append(conversation.c.outcome_signals.op("&")(BITS[signal]) != 0)
+    return conditions
+
+
 def list_conversations(
     conn: Connection,
     project_pk: int,
@@ -131,8 +146,12 @@ def list_conversations(
     page: int = 1,
     per_page: int = 20,
     tenant_id: str | None = None,
+    outcome: str | None = None,
+    signal: str | None = None,
 ) -> Page:
+    """``outcome``, ``signal``: only conversations with that outcome / that signal among theirs."""
     conditions = _window(conn, start, end, tenant_id, project_pk)
+    conditions += outcome_conditions(outcome, signal)
     total = conn.execute(select(func.count()).select_from(conversation).where(*conditions)).scalar_one()
     rows = conn.execute(
         select(*CONVERSATION_COLUMNS)

@@ -87,6 +87,11 @@ conversation = Table(
     Column("upsert_key", String(64)),
     Column("created_at", DateTime, nullable=False),
     Column("sentiment_trend", String(8)),
+    # Were users helped (enrich/outcomes.py): resolved/unresolved/abandoned/unknown, the signals behind it as
+    # a bitmask (store/outcome_fields.py) and the version of the rules that set them; refreshed on each save.
+    Column("outcome", String(16)),
+    Column("outcome_signals", Integer),
+    Column("outcome_version", Integer),
     UniqueConstraint("project_pk", "id", name="uq_conversation_project_id"),
     # started_at too, so that the activity window (last_message_at >= start, started_at <= end) is answered
     # from the index alone: counting a month of a million conversations, 150 ms without it.
@@ -94,6 +99,8 @@ conversation = Table(
     Index("ix_conversation_project_started", "project_pk", "started_at"),
     Index("ix_conversation_project_tenant_last", "project_pk", "tenant_id", "last_message_at"),
     Index("ix_conversation_project_upsert", "project_pk", "upsert_key"),
+    # The filter by outcome ("show me the unresolved ones"), newest first.
+    Index("ix_conversation_project_outcome", "project_pk", "outcome", "last_message_at"),
     # Conversations and messages per user (the users page) from the index alone.
     Index("ix_conversation_project_user", "project_pk", "end_user_pk", "message_count"),
 )

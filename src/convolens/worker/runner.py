@@ -17,7 +17,7 @@ import uuid
 from datetime import timedelta
 
 from convolens.config import LlmSettings
-from convolens.enrich import embedding, pipeline, suggest
+from convolens.enrich import embedding, outcomes, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import ProjectTopics, TopicMatcher
@@ -28,6 +28,10 @@ from convolens.timeutil import utcnow
 from convolens.worker.translation import TranslationStep
 
 log = logging.getLogger("convolens.worker")
+
+
+# The outcome rules the worker applies to each conversation it saves messages of.
+OUTCOMES = enrichment.Outcomes(outcomes.assess_many, outcomes.VERSION)
 
 
 class TopicCache:
@@ -128,7 +132,7 @@ class Worker:
         results = pipeline.enrich(claimed, self._matchers(), self.judges.for_project)
         results = self.translate(claimed, results)
         with self.db.writer() as conn:
-            saved = enrichment.save(conn, self.owner, pipeline.VERSION, results)
+            saved = enrichment.save(conn, self.owner, pipeline.VERSION, results, OUTCOMES)
         self.enriched += len(saved)
         log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from convolens.store.outcome_fields import from_mask
 from convolens.store.queries import ConversationView, MessageView
 from convolens.timeutil import iso
 
@@ -43,6 +44,9 @@ def conversation_response(c: ConversationView) -> dict[str, Any]:
         "id": c.id,
         "metadata": c.metadata or {},
         "sentiment_trend": c.sentiment_trend,
+        # Were users helped (null until enrichment has run): resolved/unresolved/abandoned/unknown, and why.
+        "outcome": c.outcome,
+        "outcome_signals": from_mask(c.outcome_signals),
         "topics": c.topics,
         "suggested_topics": c.suggested_topics,
         "languages": c.languages,

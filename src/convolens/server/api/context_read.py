@@ -16,6 +16,7 @@ from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
 from convolens.store import metrics, queries, topics
 from convolens.store.db import Database
+from convolens.store.outcome_fields import OUTCOMES, SIGNALS
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
 
@@ -60,16 +61,32 @@ def list_conversations(
     page: int = Query(1, ge=1, le=1_000_000),
     per_page: int = Query(20, ge=1),
     tenant_id: str | None = Depends(tenant_filter),
+    outcome: str | None = None,
+    signal: str | None = None,
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
     bounds: Limits = Depends(limits),  # noqa: B008
 ) -> JSONResponse:
+    """``outcome`` (resolved, unresolved, abandoned, unknown) and ``signal`` (rephrase, correction, …) keep
+    only the conversations that have it."""
     if per_page > bounds.max_per_page:
         raise query_error("per_page", f"must be at most {bounds.max_per_page}")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise query_error("outcome", f"must be one of {', '.join(OUTCOMES)}")
+    if signal is not None and signal not in SIGNALS:
+        raise query_error("signal", f"must be one of {', '.join(SIGNALS)}")
     start, end = time_window(start_time, end_time)
     with db.reader() as conn:
         result = queries.list_conversations(
-            conn, token.project_pk, start=start, end=end, page=page, per_page=per_page, tenant_id=tenant_id
+            conn,
+            token.project_pk,
+            start=start,
+            end=end,
+            page=page,
+            per_page=per_page,
+            tenant_id=tenant_id,
+            outcome=outcome,
+            signal=signal,
         )
     page_count = result.page_count
     return JSONResponse(

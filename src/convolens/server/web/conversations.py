@@ -18,10 +18,23 @@ from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, 
 from convolens.server.web.session import access
 from convolens.store import explore, projects, queries, topics, translations
 from convolens.store.explore import ConversationFilter
+from convolens.store.outcome_fields import OUTCOMES, SIGNALS
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
-FILTER_FIELDS = ("user", "tenant", "topic", "sentiment", "rating", "language", "model", "meta", "q")
+FILTER_FIELDS = (
+    "user",
+    "tenant",
+    "topic",
+    "sentiment",
+    "rating",
+    "outcome",
+    "signal",
+    "language",
+    "model",
+    "meta",
+    "q",
+)
 MAX_FILTER_CHARS = 500
 
 
@@ -42,6 +55,10 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         raise WebError(422, f"sentiment must be one of {', '.join(explore.SENTIMENTS)}")
     if values.get("rating") not in (None, *explore.RATINGS):
         raise WebError(422, f"rating must be one of {', '.join(explore.RATINGS)}")
+    if values.get("outcome") not in (None, *OUTCOMES):
+        raise WebError(422, f"outcome must be one of {', '.join(OUTCOMES)}")
+    if values.get("signal") not in (None, *SIGNALS):
+        raise WebError(422, f"signal must be one of {', '.join(SIGNALS)}")
     meta_key = meta_value = None
     if "meta" in values:
         meta_key, sep, meta_value = values["meta"].partition("=")
@@ -61,6 +78,8 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         metadata_key=meta_key,
         metadata_value=meta_value.strip() if meta_value is not None else None,
         text=values.get("q"),
+        outcome=values.get("outcome"),
+        signal=values.get("signal"),
     )
     values.setdefault("start", window.first.isoformat())
     values.setdefault("end", window.last.isoformat())
@@ -96,6 +115,8 @@ def conversation_list(request: Request, project: str, page: int = 1) -> Response
         options=options,
         sentiments=explore.SENTIMENTS,
         ratings=explore.RATINGS,
+        outcomes=OUTCOMES,
+        signals=SIGNALS,
     )
 
 

@@ -1,0 +1,95 @@
+"""Outcome accuracy and per-signal precision/recall on the labelled conversations of
+tests/data/outcomes_tune.jsonl (the rules were tuned on it) and tests/data/outcomes_holdout.jsonl (never
+tuned on: only its aggregate figures are looked at).
+
+python bench/outcome_quality.py            # both sets' figures; --misses lists the TUNE set's misses
+
+Each conversation goes through what the worker does: its user turns are embedded (as the pipeline does),
+the store's window applies (last 40 messages, 2,000 characters each), then ``outcomes.assess_many``.
+Accuracy is given over all four outcomes and over the rows labelled resolved, unresolved or abandoned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from convolens.enrich import embedding, outcomes
+from convolens.store.enrichment import OUTCOME_CHARS, OUTCOME_WINDOW, Turn
+from convolens.store.outcome_fields import SIGNALS
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+THREE = ("resolved", "unresolved", "abandoned")
+
+
+def transcripts(rows: list[dict]) -> dict[int, list[Turn]]:
+    user_texts = [m["content"] for r in rows for m in r["messages"] if m["role"] == "user"]
+    vectors = iter(embedding.embed(user_texts))
+    out = {}
+    for key, r in enumerate(rows):
+        turns = []
+        for m in r["messages"]:
+            vector = embedding.to_bytes(next(vectors)) if m["role"] == "user" else None
+            turns.append(Turn(m["role"], m.get("kind", "message"), m.get("name"), m["content"][:OUTCOME_CHARS], vector))
+        out[key] = turns[-OUTCOME_WINDOW:]
+    return out
+
+
+def evaluate(rows: list[dict]) -> dict:
+    found = outcomes.assess_many(transcripts(rows))
+    got = [found[i] for i in range(len(rows))]
+    right = [r["outcome"] == g[0] for r, g in zip(rows, got, strict=True)]
+    three = [ok for r, ok in zip(rows, right, strict=True) if r["outcome"] in THREE]
+    signals = {}
+    for s in SIGNALS:
+        gold = [s in r["signals"] for r in rows]
+        guess = [s in g[1] for g in got]
+        if not any(gold) and not any(guess):
+            continue
+        hits = sum(a and b for a, b in zip(gold, guess, strict=True))
+        signals[s] = {
+            "precision": round(hits / sum(guess), 3) if any(guess) else None,
+            "recall": round(hits / sum(gold), 3) if any(gold) else None,
+            "n": sum(gold),
+        }
+    confusion = Counter((r["outcome"], g[0]) for r, g in zip(rows, got, strict=True))
+    return {
+        "n": len(rows),
+        "accuracy": round(sum(right) / len(rows), 4),
+        "accuracy_three": round(sum(three) / len(three), 4) if three else None,
+        "signals": signals,
+        "confusion": dict(sorted(confusion.items())),
+        "misses": [
+            (r, g) for r, g, ok in zip(rows, got, right, strict=True) if not ok or set(r["signals"]) != set(g[1])
+        ],
+    }
+
+
+def load(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+def report(name: str, result: dict) -> None:
+    three = result["accuracy_three"]
+    print(f"{name}: n={result['n']} accuracy={result['accuracy']} (resolved/unresolved/abandoned rows: {three})")
+    for s, v in result["signals"].items():
+        print(f"  {s:16} precision={v['precision']} recall={v['recall']} (n={v['n']})")
+    print("  confusion (gold, got): " + ", ".join(f"{a}->{b}: {n}" for (a, b), n in result["confusion"].items()))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--misses", action="store_true", help="list the tune set's misses (never the holdout's)")
+    args = parser.parse_args()
+    tune = evaluate(load("outcomes_tune.jsonl"))
+    report("tune", tune)
+    if (DATA / "outcomes_holdout.jsonl").exists():
+        report("holdout", evaluate(load("outcomes_holdout.jsonl")))
+    if args.misses:
+        for r, (outcome, signals) in tune["misses"]:
+            print(f"{r['id']} gold {r['outcome']} {sorted(r['signals'])} got {outcome} {signals}", file=sys.stderr)
+            for m in r["messages"]:
+                print(f"    {m['role'][0]} {m['content'][:100]}", file=sys.stderr)

@@ -1,0 +1,182 @@
+"""Were users helped: a conversation's outcome and signals, through the API, the dashboard's filter and
+the labelled sets (bench/outcome_quality.py)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+
+import httpx
+from sqlalchemy import select
+
+from conftest import REPO, Project, RunningServer
+from convolens.store import enrichment
+from convolens.store.tables import conversation
+from web_support import add_account, signed_in
+
+sys.path.insert(0, str(REPO / "bench"))
+import outcome_quality
+
+THANKED = [
+    ("user", "How do I export my invoices as PDF?"),
+    ("assistant", "Open Billing > Invoices, select the months you need and click Download PDF."),
+    ("user", "Found it, thanks a lot!"),
+]
+GAVE_UP = [
+    ("user", "How do I change the email address on my account?"),
+    ("assistant", "Our app supports two-factor authentication for extra security."),
+    ("user", "How can I update the email address of my account?"),
+    ("assistant", "Two-factor authentication can be enabled in Settings."),
+    ("user", "I need to change my account's email address, how?"),
+    ("assistant", "You can enable two-factor authentication under Settings > Security."),
+    ("user", "Forget it, I'll call support."),
+]
+
+
+def send(client: httpx.Client, conversation_id: str, turns: list[tuple[str, str]], start: int = 0) -> None:
+    events = [
+        {
+            "type": "message",
+            "conversation_id": conversation_id,
+            "id": f"{conversation_id}-{start + i}",
+            "role": role,
+            "content": text,
+            "timestamp": 1_780_000_000 + start + i,
+        }
+        for i, (role, text) in enumerate(turns)
+    ]
+    response = client.post("/api/v1/ingest", json={"events": events})
+    assert response.status_code == 202, response.text
+
+
+def read_when_enriched(client: httpx.Client, conversation_id: str, messages: int, timeout: float = 60) -> dict:
+    """The conversation once all its ``messages`` are enriched (the outcome is refreshed as they are saved)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/api/v1/conversations/{conversation_id}").json()
+        got = body.get("messages", [])
+        users = [m for m in got if m["role"] == "user"]
+        if len(got) == messages and all(m["sentiment_label"] for m in users) and body.get("outcome"):
+            return body
+        assert time.monotonic() < deadline, f"not enriched: {body}"
+        time.sleep(0.1)
+
+
+def test_outcomes_and_signals_come_back_and_follow_a_growing_thread(server: RunningServer, project: Project) -> None:
+    with server.client(project.token) as client:
+        send(client, "thanked", THANKED)
+        send(client, "gave-up", GAVE_UP)
+        thanked = read_when_enriched(client, "thanked", 3)
+        assert thanked["outcome"] == "resolved"
+        assert "thanks" in thanked["outcome_signals"]
+        gave_up = read_when_enriched(client, "gave-up", 7)
+        assert gave_up["outcome"] == "unresolved"
+        assert {"rephrase", "gives_up"} <= set(gave_up["outcome_signals"])
+
+        # The user comes back: a wrong answer pointed out turns the resolved thread unresolved.
+        send(
+            client,
+            "thanked",
+            [
+                ("user", "And how do I export them as CSV?"),
+                ("assistant", "CSV export is not available for invoices."),
+                ("user", "That's wrong, there is a CSV button right there on the page."),
+            ],
+            start=3,
+        )
+        grown = read_when_enriched(client, "thanked", 6)
+        assert grown["outcome"] == "unresolved"
+        assert "correction" in grown["outcome_signals"]
+
+        window = {"start_time": "2026-01-01T00:00:00Z"}
+        unresolved = client.get("/api/v1/conversations", params={**window, "outcome": "unresolved"}).json()
+        assert {c["id"] for c in unresolved["conversations"]} == {"thanked", "gave-up"}
+        gave_up_ids = client.get("/api/v1/conversations", params={**window, "signal": "gives_up"}).json()
+        assert [c["id"] for c in gave_up_ids["conversations"]] == ["gave-up"]
+        assert (
+            client.get("/api/v1/conversations", params={**window, "outcome": "resolved"}).json()["conversations"] == []
+        )
+
+        bad = client.get("/api/v1/conversations", params={"outcome": "happy"})
+        assert bad.status_code == 422
+        assert "outcome" in bad.text
+        bad = client.get("/api/v1/conversations", params={"signal": "1' OR 1=1"})
+        assert bad.status_code == 422
+        assert "signal" in bad.text
+
+
+def test_explicit_copy_and_regenerate_events_count_as_feedback(server: RunningServer, project: Project) -> None:
+    turns = [
+        ("user", "Write a SQL query counting orders per day."),
+        ("assistant", "SELECT date(created_at), count(*) FROM orders GROUP BY 1;"),
+    ]
+    with server.client(project.token) as client:
+        send(client, "copied", turns)
+        send(client, "regenerated", turns)
+        for cid, name in (("copied", "copy"), ("regenerated", "regenerate")):
+            event = {
+                "type": "event",
+                "conversation_id": cid,
+                "id": f"{cid}-e",
+                "name": name,
+                "timestamp": 1_780_000_100,
+            }
+            assert client.post("/api/v1/ingest", json={"events": [event]}).status_code == 202
+        # A Context client sends the event as a message of type "event" in the thread.
+        thread = [{"role": role, "message": text} for role, text in turns] + [{"type": "event", "name": "share"}]
+        logged = client.post(
+            "/api/v1/log/conversation/thread", json={"conversation": {"id": "shared", "messages": thread}}
+        )
+        assert logged.status_code < 300, logged.text
+        copied = read_when_enriched(client, "copied", 3)
+        regenerated = read_when_enriched(client, "regenerated", 3)
+        shared = read_when_enriched(client, "shared", 3)
+    assert (copied["outcome"], copied["outcome_signals"]) == ("resolved", ["copy"])
+    assert (regenerated["outcome"], regenerated["outcome_signals"]) == ("unresolved", ["regenerate"])
+    assert (shared["outcome"], shared["outcome_signals"]) == ("resolved", ["share"])
+
+
+def test_the_dashboard_filters_conversations_by_outcome_and_signal(server: RunningServer, project: Project) -> None:
+    with server.client(project.token) as client:
+        send(client, "dash-thanked", THANKED)
+        send(client, "dash-gave-up", GAVE_UP)
+        read_when_enriched(client, "dash-thanked", 3)
+        read_when_enriched(client, "dash-gave-up", 7)
+    account = add_account(server.db, f"{uuid.uuid4().hex[:8]}@example.com", project.name, "viewer")
+    with signed_in(server, account) as web:
+        base = f"/p/{project.name}/conversations?start=2026-01-01"
+        resolved = web.get(base + "&outcome=resolved").text
+        assert "dash-thanked" in resolved and "dash-gave-up" not in resolved
+        rephrased = web.get(base + "&signal=rephrase").text
+        assert "dash-gave-up" in rephrased and "dash-thanked" not in rephrased
+        assert web.get(base + "&outcome=maybe").status_code == 422
+
+
+def test_outcome_quality_on_the_labelled_sets() -> None:
+    """Floors a little under what bench/outcome_quality.py measured (printed with -s)."""
+    for name, floor in (("outcomes_tune.jsonl", TUNE_FLOOR), ("outcomes_holdout.jsonl", HOLDOUT_FLOOR)):
+        result = outcome_quality.evaluate(outcome_quality.load(name))
+        print(name, result["accuracy"], result["accuracy_three"], result["signals"])
+        assert result["accuracy"] >= floor, (name, result["accuracy"])
+
+
+TUNE_FLOOR = 0.78  # measured 0.806
+HOLDOUT_FLOOR = 0.59  # measured 0.618 (never tuned on)
+
+
+def test_the_outcome_reads_a_bounded_end_of_a_long_thread(server: RunningServer, project: Project) -> None:
+    """However long a thread grows, one refresh reads its last OUTCOME_WINDOW messages, each cut short."""
+    long_text = "Still broken after the update, here is the whole log: " + "x" * 4_000
+    turns = [("user" if i % 2 == 0 else "assistant", f"{i} {long_text}") for i in range(48)]
+    with server.client(project.token) as client:
+        send(client, "long", turns[:24])
+        send(client, "long", turns[24:], start=24)
+    with server.db.reader() as conn:
+        pk = conn.execute(
+            select(conversation.c.pk).where(conversation.c.project_pk == project.pk, conversation.c.id == "long")
+        ).scalar_one()
+        read = enrichment.transcripts(conn, [pk])[pk]
+    assert len(read) == enrichment.OUTCOME_WINDOW
+    assert read[-1].content.startswith("47 ") and read[0].content.startswith(f"{48 - enrichment.OUTCOME_WINDOW} ")
+    assert max(len(t.content) for t in read) == enrichment.OUTCOME_CHARS
