@@ -17,7 +17,7 @@ from functools import cache
 
 import numpy as np
 
-from convolens.enrich import embedding, sentiment_examples
+from convolens.enrich import complaint_examples, embedding, sentiment_examples
 from convolens.enrich.compute import compute_lock
 
 LABELS = ("negative", "neutral", "positive")
@@ -49,9 +49,10 @@ def _classifier():  # type: ignore[no-untyped-def]
         (sentiment_examples.NEGATIVE, sentiment_examples.NEUTRAL, sentiment_examples.POSITIVE),
         strict=True,
     ):
+        examples = examples + getattr(complaint_examples, label.upper())
         texts += examples
         labels += [label] * len(examples)
-    model = LogisticRegression(C=3.0, max_iter=2000)
+    model = LogisticRegression(C=3.0, max_iter=2000, class_weight="balanced")
     model.fit(embedding.embed(texts), labels)
     assert tuple(model.classes_) == LABELS  # sorted alphabetically, which is also negative < neutral < positive
     return model
