@@ -135,6 +135,20 @@ NEGATIVE = [
     "계약서에는 30일이라고 되어 있는데 14일이라고 하셨잖아요.",
     "짧게 써 달라고 했는데 너무 길어요.",
     "잘하셨네요, 또 같은 오류예요.",
+    # failures stated as facts, short
+    "red again",
+    "it froze again",
+    "yet another error",
+    "the same bug as yesterday",
+    "now it won't even start",
+    "the numbers are off again",
+    "the login fails again",
+    "otra vez el mismo fallo",
+    "encore planté",
+    "schon wieder abgestürzt",
+    "又崩溃了",
+    "また落ちました",
+    "또 멈췄어요",
 ]
 
 NEUTRAL = [
@@ -238,4 +252,20 @@ POSITIVE = [
     "太棒了，现在一切正常。",
     "素晴らしい、全部動きました！",
     "최고예요, 이제 다 잘 돼요!",
+    # successes stated as facts, short: the clauses a sarcasm check weighs against failures
+    "it runs again",
+    "the tests pass now",
+    "way quicker now",
+    "I get it now",
+    "the warning is gone",
+    "it loads now",
+    "the numbers finally match",
+    "the login works again",
+    "now it builds",
+    "funciona de nuevo",
+    "ça marche enfin",
+    "jetzt läuft es",
+    "现在好了",
+    "直りました",
+    "이제 돼요",
 ]
