@@ -7,6 +7,12 @@ Two signals, because each fails where the other is good:
 - VADER (the ``vaderSentiment`` package, lexicon inside the wheel), an English lexicon with rules for
   negation, intensifiers and emoji: where its compound score is strong it is rarely wrong, so it
   decides the label there and is averaged into the score.
+The turn around a message moves the odds too. A user message that answers a reply which stated
+something (rather than asked) and is no question of its own is feedback on that reply far more often
+than a neutral remark ("7 AM. In the morning.", "I'm in Dallas.": corrections), so its neutral
+chance is cut; after a reply that asked a question, the user's statement is most likely the answer,
+so its neutral chance is raised (``_turn_prior``). It costs no model call: the previous reply is read
+for a question mark only.
 Sarcasm defeats both ("Wonderful, the build is red again. Great help.": praise words everywhere), so a
 message that would be positive is read clause by clause too: a failure stated as a fact among praise
 words, and no success stated as a fact, makes it negative (``_sarcastic``).
@@ -27,6 +33,14 @@ from convolens.enrich.compute import compute_lock
 LABELS = ("negative", "neutral", "positive")
 # Measured on the labelled set: 0.6 adds two points of accuracy over the classifier alone; 0.4 loses one.
 VADER_DECIDES_AT = 0.6
+# The neutral chance of a user message is multiplied by these, by what the turn is (see the docstring).
+# Measured on tests/data/complaints_tune.jsonl (bench/README.md); moderate on purpose: a request that
+# follows a statement ("now translate it") stays neutral, the classifier being sure of it.
+NEUTRAL_AFTER_STATEMENT = 0.3
+NEUTRAL_QUESTION_AFTER_STATEMENT = 0.5
+NEUTRAL_AFTER_QUESTION = 3.0
+# Where a reply asks its question: its last characters (the claim brings its start and its end).
+QUESTION_WITHIN = 150
 # Clauses: what lies between punctuation (Latin and CJK) or around "but" in a few languages. A
 # character class with ``+`` and an alternation of literals: linear time.
 _CLAUSE_BREAK = re.compile(
@@ -82,16 +96,25 @@ def lexicon_scores(texts: list[str]) -> list[float]:
     return [vader.polarity_scores(t[:2000])["compound"] for t in texts]
 
 
-def score(texts: list[str], vectors: np.ndarray, compounds: list[float] | None = None) -> list[Sentiment]:
-    """Sentiment of each text, given its embedding (row ``i`` of ``vectors``) and, if already computed,
-    its ``lexicon_scores``."""
+def score(
+    texts: list[str],
+    vectors: np.ndarray,
+    compounds: list[float] | None = None,
+    previous: list[str | None] | None = None,
+) -> list[Sentiment]:
+    """Sentiment of each text, given its embedding (row ``i`` of ``vectors``), if already computed its
+    ``lexicon_scores``, and the assistant reply it answers (``previous[i]``, None where there is none)."""
     if not texts:
         return []
     with compute_lock:
-        probabilities = _classifier().predict_proba(vectors)
+        probabilities = np.array(_classifier().predict_proba(vectors))
     if compounds is None:
         compounds = lexicon_scores(texts)
-    probabilities = np.array(probabilities)
+    if previous is not None:
+        for i, (text, reply) in enumerate(zip(texts, previous, strict=True)):
+            if reply is not None:
+                probabilities[i, 1] *= _turn_prior(text, reply)
+                probabilities[i] /= probabilities[i].sum()
     compounds = list(compounds)
     maybe = [
         i
@@ -144,3 +167,14 @@ def _sarcastic(texts: list[str]) -> list[int]:
         elif positive > max(negative, neutral):
             successes.add(i)
     return sorted(failures - successes)
+
+
+def _asks(text: str) -> bool:
+    return "?" in text or "\uff1f" in text
+
+
+def _turn_prior(text: str, reply: str) -> float:
+    """The factor on a user message's neutral chance given the assistant reply before it."""
+    if _asks(reply[-QUESTION_WITHIN:]):
+        return NEUTRAL_AFTER_QUESTION
+    return NEUTRAL_QUESTION_AFTER_STATEMENT if _asks(text) else NEUTRAL_AFTER_STATEMENT
