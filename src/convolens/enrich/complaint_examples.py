@@ -149,6 +149,11 @@ NEGATIVE = [
     "又崩溃了",
     "また落ちました",
     "또 멈췄어요",
+    # plain anger in languages where the encoder needs more examples
+    "정말 최악이에요.",
+    "진짜 답답하네요.",
+    "最悪です、イライラします。",
+    "太差劲了，气死我了。",
 ]
 
 NEUTRAL = [
@@ -203,6 +208,24 @@ NEUTRAL = [
     "我用的是免费版。",
     "無料プランを使っています。",
     "무료 요금제를 쓰고 있어요.",
+    # requests whose subject is dark or broken, not the user's mood
+    "How do I stop a frozen app on a Mac?",
+    "Why did the Hindenburg catch fire?",
+    "How can I get rid of ants in the kitchen?",
+    "Write a scene where the detective is angry and exhausted.",
+    "What are the symptoms of a failing hard drive?",
+    "How do I recover a deleted email?",
+    "Explain what a deadlock is.",
+    "¿Cómo elimino un virus del portátil?",
+    "Comment supprimer une tache de vin ?",
+    "Wie entferne ich Schimmel an der Wand?",
+    # answers to the assistant's questions
+    "The one ending in 4417.",
+    "For next Monday, in the afternoon.",
+    "It says 'permission denied'.",
+    "Option B.",
+    "Para dos personas, el sábado.",
+    "Le modèle gris, en taille M.",
 ]
 
 POSITIVE = [
@@ -268,4 +291,15 @@ POSITIVE = [
     "现在好了",
     "直りました",
     "이제 돼요",
+    # the praise twins of the complaints above: the same words, the instruction met
+    "Exactly the length I asked for.",
+    "That's precisely it, thank you.",
+    "You followed every instruction, great.",
+    "That was painless, thank you.",
+    "I expected trouble but it went smoothly, thanks!",
+    "Right tone, right length. Perfect.",
+    "You saved me a lot of trouble.",
+    "Honestly, I was worried, but this is great.",
+    "悪くない、いい感じです。",
+    "생각보다 훨씬 좋네요.",
 ]

@@ -14,8 +14,8 @@ chance is cut; after a reply that asked a question, the user's statement is most
 so its neutral chance is raised (``_turn_prior``). It costs no model call: the previous reply is read
 for a question mark only.
 Sarcasm defeats both ("Wonderful, the build is red again. Great help.": praise words everywhere), so a
-message that would be positive is read clause by clause too: a failure stated as a fact among praise
-words, and no success stated as a fact, makes it negative (``_sarcastic``).
+message that would be positive is read clause by clause too: a failure stated as a fact between
+praise words, and no success stated as a fact, makes it negative (``_sarcastic``).
 ``bench/sentiment_quality.py`` measures the blend on ``tests/data/sentiment.jsonl`` and the complaint sets.
 """
 
@@ -33,6 +33,9 @@ from convolens.enrich.compute import compute_lock
 LABELS = ("negative", "neutral", "positive")
 # Measured on the labelled set: 0.6 adds two points of accuracy over the classifier alone; 0.4 loses one.
 VADER_DECIDES_AT = 0.6
+# ... unless the classifier gives VADER's label less than this chance: VADER reads words, and "how do I
+# kill a stuck process?" or "best way to get rid of mold?" are strong words in a neutral question.
+VADER_NEEDS = 0.1
 # The neutral chance of a user message is multiplied by these, by what the turn is (see the docstring).
 # Measured on tests/data/complaints_tune.jsonl (bench/README.md); moderate on purpose: a request that
 # follows a statement ("now translate it") stays neutral, the classifier being sure of it.
@@ -53,8 +56,11 @@ PRAISE_AT = 0.3
 # A message is read for sarcasm only if the classifier gives it at least this chance of negative
 # (sarcastic ones measured 0.16-0.32, sincere thanks 0.01-0.05).
 SARCASM_FROM = 0.12
-# A clause is a failure stated as a fact from this chance of negative, or with a negative VADER score.
-FAILURE_AT = 0.5
+# A clause is a failure stated as a fact from this chance of negative (and more negative than positive).
+FAILURE_AT = 0.45
+# Sarcasm praises twice ("Wonderful, ... Great help."); one praise word beside a bad fact is as often
+# sincere ("no sugar, no problem, this looks great"; measured on the tune sets: 2 beats 1).
+MIN_PRAISE = 2
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def score(
     for (negative, neutral, positive), compound in zip(probabilities, compounds, strict=True):
         value = float(positive - negative)
         label = LABELS[int(np.argmax((negative, neutral, positive)))]
-        if abs(compound) >= VADER_DECIDES_AT:
+        if abs(compound) >= VADER_DECIDES_AT and (positive if compound > 0 else negative) >= VADER_NEEDS:
             label = "positive" if compound > 0 else "negative"
             value = (value + compound) / 2
             # The label is VADER's: keep the score on its side of zero so that they never disagree.
@@ -145,9 +151,9 @@ def _clauses(text: str) -> list[str]:
 
 
 def _sarcastic(texts: list[str]) -> list[int]:
-    """Indices of the ``texts`` (each one that would be positive) that praise around a failure: some
-    clause states a failure (the classifier finds it negative, VADER does not find it positive) and
-    no clause other than praise words states a success."""
+    """Indices of the ``texts`` (each one that would be positive) that praise around a failure: two
+    clauses or more are praise words (VADER finds them positive), some other clause states a failure
+    (the classifier finds it negative) and none states a success."""
     clauses = [_clauses(t) for t in texts]
     flat = [(i, clause) for i, parts in enumerate(clauses) if len(parts) > 1 for clause in parts]
     if not flat:
@@ -157,16 +163,17 @@ def _sarcastic(texts: list[str]) -> list[int]:
         probabilities = _classifier().predict_proba(vectors)
     failures: set[int] = set()
     successes: set[int] = set()
+    praise: dict[int, int] = {}
     for (i, _), (negative, neutral, positive), compound in zip(
         flat, probabilities, lexicon_scores([c for _, c in flat]), strict=True
     ):
         if compound >= PRAISE_AT:
-            continue
-        if negative >= FAILURE_AT or compound <= -PRAISE_AT:
+            praise[i] = praise.get(i, 0) + 1
+        elif negative >= FAILURE_AT and negative > positive:
             failures.add(i)
         elif positive > max(negative, neutral):
             successes.add(i)
-    return sorted(failures - successes)
+    return sorted(i for i in failures - successes if praise.get(i, 0) >= MIN_PRAISE)
 
 
 def _asks(text: str) -> bool:
