@@ -25,13 +25,45 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
     return value
 
 
-def test_sentiment_quality_on_the_labelled_set() -> None:
-    evaluate = runpy.run_path(str(REPO / "bench" / "sentiment_quality.py"))["evaluate"]
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "sentiment.jsonl").read_text().splitlines()]
-    assert len(rows) >= 200 and {r["label"] for r in rows} == {"negative", "neutral", "positive"}
-    result = evaluate(rows)
-    assert result["accuracy"] >= 0.85, result["wrong"]
-    assert min(result["recall"].values()) >= 0.8, result["recall"]
+# Floors a little under what bench/sentiment_quality.py measures (bench/README.md): accuracy and
+# negative recall of each labelled set.
+SENTIMENT_FLOORS = {
+    "sentiment": (0.94, 0.88),
+    "complaints_tune": (0.91, 0.9),
+    "complaints_holdout": (0.87, 0.88),
+}
+
+
+@pytest.mark.parametrize("name", list(SENTIMENT_FLOORS))
+def test_sentiment_quality_on_the_labelled_sets(name: str) -> None:
+    bench = runpy.run_path(str(REPO / "bench" / "sentiment_quality.py"))
+    rows = bench["load"](name)
+    assert len(rows) >= 150 and {r["label"] for r in rows} == {"negative", "neutral", "positive"}
+    result = bench["evaluate"](rows)
+    figures = f"{name}: accuracy {result['accuracy']}, recall {result['recall']}"
+    print(figures)
+    accuracy, negative_recall = SENTIMENT_FLOORS[name]
+    # The holdout is read as figures only, never row by row: no misses in the message.
+    shown = figures if bench["SETS"][name] else result["wrong"]
+    assert result["accuracy"] >= accuracy, shown
+    assert result["recall"]["negative"] >= negative_recall, shown
+    assert min(result["recall"].values()) >= 0.75, shown
+
+
+def test_a_correction_of_the_previous_reply_is_negative_an_answer_to_its_question_is_not(
+    server: RunningServer, project: Project
+) -> None:
+    correction = "The flight number is LH 402."
+    with server.client(project.token) as client:
+        log_thread(
+            client,
+            "corrects",
+            [("assistant", "I found your booking: flight LH 420 to Frankfurt."), ("user", correction)],
+        )
+        log_thread(client, "answers", [("assistant", "What's your flight number?"), ("user", correction)])
+        corrects, answers = (enriched_conversation(client, t) for t in ("corrects", "answers"))
+    assert [m["sentiment_label"] for m in corrects["messages"] if m["role"] == "user"] == ["negative"]
+    assert [m["sentiment_label"] for m in answers["messages"] if m["role"] == "user"] == ["neutral"]
 
 
 def log_thread(client: httpx.Client, thread_id: str, messages: list[tuple[str, str]]) -> None:
