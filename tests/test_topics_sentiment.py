@@ -542,3 +542,10 @@ def test_parallel_embedding_matches_the_ports_own_encode_and_survives_fork() -> 
     with context.Pool(1) as pool:
         child = pool.apply_async(embedding.embed, (texts[:40],)).get(timeout=120)
     assert np.abs(child - ours[:40]).max() < 1e-4
+
+
+def test_praise_around_a_failure_is_negative_and_praise_around_a_success_positive() -> None:
+    from convolens.enrich import embedding, sentiment
+
+    texts = ["Oh great, it crashed again. Thanks a lot.", "Oh great, it runs now. Thanks a lot."]
+    assert [s.label for s in sentiment.score(texts, embedding.embed(texts))] == ["negative", "positive"]

@@ -154,8 +154,14 @@ def _sarcastic(texts: list[str]) -> list[int]:
     """Indices of the ``texts`` (each one that would be positive) that praise around a failure: two
     clauses or more are praise words (VADER finds them positive), some other clause states a failure
     (the classifier finds it negative) and none states a success."""
-    clauses = [_clauses(t) for t in texts]
-    flat = [(i, clause) for i, parts in enumerate(clauses) if len(parts) > 1 for clause in parts]
+    # VADER first (pure Python, cheap): only a message with enough praise clauses has its other
+    # clauses embedded, so sincere messages cost no model call.
+    flat: list[tuple[int, str]] = []
+    for i, text in enumerate(texts):
+        parts = _clauses(text)
+        compounds = lexicon_scores(parts)
+        if sum(c >= PRAISE_AT for c in compounds) >= MIN_PRAISE:
+            flat += [(i, part) for part, c in zip(parts, compounds, strict=True) if c < PRAISE_AT]
     if not flat:
         return []
     vectors = embedding.embed([clause for _, clause in flat])
@@ -163,17 +169,12 @@ def _sarcastic(texts: list[str]) -> list[int]:
         probabilities = _classifier().predict_proba(vectors)
     failures: set[int] = set()
     successes: set[int] = set()
-    praise: dict[int, int] = {}
-    for (i, _), (negative, neutral, positive), compound in zip(
-        flat, probabilities, lexicon_scores([c for _, c in flat]), strict=True
-    ):
-        if compound >= PRAISE_AT:
-            praise[i] = praise.get(i, 0) + 1
-        elif negative >= FAILURE_AT and negative > positive:
+    for (i, _), (negative, neutral, positive) in zip(flat, probabilities, strict=True):
+        if negative >= FAILURE_AT and negative > positive:
             failures.add(i)
         elif positive > max(negative, neutral):
             successes.add(i)
-    return sorted(i for i in failures - successes if praise.get(i, 0) >= MIN_PRAISE)
+    return sorted(failures - successes)
 
 
 def _asks(text: str) -> bool:
