@@ -6,7 +6,9 @@
 - complaints_tune.jsonl / complaints_holdout.jsonl: complaints without a negative word and their
   look-alikes, most with the assistant reply before them (``previous_assistant``), written by another
   hand than the examples. Tuning looks at the tune set only; the holdout is reported as figures,
-  never row by row.
+  never row by row;
+- followups.jsonl: 20 neutral requests that follow an assistant statement ("now do chapter three"),
+  which the turn context must not turn into complaints (written with the code, so a tune set).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from convolens.enrich import embedding, sentiment
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-SETS = {"sentiment": False, "complaints_tune": False, "complaints_holdout": True}  # name: holdout
+SETS = {"sentiment": False, "complaints_tune": False, "complaints_holdout": True, "followups": False}  # name: holdout
 
 
 def load(name: str) -> list[dict]:

@@ -37,12 +37,12 @@ VADER_DECIDES_AT = 0.6
 # kill a stuck process?" or "best way to get rid of mold?" are strong words in a neutral question.
 VADER_NEEDS = 0.1
 # The neutral chance of a user message is multiplied by these, by what the turn is (see the docstring).
-# Measured on tests/data/complaints_tune.jsonl (bench/README.md); moderate on purpose: a request that
-# follows a statement ("now translate it") stays neutral, the classifier being sure of it.
-NEUTRAL_AFTER_STATEMENT = 0.3
+# Chosen on tests/data/complaints_tune.jsonl and followups.jsonl (bench/README.md): 0.3 and 0.4 tie on
+# the first; 0.4 keeps more follow-up requests ("now do chapter three") neutral after a statement.
+NEUTRAL_AFTER_STATEMENT = 0.4
 NEUTRAL_QUESTION_AFTER_STATEMENT = 0.5
 NEUTRAL_AFTER_QUESTION = 3.0
-# Where a reply asks its question: its last characters (the claim brings its start and its end).
+# Where a reply asks its question: its last characters (the claim brings the reply's end).
 QUESTION_WITHIN = 150
 # Clauses: what lies between punctuation (Latin and CJK) or around "but" in a few languages. A
 # character class with ``+`` and an alternation of literals: linear time.
