@@ -24,7 +24,7 @@ from pathlib import Path
 
 from convolens.enrich import embedding, outcomes, pii, pipeline
 from convolens.enrich.topics import ProjectTopics, compile_topic
-from convolens.store.enrichment import PendingMessage, Turn
+from convolens.store.enrichment import PREVIOUS_CHARS, PendingMessage, Turn
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "topics.jsonl"
 
@@ -33,15 +33,18 @@ def messages(n: int, seed: int = 0) -> list[PendingMessage]:
     rng = random.Random(seed)
     questions = [json.loads(line)["text"] for line in DATA.read_text().splitlines()]
     words = " ".join(questions).split()
-    out = []
+    out: list[PendingMessage] = []
     for i in range(n):
+        previous = None
         if i % 2 == 0:
             text = rng.choice(questions) + " " + " ".join(rng.choices(words, k=rng.randint(0, 30)))
             role = "user"
+            if i % 8:  # the reply before it in its conversation, as the claim brings it
+                previous = out[-1].content[-PREVIOUS_CHARS:]
         else:
             text = " ".join(rng.choices(words, k=rng.randint(20, 120)))
             role = "assistant"
-        out.append(PendingMessage(i, 1, i // 8, role, "message", text, datetime(2026, 12, 1)))
+        out.append(PendingMessage(i, 1, i // 8, role, "message", text, datetime(2026, 12, 1), previous))
     return out
 
 

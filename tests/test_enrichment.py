@@ -259,3 +259,32 @@ def test_projects_take_turns_at_backfills(queue_db: Database) -> None:
         worker.backfill_after = row.project_pk
         served.append(row.project_pk)
     assert served[:2].count(quiet.pk) == 1 and served[2] == busy.pk
+
+
+def test_a_claimed_user_message_brings_the_assistant_reply_just_before_it(queue_db: Database) -> None:
+    project = make_project(queue_db, "context")
+    turns = [
+        ("c1", "u1", "user", "When is the invoice due?"),
+        ("c2", "u2", "user", "Hello"),  # another conversation in between
+        ("c1", "a1", "assistant", "x" * 2000 + " The invoice is due in April."),
+        ("c2", "a2", "assistant", "Hi! How can I help?"),
+        ("c1", "u3", "user", "The invoice says March."),
+        ("c1", "u4", "user", "Are you there?"),  # follows a user message: no reply to react to
+    ]
+    events = [
+        {"type": "message", "conversation_id": c, "id": i, "role": role, "content": text} for c, i, role, text in turns
+    ]
+    with queue_db.writer() as conn:
+        apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events}), utcnow())
+        claimed = enrichment.claim(conn, "w", 10, timedelta(seconds=60), utcnow())
+    with queue_db.reader() as conn:
+        ids = {pk: id_ for pk, id_ in conn.execute(select(message.c.pk, message.c.id))}
+    previous = {ids[m.pk]: m.previous_assistant for m in claimed}
+    assert previous == {
+        "u1": None,
+        "u2": None,
+        "a1": None,  # only user messages need their context
+        "a2": None,
+        "u3": "x" * (enrichment.PREVIOUS_CHARS - 29) + " The invoice is due in April.",
+        "u4": None,
+    }

@@ -25,13 +25,47 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
     return value
 
 
-def test_sentiment_quality_on_the_labelled_set() -> None:
-    evaluate = runpy.run_path(str(REPO / "bench" / "sentiment_quality.py"))["evaluate"]
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "sentiment.jsonl").read_text().splitlines()]
-    assert len(rows) >= 200 and {r["label"] for r in rows} == {"negative", "neutral", "positive"}
-    result = evaluate(rows)
-    assert result["accuracy"] >= 0.85, result["wrong"]
-    assert min(result["recall"].values()) >= 0.8, result["recall"]
+# Floors a little under what bench/sentiment_quality.py measures (bench/README.md): accuracy and
+# negative recall of each labelled set (followups.jsonl has neutral messages only).
+SENTIMENT_FLOORS = {
+    "sentiment": (0.94, 0.88),
+    "complaints_tune": (0.91, 0.9),
+    "complaints_holdout": (0.86, 0.86),
+    "followups": (0.75, None),
+}
+
+
+@pytest.mark.parametrize("name", list(SENTIMENT_FLOORS))
+def test_sentiment_quality_on_the_labelled_sets(name: str) -> None:
+    bench = runpy.run_path(str(REPO / "bench" / "sentiment_quality.py"))
+    rows = bench["load"](name)
+    accuracy, negative_recall = SENTIMENT_FLOORS[name]
+    assert len(rows) >= 20 and (negative_recall is None or len({r["label"] for r in rows}) == 3)
+    result = bench["evaluate"](rows)
+    figures = f"{name}: accuracy {result['accuracy']}, recall {result['recall']}"
+    print(figures)
+    # The holdout is read as figures only, never row by row: no misses in the message.
+    shown = figures if bench["SETS"][name] else result["wrong"]
+    assert result["accuracy"] >= accuracy, shown
+    if negative_recall is not None:
+        assert result["recall"]["negative"] >= negative_recall, shown
+        assert min(result["recall"].values()) >= 0.75, shown
+
+
+def test_a_correction_of_the_previous_reply_is_negative_an_answer_to_its_question_is_not(
+    server: RunningServer, project: Project
+) -> None:
+    correction = "The flight number is LH 402."
+    with server.client(project.token) as client:
+        log_thread(
+            client,
+            "corrects",
+            [("assistant", "I found your booking: flight LH 420 to Frankfurt."), ("user", correction)],
+        )
+        log_thread(client, "answers", [("assistant", "What's your flight number?"), ("user", correction)])
+        corrects, answers = (enriched_conversation(client, t) for t in ("corrects", "answers"))
+    assert [m["sentiment_label"] for m in corrects["messages"] if m["role"] == "user"] == ["negative"]
+    assert [m["sentiment_label"] for m in answers["messages"] if m["role"] == "user"] == ["neutral"]
 
 
 def log_thread(client: httpx.Client, thread_id: str, messages: list[tuple[str, str]]) -> None:
@@ -510,3 +544,10 @@ def test_parallel_embedding_matches_the_ports_own_encode_and_survives_fork() -> 
     with context.Pool(1) as pool:
         child = pool.apply_async(embedding.embed, (texts[:40],)).get(timeout=120)
     assert np.abs(child - ours[:40]).max() < 1e-4
+
+
+def test_praise_around_a_failure_is_negative_and_praise_around_a_success_positive() -> None:
+    from convolens.enrich import embedding, sentiment
+
+    texts = ["Oh great, it crashed again. Thanks a lot.", "Oh great, it runs now. Thanks a lot."]
+    assert [s.label for s in sentiment.score(texts, embedding.embed(texts))] == ["negative", "positive"]

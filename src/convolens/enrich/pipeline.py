@@ -17,7 +17,7 @@ from convolens.enrich.llm import LlmJudge
 from convolens.enrich.topics import NO_TOPICS, ProjectTopics, TopicMatcher
 from convolens.store.enrichment import EnrichmentResult, PendingMessage, TopicHit
 
-VERSION = 2
+VERSION = 3
 # Every step sees at most this prefix of a message (a few pages: what a message is about is at its
 # start), so one huge message costs bounded CPU in the worker, however long the content bound allows.
 MAX_CHARS = 20_000
@@ -59,7 +59,7 @@ def enrich(
     languages = {m.pk: language.detect(prefix[m.pk]) if m.kind != "event" else None for m in messages}
     compounds = sentiment.lexicon_scores(texts)
     vectors = pending.result() if pending is not None else np.zeros((0, embedding.DIMENSIONS))
-    moods = sentiment.score(texts, vectors, compounds)
+    moods = sentiment.score(texts, vectors, compounds, [m.previous_assistant for m in user])
     per_user = {m.pk: (vectors[i], moods[i]) for i, m in enumerate(user)}
     judged: dict[int, list[TopicHit]] = {}
     for project_pk in {m.project_pk for m in user}:

@@ -7,22 +7,60 @@ Two signals, because each fails where the other is good:
 - VADER (the ``vaderSentiment`` package, lexicon inside the wheel), an English lexicon with rules for
   negation, intensifiers and emoji: where its compound score is strong it is rarely wrong, so it
   decides the label there and is averaged into the score.
-``bench/sentiment_quality.py`` measures the blend on ``tests/data/sentiment.jsonl``.
+The turn around a message moves the odds too. A user message that answers a reply which stated
+something (rather than asked) and is no question of its own is feedback on that reply far more often
+than a neutral remark ("7 AM. In the morning.", "I'm in Dallas.": corrections), so its neutral
+chance is cut; after a reply that asked a question, the user's statement is most likely the answer,
+so its neutral chance is raised (``_turn_prior``). It costs no model call: the previous reply is read
+for a question mark only.
+Sarcasm defeats both ("Wonderful, the build is red again. Great help.": praise words everywhere), so a
+message that would be positive is read clause by clause too: a failure stated as a fact between
+praise words, and no success stated as a fact, makes it negative (``_sarcastic``).
+``bench/sentiment_quality.py`` measures the blend on ``tests/data/sentiment.jsonl`` and the complaint sets.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from convolens.enrich import embedding, sentiment_examples
+from convolens.enrich import complaint_examples, embedding, sentiment_examples
 from convolens.enrich.compute import compute_lock
 
 LABELS = ("negative", "neutral", "positive")
 # Measured on the labelled set: 0.6 adds two points of accuracy over the classifier alone; 0.4 loses one.
 VADER_DECIDES_AT = 0.6
+# ... unless the classifier gives VADER's label less than this chance: VADER reads words, and "how do I
+# kill a stuck process?" or "best way to get rid of mold?" are strong words in a neutral question.
+VADER_NEEDS = 0.1
+# The neutral chance of a user message is multiplied by these, by what the turn is (see the docstring).
+# Chosen on tests/data/complaints_tune.jsonl and followups.jsonl (bench/README.md): 0.3 and 0.4 tie on
+# the first; 0.4 keeps more follow-up requests ("now do chapter three") neutral after a statement.
+NEUTRAL_AFTER_STATEMENT = 0.4
+NEUTRAL_QUESTION_AFTER_STATEMENT = 0.5
+NEUTRAL_AFTER_QUESTION = 3.0
+# Where a reply asks its question: its last characters (the claim brings the reply's end).
+QUESTION_WITHIN = 150
+# Clauses: what lies between punctuation (Latin and CJK) or around "but" in a few languages. A
+# character class with ``+`` and an alternation of literals: linear time.
+_CLAUSE_BREAK = re.compile(
+    r"[.!?;:,\n\u3002\uff01\uff1f\uff1b\uff0c\u3001]+|\b(?:but|pero|mais|aber|mas|ma|\u043d\u043e)\b|\u4f46\u662f?",
+    re.IGNORECASE,
+)
+MAX_CLAUSES = 8
+# A clause this positive to VADER is a praise word ("great help"), not a statement of what happened.
+PRAISE_AT = 0.3
+# A message is read for sarcasm only if the classifier gives it at least this chance of negative
+# (sarcastic ones measured 0.16-0.32, sincere thanks 0.01-0.05).
+SARCASM_FROM = 0.12
+# A clause is a failure stated as a fact from this chance of negative (and more negative than positive).
+FAILURE_AT = 0.45
+# Sarcasm praises twice ("Wonderful, ... Great help."); one praise word beside a bad fact is as often
+# sincere ("no sugar, no problem, this looks great"; measured on the tune sets: 2 beats 1).
+MIN_PRAISE = 2
 
 
 @dataclass(frozen=True)
@@ -49,9 +87,10 @@ def _classifier():  # type: ignore[no-untyped-def]
         (sentiment_examples.NEGATIVE, sentiment_examples.NEUTRAL, sentiment_examples.POSITIVE),
         strict=True,
     ):
+        examples = examples + getattr(complaint_examples, label.upper())
         texts += examples
         labels += [label] * len(examples)
-    model = LogisticRegression(C=3.0, max_iter=2000)
+    model = LogisticRegression(C=3.0, max_iter=2000, class_weight="balanced")
     model.fit(embedding.embed(texts), labels)
     assert tuple(model.classes_) == LABELS  # sorted alphabetically, which is also negative < neutral < positive
     return model
@@ -63,23 +102,87 @@ def lexicon_scores(texts: list[str]) -> list[float]:
     return [vader.polarity_scores(t[:2000])["compound"] for t in texts]
 
 
-def score(texts: list[str], vectors: np.ndarray, compounds: list[float] | None = None) -> list[Sentiment]:
-    """Sentiment of each text, given its embedding (row ``i`` of ``vectors``) and, if already computed,
-    its ``lexicon_scores``."""
+def score(
+    texts: list[str],
+    vectors: np.ndarray,
+    compounds: list[float] | None = None,
+    previous: list[str | None] | None = None,
+) -> list[Sentiment]:
+    """Sentiment of each text, given its embedding (row ``i`` of ``vectors``), if already computed its
+    ``lexicon_scores``, and the assistant reply it answers (``previous[i]``, None where there is none)."""
     if not texts:
         return []
     with compute_lock:
-        probabilities = _classifier().predict_proba(vectors)
+        probabilities = np.array(_classifier().predict_proba(vectors))
     if compounds is None:
         compounds = lexicon_scores(texts)
+    if previous is not None:
+        for i, (text, reply) in enumerate(zip(texts, previous, strict=True)):
+            if reply is not None:
+                probabilities[i, 1] *= _turn_prior(text, reply)
+                probabilities[i] /= probabilities[i].sum()
+    compounds = list(compounds)
+    maybe = [
+        i
+        for i, (p, c) in enumerate(zip(probabilities, compounds, strict=True))
+        if (c >= VADER_DECIDES_AT or np.argmax(p) == 2) and p[0] >= SARCASM_FROM
+    ]
+    for i in _sarcastic([texts[i] for i in maybe]):
+        # Negative, about as sure as the praise was: the score says how unhappy, not how sarcastic.
+        negative, neutral, positive = probabilities[maybe[i]]
+        probabilities[maybe[i]] = (positive, neutral, negative)
+        compounds[maybe[i]] = 0.0
     out = []
     for (negative, neutral, positive), compound in zip(probabilities, compounds, strict=True):
         value = float(positive - negative)
         label = LABELS[int(np.argmax((negative, neutral, positive)))]
-        if abs(compound) >= VADER_DECIDES_AT:
+        if abs(compound) >= VADER_DECIDES_AT and (positive if compound > 0 else negative) >= VADER_NEEDS:
             label = "positive" if compound > 0 else "negative"
             value = (value + compound) / 2
             # The label is VADER's: keep the score on its side of zero so that they never disagree.
             value = max(value, 0.05) if label == "positive" else min(value, -0.05)
         out.append(Sentiment(round(max(-1.0, min(1.0, value)), 4), label))
     return out
+
+
+def _clauses(text: str) -> list[str]:
+    parts = (part.strip() for part in _CLAUSE_BREAK.split(text[: embedding.MAX_CHARS]))
+    return [part for part in parts if part][:MAX_CLAUSES]
+
+
+def _sarcastic(texts: list[str]) -> list[int]:
+    """Indices of the ``texts`` (each one that would be positive) that praise around a failure: two
+    clauses or more are praise words (VADER finds them positive), some other clause states a failure
+    (the classifier finds it negative) and none states a success."""
+    # VADER first (pure Python, cheap): only a message with enough praise clauses has its other
+    # clauses embedded, so sincere messages cost no model call.
+    flat: list[tuple[int, str]] = []
+    for i, text in enumerate(texts):
+        parts = _clauses(text)
+        compounds = lexicon_scores(parts)
+        if sum(c >= PRAISE_AT for c in compounds) >= MIN_PRAISE:
+            flat += [(i, part) for part, c in zip(parts, compounds, strict=True) if c < PRAISE_AT]
+    if not flat:
+        return []
+    vectors = embedding.embed([clause for _, clause in flat])
+    with compute_lock:
+        probabilities = _classifier().predict_proba(vectors)
+    failures: set[int] = set()
+    successes: set[int] = set()
+    for (i, _), (negative, neutral, positive) in zip(flat, probabilities, strict=True):
+        if negative >= FAILURE_AT and negative > positive:
+            failures.add(i)
+        elif positive > max(negative, neutral):
+            successes.add(i)
+    return sorted(failures - successes)
+
+
+def _asks(text: str) -> bool:
+    return "?" in text or "\uff1f" in text
+
+
+def _turn_prior(text: str, reply: str) -> float:
+    """The factor on a user message's neutral chance given the assistant reply before it."""
+    if _asks(reply[-QUESTION_WITHIN:]):
+        return NEUTRAL_AFTER_QUESTION
+    return NEUTRAL_QUESTION_AFTER_STATEMENT if _asks(text) else NEUTRAL_AFTER_STATEMENT

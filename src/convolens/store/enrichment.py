@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, literal_column, or_, select, text, update
 
 from convolens.store import rollups, topics
 from convolens.store.outcome_fields import to_mask
@@ -40,6 +40,9 @@ class PendingMessage:
     kind: str
     content: str
     created_at: datetime
+    # A user message's context: the end of the assistant reply just before it in its conversation, if
+    # any (whether it asked a question or stated something changes what the user's answer means).
+    previous_assistant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class EnrichmentResult:
     # Into the project's language, where it differs and translation is on (worker/translation.py).
     translation: str | None = None
 
+
+# How much of the previous assistant reply a claim brings along: its end, where a reply asks its
+# question or comes to its point, whatever its length.
+PREVIOUS_CHARS = 600
 
 # The projects with pending work, in key order from ``:after``: one step of ix_message_pending_project
 # per project (a loose index scan), however long any project's backlog is.
@@ -90,6 +97,28 @@ def _claim_in(
     conn: Connection, project_pk: int, owner: str, limit: int, lease: timedelta, now: datetime
 ) -> list[PendingMessage]:
     free = or_(message.c.lease_until.is_(None), message.c.lease_until < now)
+    before = message.alias("before")
+    # The message just before, if it is an assistant reply: one step back along
+    # ix_message_conversation_position, however many user messages a conversation holds.
+    # SQLite's RETURNING names the updated table's columns unqualified, which inside this subquery
+    # would mean the alias's own: the outer row is named in full.
+    reply = and_(before.c.role == "assistant", before.c.kind == "message")
+    outer_conversation, outer_position = literal_column("message.conversation_pk"), literal_column("message.position")
+    previous_reply = (
+        select(
+            case(
+                (
+                    reply & (func.length(before.c.content) > PREVIOUS_CHARS),
+                    func.substr(before.c.content, func.length(before.c.content) - (PREVIOUS_CHARS - 1)),
+                ),
+                (reply, before.c.content),
+            )
+        )
+        .where(before.c.conversation_pk == outer_conversation, before.c.position < outer_position)
+        .order_by(before.c.position.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     candidates = (
         select(message.c.pk)
         .where(message.c.project_pk == project_pk, message.c.enriched_version.is_(None), free)
@@ -109,6 +138,7 @@ def _claim_in(
             message.c.kind,
             message.c.content,
             message.c.created_at,
+            case((message.c.role == "user", previous_reply)),
         )
     ).all()
     return [PendingMessage(*row) for row in rows]
