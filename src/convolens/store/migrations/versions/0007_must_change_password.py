@@ -21,5 +21,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("account", schema=None) as batch_op:
-        batch_op.drop_column("must_change_password")
+    # Plain DROP COLUMN (SQLite 3.35+), not a batch copy: on SQLite the copy drops the old account table,
+    # and with foreign keys on that deletes every membership and session by cascade.
+    op.drop_column("account", "must_change_password")

@@ -27,8 +27,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("conversation", schema=None) as batch_op:
-        batch_op.drop_index("ix_conversation_project_outcome")
-        batch_op.drop_column("outcome_version")
-        batch_op.drop_column("outcome_signals")
-        batch_op.drop_column("outcome")
+    # Plain DROP COLUMN (SQLite 3.35+), not a batch copy of the conversation table: on SQLite the copy
+    # drops the old table, and with foreign keys on that deletes every message by cascade.
+    op.drop_index("ix_conversation_project_outcome", table_name="conversation")
+    for column in ("outcome_version", "outcome_signals", "outcome"):
+        op.drop_column("conversation", column)
