@@ -453,22 +453,6 @@ def test_a_projects_own_llm_provider_judges_its_topics(tmp_path) -> None:
     db.dispose()
 
 
-def test_llm_names_a_cluster_and_falls_back_to_keywords_when_it_fails() -> None:
-    from convolens.config import LlmSettings
-    from convolens.enrich.llm import LlmJudge
-    from openai_stub import openai_stub
-
-    with openai_stub(lambda topic, text: '"Refund requests"\nbecause they ask for money back') as (url, requests):
-        judge = LlmJudge(LlmSettings(base_url=url, model="stub-model"))
-        assert judge.name_cluster(["I want a refund", "money back please"], ["refund", "money"]) == "Refund requests"
-        judge.close()
-    assert "I want a refund" in requests[0]["body"]["messages"][-1]["content"]
-    with openai_stub(lambda topic, text: None) as (url, _):  # the provider answers 500
-        judge = LlmJudge(LlmSettings(base_url=url, model="stub-model"))
-        assert judge.name_cluster(["I want a refund"], ["refund"]) is None
-        judge.close()
-
-
 def test_erasing_a_user_removes_their_words_from_suggested_and_accepted_topics(
     server: RunningServer, project: Project
 ) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -76,23 +77,26 @@ class LlmJudge:
                 base_url=settings.base_url or "", headers=headers, timeout=settings.timeout_seconds, transport=transport
             )
 
-    def judge(self, topic_prompt: str, text: str) -> Verdict | None:
-        """The model's verdict, or None when it could not be had (the message is then not tagged)."""
+    def ask_json(self, system: str, user: str) -> Any:
+        """One chat completion that asks for a JSON object, and the object its answer holds (a model may
+        wrap it in prose). Raises ``RefusedUrl``, ``httpx.HTTPError``, or ``ValueError``/``KeyError``/
+        ``IndexError``/``TypeError`` for an answer without one: each caller decides what a failure means."""
         body = {
             "model": self.settings.model,
             "temperature": 0,
             "response_format": {"type": "json_object"},
-            "messages": [
-                {"role": "system", "content": SYSTEM},
-                {"role": "user", "content": f"Topic: {topic_prompt}\n\nMessage: {text[:MAX_MESSAGE_CHARS]}"},
-            ],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         }
+        response = self.client.post("/chat/completions", json=body)
+        response.raise_for_status()
+        content = str(response.json()["choices"][0]["message"]["content"])
+        start, end = content.find("{"), content.rfind("}")
+        return json.loads(content[start : end + 1])
+
+    def judge(self, topic_prompt: str, text: str) -> Verdict | None:
+        """The model's verdict, or None when it could not be had (the message is then not tagged)."""
         try:
-            response = self.client.post("/chat/completions", json=body)
-            response.raise_for_status()
-            content = response.json()["choices"][0]["message"]["content"]
-            start, end = content.find("{"), content.rfind("}")
-            answer = json.loads(content[start : end + 1])
+            answer = self.ask_json(SYSTEM, f"Topic: {topic_prompt}\n\nMessage: {text[:MAX_MESSAGE_CHARS]}")
             verdict = answer.get("verdict")
             if isinstance(verdict, str):
                 verdict = verdict.strip().lower() in ("true", "yes", "1")
@@ -103,33 +107,6 @@ class LlmJudge:
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             log.warning("LLM topic verdict failed: %s", type(exc).__name__)
             return None
-
-    def name_cluster(self, phrases: list[str], keywords: list[str]) -> str | None:
-        """A short name for a cluster of user messages (suggested topics), or None if the call fails."""
-        sample = "\n".join(f"- {p[:300]}" for p in phrases[:10])
-        body = {
-            "model": self.settings.model,
-            "temperature": 0,
-            "messages": [
-                {
-                    "role": "system",
-                    "content": "You name topics of user questions. Answer with the name only: 2-5 words.",
-                },
-                {"role": "user", "content": f"Keywords: {', '.join(keywords)}\nMessages:\n{sample}"},
-            ],
-        }
-        try:
-            response = self.client.post("/chat/completions", json=body)
-            response.raise_for_status()
-            lines = str(response.json()["choices"][0]["message"]["content"]).strip().splitlines()
-            name = lines[0].strip().strip("\"'*").strip() if lines else ""
-        except RefusedUrl as exc:
-            log.warning("LLM cluster name refused: %s", exc)
-            return None
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-            log.warning("LLM cluster name failed: %s", type(exc).__name__)
-            return None
-        return name[:80] or None
 
     def name_clusters(self, groups: list[tuple[list[str], list[str]]]) -> list[ClusterName | None] | None:
         """Names and one-sentence descriptions for clusters of user messages, each given as (a few of its
@@ -143,21 +120,8 @@ class LlmJudge:
             }
             for i, (phrases, keywords) in enumerate(groups)
         ]
-        body = {
-            "model": self.settings.model,
-            "temperature": 0,
-            "response_format": {"type": "json_object"},
-            "messages": [
-                {"role": "system", "content": NAMING_SYSTEM},
-                {"role": "user", "content": NAMING_PROMPT + json.dumps(listing, ensure_ascii=False)},
-            ],
-        }
         try:
-            response = self.client.post("/chat/completions", json=body)
-            response.raise_for_status()
-            content = str(response.json()["choices"][0]["message"]["content"])
-            start, end = content.find("{"), content.rfind("}")
-            answer = json.loads(content[start : end + 1])
+            answer = self.ask_json(NAMING_SYSTEM, NAMING_PROMPT + json.dumps(listing, ensure_ascii=False))
             entries = answer["clusters"]
             if not isinstance(entries, list):
                 raise ValueError("clusters is not a list")

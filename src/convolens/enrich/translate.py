@@ -53,21 +53,9 @@ def batches(texts: list[str]) -> list[list[str]]:
 def translate_batch(judge: LlmJudge, texts: list[str], target: str) -> list[str | None]:
     """One request for these texts; a translation per text, or None for each when the answer is unusable."""
     failed: list[str | None] = [None] * len(texts)
-    body = {
-        "model": judge.settings.model,
-        "temperature": 0,
-        "response_format": {"type": "json_object"},
-        "messages": [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": json.dumps({"target_language": target, "texts": texts}, ensure_ascii=False)},
-        ],
-    }
     try:
-        response = judge.client.post("/chat/completions", json=body)
-        response.raise_for_status()
-        content = str(response.json()["choices"][0]["message"]["content"])
-        start, end = content.find("{"), content.rfind("}")
-        answer = json.loads(content[start : end + 1]).get("translations")
+        asked = json.dumps({"target_language": target, "texts": texts}, ensure_ascii=False)
+        answer = judge.ask_json(SYSTEM, asked).get("translations")
     except RefusedUrl as exc:
         log.warning("translation refused: %s", exc)
         return failed
