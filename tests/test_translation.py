@@ -5,18 +5,16 @@ own language, never without a provider or past the daily cap; what it stores is 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from conftest import Project, make_project
+from conftest import Project, make_project, separate_database
 from convolens.outbound import OutboundPolicy
 from convolens.schemas.ingest import IngestBatch
-from convolens.store import erasure, migrate, projects, rollups, translations
+from convolens.store import erasure, projects, rollups, translations
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.tables import message, translation_cache
@@ -36,23 +34,8 @@ LOOPBACK = OutboundPolicy.parse("127.0.0.1")  # the stub's address, which a proj
 @pytest.fixture
 def queue_db(database_url: str, tmp_path: Path) -> Iterator[Database]:
     """A database of its own, with no server (and so no embedded worker) competing for its queue."""
-    name = admin = None
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'translation.sqlite3'}"
-    else:
-        name = f"convolens_tr_{uuid.uuid4().hex[:8]}"
-        admin = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        base, _, query = database_url.partition("?")
-        url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    db = Database(url)
-    migrate.upgrade(db)
-    yield db
-    db.dispose()
-    if name is not None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with separate_database(database_url, tmp_path, "translation") as db:
+        yield db
 
 
 def configure(
