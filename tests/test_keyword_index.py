@@ -159,17 +159,17 @@ def test_one_project_at_the_caps_costs_a_few_times_one_topic() -> None:
     def cost(project: ProjectTopics) -> float:
         runs = []
         for _ in range(5):
-            started = time.process_time()
+            started = time.thread_time()
             for text in texts:
                 topics.match(text, None, project)
-            runs.append(time.process_time() - started)
+            runs.append(time.thread_time() - started)
         return sorted(runs)[2]
 
     one = cost(compiled([many[0]]))
     at_caps = cost(compiled(many))
     assert at_caps <= 3 * one + 0.005, (one, at_caps)
     patterns = [(pk, reference_pattern(k)) for pk, k in enumerate(many)]
-    started = time.process_time()
+    started = time.thread_time()
     for text in texts:
         reference_match(text, patterns)
-    assert time.process_time() - started > 3 * at_caps  # the loop this replaced: the test can tell them apart
+    assert time.thread_time() - started > 3 * at_caps  # the loop this replaced: the test can tell them apart

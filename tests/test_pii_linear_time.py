@@ -1,7 +1,8 @@
 """PII scrubbing costs time linear in the text, whatever the text: every rule of the table is run on
 long runs of the characters it consumes, with and without a match at the end, at 10 KB and 100 KB,
-and the larger may cost at most ~15 times the smaller (CPU time: the scrubber holds the GIL, so a
-slow pattern stalls the whole process). A quadratic pattern costs ~100 times."""
+and the larger may cost at most ~15 times the smaller. CPU time of this thread: the session servers'
+workers run in the same process and would count in its CPU time; the scrubber holds the GIL, so a
+slow pattern stalls the whole process. A quadratic pattern costs ~100 times."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ FLOOR_SECONDS = 0.003  # below this, the larger input is fast whatever the ratio
 def _cpu(function, text: str, repeats: int = 3) -> float:  # type: ignore[no-untyped-def]
     best = float("inf")
     for _ in range(repeats):
-        started = time.process_time()
+        started = time.thread_time()
         function(text)
-        best = min(best, time.process_time() - started)
+        best = min(best, time.thread_time() - started)
     return best
 
 
@@ -96,6 +97,6 @@ def test_a_message_of_many_small_texts_is_bounded_too() -> None:
     from convolens.enrich.pii import scrub_value
 
     value = {"items": [f"{3000 + i}-{i * 7 % 1000:03d}-{i * 13 % 1000:03d}" for i in range(5000)]}
-    started = time.process_time()
+    started = time.thread_time()
     scrub_value(value)
-    assert time.process_time() - started < 0.5
+    assert time.thread_time() - started < 0.5

@@ -198,7 +198,7 @@ def test_the_json_walk_is_bounded_by_the_limits_not_by_the_value() -> None:
         deep = [deep]
     assert json_problem(deep, 32, 65536) == ((0,) * 32, "nests deeper than 32 levels")
     wide = [0] * 1_000_000
-    start = time.process_time()
+    start = time.thread_time()
     assert json_problem({"a": wide}, 32, 65536) == ((), "is over 65536 bytes as JSON")
-    assert time.process_time() - start < 0.05
+    assert time.thread_time() - start < 0.05
     assert json_problem({"ok": [1, 2.5, "three", None, True, {"k": "v"}]}, 32, 65536) is None
