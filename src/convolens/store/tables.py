@@ -278,6 +278,8 @@ rollup = Table(
     Column("conversations_started", Integer, nullable=False),
     # {model: [input tokens, output tokens]}: costs are priced when read, so a new price applies at once.
     Column("tokens", JSON),
+    # {outcome: conversations}: the conversations that *started* this day, each in its latest outcome.
+    Column("outcomes", JSON),
     Column("conversation_count", Integer, nullable=False),
     Column("user_count", Integer, nullable=False),
     Column("conversation_set", LargeBinary, nullable=False),
