@@ -30,6 +30,7 @@ FILTER_FIELDS = (
     "rating",
     "outcome",
     "signal",
+    "started",
     "language",
     "model",
     "meta",
@@ -59,6 +60,8 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         raise WebError(422, f"outcome must be one of {', '.join(OUTCOMES)}")
     if values.get("signal") not in (None, *SIGNALS):
         raise WebError(422, f"signal must be one of {', '.join(SIGNALS)}")
+    if values.get("started") not in (None, "1"):
+        raise WebError(422, "the started filter must be 1 (only conversations that started in the range)")
     meta_key = meta_value = None
     if "meta" in values:
         meta_key, sep, meta_value = values["meta"].partition("=")
@@ -80,6 +83,7 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         text=values.get("q"),
         outcome=values.get("outcome"),
         signal=values.get("signal"),
+        started_in_range=values.get("started") == "1",
     )
     values.setdefault("start", window.first.isoformat())
     values.setdefault("end", window.last.isoformat())
