@@ -50,7 +50,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
                  "timestamp": (at + timedelta(minutes=i)).isoformat()}
                 for i, (role, text) in enumerate(turns)
             ]  # fmt: skip
-        with server.client(project.token) as client:
+        with server.client(project.admin_token) as client:
+            for name, words in (("Email address", ["email address"]), ("Invoices", ["invoices"])):
+                body = {"name": name, "kind": "keyword", "keywords": words}
+                assert client.post("/api/v1/topics", json=body).status_code == 201
             assert client.post("/api/v1/ingest", json={"events": events}).status_code == 202
         wait_until_enriched(db)
         yield server, project, kinds
@@ -131,5 +134,16 @@ def test_the_resolved_chart_and_the_unresolved_rephrased_list_in_a_browser(
             expect(rows.nth(i).locator("td.outcome .tag.signal.rephrase")).to_have_text("rephrase")
         assert listed(page.content()) == {cid for cid, kind in kinds.items() if kind == "gave-up"}
         screenshot(page, "outcomes-unresolved-rephrase")
+        # Where the unresolved ones are: per topic, per user.
+        page.goto(f"{base}/topics")
+        email = page.locator("#topics tr", has=page.locator("a", has_text="Email address"))
+        expect(email.locator("td.unresolved")).to_have_text("100%")  # 3 gave up, none answered
+        expect(
+            page.locator("#topics tr", has=page.locator("a", has_text="Invoices")).locator("td.unresolved")
+        ).to_have_text("0%")
+        screenshot(page, "outcomes-topics")
+        page.goto(f"{base}/users")
+        expect(page.locator("#users td.unresolved").first).not_to_be_empty()
+        screenshot(page, "outcomes-users")
         assert errors == []
         browser.close()
