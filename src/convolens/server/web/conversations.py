@@ -18,7 +18,7 @@ from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, 
 from convolens.server.web.session import access
 from convolens.store import explore, projects, queries, topics, translations
 from convolens.store.explore import ConversationFilter
-from convolens.store.outcome_fields import OUTCOMES, SIGNALS
+from convolens.store.outcome_fields import OUTCOMES, SIGNALS, from_mask
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
@@ -148,6 +148,7 @@ def transcript(request: Request, project: str, conversation_id: str) -> Response
 CSV_COLUMNS = (
     "id", "user_id", "tenant_id", "started_at", "last_message_at", "message_count", "sentiment_trend",
     "languages", "topics", "first_user_message", "metadata", "first_user_message_translation",
+    "outcome", "outcome_signals",
 )  # fmt: skip
 
 
@@ -170,8 +171,10 @@ def _csv_rows(views: Iterator[queries.ConversationView]) -> Iterator[str]:
             "; ".join(t["name"] for t in view.topics),
             first,
             orjson.dumps(view.metadata).decode() if view.metadata else "",
-            # Last, so that readers of the columns before it are undisturbed.
+            # Added at the end, so that readers of the columns before them are undisturbed.
             (first_message.translation or "") if first_message is not None else "",
+            view.outcome or "",
+            "; ".join(from_mask(view.outcome_signals)),
         ]
         writer.writerow([_defuse(str(cell)) for cell in cells])
         yield buffer.getvalue()
