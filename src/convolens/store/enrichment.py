@@ -361,7 +361,15 @@ def refresh_outcomes(conn: Connection, conversation_pks: list[int], outcomes: Ou
         conn.execute(
             update(conversation)
             .where(conversation.c.pk == pk)
-            .values(outcome=outcome, outcome_signals=to_mask(signals), outcome_version=outcomes.version)
+            .values(
+                outcome=outcome,
+                outcome_signals=to_mask(signals),
+                outcome_version=outcomes.version,
+                # The rules' outcome; a project's LLM judge (store/outcome_judge.py) reads it again.
+                outcome_by="rules",
+                outcome_reason=None,
+                outcome_judged_at=None,
+            )
         )
 
 
