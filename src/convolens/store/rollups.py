@@ -204,10 +204,12 @@ def summarize(
     end: datetime,
     dimension: str,
     tenant_id: str | None = None,
+    with_outcomes: bool = True,
 ) -> dict[Key, Summary]:
     """Figures per (day, tenant scope, value) of the messages created in ``[start, end)``, from the base
     tables (``tenant_id`` keeps one tenant's). The one definition of every figure: the worker stores its
-    output as rollups, and readers call it for the days that have none yet."""
+    output as rollups, and readers call it for the days that have none yet. ``with_outcomes=False``
+    leaves the outcome counts to the caller (``compute`` counts three dimensions' in one query)."""
     day = bucket(conn, message.c.created_at, "day")
     source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
     if dimension == "category":
@@ -257,7 +259,8 @@ def summarize(
         figures.add_row(conv_pk, user_pk, model, up, down, rated, r_sum, t_in, t_out)
     if dimension == "none":
         _count_started(conn, project_pk, start, end, tenant_id, out)
-    _count_outcomes(conn, project_pk, start, end, dimension, tenant_id, out)
+    if with_outcomes:
+        _count_outcomes(conn, project_pk, start, end, dimension, tenant_id, out)
     if dimension in ("topic", "category"):
         _topic_replies(conn, project_pk, start, end, tenant_id, out, by_category=dimension == "category")
     return out
@@ -357,6 +360,44 @@ def _count_started(
     )
     for label, tenant, count in rows:
         out[(label, tenant_scope(tenant), "")].conversations_started += count
+
+
+def _count_message_outcomes(
+    conn: Connection, project_pk: int, start: datetime, end: datetime, by_dimension: dict[str, dict[Key, Summary]]
+) -> None:
+    """``_count_outcomes`` of ``none``, ``language`` and ``model`` at once, into ``by_dimension``: one scan
+    of the messages of the conversations started in [start, end) instead of three (the rollup worker's
+    day took 1.5x as long with three)."""
+    day = bucket(conn, conversation.c.started_at, "day")
+    rows = conn.execute(
+        select(
+            day,
+            conversation.c.tenant_id,
+            conversation.c.pk,
+            conversation.c.outcome,
+            message.c.language,
+            message.c.model,
+        )
+        .select_from(
+            conversation.join(message, and_(message.c.conversation_pk == conversation.c.pk, message.c.kind != "event"))
+        )
+        .where(
+            conversation.c.project_pk == project_pk,
+            conversation.c.started_at >= start,
+            conversation.c.started_at < end,
+            conversation.c.outcome.is_not(None),
+        )
+        .distinct()
+    )
+    seen: dict[str, set[tuple]] = {"none": set(), "language": set(), "model": set()}
+    for label, tenant, conversation_pk, outcome, language, model in rows:
+        scope = tenant_scope(tenant)
+        for dimension, group in (("none", ""), ("language", language), ("model", model)):
+            key = (label, scope, "" if group is None else str(group), outcome, conversation_pk)
+            if key not in seen[dimension]:
+                seen[dimension].add(key)
+                figures = by_dimension[dimension][key[:3]]
+                figures.outcomes[outcome] = figures.outcomes.get(outcome, 0) + 1
 
 
 def _count_outcomes(
@@ -574,17 +615,18 @@ def compute(conn: Connection, due: DueDay) -> DayRollup:
     )
     start = day_start(due.day)
     end = start + timedelta(days=1)
-    by_dimension = {d: summarize(conn, due.project_pk, start, end, d) for d in DIMENSIONS if d != "none"}
+    # Outcomes of topics in summarize; of the rest in one scan below.
+    by_dimension = {
+        d: summarize(conn, due.project_pk, start, end, d, with_outcomes=d == "topic") for d in DIMENSIONS if d != "none"
+    }
     # Every message has exactly one language (or none, ""), so the day's totals are the languages'
     # summed and their member sets united: no fourth scan of the day.
     totals: dict[Key, Summary] = defaultdict(Summary)
     for (label, scope, _language), figures in by_dimension["language"].items():
         totals[(label, scope, "")].add(figures)
-    for figures in totals.values():  # but not the outcomes: a conversation in two languages counts once
-        figures.outcomes.clear()
     _count_started(conn, due.project_pk, start, end, None, totals)
-    _count_outcomes(conn, due.project_pk, start, end, "none", None, totals)
     by_dimension["none"] = totals
+    _count_message_outcomes(conn, due.project_pk, start, end, by_dimension)
     rows = []
     for dimension in DIMENSIONS:
         summaries = with_all_tenants(by_dimension[dimension])
