@@ -5,9 +5,9 @@ costs the worker to build them.
 
 It writes a project of ``--conversations`` conversations (5 messages each, 3 tenants, 20,000 users, two
 models, ratings) spread over ``--days`` days through the store's ingest path, gives the messages a
-language and a sentiment as the worker would, lets one worker build every day's rollups (timed), then
-times each query ``--runs`` times both ways in the same run and prints medians and their ratio.
-Without ``--database-url`` it uses a fresh SQLite file in a temporary directory.
+language and a sentiment (and each conversation an outcome) as the worker would, lets one worker build
+every day's rollups (timed), then times each query ``--runs`` times both ways in the same run and
+prints medians and their ratio. Without ``--database-url`` it uses a fresh SQLite file in a temporary directory.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from convolens.schemas.ingest import IngestBatch
 from convolens.store import metrics, migrate, projects
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
-from convolens.store.tables import message
+from convolens.store.tables import conversation, message
 from convolens.worker.runner import Worker
 
 END = datetime(2026, 12, 1)
@@ -81,6 +81,12 @@ def generate(db: Database, project_pk: int, conversations: int, days: int) -> No
                 sentiment=case((message.c.role == "user", ((message.c.pk * 7) % 21 - 10) / 10.0)),
                 enriched_version=1,
             )
+        )
+        outcomes = ("resolved", "unresolved", "abandoned", "unknown")
+        conn.execute(  # and the outcome rules, a quarter of conversations each
+            update(conversation)
+            .where(conversation.c.project_pk == project_pk)
+            .values(outcome=case(*((conversation.c.pk % 4 == i, o) for i, o in enumerate(outcomes))))
         )
 
 

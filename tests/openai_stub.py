@@ -47,9 +47,28 @@ def name_by_keywords(groups: list[dict]) -> dict:
     return {"clusters": out}
 
 
+# A batched outcome judge request (enrich/outcome_judge.py): its conversations → the answer, or None for a 500.
+Judge = Callable[[list[dict]], dict | str | None]
+JUDGE_PROMPT = "Judge these conversations:\n"
+
+
+def judge_by_last_words(conversations: list[dict]) -> dict:
+    """A deterministic judge: a conversation whose last user message thanks is resolved, else unresolved."""
+    out = []
+    for c in conversations:
+        said = [m["text"] for m in c["messages"] if m["role"] == "user"]
+        thanked = bool(said) and "thank" in said[-1].lower()
+        verdict = "resolved" if thanked else "unresolved"
+        out.append({"id": c["id"], "verdict": verdict, "reason": f"The user's last words: {said[-1] if said else ''}"})
+    return {"conversations": out}
+
+
 @contextmanager
 def openai_stub(
-    rule: Rule, translate: TranslateRule = tag_translations, namer: Namer = name_by_keywords
+    rule: Rule,
+    translate: TranslateRule = tag_translations,
+    namer: Namer = name_by_keywords,
+    judge: Judge = judge_by_last_words,
 ) -> Iterator[tuple[str, list[dict]]]:
     requests: list[dict] = []
 
@@ -70,6 +89,8 @@ def openai_stub(
                 answer = translate(str(asked.get("target_language")), [str(t) for t in asked["texts"]])
             elif prompt.startswith(NAMING_PROMPT):
                 answer = namer(json.loads(prompt[len(NAMING_PROMPT) :]))
+            elif prompt.startswith(JUDGE_PROMPT):
+                answer = judge(json.loads(prompt[len(JUDGE_PROMPT) :]))
             else:
                 answer = rule(topic, text)
             if answer is None:

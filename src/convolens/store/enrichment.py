@@ -264,6 +264,9 @@ def save(
     days: dict[int, set[str]] = {}
     for row in by_pk.values():
         days.setdefault(row.project_pk, set()).add(rollups.day_of(row.created_at))
+    # The conversations' outcomes count on the day they started (store/rollups.py), maybe an earlier one.
+    for project_pk, started in rollups.start_days(conn, touched).items():
+        days.setdefault(project_pk, set()).update(started)
     for project_pk, changed in days.items():
         rollups.mark(conn, project_pk, changed, utcnow())
     return saved
@@ -358,7 +361,15 @@ def refresh_outcomes(conn: Connection, conversation_pks: list[int], outcomes: Ou
         conn.execute(
             update(conversation)
             .where(conversation.c.pk == pk)
-            .values(outcome=outcome, outcome_signals=to_mask(signals), outcome_version=outcomes.version)
+            .values(
+                outcome=outcome,
+                outcome_signals=to_mask(signals),
+                outcome_version=outcomes.version,
+                # The rules' outcome; a project's LLM judge (store/outcome_judge.py) reads it again.
+                outcome_by="rules",
+                outcome_reason=None,
+                outcome_judged_at=None,
+            )
         )
 
 

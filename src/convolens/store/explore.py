@@ -35,6 +35,9 @@ class ConversationFilter:
     text: str | None = None  # words in any message, case-insensitive
     outcome: str | None = None  # outcome_fields.OUTCOMES
     signal: str | None = None  # outcome_fields.SIGNALS
+    # Only conversations that started in the range (not merely active in it): the cohort the overview's
+    # outcome counts are made of, so a link from a count lists exactly the conversations it counted.
+    started_in_range: bool = False
 
 
 def _has_message(*conditions: ColumnElement) -> ColumnElement:
@@ -47,6 +50,8 @@ def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list
         conversation.c.last_message_at >= f.start,
         mostly_true(conn, conversation.c.started_at <= f.end),
     ]
+    if f.started_in_range:
+        where += [conversation.c.started_at >= f.start, conversation.c.started_at <= f.end]
     if f.user is not None:
         where.append(
             conversation.c.end_user_pk

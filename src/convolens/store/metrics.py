@@ -29,6 +29,7 @@ from sqlalchemy import Connection, select
 from convolens.store import rollups
 from convolens.store.categories import UNCATEGORISED
 from convolens.store.dialect import Period
+from convolens.store.outcome_fields import OUTCOMES
 from convolens.store.queries import bucket_starts
 from convolens.store.rollups import ALL_TENANTS, Summary
 from convolens.store.tables import topic, topic_category
@@ -37,6 +38,8 @@ GROUPS = ("none", "topic", "language", "model", "tenant")
 # The two levels of ``topic``: each topic, or each category of topics (``level=category`` on the API).
 LEVELS = ("topic", "category")
 _TICK = timedelta(microseconds=1)
+# The outcomes that say whether a conversation helped; ``unknown`` says nothing either way.
+JUDGED = ("resolved", "unresolved", "abandoned")
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,18 @@ def _figures(cell: _Cell, prices: dict[str, tuple[float, float]]) -> dict[str, A
         "output_tokens": sum(t[1] for t in f.tokens.values()),
         "cost_usd": round(cost, 6),
         "unpriced_models": unpriced,
+        # Conversations that started in the bucket, each in its latest outcome (store/rollups.py).
+        "outcomes": {outcome: f.outcomes.get(outcome, 0) for outcome in OUTCOMES},
+        "resolved_share": resolved_share(f.outcomes),
     }
+
+
+def resolved_share(outcomes: dict[str, int]) -> float | None:
+    """Resolved among the conversations with a verdict (resolved, unresolved, abandoned): ``unknown``
+    (too short to tell, e.g. one question and its answer) and not yet enriched ones stay out, so a quiet
+    week of one-line chats does not read as a failing one. None without a verdict."""
+    judged = sum(outcomes.get(o, 0) for o in JUDGED)
+    return round(outcomes.get("resolved", 0) / judged, 4) if judged else None
 
 
 def _name(value: object) -> str:

@@ -3,7 +3,7 @@ and what new and returning users ask about."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -25,6 +25,14 @@ class UserRow:
     last_seen: datetime
     avg_sentiment: float | None = None
     avg_rating: float | None = None
+    # {outcome: conversations} of all the user's conversations, each in its latest outcome.
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unresolved_share(self) -> float | None:
+        """Unresolved among the user's conversations with a verdict (resolved, unresolved, abandoned)."""
+        judged = sum(self.outcomes.get(o, 0) for o in metrics.JUDGED)
+        return self.outcomes.get("unresolved", 0) / judged if judged else None
 
 
 def users_page(
@@ -100,6 +108,17 @@ def users_page(
         for pk, sentiment, rating in moods:
             by_pk[pk].avg_sentiment = None if sentiment is None else round(float(sentiment), 3)
             by_pk[pk].avg_rating = None if rating is None else round(float(rating), 3)
+        outcomes = conn.execute(
+            select(conversation.c.end_user_pk, conversation.c.outcome, func.count())
+            .where(
+                conversation.c.project_pk == project_pk,
+                conversation.c.end_user_pk.in_(list(by_pk)),
+                conversation.c.outcome.is_not(None),
+            )
+            .group_by(conversation.c.end_user_pk, conversation.c.outcome)
+        )
+        for pk, outcome, count in outcomes:
+            by_pk[pk].outcomes[outcome] = count
     return list(by_pk.values()), total
 
 

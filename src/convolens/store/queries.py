@@ -55,6 +55,8 @@ class ConversationView:
     sentiment_trend: str | None
     outcome: str | None = None
     outcome_signals: int | None = None  # a bitmask: outcome_fields.from_mask gives the names
+    outcome_by: str | None = None  # rules, judging (an LLM judge is reading it) or llm
+    outcome_reason: str | None = None  # the LLM judge's, where it gave the outcome
     messages: list[MessageView] = field(default_factory=list)
 
     def _distinct(self, attribute: str) -> list[dict[str, str]]:
@@ -107,6 +109,8 @@ CONVERSATION_COLUMNS = (
     conversation.c.sentiment_trend,
     conversation.c.outcome,
     conversation.c.outcome_signals,
+    conversation.c.outcome_by,
+    conversation.c.outcome_reason,
 )
 
 _MESSAGE_COLUMNS = (

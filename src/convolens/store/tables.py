@@ -92,6 +92,11 @@ conversation = Table(
     Column("outcome", String(16)),
     Column("outcome_signals", Integer),
     Column("outcome_version", Integer),
+    # Who set the outcome: "rules" (enrich/outcomes.py, on every save), "judging" (an LLM judge took it
+    # at outcome_judged_at) or "llm" (the judge's verdict, with its one-sentence reason).
+    Column("outcome_by", String(8)),
+    Column("outcome_reason", String(500)),
+    Column("outcome_judged_at", DateTime),
     UniqueConstraint("project_pk", "id", name="uq_conversation_project_id"),
     # started_at too, so that the activity window (last_message_at >= start, started_at <= end) is answered
     # from the index alone: counting a month of a million conversations, 150 ms without it.
@@ -101,6 +106,8 @@ conversation = Table(
     Index("ix_conversation_project_upsert", "project_pk", "upsert_key"),
     # The filter by outcome ("show me the unresolved ones"), newest first.
     Index("ix_conversation_project_outcome", "project_pk", "outcome", "last_message_at"),
+    # The conversations an LLM judge has yet to read, newest first, without scanning those it has.
+    Index("ix_conversation_project_outcome_by", "project_pk", "outcome_by", "last_message_at"),
     # Conversations and messages per user (the users page) from the index alone.
     Index("ix_conversation_project_user", "project_pk", "end_user_pk", "message_count"),
 )
@@ -278,6 +285,8 @@ rollup = Table(
     Column("conversations_started", Integer, nullable=False),
     # {model: [input tokens, output tokens]}: costs are priced when read, so a new price applies at once.
     Column("tokens", JSON),
+    # {outcome: conversations}: the conversations that *started* this day, each in its latest outcome.
+    Column("outcomes", JSON),
     Column("conversation_count", Integer, nullable=False),
     Column("user_count", Integer, nullable=False),
     Column("conversation_set", LargeBinary, nullable=False),
@@ -353,6 +362,15 @@ translation_cache = Table(
     Column("target_language", String(8), primary_key=True),
     Column("translation", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),
+)
+
+# Conversations an LLM outcome judge read per project and UTC day (store/outcome_judge.py): the daily cap.
+outcome_judge_usage = Table(
+    "outcome_judge_usage",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("conversations", Integer, nullable=False),
 )
 
 translation_usage = Table(

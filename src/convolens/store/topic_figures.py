@@ -11,6 +11,8 @@ topic as for a hundred):
   their links in the same days;
 - languages and the share of negative messages: one statement over each topic's newest
   ``STATS_POOL`` messages in the range (the rollups cannot cross topic with language or sentiment label);
+- outcomes: conversations on the topic that started in the range, per outcome (each once in its latest
+  outcome) — from the rollups for defined topics, one grouped count for suggested ones;
 - representative messages: one statement over each topic's newest ``SAMPLE_POOL`` messages with their
   embeddings, ranked by cosine to the topic's centre (its stored centroid, else the pool's mean), with
   near-duplicates collapsed. Stored text is already PII-scrubbed.
@@ -31,6 +33,7 @@ from sqlalchemy.sql import FromClause
 
 from convolens.store import metrics
 from convolens.store.dialect import bucket
+from convolens.store.outcome_fields import OUTCOMES
 from convolens.store.tables import conversation, message, message_embedding, message_topic
 from convolens.store.topics import TopicRow
 
@@ -82,6 +85,8 @@ class TopicFigures:
     ratings_down: int = 0
     negative: int = 0  # of the newest STATS_POOL messages: how many read as negative
     labelled: int = 0  # … and how many have a sentiment label
+    # {outcome: conversations}: those on the topic that started in the range, each in its latest outcome.
+    outcomes: dict[str, int] = field(default_factory=dict)
     languages: list[tuple[str, int]] = field(default_factory=list)  # of the newest STATS_POOL, largest first
     samples: list[Sample] = field(default_factory=list)
     # The same choice among the pool's negative messages: what the unhappy users said.
@@ -111,6 +116,12 @@ class TopicFigures:
         return self.negative / self.labelled if self.labelled else None
 
     @property
+    def unresolved_share(self) -> float | None:
+        """Unresolved among the topic's conversations with a verdict (resolved, unresolved, abandoned)."""
+        judged = sum(self.outcomes.get(o, 0) for o in metrics.JUDGED)
+        return self.outcomes.get("unresolved", 0) / judged if judged else None
+
+    @property
     def unhappy(self) -> float:
         """Volume x negative share: about how many of the range's messages on this topic were unhappy."""
         return self.messages * (self.negative_share or 0.0)
@@ -129,6 +140,8 @@ class TopicFigures:
             "thumbs_down_share": _rounded(self.thumbs_down_share),
             "negative_share": _rounded(self.negative_share),
             "unhappy_messages": round(self.unhappy, 1),
+            "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
+            "unresolved_share": _rounded(self.unresolved_share),
             "languages": [{"language": lang, "messages": n} for lang, n in self.languages],
             "samples": [_sample_json(s) for s in self.samples],
             "unhappy_samples": [_sample_json(s) for s in self.unhappy_samples],
@@ -252,6 +265,8 @@ def _rolled_up(
         figures, when = out[int(value)], date.fromisoformat(day)
         periods.add(figures, when, summary.messages)
         if periods.first <= when <= periods.last:
+            for outcome, count in summary.outcomes.items():
+                figures.outcomes[outcome] = figures.outcomes.get(outcome, 0) + count
             figures.ratings_up += summary.ratings_up
             figures.ratings_down += summary.ratings_down
             sentiment[figures.pk][0] += summary.sentiment_sum
@@ -290,6 +305,21 @@ def _live(
         sentiment[topic_pk][1] += s_count
     for pk, (total, count) in sentiment.items():
         out[pk].avg_sentiment = total / count if count else None
+    # Outcomes as the rollups count them for defined topics: the conversations that started in the range.
+    started = and_(conversation.c.started_at >= _start(periods.first), conversation.c.started_at <= _end(periods.last))
+    outcomes = conn.execute(
+        select(message_topic.c.topic_pk, conversation.c.outcome, func.count(conversation.c.pk.distinct()))
+        .select_from(message_topic.join(conversation, conversation.c.pk == message_topic.c.conversation_pk))
+        .where(
+            message_topic.c.project_pk == project_pk,
+            message_topic.c.topic_pk.in_(suggested),
+            conversation.c.outcome.is_not(None),
+            started,
+        )
+        .group_by(message_topic.c.topic_pk, conversation.c.outcome)
+    )
+    for topic_pk, outcome, count in outcomes:
+        out[topic_pk].outcomes[outcome] = count
 
 
 _LINKED = message_topic.join(message, message.c.pk == message_topic.c.message_pk)

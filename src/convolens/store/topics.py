@@ -311,5 +311,8 @@ def save_backfill(
             insert(message_topic), [{**link, "topic_pk": row.pk, "project_pk": row.project_pk} for link in links]
         )
         if row.status == "active":  # suggestions are not rolled up (store/rollups.py)
-            rollups.mark(conn, row.project_pk, {rollups.day_of(link["created_at"]) for link in links}, now)
+            days = {rollups.day_of(link["created_at"]) for link in links}
+            # and the days their conversations started, which a topic's outcome counts are kept on
+            days |= rollups.start_days(conn, {link["conversation_pk"] for link in links}).get(row.project_pk, set())
+            rollups.mark(conn, row.project_pk, days, now)
     return True

@@ -25,6 +25,7 @@ from convolens.outbound import OutboundPolicy
 from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics, translations
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
+from convolens.worker.outcome_judging import OutcomeJudging
 from convolens.worker.translation import TranslationStep
 
 log = logging.getLogger("convolens.worker")
@@ -97,6 +98,7 @@ class Worker:
         llm: LlmSettings | None = None,
         outbound: OutboundPolicy | None = None,
         name: str | None = None,
+        judge_settle: timedelta = timedelta(minutes=2),
     ) -> None:
         self.db = db
         self.batch_size = batch_size
@@ -117,6 +119,7 @@ class Worker:
         self.backfill_after = 0
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
         self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
+        self.judge_outcomes = OutcomeJudging(db, self.judges.for_project, settle=judge_settle)
 
     def _matchers(self) -> dict[int, ProjectTopics]:
         with self.db.reader() as conn:
@@ -333,10 +336,12 @@ class Worker:
                 self.stop_event.wait(2.0)
             if not done:
                 try:  # only when idle: clustering a large project takes a minute
-                    if self.retention_once() or self.suggest_once() is not None:
+                    if self.retention_once() or self.judge_outcomes() or self.suggest_once() is not None:
                         continue
                 except Exception:
-                    log.exception("worker %s: suggested topics failed; they will be retried", self.owner)
+                    log.exception(
+                        "worker %s: idle work (retention, outcome judge, suggested topics) failed; retried", self.owner
+                    )
                 self.stop_event.wait(self.idle_seconds)
         self.judges.close()
         log.info("worker %s stopped after %d messages", self.owner, self.enriched)

@@ -47,6 +47,9 @@ def conversation_response(c: ConversationView) -> dict[str, Any]:
         # Were users helped (null until enrichment has run): resolved/unresolved/abandoned/unknown, and why.
         "outcome": c.outcome,
         "outcome_signals": from_mask(c.outcome_signals),
+        # "llm" where the project's LLM judge gave the outcome, with its one-sentence reason; else "rules".
+        "outcome_by": "llm" if c.outcome_by == "llm" else ("rules" if c.outcome else None),
+        "outcome_reason": c.outcome_reason if c.outcome_by == "llm" else None,
         "topics": c.topics,
         "suggested_topics": c.suggested_topics,
         "languages": c.languages,

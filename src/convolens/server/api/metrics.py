@@ -34,7 +34,10 @@ def metrics(
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     """Per bucket and group: conversations, messages, user_messages, users, avg_sentiment (user
-    messages), ratings_up/down, rating_share_up, input/output tokens and cost_usd (estimated).
+    messages), ratings_up/down, rating_share_up, input/output tokens and cost_usd (estimated); and
+    ``outcomes``: the conversations that *started* in the bucket per outcome (resolved, unresolved,
+    abandoned, unknown), each once in its latest outcome, with ``resolved_share`` (resolved among
+    resolved + unresolved + abandoned; null without any).
     With ``group_by=topic``, ``level=category`` groups by the topics' categories instead (a message
     counts once in a category however many of its topics it is in; active topics in no category are
     grouped as "Uncategorised"). Both levels count active topics only, not suggestions."""

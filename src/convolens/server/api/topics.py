@@ -114,7 +114,9 @@ def list_topics(
     from ``start_time`` to ``end_time`` (default: the last 30 days): messages, previous_messages (the
     period of equal length before) and trend (new, growing, shrinking, steady, quiet), this_week,
     last_week and emerging, avg_sentiment, ratings and thumbs_down_share, negative_share,
-    unhappy_messages, languages and three representative samples."""
+    unhappy_messages, languages and three representative samples; ``outcomes`` (the topic's
+    conversations that started in those days, per outcome, each once in its latest) and
+    ``unresolved_share`` (unresolved among resolved + unresolved + abandoned; null without any)."""
     with db.reader() as conn:
         rows = topics.list_topics(conn, token.project_pk, (status,))
         named = _category_names(conn, token.project_pk)

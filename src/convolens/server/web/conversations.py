@@ -18,7 +18,7 @@ from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, 
 from convolens.server.web.session import access
 from convolens.store import explore, projects, queries, topics, translations
 from convolens.store.explore import ConversationFilter
-from convolens.store.outcome_fields import OUTCOMES, SIGNALS
+from convolens.store.outcome_fields import OUTCOMES, SIGNALS, from_mask
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
@@ -30,6 +30,7 @@ FILTER_FIELDS = (
     "rating",
     "outcome",
     "signal",
+    "started",
     "language",
     "model",
     "meta",
@@ -59,6 +60,8 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         raise WebError(422, f"outcome must be one of {', '.join(OUTCOMES)}")
     if values.get("signal") not in (None, *SIGNALS):
         raise WebError(422, f"signal must be one of {', '.join(SIGNALS)}")
+    if values.get("started") not in (None, "1"):
+        raise WebError(422, "the started filter must be 1 (only conversations that started in the range)")
     meta_key = meta_value = None
     if "meta" in values:
         meta_key, sep, meta_value = values["meta"].partition("=")
@@ -80,6 +83,7 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         text=values.get("q"),
         outcome=values.get("outcome"),
         signal=values.get("signal"),
+        started_in_range=values.get("started") == "1",
     )
     values.setdefault("start", window.first.isoformat())
     values.setdefault("end", window.last.isoformat())
@@ -144,6 +148,7 @@ def transcript(request: Request, project: str, conversation_id: str) -> Response
 CSV_COLUMNS = (
     "id", "user_id", "tenant_id", "started_at", "last_message_at", "message_count", "sentiment_trend",
     "languages", "topics", "first_user_message", "metadata", "first_user_message_translation",
+    "outcome", "outcome_signals",
 )  # fmt: skip
 
 
@@ -166,8 +171,10 @@ def _csv_rows(views: Iterator[queries.ConversationView]) -> Iterator[str]:
             "; ".join(t["name"] for t in view.topics),
             first,
             orjson.dumps(view.metadata).decode() if view.metadata else "",
-            # Last, so that readers of the columns before it are undisturbed.
+            # Added at the end, so that readers of the columns before them are undisturbed.
             (first_message.translation or "") if first_message is not None else "",
+            view.outcome or "",
+            "; ".join(from_mask(view.outcome_signals)),
         ]
         writer.writerow([_defuse(str(cell)) for cell in cells])
         yield buffer.getvalue()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from convolens.server.web.render import date_range, render, segment
+from convolens.server.web.render import DateRange, date_range, render, segment
 from convolens.server.web.session import access, redirect
 from convolens.store import metrics, people, topic_figures, topics
 from convolens.store.queries import bucket_starts
@@ -13,6 +16,25 @@ from convolens.store.queries import bucket_starts
 router = APIRouter(include_in_schema=False)
 TOP_TOPICS = 8
 UNHAPPY_TOPICS = 5
+# The outcomes charted, in the order of the stack, with the colours the page's legend and table use.
+CHARTED_OUTCOMES = (("resolved", "#16a34a"), ("unresolved", "#dc2626"), ("abandoned", "#f59e0b"))
+
+
+def bucket_days(labels: list[str], window: DateRange) -> dict[str, tuple[date, date]]:
+    """Each bucket's first and last day inside the window (a week or month is cut at the window's edges)."""
+    out = {}
+    for i, label in enumerate(labels):
+        first = max(date.fromisoformat(label), window.first)
+        following = date.fromisoformat(labels[i + 1]) if i + 1 < len(labels) else window.last + timedelta(days=1)
+        out[label] = (first, min(following - timedelta(days=1), window.last))
+    return out
+
+
+def outcome_link(base: str, first: date, last: date, outcome: str) -> str:
+    """The conversation list of one outcome among the conversations that started in [first, last]: the
+    conversations an outcome count on this page is made of."""
+    query = {"start": first.isoformat(), "end": last.isoformat(), "outcome": outcome, "started": "1"}
+    return f"{base}/conversations?{urlencode(query)}"
 
 
 def _trend(values: list[int]) -> str:
@@ -69,8 +91,16 @@ def overview(
             UNHAPPY_TOPICS,
         )
         new = people.new_users(conn, membership.project_pk, window.start, window.end, window.period)  # type: ignore[arg-type]
+    base = f"/p/{segment(membership.project)}"
+    spans = bucket_days(labels, window)
     rows = [
-        {"bucket": label, **series.get(label, {}), "new_users": new.get(label, 0), "empty": label not in series}
+        {
+            "bucket": label,
+            **series.get(label, {}),
+            "new_users": new.get(label, 0),
+            "empty": label not in series,
+            "outcome_links": {o: outcome_link(base, *spans[label], o) for o, _ in CHARTED_OUTCOMES},
+        }
         for label in labels
     ]
     top_topics = []
@@ -106,6 +136,19 @@ def overview(
                 {"label": "Thumbs down", "color": "#dc2626", "values": [r.get("ratings_down", 0) for r in rows]},
             ],
         },
+        "outcomes": {
+            "labels": labels,
+            "kind": "bars",
+            "stacked": True,
+            "series": [
+                {
+                    "label": outcome.capitalize(),
+                    "color": colour,
+                    "values": [r.get("outcomes", {}).get(outcome, 0) for r in rows],
+                }
+                for outcome, colour in CHARTED_OUTCOMES
+            ],
+        },
         "topics": {
             "labels": labels,
             "kind": "line",
@@ -129,4 +172,6 @@ def overview(
         trend_rule=topic_figures.TREND_RULE,
         emerging_rule=topic_figures.EMERGING_RULE,
         charts=charts,
+        outcome_links={o: outcome_link(base, window.first, window.last, o) for o, _ in CHARTED_OUTCOMES},
+        charted_outcomes=CHARTED_OUTCOMES,
     )

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from convolens.schemas.timestamps import parse_day
+from convolens.store.outcome_fields import from_mask
 from convolens.timeutil import utcnow
 
 HERE = Path(__file__).parent
@@ -68,6 +69,7 @@ environment.filters["segment"] = segment
 environment.filters["number"] = _number
 environment.filters["percent"] = _percent
 environment.filters["when"] = _when
+environment.filters["signals"] = from_mask  # a conversation's stored signal bits, as names
 environment.globals["urlencode"] = urlencode
 
 

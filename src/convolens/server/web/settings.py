@@ -13,7 +13,7 @@ from convolens.outbound import RefusedUrl, redacted, safe_url, validate_url
 from convolens.server.path_ids import RowId
 from convolens.server.web.render import WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import accounts, passwords, projects, rollups, translations
+from convolens.store import accounts, outcome_judge, passwords, projects, rollups, translations
 from convolens.store.accounts import Membership, Session
 from convolens.timeutil import utcnow
 
@@ -29,6 +29,8 @@ def _page(request: Request, session: Session, membership: Membership, status: in
     llm = settings.get("llm") or {}
     with request.app.state.db.reader() as conn:
         translated_today = translations.used_today(conn, membership.project_pk, rollups.day_of(utcnow()))
+        judge = outcome_judge.settings_from(settings)
+        judged_today = outcome_judge.used_today(conn, membership.project_pk, rollups.day_of(utcnow()))
     return render(
         request,
         "settings.html",
@@ -49,6 +51,8 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         },
         translation=translations.settings_from(settings),
         translated_today=translated_today,
+        outcome_judge=judge,
+        judged_today=judged_today,
         has_provider=bool(llm.get("base_url")) or request.app.state.settings.llm.enabled,
         people=people,
         roles=accounts.ROLES,
@@ -179,6 +183,26 @@ def translation(
         projects.set_project_setting(conn, membership.project, "language", language)
         projects.set_project_setting(
             conn, membership.project, "translation", {"enabled": enabled == "on", "daily_cap": int(cap)}
+        )
+    return _back(project)
+
+
+@router.post("/p/{project}/settings/outcome-judge")
+def outcome_judge_settings(
+    request: Request,
+    project: str,
+    csrf_token: str = Form(""),
+    enabled: str = Form("off"),
+    daily_cap: str = Form(str(outcome_judge.DEFAULT_DAILY_CAP)),
+) -> Response:
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    cap = daily_cap.strip()
+    if not cap.isdigit() or len(cap) > 7 or int(cap) > outcome_judge.MAX_DAILY_CAP:
+        raise WebError(422, f"daily_cap: must be a whole number from 0 to {outcome_judge.MAX_DAILY_CAP:,}")
+    with request.app.state.db.writer() as conn:
+        projects.set_project_setting(
+            conn, membership.project, "outcome_judge", {"enabled": enabled == "on", "daily_cap": int(cap)}
         )
     return _back(project)
 

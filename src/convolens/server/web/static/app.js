@@ -13,13 +13,15 @@
     if (!block || typeof uPlot === "undefined") return;
     var spec = JSON.parse(block.textContent);
     if (!spec.labels.length) return;
+    if (spec.stacked) spec = stack(spec);
     var xs = spec.labels.map(seconds);
     var data = [xs].concat(spec.series.map(function (s) { return s.values; }));
     var bars = spec.kind === "bars" && uPlot.paths && uPlot.paths.bars;
-    var n = spec.series.length;
+    var n = spec.stacked ? 1 : spec.series.length;  // stacked bars share one slot
     var series = [{}].concat(spec.series.map(function (s, i) {
       var colour = s.color || palette[i % palette.length];
       var line = { label: s.label, stroke: colour, width: 2, spanGaps: true, points: { show: xs.length < 40 } };
+      if (s.raw) line.value = function (u, v, si, idx) { return idx == null ? "--" : s.raw[idx]; };
       if (bars) {
         line.fill = colour + "cc";
         line.width = 0;
@@ -42,6 +44,17 @@
     window.addEventListener("resize", function () {
       plot.setSize({ width: Math.max(280, el.clientWidth), height: opts.height });
     });
+  }
+
+  // Stacked bars (the first series at the bottom): each series drawn from zero to its running total, the
+  // tallest first so the shorter ones are painted over it; the legend shows each series' own value.
+  function stack(spec) {
+    var running = spec.labels.map(function () { return 0; });
+    var series = spec.series.map(function (s) {
+      running = running.map(function (sum, i) { return sum + (s.values[i] || 0); });
+      return { label: s.label, color: s.color, values: running.slice(), raw: s.values };
+    });
+    return { labels: spec.labels, kind: spec.kind, stacked: true, series: series.reverse() };
   }
 
   function copyButtons() {

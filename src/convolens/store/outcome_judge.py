@@ -1,0 +1,145 @@
+"""The LLM outcome judge's bookkeeping: which projects chose it (a project setting), which of their
+conversations wait for a verdict, the lease a worker takes on a few of them while it asks, the verdicts
+it saves, and each project's daily cap on conversations sent.
+
+A conversation waits once its offline outcome is set (``outcome_by = 'rules'``, on every enrichment save)
+and its last message is ``settle`` old (a thread still going would be judged again with each turn). A
+worker takes a few (``'judging'``, stamped ``outcome_judged_at``; one whose worker died is taken again
+after ``lease``) and saves a verdict only if the conversation is still as it read it: taken by it and no
+message added since, so a thread that grew meanwhile keeps the offline outcome of its new turns and waits
+again. A verdict marks the conversation's start day for the rollups, as any outcome change does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, or_, select, update
+
+from convolens.store import rollups
+from convolens.store.dialect import insert_ignore
+from convolens.store.outcome_fields import OUTCOMES
+from convolens.store.tables import conversation, outcome_judge_usage, project
+
+DEFAULT_DAILY_CAP = 500  # conversations a project sends to its provider per UTC day
+MAX_DAILY_CAP = 1_000_000
+REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    enabled: bool = False
+    daily_cap: int = DEFAULT_DAILY_CAP
+
+
+def settings_from(settings: dict) -> JudgeSettings:
+    """A project's judge settings from its settings object; anything malformed is the default (off)."""
+    own = settings.get("outcome_judge") if isinstance(settings.get("outcome_judge"), dict) else {}
+    cap = own.get("daily_cap")
+    valid = isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap <= MAX_DAILY_CAP
+    return JudgeSettings(enabled=own.get("enabled") is True, daily_cap=cap if valid else DEFAULT_DAILY_CAP)
+
+
+def enabled_projects(conn: Connection) -> dict[int, JudgeSettings]:
+    found = {}
+    for pk, settings in conn.execute(select(project.c.pk, project.c.settings)):
+        own = settings_from(settings if isinstance(settings, dict) else {})
+        if own.enabled:
+            found[pk] = own
+    return found
+
+
+@dataclass(frozen=True)
+class Taken:
+    pk: int
+    message_count: int
+
+
+def take(
+    conn: Connection, project_pk: int, now: datetime, *, limit: int, settle: timedelta, lease: timedelta
+) -> list[Taken]:
+    """Lease up to ``limit`` of the project's conversations waiting for a verdict, newest first."""
+    c = conversation.c
+    waiting = or_(c.outcome_by == "rules", and_(c.outcome_by == "judging", c.outcome_judged_at < now - lease))
+    candidates = conn.execute(
+        select(c.pk, c.message_count)
+        .where(c.project_pk == project_pk, waiting, c.outcome.is_not(None), c.last_message_at <= now - settle)
+        .order_by(c.last_message_at.desc())
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's single writer needs no lock hint
+    ).all()
+    taken = []
+    for pk, count in candidates:
+        done = conn.execute(
+            update(conversation)
+            .where(c.pk == pk, waiting, c.message_count == count)
+            .values(outcome_by="judging", outcome_judged_at=now)
+        ).rowcount
+        if done:
+            taken.append(Taken(pk, count))
+    return taken
+
+
+def save(conn: Connection, taken: list[Taken], verdicts: dict[int, tuple[str, str]], now: datetime) -> int:
+    """Store the verdicts (outcome, reason) of the conversations still as they were taken; returns how
+    many. A conversation the answer left out goes back to waiting."""
+    c = conversation.c
+    saved = []
+    for t in taken:
+        still = and_(c.pk == t.pk, c.outcome_by == "judging", c.message_count == t.message_count)
+        verdict = verdicts.get(t.pk)
+        if verdict is None or verdict[0] not in OUTCOMES:
+            conn.execute(update(conversation).where(still).values(outcome_by="rules", outcome_judged_at=None))
+            continue
+        outcome, reason = verdict
+        done = conn.execute(
+            update(conversation)
+            .where(still)
+            .values(outcome=outcome, outcome_by="llm", outcome_reason=reason[:REASON_CHARS], outcome_judged_at=now)
+        ).rowcount
+        if done:
+            saved.append(t.pk)
+    for pk, days in rollups.start_days(conn, saved).items():
+        rollups.mark(conn, pk, days, now)
+    return len(saved)
+
+
+def reserve(conn: Connection, project_pk: int, day: str, wanted: int, cap: int) -> int:
+    """Take up to ``wanted`` of the project's ``cap`` conversations for ``day``; returns how many it may
+    send. In a write transaction: the row (PostgreSQL) or the database (SQLite) stays locked until it
+    ends, so two workers never both take the last of a day's allowance. A failed request keeps its
+    share spent: a provider that errors is not asked again and again."""
+    if wanted <= 0 or cap <= 0:
+        return 0
+    conn.execute(
+        insert_ignore(conn, outcome_judge_usage, ["project_pk", "day"]),
+        [{"project_pk": project_pk, "day": day, "conversations": 0}],
+    )
+    where = (outcome_judge_usage.c.project_pk == project_pk, outcome_judge_usage.c.day == day)
+    used = conn.execute(select(outcome_judge_usage.c.conversations).where(*where).with_for_update()).scalar_one()
+    granted = max(0, min(wanted, cap - used))
+    if granted:
+        conn.execute(update(outcome_judge_usage).where(*where).values(conversations=used + granted))
+    return granted
+
+
+def used_today(conn: Connection, project_pk: int, day: str) -> int:
+    where = (outcome_judge_usage.c.project_pk == project_pk, outcome_judge_usage.c.day == day)
+    return int(conn.execute(select(outcome_judge_usage.c.conversations).where(*where)).scalar() or 0)
+
+
+def remaining(conn: Connection, project_pk: int, day: str, cap: int) -> int:
+    """How many of the day's ``cap`` are left (a hint to take no more than that: ``reserve`` decides)."""
+    return max(0, cap - used_today(conn, project_pk, day))
+
+
+def release(conn: Connection, taken: list[Taken]) -> None:
+    """Conversations taken but not sent (over the cap): back to waiting."""
+    c = conversation.c
+    for t in taken:
+        conn.execute(
+            update(conversation)
+            .where(c.pk == t.pk, c.outcome_by == "judging")
+            .values(outcome_by="rules", outcome_judged_at=None)
+        )
