@@ -3,8 +3,9 @@
 Two signals, because each fails where the other is good:
 - a logistic regression on multilingual sentence embeddings (``enrich.embedding``), trained when first
   used on the example messages of ``sentiment_examples`` and ``complaint_examples`` and the labelled
-  messages of the complaint training sets (``complaint_training``, exported from tests/data): it catches implicit complaints with no
-  sentiment word ("it still crashes", "I asked for Python") in any of the encoder's languages;
+  messages of the complaint training sets (``complaint_training``, exported from tests/data): it
+  catches implicit complaints with no sentiment word ("it still crashes", "I asked for Python") in any
+  of the encoder's languages;
 - VADER (the ``vaderSentiment`` package, lexicon inside the wheel), an English lexicon with rules for
   negation, intensifiers and emoji: where its compound score is strong it is rarely wrong, so it
   decides the label there and is averaged into the score.
