@@ -1,8 +1,10 @@
-"""Outcome accuracy and per-signal precision/recall on the labelled conversations of
-tests/data/outcomes_tune.jsonl (the rules were tuned on it) and tests/data/outcomes_holdout.jsonl (never
-tuned on: only its aggregate figures are looked at).
+"""Outcome accuracy and per-signal precision/recall on the labelled conversations of tests/data:
+outcomes_tune.jsonl and outcomes_train2.jsonl (the outcome model is trained on them:
+bench/train_outcomes.py), outcomes_holdout.jsonl and outcomes_fresh.jsonl (never trained or tuned on:
+only their aggregate figures are looked at).
 
-python bench/outcome_quality.py            # both sets' figures; --misses lists the TUNE set's misses
+python bench/outcome_quality.py            # every set's figures; --misses lists the training sets' misses
+python bench/outcome_quality.py --fresh    # and the fresh set's figures
 
 Each conversation goes through what the worker does: its user turns are embedded (as the pipeline does),
 the store's window applies (last 40 messages, 2,000 characters each), then ``outcomes.assess_many``.
@@ -80,16 +82,29 @@ def report(name: str, result: dict) -> None:
     print("  confusion (gold, got): " + ", ".join(f"{a}->{b}: {n}" for (a, b), n in result["confusion"].items()))
 
 
+# name: whether its rows may be read (a set trained or tuned on). The holdout and fresh sets are reported as
+# figures only; the fresh set (written last, by another hand) is evaluated once, with --fresh.
+SETS = {
+    "outcomes_tune.jsonl": True,
+    "outcomes_train2.jsonl": True,
+    "outcomes_holdout.jsonl": False,
+}
+FRESH = "outcomes_fresh.jsonl"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--misses", action="store_true", help="list the tune set's misses (never the holdout's)")
+    parser.add_argument("--misses", action="store_true", help="list the training sets' misses (never the others')")
+    parser.add_argument("--fresh", action="store_true", help=f"also report {FRESH} (figures only)")
     args = parser.parse_args()
-    tune = evaluate(load("outcomes_tune.jsonl"))
-    report("tune", tune)
-    if (DATA / "outcomes_holdout.jsonl").exists():
-        report("holdout", evaluate(load("outcomes_holdout.jsonl")))
-    if args.misses:
-        for r, (outcome, signals) in tune["misses"]:
-            print(f"{r['id']} gold {r['outcome']} {sorted(r['signals'])} got {outcome} {signals}", file=sys.stderr)
-            for m in r["messages"]:
-                print(f"    {m['role'][0]} {m['content'][:100]}", file=sys.stderr)
+    sets = {**SETS, FRESH: False} if args.fresh else SETS
+    for name, readable in sets.items():
+        if not (DATA / name).exists():
+            continue
+        result = evaluate(load(name))
+        report(name.removesuffix(".jsonl"), result)
+        if args.misses and readable:
+            for r, (outcome, signals) in result["misses"]:
+                print(f"{r['id']} gold {r['outcome']} {sorted(r['signals'])} got {outcome} {signals}", file=sys.stderr)
+                for m in r["messages"]:
+                    print(f"    {m['role'][0]} {m['content'][:100]}", file=sys.stderr)

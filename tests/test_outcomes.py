@@ -154,15 +154,22 @@ def test_the_dashboard_filters_conversations_by_outcome_and_signal(server: Runni
 
 
 def test_outcome_quality_on_the_labelled_sets() -> None:
-    """Floors a little under what bench/outcome_quality.py measured (printed with -s)."""
-    for name, floor in (("outcomes_tune.jsonl", TUNE_FLOOR), ("outcomes_holdout.jsonl", HOLDOUT_FLOOR)):
+    """Floors a little under what bench/outcome_quality.py measured (printed with -s): accuracy over the four
+    outcomes and over the rows labelled resolved, unresolved or abandoned (the issue's target: 0.8)."""
+    for name, (floor, floor_three) in OUTCOME_FLOORS.items():
         result = outcome_quality.evaluate(outcome_quality.load(name))
         print(name, result["accuracy"], result["accuracy_three"], result["signals"])
         assert result["accuracy"] >= floor, (name, result["accuracy"])
+        assert result["accuracy_three"] >= floor_three, (name, result["accuracy_three"])
 
 
-TUNE_FLOOR = 0.78  # measured 0.806
-HOLDOUT_FLOOR = 0.59  # measured 0.618 (never tuned on)
+# The model is trained on the tune and train2 sets (bench/train_outcomes.py); holdout and fresh are unseen.
+OUTCOME_FLOORS = {
+    "outcomes_tune.jsonl": (0.91, 0.93),  # measured 0.935 / 0.955
+    "outcomes_train2.jsonl": (0.91, 0.93),  # measured 0.93 / 0.95
+    "outcomes_holdout.jsonl": (0.8, 0.86),  # measured 0.829 / 0.883
+    "outcomes_fresh.jsonl": (0.87, 0.91),  # measured 0.893 / 0.933
+}
 
 
 def test_the_outcome_reads_a_bounded_end_of_a_long_thread(server: RunningServer, project: Project) -> None:

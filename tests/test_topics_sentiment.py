@@ -25,13 +25,16 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
     return value
 
 
-# Floors a little under what bench/sentiment_quality.py measures (bench/README.md): accuracy and
-# negative recall of each labelled set (followups.jsonl has neutral messages only).
+# Floors a little under what bench/sentiment_quality.py measures (bench/README.md): accuracy, negative
+# recall and the lowest recall of a class of each labelled set (followups.jsonl has neutral messages only).
+# complaints_tune and complaints_train2 are training rows of the classifier; holdout and fresh are not.
 SENTIMENT_FLOORS = {
-    "sentiment": (0.94, 0.88),
-    "complaints_tune": (0.91, 0.9),
-    "complaints_holdout": (0.86, 0.86),
-    "followups": (0.75, None),
+    "sentiment": (0.93, 0.87, 0.85),
+    "complaints_tune": (0.95, 0.92, 0.9),
+    "complaints_train2": (0.87, 0.86, 0.8),
+    "complaints_holdout": (0.89, 0.88, 0.82),
+    "complaints_fresh": (0.79, 0.88, 0.72),
+    "followups": (0.75, None, None),
 }
 
 
@@ -39,17 +42,17 @@ SENTIMENT_FLOORS = {
 def test_sentiment_quality_on_the_labelled_sets(name: str) -> None:
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_quality.py"))
     rows = bench["load"](name)
-    accuracy, negative_recall = SENTIMENT_FLOORS[name]
+    accuracy, negative_recall, lowest_recall = SENTIMENT_FLOORS[name]
     assert len(rows) >= 20 and (negative_recall is None or len({r["label"] for r in rows}) == 3)
     result = bench["evaluate"](rows)
     figures = f"{name}: accuracy {result['accuracy']}, recall {result['recall']}"
     print(figures)
-    # The holdout is read as figures only, never row by row: no misses in the message.
-    shown = figures if bench["SETS"][name] else result["wrong"]
+    # A holdout is read as figures only, never row by row: no misses in the message (SETS: readable ones).
+    shown = result["wrong"] if bench["SETS"].get(name) else figures
     assert result["accuracy"] >= accuracy, shown
     if negative_recall is not None:
         assert result["recall"]["negative"] >= negative_recall, shown
-        assert min(result["recall"].values()) >= 0.75, shown
+        assert min(result["recall"].values()) >= lowest_recall, shown
 
 
 def test_a_correction_of_the_previous_reply_is_negative_an_answer_to_its_question_is_not(

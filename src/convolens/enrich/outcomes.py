@@ -1,25 +1,32 @@
 """Were users helped: a conversation's outcome (resolved, unresolved, abandoned, unknown) and the signals
 behind it, read from the structure of its transcript and from the embeddings its user turns already have.
 
-Signals:
-- per user turn, a logistic regression over its stored embedding, trained when first used on the examples
-  of ``outcome_examples``: ``thanks``, ``gives_up``, ``correction``, ``off_target``, ``sarcasm``, and two
-  that steer the outcome without being signals, ``success`` ("works now") and ``greeting``; plus words
-  that say thanks or giving up in several languages;
-- ``rephrase``: a user turn whose embedding is close to the user's previous turn (or fairly close, and
-  unhappy), with an assistant reply in between (the user asks the same thing again in other words);
-- ``repeated_answer``: two assistant replies with nearly the same words (replies have no embedding: the
-  pipeline embeds only user turns, so this compares word shingles, which is cheaper anyway);
-- the explicit client events ``copy``, ``share`` (for the reply they follow) and ``regenerate``, ``edit``
-  (against it), sent as events of those names (``client.event(cid, "copy")``).
-
-The outcome rule weighs the end of the conversation most: what the user's last turn says, whether the
-assistant spoke last and what it asked. ``bench/outcome_quality.py`` measures it on the labelled sets.
+Two layers, so that what is learned from labelled conversations is a few dozen weights, not rules:
+- per user turn, what it says: the chances of a logistic regression over its stored embedding, trained
+  when first used on the example turns of ``outcome_examples`` (``thanks``, ``gives_up``, ``correction``,
+  ``off_target``, ``sarcasm``, ``success``, ``greeting``, ``other``); words that say thanks or giving up
+  in several languages; the sentiment classifier's chances for it in its turn (``enrich/sentiment``);
+  and the "ending" model's chance that a thread whose user had the last word with this turn was resolved:
+  a logistic regression over the embedding, trained on the last user turns of the labelled training
+  conversations (it learns "ok, I'll call them then" is no success in any language);
+- per conversation, a fixed vector of structural features (``FEATURES``): who spoke last, how many user
+  turns, what the last user turn says when the user had the last word, whether the last reply asks a
+  question or repeats the one before it when the assistant had it, the cosine between consecutive user
+  turns (the user asking the same thing again in other words), the overlap of word shingles between
+  consecutive replies (the assistant saying the same thing twice: replies have no embedding, the pipeline
+  embeds user turns only), and the worst of the earlier turns. A multinomial logistic regression over
+  them gives the outcome, and one binary logistic regression per signal gives the signals. Their weights
+  are in ``outcome_weights`` (constants written by ``bench/train_outcomes.py`` from the labelled
+  training conversations of ``tests/data``; never from the holdout or fresh sets).
+The explicit client events ``copy``, ``share`` (for the reply they follow) and ``regenerate``, ``edit``
+(against it), sent as events of those names (``client.event(cid, "copy")``), are signals as sent and
+decide the outcome where they follow the last user turn: the client saw what the user did.
 All of it is linear in the transcript, which the store bounds (its last 40 messages, 2,000 characters each).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -27,47 +34,119 @@ from itertools import pairwise
 
 import numpy as np
 
-from convolens.enrich import embedding, outcome_examples
+from convolens.enrich import embedding, outcome_examples, sentiment
 from convolens.enrich.compute import compute_lock
-from convolens.store.enrichment import Turn
+from convolens.store.enrichment import PREVIOUS_CHARS, Turn
 from convolens.store.outcome_fields import FEEDBACK_EVENTS
 
-# Goes up whenever a rule, a threshold or the examples change (stored in conversation.outcome_version).
-VERSION = 1
+# Goes up whenever a feature, the examples or the weights change (stored in conversation.outcome_version).
+VERSION = 2
 
-# The classifier's classes, sorted. success and greeting steer the outcome but are not signals.
+# The turn classifier's classes, sorted (scikit-learn's order).
 KINDS = ("correction", "gives_up", "greeting", "off_target", "other", "sarcasm", "success", "thanks")
-SIGNAL_KINDS = ("correction", "gives_up", "off_target", "sarcasm", "thanks")
-# A turn has a kind when the classifier gives it at least this probability (a turn may have several:
-# "amazing. very vegetarian. thanks." is sarcasm and thanks); with none, it is "other".
-KIND_AT = 0.2
-# ... and is reported as a signal from this probability on (tune set: accuracy is best with the outcome
-# reading kinds at 0.2, the signals' mean F1 with reporting them at 0.25).
-SIGNAL_AT = 0.25
+COMPLAINTS = ("correction", "off_target", "sarcasm")
+# A last user turn whose likeliest kind is a complaint at this chance or more, and which the ending model
+# finds more likely unresolved, makes the thread unresolved (``_complains_last``).
+COMPLAINT_AT = 0.4
+# The signals read from the transcript (the rest are client events), and the outcomes, in the order of
+# the weights' rows.
+TRANSCRIPT_SIGNALS = ("rephrase", "correction", "thanks", "gives_up", "sarcasm", "repeated_answer", "off_target")
+CLASSES = ("abandoned", "resolved", "unknown", "unresolved")
 # Words that say thanks or giving up whatever surrounds them (case-folded substrings: linear time).
 THANKS_WORDS = (
-    "thank", "thx", "merci", "gracias", "danke", "grazie", "obrigad", "спасибо", "ありがと", "감사", "고마",
-    "谢谢", "多谢", "感谢",
+    "thank", "thx", "merci", "gracias", "danke", "grazie", "obrigad", "valeu", "спасибо", "ありがと", "감사",
+    "고마", "谢谢", "多谢", "感谢",
 )  # fmt: skip
 GIVES_UP_WORDS = (
     "forget it", "never mind", "nevermind", "give up", "call support", "email support", "contact support",
-    "google it", "a human", "real person", "olvídalo", "laisse tomber", "vergiss es", "lascia perdere",
-    "esquece", "もういい", "그만할게요", "算了",
+    "google it", "a human", "real person", "olvídalo", "laisse tomber", "laissez tomber", "vergiss es",
+    "lascia perdere", "esquece", "もういい", "그만할게요", "算了",
     # Thanks that close a conversation that did not help: polite giving up.
     "thanks anyway", "thank you anyway", "thanks for trying", "for your time", "de todos modos",
     "de todas formas", "quand même", "trotzdem", "mesmo assim", "comunque", "问问客服", "找客服",
 )  # fmt: skip
-# Cosine of two consecutive user turns above which the second asks the first again; lower, when the
-# second is unhappy.
-REPHRASE_AT = 0.65
-REPHRASE_UNHAPPY_AT = 0.3
-# Share of word shingles two assistant replies have in common above which one repeats the other.
-REPEAT_AT = 0.4
+WORDS_CHARS = 500
+# Replies are compared by their first characters' word shingles (the same words again), and by the
+# character trigrams of a shorter start (nearly the same words, or a language written without spaces).
 SHINGLE_CHARS = 1000
-# A last user turn of at least this many words that is no complaint tells the answer was taken up.
-CARRIES_ON_WORDS = 4
+TRIGRAM_CHARS = 120
+# A turn's length in words enters as log(1 + words) / log(1 + this), capped at 1.
+LONG_WORDS = 40
+# User turns counted up to this many.
+MANY_TURNS = 6
 POSITIVE_EVENTS = ("copy", "share")
 NEGATIVE_EVENTS = ("regenerate", "edit")
+
+FEATURES = (
+    "user_last",  # the user had the last word (else the assistant did)
+    "user_turns",
+    # The last user turn, when the user had the last word (zero otherwise).
+    *(f"last_{kind}" for kind in KINDS),
+    "last_thanks_words",
+    "last_gives_up_words",
+    "last_negative",
+    "last_positive",
+    "last_short",
+    "last_words",
+    "last_asks_again",  # its cosine with the user's turn before it (a reply between)
+    "last_ends_well",  # the ending model's chance that a thread ending on this turn was resolved
+    # The assistant had the last word (zero otherwise): what its last reply does and what it answered.
+    "reply_asks",
+    "reply_repeats",
+    "reply_echoes",  # the same, in character trigrams: a paraphrase, and languages written without spaces
+    "reply_words",
+    "before_negative",
+    "before_complaint",
+    "before_asks_again",
+    "single_exchange",
+    # The whole transcript.
+    "max_asks_again",
+    "max_asks_again_unhappy",  # the cosine times the second turn's chance of being negative
+    "max_asks_first",  # the cosine of a later user turn with the first one (a reply between)
+    "max_repeats",
+    "max_echoes",
+    "earlier_negative",
+    "earlier_complaint",
+    "all_greetings",
+    *(f"max_{kind}" for kind in ("correction", "gives_up", "off_target", "sarcasm", "thanks")),
+    "any_thanks_words",
+    "any_gives_up_words",
+)
+
+# What the outcome model reads: the end of the conversation, and of what came before only what went wrong
+# (a thanks halfway through says nothing of how the thread ended; a rephrase or a repeated answer does).
+# Not the last turn's "correction" chance either: there, the turn classifier takes the user confirming the
+# corrected figure ("36, right") for a correction, so the training threads taught it to mean resolved
+# (cross-validated accuracy without it 0.861 against 0.864, one conversation; the signal still reads it).
+OUTCOME_FEATURES = tuple(
+    f
+    for f in FEATURES
+    if (not f.startswith(("max_", "any_")) or f in ("max_asks_again", "max_repeats", "max_echoes"))
+    and f != "last_correction"
+)
+
+# What each signal's model reads: the evidence of that signal, not what merely goes with it in the training
+# conversations (a user who gives up has often heard the same answer twice, but "repeated_answer" must
+# rest on replies that repeat).
+SIGNAL_FEATURES = {
+    "rephrase": (
+        "max_asks_again", "last_asks_again", "before_asks_again", "max_asks_again_unhappy", "max_asks_first",
+        "user_turns", "last_negative", "earlier_negative", "earlier_complaint", "max_off_target",
+    ),
+    "correction": (
+        "max_correction", "last_correction", "before_complaint", "earlier_complaint", "last_negative",
+        "earlier_negative", "max_off_target", "max_sarcasm",
+    ),
+    "thanks": ("max_thanks", "last_thanks", "any_thanks_words", "last_thanks_words", "last_positive"),
+    "gives_up": ("max_gives_up", "last_gives_up", "any_gives_up_words", "last_gives_up_words", "last_negative"),
+    "sarcasm": ("max_sarcasm", "last_sarcasm", "last_negative", "last_positive", "max_thanks", "earlier_negative"),
+    "repeated_answer": ("max_repeats", "reply_repeats", "max_echoes", "reply_echoes", "user_turns"),
+    # Replies have no embedding: that a reply missed the question is known only from the user saying so.
+    "off_target": ("max_off_target", "last_off_target", "before_complaint", "earlier_complaint", "max_asks_again"),
+}  # fmt: skip
+assert set(SIGNAL_FEATURES) == set(TRANSCRIPT_SIGNALS) and {f for fs in SIGNAL_FEATURES.values() for f in fs} <= set(
+    FEATURES
+)
 
 
 @cache
@@ -92,66 +171,49 @@ def _classifier():  # type: ignore[no-untyped-def]
     return model
 
 
-# A turn of fewer words than this is a success only when the classifier is this sure of it.
-SHORT_WORDS = 3
-SHORT_SUCCESS_AT = 0.5
-POSITIVE_KINDS = ("success", "thanks")
-NEGATIVE_KINDS = ("correction", "gives_up", "off_target", "sarcasm")
+@dataclass(frozen=True)
+class _Model:
+    mean: np.ndarray
+    scale: np.ndarray
+    outcome_coef: np.ndarray  # (classes, features)
+    outcome_intercept: np.ndarray
+    signal_coef: np.ndarray  # (signals, features)
+    signal_intercept: np.ndarray
+    signal_at: np.ndarray
+    ending_coef: np.ndarray  # (embedding dimensions,)
+    ending_intercept: float
 
 
-def turn_kinds(texts: list[str], vectors: np.ndarray) -> list[tuple[frozenset[str], frozenset[str], float]]:
-    """The kinds of reaction of each user turn (row of ``vectors``; a zero row has only its words), and its
-    valence: how much likelier the classifier finds it content than unhappy (in [-1, 1]). Returns (kinds,
-    the kinds sure enough to be signals, valence) per turn."""
-    if len(vectors) == 0:
-        return []
-    with compute_lock:
-        probabilities = _classifier().predict_proba(vectors)
-    out = []
-    for text, row, vector in zip(texts, probabilities, vectors, strict=True):
-        kinds = {KINDS[i] for i in range(len(KINDS)) if row[i] >= KIND_AT} if vector.any() else set()
-        sure = {KINDS[i] for i in range(len(KINDS)) if row[i] >= SIGNAL_AT} if vector.any() else set()
-        if len(text.split()) < SHORT_WORDS and row[KINDS.index("success")] < SHORT_SUCCESS_AT:
-            kinds.discard("success")  # "ok", "hmm", "d'accord": an acknowledgement, not a success
-        folded = text[:500].casefold()
-        if any(w in folded for w in THANKS_WORDS):
-            kinds.add("thanks")
-            sure.add("thanks")
-        if any(w in folded for w in GIVES_UP_WORDS):
-            kinds.add("gives_up")
-            sure.add("gives_up")
-        valence = sum(row[KINDS.index(k)] for k in POSITIVE_KINDS) - sum(row[KINDS.index(k)] for k in NEGATIVE_KINDS)
-        out.append((frozenset(kinds - {"other"}), frozenset(sure & kinds), float(valence) if vector.any() else 0.0))
-    return out
+@cache
+def _model() -> _Model:
+    from convolens.enrich import outcome_weights as w
 
-
-def _shingles(text: str) -> set[tuple[str, str, str]]:
-    words = text[:SHINGLE_CHARS].lower().split()
-    return {tuple(words[i : i + 3]) for i in range(max(0, len(words) - 2))} or {(w, "", "") for w in words}
-
-
-def _repeats(first: set[tuple[str, str, str]], second: set[tuple[str, str, str]]) -> bool:
-    """Whether two replies (their shingles) say nearly the same thing."""
-    if not first or not second:
-        return False
-    return len(first & second) / min(len(first), len(second)) >= REPEAT_AT
-
-
-def _asks(text: str) -> bool:
-    """Whether an assistant reply ends by asking the user something."""
-    tail = text.rstrip()[-200:]
-    marks = ("?", "\uff1f")  # and the full-width question mark of Chinese and Japanese
-    return any(mark in tail[-60:] for mark in marks)
+    # Weights trained on another feature list would be read against the wrong columns.
+    assert tuple(w.STANDARD) == FEATURES, "the features changed: retrain (python bench/train_outcomes.py)"
+    assert tuple(w.CLASSES) == CLASSES and tuple(w.SIGNALS) == TRANSCRIPT_SIGNALS
+    return _Model(
+        np.array([w.STANDARD[f][0] for f in FEATURES]),
+        np.array([w.STANDARD[f][1] for f in FEATURES]),
+        np.array([w.OUTCOME_COEF[f] for f in FEATURES]).T,
+        np.array(w.OUTCOME_INTERCEPT),
+        np.array([w.SIGNAL_COEF[f] for f in FEATURES]).T,
+        np.array(w.SIGNAL_INTERCEPT),
+        np.array(w.SIGNAL_AT),
+        np.array(w.ENDING_COEF, dtype=np.float32),
+        float(w.ENDING_INTERCEPT),
+    )
 
 
 @dataclass(frozen=True)
 class _Step:
     role: str  # user, assistant, event
     text: str
-    kinds: frozenset[str] = frozenset()  # user turns: their reactions
-    valence: float = 0.0  # user turns: content (> 0) or unhappy (< 0)
-    vector: np.ndarray | None = None
-    sure: frozenset[str] = frozenset()  # user turns: the reactions sure enough to report as signals
+    vector: np.ndarray | None = None  # user turns with a stored embedding
+    kinds: np.ndarray | None = None  # user turns: the turn classifier's chances, in KINDS order
+    mood: np.ndarray | None = None  # user turns: sentiment (negative, neutral, positive) in its turn
+    thanks_words: bool = False
+    gives_up_words: bool = False
+    ends_well: float = 0.0  # user turns: the ending model's chance that a thread ending on it was resolved
 
 
 def _steps(turns: Sequence[Turn]) -> list[_Step]:
@@ -163,90 +225,200 @@ def _steps(turns: Sequence[Turn]) -> list[_Step]:
                 steps.append(_Step("event", name))
         elif t.kind == "message" and t.role in ("user", "assistant") and t.content.strip():
             vector = embedding.from_bytes(t.vector) if t.role == "user" and t.vector else None
+            if vector is not None and vector.shape != (embedding.DIMENSIONS,):
+                vector = None
             steps.append(_Step(t.role, t.content, vector=vector))
     return steps
 
 
-def _asks_again(first: _Step, second: _Step) -> bool:
-    """Whether ``second`` asks ``first`` again: nearly the same meaning, or close and unhappy ("I want to
-    CANCEL, not upgrade"). A follow-up on the same subject is as close as a rephrase is, in cosine alone."""
-    assert first.vector is not None and second.vector is not None
-    similarity = float(first.vector @ second.vector)
-    return similarity >= REPHRASE_AT or (similarity >= REPHRASE_UNHAPPY_AT and second.valence < 0)
+# Both are sets of zipped tuples: three times cheaper than slicing (the step runs on every saved batch).
+def _shingles(text: str) -> set[tuple[str, str, str]]:
+    words = text[:SHINGLE_CHARS].lower().split()
+    return set(zip(words, words[1:], words[2:], strict=False)) or {(w, "", "") for w in words}
 
 
-def assess(steps: list[_Step]) -> tuple[str, list[str]]:
-    """The outcome and signals of one transcript whose user steps already carry their kinds."""
-    signals: set[str] = set()
+def _trigrams(text: str) -> set[tuple[str, str, str]]:
+    folded = " ".join(text[:TRIGRAM_CHARS].casefold().split())
+    return set(zip(folded, folded[1:], folded[2:], strict=False))
+
+
+def _overlap(first: set, second: set) -> float:  # type: ignore[type-arg]
+    """How much of the shorter of two replies (their shingles) the other one repeats, in [0, 1]."""
+    if not first or not second:
+        return 0.0
+    return len(first & second) / min(len(first), len(second))
+
+
+def _asks(text: str) -> bool:
+    """Whether an assistant reply ends by asking the user something."""
+    tail = text.rstrip()[-60:]
+    return "?" in tail or "\uff1f" in tail  # and the full-width question mark of Chinese and Japanese
+
+
+def _words(text: str) -> float:
+    return min(1.0, math.log1p(len(text.split())) / math.log1p(LONG_WORDS))
+
+
+def _kind(step: _Step, *kinds: str) -> float:
+    assert step.kinds is not None
+    return float(sum(step.kinds[KINDS.index(k)] for k in kinds))
+
+
+def features(steps: list[_Step]) -> np.ndarray:
+    """The ``FEATURES`` of one transcript whose user steps carry their chances (see ``assess_many``)."""
+    out = dict.fromkeys(FEATURES, 0.0)
     users = [i for i, s in enumerate(steps) if s.role == "user"]
     replies = [i for i, s in enumerate(steps) if s.role == "assistant"]
-    rephrased_last = False
+    if not users:
+        return np.zeros(len(FEATURES))
+    # Cosine between consecutive user turns with a reply between them: the second asks the first again.
+    asks_again = {}
     for before, after in pairwise(users):
-        first, second = steps[before], steps[after]
-        answered = any(steps[j].role == "assistant" for j in range(before + 1, after))
-        if (
-            answered
-            and first.vector is not None
-            and second.vector is not None
-            and not second.kinds & {"thanks", "gives_up", "success", "greeting"}
-            and _asks_again(first, second)
-        ):
-            signals.add("rephrase")
-            rephrased_last = after == users[-1]
-    for i in users:
-        signals.update(steps[i].sure & set(SIGNAL_KINDS))
+        a, b = steps[before].vector, steps[after].vector
+        if a is not None and b is not None and any(steps[j].role == "assistant" for j in range(before + 1, after)):
+            asks_again[after] = max(0.0, float(a @ b))
     shingles = [_shingles(steps[i].text) for i in replies]  # once a reply: each is in two pairs
-    repeats = [_repeats(a, b) for a, b in pairwise(shingles)]
-    if any(repeats):
-        signals.add("repeated_answer")
-    events = [s.text for s in steps if s.role == "event"]
-    signals.update(events)
-    if not users or not replies:
-        return "unknown", sorted(signals)
-    last_user = steps[users[-1]]
-    after_last_user = steps[users[-1] + 1 :]
-    replied = any(s.role == "assistant" for s in after_last_user)
-    late_events = [s.text for s in after_last_user if s.role == "event"]
-    said = last_user.kinds
-    found = sorted(signals)
-    if "gives_up" in said or any(e in NEGATIVE_EVENTS for e in late_events):
-        return "unresolved", found
-    if replied and repeats and repeats[-1]:
-        return "unresolved", found  # the user left after hearing the same answer again
-    # Words of both kinds ("finally. took you long enough, but it works"): the classifier's balance decides.
-    content = last_user.valence > 0
-    # Thanks after the assistant only repeated itself is politeness, not success.
-    if said & {"thanks", "success"} and content and ("success" in said or "repeated_answer" not in signals):
-        return "resolved", found
-    if said & {"correction", "off_target", "sarcasm"} and not content:
-        return "unresolved", found
-    if any(e in POSITIVE_EVENTS for e in late_events):
-        return "resolved", found
-    if rephrased_last:
-        return "unresolved", found
-    if all(steps[i].kinds == {"greeting"} for i in users):
-        return "unknown", found
-    if not replied:
-        # The user carries on with a statement after an answer ("mulching them tonight"): it landed;
-        # a bare "ok" or "hmm" says too little.
-        return ("resolved" if len(last_user.text.split()) >= CARRIES_ON_WORDS else "unknown"), found
-    if _asks(steps[replies[-1]].text):
-        return "abandoned", found
-    return "unknown", found
+    repeats = [_overlap(a, b) for a, b in pairwise(shingles)]
+    trigrams = [_trigrams(steps[i].text) for i in replies]
+    echoes = [_overlap(a, b) for a, b in pairwise(trigrams)]
+    last = steps[users[-1]]
+    user_last = not any(s.role == "assistant" for s in steps[users[-1] + 1 :])
+    out["user_turns"] = min(len(users), MANY_TURNS) / MANY_TURNS
+    negative = float(last.mood[0]) if last.mood is not None else 0.0
+    complaint = _kind(last, *COMPLAINTS, "gives_up")
+    if user_last:
+        out["user_last"] = 1.0
+        for kind in KINDS:
+            out[f"last_{kind}"] = _kind(last, kind)
+        out["last_thanks_words"] = float(last.thanks_words)
+        out["last_gives_up_words"] = float(last.gives_up_words)
+        out["last_negative"] = negative
+        out["last_positive"] = float(last.mood[2]) if last.mood is not None else 0.0
+        out["last_short"] = float(len(last.text.split()) < 3)
+        out["last_words"] = _words(last.text)
+        out["last_asks_again"] = asks_again.get(users[-1], 0.0)
+        out["last_ends_well"] = last.ends_well
+    elif replies:
+        out["reply_asks"] = float(_asks(steps[replies[-1]].text))
+        out["reply_repeats"] = repeats[-1] if repeats else 0.0
+        out["reply_echoes"] = echoes[-1] if echoes else 0.0
+        out["reply_words"] = _words(steps[replies[-1]].text)
+        out["before_negative"] = negative
+        out["before_complaint"] = complaint
+        out["before_asks_again"] = asks_again.get(users[-1], 0.0)
+        out["single_exchange"] = float(len(users) == 1)
+    out["max_asks_again"] = max(asks_again.values(), default=0.0)
+    out["max_asks_again_unhappy"] = max(
+        (cosine * float(steps[i].mood[0]) for i, cosine in asks_again.items() if steps[i].mood is not None),
+        default=0.0,
+    )
+    first = steps[users[0]].vector
+    if first is not None and len(users) > 1 and replies and replies[0] < users[-1]:
+        later = [steps[i].vector for i in users[1:] if i > replies[0] and steps[i].vector is not None]
+        out["max_asks_first"] = max((max(0.0, float(first @ v)) for v in later), default=0.0)
+    out["max_repeats"] = max(repeats, default=0.0)
+    out["max_echoes"] = max(echoes, default=0.0)
+    earlier = [steps[i] for i in users[:-1]]
+    out["earlier_negative"] = max((float(s.mood[0]) for s in earlier if s.mood is not None), default=0.0)
+    out["earlier_complaint"] = max((_kind(s, *COMPLAINTS) for s in earlier), default=0.0)
+    out["all_greetings"] = float(all(_kind(steps[i], "greeting") >= 0.5 for i in users))
+    for kind in ("correction", "gives_up", "off_target", "sarcasm", "thanks"):
+        out[f"max_{kind}"] = max(_kind(steps[i], kind) for i in users)
+    out["any_thanks_words"] = float(any(steps[i].thanks_words for i in users))
+    out["any_gives_up_words"] = float(any(steps[i].gives_up_words for i in users))
+    return np.array([out[name] for name in FEATURES])
+
+
+def _with_chances(
+    transcripts: Mapping[int, Sequence[Turn]], ending: tuple[np.ndarray, float] | None = None
+) -> dict[int, list[_Step]]:
+    """Each transcript's steps, its user steps with their chances: one classifier call for all of them.
+    ``ending``: the ending model's (weights, intercept), else the trained one's."""
+    steps = {key: _steps(turns) for key, turns in transcripts.items()}
+    user_steps = [(key, i) for key, ss in steps.items() for i, s in enumerate(ss) if s.role == "user"]
+    if not user_steps:
+        return steps
+    vectors = np.zeros((len(user_steps), embedding.DIMENSIONS), dtype=np.float32)
+    previous: list[str | None] = []
+    for row, (key, i) in enumerate(user_steps):
+        vector = steps[key][i].vector
+        if vector is not None:
+            vectors[row] = vector
+        reply = next((s.text for s in reversed(steps[key][:i]) if s.role == "assistant"), None)
+        previous.append(reply[-PREVIOUS_CHARS:] if reply is not None else None)
+    texts = [steps[key][i].text for key, i in user_steps]
+    with compute_lock:
+        kinds = _classifier().predict_proba(vectors)
+    moods = sentiment.probabilities_in_turn(texts, vectors, previous)
+    weights, intercept = ending if ending is not None else (_model().ending_coef, _model().ending_intercept)
+    ends_well = 1 / (1 + np.exp(-(vectors @ weights + intercept)))
+    for row, (key, i) in enumerate(user_steps):
+        old = steps[key][i]
+        embedded = old.vector is not None
+        folded = old.text[:WORDS_CHARS].casefold()
+        steps[key][i] = _Step(
+            old.role,
+            old.text,
+            old.vector,
+            kinds[row] if embedded else np.zeros(len(KINDS)),
+            moods[row] if embedded else None,
+            any(w in folded for w in THANKS_WORDS),
+            any(w in folded for w in GIVES_UP_WORDS),
+            float(ends_well[row]) if embedded else 0.0,
+        )
+    return steps
+
+
+def features_many(
+    transcripts: Mapping[int, Sequence[Turn]], ending: tuple[np.ndarray, float] | None = None
+) -> dict[int, np.ndarray]:
+    """The ``FEATURES`` of each transcript (by key): what ``bench/train_outcomes.py`` trains on, with the
+    ending model it gives (``ending``: weights over the embedding, intercept)."""
+    return {key: features(ss) for key, ss in _with_chances(transcripts, ending).items()}
+
+
+def _complains_last(steps: list[_Step], last: int) -> str | None:
+    """The complaint (its kind, a signal) of the user's last word where two models read it as one: the turn
+    classifier (its likeliest kind a correction, an off-target or sarcasm, sure enough) and the ending
+    model (more likely unresolved); else None. Few training threads end on such a turn after a thanks
+    earlier on, so the linear model alone can call "That's wrong, the button is right there" after an
+    earlier "thanks" resolved."""
+    step = steps[last]
+    if step.kinds is None or any(s.role == "assistant" for s in steps[last + 1 :]):
+        return None
+    top = int(np.argmax(step.kinds))
+    sure = KINDS[top] in COMPLAINTS and step.kinds[top] >= COMPLAINT_AT and step.ends_well < 0.5
+    return KINDS[top] if sure else None
 
 
 def assess_many(transcripts: Mapping[int, list[Turn]]) -> dict[int, tuple[str, list[str]]]:
-    """Outcome and signals of each transcript (by key): one classifier call for all their user turns."""
-    steps = {key: _steps(turns) for key, turns in transcripts.items()}
-    user_steps = [(key, i) for key, ss in steps.items() for i, s in enumerate(ss) if s.role == "user"]
-    vectors = np.zeros((len(user_steps), embedding.DIMENSIONS), dtype=np.float32)
-    for row, (key, i) in enumerate(user_steps):
-        vector = steps[key][i].vector
-        if vector is not None and vector.shape == (embedding.DIMENSIONS,):
-            vectors[row] = vector
-    texts = [steps[key][i].text for key, i in user_steps]
-    for (key, i), (kinds, sure, valence) in zip(user_steps, turn_kinds(texts, vectors), strict=True):
-        old = steps[key][i]
-        good = old.vector is not None and old.vector.shape == (embedding.DIMENSIONS,)
-        steps[key][i] = _Step(old.role, old.text, kinds, valence, old.vector if good else None, sure)
-    return {key: assess(ss) for key, ss in steps.items()}
+    """Outcome and signals of each transcript (by key)."""
+    steps = _with_chances(transcripts)
+    keys = list(steps)
+    if not keys:
+        return {}
+    model = _model()
+    rows = (np.array([features(steps[key]) for key in keys]) - model.mean) / model.scale
+    outcome_logits = rows @ model.outcome_coef.T + model.outcome_intercept
+    signal_chances = 1 / (1 + np.exp(-(rows @ model.signal_coef.T + model.signal_intercept)))
+    out = {}
+    for row, key in enumerate(keys):
+        ss = steps[key]
+        events = [s.text for s in ss if s.role == "event"]
+        users = [i for i, s in enumerate(ss) if s.role == "user"]
+        if not users or not any(s.role == "assistant" for s in ss):
+            out[key] = ("unknown", sorted(set(events)))
+            continue
+        chances = zip(TRANSCRIPT_SIGNALS, signal_chances[row], model.signal_at, strict=True)
+        signals = {s for s, p, at in chances if p >= at}
+        outcome = CLASSES[int(np.argmax(outcome_logits[row]))]
+        late = [s.text for s in ss[users[-1] + 1 :] if s.role == "event"]
+        complaint = _complains_last(ss, users[-1])
+        if complaint is not None:
+            signals.add(complaint)
+        if any(e in NEGATIVE_EVENTS for e in late) or complaint is not None:
+            outcome = "unresolved"
+        elif any(e in POSITIVE_EVENTS for e in late) and outcome in ("abandoned", "unknown"):
+            outcome = "resolved"
+        out[key] = (outcome, sorted(signals | set(events)))
+    return out

@@ -17,7 +17,7 @@ from convolens.enrich.llm import LlmJudge
 from convolens.enrich.topics import NO_TOPICS, ProjectTopics, TopicMatcher
 from convolens.store.enrichment import EnrichmentResult, PendingMessage, TopicHit
 
-VERSION = 3
+VERSION = 4
 # Every step sees at most this prefix of a message (a few pages: what a message is about is at its
 # start), so one huge message costs bounded CPU in the worker, however long the content bound allows.
 MAX_CHARS = 20_000

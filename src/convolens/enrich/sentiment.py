@@ -2,8 +2,10 @@
 
 Two signals, because each fails where the other is good:
 - a logistic regression on multilingual sentence embeddings (``enrich.embedding``), trained when first
-  used on the example messages of ``sentiment_examples``: it catches implicit complaints with no
-  sentiment word ("it still crashes", "I asked for Python") in any of the encoder's languages;
+  used on the example messages of ``sentiment_examples`` and ``complaint_examples`` and the labelled
+  messages of the complaint training sets (``complaint_training``, exported from tests/data): it
+  catches implicit complaints with no sentiment word ("it still crashes", "I asked for Python") in any
+  of the encoder's languages;
 - VADER (the ``vaderSentiment`` package, lexicon inside the wheel), an English lexicon with rules for
   negation, intensifiers and emoji: where its compound score is strong it is rarely wrong, so it
   decides the label there and is averaged into the score.
@@ -27,7 +29,7 @@ from functools import cache
 
 import numpy as np
 
-from convolens.enrich import complaint_examples, embedding, sentiment_examples
+from convolens.enrich import complaint_examples, complaint_training, embedding, sentiment_examples
 from convolens.enrich.compute import compute_lock
 
 LABELS = ("negative", "neutral", "positive")
@@ -87,7 +89,7 @@ def _classifier():  # type: ignore[no-untyped-def]
         (sentiment_examples.NEGATIVE, sentiment_examples.NEUTRAL, sentiment_examples.POSITIVE),
         strict=True,
     ):
-        examples = examples + getattr(complaint_examples, label.upper())
+        examples = examples + getattr(complaint_examples, label.upper()) + getattr(complaint_training, label.upper())
         texts += examples
         labels += [label] * len(examples)
     model = LogisticRegression(C=3.0, max_iter=2000, class_weight="balanced")
@@ -102,6 +104,24 @@ def lexicon_scores(texts: list[str]) -> list[float]:
     return [vader.polarity_scores(t[:2000])["compound"] for t in texts]
 
 
+def probabilities_in_turn(
+    texts: list[str], vectors: np.ndarray, previous: list[str | None] | None = None
+) -> np.ndarray:
+    """The classifier's (negative, neutral, positive) chances of each text given its embedding, moved by
+    the turn it answers (``previous[i]``: the assistant reply before it, or None); no lexicon, no sarcasm
+    reading. The outcome model reads these for its user turns (``enrich/outcomes.py``)."""
+    if not texts:
+        return np.zeros((0, len(LABELS)))
+    with compute_lock:
+        probabilities = np.array(_classifier().predict_proba(vectors))
+    if previous is not None:
+        for i, (text, reply) in enumerate(zip(texts, previous, strict=True)):
+            if reply is not None:
+                probabilities[i, 1] *= _turn_prior(text, reply)
+                probabilities[i] /= probabilities[i].sum()
+    return probabilities
+
+
 def score(
     texts: list[str],
     vectors: np.ndarray,
@@ -112,15 +132,9 @@ def score(
     ``lexicon_scores``, and the assistant reply it answers (``previous[i]``, None where there is none)."""
     if not texts:
         return []
-    with compute_lock:
-        probabilities = np.array(_classifier().predict_proba(vectors))
+    probabilities = probabilities_in_turn(texts, vectors, previous)
     if compounds is None:
         compounds = lexicon_scores(texts)
-    if previous is not None:
-        for i, (text, reply) in enumerate(zip(texts, previous, strict=True)):
-            if reply is not None:
-                probabilities[i, 1] *= _turn_prior(text, reply)
-                probabilities[i] /= probabilities[i].sum()
     compounds = list(compounds)
     maybe = [
         i
