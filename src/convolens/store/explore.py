@@ -10,8 +10,8 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, exists, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from convolens.store import queries
-from convolens.store.dialect import like_pattern, mostly_true
+from convolens.store import queries, search
+from convolens.store.dialect import mostly_true
 from convolens.store.queries import ConversationView
 from convolens.store.tables import conversation, end_user, message, message_topic, rollup
 
@@ -32,9 +32,10 @@ class ConversationFilter:
     model: str | None = None
     metadata_key: str | None = None
     metadata_value: str | None = None
-    text: str | None = None  # words in any message, case-insensitive
+    text: str | None = None  # words and "phrases" in one message, case-insensitive (store/search.py)
     outcome: str | None = None  # outcome_fields.OUTCOMES
     signal: str | None = None  # outcome_fields.SIGNALS
+    order: str = "time"  # or "relevance", with a text search (search.ORDERS)
 
 
 def _has_message(*conditions: ColumnElement) -> ColumnElement:
@@ -75,7 +76,7 @@ def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list
     if f.metadata_key and f.metadata_value is not None:
         where.append(conversation.c.metadata[f.metadata_key].as_string() == f.metadata_value)
     if f.text:
-        where.append(_has_message(message.c.content.ilike(like_pattern(f.text), escape="\\")))
+        where.append(search.condition(conn, project_pk, search.parse(f.text)))
     where += queries.outcome_conditions(f.outcome, f.signal)
     return where
 
@@ -95,11 +96,17 @@ def page(
     """One page of matching conversations, newest activity first, and how many match in all."""
     where = conditions(conn, project_pk, f)
     total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
+    source = conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk)
+    order = [conversation.c.last_message_at.desc(), conversation.c.pk.desc()]
+    hits = search.ranked(conn, project_pk, search.parse(f.text)) if f.text and f.order == "relevance" else None
+    if hits is not None:
+        source = source.join(hits, hits.c.conversation_pk == conversation.c.pk)
+        order.insert(0, hits.c.score.asc())
     rows = conn.execute(
         select(*queries.CONVERSATION_COLUMNS)
-        .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
+        .select_from(source)
         .where(*where)
-        .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
+        .order_by(*order)
         .limit(per_page)
         .offset((page_number - 1) * per_page)
     ).all()
