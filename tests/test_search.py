@@ -4,6 +4,7 @@ longer is (nor left in SQLite's index); the read API takes ``q``."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from convolens.store.db import Database
 from convolens.store.explore import ConversationFilter
 from convolens.store.ingest import apply_batch
 from convolens.timeutil import utcnow
+from convolens.worker.runner import Worker
 
 TEXTS = {
     "billing": "I was charged twice for my invoice this month",
@@ -52,7 +54,31 @@ def searched(db: Database) -> Project:
     other = make_project(db, "search-other")
     write(db, other.pk, conversation_events("billing", TEXTS["billing"]))
     write(db, project.pk, events)
+    enrich(db)  # into the index (the test server's embedded worker may have been first)
     return project
+
+
+def enrich(db: Database) -> None:
+    Worker(db, rollup_settle=timedelta(0), rollup_rest=0.0).drain()
+
+
+def indexed(db: Database, word: str) -> bool:
+    """Whether the search index itself holds a message with ``word``: SQLite's FTS5 table answers for it;
+    on PostgreSQL a query that can only read the trigram index (sequential scans off) finds it."""
+    with db.reader() as conn:
+        if db.is_sqlite:
+            query = "SELECT count(*) FROM message_search WHERE message_search MATCH :e"
+            return conn.execute(text(query), {"e": '"' + word + '"'}).scalar_one() > 0
+        query = (
+            "SELECT count(*) FROM message WHERE content ILIKE :p AND enriched_version IS NOT NULL AND kind <> 'event'"
+        )
+        conn.execute(text("SET enable_seqscan = off"))
+        try:
+            plan = "\n".join(conn.execute(text("EXPLAIN " + query), {"p": f"%{word}%"}).scalars())
+            assert "ix_message_content_trgm" in plan, plan
+            return conn.execute(text(query), {"p": f"%{word}%"}).scalar_one() > 0
+        finally:
+            conn.execute(text("RESET enable_seqscan"))
 
 
 def found(db: Database, project: Project, q: str, order: str = "time") -> list[str]:
@@ -68,6 +94,7 @@ def found(db: Database, project: Project, q: str, order: str = "time") -> list[s
 def test_words_phrases_and_substrings(db: Database, searched: Project) -> None:
     with db.reader() as conn:
         assert search.has_index(conn)  # the backends here have it: the index is what is tested
+    assert indexed(db, "宛名を変更") and indexed(db, "어떻게 받")
     assert found(db, searched, "invoice") == ["billing", "reversed"]
     assert found(db, searched, "INVOIC") == ["billing", "reversed"]  # a part of a word, any case
     assert found(db, searched, '"charged twice"') == ["billing"]  # a phrase: in that order
@@ -83,6 +110,12 @@ def test_words_phrases_and_substrings(db: Database, searched: Project) -> None:
     assert found(db, searched, "and_more") == ["quoted"]
     assert found(db, searched, "100%sure") == []
     assert found(db, searched, "look into") == sorted(TEXTS)  # the replies are searched too
+    # The list shows the message found, not the conversation's first question.
+    now = utcnow()
+    f = ConversationFilter(start=now - timedelta(days=1), end=now + timedelta(days=1), text="look into")
+    with db.reader() as conn:
+        rows, _ = explore.page(conn, searched.pk, f, 1, 50)
+    assert {r.preview for r in rows} == {"Let me look into that for you."}
 
 
 def test_relevance_order(db: Database, searched: Project) -> None:
@@ -91,6 +124,7 @@ def test_relevance_order(db: Database, searched: Project) -> None:
         searched.pk,
         conversation_events("many", "invoice invoice invoice: where is my invoice? invoice please"),
     )
+    enrich(db)  # ranked from the index (messages not enriched yet come after the ranked ones)
     ranked = found(db, searched, "invoice", order="relevance")
     assert sorted(ranked) == ["billing", "many", "reversed"]
     assert ranked[0] == "many"
@@ -99,7 +133,10 @@ def test_relevance_order(db: Database, searched: Project) -> None:
 def test_later_messages_are_found_erased_and_pruned_ones_are_not(db: Database, searched: Project) -> None:
     assert found(db, searched, "zanzibar") == []
     write(db, searched.pk, conversation_events("late", "Is there a ferry to Zanzibar?", user="traveller"))
-    assert found(db, searched, "zanzibar") == ["late"]
+    assert found(db, searched, "zanzibar") == ["late"]  # at once: the pending messages are scanned
+    enrich(db)
+    assert found(db, searched, "zanzibar") == ["late"]  # and from the index once enriched
+    assert indexed(db, "Zanzibar")
     with db.writer() as conn:
         assert erasure.erase_end_user(conn, searched.pk, "traveller") is not None
     assert found(db, searched, "zanzibar") == []
@@ -110,6 +147,7 @@ def test_later_messages_are_found_erased_and_pruned_ones_are_not(db: Database, s
     # Retention: an old conversation pruned leaves the search with its messages.
     old = utcnow() - timedelta(days=3)
     write(db, searched.pk, conversation_events("old", "my parcel to Timbuktu", at=old))
+    enrich(db)
     assert found(db, searched, "timbuktu") == ["old"]
     with db.writer() as conn:
         assert retention.prune_batch(conn, searched.pk, utcnow() - timedelta(days=1), utcnow()).conversations == 1
@@ -146,3 +184,22 @@ def test_parse_is_bounded() -> None:
     assert len(search.parse(" ".join(f"w{i}" for i in range(100))).terms) == search.MAX_TERMS
     assert search.parse('"unclosed phrase here').terms == ("unclosed phrase here",)
     assert search.parse('  ""  ').terms == ()
+
+
+def test_common_queries_check_the_newest_conversations(
+    db: Database, searched: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``COMMON`` matches (SQLite), conversations are checked newest first and counted up to a cap:
+    the same conversations are found."""
+    monkeypatch.setattr(search, "COMMON", 1)
+    monkeypatch.setattr(search, "COUNT_CAP", 1)
+    with db.reader() as conn:
+        assert search.is_common(conn, search.parse("invoice")) == db.is_sqlite
+        assert not search.is_common(conn, search.parse("nowhere-" + uuid.uuid4().hex))
+    now = utcnow()
+    f = ConversationFilter(start=now - timedelta(days=1), end=now + timedelta(days=1), text="invoice")
+    with db.reader() as conn:
+        rows, total = explore.page(conn, searched.pk, f, 1, 50)
+    assert sorted(r.view.id for r in rows) == ["billing", "reversed"]
+    assert total == 2  # on SQLite: the cap + 1, shown as "1+"
+    assert found(db, searched, '"charged twice"') == ["billing"]

@@ -11,8 +11,9 @@ On disk: on SQLite, ``secure_delete`` (store/db.py) zeroes the deleted rows wher
 once the erasing transaction committed. On PostgreSQL the deleted rows stay as dead tuples in the table
 files until VACUUM (autovacuum, usually within minutes) reclaims them, and in WAL segments and backups
 for as long as those are kept (docs/deploy.md); the search index likewise: PostgreSQL's trigram index
-until VACUUM, SQLite's FTS5 segments until they are next merged (the erased rows are no longer found
-at once; their trigrams stay in an older segment, marked deleted, until FTS5 merges it).
+until VACUUM; SQLite's FTS5 index with SQLite 3.44 or later removes them at once (its ``secure-delete``
+option, set by migration 0013), with older SQLite they are no longer found at once but their trigrams
+stay in an older index segment, marked deleted, until FTS5 merges it.
 """
 
 from __future__ import annotations

@@ -43,8 +43,10 @@ def _has_message(*conditions: ColumnElement) -> ColumnElement:
 
 
 def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list[ColumnElement]:
+    query = search.parse(f.text) if f.text else None
+    common = query is not None and search.is_common(conn, query)
     where: list[ColumnElement] = [
-        conversation.c.project_pk == project_pk,
+        search.project_condition(conn, project_pk, query, common) if query else conversation.c.project_pk == project_pk,
         conversation.c.last_message_at >= f.start,
         mostly_true(conn, conversation.c.started_at <= f.end),
     ]
@@ -75,8 +77,8 @@ def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list
         where.append(_has_message(message.c.model == f.model))
     if f.metadata_key and f.metadata_value is not None:
         where.append(conversation.c.metadata[f.metadata_key].as_string() == f.metadata_value)
-    if f.text:
-        where.append(search.condition(conn, project_pk, search.parse(f.text)))
+    if query:
+        where.append(search.condition(conn, project_pk, query, common))
     where += queries.outcome_conditions(f.outcome, f.signal)
     return where
 
@@ -95,7 +97,12 @@ def page(
 ) -> tuple[list[Row], int]:
     """One page of matching conversations, newest activity first, and how many match in all."""
     where = conditions(conn, project_pk, f)
-    total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
+    if f.text and search.is_common(conn, search.parse(f.text)):
+        # Counted up to a cap: the dashboard shows "1,000+" rather than checking every conversation.
+        matches = select(conversation.c.pk).where(*where).limit(search.COUNT_CAP + 1).subquery()
+        total = conn.execute(select(func.count()).select_from(matches)).scalar_one()
+    else:
+        total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
     source = conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk)
     order = [conversation.c.last_message_at.desc(), conversation.c.pk.desc()]
     hits = search.ranked(conn, project_pk, search.parse(f.text)) if f.text and f.order == "relevance" else None
@@ -125,11 +132,33 @@ def page(
         for conversation_pk, content, translation in firsts:
             text, translated, count = previews.get(conversation_pk, (content, translation, 0))
             previews[conversation_pk] = (text, translated, count + 1)
+    matches = _matching_messages(conn, [v.pk for v in views], search.parse(f.text)) if f.text and views else {}
     rows = []
     for v in views:
         text, translated, count = previews.get(v.pk, ("", None, 0))
+        if v.pk in matches:  # a search shows the message it found, around the first term
+            text, translated = matches[v.pk], None
         rows.append(Row(v, text[:160], count, translated[:160] if translated else None))
     return rows, total
+
+
+def _matching_messages(conn: Connection, conversation_pks: list[int], q: search.Query) -> dict[int, str]:
+    """The first message of each conversation holding every term, cut to start shortly before the first."""
+    terms = [t.casefold() for t in q.terms]
+    out: dict[int, str] = {}
+    for conversation_pk, content in conn.execute(
+        select(message.c.conversation_pk, message.c.content)
+        .where(message.c.conversation_pk.in_(conversation_pks), message.c.kind != "event")
+        .order_by(message.c.conversation_pk, message.c.position)
+    ):
+        if conversation_pk in out:
+            continue
+        folded = content.casefold()
+        if terms and all(t in folded for t in terms):
+            at = folded.find(terms[0])
+            start = max(0, at - 40) if len(folded) == len(content) else 0  # casefold can change lengths
+            out[conversation_pk] = ("…" if start else "") + content[start:]
+    return out
 
 
 def stream(conn: Connection, project_pk: int, f: ConversationFilter, chunk: int = 500) -> Iterator[ConversationView]:

@@ -160,7 +160,9 @@ def list_conversations(
     ordering = [conversation.c.last_message_at.desc(), conversation.c.pk.desc()]
     if text:
         query = search.parse(text)
-        conditions.append(search.condition(conn, project_pk, query))
+        common = search.is_common(conn, query)
+        conditions[0] = search.project_condition(conn, project_pk, query, common)
+        conditions.append(search.condition(conn, project_pk, query, common))
         hits = search.ranked(conn, project_pk, query) if order == "relevance" else None
         if hits is not None:
             source = source.join(hits, hits.c.conversation_pk == conversation.c.pk)

@@ -113,6 +113,7 @@ def conversation_list(request: Request, project: str, page: int = 1) -> Response
         membership=membership,
         rows=rows,
         total=total,
+        count_cap=search.COUNT_CAP if f.text else total,
         page=page,
         pages=page_count(total, PER_PAGE),
         values=values,
