@@ -15,6 +15,7 @@ from convolens.store.dialect import mostly_true
 from convolens.store.queries import ConversationView
 from convolens.store.tables import conversation, end_user, message, message_topic, rollup
 
+PREVIEW_CHARS = 160
 SENTIMENTS = ("negative", "neutral", "positive")
 RATINGS = ("up", "down", "unrated")
 
@@ -138,12 +139,13 @@ def page(
         text, translated, count = previews.get(v.pk, ("", None, 0))
         if v.pk in matches:  # a search shows the message it found, around the first term
             text, translated = matches[v.pk], None
-        rows.append(Row(v, text[:160], count, translated[:160] if translated else None))
+        rows.append(Row(v, text[:PREVIEW_CHARS], count, translated[:PREVIEW_CHARS] if translated else None))
     return rows, total
 
 
 def _matching_messages(conn: Connection, conversation_pks: list[int], q: search.Query) -> dict[int, str]:
-    """The first message of each conversation holding every term, cut to start shortly before the first."""
+    """The first message of each conversation holding every term (from shortly before the first term if
+    that would be past the preview)."""
     terms = [t.casefold() for t in q.terms]
     out: dict[int, str] = {}
     for conversation_pk, content in conn.execute(
@@ -155,8 +157,10 @@ def _matching_messages(conn: Connection, conversation_pks: list[int], q: search.
             continue
         folded = content.casefold()
         if terms and all(t in folded for t in terms):
+            # Cut only where the match would fall past the preview's 160 characters.
             at = folded.find(terms[0])
-            start = max(0, at - 40) if len(folded) == len(content) else 0  # casefold can change lengths
+            late = at + len(terms[0]) > PREVIEW_CHARS - 20 and len(folded) == len(content)  # casefold: ß → ss
+            start = at - 40 if late else 0
             out[conversation_pk] = ("…" if start else "") + content[start:]
     return out
 
