@@ -33,7 +33,7 @@ from convolens.config import LlmSettings, Settings
 from convolens.server.app import create_app
 from convolens.store import accounts, migrate, projects, rollups
 from convolens.store.db import Database
-from convolens.store.tables import conversation, end_user, message, message_topic, topic
+from convolens.store.tables import conversation, end_user, message, message_topic, project, topic
 from convolens.timeutil import utcnow
 from convolens.worker.runner import Worker
 
@@ -169,24 +169,16 @@ def timed(client: httpx.Client, path: str, runs: int) -> float | None:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--conversations", type=int, default=1_000_000)
-    parser.add_argument("--database-url")
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
-    home = Path(tempfile.mkdtemp())
-    url = args.database_url or f"sqlite:///{home / 'bench.sqlite3'}"
-    db = Database(url)
-    migrate.upgrade(db)
+def fill(db: Database, conversations: int) -> tuple[str, dict[str, int]]:
+    """A new project with its admin, its data and rollups; returns its name and topics' keys."""
     name = f"bench{time.time_ns() % 10**8}"
     with db.writer() as conn:
         project_pk, _ = projects.ensure_project(conn, name)
         admin = accounts.create_account(conn, f"{name}@example.com", PASSWORD, utcnow())
         accounts.set_role(conn, admin, project_pk, "admin")
     started = time.perf_counter()
-    topic_pks = generate(db, project_pk, args.conversations)
-    print(f"{db.dialect}: {args.conversations:,} conversations, {5 * args.conversations:,} messages written in "
+    topic_pks = generate(db, project_pk, conversations)
+    print(f"{db.dialect}: {conversations:,} conversations, {5 * conversations:,} messages written in "
           f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
     worker = Worker(db, rollup_settle=timedelta(0), rollup_rest=0.0)
     started = time.perf_counter()
@@ -199,6 +191,35 @@ def main() -> None:
         # visibility map that lets the window count be answered from the index alone.
         with db.write_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
+    return name, topic_pks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conversations", type=int, default=1_000_000)
+    parser.add_argument("--database-url")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="time the pages of the newest project an earlier run wrote to --database-url (no generation)",
+    )
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp())
+    url = args.database_url or f"sqlite:///{home / 'bench.sqlite3'}"
+    db = Database(url)
+    migrate.upgrade(db)
+    if args.pages_only:
+        with db.reader() as conn:
+            project_pk, name = conn.execute(
+                select(project.c.pk, project.c.name).where(project.c.name.like("bench%")).order_by(project.c.pk.desc())
+            ).first()
+            topic_pks = {
+                name.lower(): pk
+                for pk, name in conn.execute(select(topic.c.pk, topic.c.name).where(topic.c.project_pk == project_pk))
+            }
+    else:
+        name, topic_pks = fill(db, args.conversations)
     settings = Settings(database_url=url, home=home, embedded_worker=False, llm=LlmSettings())
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()

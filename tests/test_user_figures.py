@@ -133,7 +133,7 @@ def assert_figures_match(db: Database, project: Project) -> None:
 def users(db: Database) -> Project:
     project = make_project(db, "figures")
     seed(db, project)
-    drain(db)  # enrichment (sentiment) and the rollups, with the users' figures
+    drain(db, project)  # enrichment (sentiment) and the rollups, with the users' figures
     return project
 
 
@@ -156,7 +156,7 @@ def test_figures_equal_the_messages_through_changes(db: Database, users: Project
              "content": "sorry", "timestamp": (DAY0 + timedelta(days=2)).isoformat() + "Z", "rating": -1},
         ],
     )  # fmt: skip
-    drain(db)
+    drain(db, users)
     assert_figures_match(db, users)
     assert recomputed(db, users) != figures
     # Erasure: the user's rows go at once, the others stay right after their days are redone.
@@ -169,7 +169,7 @@ def test_figures_equal_the_messages_through_changes(db: Database, users: Project
     with db.reader() as conn:
         assert conn.execute(select(func.count()).where(figures_table.c.end_user_pk == u2)).scalar_one() == 0
         assert conn.execute(select(func.count()).where(user_day_figures.c.end_user_pk == u2)).scalar_one() == 0
-    drain(db)
+    drain(db, users)
     assert "u2" not in {row[0] for row in page_figures(db, users)}
     assert_figures_match(db, users)
 
@@ -180,7 +180,7 @@ def test_rebuild_recomputes_the_figures(db: Database, users: Project) -> None:
         conn.execute(figures_table.update().where(figures_table.c.project_pk == users.pk).values(messages=999))
         assert user_figures.rebuild(conn, users.pk, utcnow()) >= 10  # the seed's days were marked
     assert all(m == 0 for _, _, m, _, _ in page_figures(db, users))  # until the worker redoes the days
-    drain(db)
+    drain(db, users)
     assert page_figures(db, users) == expected
 
 

@@ -99,8 +99,10 @@ def page(
     """One page of matching conversations, newest activity first, and how many match in all."""
     where = conditions(conn, project_pk, f)
     if f.text and search.is_common(conn, search.parse(f.text)):
-        # Counted up to a cap: the dashboard shows "1,000+" rather than checking every conversation.
-        matches = select(conversation.c.pk).where(*where).limit(search.COUNT_CAP + 1).subquery()
+        # Counted up to a cap: the dashboard shows "1,000+" rather than checking every conversation. In the
+        # page's order, so that PostgreSQL too checks the newest first (unordered, it hashed every match).
+        newest = conversation.c.last_message_at.desc()
+        matches = select(conversation.c.pk).where(*where).order_by(newest).limit(search.COUNT_CAP + 1).subquery()
         total = conn.execute(select(func.count()).select_from(matches)).scalar_one()
     else:
         total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
