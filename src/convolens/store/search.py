@@ -180,6 +180,20 @@ def project_condition(conn: Connection, project_pk: int, q: Query, common: bool 
     return conversation.c.project_pk == project_pk
 
 
+def index_loaded(conn: Connection, project_pk: int) -> None:
+    """Index a project's messages that a bulk loader (a benchmark's generator, an import) wrote straight
+    into the table already enriched, once, after loading: SQLite indexes on enrichment only (no trigger on
+    insert, which would cost ingest). PostgreSQL's index takes such rows as they are inserted."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(
+            text(
+                "INSERT INTO message_search (rowid, content) SELECT pk, content FROM message"
+                " WHERE project_pk = :p AND enriched_version IS NOT NULL AND kind != 'event'"
+            ),
+            {"p": project_pk},
+        )
+
+
 def ranked(conn: Connection, project_pk: int, q: Query) -> Subquery | None:
     """(conversation_pk, score) to join for relevance order, or None where there is no index to rank
     with (then the order is by time)."""
