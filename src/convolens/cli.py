@@ -173,7 +173,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_reenrich(args: argparse.Namespace) -> int:
-    from convolens.store import enrichment
+    from convolens.store import enrichment, user_figures
+    from convolens.timeutil import utcnow
 
     db = _db(Settings.from_env())
     with db.writer() as conn:
@@ -184,7 +185,9 @@ def cmd_reenrich(args: argparse.Namespace) -> int:
                 print(f"error: no project {args.project!r}", file=sys.stderr)
                 return 1
         count = enrichment.requeue(conn, project_pk)
+        days = user_figures.rebuild(conn, project_pk, utcnow())
     print(f"{count} messages queued for enrichment again; running workers pick them up")
+    print(f"users' figures of {days} days to be recomputed by the workers")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Erasing an end user (GDPR art. 17): everything stored about them, in one transaction.
 
 What goes: the user's conversations and every message in them (with whatever enrichment hangs off the
-messages), and the end-user row. The days they were active in are marked for the rollups, which are
+messages, and their entries in the search index: store/search.py), the end-user row and the user's
+figures (store/user_figures.py). The days they were active in are marked for the rollups, which are
 redone without them (and read from the base tables until then), so no contribution survives; the
 receipt counts each step.
 
@@ -9,7 +10,10 @@ On disk: on SQLite, ``secure_delete`` (store/db.py) zeroes the deleted rows wher
 ``wipe_deleted`` then checkpoints and truncates the WAL, which held the pages as they were; callers run it
 once the erasing transaction committed. On PostgreSQL the deleted rows stay as dead tuples in the table
 files until VACUUM (autovacuum, usually within minutes) reclaims them, and in WAL segments and backups
-for as long as those are kept (docs/deploy.md).
+for as long as those are kept (docs/deploy.md); the search index likewise: PostgreSQL's trigram index
+until VACUUM; SQLite's FTS5 index with SQLite 3.44 or later removes them at once (its ``secure-delete``
+option, set by migration 0013), with older SQLite they are no longer found at once but their trigrams
+stay in an older index segment, marked deleted, until FTS5 merges it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from convolens.store import rollups, translations
+from convolens.store import rollups, translations, user_figures
 from convolens.store.db import Database
 from convolens.store.dialect import bucket
 from convolens.store.tables import conversation, end_user, message, topic
@@ -80,6 +84,7 @@ def erase_end_user(conn: Connection, project_pk: int, external_id: str) -> Erasu
     conversation_count = conn.execute(
         delete(conversation).where(conversation.c.project_pk == project_pk, conversation.c.end_user_pk == user_pk)
     ).rowcount
+    user_figures.forget_user(conn, user_pk)
     conn.execute(delete(end_user).where(end_user.c.pk == user_pk))
     return ErasureReceipt(external_id, 1, conversation_count, message_count, phrases)
 

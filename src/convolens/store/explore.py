@@ -10,11 +10,12 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, exists, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from convolens.store import queries
-from convolens.store.dialect import like_pattern, mostly_true
+from convolens.store import queries, search
+from convolens.store.dialect import mostly_true
 from convolens.store.queries import ConversationView
 from convolens.store.tables import conversation, end_user, message, message_topic, rollup
 
+PREVIEW_CHARS = 160
 SENTIMENTS = ("negative", "neutral", "positive")
 RATINGS = ("up", "down", "unrated")
 
@@ -32,12 +33,13 @@ class ConversationFilter:
     model: str | None = None
     metadata_key: str | None = None
     metadata_value: str | None = None
-    text: str | None = None  # words in any message, case-insensitive
+    text: str | None = None  # words and "phrases" in one message, case-insensitive (store/search.py)
     outcome: str | None = None  # outcome_fields.OUTCOMES
     signal: str | None = None  # outcome_fields.SIGNALS
     # Only conversations that started in the range (not merely active in it): the cohort the overview's
     # outcome counts are made of, so a link from a count lists exactly the conversations it counted.
     started_in_range: bool = False
+    order: str = "time"  # or "relevance", with a text search (search.ORDERS)
 
 
 def _has_message(*conditions: ColumnElement) -> ColumnElement:
@@ -45,8 +47,10 @@ def _has_message(*conditions: ColumnElement) -> ColumnElement:
 
 
 def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list[ColumnElement]:
+    query = search.parse(f.text) if f.text else None
+    common = query is not None and search.is_common(conn, query)
     where: list[ColumnElement] = [
-        conversation.c.project_pk == project_pk,
+        search.project_condition(conn, project_pk, query, common) if query else conversation.c.project_pk == project_pk,
         conversation.c.last_message_at >= f.start,
         mostly_true(conn, conversation.c.started_at <= f.end),
     ]
@@ -79,8 +83,8 @@ def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list
         where.append(_has_message(message.c.model == f.model))
     if f.metadata_key and f.metadata_value is not None:
         where.append(conversation.c.metadata[f.metadata_key].as_string() == f.metadata_value)
-    if f.text:
-        where.append(_has_message(message.c.content.ilike(like_pattern(f.text), escape="\\")))
+    if query:
+        where.append(search.condition(conn, project_pk, query, common))
     where += queries.outcome_conditions(f.outcome, f.signal)
     return where
 
@@ -99,12 +103,25 @@ def page(
 ) -> tuple[list[Row], int]:
     """One page of matching conversations, newest activity first, and how many match in all."""
     where = conditions(conn, project_pk, f)
-    total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
+    if f.text and search.is_common(conn, search.parse(f.text)):
+        # Counted up to a cap: the dashboard shows "1,000+" rather than checking every conversation. In the
+        # page's order, so that PostgreSQL too checks the newest first (unordered, it hashed every match).
+        newest = conversation.c.last_message_at.desc()
+        matches = select(conversation.c.pk).where(*where).order_by(newest).limit(search.COUNT_CAP + 1).subquery()
+        total = conn.execute(select(func.count()).select_from(matches)).scalar_one()
+    else:
+        total = conn.execute(select(func.count()).select_from(conversation).where(*where)).scalar_one()
+    source = conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk)
+    order = [conversation.c.last_message_at.desc(), conversation.c.pk.desc()]
+    hits = search.ranked(conn, project_pk, search.parse(f.text)) if f.text and f.order == "relevance" else None
+    if hits is not None:
+        source = source.join(hits, hits.c.conversation_pk == conversation.c.pk)
+        order.insert(0, hits.c.score.asc())
     rows = conn.execute(
         select(*queries.CONVERSATION_COLUMNS)
-        .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
+        .select_from(source)
         .where(*where)
-        .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
+        .order_by(*order)
         .limit(per_page)
         .offset((page_number - 1) * per_page)
     ).all()
@@ -123,11 +140,36 @@ def page(
         for conversation_pk, content, translation in firsts:
             text, translated, count = previews.get(conversation_pk, (content, translation, 0))
             previews[conversation_pk] = (text, translated, count + 1)
+    matches = _matching_messages(conn, [v.pk for v in views], search.parse(f.text)) if f.text and views else {}
     rows = []
     for v in views:
         text, translated, count = previews.get(v.pk, ("", None, 0))
-        rows.append(Row(v, text[:160], count, translated[:160] if translated else None))
+        if v.pk in matches:  # a search shows the message it found, around the first term
+            text, translated = matches[v.pk], None
+        rows.append(Row(v, text[:PREVIEW_CHARS], count, translated[:PREVIEW_CHARS] if translated else None))
     return rows, total
+
+
+def _matching_messages(conn: Connection, conversation_pks: list[int], q: search.Query) -> dict[int, str]:
+    """The first message of each conversation holding every term (from shortly before the first term if
+    that would be past the preview)."""
+    terms = [t.casefold() for t in q.terms]
+    out: dict[int, str] = {}
+    for conversation_pk, content in conn.execute(
+        select(message.c.conversation_pk, message.c.content)
+        .where(message.c.conversation_pk.in_(conversation_pks), message.c.kind != "event")
+        .order_by(message.c.conversation_pk, message.c.position)
+    ):
+        if conversation_pk in out:
+            continue
+        folded = content.casefold()
+        if terms and all(t in folded for t in terms):
+            # Cut only where the match would fall past the preview's 160 characters.
+            at = folded.find(terms[0])
+            late = at + len(terms[0]) > PREVIEW_CHARS - 20 and len(folded) == len(content)  # casefold: ß → ss
+            start = at - 40 if late else 0
+            out[conversation_pk] = ("…" if start else "") + content[start:]
+    return out
 
 
 def stream(conn: Connection, project_pk: int, f: ConversationFilter, chunk: int = 500) -> Iterator[ConversationView]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from convolens.store import search
 from convolens.store.dialect import Period, mostly_true
 from convolens.store.outcome_fields import BITS
 from convolens.store.tables import conversation, end_user, message, message_topic, topic
@@ -152,16 +153,30 @@ def list_conversations(
     tenant_id: str | None = None,
     outcome: str | None = None,
     signal: str | None = None,
+    text: str | None = None,
+    order: str = "time",
 ) -> Page:
-    """``outcome``, ``signal``: only conversations with that outcome / that signal among theirs."""
+    """``outcome``, ``signal``: only conversations with that outcome / that signal among theirs; ``text``:
+    those with a message matching the search (store/search.py), newest first or best match first."""
     conditions = _window(conn, start, end, tenant_id, project_pk)
     conditions += outcome_conditions(outcome, signal)
+    source = conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk)
+    ordering = [conversation.c.last_message_at.desc(), conversation.c.pk.desc()]
+    if text:
+        query = search.parse(text)
+        common = search.is_common(conn, query)
+        conditions[0] = search.project_condition(conn, project_pk, query, common)
+        conditions.append(search.condition(conn, project_pk, query, common))
+        hits = search.ranked(conn, project_pk, query) if order == "relevance" else None
+        if hits is not None:
+            source = source.join(hits, hits.c.conversation_pk == conversation.c.pk)
+            ordering.insert(0, hits.c.score.asc())
     total = conn.execute(select(func.count()).select_from(conversation).where(*conditions)).scalar_one()
     rows = conn.execute(
         select(*CONVERSATION_COLUMNS)
-        .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
+        .select_from(source)
         .where(*conditions)
-        .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
+        .order_by(*ordering)
         .limit(per_page)
         .offset((page - 1) * per_page)
     ).all()

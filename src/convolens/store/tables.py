@@ -316,6 +316,46 @@ rollup_state = Table(
     Column("refresh_seconds", Float, nullable=False, default=0.0),
 )
 
+# Each end user's running figures for the users page (store/user_figures.py): kept by the rollup worker as
+# the sum of the user's day rows below, so that sorting by an average reads one row per user, not every
+# message of the project. First and last seen stay on ``end_user`` (ingest keeps them).
+user_figures = Table(
+    "user_figures",
+    metadata,
+    Column("end_user_pk", ForeignKey("end_user.pk", ondelete="CASCADE"), primary_key=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("conversations", Integer, nullable=False),
+    Column("messages", Integer, nullable=False),
+    Column("sentiment_sum", Float, nullable=False),
+    Column("sentiment_count", Integer, nullable=False),
+    Column("rated", Integer, nullable=False),
+    Column("rating_sum", Integer, nullable=False),
+    # Kept with the sums so that the page sorts by them from an index.
+    Column("avg_sentiment", Float),
+    Column("avg_rating", Float),
+    Index("ix_user_figures_project_conversations", "project_pk", "conversations"),
+    Index("ix_user_figures_project_messages", "project_pk", "messages"),
+    Index("ix_user_figures_project_sentiment", "project_pk", "avg_sentiment"),
+    Index("ix_user_figures_project_rating", "project_pk", "avg_rating"),
+)
+
+# A user's figures of one UTC day, as the rollup worker last computed that day: the difference to the
+# day's new figures is what it adds to ``user_figures`` when it redoes the day.
+user_day_figures = Table(
+    "user_day_figures",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("end_user_pk", ForeignKey("end_user.pk", ondelete="CASCADE"), primary_key=True),
+    Column("conversations", Integer, nullable=False),
+    Column("messages", Integer, nullable=False),
+    Column("sentiment_sum", Float, nullable=False),
+    Column("sentiment_count", Integer, nullable=False),
+    Column("rated", Integer, nullable=False),
+    Column("rating_sum", Integer, nullable=False),
+    Index("ix_user_day_figures_user", "end_user_pk"),
+)
+
 # -- the dashboard's people: accounts (argon2 password hashes), their role per project, their sessions --
 
 account = Table(

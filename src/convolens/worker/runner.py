@@ -22,7 +22,17 @@ from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import ProjectTopics, TopicMatcher
 from convolens.outbound import OutboundPolicy
-from convolens.store import enrichment, erasure, projects, retention, rollups, suggestions, topics, translations
+from convolens.store import (
+    enrichment,
+    erasure,
+    projects,
+    retention,
+    rollups,
+    suggestions,
+    topics,
+    translations,
+    user_figures,
+)
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 from convolens.worker.outcome_judging import OutcomeJudging
@@ -182,8 +192,10 @@ class Worker:
             started = time.perf_counter()
             with self.db.snapshot() as conn:
                 result = rollups.compute(conn, day)
+                users = user_figures.day_figures(conn, day.project_pk, day.day)
             with self.db.writer() as conn:
-                rollups.store(conn, self.owner, result, utcnow(), time.perf_counter() - started)
+                if rollups.store(conn, self.owner, result, utcnow(), time.perf_counter() - started):
+                    user_figures.apply(conn, day.project_pk, day.day, users)
         return len(due)
 
     def retention_once(self, max_batches: int = 10) -> int:

@@ -14,7 +14,7 @@ from convolens.server.api.deps import database, limits, tenant_filter
 from convolens.server.auth import ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
-from convolens.store import metrics, queries, topics
+from convolens.store import metrics, queries, search, topics
 from convolens.store.db import Database
 from convolens.store.outcome_fields import OUTCOMES, SIGNALS
 from convolens.store.projects import TokenInfo
@@ -63,18 +63,26 @@ def list_conversations(
     tenant_id: str | None = Depends(tenant_filter),
     outcome: str | None = None,
     signal: str | None = None,
+    q: str | None = Query(None, max_length=search.MAX_CHARS),
+    order: str = "time",
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
     bounds: Limits = Depends(limits),  # noqa: B008
 ) -> JSONResponse:
     """``outcome`` (resolved, unresolved, abandoned, unknown) and ``signal`` (rephrase, correction, …) keep
-    only the conversations that have it."""
+    only the conversations that have it. ``q``: words and "quoted phrases" that one message holds, as
+    case-insensitive substrings (the dashboard's search); ``order``: ``time`` (newest activity first) or
+    ``relevance`` (best match first, with ``q``)."""
     if per_page > bounds.max_per_page:
         raise query_error("per_page", f"must be at most {bounds.max_per_page}")
     if outcome is not None and outcome not in OUTCOMES:
         raise query_error("outcome", f"must be one of {', '.join(OUTCOMES)}")
     if signal is not None and signal not in SIGNALS:
         raise query_error("signal", f"must be one of {', '.join(SIGNALS)}")
+    if order not in search.ORDERS:
+        raise query_error("order", f"must be one of {', '.join(search.ORDERS)}")
+    if q is not None and not q.isprintable():
+        raise query_error("q", "must be printable text")
     start, end = time_window(start_time, end_time)
     with db.reader() as conn:
         result = queries.list_conversations(
@@ -87,6 +95,8 @@ def list_conversations(
             tenant_id=tenant_id,
             outcome=outcome,
             signal=signal,
+            text=(q or "").strip() or None,
+            order=order,
         )
     page_count = result.page_count
     return JSONResponse(

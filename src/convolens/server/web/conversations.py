@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from convolens.server.api.context_format import conversation_response
 from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, page_count, render
 from convolens.server.web.session import access
-from convolens.store import explore, projects, queries, topics, translations
+from convolens.store import explore, projects, queries, search, topics, translations
 from convolens.store.explore import ConversationFilter
 from convolens.store.outcome_fields import OUTCOMES, SIGNALS, from_mask
 
@@ -35,6 +35,7 @@ FILTER_FIELDS = (
     "model",
     "meta",
     "q",
+    "order",
 )
 MAX_FILTER_CHARS = 500
 
@@ -58,6 +59,8 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         raise WebError(422, f"rating must be one of {', '.join(explore.RATINGS)}")
     if values.get("outcome") not in (None, *OUTCOMES):
         raise WebError(422, f"outcome must be one of {', '.join(OUTCOMES)}")
+    if values.get("order") not in (None, *search.ORDERS):
+        raise WebError(422, f"order must be one of {', '.join(search.ORDERS)}")
     if values.get("signal") not in (None, *SIGNALS):
         raise WebError(422, f"signal must be one of {', '.join(SIGNALS)}")
     if values.get("started") not in (None, "1"):
@@ -84,6 +87,7 @@ def _filters(request: Request) -> tuple[ConversationFilter, dict[str, str]]:
         outcome=values.get("outcome"),
         signal=values.get("signal"),
         started_in_range=values.get("started") == "1",
+        order=values.get("order", "time"),
     )
     values.setdefault("start", window.first.isoformat())
     values.setdefault("end", window.last.isoformat())
@@ -113,6 +117,7 @@ def conversation_list(request: Request, project: str, page: int = 1) -> Response
         membership=membership,
         rows=rows,
         total=total,
+        count_cap=search.COUNT_CAP if f.text else total,
         page=page,
         pages=page_count(total, PER_PAGE),
         values=values,

@@ -1,0 +1,236 @@
+"""The users' running figures on both backends: after ingest, enrichment, rating changes, erasure and a
+rebuild they equal a recomputation from the messages; the users page and the read API sort by every
+column, the averages included."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import case, func, select
+
+from conftest import Project, make_project
+from convolens.schemas.ingest import IngestBatch
+from convolens.store import erasure, people, user_figures
+from convolens.store.db import Database
+from convolens.store.ingest import apply_batch
+from convolens.store.tables import conversation, end_user, message, rollup_dirty, rollup_state, user_day_figures
+from convolens.store.tables import user_figures as figures_table
+from convolens.timeutil import utcnow
+from convolens.worker.runner import Worker
+
+DAY0 = datetime(2026, 10, 5)
+TEXTS = ["I need a refund, this is terrible", "Thanks, that works perfectly!", "환불은 어떻게 받나요?", "still broken"]
+
+
+def write(db: Database, project_pk: int, events: list[dict]) -> None:
+    with db.writer() as conn:
+        apply_batch(conn, project_pk, IngestBatch.model_validate({"events": events}), utcnow())
+
+
+def seed(db: Database, project: Project, conversations: int = 30) -> None:
+    rng = random.Random(3)
+    events: list[dict] = []
+    for c in range(conversations):
+        at = DAY0 + timedelta(days=rng.randint(0, 9), hours=rng.randint(0, 23))
+        events.append({"type": "conversation", "id": f"c{c}", "user_id": f"u{rng.randint(0, 5)}"})
+        for i in range(rng.randint(1, 5)):
+            user = i % 2 == 0
+            events.append(
+                {
+                    "type": "message",
+                    "conversation_id": f"c{c}",
+                    "id": f"c{c}-{i}",
+                    "role": "user" if user else "assistant",
+                    "content": rng.choice(TEXTS) if user else "Here you are.",
+                    "timestamp": (at + timedelta(minutes=50 * i)).isoformat() + "Z",
+                    **({} if user else {"rating": rng.choice([1, -1, None])}),
+                }
+            )
+    # A user whose only conversation has no sentiment or rating yet: sorts last by the averages.
+    events.append({"type": "conversation", "id": "quiet", "user_id": "u-quiet"})
+    events.append({"type": "event", "conversation_id": "quiet", "id": "quiet-e", "name": "opened"})
+    write(db, project.pk, events)
+
+
+def drain(db: Database, project: Project | None = None) -> None:
+    """Run a worker until nothing is left; with ``project``, also until no other worker (a test server's
+    embedded one) holds a day of it or left one marked."""
+    for _ in range(300):
+        Worker(db, rollup_settle=timedelta(0), rollup_rest=0.0).drain()
+        if project is None:
+            return
+        with db.reader() as conn:
+            busy = conn.execute(
+                select(func.count())
+                .select_from(rollup_state)
+                .where(rollup_state.c.project_pk == project.pk, rollup_state.c.lease_owner.is_not(None))
+            ).scalar_one()
+            busy += conn.execute(
+                select(func.count()).select_from(rollup_dirty).where(rollup_dirty.c.project_pk == project.pk)
+            ).scalar_one()
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the project's days stayed leased or marked")
+
+
+def recomputed(db: Database, project: Project) -> dict[str, tuple]:
+    """(conversations, messages, avg sentiment, avg rating) per user id, from the base tables."""
+    with db.reader() as conn:
+        conversations = dict(
+            conn.execute(
+                select(end_user.c.external_id, func.count(conversation.c.pk))
+                .select_from(end_user.outerjoin(conversation, conversation.c.end_user_pk == end_user.c.pk))
+                .where(end_user.c.project_pk == project.pk)
+                .group_by(end_user.c.external_id)
+            ).all()
+        )
+        rows = conn.execute(
+            select(
+                end_user.c.external_id,
+                func.count(message.c.pk),
+                func.avg(case((message.c.role == "user", message.c.sentiment))),
+                func.avg(message.c.rating),
+            )
+            .select_from(
+                end_user.join(conversation, conversation.c.end_user_pk == end_user.c.pk).join(
+                    message, message.c.conversation_pk == conversation.c.pk
+                )
+            )
+            .where(end_user.c.project_pk == project.pk, message.c.kind != "event")
+            .group_by(end_user.c.external_id)
+        ).all()
+    out = {uid: (n, 0, None, None) for uid, n in conversations.items()}
+    for uid, n, sentiment, rating in rows:
+        out[uid] = (
+            conversations[uid],
+            n,
+            None if sentiment is None else round(float(sentiment), 3),
+            None if rating is None else round(float(rating), 3),
+        )
+    return out
+
+
+def page_figures(db: Database, project: Project, sort: str = "user_id", descending: bool = False) -> list[tuple]:
+    with db.reader() as conn:
+        rows, total = people.users_page(
+            conn, project.pk, search=None, sort=sort, descending=descending, page=1, per_page=1000
+        )
+    assert total == len(rows)
+    return [(r.user_id, r.conversations, r.messages, r.avg_sentiment, r.avg_rating) for r in rows]
+
+
+def assert_figures_match(db: Database, project: Project) -> None:
+    expected = recomputed(db, project)
+    shown = {uid: (c, m, s, r) for uid, c, m, s, r in page_figures(db, project)}
+    assert shown == expected
+
+
+@pytest.fixture
+def users(db: Database) -> Project:
+    project = make_project(db, "figures")
+    seed(db, project)
+    drain(db, project)  # enrichment (sentiment) and the rollups, with the users' figures
+    return project
+
+
+def test_figures_equal_the_messages_through_changes(db: Database, users: Project) -> None:
+    assert_figures_match(db, users)
+    figures = recomputed(db, users)
+    assert any(s is not None for _, _, s, _ in figures.values())  # enrichment ran: averages to compare
+    assert any(r is not None for _, _, _, r in figures.values())
+    # Rating changes, and a new conversation on an old day, move them.
+    write(db, users.pk, [{"type": "rating", "conversation_id": "c1", "message_id": "c1-1", "rating": -1}])
+    write(db, users.pk, [{"type": "rating", "conversation_id": "c2", "message_id": "c2-1", "rating": 1}])
+    write(
+        db,
+        users.pk,
+        [
+            {"type": "conversation", "id": "late", "user_id": "u1"},
+            {"type": "message", "conversation_id": "late", "id": "late-0", "role": "user",
+             "content": "this is awful", "timestamp": (DAY0 + timedelta(days=2)).isoformat() + "Z"},
+            {"type": "message", "conversation_id": "late", "id": "late-1", "role": "assistant",
+             "content": "sorry", "timestamp": (DAY0 + timedelta(days=2)).isoformat() + "Z", "rating": -1},
+        ],
+    )  # fmt: skip
+    drain(db, users)
+    assert_figures_match(db, users)
+    assert recomputed(db, users) != figures
+    # Erasure: the user's rows go at once, the others stay right after their days are redone.
+    with db.reader() as conn:
+        u2 = conn.execute(
+            select(end_user.c.pk).where(end_user.c.project_pk == users.pk, end_user.c.external_id == "u2")
+        ).scalar_one()
+    with db.writer() as conn:
+        assert erasure.erase_end_user(conn, users.pk, "u2") is not None
+    with db.reader() as conn:
+        assert conn.execute(select(func.count()).where(figures_table.c.end_user_pk == u2)).scalar_one() == 0
+        assert conn.execute(select(func.count()).where(user_day_figures.c.end_user_pk == u2)).scalar_one() == 0
+    drain(db, users)
+    assert "u2" not in {row[0] for row in page_figures(db, users)}
+    assert_figures_match(db, users)
+
+
+def test_rebuild_recomputes_the_figures(db: Database, users: Project) -> None:
+    expected = page_figures(db, users)
+    with db.writer() as conn:
+        conn.execute(figures_table.update().where(figures_table.c.project_pk == users.pk).values(messages=999))
+        assert user_figures.rebuild(conn, users.pk, utcnow()) >= 10  # the seed's days were marked
+    assert all(m == 0 for _, _, m, _, _ in page_figures(db, users))  # until the worker redoes the days
+    drain(db, users)
+    assert page_figures(db, users) == expected
+
+
+@pytest.mark.parametrize("sort", people.SORTS)
+def test_users_page_sorts_by_every_column(db: Database, users: Project, sort: str) -> None:
+    with db.reader() as conn:
+        pks = dict(
+            conn.execute(select(end_user.c.external_id, end_user.c.pk).where(end_user.c.project_pk == users.pk)).all()
+        )
+        seen = {
+            uid: (first, last)
+            for uid, first, last in conn.execute(
+                select(end_user.c.external_id, end_user.c.first_seen, end_user.c.last_seen).where(
+                    end_user.c.project_pk == users.pk
+                )
+            )
+        }
+    figures = recomputed(db, users)
+    value = {
+        "user_id": lambda uid: uid,
+        "conversations": lambda uid: figures[uid][0],
+        "messages": lambda uid: figures[uid][1],
+        "avg_sentiment": lambda uid: figures[uid][2],
+        "avg_rating": lambda uid: figures[uid][3],
+        "first_seen": lambda uid: seen[uid][0],
+        "last_seen": lambda uid: seen[uid][1],
+    }[sort]
+    for descending in (False, True):
+        shown = [row[0] for row in page_figures(db, users, sort, descending)]
+        present = [uid for uid in figures if value(uid) is not None]
+        missing = sorted((uid for uid in figures if value(uid) is None), key=lambda uid: pks[uid])
+        # Ties by the user's key; users without the figure last, either way.
+        ordered = sorted(present, key=lambda uid: pks[uid])
+        ordered.sort(key=value, reverse=descending)
+        assert shown == ordered + missing, (sort, descending)
+    if sort.startswith("avg_"):
+        assert shown[-1] == "u-quiet"  # has no sentiment or rating at all
+
+
+def test_read_api_lists_users_sorted_by_an_average(server, db: Database) -> None:  # type: ignore[no-untyped-def]
+    project = make_project(db, "figures-api")
+    seed(db, project)
+    drain(db, project)
+    figures = recomputed(db, project)
+    with server.client(project.read_token) as client:
+        body = client.get("/api/v1/users", params={"sort": "avg_sentiment", "order": "asc", "per_page": 3}).json()
+        assert body["pagination"]["total_records"] == len(figures)
+        sentiments = [u["avg_sentiment"] for u in body["users"]]
+        lowest = sorted(s for _, _, s, _ in figures.values() if s is not None)[:3]
+        assert sentiments == lowest
+        assert body["users"][0]["messages"] == figures[body["users"][0]["user_id"]][1]
+        bad = client.get("/api/v1/users", params={"sort": "password"})
+        assert bad.status_code == 422 and "sort" in bad.text
