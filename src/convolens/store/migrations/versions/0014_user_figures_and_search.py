@@ -67,6 +67,9 @@ def upgrade() -> None:
         sa.text(
             "INSERT INTO rollup_dirty (project_pk, day, marked_at)"
             " SELECT DISTINCT project_pk, day, :now FROM rollup WHERE dimension = 'none'"
+            # 0013 has marked them already where it ran in the same upgrade: one mark a day is enough
+            " AND NOT EXISTS (SELECT 1 FROM rollup_dirty AS d WHERE d.project_pk = rollup.project_pk"
+            " AND d.day = rollup.day)"
         ),
         {"now": now},
     )
