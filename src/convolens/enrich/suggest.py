@@ -74,7 +74,8 @@ class Cluster:
 
     @property
     def name(self) -> str:
-        return self.label or ", ".join(self.keywords[:4]) or (self.phrases[0][:60] if self.phrases else "unnamed")
+        words = ", ".join(self.keywords[:4])
+        return self.label or words[:1].upper() + words[1:] or (self.phrases[0][:60] if self.phrases else "unnamed")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
