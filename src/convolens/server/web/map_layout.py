@@ -3,7 +3,7 @@
 The projection of the topics' centres puts alike topics close, often on top of each other, and a label
 under each bubble then runs into its neighbours' (issue 23: "labels overlap in the map"). Bubbles are
 first pushed apart a few pixels at a time, which keeps neighbours neighbours; then each label, largest
-topic first, takes the first free place among below, above, right and left of its bubble. A label with
+topic first, takes the first free place among below, above, right, left and the four diagonals. A label with
 no free place is left off the map: the bubble still has its name in its tooltip and in the list below.
 """
 
@@ -78,11 +78,16 @@ def place_labels(
     for (x, y, r), label in zip(circles, labels, strict=True):
         w = len(label) * CHAR_WIDTH
         below, above = y + r + GAP, y - r - GAP
+        d = 0.75 * r + GAP  # the diagonal places start just off the bubble's edge at 45 degrees
         options = [  # (text x, baseline y, anchor, box)
             (x, below + LABEL_HEIGHT - 3, "middle", (x - w / 2, below, x + w / 2, below + LABEL_HEIGHT)),
             (x, above - 3, "middle", (x - w / 2, above - LABEL_HEIGHT, x + w / 2, above)),
             (x + r + GAP, y + 4, "start", (x + r + GAP, y - LABEL_HEIGHT / 2, x + r + GAP + w, y + LABEL_HEIGHT / 2)),
             (x - r - GAP, y + 4, "end", (x - r - GAP - w, y - LABEL_HEIGHT / 2, x - r - GAP, y + LABEL_HEIGHT / 2)),
+            (x + d, y + d + LABEL_HEIGHT - 3, "start", (x + d, y + d, x + d + w, y + d + LABEL_HEIGHT)),
+            (x - d, y + d + LABEL_HEIGHT - 3, "end", (x - d - w, y + d, x - d, y + d + LABEL_HEIGHT)),
+            (x + d, y - d - 3, "start", (x + d, y - d - LABEL_HEIGHT, x + d + w, y - d)),
+            (x - d, y - d - 3, "end", (x - d - w, y - d - LABEL_HEIGHT, x - d, y - d)),
         ]  # fmt: skip
         chosen = None
         for tx, ty, anchor, box in options:
