@@ -44,3 +44,9 @@ def test_the_first_labels_get_the_place_under_their_bubble() -> None:
     places = map_layout.place_labels([(200.0, 100.0, 20.0), (600.0, 100.0, 20.0)], ["Refunds", "SQL joins"], 860, 280)
     assert [p.anchor for p in places if p] == ["middle", "middle"]
     assert all(p is not None and p.y > 120 for p in places)
+
+
+def test_a_korean_label_is_measured_wider_than_as_many_latin_letters() -> None:
+    korean, latin = "배열 중복을 제거하려면", "abcdefghijkl"
+    assert len(korean) == len(latin)
+    assert map_layout.label_width(korean) > 1.7 * map_layout.label_width(latin)

@@ -9,6 +9,7 @@ no free place is left off the map: the bubble still has its name in its tooltip 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 CHAR_WIDTH = 6.6  # px per character of the map's 12 px labels (an average over mixed case)
@@ -57,6 +58,12 @@ def spread(
     return [(round(x, 1), round(y, 1)) for x, y in points]
 
 
+def label_width(label: str) -> float:
+    """The label's width in px: Korean, Japanese and Chinese characters are drawn about twice as wide
+    (a Korean label was measured as half its width, and ran into its neighbour's)."""
+    return CHAR_WIDTH * sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in label)
+
+
 def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -76,7 +83,7 @@ def place_labels(
     taken: list[tuple[float, float, float, float]] = []
     out: list[Placed | None] = []
     for (x, y, r), label in zip(circles, labels, strict=True):
-        w = len(label) * CHAR_WIDTH
+        w = label_width(label)
         below, above = y + r + GAP, y - r - GAP
         d = 0.75 * r + GAP  # the diagonal places start just off the bubble's edge at 45 degrees
         options = [  # (text x, baseline y, anchor, box)
