@@ -48,6 +48,7 @@ MIN_CATEGORIES, MAX_CATEGORIES = 5, 12
 # message with a topic in tests/data/topics.jsonl or topics_tune2.jsonl is left out (complaints such as
 # "the discount code wasn't applied" read as corrections at looser settings), and 2/3 of tune2's noise is.
 REACTION_AT = 0.08
+PHRASING_SHARE = 0.075  # ... only when it holds less than this share of the spread (common_directions)
 COMMON_DIRECTIONS = 1  # the directions of phrasing taken out before grouping (common_directions)
 # A language's offset counts fully once it has many more messages than this (see language_neutral).
 LANGUAGE_SHRINK = 5
@@ -126,7 +127,7 @@ def language_neutral(vectors: np.ndarray, languages: list[str | None]) -> np.nda
     return neutralise(vectors, languages, language_shifts(vectors, languages))
 
 
-def common_directions(neutral: np.ndarray, count: int = COMMON_DIRECTIONS) -> np.ndarray:
+def common_directions(neutral: np.ndarray, count: int | None = None) -> np.ndarray:
     """The ``count`` directions along which language-neutral vectors vary most (rows, unit length).
 
     Once the means are gone, the largest spread of chat-message vectors is not a subject but how a
@@ -137,10 +138,16 @@ def common_directions(neutral: np.ndarray, count: int = COMMON_DIRECTIONS) -> np
     reactions left out, moves ARI 0.878 -> 0.900 and 0.704 -> 0.787 (means over five seeds); two or four
     directions took subject with them.
     """
+    count = COMMON_DIRECTIONS if count is None else count
     if count <= 0 or len(neutral) < 3:
         return np.zeros((0, neutral.shape[1]), dtype=np.float32)
     centred = neutral - neutral.mean(axis=0)
-    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues: the last are the largest
+    spread, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues: the last are the largest
+    if spread[-1] > PHRASING_SHARE * max(float(spread.sum()), 1e-9):
+        # A pool of few subjects spreads most between them (billing, cooking, travel: 11% of the spread
+        # on the first direction, against 6-6.5% on the 12-13 subjects of topics and tune2): that
+        # direction is the subjects, and taking it out joined billing with cooking.
+        return np.zeros((0, neutral.shape[1]), dtype=np.float32)
     return np.ascontiguousarray(vectors[:, ::-1][:, :count].T, dtype=np.float32)
 
 
