@@ -68,15 +68,6 @@ def demo_admin(settings: Settings, db: Database) -> tuple[str, str]:
     return DEMO_ADMIN, password
 
 
-CONTEXT_QUESTIONS = [
-    "How do I export all my conversations?",
-    "Can I change the email address on my account?",
-    "How do I turn on two-factor authentication?",
-    "Where can I download my data?",
-    "How do I delete my account?",
-]
-
-
 def seed(base_url: str, token: str, conversations: int) -> int:
     """Send the demo conversations through ``POST /api/v1/ingest``; returns the number of messages."""
     now = utcnow()
@@ -91,15 +82,14 @@ def seed(base_url: str, token: str, conversations: int) -> int:
                 batch = []
         if batch:
             client.post("/api/v1/ingest", json={"events": batch}).raise_for_status()
-        # A few through the Context-compatible endpoint too, as a Context user's app would send them: real
-        # questions, since a greeting with a counter ("Hello from a Context client #3") became a topic.
-        for i, question in enumerate(CONTEXT_QUESTIONS):
+        # A few through the Context-compatible endpoint too, as a Context user's app would send them.
+        for i in range(5):
             client.post(
                 "/api/v1/log/conversation",
                 json={
                     "conversation": {
                         "messages": [
-                            {"role": "user", "message": question},
+                            {"role": "user", "message": f"Hello from a Context client #{i}"},
                             {"role": "assistant", "message": "Hi! How can I help?"},
                         ],
                         "metadata": {"user_id": f"context-user-{i}", "model": "gpt-4o-mini"},
