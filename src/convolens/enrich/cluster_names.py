@@ -126,10 +126,24 @@ def name_clusters(
             row += 1
             if best is None or score > best[0]:
                 best = (float(score), phrase)
-        names.append(None if best is None else _label(best[1]))
+        names.append(None if best is None else _label(best[1], _spellings(members[k][:MEMBERS_READ])))
     return names
 
 
-def _label(phrase: str) -> str:
-    label = " ".join(phrase.split()[:5])
+def _spellings(texts: list[str]) -> dict[str, str]:
+    """How the members wrote each word, by its lower-case form: the most common spelling that is not all
+    lower case ("London", "ModuleNotFoundError", "SQL"), so a name keeps the case people gave it."""
+    seen: dict[str, Counter[str]] = {}
+    for text in texts:
+        for word in _WORD.findall(text[:MAX_CHARS]):
+            if word != word.lower():
+                seen.setdefault(word.lower(), Counter())[word] += 1
+    lower: Counter[str] = Counter(w for text in texts for w in _WORD.findall(text[:MAX_CHARS].lower()))
+    # Written in capitals by at least half of those who wrote it: a name, not the first word of a sentence.
+    return {w: c.most_common(1)[0][0] for w, c in seen.items() if c.total() * 2 >= lower[w]}
+
+
+def _label(phrase: str, spellings: dict[str, str] | None = None) -> str:
+    words = [(spellings or {}).get(w, w) for w in phrase.split()[:5]]
+    label = " ".join(words)
     return label[:1].upper() + label[1:]

@@ -171,6 +171,16 @@ def _classifier():  # type: ignore[no-untyped-def]
     return model
 
 
+def other_probability(vectors: np.ndarray) -> np.ndarray:
+    """For each row of ``vectors`` (unit message embeddings), how likely the classifier finds it a message
+    with a subject rather than a reaction (thanks, a correction, giving up, a greeting)."""
+    if len(vectors) == 0:
+        return np.zeros(0, dtype=np.float32)
+    with compute_lock:
+        probabilities = _classifier().predict_proba(np.asarray(vectors, dtype=np.float32))
+    return probabilities[:, KINDS.index("other")].astype(np.float32)
+
+
 @dataclass(frozen=True)
 class _Model:
     mean: np.ndarray

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from convolens.schemas.topics import TopicDefinition
+from convolens.server.web import map_layout
 from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
 from convolens.store import categories, explore, metrics, topic_figures, topics
@@ -201,6 +202,17 @@ def topic_map(rows: list[topic_figures.TopicFigures], base_url: str, rings: dict
             "sentiment": r.avg_sentiment, "suggested": r.status != "active", "href": f"{base_url}/{r.pk}",
             "ring": (rings or {}).get(r.pk),
         })  # fmt: skip
+    # Alike topics project onto one spot: part the bubbles, then give each label a free place, the
+    # largest topics first (map_layout); a label with no room stays in the bubble's tooltip.
+    bubbles.sort(key=lambda b: -b["messages"])
+    moved = map_layout.spread([(b["x"], b["y"], b["r"]) for b in bubbles], MAP_WIDTH, MAP_HEIGHT)
+    for b, (x, y) in zip(bubbles, moved, strict=True):
+        b["x"], b["y"] = x, y
+    places = map_layout.place_labels(
+        [(b["x"], b["y"], b["r"]) for b in bubbles], [b["name"] for b in bubbles], MAP_WIDTH, MAP_HEIGHT
+    )
+    for b, place in zip(bubbles, places, strict=True):
+        b["label"] = place
     bubbles.sort(key=lambda b: -b["r"])  # small bubbles drawn last, on top, so they stay clickable
     return bubbles
 
