@@ -11,6 +11,9 @@ from convolens.config import Limits
 from convolens.schemas.context import ContextConversation, ContextMessage
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, IngestBatch, MessageEvent
 
+# The path segments "." and "..": an id that is exactly one of them cannot travel in a URL path.
+DOT_SEGMENTS = frozenset({".", ".."})
+
 
 def field_name(loc: Sequence[str | int]) -> str:
     """``("events", 3, "content")`` as ``events[3].content``: how every error names its field."""
@@ -148,6 +151,13 @@ class _Checker:
         elif not value.isascii() and _LONE_SURROGATE.search(value):
             self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
+    def path_id(self, loc: tuple, value: str | None) -> None:
+        """An id that a URL path carries (conversations, users, threads): an identifier that is not a
+        dot segment, which browsers and HTTP clients resolve away (RFC 3986), so no link reaches it."""
+        self.identifier(loc, value)
+        if value in DOT_SEGMENTS:
+            self.errors.append(FieldError(loc, f"must not be {value!r}: a URL path cannot carry it"))
+
     def json(self, loc: tuple, value: object) -> None:
         """Free-form JSON (``extra``, Context's ``input``): depth, size, no NUL, finite numbers."""
         if value is None:
@@ -197,9 +207,12 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
         if isinstance(event, MessageEvent) and _plain_message(event, limits):
             continue  # the common case, checked in one pass without building field paths
         loc = ("events", i)
-        c.identifier((*loc, "conversation_id"), getattr(event, "conversation_id", None))
-        c.identifier((*loc, "id"), getattr(event, "id", None))
-        c.identifier((*loc, "user_id"), getattr(event, "user_id", None))
+        c.path_id((*loc, "conversation_id"), getattr(event, "conversation_id", None))
+        if isinstance(event, ConversationEvent):
+            c.path_id((*loc, "id"), event.id)
+        else:
+            c.identifier((*loc, "id"), getattr(event, "id", None))  # a message's id is not in any URL
+        c.path_id((*loc, "user_id"), getattr(event, "user_id", None))
         c.identifier((*loc, "tenant_id"), getattr(event, "tenant_id", None), limits.max_tenant_chars)
         if isinstance(event, ConversationEvent):
             c.metadata((*loc, "metadata"), event.metadata)
@@ -231,6 +244,7 @@ def _plain_message(event: MessageEvent, limits: Limits) -> bool:
         and "\x00" not in content
         and (content.isascii() or not _LONE_SURROGATE.search(content))
         and 0 < len(cid) <= limits.max_id_chars
+        and cid not in DOT_SEGMENTS
         and cid.isascii()
         and _CONTROL_CHAR.search(cid) is None
         and (
@@ -248,8 +262,13 @@ def check_context_conversation(
 ) -> list[FieldError]:
     c = _Checker(limits)
     loc = ("conversation",)
-    c.identifier((*loc, "id"), thread_id)
+    c.path_id((*loc, "id"), thread_id)
     c.identifier(("tenant_id",), tenant_id, limits.max_tenant_chars)
+    user_id = (conversation.metadata or {}).get("user_id")
+    if isinstance(user_id, str) and user_id in DOT_SEGMENTS:  # stored as the conversation's user id
+        c.errors.append(
+            FieldError((*loc, "metadata", "user_id"), f"must not be {user_id!r}: a URL path cannot carry it")
+        )
     c.metadata((*loc, "metadata"), conversation.metadata)
     c.text((*loc, "feedback"), conversation.feedback, limits.max_content_chars)
     if len(conversation.messages) > limits.max_messages_per_conversation:
