@@ -154,6 +154,11 @@ HOSTILE_VALUES = [
      "conversation.metadata.user_id"),
     (json.dumps(_native({**MESSAGE, "user_id": "."})), "events[0].user_id"),
     (json.dumps(_native({"type": "conversation", "id": "c", "user_id": ".."})), "events[0].user_id"),
+    # free-form JSON past the parsers' ~1,000 levels: not even parsed, still a 422 naming the field
+    ('{"events":[{"type":"message","conversation_id":"c","role":"user","content":"hi","extra":{"a":'
+     + "[" * 2000 + "]" * 2000 + "}}]}", "events[0].extra.a"),
+    ('{"conversation":{"messages":[{"role":"user","message":"hi","input":' + '{"k":' * 1500 + "1"
+     + "}" * 1500 + "}]}}", "conversation.messages[0].input.k"),
     # a message (not an event) still needs its role and its text
     (json.dumps(_context({"message": "no role"})), "conversation.messages[0].role"),
     (json.dumps(_context({"role": "user"})), "conversation.messages[0].message"),

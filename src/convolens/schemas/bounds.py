@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,55 @@ def _scalar_problem(value: object) -> str | None:
 
 def _json_chars(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def too_deep_path(text: str, components: int = 8, siblings: int = 10_000) -> tuple[str | int, ...] | None:
+    """Where a JSON text that the parsers refuse for its depth (past ~1,000 levels) nests too deep: the
+    keys and indexes down to the value that does, at most ``components`` of them, so that the 422 can
+    name the field (``events[0].extra.a[0]…``); ``None`` if the text is not otherwise valid JSON there.
+
+    At C speed: at each level the siblings are skipped by the standard parser (``raw_decode``), and the
+    one it refuses for depth is the one to step into; the descent stops after ``components`` steps,
+    each re-reading at most the ~1,000 levels the parser reaches. Skipping a sibling is a Python step,
+    so past ``siblings`` of them the path found so far is the answer (a flat array of millions of
+    numbers before the deep part would otherwise cost seconds)."""
+    path: list[str | int] = []
+    at = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    try:
+        while len(path) < components and at < len(text) and text[at] in "[{":
+            opening = text[at]
+            at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            index = 0
+            while True:
+                if opening == "{":
+                    if text[at] != '"':
+                        return None
+                    key, at = json.decoder.scanstring(text, at + 1)
+                    at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+                    if text[at] != ":":
+                        return None
+                    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+                step: str | int = key if opening == "{" else index
+                try:
+                    _, end = _DECODER.raw_decode(text, at)
+                except RecursionError:
+                    path.append(step)  # this value is the one nested too deep: step into it
+                    break
+                at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+                if text[at] != ",":
+                    return None  # the container closed with nothing too deep in it
+                siblings -= 1
+                if siblings <= 0:
+                    return tuple(path) if path else None
+                at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+                index += 1
+    except (ValueError, IndexError):
+        return None  # malformed before the deep part: the parsers' own error answers it
+    return tuple(path) if path else None
 
 
 def json_problem(value: object, max_depth: int, max_bytes: int) -> tuple[tuple[str | int, ...], str] | None:
