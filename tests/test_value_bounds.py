@@ -147,6 +147,18 @@ HOSTILE_VALUES = [
     (json.dumps(_context({**HELLO, "type": "event", "name": "click\x07"})), "conversation.messages[0].name"),
     (json.dumps({"conversation": {"messages": [HELLO], "metadata": {"k": 1.5}}}).replace("1.5", RAW_INFINITY),
      "conversation.metadata.k"),
+    # ids a URL cannot reach: browsers and HTTP clients resolve "." and ".." as path segments
+    (json.dumps(_native({"type": "conversation", "id": ".."})), "events[0].id"),
+    (json.dumps(_native({**MESSAGE, "conversation_id": "."})), "events[0].conversation_id"),
+    (json.dumps({"conversation": {"messages": [HELLO], "metadata": {"user_id": ".."}}}),
+     "conversation.metadata.user_id"),
+    (json.dumps(_native({**MESSAGE, "user_id": "."})), "events[0].user_id"),
+    (json.dumps(_native({"type": "conversation", "id": "c", "user_id": ".."})), "events[0].user_id"),
+    # free-form JSON past the parsers' ~1,000 levels: not even parsed, still a 422 naming the field
+    ('{"events":[{"type":"message","conversation_id":"c","role":"user","content":"hi","extra":{"a":'
+     + "[" * 2000 + "]" * 2000 + "}}]}", "events[0].extra.a"),
+    ('{"conversation":{"messages":[{"role":"user","message":"hi","input":' + '{"k":' * 1500 + "1"
+     + "}" * 1500 + "}]}}", "conversation.messages[0].input.k"),
     # a message (not an event) still needs its role and its text
     (json.dumps(_context({"message": "no role"})), "conversation.messages[0].role"),
     (json.dumps(_context({"role": "user"})), "conversation.messages[0].message"),
@@ -202,3 +214,18 @@ def test_the_json_walk_is_bounded_by_the_limits_not_by_the_value() -> None:
     assert json_problem({"a": wide}, 32, 65536) == ((), "is over 65536 bytes as JSON")
     assert time.thread_time() - start < 0.05
     assert json_problem({"ok": [1, 2.5, "three", None, True, {"k": "v"}]}, 32, 65536) is None
+
+
+@pytest.mark.parametrize("thread_id", [".", ".."])
+def test_a_thread_id_a_url_cannot_carry_is_422_naming_it(api: httpx.Client, thread_id: str) -> None:
+    response = api.post(
+        "/api/v1/log/conversation/thread", json={"conversation": {"id": thread_id, "messages": [HELLO]}}
+    )
+    assert_names(response, "conversation.id")
+
+
+def test_ids_that_merely_hold_dots_are_stored(api: httpx.Client) -> None:
+    events = [{"type": "conversation", "id": "...", "user_id": ".a"}, {**MESSAGE, "conversation_id": "...", "id": ".."}]
+    response = api.post("/api/v1/ingest", json={"events": events})
+    assert response.status_code == 202, response.text
+    assert api.get("/api/v1/conversations/...").json()["id"] == "..."

@@ -54,14 +54,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_processes(settings: Settings, workers: int, args: argparse.Namespace, common: dict) -> int:
     """Several API processes on one port (uvicorn's supervisor), so that parsing, validation and PII
     scrubbing use every core; the schema is migrated once, here, and the embedded enrichment worker, if
-    on, runs as one ``convolens worker`` process beside them rather than once in each."""
+    on, runs as one child process beside them (worker/process.py) rather than once in each."""
     import os
-    import subprocess
 
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     from convolens.server import listeners
+    from convolens.worker.process import WorkerProcess
 
     try:
         # A listening socket per process (SO_REUSEPORT): with uvicorn's one shared socket, one process
@@ -73,9 +73,10 @@ def _serve_processes(settings: Settings, workers: int, args: argparse.Namespace,
     migrate.upgrade(Database(settings.database_url))
     os.environ["CONVOLENS_SERVE_LOG_LEVEL"] = args.log_level
     os.environ["CONVOLENS_SERVE_LOG_FORMAT"] = args.log_format
-    worker = None
-    if settings.embedded_worker:
-        worker = subprocess.Popen([sys.executable, "-m", "convolens", "worker", "--log-level", args.log_level])
+    # The same child process a single-process server starts (worker/process.py), here once for all.
+    worker = WorkerProcess(settings) if settings.embedded_worker else None
+    if worker is not None:
+        worker.start()
     os.environ["CONVOLENS_EMBEDDED_WORKER"] = "0"
     config = uvicorn.Config("convolens.server.app:api_process_app", factory=True, workers=workers, **common)
     try:
@@ -83,8 +84,7 @@ def _serve_processes(settings: Settings, workers: int, args: argparse.Namespace,
     finally:
         held.close()
         if worker is not None:
-            worker.terminate()
-            worker.wait(30)
+            worker.stop()
     return 0
 
 

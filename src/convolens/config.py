@@ -116,7 +116,7 @@ class Settings:
     database_url: str
     home: Path
     limits: Limits = field(default_factory=Limits)
-    # Enrich in a thread of the API process. On by default (one command is all a user runs); a
+    # Enrich in a child process of the server (worker/process.py). On by default (one command is all a user runs); a
     # scale-out deployment turns it off and runs `convolens worker` processes instead.
     embedded_worker: bool = True
     llm: LlmSettings = field(default_factory=LlmSettings)

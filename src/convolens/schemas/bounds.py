@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from convolens.config import Limits
 from convolens.schemas.context import ContextConversation, ContextMessage
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, IngestBatch, MessageEvent
+
+# The path segments "." and "..": an id that is exactly one of them cannot travel in a URL path.
+DOT_SEGMENTS = frozenset({".", ".."})
 
 
 def field_name(loc: Sequence[str | int]) -> str:
@@ -83,6 +87,55 @@ def _json_chars(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def too_deep_path(text: str, components: int = 8, siblings: int = 10_000) -> tuple[str | int, ...] | None:
+    """Where a JSON text that the parsers refuse for its depth (past ~1,000 levels) nests too deep: the
+    keys and indexes down to the value that does, at most ``components`` of them, so that the 422 can
+    name the field (``events[0].extra.a[0]…``); ``None`` if the text is not otherwise valid JSON there.
+
+    At C speed: at each level the siblings are skipped by the standard parser (``raw_decode``), and the
+    one it refuses for depth is the one to step into; the descent stops after ``components`` steps,
+    each re-reading at most the ~1,000 levels the parser reaches. Skipping a sibling is a Python step,
+    so past ``siblings`` of them the path found so far is the answer (a flat array of millions of
+    numbers before the deep part would otherwise cost seconds)."""
+    path: list[str | int] = []
+    at = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    try:
+        while len(path) < components and at < len(text) and text[at] in "[{":
+            opening = text[at]
+            at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            index = 0
+            while True:
+                if opening == "{":
+                    if text[at] != '"':
+                        return None
+                    key, at = json.decoder.scanstring(text, at + 1)
+                    at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+                    if text[at] != ":":
+                        return None
+                    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+                step: str | int = key if opening == "{" else index
+                try:
+                    _, end = _DECODER.raw_decode(text, at)
+                except RecursionError:
+                    path.append(step)  # this value is the one nested too deep: step into it
+                    break
+                at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+                if text[at] != ",":
+                    return None  # the container closed with nothing too deep in it
+                siblings -= 1
+                if siblings <= 0:
+                    return tuple(path) if path else None
+                at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+                index += 1
+    except (ValueError, IndexError):
+        return None  # malformed before the deep part: the parsers' own error answers it
+    return tuple(path) if path else None
+
+
 def json_problem(value: object, max_depth: int, max_bytes: int) -> tuple[tuple[str | int, ...], str] | None:
     """The first problem of a free-form JSON value, as (path inside it, message), or ``None``.
 
@@ -148,6 +201,13 @@ class _Checker:
         elif not value.isascii() and _LONE_SURROGATE.search(value):
             self.errors.append(FieldError(loc, "must not contain unpaired UTF-16 surrogates"))
 
+    def path_id(self, loc: tuple, value: str | None) -> None:
+        """An id that a URL path carries (conversations, users, threads): an identifier that is not a
+        dot segment, which browsers and HTTP clients resolve away (RFC 3986), so no link reaches it."""
+        self.identifier(loc, value)
+        if value in DOT_SEGMENTS:
+            self.errors.append(FieldError(loc, f"must not be {value!r}: a URL path cannot carry it"))
+
     def json(self, loc: tuple, value: object) -> None:
         """Free-form JSON (``extra``, Context's ``input``): depth, size, no NUL, finite numbers."""
         if value is None:
@@ -197,9 +257,12 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
         if isinstance(event, MessageEvent) and _plain_message(event, limits):
             continue  # the common case, checked in one pass without building field paths
         loc = ("events", i)
-        c.identifier((*loc, "conversation_id"), getattr(event, "conversation_id", None))
-        c.identifier((*loc, "id"), getattr(event, "id", None))
-        c.identifier((*loc, "user_id"), getattr(event, "user_id", None))
+        c.path_id((*loc, "conversation_id"), getattr(event, "conversation_id", None))
+        if isinstance(event, ConversationEvent):
+            c.path_id((*loc, "id"), event.id)
+        else:
+            c.identifier((*loc, "id"), getattr(event, "id", None))  # a message's id is not in any URL
+        c.path_id((*loc, "user_id"), getattr(event, "user_id", None))
         c.identifier((*loc, "tenant_id"), getattr(event, "tenant_id", None), limits.max_tenant_chars)
         if isinstance(event, ConversationEvent):
             c.metadata((*loc, "metadata"), event.metadata)
@@ -231,6 +294,7 @@ def _plain_message(event: MessageEvent, limits: Limits) -> bool:
         and "\x00" not in content
         and (content.isascii() or not _LONE_SURROGATE.search(content))
         and 0 < len(cid) <= limits.max_id_chars
+        and cid not in DOT_SEGMENTS
         and cid.isascii()
         and _CONTROL_CHAR.search(cid) is None
         and (
@@ -248,8 +312,13 @@ def check_context_conversation(
 ) -> list[FieldError]:
     c = _Checker(limits)
     loc = ("conversation",)
-    c.identifier((*loc, "id"), thread_id)
+    c.path_id((*loc, "id"), thread_id)
     c.identifier(("tenant_id",), tenant_id, limits.max_tenant_chars)
+    user_id = (conversation.metadata or {}).get("user_id")
+    if isinstance(user_id, str) and user_id in DOT_SEGMENTS:  # stored as the conversation's user id
+        c.errors.append(
+            FieldError((*loc, "metadata", "user_id"), f"must not be {user_id!r}: a URL path cannot carry it")
+        )
     c.metadata((*loc, "metadata"), conversation.metadata)
     c.text((*loc, "feedback"), conversation.feedback, limits.max_content_chars)
     if len(conversation.messages) > limits.max_messages_per_conversation:

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from convolens import __version__
 from convolens.config import Settings
 from convolens.enrich.prices import price_table
-from convolens.server import errors, web
+from convolens.server import errors, scrubbing_process, web
 from convolens.server.admission import WriteAdmission, WriteRoutes
 from convolens.server.api import context_log, context_read, health, ingest, metrics, topics, users
 from convolens.server.auth import RecentTokens
@@ -35,8 +35,7 @@ from convolens.server.ratelimit import RateLimiter
 from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate
 from convolens.store.db import Database
-from convolens.store.suggestions import Timing
-from convolens.worker.runner import Worker
+from convolens.worker.process import WorkerProcess
 
 HOT_PATHS = frozenset(
     {
@@ -64,13 +63,6 @@ class ConvolensApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-# The embedded worker shares the API process's interpreter lock: a batch of 256 crafted 20,000-character
-# messages held it for long stretches, and a normal request waited behind it (bench/abuse.py: normal p99
-# 131 ms beside hostile clients with batches of 256, 71 ms with 32; quiet p99 unchanged). `convolens
-# worker` processes keep the default batch.
-EMBEDDED_BATCH = 32
-
-
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url)
@@ -80,22 +72,15 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             migrate.upgrade(db)
-        worker = (
-            Worker(
-                db,
-                llm=settings.llm,
-                outbound=settings.outbound,
-                suggest_timing=Timing(min_messages=settings.suggest_min_messages),
-                batch_size=EMBEDDED_BATCH,
-            )
-            if settings.embedded_worker
-            else None
-        )
-        thread = worker.start_thread() if worker else None
+        # Enrichment in a child process, not a thread: it would share this process's interpreter lock
+        # with the requests (worker/process.py).
+        worker = WorkerProcess(settings) if settings.embedded_worker else None
+        if worker:
+            worker.start()
         yield
-        if worker and thread:
+        if worker:
             worker.stop()
-            thread.join(10)
+        scrubbing_process.stop()
         write_batches.stop()
         db.dispose()
 

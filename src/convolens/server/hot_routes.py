@@ -12,9 +12,10 @@ py-spy on one-conversation Context requests put over half the event loop's time 
 middleware, routing, dependency solving and response plumbing (bench/README.md); this path skips them.
 
 A body that is not JSON or does not validate is answered here with the 422 FastAPI's route gives
-(parsing it again there cost a large body twice on the event loop). Anything unusual — a content type
-other than JSON, a query parameter other than ``tenant_id``, JSON nested past the parsers' depth —
-goes on to FastAPI unchanged (the body replayed). Errors raised by the endpoint itself (token, bounds,
+(parsing it again there cost a large body twice on the event loop), and so is JSON nested past the
+parsers' depth (a 422 naming where, which FastAPI's route answers with a bare 400). Anything unusual —
+a content type other than JSON, a query parameter other than ``tenant_id`` — goes on to FastAPI
+unchanged (the body replayed). Errors raised by the endpoint itself (token, bounds,
 database) are answered with the API's one error shape (``errors.error_response``).
 """
 
@@ -36,7 +37,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convolens.config import Limits
-from convolens.schemas.bounds import FieldError
+from convolens.schemas.bounds import FieldError, too_deep_path
 from convolens.schemas.context import ConversationBody, ThreadBody
 from convolens.schemas.ingest import IngestBatch
 from convolens.server.auth import parse_bearer
@@ -151,8 +152,8 @@ class HotRoutes:
 
     def _parse(self, hot: _HotRoute, body: bytes) -> Any:
         """The body parsed, counted and validated; raises the error that answers a body that is not
-        JSON, carries too many items or does not validate (the same 422 FastAPI's route would give);
-        ``None`` for the rare body FastAPI's route should answer (nested past the parsers' depth)."""
+        JSON, nests too deep, carries too many items or does not validate (the 422 FastAPI's route would
+        give, or one naming the field); ``None`` for the rare body FastAPI's route should answer."""
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -163,7 +164,9 @@ class HotRoutes:
                     [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
                       "input": {}, "ctx": {"error": exc.msg}}]
                 ) from None  # fmt: skip
-            except (ValueError, RecursionError):  # nested past either parser's depth: FastAPI's 400
+            except RecursionError:  # nested past both parsers' depth
+                raise _too_deep(hot, body) from None
+            except ValueError:  # not UTF-8: FastAPI's route answers it
                 return None
         if hot.counted is not None:
             _check_count(data, hot.counted, self.limits)
@@ -173,6 +176,22 @@ class HotRoutes:
             raise RequestValidationError(exc.errors()) from None
         except RecursionError:
             return None
+
+
+# Bodies up to this size are searched for where they nest too deep (a re-parse a level, at most 8);
+# a larger one is named by its list.
+DEEP_SEARCH_BYTES = 1024 * 1024
+
+
+def _too_deep(hot: _HotRoute, body: bytes) -> Exception:
+    """The 422 for a body nested past the parsers' ~1,000 levels, naming where (or, for a large body,
+    its list), as the bounds check names free-form JSON nested past its own bound."""
+    path = None
+    if len(body) <= DEEP_SEARCH_BYTES:
+        path = too_deep_path(body.decode("utf-8", "replace"))
+    if path is None:
+        path = hot.counted.path if hot.counted is not None else ()
+    return bound_violation([FieldError(path, "nests deeper than the 1,000 levels a JSON body may have")])
 
 
 def _check_count(data: Any, counted: _Counted, limits: Limits) -> None:

@@ -2,8 +2,8 @@
 changed topics to the messages stored before them (backfills) and redo the rollups of changed days;
 when idle, apply retention and recompute suggested topics.
 
-It runs as a thread inside ``convolens serve`` on the embedded default, and as ``convolens worker``
-processes (any number) against PostgreSQL.
+It runs in a child process of ``convolens serve`` on the embedded default (worker/process.py), and as
+``convolens worker`` processes (any number) against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -357,11 +357,6 @@ class Worker:
                 self.stop_event.wait(self.idle_seconds)
         self.judges.close()
         log.info("worker %s stopped after %d messages", self.owner, self.enriched)
-
-    def start_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="convolens-worker", daemon=True)
-        thread.start()
-        return thread
 
     def stop(self) -> None:
         self.stop_event.set()

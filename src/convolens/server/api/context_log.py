@@ -32,6 +32,7 @@ from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
+from convolens.server.scrubbing_process import scrubbed
 from convolens.store import queries, upsert
 from convolens.store.db import Database
 from convolens.store.ingest import BatchOutcome, NewIdsBatch, apply_batch, new_id
@@ -80,11 +81,12 @@ def _check(
         )
 
 
-def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
+def scrub_conversation(conversation: ContextConversation, token: TokenInfo) -> ContextConversation:
     """PII out of every free-text field, in place, before anything else looks at the conversation
-    (the upsert matching included: it compares with what was stored, which is scrubbed)."""
+    (the upsert matching included: it compares with what was stored, which is scrubbed). Returns the
+    conversation: called through ``scrubbed``, a heavy one comes back from the scrubbing process."""
     if not token.pii_scrubbing:
-        return
+        return conversation
     messages = conversation.messages
     # The free texts are gated once, joined (as scrub_batch does): most conversations hold nothing
     # any rule could match, and then no text is scrubbed one by one.
@@ -116,6 +118,7 @@ def _scrub(conversation: ContextConversation, token: TokenInfo) -> None:
             conversation.feedback = feedback
         for message, redacted_text in zip(messages, redacted, strict=True):
             message.message = redacted_text
+    return conversation
 
 
 def _admit(
@@ -143,11 +146,10 @@ def _accept(
     body_tenant: str | None,
     *,
     thread_id: str | None = None,
-) -> tuple[TokenInfo, str | None]:
+) -> tuple[TokenInfo, str | None, ContextConversation]:
     """What every log POST does first, inside its thread hop: the token, the tenant, bounds, PII out."""
     info, tenant = _admit(request, token, conversation, query_tenant, body_tenant, thread_id=thread_id)
-    _scrub(conversation, info)
-    return info, tenant
+    return info, tenant, scrubbed(scrub_conversation, conversation, info)
 
 
 def _to_batch(
@@ -231,22 +233,21 @@ async def log_conversation(
     conversation = body.conversation
     conversation_id = new_id()
 
-    def scrubbed(info: TokenInfo, tenant: str | None) -> NewIdsBatch:
-        _scrub(conversation, info)
-        batch, _ = _to_batch(conversation, conversation_id, tenant)
+    def clean_batch(info: TokenInfo, tenant: str | None) -> NewIdsBatch:
+        batch, _ = _to_batch(scrubbed(scrub_conversation, conversation, info), conversation_id, tenant)
         return NewIdsBatch(info.project_pk, batch)
 
     def prepare(lookups: TokenLookups) -> NewIdsBatch:
         info, tenant = _admit(request, token, conversation, tenant_id, body.tenant_id, lookups=lookups)
         if info.pii_names:
             raise _RedactNamesElsewhere(info, tenant)
-        return scrubbed(info, tenant)
+        return clean_batch(info, tenant)
 
     if _is_heavy(conversation):  # its scrubbing would hold up the batch thread's every other request
 
         def admitted_and_scrubbed() -> BatchOutcome:
             info, tenant = _admit(request, token, conversation, tenant_id, body.tenant_id)
-            return app_database(request).write(scrubbed(info, tenant))
+            return app_database(request).write(clean_batch(info, tenant))
 
         outcome = await in_heavy_lane(admitted_and_scrubbed)
         count_ingested(request, outcome.created_messages)
@@ -256,7 +257,7 @@ async def log_conversation(
         outcome: BatchOutcome = await request.app.state.write_batches.write(prepare)
     except _RedactNamesElsewhere as accepted:
         info, tenant = accepted.info, accepted.tenant
-        outcome = await in_thread(lambda: app_database(request).write(scrubbed(info, tenant)))
+        outcome = await in_thread(lambda: app_database(request).write(clean_batch(info, tenant)))
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 
@@ -269,15 +270,15 @@ async def log_conversation_upsert(
     conversation = body.conversation
 
     def check_and_store() -> tuple[str, int, BatchOutcome]:
-        info, tenant = _accept(request, token, conversation, tenant_id, body.tenant_id)
-        pairs = [(m.stored_role, m.stored_content) for m in conversation.messages]
-        key = upsert.upsert_key(conversation.metadata, tenant, pairs[:2])
+        info, tenant, clean = _accept(request, token, conversation, tenant_id, body.tenant_id)
+        pairs = [(m.stored_role, m.stored_content) for m in clean.messages]
+        key = upsert.upsert_key(clean.metadata, tenant, pairs[:2])
         now = utcnow()
 
         def store(conn: Connection) -> tuple[str, int, BatchOutcome]:
             found = upsert.find_continuation(conn, info.project_pk, key, now - UPSERT_WINDOW, pairs)
             if found is None:
-                if len(conversation.messages) < 2:
+                if len(clean.messages) < 2:
                     raise ApiError(
                         422,
                         "the first upsert of a conversation needs at least 2 messages",
@@ -292,7 +293,7 @@ async def log_conversation_upsert(
                 conversation_id, skip = new_id(), 0
             else:
                 conversation_id, skip = found
-            batch, _ = _to_batch(conversation, conversation_id, tenant, skip=skip)
+            batch, _ = _to_batch(clean, conversation_id, tenant, skip=skip)
             outcome = apply_batch(conn, info.project_pk, batch, now)
             if found is None:
                 upsert.set_upsert_key(conn, info.project_pk, conversation_id, key)
@@ -315,8 +316,8 @@ async def log_conversation_thread(
     thread_id = thread.id or new_id()
 
     def store() -> tuple[BatchOutcome, list[MessageEvent]]:
-        info, tenant = _accept(request, token, thread, tenant_id, body.tenant_id, thread_id=thread.id)
-        batch, messages = _to_batch(thread, thread_id, tenant)
+        info, tenant, clean = _accept(request, token, thread, tenant_id, body.tenant_id, thread_id=thread.id)
+        batch, messages = _to_batch(clean, thread_id, tenant)
         return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow())), messages
 
     outcome, messages = await (in_heavy_lane if _is_heavy(thread) else in_thread)(store)

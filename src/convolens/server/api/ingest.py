@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from convolens.enrich.pii import scrub_batch
+from convolens.enrich.pii import scrubbed_batch
 from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
 from convolens.server.api.deps import app_database, app_limits, count_ingested
@@ -17,6 +17,7 @@ from convolens.server.errors import ERROR_RESPONSES, bound_violation
 from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
+from convolens.server.scrubbing_process import scrubbed
 from convolens.store.ingest import BatchOutcome, apply_batch
 from convolens.timeutil import utcnow
 
@@ -30,9 +31,9 @@ async def ingest(request: Request, batch: IngestBatch, token: str = IngestBearer
         errors = check_batch(batch, app_limits(request))
         if errors:
             raise bound_violation(errors)
-        if info.pii_scrubbing:
-            scrub_batch(batch, names=info.pii_names)  # before storage: raw values never reach the database
-        return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, batch, utcnow()))
+        # Before storage: raw values never reach the database (a heavy batch is scrubbed in a child process).
+        clean = scrubbed(scrubbed_batch, batch, info.pii_names) if info.pii_scrubbing else batch
+        return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, clean, utcnow()))
 
     heavy = is_heavy(getattr(event, "content", None) for event in batch.events)
     outcome = await (in_heavy_lane if heavy else in_thread)(store)

@@ -1,0 +1,155 @@
+"""``convolens serve`` runs its enrichment worker in a child process (worker/process.py), started and
+stopped with the server, and scrubs requests of the heavy lane in another (server/scrubbing_process.py):
+messages are enriched by the child, not by the API process, and no process is left behind when the
+server stops, or when it is killed without stopping anything."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from conftest import ServeProcess
+from convolens.enrich.pii import EMAIL_DUMMY, scrub_text
+from convolens.server.errors import ApiError
+from convolens.server.scrubbing_process import ScrubbingProcess
+from convolens.store.tables import message
+
+pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads Linux's /proc")
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def _running(pid: int) -> bool:
+    """Still a live process (a zombie waiting for its parent is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_until_gone(pids: list[int], seconds: float = 120) -> list[int]:
+    """The pids still running after ``seconds`` (a worker in the middle of a batch finishes it first)."""
+    deadline = time.monotonic() + seconds
+    while (left := [p for p in pids if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _log_a_conversation(server: ServeProcess) -> None:
+    response = httpx.post(
+        f"{server.base_url}/api/v1/log/conversation",
+        headers={"Authorization": f"Bearer {server.token}"},
+        json={"conversation": {"messages": [
+            {"role": "user", "message": "The invoice shows the wrong billing address."},
+            {"role": "assistant", "message": "You can change it under Settings, then Billing."},
+        ]}},
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 201
+
+
+def _log_a_heavy_conversation(server: ServeProcess) -> None:
+    """More text than HEAVY_TEXT_CHARS: scrubbed in the scrubbing child, which starts with it."""
+    response = httpx.post(
+        f"{server.base_url}/api/v1/log/conversation",
+        headers={"Authorization": f"Bearer {server.token}"},
+        json={"conversation": {"messages": [{"role": "user", "message": "word " * 14_000}] * 2}},
+        timeout=60,
+    )
+    assert response.status_code == 201
+
+
+def _pending(server: ServeProcess) -> int:
+    db = server.db()
+    try:
+        with db.reader() as conn:
+            return conn.execute(
+                select(func.count()).select_from(message).where(message.c.enriched_version.is_(None))
+            ).scalar_one()
+    finally:
+        db.dispose()
+
+
+def test_the_child_enriches_and_is_gone_once_the_server_stops(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    server = ServeProcess(tmp_path, log_level="info", log_path=log)
+    try:
+        server.start()  # inside: a server that starts too slowly is stopped too
+        assert server.process is not None
+        _log_a_conversation(server)
+        _log_a_heavy_conversation(server)
+        children = _children(server.process.pid)
+        assert len(children) >= 3  # the worker, the scrubbing child, multiprocessing's resource tracker
+        deadline = time.monotonic() + 120
+        while _pending(server):
+            assert time.monotonic() < deadline, "the embedded worker did not enrich the conversation"
+            time.sleep(0.2)
+        # The worker names itself host:pid:suffix when it starts: its pid is a child's, not the server's.
+        started = re.findall(r"worker [^:\s]+:(\d+):\w+ started", log.read_text())
+        assert len(started) == 1
+        assert int(started[0]) in children and int(started[0]) != server.process.pid
+    finally:
+        server.stop()
+    assert _wait_until_gone(children) == []
+    assert "stopped after 4 messages" in log.read_text()
+
+
+def test_the_child_stops_when_the_server_is_killed(tmp_path: Path) -> None:
+    server = ServeProcess(tmp_path)
+    try:
+        server.start()
+        assert server.process is not None
+        _log_a_heavy_conversation(server)
+        children = _children(server.process.pid)
+        assert len(children) >= 3, "no child process for the embedded worker or the scrubbing"
+    except BaseException:
+        server.stop()
+        raise
+    server.kill()  # SIGKILL: the server's shutdown never runs, so nobody stops the child
+    assert _wait_until_gone(children) == []
+
+
+def test_several_api_processes_share_one_child_and_leave_nothing_behind(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    server = ServeProcess(tmp_path, serve_args=["--workers", "2"], log_level="info", log_path=log)
+    try:
+        server.start()  # inside: a server that starts too slowly is stopped too
+        assert server.process is not None
+        _log_a_conversation(server)
+        deadline = time.monotonic() + 120
+        while _pending(server):
+            assert time.monotonic() < deadline, "the embedded worker did not enrich the conversation"
+            time.sleep(0.2)
+        descendants = _children(server.process.pid)
+        descendants += [grandchild for child in descendants for grandchild in _children(child)]
+        assert len(re.findall(r"worker \S+ started", log.read_text())) == 1  # not one per API process
+    finally:
+        server.stop()
+    assert _wait_until_gone(descendants) == []
+
+
+def _exit_at_once(_value: str) -> str:
+    os._exit(1)  # as the kernel's OOM killer would end the child
+
+
+def test_a_scrubbing_child_that_dies_fails_the_request_closed_and_is_replaced() -> None:
+    child = ScrubbingProcess()
+    try:
+        assert child.call(scrub_text, "mail ann.lee@example.com") == f"mail {EMAIL_DUMMY}"
+        with pytest.raises(ApiError) as refused:
+            child.call(_exit_at_once, "mail ann.lee@example.com")
+        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "5"}
+        assert child.call(scrub_text, "or ann.lee@example.org") == f"or {EMAIL_DUMMY}"  # a new child
+    finally:
+        child.stop()
