@@ -150,21 +150,27 @@ def test_two_workers_on_postgresql_decide_and_deliver_each_alert_once(postgres_u
                     "/api/v1/alerts", json=messages_rule(receiver.url, 0, threshold) | {"name": f"{threshold}"}
                 )
                 assert created.status_code == 201
-        decided = Counter()
+        decided: Counter[str] = Counter()
+        errors: list[BaseException] = []
 
         def work(owner: str, barrier: threading.Barrier, i: int) -> None:
-            barrier.wait()
-            decided[owner] += evaluate_due(db, after(i))
-            barrier.wait()
-            deliver_due(db, owner, after(i), LOOPBACK)
+            try:
+                barrier.wait()
+                decided[owner] += evaluate_due(db, after(i))
+                barrier.wait()
+                deliver_due(db, owner, after(i), LOOPBACK)
+            except BaseException as exc:  # a worker's failure fails the test, not hangs it
+                errors.append(exc)
+                barrier.abort()
 
         for i in range(len(counts)):
-            barrier = threading.Barrier(2)
+            barrier = threading.Barrier(2, timeout=30)
             threads = [threading.Thread(target=work, args=(name, barrier, i)) for name in ("a", "b")]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join(60)
+        assert errors == []
         assert sum(decided.values()) == 3 * len(counts)  # every window of every rule, decided once
         with db.reader() as conn:
             rules = alerts.list_rules(conn, project.pk)
@@ -244,3 +250,22 @@ def test_the_api_guards_scopes_urls_and_filters(database_url, tmp_path) -> None:
             assert admin.delete(f"/api/v1/alerts/{created['id']}").status_code == 200
             assert reader.get(f"/api/v1/alerts/{created['id']}").status_code == 404
             assert reader.get("/api/v1/alerts/x1").status_code == 404
+
+
+def test_the_migration_goes_down_and_up_again(database_url, tmp_path) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from convolens.store import migrate
+
+    with separate_database(database_url, tmp_path, "alerts_migration") as db:
+        config = migrate.alembic_config()
+        with db.write_engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0014")
+            conn.commit()
+        with db.write_engine.connect() as conn:
+            assert not {"alert_rule", "alert_event", "alert_delivery"} & set(inspect(conn).get_table_names())
+        migrate.upgrade(db)
+        with db.write_engine.connect() as conn:
+            assert {"alert_rule", "alert_event", "alert_delivery"} <= set(inspect(conn).get_table_names())

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
-from convolens.alerts.conditions import Event, Measurement, State
 from convolens.store.tables import alert_delivery, alert_event, alert_rule
 
 MAX_RULES_PER_PROJECT = 200
@@ -29,7 +28,8 @@ class Rule:
     definition: dict[str, Any]
     secret: str
     enabled: bool
-    state: State
+    firing: bool
+    last_fired_at: datetime | None  # the end of the window that last fired: the cooldown counts from it
     evaluated_through: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -38,7 +38,7 @@ class Rule:
 def _rule(row: Any) -> Rule:
     return Rule(
         row.pk, row.project_pk, row.name, row.definition, row.secret, row.enabled,
-        State(row.state == "firing", row.last_fired_at), row.evaluated_through, row.created_at, row.updated_at,
+        row.state == "firing", row.last_fired_at, row.evaluated_through, row.created_at, row.updated_at,
     )  # fmt: skip
 
 
@@ -101,13 +101,14 @@ def decide(
     conn: Connection,
     rule: Rule,
     window: tuple[datetime, datetime],
-    seen: Measurement,
+    seen: tuple[float | None, int],
     holding: bool | None,
-    state: State,
-    event: Event | None,
+    after: tuple[bool, datetime | None],
+    event: str | None,
     now: datetime,
 ) -> bool:
-    """Record the rule's decision for ``window``, if no one else has; False if another worker did."""
+    """Record the rule's decision for ``window``: the value and volume ``seen``, whether the condition
+    held, the state ``after`` (firing, last fired at) and the event; False if another worker did it first."""
     start, end = window
     through = alert_rule.c.evaluated_through
     moved = conn.execute(
@@ -116,14 +117,14 @@ def decide(
             alert_rule.c.pk == rule.pk,
             through.is_(None) if rule.evaluated_through is None else through == rule.evaluated_through,
         )
-        .values(evaluated_through=start, state="firing" if state.firing else "ok", last_fired_at=state.last_fired_at)
+        .values(evaluated_through=start, state="firing" if after[0] else "ok", last_fired_at=after[1])
     )
     if moved.rowcount != 1:
         return False
     event_pk = conn.execute(
         insert(alert_event).values(
-            rule_pk=rule.pk, project_pk=rule.project_pk, window_start=start, window_end=end, value=seen.value,
-            volume=seen.volume, holds=holding, event=event, created_at=now,
+            rule_pk=rule.pk, project_pk=rule.project_pk, window_start=start, window_end=end, value=seen[0],
+            volume=seen[1], holds=holding, event=event, created_at=now,
         )
     ).inserted_primary_key[0]  # fmt: skip
     if event in ("fired", "resolved") and rule.definition.get("channel"):

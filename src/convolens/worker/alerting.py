@@ -7,6 +7,7 @@ import logging
 from datetime import datetime, timedelta
 
 from convolens.alerts import webhook
+from convolens.alerts.conditions import State
 from convolens.alerts.evaluate import next_step
 from convolens.alerts.measure import WINDOWS, window_start
 from convolens.outbound import OutboundPolicy
@@ -42,10 +43,17 @@ def evaluate_due(db: Database, now: datetime, limit: int = 200) -> int:
         if start is None:
             continue
         with db.snapshot() as conn:
-            outcome = next_step(conn, rule.project_pk, rule.definition, rule.state, start)
+            outcome = next_step(conn, rule.project_pk, rule.definition, State(rule.firing, rule.last_fired_at), start)
         with db.writer() as conn:
             if alerts.decide(
-                conn, rule, outcome.window, outcome.seen, outcome.holds, outcome.state, outcome.event, now
+                conn,
+                rule,
+                outcome.window,
+                (outcome.seen.value, outcome.seen.volume),
+                outcome.holds,
+                (outcome.state.firing, outcome.state.last_fired_at),
+                outcome.event,
+                now,
             ):
                 decided += 1
                 if outcome.event:
