@@ -269,3 +269,23 @@ def test_the_migration_goes_down_and_up_again(database_url, tmp_path) -> None:
         migrate.upgrade(db)
         with db.write_engine.connect() as conn:
             assert {"alert_rule", "alert_event", "alert_delivery"} <= set(inspect(conn).get_table_names())
+
+
+def test_an_hourly_rule_decides_each_finished_hour_once(database_url, tmp_path) -> None:
+    with separate_database(database_url, tmp_path, "alerts_hour") as db, quiet_server(db, tmp_path) as server:
+        project = make_project(db)
+        with server.client(project.token) as client:
+            send_day(client, day(0), [f"q {k}" for k in range(4)], "h")  # 10:00 to 10:03
+        rule = messages_rule("http://127.0.0.1:9/hook", 0, 3) | {"window": "hour", "channel": None}
+        with server.client(project.admin_token) as admin:
+            rule_id = int(admin.post("/api/v1/alerts", json=rule).json()["id"])
+        hour = day(0) + timedelta(hours=9)
+        for i in range(3):  # 09:00, 10:00, 11:00
+            assert evaluate_due(db, hour + timedelta(hours=i + 1, minutes=10)) == 1
+        assert evaluate_due(db, hour + timedelta(hours=3, minutes=10)) == 0
+        assert events_of(db, project.pk, rule_id) == [
+            (iso(hour + timedelta(hours=1)), "fired"),
+            (iso(hour + timedelta(hours=2)), "resolved"),
+        ]
+        with db.reader() as conn:
+            assert alerts.deliveries(conn, project.pk) == []  # no channel, nothing owed

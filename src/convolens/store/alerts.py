@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from convolens.store.tables import alert_delivery, alert_event, alert_rule
 
@@ -162,13 +163,23 @@ class Delivery:
     event: dict[str, Any]
 
 
-def claim_delivery(conn: Connection, owner: str, now: datetime, lease: timedelta) -> Delivery | None:
-    """Lease the oldest due delivery (None if there is none or another worker just took it)."""
-    due = and_(
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(
         alert_delivery.c.status == "pending",
         alert_delivery.c.next_attempt_at <= now,
         or_(alert_delivery.c.lease_until.is_(None), alert_delivery.c.lease_until < now),
     )
+
+
+def any_due(conn: Connection, now: datetime) -> bool:
+    """Whether a delivery is due: asked on a read connection first, so an idle worker does not take the
+    write lock (on SQLite, every ingest's) twice a second for nothing."""
+    return conn.execute(select(alert_delivery.c.pk).where(_due(now)).limit(1)).first() is not None
+
+
+def claim_delivery(conn: Connection, owner: str, now: datetime, lease: timedelta) -> Delivery | None:
+    """Lease the oldest due delivery (None if there is none or another worker just took it)."""
+    due = _due(now)
     row = conn.execute(select(alert_delivery).where(due).order_by(alert_delivery.c.next_attempt_at).limit(1)).first()
     if row is None:
         return None

@@ -66,6 +66,9 @@ def deliver_due(
 ) -> int:
     """Send the due deliveries one by one; returns how many were attempted."""
     attempted = 0
+    with db.reader() as conn:
+        if not alerts.any_due(conn, now):
+            return 0
     while True:
         with db.writer() as conn:
             delivery = alerts.claim_delivery(conn, owner, now, lease)
