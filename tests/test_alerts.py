@@ -289,3 +289,23 @@ def test_an_hourly_rule_decides_each_finished_hour_once(database_url, tmp_path) 
         ]
         with db.reader() as conn:
             assert alerts.deliveries(conn, project.pk) == []  # no channel, nothing owed
+
+
+def test_the_worker_decides_and_sends_when_idle(database_url, tmp_path) -> None:
+    from convolens.worker.runner import Worker
+
+    with (
+        separate_database(database_url, tmp_path, "alerts_worker") as db,
+        quiet_server(db, tmp_path) as server,
+        webhook_receiver() as receiver,
+    ):
+        project = make_project(db)
+        with server.client(project.token) as client:
+            for back in (1, 2):  # the last finished day is yesterday, or the day before just after midnight
+                send_day(client, TODAY - timedelta(days=back), ["hello", "again"], "wk")
+        with server.client(project.admin_token) as admin:
+            assert admin.post("/api/v1/alerts", json=messages_rule(receiver.url, threshold=1)).status_code == 201
+        worker = Worker(db, outbound=LOOPBACK, name="idle")
+        assert worker.alerts_once() == 2  # one window decided, one webhook sent
+        assert worker.alerts_once() == 0
+        assert [b["type"] for b in receiver.bodies()] == ["alert.fired"]
