@@ -238,6 +238,8 @@ def test_the_api_guards_scopes_urls_and_filters(database_url, tmp_path) -> None:
             assert admin.post("/api/v1/alerts", json=pair).status_code == 422
             missing = admin.post("/api/v1/alerts", json=rule | {"filter": {"topic_id": "999999"}})
             assert missing.status_code == 422 and "filter.topic_id" in missing.text
+            hostile = rule | {"metric": "negative_share", "filter": {"language": "k\x00o"}}
+            assert admin.post("/api/v1/alerts", json=hostile).status_code == 422
             bad = rule | {"condition": {"kind": "threshold", "op": "sideways", "threshold": 1}}
             assert admin.post("/api/v1/alerts", json=bad).status_code == 422
             created = admin.post("/api/v1/alerts", json=rule).json()
@@ -309,3 +311,29 @@ def test_the_worker_decides_and_sends_when_idle(database_url, tmp_path) -> None:
         assert worker.alerts_once() == 2  # one window decided, one webhook sent
         assert worker.alerts_once() == 0
         assert [b["type"] for b in receiver.bodies()] == ["alert.fired"]
+
+
+def test_slack_payloads_and_the_guard_at_send_time(database_url, tmp_path) -> None:
+    from convolens.outbound import OutboundPolicy
+
+    with (
+        separate_database(database_url, tmp_path, "alerts_slack") as db,
+        quiet_server(db, tmp_path) as server,
+        webhook_receiver() as receiver,
+    ):
+        project = make_project(db)
+        with server.client(project.token) as client:
+            send_day(client, day(0), ["a", "b"], "s")
+        rule = messages_rule(receiver.url, threshold=1) | {"channel": {"url": receiver.url, "format": "slack"}}
+        with server.client(project.admin_token) as admin:
+            assert admin.post("/api/v1/alerts", json=rule).status_code == 201
+        assert evaluate_due(db, after(0)) == 1
+        # A worker whose operator allows no private address refuses the loopback URL when it connects.
+        assert deliver_due(db, "strict", after(0), OutboundPolicy()) == 1
+        with db.reader() as conn:
+            (refused,) = alerts.deliveries(conn, project.pk)
+        assert refused["status"] == "pending" and "not public" in refused["last_error"]
+        assert receiver.requests == []
+        assert deliver_due(db, "w", after(0) + timedelta(minutes=1), LOOPBACK) == 1
+        (body,) = receiver.bodies()
+        assert list(body) == ["text"] and body["text"].startswith("[FIRING] busy day: messages = 2")

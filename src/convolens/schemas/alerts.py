@@ -82,7 +82,8 @@ class AlertRuleBody(BaseModel):
     @model_validator(mode="after")
     def _one_dimension_from_rollups(self) -> AlertRuleBody:
         _one_line(self.name)
-        if self.metric != "negative_share" and len(self.filter.dimensions()) > 1:
+        dimensions = self.filter.dimensions()  # checks each value too (no control characters, no NUL)
+        if self.metric != "negative_share" and len(dimensions) > 1:
             # A rollup row is split by one dimension; a pair would need a rollup per pair.
             raise ValueError("filter: only negative_share can be filtered by two dimensions at once")
         return self
