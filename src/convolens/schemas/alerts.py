@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from convolens.schemas.topics import _one_line
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Value = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), AfterValidator(_one_line)]
+Value = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), AfterValidator(_one_line)
+]
 
 # Figures of the rollups (store/rollups.py) except ``negative_share``, which the rollups do not keep
 # (they hold the sentiment sum and count, not the labels): it is counted from the messages of the
@@ -46,7 +48,7 @@ class AlertFilter(BaseModel):
     def dimensions(self) -> dict[str, str]:
         """{rollup dimension: value} of the filters set."""
         found = {"topic": self.topic_id, "language": self.language, "model": self.model}
-        return {k: _one_line(v) for k, v in found.items() if v is not None}
+        return {k: v for k, v in found.items() if v is not None}
 
 
 class AlertCondition(BaseModel):
@@ -81,9 +83,7 @@ class AlertRuleBody(BaseModel):
 
     @model_validator(mode="after")
     def _one_dimension_from_rollups(self) -> AlertRuleBody:
-        _one_line(self.name)
-        dimensions = self.filter.dimensions()  # checks each value too (no control characters, no NUL)
-        if self.metric != "negative_share" and len(dimensions) > 1:
+        if self.metric != "negative_share" and len(self.filter.dimensions()) > 1:
             # A rollup row is split by one dimension; a pair would need a rollup per pair.
             raise ValueError("filter: only negative_share can be filtered by two dimensions at once")
         return self
