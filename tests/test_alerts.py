@@ -338,3 +338,21 @@ def test_slack_payloads_and_the_guard_at_send_time(database_url, tmp_path) -> No
         assert deliver_due(db, "w", after(0) + timedelta(minutes=1), LOOPBACK) == 1
         (body,) = receiver.bodies()
         assert list(body) == ["text"] and body["text"].startswith("[FIRING] busy day: messages = 2")
+
+
+def test_the_due_window_is_aligned_to_the_rule_s_window() -> None:
+    from convolens.worker.alerting import due_window
+
+    t = datetime(2026, 3, 10, 13, 0)
+
+    def rule(window: str, through: datetime | None) -> alerts.Rule:
+        return alerts.Rule(1, 1, "r", {"window": window}, "s", True, False, None, through, t, t)
+
+    assert due_window(rule("day", None), datetime(2026, 3, 12, 0, 4)) == datetime(2026, 3, 10)  # not yet settled
+    assert due_window(rule("day", None), datetime(2026, 3, 12, 0, 6)) == datetime(2026, 3, 11)
+    # An hourly rule edited into a daily one goes on with the next whole day, not at 13:00.
+    assert due_window(rule("day", t), datetime(2026, 3, 12, 1)) == datetime(2026, 3, 11)
+    assert due_window(rule("hour", t), datetime(2026, 3, 10, 15, 6)) == datetime(2026, 3, 10, 14)
+    assert due_window(rule("hour", t), datetime(2026, 3, 10, 14, 6)) is None
+    # After a long stop: only the last 48 windows are caught up on.
+    assert due_window(rule("hour", t), datetime(2026, 3, 20, 0, 6)) == datetime(2026, 3, 18, 0)  # to 19th 23:00

@@ -93,8 +93,8 @@ def remove(conn: Connection, project_pk: int, pk: int) -> bool:
     return True
 
 
-def enabled_rules(conn: Connection, limit: int = 500) -> list[Rule]:
-    rows = conn.execute(select(alert_rule).where(alert_rule.c.enabled.is_(True)).order_by(alert_rule.c.pk).limit(limit))
+def enabled_rules(conn: Connection) -> list[Rule]:
+    rows = conn.execute(select(alert_rule).where(alert_rule.c.enabled.is_(True)).order_by(alert_rule.c.pk))
     return [_rule(r) for r in rows]
 
 

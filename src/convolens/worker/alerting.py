@@ -28,17 +28,20 @@ def due_window(rule: alerts.Rule, now: datetime) -> datetime | None:
     last_done = window_start(now - SETTLE, rule.definition["window"]) - length
     if rule.evaluated_through is None:
         return last_done  # a new rule starts with the last finished window, no history replayed
-    start = max(rule.evaluated_through + length, last_done - length * (CATCH_UP - 1))
+    # Aligned to the rule's window: an hourly rule edited into a daily one goes on with the next whole day.
+    start = max(
+        window_start(rule.evaluated_through, rule.definition["window"]) + length, last_done - length * (CATCH_UP - 1)
+    )
     return start if start <= last_done else None
 
 
-def evaluate_due(db: Database, now: datetime, limit: int = 200) -> int:
+def evaluate_due(db: Database, now: datetime) -> int:
     """Decide the due windows of enabled rules, one window per rule per call; returns how many were
     decided by this worker."""
     with db.reader() as conn:
         rules = alerts.enabled_rules(conn)
     decided = 0
-    for rule in rules[:limit]:
+    for rule in rules:
         start = due_window(rule, now)
         if start is None:
             continue

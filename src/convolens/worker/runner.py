@@ -106,6 +106,7 @@ class Worker:
         rollup_settle: timedelta = timedelta(seconds=2),
         rollup_rest: float = 5.0,
         retention_every: timedelta = timedelta(hours=1),
+        alerts_every: timedelta = timedelta(seconds=30),
         llm: LlmSettings | None = None,
         outbound: OutboundPolicy | None = None,
         name: str | None = None,
@@ -121,6 +122,9 @@ class Worker:
         self.rollup_rest = rollup_rest
         self.retention_every = retention_every
         self.retention_due_at = utcnow()
+        # Alert windows are decided minutes after they end: looking twice a minute is soon enough.
+        self.alerts_every = alerts_every
+        self.alerts_due_at = utcnow()
         self.owner = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.enriched = 0
@@ -227,9 +231,16 @@ class Worker:
         return removed
 
     def alerts_once(self) -> int:
-        """Decide the alert rules' finished windows and send the due webhooks; returns how much was done."""
-        decided = alerting.evaluate_due(self.db, utcnow())
-        return decided + alerting.deliver_due(self.db, self.owner, utcnow(), self.outbound)
+        """Decide the alert rules' finished windows and send the due webhooks (at most every
+        ``alerts_every`` while there is nothing to do); returns how much was done."""
+        now = utcnow()
+        if now < self.alerts_due_at:
+            return 0
+        decided = alerting.evaluate_due(self.db, now)
+        done = decided + alerting.deliver_due(self.db, self.owner, utcnow(), self.outbound)
+        if not done:
+            self.alerts_due_at = now + self.alerts_every
+        return done
 
     def suggest_once(self) -> dict[str, int] | None:
         """Recompute one due project's suggested topics; None when no project is due."""
