@@ -12,7 +12,7 @@ from convolens.alerts.evaluate import next_step
 from convolens.alerts.measure import WINDOWS, window_start
 from convolens.outbound import OutboundPolicy
 from convolens.store import alerts
-from convolens.store.db import Database
+from convolens.store.db import Database, DatabaseUnavailable
 
 log = logging.getLogger("convolens.worker.alerts")
 
@@ -45,22 +45,29 @@ def evaluate_due(db: Database, now: datetime) -> int:
         start = due_window(rule, now)
         if start is None:
             continue
-        with db.snapshot() as conn:
-            outcome = next_step(conn, rule.project_pk, rule.definition, State(rule.firing, rule.last_fired_at), start)
-        with db.writer() as conn:
-            if alerts.decide(
-                conn,
-                rule,
-                outcome.window,
-                (outcome.seen.value, outcome.seen.volume),
-                outcome.holds,
-                (outcome.state.firing, outcome.state.last_fired_at),
-                outcome.event,
-                now,
-            ):
-                decided += 1
-                if outcome.event:
-                    log.info("alert rule %s: %s for the window from %s", rule.pk, outcome.event, start)
+        try:
+            with db.snapshot() as conn:
+                outcome = next_step(
+                    conn, rule.project_pk, rule.definition, State(rule.firing, rule.last_fired_at), start
+                )
+            with db.writer() as conn:
+                if alerts.decide(
+                    conn,
+                    rule,
+                    outcome.window,
+                    (outcome.seen.value, outcome.seen.volume),
+                    outcome.holds,
+                    (outcome.state.firing, outcome.state.last_fired_at),
+                    outcome.event,
+                    now,
+                ):
+                    decided += 1
+                    if outcome.event:
+                        log.info("alert rule %s: %s for the window from %s", rule.pk, outcome.event, start)
+        except DatabaseUnavailable:
+            raise
+        except Exception:  # one broken rule must not keep the others from being decided
+            log.exception("alert rule %s: the window from %s could not be decided; retried", rule.pk, start)
     return decided
 
 
