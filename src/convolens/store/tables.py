@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 
 metadata = MetaData()
@@ -420,4 +421,63 @@ translation_usage = Table(
     Column("day", String(10), primary_key=True),
     # Texts sent to the provider that UTC day (cache hits are free and not counted).
     Column("texts", Integer, nullable=False),
+)
+
+# -- alerts (store/alerts.py) ----------------------------------------------------------------------------
+
+# A rule: what to watch (``definition``: metric, filter, condition, window, cooldown, channel) and where
+# its evaluation stands. ``evaluated_through`` (the start of the last window decided) moves by
+# compare-and-set, so that of several workers exactly one decides each window.
+alert_rule = Table(
+    "alert_rule",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("secret", String(64), nullable=False),  # signs the webhook bodies (HMAC-SHA256)
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("state", String(8), nullable=False, server_default="ok"),  # ok | firing
+    Column("last_fired_at", DateTime),  # the end of the window that last fired (the cooldown counts from it)
+    Column("evaluated_through", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# One row per (rule, window) decided: the value seen and what it caused (fired, resolved, suppressed by the
+# cooldown, or nothing). The unique key is the second guard against a window decided twice.
+alert_event = Table(
+    "alert_event",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("rule_pk", ForeignKey("alert_rule.pk", ondelete="CASCADE"), nullable=False),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("window_start", DateTime, nullable=False),
+    Column("window_end", DateTime, nullable=False),
+    Column("value", Float),
+    Column("volume", Integer, nullable=False),
+    Column("holds", Boolean),  # null: not decidable (too little volume or history)
+    Column("event", String(12)),  # fired | resolved | suppressed | null
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("rule_pk", "window_start", name="uq_alert_event_rule_window"),
+    Index("ix_alert_event_project_event", "project_pk", "event", "window_start"),
+)
+
+# A webhook call owed for an event: retried with backoff, leased while one worker sends it.
+alert_delivery = Table(
+    "alert_delivery",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("event_pk", ForeignKey("alert_event.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("status", String(12), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("delivered_at", DateTime),
+    Index("ix_alert_delivery_due", "status", "next_attempt_at"),
 )

@@ -1,6 +1,6 @@
 """The enrichment worker: claim a batch, enrich it, save it, repeat; between batches, apply new or
 changed topics to the messages stored before them (backfills) and redo the rollups of changed days;
-when idle, apply retention and recompute suggested topics.
+when idle, apply retention, decide alert rules and send their webhooks, and recompute suggested topics.
 
 It runs in a child process of ``convolens serve`` on the embedded default (worker/process.py), and as
 ``convolens worker`` processes (any number) against PostgreSQL.
@@ -35,6 +35,7 @@ from convolens.store import (
 )
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
+from convolens.worker import alerting
 from convolens.worker.outcome_judging import OutcomeJudging
 from convolens.worker.translation import TranslationStep
 
@@ -105,6 +106,7 @@ class Worker:
         rollup_settle: timedelta = timedelta(seconds=2),
         rollup_rest: float = 5.0,
         retention_every: timedelta = timedelta(hours=1),
+        alerts_every: timedelta = timedelta(seconds=30),
         llm: LlmSettings | None = None,
         outbound: OutboundPolicy | None = None,
         name: str | None = None,
@@ -120,6 +122,9 @@ class Worker:
         self.rollup_rest = rollup_rest
         self.retention_every = retention_every
         self.retention_due_at = utcnow()
+        # Alert windows are decided minutes after they end: looking twice a minute is soon enough.
+        self.alerts_every = alerts_every
+        self.alerts_due_at = utcnow()
         self.owner = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.enriched = 0
@@ -127,6 +132,7 @@ class Worker:
         # Where the next turn among projects begins (claims and backfills take projects in turn).
         self.claim_start = 0
         self.backfill_after = 0
+        self.outbound = outbound or OutboundPolicy()
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
         self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
         self.judge_outcomes = OutcomeJudging(db, self.judges.for_project, settle=judge_settle)
@@ -223,6 +229,18 @@ class Worker:
             log.info("worker %s: retention removed %d conversations", self.owner, removed)
             erasure.wipe_deleted(self.db)
         return removed
+
+    def alerts_once(self) -> int:
+        """Decide the alert rules' finished windows and send the due webhooks (at most every
+        ``alerts_every`` while there is nothing to do); returns how much was done."""
+        now = utcnow()
+        if now < self.alerts_due_at:
+            return 0
+        decided = alerting.evaluate_due(self.db, now)
+        done = decided + alerting.deliver_due(self.db, self.owner, utcnow(), self.outbound)
+        if not done:
+            self.alerts_due_at = now + self.alerts_every
+        return done
 
     def suggest_once(self) -> dict[str, int] | None:
         """Recompute one due project's suggested topics; None when no project is due."""
@@ -348,11 +366,17 @@ class Worker:
                 self.stop_event.wait(2.0)
             if not done:
                 try:  # only when idle: clustering a large project takes a minute
-                    if self.retention_once() or self.judge_outcomes() or self.suggest_once() is not None:
+                    if (
+                        self.retention_once()
+                        or self.judge_outcomes()
+                        or self.alerts_once()
+                        or self.suggest_once() is not None
+                    ):
                         continue
                 except Exception:
                     log.exception(
-                        "worker %s: idle work (retention, outcome judge, suggested topics) failed; retried", self.owner
+                        "worker %s: idle work (retention, outcome judge, alerts, suggested topics) failed; retried",
+                        self.owner,
                     )
                 self.stop_event.wait(self.idle_seconds)
         self.judges.close()

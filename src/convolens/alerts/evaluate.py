@@ -1,0 +1,60 @@
+"""One window of one rule, from the figures to the event: what the worker decides, and what the
+preview replays over many windows with the very same functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from convolens.alerts import conditions
+from convolens.alerts.conditions import Condition, Event, Measurement, State
+from convolens.alerts.measure import WINDOWS, measure
+
+PREVIEW_WINDOWS = {"day": 30, "hour": 72}  # 30 days day by day; an hourly rule over its last 3 days
+
+
+def condition_of(definition: dict) -> Condition:
+    c = definition["condition"]
+    return Condition(c["kind"], c["op"], float(c["threshold"]), int(c.get("periods", 14)), int(c.get("min_volume", 0)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    window: tuple[datetime, datetime]
+    seen: Measurement
+    holds: bool | None
+    state: State
+    event: Event | None
+
+
+def judge(conn: Connection, project_pk: int, definition: dict, start: datetime) -> tuple[Measurement, bool | None]:
+    """The window starting at ``start``: its measurement, and whether the condition holds (None: undecided)."""
+    condition = condition_of(definition)
+    length = WINDOWS[definition["window"]]
+    before = [
+        measure(conn, project_pk, definition, start - length * i, start - length * (i - 1))
+        for i in range(condition.history, 0, -1)
+    ]
+    seen = measure(conn, project_pk, definition, start, start + length)
+    return seen, conditions.holds(condition, seen, before)
+
+
+def next_step(conn: Connection, project_pk: int, definition: dict, state: State, start: datetime) -> Outcome:
+    seen, holding = judge(conn, project_pk, definition, start)
+    end = start + WINDOWS[definition["window"]]
+    cooldown = timedelta(minutes=int(definition.get("cooldown_minutes", 0)))
+    after, event = conditions.step(state, holding, end, cooldown)
+    return Outcome((start, end), seen, holding, after, event)
+
+
+def replay(conn: Connection, project_pk: int, definition: dict, first: datetime, windows: int) -> list[Outcome]:
+    """The rule decided window after window from ``first``, from a quiet state (no firing, no cooldown)."""
+    state, found = State(), []
+    length = WINDOWS[definition["window"]]
+    for i in range(windows):
+        outcome = next_step(conn, project_pk, definition, state, first + length * i)
+        state = outcome.state
+        found.append(outcome)
+    return found

@@ -1,0 +1,99 @@
+"""A rule's metric over one window (an hour or a UTC day), read the way ``/api/v1/metrics`` reads it:
+whole days from the rollups unless marked as changed, anything else summarized from the base tables by
+the rollups' own function (store/metrics.py ``day_figures``). ``negative_share`` alone is counted from
+the messages, since the rollups keep no sentiment labels.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from convolens.alerts.conditions import Measurement
+from convolens.store.metrics import JUDGED, day_figures
+from convolens.store.rollups import Summary
+from convolens.store.tables import message, message_topic
+
+WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+_TICK = timedelta(microseconds=1)
+
+
+def window_start(at: datetime, window: str) -> datetime:
+    """The start of the hour or UTC day ``at`` falls in."""
+    start = at.replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    return start.replace(hour=0) if window == "day" else start
+
+
+def measure(conn: Connection, project_pk: int, definition: dict, start: datetime, end: datetime) -> Measurement:
+    """The rule's metric over [start, end)."""
+    filters = {k: v for k, v in (definition.get("filter") or {}).items() if v is not None}
+    dimensions = {"topic_id": "topic", "language": "language", "model": "model"}
+    wanted = {dimensions[k]: str(v) for k, v in filters.items()}
+    if definition["metric"] == "negative_share":
+        return _negative_share(conn, project_pk, wanted, start, end)
+    dimension, value = next(iter(wanted.items()), ("none", ""))
+    figures, conversations, users = Summary(), 0, 0
+    for _day, group, summary, convs, members in day_figures(
+        conn, project_pk, start=start, end=end - _TICK, dimension=dimension
+    ):
+        if group != value:
+            continue
+        # One row per day and group, and a window is at most one day: the counts are distinct already.
+        figures.add(summary)
+        conversations += convs[0] if isinstance(convs, tuple) else len(convs)
+        users += members[0] if isinstance(members, tuple) else len(members)
+    return _from_summary(definition["metric"], figures, conversations, users)
+
+
+def _share(part: int, whole: int) -> Measurement:
+    return Measurement(part / whole if whole else None, whole)
+
+
+def _from_summary(metric: str, f: Summary, conversations: int, users: int) -> Measurement:
+    if metric == "conversations":
+        return Measurement(float(conversations), conversations)
+    if metric == "messages":
+        return Measurement(float(f.messages), f.messages)
+    if metric == "active_users":
+        return Measurement(float(users), users)
+    if metric == "avg_sentiment":
+        return Measurement(f.sentiment_sum / f.sentiment_count if f.sentiment_count else None, f.sentiment_count)
+    if metric == "thumbs_down_share":
+        return _share(f.ratings_down, f.ratings_up + f.ratings_down)
+    judged = sum(f.outcomes.get(o, 0) for o in JUDGED)
+    if metric == "resolved_share":
+        return _share(f.outcomes.get("resolved", 0), judged)
+    if metric == "unresolved_share":
+        return _share(f.outcomes.get("unresolved", 0), judged)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def _negative_share(
+    conn: Connection, project_pk: int, wanted: dict[str, str], start: datetime, end: datetime
+) -> Measurement:
+    """Negative among the user messages of the window that have a sentiment label."""
+    conditions = [
+        message.c.project_pk == project_pk,
+        message.c.created_at >= start,
+        message.c.created_at < end,
+        message.c.role == "user",
+        message.c.kind != "event",
+        message.c.sentiment_label.is_not(None),
+    ]
+    if "language" in wanted:
+        conditions.append(message.c.language == wanted["language"])
+    if "model" in wanted:
+        conditions.append(message.c.model == wanted["model"])
+    source = message
+    if "topic" in wanted:
+        source = message.join(
+            message_topic,
+            and_(message_topic.c.message_pk == message.c.pk, message_topic.c.topic_pk == int(wanted["topic"])),
+        )
+    labelled, negative = conn.execute(
+        select(func.count(), func.sum(case((message.c.sentiment_label == "negative", 1), else_=0)))
+        .select_from(source)
+        .where(*conditions)
+    ).one()
+    return _share(int(negative or 0), int(labelled or 0))

@@ -1,0 +1,229 @@
+"""Alert rules, the windows decided for them (events) and the webhook deliveries those events owe.
+
+Exactly once per window: ``decide`` moves a rule's ``evaluated_through`` by compare-and-set from the
+value the evaluation started from, and inserts the window's event row (unique per rule and window) and
+its delivery in the same transaction. A second worker that evaluated the same window finds the rule
+moved on and writes nothing. Deliveries are leased one at a time, so each is sent by one worker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from convolens.store.tables import alert_delivery, alert_event, alert_rule
+
+MAX_RULES_PER_PROJECT = 200
+
+
+@dataclass(frozen=True)
+class Rule:
+    pk: int
+    project_pk: int
+    name: str
+    definition: dict[str, Any]
+    secret: str
+    enabled: bool
+    firing: bool
+    last_fired_at: datetime | None  # the end of the window that last fired: the cooldown counts from it
+    evaluated_through: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _rule(row: Any) -> Rule:
+    return Rule(
+        row.pk, row.project_pk, row.name, row.definition, row.secret, row.enabled,
+        row.state == "firing", row.last_fired_at, row.evaluated_through, row.created_at, row.updated_at,
+    )  # fmt: skip
+
+
+def create(conn: Connection, project_pk: int, name: str, definition: dict, enabled: bool, now: datetime) -> Rule:
+    pk = conn.execute(
+        insert(alert_rule).values(
+            project_pk=project_pk, name=name, definition=definition, secret=secrets.token_hex(32),
+            enabled=enabled, state="ok", created_at=now, updated_at=now,
+        )
+    ).inserted_primary_key[0]  # fmt: skip
+    found = get(conn, project_pk, pk)
+    assert found is not None
+    return found
+
+
+def count(conn: Connection, project_pk: int) -> int:
+    return len(conn.execute(select(alert_rule.c.pk).where(alert_rule.c.project_pk == project_pk)).all())
+
+
+def get(conn: Connection, project_pk: int, pk: int) -> Rule | None:
+    row = conn.execute(select(alert_rule).where(alert_rule.c.project_pk == project_pk, alert_rule.c.pk == pk)).first()
+    return _rule(row) if row else None
+
+
+def list_rules(conn: Connection, project_pk: int) -> list[Rule]:
+    rows = conn.execute(select(alert_rule).where(alert_rule.c.project_pk == project_pk).order_by(alert_rule.c.pk))
+    return [_rule(r) for r in rows]
+
+
+def update_rule(
+    conn: Connection, project_pk: int, pk: int, name: str, definition: dict, enabled: bool, now: datetime
+) -> bool:
+    """A new definition; the rule's state (firing or not, its cooldown, the windows done) stays."""
+    changed = conn.execute(
+        update(alert_rule)
+        .where(alert_rule.c.project_pk == project_pk, alert_rule.c.pk == pk)
+        .values(name=name, definition=definition, enabled=enabled, updated_at=now)
+    )
+    return changed.rowcount == 1
+
+
+def remove(conn: Connection, project_pk: int, pk: int) -> bool:
+    """The rule, its history and its pending deliveries."""
+    events = select(alert_event.c.pk).where(alert_event.c.rule_pk == pk).scalar_subquery()
+    found = get(conn, project_pk, pk)
+    if found is None:
+        return False
+    conn.execute(delete(alert_delivery).where(alert_delivery.c.event_pk.in_(events)))
+    conn.execute(delete(alert_event).where(alert_event.c.rule_pk == pk))
+    conn.execute(delete(alert_rule).where(alert_rule.c.pk == pk))
+    return True
+
+
+def enabled_rules(conn: Connection) -> list[Rule]:
+    rows = conn.execute(select(alert_rule).where(alert_rule.c.enabled.is_(True)).order_by(alert_rule.c.pk))
+    return [_rule(r) for r in rows]
+
+
+def decide(
+    conn: Connection,
+    rule: Rule,
+    window: tuple[datetime, datetime],
+    seen: tuple[float | None, int],
+    holding: bool | None,
+    after: tuple[bool, datetime | None],
+    event: str | None,
+    now: datetime,
+) -> bool:
+    """Record the rule's decision for ``window``: the value and volume ``seen``, whether the condition
+    held, the state ``after`` (firing, last fired at) and the event; False if another worker did it first."""
+    start, end = window
+    through = alert_rule.c.evaluated_through
+    moved = conn.execute(
+        update(alert_rule)
+        .where(
+            alert_rule.c.pk == rule.pk,
+            through.is_(None) if rule.evaluated_through is None else through == rule.evaluated_through,
+        )
+        .values(evaluated_through=start, state="firing" if after[0] else "ok", last_fired_at=after[1])
+    )
+    if moved.rowcount != 1:
+        return False
+    event_pk = conn.execute(
+        insert(alert_event).values(
+            rule_pk=rule.pk, project_pk=rule.project_pk, window_start=start, window_end=end, value=seen[0],
+            volume=seen[1], holds=holding, event=event, created_at=now,
+        )
+    ).inserted_primary_key[0]  # fmt: skip
+    if event in ("fired", "resolved") and rule.definition.get("channel"):
+        conn.execute(
+            insert(alert_delivery).values(
+                event_pk=event_pk, project_pk=rule.project_pk, status="pending", attempts=0,
+                next_attempt_at=now, created_at=now,
+            )
+        )  # fmt: skip
+    return True
+
+
+def history(conn: Connection, project_pk: int, rule_pk: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The rule's events (fired, resolved, suppressed), newest first, each with its delivery."""
+    rows = conn.execute(
+        select(alert_event, alert_delivery.c.status, alert_delivery.c.attempts, alert_delivery.c.last_error,
+               alert_delivery.c.last_status_code, alert_delivery.c.delivered_at)
+        .select_from(alert_event.outerjoin(alert_delivery, alert_delivery.c.event_pk == alert_event.c.pk))
+        .where(alert_event.c.project_pk == project_pk, alert_event.c.rule_pk == rule_pk,
+               alert_event.c.event.is_not(None))
+        .order_by(alert_event.c.window_start.desc())
+        .limit(limit)
+    ).all()  # fmt: skip
+    return [r._asdict() for r in rows]
+
+
+# -- deliveries ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    pk: int
+    attempts: int
+    rule: Rule
+    event: dict[str, Any]
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        alert_delivery.c.status == "pending",
+        alert_delivery.c.next_attempt_at <= now,
+        or_(alert_delivery.c.lease_until.is_(None), alert_delivery.c.lease_until < now),
+    )
+
+
+def any_due(conn: Connection, now: datetime) -> bool:
+    """Whether a delivery is due: asked on a read connection first, so an idle worker does not take the
+    write lock (on SQLite, every ingest's) twice a second for nothing."""
+    return conn.execute(select(alert_delivery.c.pk).where(_due(now)).limit(1)).first() is not None
+
+
+def claim_delivery(conn: Connection, owner: str, now: datetime, lease: timedelta) -> Delivery | None:
+    """Lease the oldest due delivery (None if there is none or another worker just took it)."""
+    due = _due(now)
+    row = conn.execute(select(alert_delivery).where(due).order_by(alert_delivery.c.next_attempt_at).limit(1)).first()
+    if row is None:
+        return None
+    taken = conn.execute(
+        update(alert_delivery)
+        .where(alert_delivery.c.pk == row.pk, due)
+        .values(lease_owner=owner, lease_until=now + lease)
+    )
+    if taken.rowcount != 1:
+        return None
+    event = conn.execute(select(alert_event).where(alert_event.c.pk == row.event_pk)).one()._asdict()
+    rule = conn.execute(select(alert_rule).where(alert_rule.c.pk == event["rule_pk"])).one()
+    return Delivery(row.pk, row.attempts, _rule(rule), event)
+
+
+def finish_delivery(
+    conn: Connection,
+    owner: str,
+    delivery: Delivery,
+    now: datetime,
+    *,
+    status_code: int | None,
+    error: str | None,
+    retry_at: datetime | None,
+) -> None:
+    """Log one attempt: delivered (no error), pending again at ``retry_at``, or failed for good."""
+    status = "delivered" if error is None else ("pending" if retry_at is not None else "failed")
+    conn.execute(
+        update(alert_delivery)
+        .where(alert_delivery.c.pk == delivery.pk, alert_delivery.c.lease_owner == owner)
+        .values(
+            status=status, attempts=delivery.attempts + 1, last_status_code=status_code,
+            last_error=None if error is None else error[:1000], next_attempt_at=retry_at or now,
+            lease_owner=None, lease_until=None, delivered_at=now if error is None else None,
+        )
+    )  # fmt: skip
+
+
+def deliveries(conn: Connection, project_pk: int) -> list[dict[str, Any]]:
+    """Every delivery of the project, oldest first (tests and the history)."""
+    rows = conn.execute(
+        select(alert_delivery, alert_event.c.rule_pk, alert_event.c.event, alert_event.c.window_start)
+        .select_from(alert_delivery.join(alert_event, alert_event.c.pk == alert_delivery.c.event_pk))
+        .where(alert_delivery.c.project_pk == project_pk)
+        .order_by(alert_delivery.c.pk)
+    )
+    return [r._asdict() for r in rows]
