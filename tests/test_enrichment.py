@@ -288,3 +288,58 @@ def test_a_claimed_user_message_brings_the_assistant_reply_just_before_it(queue_
         "u3": "x" * (enrichment.PREVIOUS_CHARS - 29) + " The invoice is due in April.",
         "u4": None,
     }
+
+
+def test_outcomes_assessed_before_the_save_are_kept_only_for_unchanged_conversations(queue_db: Database) -> None:
+    """The worker assesses outcomes outside the write lock (enrichment.assess_outcomes); a conversation
+    that grew between that read and the save is assessed again inside it, from what is committed."""
+    from convolens.worker.runner import OUTCOMES
+    from test_outcomes import THANKED
+
+    db = queue_db
+    project = make_project(db, "outcome-race")
+    turns = lambda cid, pairs: [  # noqa: E731
+        {"type": "message", "conversation_id": cid, "role": role, "content": text} for role, text in pairs
+    ]
+    with db.writer() as conn:
+        batch = IngestBatch.model_validate({"events": turns("grows", THANKED) + turns("stays", THANKED)})
+        apply_batch(conn, project.pk, batch, utcnow())
+        claimed = enrichment.claim(conn, "w", 100, timedelta(minutes=5), utcnow())
+    results = pipeline.enrich([m for m in claimed if m.project_pk == project.pk])
+    with db.snapshot() as conn:
+        assessed = enrichment.assess_outcomes(conn, results, OUTCOMES)
+        keys = dict(
+            conn.execute(
+                select(conversation.c.id, conversation.c.pk).where(conversation.c.project_pk == project.pk)
+            ).all()
+        )
+    assert assessed.found[keys["grows"]][0] == assessed.found[keys["stays"]][0] == "resolved"
+    # Meanwhile the user comes back to one of them and says the answer was wrong.
+    more = [
+        ("user", "And how do I export them as CSV?"),
+        ("assistant", "CSV export is not available for invoices."),
+        ("user", "That's wrong, there is a CSV button right there on the page. Forget it, I'll call support."),
+    ]
+    with db.writer() as conn:
+        apply_batch(conn, project.pk, IngestBatch.model_validate({"events": turns("grows", more)}), utcnow())
+    assessed_inside: list[list[int]] = []
+
+    def counting(threads):  # type: ignore[no-untyped-def]
+        assessed_inside.append(sorted(threads))
+        return OUTCOMES.assess(threads)
+
+    with db.writer() as conn:
+        saved = enrichment.save(
+            conn, "w", pipeline.VERSION, results, enrichment.Outcomes(counting, OUTCOMES.version), assessed
+        )
+    assert sorted(saved) == sorted(r.pk for r in results)
+    assert assessed_inside == [[keys["grows"]]]  # the unchanged one kept what was assessed outside
+    with db.reader() as conn:
+        stored = dict(
+            conn.execute(
+                select(conversation.c.pk, conversation.c.outcome).where(conversation.c.project_pk == project.pk)
+            ).all()
+        )
+        committed = OUTCOMES.assess(enrichment.transcripts(conn, [keys["grows"]]))
+    assert stored[keys["stays"]] == "resolved"
+    assert stored[keys["grows"]] == committed[keys["grows"]][0] != "resolved"

@@ -197,9 +197,11 @@ def save(
     version: int,
     results: list[EnrichmentResult],
     outcomes: Outcomes | None = None,
+    assessed: OutcomeWork | None = None,
 ) -> list[int]:
     """Store results for the messages ``owner`` still holds; returns the keys it saved. With ``outcomes``,
-    also recompute the outcome of each conversation touched."""
+    also store the outcome of each conversation touched: as ``assessed`` before this transaction
+    (``assess_outcomes``) where the conversation is still as it was read, else assessed here."""
     saved = []
     for result in results:
         # A translation is only ever added: a re-enrichment past the day's cap keeps the earlier one.
@@ -260,7 +262,7 @@ def save(
     touched = sorted({row.conversation_pk for row in by_pk.values()})
     refresh_trends(conn, touched)  # takes the conversations' locks, which the outcomes need too
     if outcomes is not None:
-        refresh_outcomes(conn, touched, outcomes)
+        save_outcomes(conn, touched, outcomes, assessed, [r.pk for r in results], set(saved))
     days: dict[int, set[str]] = {}
     for row in by_pk.values():
         days.setdefault(row.project_pk, set()).add(rollups.day_of(row.created_at))
@@ -288,9 +290,7 @@ def trend(scores: list[float]) -> str | None:
 _TREND_LOCK = 7301
 
 
-def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
-    if not conversation_pks:
-        return
+def _lock_conversations(conn: Connection, conversation_pks: list[int]) -> None:
     if conn.dialect.name == "postgresql":
         # Two workers saving messages of one conversation at once would each read only their own
         # scores (READ COMMITTED), and the later commit would keep a trend of half the conversation.
@@ -303,6 +303,12 @@ def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
             ),
             {"space": _TREND_LOCK, "pks": conversation_pks},
         )
+
+
+def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
+    if not conversation_pks:
+        return
+    _lock_conversations(conn, conversation_pks)
     rows = conn.execute(
         select(message.c.conversation_pk, message.c.sentiment)
         .where(
@@ -319,9 +325,11 @@ def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
         conn.execute(update(conversation).where(conversation.c.pk == pk).values(sentiment_trend=trend(values)))
 
 
-def transcripts(conn: Connection, conversation_pks: list[int]) -> dict[int, list[Turn]]:
+def transcripts(
+    conn: Connection, conversation_pks: list[int], vectors: Mapping[int, bytes | None] | None = None
+) -> dict[int, list[Turn]]:
     """The last ``OUTCOME_WINDOW`` messages of each conversation, oldest first, with user embeddings: one
-    query for the whole batch."""
+    query for the whole batch. ``vectors`` (message key: vector) stand in for embeddings not stored yet."""
     ranked = (
         select(
             message.c.pk,
@@ -339,23 +347,93 @@ def transcripts(conn: Connection, conversation_pks: list[int]) -> dict[int, list
         .subquery()
     )
     rows = conn.execute(
-        select(ranked.c.conversation_pk, ranked.c.role, ranked.c.kind, ranked.c.name, ranked.c.content)
+        select(ranked.c.pk, ranked.c.conversation_pk, ranked.c.role, ranked.c.kind, ranked.c.name, ranked.c.content)
         .add_columns(message_embedding.c.vector)
         .select_from(ranked.outerjoin(message_embedding, message_embedding.c.message_pk == ranked.c.pk))
         .where(ranked.c.rank <= OUTCOME_WINDOW)
         .order_by(ranked.c.conversation_pk, ranked.c.position)
     )
     out: dict[int, list[Turn]] = {pk: [] for pk in conversation_pks}
-    for pk, role, kind, name, content, vector in rows:
+    for message_pk, pk, role, kind, name, content, vector in rows:
+        if vectors is not None and message_pk in vectors:
+            vector = vectors[message_pk]
         out[pk].append(Turn(role, kind, name, content or "", vector))
     return out
 
 
-def refresh_outcomes(conn: Connection, conversation_pks: list[int], outcomes: Outcomes) -> None:
-    """Recompute the outcome of these conversations from their transcripts (the caller holds their locks)."""
-    if not conversation_pks:
-        return
-    found = outcomes.assess(transcripts(conn, conversation_pks))
+@dataclass(frozen=True)
+class OutcomeWork:
+    """Outcomes assessed before the save's transaction, and what each conversation looked like then."""
+
+    found: dict[int, tuple[str, list[str]]]
+    seen: dict[int, tuple[int, int, int]]
+
+
+def _fingerprints(conn: Connection, conversation_pks: list[int], batch: list[int]) -> dict[int, tuple[int, int, int]]:
+    """Per conversation: messages, last position, and messages outside ``batch`` with an embedding. A
+    message added, removed, or enriched by someone else since a read changes it; this batch's own
+    enrichment does not."""
+    others = message_embedding.c.message_pk.is_not(None) & message.c.pk.not_in(batch)
+    rows = conn.execute(
+        select(
+            message.c.conversation_pk,
+            func.count(),
+            func.max(message.c.position),
+            func.sum(case((others, 1), else_=0)),
+        )
+        .select_from(message.outerjoin(message_embedding, message_embedding.c.message_pk == message.c.pk))
+        .where(message.c.conversation_pk.in_(conversation_pks))
+        .group_by(message.c.conversation_pk)
+    )
+    return {pk: (int(n), int(last), int(embedded or 0)) for pk, n, last, embedded in rows}
+
+
+def assess_outcomes(conn: Connection, results: list[EnrichmentResult], outcomes: Outcomes) -> OutcomeWork:
+    """Assess the outcomes of the conversations of these results from a read (a snapshot) with the
+    results' own vectors, before the save's transaction.
+
+    The assessment is CPU work (up to 150 ms for a batch of crafted long threads); inside the save's
+    transaction it held SQLite's write lock, which the API's writes wait for (bench/abuse.py)."""
+    batch = [r.pk for r in results]
+    if not batch:
+        return OutcomeWork({}, {})
+    touched = sorted(set(conn.execute(select(message.c.conversation_pk).where(message.c.pk.in_(batch))).scalars()))
+    seen = _fingerprints(conn, touched, batch)
+    vectors = {r.pk: r.vector for r in results}
+    return OutcomeWork(outcomes.assess(transcripts(conn, touched, vectors)), seen)
+
+
+def save_outcomes(
+    conn: Connection,
+    conversation_pks: list[int],
+    outcomes: Outcomes,
+    assessed: OutcomeWork | None,
+    batch: list[int],
+    saved: set[int],
+) -> None:
+    """Store the outcomes of these conversations (the caller holds their locks and has saved the batch).
+    One assessed beforehand is kept where the conversation is as it was read and every message of the
+    batch in it was saved; the others (another worker's save, a new message, a lost lease meanwhile:
+    rare) are assessed again here, from what is committed now."""
+    found: dict[int, tuple[str, list[str]]] = {}
+    stale = list(conversation_pks)
+    if assessed is not None:
+        now = _fingerprints(conn, conversation_pks, batch)
+        lost = set(batch) - saved
+        with_lost = (
+            set(conn.execute(select(message.c.conversation_pk).where(message.c.pk.in_(lost))).scalars())
+            if lost
+            else set()
+        )
+        fresh = [
+            pk
+            for pk in conversation_pks
+            if pk in assessed.seen and now.get(pk) == assessed.seen[pk] and pk not in with_lost
+        ]
+        found = {pk: assessed.found[pk] for pk in fresh if pk in assessed.found}
+        stale = [pk for pk in conversation_pks if pk not in fresh]
+    if stale:
+        found.update(outcomes.assess(transcripts(conn, stale)))
     for pk in conversation_pks:
         outcome, signals = found.get(pk, ("unknown", []))
         conn.execute(

@@ -11,7 +11,8 @@ enrichment worker's update adds them, not the ingest (trigram indexing costs sev
 a message's write, and ingest is the hot path). Messages still waiting for enrichment are found by
 scanning just those (the pending-message index lists them), so a message is found as soon as it is
 stored.
-- SQLite: an FTS5 table over ``message.content`` with the trigram tokenizer, kept in step by triggers
+- SQLite: an FTS5 table over ``message.content`` (its first ``INDEXED_CHARS``) with the trigram tokenizer,
+  kept in step by triggers
   on enrichment, delete and edit (so erasure, retention and cascades take entries out with their
   messages).
 - PostgreSQL: a partial ``pg_trgm`` GIN index on ``message.content``, which ``ILIKE '%term%'`` uses.
@@ -35,6 +36,9 @@ from convolens.store.dialect import like_pattern
 from convolens.store.tables import conversation, message
 
 MIN_INDEXED = 3  # characters a term needs to be looked up in a trigram index
+# SQLite's index holds each message's first characters only, as many as enrichment reads: the worker
+# indexes under the write lock the API's writes wait for (migration 0014 writes the same number).
+INDEXED_CHARS = 20_000
 # Matching messages beyond which a query is "common": the newest conversations are then checked one by
 # one (50 matches are near), and the dashboard counts up to COUNT_CAP of them.
 COMMON = 5_000
@@ -187,10 +191,10 @@ def index_loaded(conn: Connection, project_pk: int) -> None:
     if conn.dialect.name == "sqlite":
         conn.execute(
             text(
-                "INSERT INTO message_search (rowid, content) SELECT pk, content FROM message"
+                "INSERT INTO message_search (rowid, content) SELECT pk, substr(content, 1, :chars) FROM message"
                 " WHERE project_pk = :p AND enriched_version IS NOT NULL AND kind != 'event'"
             ),
-            {"p": project_pk},
+            {"p": project_pk, "chars": INDEXED_CHARS},
         )
 
 

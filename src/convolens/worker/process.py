@@ -24,6 +24,9 @@ from convolens.config import Settings
 log = logging.getLogger("convolens.worker")
 
 # Added to the child's niceness: under CPU contention the API process's requests come first.
+# The API's writes wait while this worker saves a batch (one SQLite write lock for both processes):
+# small batches keep that wait short. A separate `convolens worker` keeps the default 256.
+EMBEDDED_BATCH = 32
 NICE = 10
 # How long a stop waits for the worker to finish its batch before killing it (its leases then lapse,
 # and the batch is taken again, as after any crash).
@@ -85,6 +88,7 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
         llm=settings.llm,
         outbound=settings.outbound,
         suggest_timing=Timing(min_messages=settings.suggest_min_messages),
+        batch_size=EMBEDDED_BATCH,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     parent = multiprocessing.parent_process()

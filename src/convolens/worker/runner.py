@@ -150,8 +150,10 @@ class Worker:
         self.claim_start = max(m.project_pk for m in claimed)
         results = pipeline.enrich(claimed, self._matchers(), self.judges.for_project)
         results = self.translate(claimed, results)
+        with self.db.snapshot() as conn:
+            assessed = enrichment.assess_outcomes(conn, results, OUTCOMES)
         with self.db.writer() as conn:
-            saved = enrichment.save(conn, self.owner, pipeline.VERSION, results, OUTCOMES)
+            saved = enrichment.save(conn, self.owner, pipeline.VERSION, results, OUTCOMES, assessed)
         self.enriched += len(saved)
         log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved

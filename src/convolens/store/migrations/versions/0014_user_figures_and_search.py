@@ -91,6 +91,9 @@ def _sqlite_search_up() -> None:
     # FTS5 over message.content (an external-content index: the text is not stored twice), trigram
     # tokens so that any substring of 3+ characters matches, in scripts without spaces between words too.
     # Triggers keep it in step with every enrichment, delete (erasure, retention, cascades) and edit.
+    # It holds each message's first 20,000 characters, the part enrichment reads too: indexing happens in
+    # the worker's save, under the write lock the API's writes wait for, and a crafted 90,000-character
+    # text cost ~17 ms there (store/search.py INDEXED_CHARS; the delete must give the same text).
     op.execute(
         "CREATE VIRTUAL TABLE message_search USING fts5("
         "content, content='message', content_rowid='pk', tokenize='trigram')"
@@ -100,7 +103,7 @@ def _sqlite_search_up() -> None:
         # FTS5 next merges the segment (erasure: store/erasure.py). Older SQLite has no such option.
         op.execute("INSERT INTO message_search (message_search, rank) VALUES ('secure-delete', 1)")
     op.execute(
-        "INSERT INTO message_search (rowid, content) SELECT pk, content FROM message"
+        "INSERT INTO message_search (rowid, content) SELECT pk, substr(content, 1, 20000) FROM message"
         " WHERE enriched_version IS NOT NULL AND kind != 'event'"
     )
     # No trigger on insert: ingest writes messages not enriched yet, and even a trigger whose WHEN is false
@@ -108,7 +111,7 @@ def _sqlite_search_up() -> None:
     # Rows written already enriched by a bulk loader are indexed with store/search.index_loaded.
     op.execute(
         f"CREATE TRIGGER message_search_delete AFTER DELETE ON message WHEN {_INDEXED_OLD} BEGIN"
-        " INSERT INTO message_search (message_search, rowid, content) VALUES ('delete', old.pk, old.content);"
+        " INSERT INTO message_search (message_search, rowid, content) VALUES ('delete', old.pk, substr(old.content, 1, 20000));"
         " END"
     )
     # Enriched (or queued again by `convolens reenrich`), or its text or kind changed; a version bump alone
@@ -118,8 +121,8 @@ def _sqlite_search_up() -> None:
         " WHEN (old.enriched_version IS NULL) != (new.enriched_version IS NULL)"
         " OR old.content IS NOT new.content OR old.kind IS NOT new.kind BEGIN"
         " INSERT INTO message_search (message_search, rowid, content)"
-        f" SELECT 'delete', old.pk, old.content WHERE {_INDEXED_OLD};"
-        f" INSERT INTO message_search (rowid, content) SELECT new.pk, new.content WHERE {_INDEXED_NEW};"
+        f" SELECT 'delete', old.pk, substr(old.content, 1, 20000) WHERE {_INDEXED_OLD};"
+        f" INSERT INTO message_search (rowid, content) SELECT new.pk, substr(new.content, 1, 20000) WHERE {_INDEXED_NEW};"
         " END"
     )
 
