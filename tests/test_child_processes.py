@@ -153,3 +153,29 @@ def test_a_scrubbing_child_that_dies_fails_the_request_closed_and_is_replaced() 
         assert child.call(scrub_text, "or ann.lee@example.org") == f"or {EMAIL_DUMMY}"  # a new child
     finally:
         child.stop()
+
+
+def test_a_worker_child_that_dies_is_started_again(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    server = ServeProcess(tmp_path, log_level="info", log_path=log)
+    try:
+        server.start()
+        assert server.process is not None
+        deadline = time.monotonic() + 60
+        while not (started := re.findall(r"worker [^:\s]+:(\d+):\w+ started", log.read_text())):
+            assert time.monotonic() < deadline, "the embedded worker did not start"
+            time.sleep(0.2)
+        os.kill(int(started[0]), 9)  # as the kernel's out-of-memory killer would
+        deadline = time.monotonic() + 60
+        while len(started := re.findall(r"worker [^:\s]+:(\d+):\w+ started", log.read_text())) < 2:
+            assert time.monotonic() < deadline, "the dead worker was not started again"
+            time.sleep(0.2)
+        assert started[1] != started[0] and int(started[1]) in _children(server.process.pid)
+        assert "enrichment worker exited (code -9)" in log.read_text()
+        _log_a_conversation(server)  # enriched by the new child
+        deadline = time.monotonic() + 120
+        while _pending(server):
+            assert time.monotonic() < deadline, "the restarted worker did not enrich the conversation"
+            time.sleep(0.2)
+    finally:
+        server.stop()

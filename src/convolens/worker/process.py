@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection, wait
 
 from convolens.config import Settings
@@ -33,33 +34,79 @@ NICE = 10
 STOP_SECONDS = 10.0
 
 
+# A child that dies (killed by the kernel for memory, a bug at start) is started again after this pause,
+# doubled each time it dies within RESTART_RESET seconds of its start, up to RESTART_MAX.
+RESTART_FIRST = 1.0
+RESTART_MAX = 60.0
+RESTART_RESET = 60.0
+
+
 class WorkerProcess:
-    """The embedded worker's child process: ``start()``, then ``stop()`` (idempotent)."""
+    """The embedded worker's child process: ``start()``, then ``stop()`` (idempotent). A child that dies
+    while the server runs is started again: without it the server would keep taking messages that
+    nothing enriches, and say nothing."""
 
     def __init__(self, settings: Settings) -> None:
-        context = multiprocessing.get_context("spawn")  # not fork: the server has threads and open connections
-        self._stop_reader, self._stop_writer = context.Pipe(duplex=False)
-        level, json = _logging_now()
-        self.process = context.Process(
+        self._settings = settings
+        self._context = multiprocessing.get_context("spawn")  # not fork: the server has threads and connections
+        self._logging = _logging_now()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.restarts = 0
+
+    def _spawn(self) -> None:
+        stop_reader, self._stop_writer = self._context.Pipe(duplex=False)
+        self.process = self._context.Process(
             target=_run,
-            args=(settings, self._stop_reader, level, json),
+            args=(self._settings, stop_reader, *self._logging),
             name="convolens-worker",
             daemon=True,  # a server that exits without stop() still ends its child (multiprocessing's atexit)
         )
+        self.process.start()
+        stop_reader.close()  # the child's end
 
     def start(self) -> None:
-        self.process.start()
-        self._stop_reader.close()  # the child's end
+        with self._lock:
+            self._spawn()
+        threading.Thread(target=self._supervise, name="convolens-worker-supervisor", daemon=True).start()
+
+    def _supervise(self) -> None:
+        pause = RESTART_FIRST
+        while not self._stopping.is_set():
+            with self._lock:
+                process = self.process
+            started = time.monotonic()
+            assert process is not None
+            wait([process.sentinel])
+            process.join(1.0)  # reaps it, so that its exit code is known
+            if self._stopping.wait(0):
+                return
+            lived = time.monotonic() - started
+            pause = RESTART_FIRST if lived > RESTART_RESET else pause
+            log.error("enrichment worker exited (code %s); starting it again in %.0f s", process.exitcode, pause)
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, RESTART_MAX)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._stop_writer.close()
+                self._spawn()
+                self.restarts += 1
 
     def stop(self) -> None:
-        if self.process.pid is None:
-            return
-        self._stop_writer.close()  # the child sees the end of its pipe and stops after its batch
-        self.process.join(STOP_SECONDS)
-        if self.process.is_alive():
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+            if process is None or process.pid is None:
+                return
+            self._stop_writer.close()  # the child sees the end of its pipe and stops after its batch
+        process.join(STOP_SECONDS)
+        if process.is_alive():
             log.warning("enrichment worker did not stop within %.0f s; killing it", STOP_SECONDS)
-            self.process.kill()
-            self.process.join()
+            process.kill()
+            process.join()
 
 
 def _logging_now() -> tuple[str, bool]:
