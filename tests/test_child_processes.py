@@ -179,3 +179,40 @@ def test_a_worker_child_that_dies_is_started_again(tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         server.stop()
+
+
+def test_ctrl_c_stops_the_demo_quietly(tmp_path: Path) -> None:
+    """Ctrl-C on `make run`'s demo: a clean shutdown, the shell's code for SIGINT, no traceback (which
+    reads like a crash: uvicorn raises the signal again after shutting down), and no child left."""
+    import signal
+
+    from conftest import CLI, free_port
+
+    port = free_port()
+    env = {**os.environ, "CONVOLENS_HOME": str(tmp_path / "home")}
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port), "--conversations", "5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert demo.poll() is None and time.monotonic() < deadline, "the demo did not start"
+            time.sleep(0.3)
+        children = _children(demo.pid)
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130
+    assert "Traceback" not in output
+    assert _wait_until_gone(children) == []

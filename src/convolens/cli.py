@@ -459,7 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: uvicorn has shut down cleanly and raises the signal again after it; a traceback here
+        # reads like a crash. 130 is the shell's code for "ended by SIGINT".
+        return 130
 
 
 if __name__ == "__main__":
