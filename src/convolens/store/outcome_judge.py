@@ -17,8 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, or_, select, update
 
-from convolens.store import rollups
-from convolens.store.dialect import insert_ignore
+from convolens.store import daily_allowance, rollups
 from convolens.store.outcome_fields import OUTCOMES
 from convolens.store.tables import conversation, outcome_judge_usage, project
 
@@ -110,23 +109,13 @@ def reserve(conn: Connection, project_pk: int, day: str, wanted: int, cap: int) 
     send. In a write transaction: the row (PostgreSQL) or the database (SQLite) stays locked until it
     ends, so two workers never both take the last of a day's allowance. A failed request keeps its
     share spent: a provider that errors is not asked again and again."""
-    if wanted <= 0 or cap <= 0:
-        return 0
-    conn.execute(
-        insert_ignore(conn, outcome_judge_usage, ["project_pk", "day"]),
-        [{"project_pk": project_pk, "day": day, "conversations": 0}],
+    return daily_allowance.reserve(
+        conn, outcome_judge_usage, outcome_judge_usage.c.conversations, project_pk, day, wanted, cap
     )
-    where = (outcome_judge_usage.c.project_pk == project_pk, outcome_judge_usage.c.day == day)
-    used = conn.execute(select(outcome_judge_usage.c.conversations).where(*where).with_for_update()).scalar_one()
-    granted = max(0, min(wanted, cap - used))
-    if granted:
-        conn.execute(update(outcome_judge_usage).where(*where).values(conversations=used + granted))
-    return granted
 
 
 def used_today(conn: Connection, project_pk: int, day: str) -> int:
-    where = (outcome_judge_usage.c.project_pk == project_pk, outcome_judge_usage.c.day == day)
-    return int(conn.execute(select(outcome_judge_usage.c.conversations).where(*where)).scalar() or 0)
+    return daily_allowance.used(conn, outcome_judge_usage, outcome_judge_usage.c.conversations, project_pk, day)
 
 
 def remaining(conn: Connection, project_pk: int, day: str, cap: int) -> int:

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, select
 
+from convolens.store import daily_allowance
 from convolens.store.dialect import insert_ignore
 from convolens.store.tables import project, translation_cache, translation_usage
 
@@ -83,23 +84,11 @@ def reserve(conn: Connection, project_pk: int, day: str, wanted: int, cap: int) 
     """Take up to ``wanted`` of the project's ``cap`` texts for ``day``; returns how many it may send.
     Run in a write transaction: the row is locked (PostgreSQL) or the database is (SQLite) until it ends,
     so two workers never both take the last of a day's allowance."""
-    if wanted <= 0 or cap <= 0:
-        return 0
-    conn.execute(
-        insert_ignore(conn, translation_usage, ["project_pk", "day"]),
-        [{"project_pk": project_pk, "day": day, "texts": 0}],
-    )
-    where = (translation_usage.c.project_pk == project_pk, translation_usage.c.day == day)
-    used = conn.execute(select(translation_usage.c.texts).where(*where).with_for_update()).scalar_one()
-    granted = max(0, min(wanted, cap - used))
-    if granted:
-        conn.execute(update(translation_usage).where(*where).values(texts=used + granted))
-    return granted
+    return daily_allowance.reserve(conn, translation_usage, translation_usage.c.texts, project_pk, day, wanted, cap)
 
 
 def used_today(conn: Connection, project_pk: int, day: str) -> int:
-    where = (translation_usage.c.project_pk == project_pk, translation_usage.c.day == day)
-    return int(conn.execute(select(translation_usage.c.texts).where(*where)).scalar() or 0)
+    return daily_allowance.used(conn, translation_usage, translation_usage.c.texts, project_pk, day)
 
 
 def forget(conn: Connection, project_pk: int, texts: Iterable[str]) -> int:
