@@ -343,3 +343,81 @@ def test_outcomes_assessed_before_the_save_are_kept_only_for_unchanged_conversat
         committed = OUTCOMES.assess(enrichment.transcripts(conn, [keys["grows"]]))
     assert stored[keys["stays"]] == "resolved"
     assert stored[keys["grows"]] == committed[keys["grows"]][0] != "resolved"
+
+
+def _long_threads(db: Database, prefix: str) -> Project:
+    """Two conversations of long texts (like bench/abuse.py's crafted ones) beside a short one."""
+    project = make_project(db, prefix)
+    events = []
+    for c, (role_first, filler) in enumerate([("user", "a" * 80_000), ("assistant", "1 " * 40_000)]):
+        for i in range(6):
+            role = role_first if i % 2 == 0 else ("assistant" if role_first == "user" else "user")
+            content = f"turn {i} of thread {c}: " + ("Thanks, that worked! " if i == 5 else "") + filler
+            events.append({"type": "message", "conversation_id": f"long{c}", "role": role, "content": content})
+    events += [
+        {"type": "message", "conversation_id": "short", "role": "user", "content": "Where is my invoice?"},
+        {"type": "message", "conversation_id": "short", "role": "assistant", "content": "Under Billing."},
+        {"type": "message", "conversation_id": "short", "role": "user", "content": "Found it, thank you!"},
+    ]
+    with db.writer() as conn:
+        apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events}), utcnow())
+    return project
+
+
+def _stored_figures(db: Database, project: Project) -> dict[str, tuple]:
+    with db.reader() as conn:
+        rows = conn.execute(
+            select(
+                conversation.c.id,
+                conversation.c.outcome,
+                conversation.c.outcome_signals,
+                conversation.c.sentiment_trend,
+            ).where(conversation.c.project_pk == project.pk)
+        ).all()
+        pending = conn.execute(
+            select(func.count()).where(message.c.project_pk == project.pk, message.c.enriched_version.is_(None))
+        ).scalar_one()
+    assert pending == 0
+    return {id_: tuple(rest) for id_, *rest in rows}
+
+
+def test_a_claim_of_long_texts_is_saved_in_short_transactions_with_the_same_results(
+    queue_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker saves a claim in parts of at most SAVE_CHARS characters of text, each its own write
+    transaction: on SQLite the API's writes wait for that lock (bench/abuse.py's tail). The parts must
+    store what one transaction stored: every message, and each conversation's outcome and trend."""
+    db = queue_db
+    whole = _long_threads(db, "whole")
+    monkeypatch.setattr(enrichment, "SAVE_CHARS", 10**9)  # as before: a claim, one transaction
+    Worker(db).drain()
+    in_one = _stored_figures(db, whole)
+
+    monkeypatch.undo()
+    parted = _long_threads(db, "parted")
+    texts: list[int] = []
+    holds: list[float] = []
+    saving = enrichment.save
+
+    def save(conn, owner, version, results, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with db.reader() as reading:
+            lengths = reading.execute(
+                select(func.length(message.c.content)).where(message.c.pk.in_([r.pk for r in results]))
+            ).scalars()
+            texts.append(sum(lengths))
+        started = time.process_time()
+        try:
+            return saving(conn, owner, version, results, *args, **kwargs)
+        finally:
+            holds.append(time.process_time() - started)
+
+    monkeypatch.setattr(enrichment, "save", save)
+    Worker(db).drain()
+    assert len(texts) >= 6  # 12 texts of ~80,000 characters: at most one such text a part
+    assert max(texts) <= 2 * 80_100
+    assert _stored_figures(db, parted) == in_one
+    assert in_one["short"][0] == "resolved" and in_one["long0"][0] != "unknown"
+    if db.is_sqlite:
+        # CPU seconds of the longest save, this process's only thread at work: ~5 ms here, where a
+        # claim saved whole took 40-70 ms.
+        assert max(holds) < 0.025, holds

@@ -14,7 +14,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, literal_column, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from convolens.store import rollups, topics
 from convolens.store.outcome_fields import to_mask
@@ -191,6 +204,29 @@ class Outcomes:
     version: int
 
 
+# The most message text one save transaction rewrites, in characters (one longer message is saved
+# alone). On SQLite the save holds the write lock that the API's writes wait for, and its cost grows
+# with the text: each enriched row is rewritten whole and its text indexed for search. A batch of 32
+# crafted 90,000-character messages held the lock for 50-70 ms of CPU (bench/abuse.py's p99 tail).
+SAVE_CHARS = 64_000
+
+
+def parts(results: list[EnrichmentResult], lengths: Mapping[int, int], chars: int | None = None) -> list[list[int]]:
+    """The results' positions cut into consecutive runs of at most ``chars`` (default ``SAVE_CHARS``)
+    characters of text (by ``lengths``, message key -> characters), each saved in a transaction of its own."""
+    chars = SAVE_CHARS if chars is None else chars
+    out: list[list[int]] = []
+    used = chars
+    for i, result in enumerate(results):
+        length = lengths.get(result.pk, 0)
+        if used + length > chars and (not out or out[-1]):
+            out.append([])
+            used = 0
+        out[-1].append(i)
+        used += length
+    return out
+
+
 def save(
     conn: Connection,
     owner: str,
@@ -198,29 +234,59 @@ def save(
     results: list[EnrichmentResult],
     outcomes: Outcomes | None = None,
     assessed: OutcomeWork | None = None,
+    *,
+    claimed: list[int] | None = None,
+    lost: set[int] | frozenset[int] = frozenset(),
 ) -> list[int]:
     """Store results for the messages ``owner`` still holds; returns the keys it saved. With ``outcomes``,
     also store the outcome of each conversation touched: as ``assessed`` before this transaction
-    (``assess_outcomes``) where the conversation is still as it was read, else assessed here."""
-    saved = []
-    for result in results:
+    (``assess_outcomes``) where the conversation is still as it was read, else assessed here.
+
+    A claim saved in parts (``parts``) passes the whole claim as ``claimed`` (the messages whose own
+    enrichment was assessed already, saved in this part or another) and, as ``lost``, the keys that an
+    earlier part found leased to someone else."""
+    # Which results are still this worker's: one read, then one statement executed for every row (a
+    # statement built per row cost ~0.4 ms of SQLAlchemy each, under SQLite's write lock). On PostgreSQL
+    # the rows are locked, so no other worker's claim can take an expired lease in between.
+    held = set(
+        conn.execute(
+            select(message.c.pk)
+            .where(message.c.pk.in_([r.pk for r in results]), message.c.lease_owner == owner)
+            .with_for_update()
+        ).scalars()
+    )
+    saved = [r.pk for r in results if r.pk in held]
+    if not saved:
+        return saved
+    for translated in (False, True):
+        rows = [
+            {
+                "b_pk": r.pk,
+                "b_language": r.language,
+                "b_sentiment": r.sentiment,
+                "b_label": r.sentiment_label,
+                **({"b_translation": r.translation} if translated else {}),
+            }
+            for r in results
+            if r.pk in held and (r.translation is not None) == translated
+        ]
+        if not rows:
+            continue
         # A translation is only ever added: a re-enrichment past the day's cap keeps the earlier one.
-        translated = {"translation": result.translation} if result.translation is not None else {}
-        done = conn.execute(
+        conn.execute(
             update(message)
-            .where(and_(message.c.pk == result.pk, message.c.lease_owner == owner))
+            .where(message.c.pk == bindparam("b_pk"))
             .values(
-                language=result.language,
-                sentiment=result.sentiment,
-                sentiment_label=result.sentiment_label,
+                language=bindparam("b_language"),
+                sentiment=bindparam("b_sentiment"),
+                sentiment_label=bindparam("b_label"),
                 enriched_version=version,
                 lease_owner=None,
                 lease_until=None,
-                **translated,
-            )
-        ).rowcount
-        if done:
-            saved.append(result.pk)
+                **({"translation": bindparam("b_translation")} if translated else {}),
+            ),
+            rows,
+        )
     if not saved:
         return saved
     by_pk = {
@@ -262,7 +328,9 @@ def save(
     touched = sorted({row.conversation_pk for row in by_pk.values()})
     refresh_trends(conn, touched)  # takes the conversations' locks, which the outcomes need too
     if outcomes is not None:
-        save_outcomes(conn, touched, outcomes, assessed, [r.pk for r in results], set(saved))
+        batch = claimed if claimed is not None else [r.pk for r in results]
+        lost = set(lost) | ({r.pk for r in results} - set(saved))
+        save_outcomes(conn, touched, outcomes, assessed, batch, lost)
     days: dict[int, set[str]] = {}
     for row in by_pk.values():
         days.setdefault(row.project_pk, set()).add(rollups.day_of(row.created_at))
@@ -321,8 +389,10 @@ def refresh_trends(conn: Connection, conversation_pks: list[int]) -> None:
     scores: dict[int, list[float]] = {pk: [] for pk in conversation_pks}
     for pk, value in rows:
         scores[pk].append(value)
-    for pk, values in scores.items():
-        conn.execute(update(conversation).where(conversation.c.pk == pk).values(sentiment_trend=trend(values)))
+    conn.execute(
+        update(conversation).where(conversation.c.pk == bindparam("b_pk")).values(sentiment_trend=bindparam("b_trend")),
+        [{"b_pk": pk, "b_trend": trend(values)} for pk, values in scores.items()],
+    )
 
 
 def transcripts(
@@ -409,17 +479,16 @@ def save_outcomes(
     outcomes: Outcomes,
     assessed: OutcomeWork | None,
     batch: list[int],
-    saved: set[int],
+    lost: set[int],
 ) -> None:
-    """Store the outcomes of these conversations (the caller holds their locks and has saved the batch).
-    One assessed beforehand is kept where the conversation is as it was read and every message of the
-    batch in it was saved; the others (another worker's save, a new message, a lost lease meanwhile:
-    rare) are assessed again here, from what is committed now."""
+    """Store the outcomes of these conversations (the caller holds their locks and has saved its part of
+    the batch). One assessed beforehand is kept where the conversation is as it was read and no message of
+    the batch in it was ``lost`` (leased to someone else); the others (another worker's save, a new
+    message, a lost lease meanwhile: rare) are assessed again here, from what is committed now."""
     found: dict[int, tuple[str, list[str]]] = {}
     stale = list(conversation_pks)
     if assessed is not None:
         now = _fingerprints(conn, conversation_pks, batch)
-        lost = set(batch) - saved
         with_lost = (
             set(conn.execute(select(message.c.conversation_pk).where(message.c.pk.in_(lost))).scalars())
             if lost
@@ -434,21 +503,24 @@ def save_outcomes(
         stale = [pk for pk in conversation_pks if pk not in fresh]
     if stale:
         found.update(outcomes.assess(transcripts(conn, stale)))
+    rows = []
     for pk in conversation_pks:
         outcome, signals = found.get(pk, ("unknown", []))
-        conn.execute(
-            update(conversation)
-            .where(conversation.c.pk == pk)
-            .values(
-                outcome=outcome,
-                outcome_signals=to_mask(signals),
-                outcome_version=outcomes.version,
-                # The rules' outcome; a project's LLM judge (store/outcome_judge.py) reads it again.
-                outcome_by="rules",
-                outcome_reason=None,
-                outcome_judged_at=None,
-            )
-        )
+        rows.append({"b_pk": pk, "b_outcome": outcome, "b_signals": to_mask(signals)})
+    conn.execute(
+        update(conversation)
+        .where(conversation.c.pk == bindparam("b_pk"))
+        .values(
+            outcome=bindparam("b_outcome"),
+            outcome_signals=bindparam("b_signals"),
+            outcome_version=outcomes.version,
+            # The rules' outcome; a project's LLM judge (store/outcome_judge.py) reads it again.
+            outcome_by="rules",
+            outcome_reason=None,
+            outcome_judged_at=None,
+        ),
+        rows,
+    )
 
 
 def requeue(conn: Connection, project_pk: int | None = None) -> int:

@@ -152,8 +152,20 @@ class Worker:
         results = self.translate(claimed, results)
         with self.db.snapshot() as conn:
             assessed = enrichment.assess_outcomes(conn, results, OUTCOMES)
-        with self.db.writer() as conn:
-            saved = enrichment.save(conn, self.owner, pipeline.VERSION, results, OUTCOMES, assessed)
+        # Saved in parts of bounded text, each its own transaction: on SQLite the API's writes wait for the
+        # lock a save holds. Each part stores its conversations' outcomes as assessed for the whole claim.
+        lengths = {m.pk: len(m.content or "") for m in claimed}
+        claimed_pks = [r.pk for r in results]
+        saved: list[int] = []
+        lost: set[int] = set()
+        for part in enrichment.parts(results, lengths):
+            some = [results[i] for i in part]
+            with self.db.writer() as conn:
+                done = enrichment.save(
+                    conn, self.owner, pipeline.VERSION, some, OUTCOMES, assessed, claimed=claimed_pks, lost=lost
+                )
+            saved += done
+            lost |= {r.pk for r in some} - set(done)
         self.enriched += len(saved)
         log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved
