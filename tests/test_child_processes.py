@@ -20,6 +20,7 @@ from convolens.enrich.pii import EMAIL_DUMMY, scrub_text
 from convolens.server.errors import ApiError
 from convolens.server.scrubbing_process import ScrubbingProcess
 from convolens.store.tables import message
+from convolens.worker.process import NICE
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads Linux's /proc")
 
@@ -99,10 +100,21 @@ def test_the_child_enriches_and_is_gone_once_the_server_stops(tmp_path: Path) ->
         started = re.findall(r"worker [^:\s]+:(\d+):\w+ started", log.read_text())
         assert len(started) == 1
         assert int(started[0]) in children and int(started[0]) != server.process.pid
+        # Its transactions (its own thread) at the server's priority, its enrichment on a thread below it:
+        # a niced thread holding SQLite's write lock was preempted mid-transaction (worker/low_priority.py).
+        child, server_nice = int(started[0]), _nice(server.process.pid)
+        threads = {int(t.name): _nice(child, int(t.name)) for t in Path(f"/proc/{child}/task").iterdir()}
+        assert threads[child] == server_nice
+        assert server_nice + NICE in threads.values()
     finally:
         server.stop()
     assert _wait_until_gone(children) == []
     assert "stopped after 4 messages" in log.read_text()
+
+
+def _nice(pid: int, tid: int | None = None) -> int:
+    stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of stat, the 17th after the name
 
 
 def test_the_child_stops_when_the_server_is_killed(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 It used to run as a thread of the API process, where it shared the interpreter lock with the requests:
 enriching a batch of long crafted messages held the lock in long stretches while normal requests
-waited (bench/abuse.py, bench/README.md). In a process of its own it takes no lock from them, and it
-runs at a lower CPU priority (``NICE``), because enrichment can wait and a request cannot.
+waited (bench/abuse.py, bench/README.md). In a process of its own it takes no lock from them, and its
+CPU-heavy steps run at a lower CPU priority (``NICE``), because enrichment can wait and a request cannot;
+its transactions do not (worker/low_priority.py says why).
 
 One command still starts everything: the server starts the child with its lifespan and stops it with
 it. The child goes as well when the server dies without stopping it (SIGKILL, a crash): it watches its
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -24,7 +24,7 @@ from convolens.config import Settings
 
 log = logging.getLogger("convolens.worker")
 
-# Added to the child's niceness: under CPU contention the API process's requests come first.
+# Added to the niceness of the child's CPU-heavy steps: under CPU contention the API's requests come first.
 # The API's writes wait while this worker saves a batch (one SQLite write lock for both processes):
 # small batches keep that wait short. A separate `convolens worker` keeps the default 256.
 EMBEDDED_BATCH = 32
@@ -123,9 +123,12 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
     from convolens.server.observability import configure_logging
     from convolens.store.db import Database
     from convolens.store.suggestions import Timing
+    from convolens.worker.low_priority import LowPriority
     from convolens.worker.runner import Worker
 
-    os.nice(NICE)
+    # Its CPU-heavy steps run below normal priority, its transactions at normal priority (they hold the
+    # write lock the API's writes wait for): worker/low_priority.py.
+    heavy = LowPriority(NICE)
     # Ctrl-C reaches the whole process group: the server stops this child itself, after its requests.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(level, json=json)
@@ -136,6 +139,7 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
         outbound=settings.outbound,
         suggest_timing=Timing(min_messages=settings.suggest_min_messages),
         batch_size=EMBEDDED_BATCH,
+        heavy=heavy,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     parent = multiprocessing.parent_process()
@@ -149,4 +153,5 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
     try:
         worker.run()
     finally:
+        heavy.close()
         db.dispose()

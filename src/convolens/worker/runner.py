@@ -14,7 +14,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from convolens.config import LlmSettings
 from convolens.enrich import embedding, outcomes, pipeline, suggest
@@ -36,6 +38,7 @@ from convolens.store import (
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 from convolens.worker import alerting
+from convolens.worker.low_priority import at_normal_priority
 from convolens.worker.outcome_judging import OutcomeJudging
 from convolens.worker.translation import TranslationStep
 
@@ -111,8 +114,12 @@ class Worker:
         outbound: OutboundPolicy | None = None,
         name: str | None = None,
         judge_settle: timedelta = timedelta(minutes=2),
+        heavy: Callable[..., Any] = at_normal_priority,
     ) -> None:
         self.db = db
+        # Runs the CPU-heavy steps (worker/low_priority.py): the embedded worker's runs them below the
+        # priority of its own thread, which holds SQLite's write lock in its transactions.
+        self.heavy = heavy
         self.batch_size = batch_size
         self.backfill_batch_size = backfill_batch
         self.lease = lease
@@ -148,10 +155,9 @@ class Worker:
         if not claimed:
             return []
         self.claim_start = max(m.project_pk for m in claimed)
-        results = pipeline.enrich(claimed, self._matchers(), self.judges.for_project)
+        results = self.heavy(pipeline.enrich, claimed, self._matchers(), self.judges.for_project)
         results = self.translate(claimed, results)
-        with self.db.snapshot() as conn:
-            assessed = enrichment.assess_outcomes(conn, results, OUTCOMES)
+        assessed = self.heavy(self._assess, results)
         # Saved in parts of bounded text, each its own transaction: on SQLite the API's writes wait for the
         # lock a save holds. Each part stores its conversations' outcomes as assessed for the whole claim.
         lengths = {m.pk: len(m.content or "") for m in claimed}
@@ -170,6 +176,10 @@ class Worker:
         log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved
 
+    def _assess(self, results: list[enrichment.EnrichmentResult]) -> enrichment.OutcomeWork:
+        with self.db.snapshot() as conn:
+            return enrichment.assess_outcomes(conn, results, OUTCOMES)
+
     def backfill_once(self) -> int:
         """Apply one topic to one batch of older messages; returns how many messages it looked at."""
         now = utcnow()
@@ -185,6 +195,13 @@ class Worker:
         compiled = self.topic_cache.alone(row)
         judge = self.judges.for_project(row.project_pk)
         judged = pipeline.llm_hits(judge, [(m.pk, m.content) for m in batch], compiled)
+        links = self.heavy(self._backfill_links, batch, judged, compiled)
+        with self.db.writer() as conn:
+            topics.save_backfill(conn, self.owner, row, links, cursor, utcnow(), self.lease)
+        return max(1, len(batch))
+
+    @staticmethod
+    def _backfill_links(batch: list, judged: dict, compiled: TopicMatcher) -> list[dict]:
         links = []
         for m in batch:
             vector = embedding.from_bytes(m.vector) if m.vector else None
@@ -198,9 +215,7 @@ class Worker:
                         "reason": hit.reason,
                     }
                 )
-        with self.db.writer() as conn:
-            topics.save_backfill(conn, self.owner, row, links, cursor, utcnow(), self.lease)
-        return max(1, len(batch))
+        return links
 
     def rollup_once(self) -> int:
         """Recompute the rollups of a few changed days; returns how many."""
@@ -267,7 +282,8 @@ class Worker:
         enough = pool.size >= self.suggest_timing.min_messages
         # Clustering and naming happen outside any transaction; the pool is read again a chunk at a time.
         clusters = (
-            suggest.cluster_pool(
+            self.heavy(
+                suggest.cluster_pool,
                 pool.sample,
                 pool.size,
                 lambda: suggestions.pool_chunks(self.db.reader, pool),
@@ -298,7 +314,9 @@ class Worker:
         grouped = [
             suggestions.CategorySuggestion(c.name, c.centroid, c.topics)
             for c in (
-                suggest.categorise_pool(clusters, pool.sample) if clusters and not self.stop_event.is_set() else []
+                self.heavy(suggest.categorise_pool, clusters, pool.sample)
+                if clusters and not self.stop_event.is_set()
+                else []
             )
         ]
         if self.stop_event.is_set():
