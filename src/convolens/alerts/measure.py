@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, and_, case, func, select
 
 from convolens.alerts.conditions import Measurement
-from convolens.store.metrics import JUDGED, day_figures
+from convolens.enrich.prices import price_table
+from convolens.store.metrics import JUDGED, day_figures, price_of
 from convolens.store.rollups import Summary
-from convolens.store.tables import message, message_topic
+from convolens.store.tables import conversation, message, message_topic
 
 WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 _TICK = timedelta(microseconds=1)
@@ -28,14 +29,15 @@ def window_start(at: datetime, window: str) -> datetime:
 def measure(conn: Connection, project_pk: int, definition: dict, start: datetime, end: datetime) -> Measurement:
     """The rule's metric over [start, end)."""
     filters = {k: v for k, v in (definition.get("filter") or {}).items() if v is not None}
+    tenant = filters.pop("tenant_id", None)
     dimensions = {"topic_id": "topic", "language": "language", "model": "model"}
     wanted = {dimensions[k]: str(v) for k, v in filters.items()}
     if definition["metric"] == "negative_share":
-        return _negative_share(conn, project_pk, wanted, start, end)
+        return _negative_share(conn, project_pk, wanted, tenant, start, end)
     dimension, value = next(iter(wanted.items()), ("none", ""))
     figures, conversations, users = Summary(), 0, 0
     for _day, group, summary, convs, members in day_figures(
-        conn, project_pk, start=start, end=end - _TICK, dimension=dimension
+        conn, project_pk, start=start, end=end - _TICK, dimension=dimension, tenant_id=tenant
     ):
         if group != value:
             continue
@@ -50,7 +52,22 @@ def _share(part: int, whole: int) -> Measurement:
     return Measurement(part / whole if whole else None, whole)
 
 
+def _cost(f: Summary) -> float:
+    """Estimated USD of the window's tokens; a model without a price counts as nothing (as on the overview,
+    which names such models)."""
+    prices, total = price_table(), 0.0
+    for model, (tokens_in, tokens_out) in f.tokens.items():
+        price = price_of(prices, model)
+        if price is not None:
+            total += (tokens_in * price[0] + tokens_out * price[1]) / 1e6
+    return total
+
+
 def _from_summary(metric: str, f: Summary, conversations: int, users: int) -> Measurement:
+    if metric == "cost":
+        return Measurement(_cost(f), f.messages)
+    if metric == "cost_per_user":
+        return Measurement(_cost(f) / users if users else None, users)
     if metric == "conversations":
         return Measurement(float(conversations), conversations)
     if metric == "messages":
@@ -70,7 +87,7 @@ def _from_summary(metric: str, f: Summary, conversations: int, users: int) -> Me
 
 
 def _negative_share(
-    conn: Connection, project_pk: int, wanted: dict[str, str], start: datetime, end: datetime
+    conn: Connection, project_pk: int, wanted: dict[str, str], tenant: str | None, start: datetime, end: datetime
 ) -> Measurement:
     """Negative among the user messages of the window that have a sentiment label."""
     conditions = [
@@ -91,6 +108,9 @@ def _negative_share(
             message_topic,
             and_(message_topic.c.message_pk == message.c.pk, message_topic.c.topic_pk == int(wanted["topic"])),
         )
+    if tenant is not None:
+        source = source.join(conversation, conversation.c.pk == message.c.conversation_pk)
+        conditions.append(conversation.c.tenant_id == tenant)
     labelled, negative = conn.execute(
         select(func.count(), func.sum(case((message.c.sentiment_label == "negative", 1), else_=0)))
         .select_from(source)

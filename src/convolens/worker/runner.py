@@ -16,13 +16,14 @@ import time
 import uuid
 from datetime import timedelta
 
-from convolens.config import LlmSettings
+from convolens.config import LlmSettings, SmtpSettings
 from convolens.enrich import embedding, outcomes, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import ProjectTopics, TopicMatcher
 from convolens.outbound import OutboundPolicy
 from convolens.store import (
+    alerts,
     enrichment,
     erasure,
     projects,
@@ -109,6 +110,8 @@ class Worker:
         alerts_every: timedelta = timedelta(seconds=30),
         llm: LlmSettings | None = None,
         outbound: OutboundPolicy | None = None,
+        smtp: SmtpSettings | None = None,
+        public_url: str = "http://localhost:8000",
         name: str | None = None,
         judge_settle: timedelta = timedelta(minutes=2),
     ) -> None:
@@ -133,6 +136,8 @@ class Worker:
         self.claim_start = 0
         self.backfill_after = 0
         self.outbound = outbound or OutboundPolicy()
+        self.smtp = smtp or SmtpSettings()
+        self.public_url = public_url
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
         self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
         self.judge_outcomes = OutcomeJudging(db, self.judges.for_project, settle=judge_settle)
@@ -225,6 +230,9 @@ class Worker:
                     break
             with self.db.writer() as conn:
                 translations.prune(conn, project_pk, cutoff)
+        with self.db.writer() as conn:
+            # Old decided alert windows, whatever the projects' retention (store/alerts.py KEEP_*).
+            alerts.prune(conn, now)
         if not removed:
             self.retention_due_at = now + self.retention_every
         else:
@@ -239,7 +247,9 @@ class Worker:
         if now < self.alerts_due_at:
             return 0
         decided = alerting.evaluate_due(self.db, now)
-        done = decided + alerting.deliver_due(self.db, self.owner, utcnow(), self.outbound)
+        done = decided + alerting.deliver_due(
+            self.db, self.owner, utcnow(), self.outbound, smtp=self.smtp, public_url=self.public_url
+        )
         if not done:
             self.alerts_due_at = now + self.alerts_every
         return done
