@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from convolens.schemas.timestamps import Timestamp
 from convolens.schemas.topics import _one_line
@@ -26,7 +27,7 @@ EMAIL = re.compile(
 
 def _address(value: str) -> str:
     if len(value) > 254 or not EMAIL.fullmatch(value):
-        raise ValueError("not an e-mail address (name@example.com)")
+        raise PydanticCustomError("email", "not an e-mail address (name@example.com)")
     return value.lower()
 
 

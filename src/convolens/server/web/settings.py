@@ -1,5 +1,5 @@
 """``/p/{project}/settings`` (admins only): API tokens, PII scrubbing, the LLM provider, translation, members
-and roles."""
+and roles, and the alert channels' last deliveries."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
+from sqlalchemy import Connection
 
 from convolens.enrich import names
 from convolens.outbound import RefusedUrl, redacted, safe_url, validate_url
 from convolens.server.path_ids import RowId
 from convolens.server.web.render import WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import accounts, outcome_judge, passwords, projects, rollups, translations
+from convolens.store import accounts, alerts, outcome_judge, passwords, projects, rollups, translations
 from convolens.store.accounts import Membership, Session
 from convolens.timeutil import utcnow
 
@@ -26,6 +27,7 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         tokens = projects.list_tokens(conn, membership.project)
         settings = projects.settings_of(conn, membership.project_pk)
         people = accounts.members(conn, membership.project_pk)
+        channels = alert_channels(conn, membership.project_pk)
     llm = settings.get("llm") or {}
     with request.app.state.db.reader() as conn:
         translated_today = translations.used_today(conn, membership.project_pk, rollups.day_of(utcnow()))
@@ -57,8 +59,26 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         people=people,
         roles=accounts.ROLES,
         scopes=SCOPE_CHOICES,
+        alert_channels=channels,
+        smtp=request.app.state.settings.smtp,
         **shown,
     )
+
+
+def alert_channels(conn: Connection, project_pk: int) -> list[dict]:
+    """Each alert rule's channels (webhook, e-mail) with their latest delivery: a failing one shows its
+    error here, where an admin looks after the project's settings."""
+    latest = alerts.last_deliveries(conn, project_pk)
+    found = []
+    for rule in alerts.list_rules(conn, project_pk):
+        for channel in rule.channels():
+            target = (
+                redacted(rule.definition["channel"]["url"])
+                if channel == "webhook"
+                else ", ".join(rule.definition["email"]["to"])
+            )
+            found.append({"rule": rule, "channel": channel, "target": target, "last": latest.get((rule.pk, channel))})
+    return found
 
 
 def _back(project: str) -> Response:
