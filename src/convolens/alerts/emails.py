@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from convolens.alerts.digest import shown, text_line
 from convolens.alerts.webhook import summary
 
 _env = Environment(
@@ -39,7 +40,7 @@ def _change(value: float | None) -> str:
     return EMPTY if value is None else f"{value:+.0f}%"
 
 
-_env.filters.update(number=_number, percent=_percent, change=_change)
+_env.filters.update(number=_number, percent=_percent, change=_change, shown=shown, kpi_line=text_line)
 
 
 def project_url(public_url: str, project: str, path: str = "") -> str:

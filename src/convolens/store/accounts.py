@@ -239,14 +239,3 @@ def digest_opted_in(conn: Connection, account_pk_: int, project_pk: int) -> bool
         select(membership.c.digest).where(membership.c.account_pk == account_pk_, membership.c.project_pk == project_pk)
     ).scalar()
     return bool(found)
-
-
-def digest_recipients(conn: Connection, project_pk: int) -> list[str]:
-    """The e-mails of the project's members who opted in to its weekly digest."""
-    rows = conn.execute(
-        select(account.c.email)
-        .select_from(membership.join(account, account.c.pk == membership.c.account_pk))
-        .where(membership.c.project_pk == project_pk, membership.c.digest.is_(True))
-        .order_by(account.c.email)
-    )
-    return [r.email for r in rows]

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
-from sqlalchemy.sql.elements import ColumnElement
 
+from convolens.store import deliveries as leased
 from convolens.store.tables import alert_delivery, alert_event, alert_rule
 
 MAX_RULES_PER_PROJECT = 200
@@ -249,32 +249,14 @@ class Delivery:
     channel: str = "webhook"
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
-    return and_(
-        alert_delivery.c.status == "pending",
-        alert_delivery.c.next_attempt_at <= now,
-        or_(alert_delivery.c.lease_until.is_(None), alert_delivery.c.lease_until < now),
-    )
-
-
 def any_due(conn: Connection, now: datetime) -> bool:
-    """Whether a delivery is due: asked on a read connection first, so an idle worker does not take the
-    write lock (on SQLite, every ingest's) twice a second for nothing."""
-    return conn.execute(select(alert_delivery.c.pk).where(_due(now)).limit(1)).first() is not None
+    return leased.any_due(conn, alert_delivery, now)
 
 
 def claim_delivery(conn: Connection, owner: str, now: datetime, lease: timedelta) -> Delivery | None:
     """Lease the oldest due delivery (None if there is none or another worker just took it)."""
-    due = _due(now)
-    row = conn.execute(select(alert_delivery).where(due).order_by(alert_delivery.c.next_attempt_at).limit(1)).first()
+    row = leased.claim(conn, alert_delivery, owner, now, lease)
     if row is None:
-        return None
-    taken = conn.execute(
-        update(alert_delivery)
-        .where(alert_delivery.c.pk == row.pk, due)
-        .values(lease_owner=owner, lease_until=now + lease)
-    )
-    if taken.rowcount != 1:
         return None
     event = conn.execute(select(alert_event).where(alert_event.c.pk == row.event_pk)).one()._asdict()
     rule = conn.execute(select(alert_rule).where(alert_rule.c.pk == event["rule_pk"])).one()
@@ -292,15 +274,9 @@ def finish_delivery(
     retry_at: datetime | None,
 ) -> None:
     """Log one attempt: delivered (no error), pending again at ``retry_at``, or failed for good."""
-    status = "delivered" if error is None else ("pending" if retry_at is not None else "failed")
-    conn.execute(
-        update(alert_delivery)
-        .where(alert_delivery.c.pk == delivery.pk, alert_delivery.c.lease_owner == owner)
-        .values(
-            status=status, attempts=delivery.attempts + 1, last_status_code=status_code,
-            last_error=None if error is None else error[:1000], next_attempt_at=retry_at or now,
-            lease_owner=None, lease_until=None, delivered_at=now if error is None else None,
-        )
+    leased.finish(
+        conn, alert_delivery, delivery.pk, owner, delivery.attempts, now,
+        status_code=status_code, error=error, retry_at=retry_at,
     )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from convolens.store import (
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 from convolens.worker import alerting
+from convolens.worker import digest as weekly_digest
 from convolens.worker.outcome_judging import OutcomeJudging
 from convolens.worker.translation import TranslationStep
 
@@ -241,14 +242,19 @@ class Worker:
         return removed
 
     def alerts_once(self) -> int:
-        """Decide the alert rules' finished windows and send the due webhooks (at most every
-        ``alerts_every`` while there is nothing to do); returns how much was done."""
+        """Decide the alert rules' finished windows, record the weekly digests owed, and send what is due
+        (webhooks, e-mails; at most every ``alerts_every`` while there is nothing to do); returns how much
+        was done."""
         now = utcnow()
         if now < self.alerts_due_at:
             return 0
-        decided = alerting.evaluate_due(self.db, now)
+        decided = alerting.evaluate_due(self.db, now) + weekly_digest.record_due(self.db, now)
+        smtp, public_url = self.smtp, self.public_url
         done = decided + alerting.deliver_due(
-            self.db, self.owner, utcnow(), self.outbound, smtp=self.smtp, public_url=self.public_url
+            self.db, self.owner, utcnow(), self.outbound, smtp=smtp, public_url=public_url
+        )
+        done += weekly_digest.deliver_due(
+            self.db, self.owner, utcnow(), self.outbound, smtp=smtp, public_url=public_url
         )
         if not done:
             self.alerts_due_at = now + self.alerts_every

@@ -3,6 +3,7 @@ and roles, and the alert channels' last deliveries."""
 
 from __future__ import annotations
 
+import secrets
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
@@ -14,7 +15,7 @@ from convolens.outbound import RefusedUrl, redacted, safe_url, validate_url
 from convolens.server.path_ids import RowId
 from convolens.server.web.render import WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import accounts, alerts, outcome_judge, passwords, projects, rollups, translations
+from convolens.store import accounts, alerts, digests, outcome_judge, passwords, projects, rollups, translations
 from convolens.store.accounts import Membership, Session
 from convolens.timeutil import utcnow
 
@@ -60,6 +61,7 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         roles=accounts.ROLES,
         scopes=SCOPE_CHOICES,
         alert_channels=channels,
+        digest_webhook=settings.get(digests.WEBHOOK_SETTING) or None,
         smtp=request.app.state.settings.smtp,
         **shown,
     )
@@ -225,6 +227,37 @@ def outcome_judge_settings(
             conn, membership.project, "outcome_judge", {"enabled": enabled == "on", "daily_cap": int(cap)}
         )
     return _back(project)
+
+
+@router.post("/p/{project}/settings/digest-webhook")
+def digest_webhook(
+    request: Request,
+    project: str,
+    csrf_token: str = Form(""),
+    url: str = Form(""),
+    format: str = Form("json"),
+) -> Response:
+    """Where the weekly digest is posted besides the members' e-mails; an empty URL removes it. A new
+    signing secret is made and shown once on each save."""
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    if format not in ("json", "slack", "teams"):
+        raise WebError(422, "format: must be json, slack or teams")
+    url = url.strip()
+    if len(url) > 2000:
+        raise WebError(422, "url: at most 2000 characters")
+    value = None
+    if url:
+        try:  # before the write lock: this resolves the host
+            value = {"url": safe_url(url, request.app.state.settings.outbound).url, "format": format,
+                     "secret": secrets.token_hex(32)}  # fmt: skip
+        except RefusedUrl as exc:
+            return _page(request, session, membership, status=422, digest_error=f"url: {exc}")
+    with request.app.state.db.writer() as conn:
+        projects.set_project_setting(conn, membership.project, digests.WEBHOOK_SETTING, value)
+    if value is None:
+        return _back(project)
+    return _page(request, session, membership, status=201, digest_secret=value["secret"])
 
 
 def _origin(url: object) -> tuple[str, str, int] | None:
