@@ -39,12 +39,17 @@ def _topic_names(request: Request, project_pk: int) -> dict[int, str]:
         return {t.pk: t.name for t in topics.list_topics(conn, project_pk, ("active", "suggested"))}
 
 
+STATE_WORDS = {"ok": "OK", "firing": "Firing", "muted": "Muted", "off": "Off", "new": "Not checked yet"}
+
+
 def state_of(rule: alerts.Rule, now: Any) -> str:
-    """What the list shows: off (disabled), muted, firing or ok."""
+    """What the pages show: off (disabled), muted, new (no window decided yet), firing or ok."""
     if not rule.enabled:
         return "off"
     if rule.muted(now):
         return "muted"
+    if rule.evaluated_through is None:
+        return "new"
     return "firing" if rule.firing else "ok"
 
 
@@ -72,7 +77,7 @@ def _list_page(request: Request, session: Session, membership: Membership, statu
     return render(
         request, "alerts.html", status=status, title="Alerts", active="alerts", session=session,
         membership=membership, rows=rows, can_edit=membership.can("admin"), digest_on=digest_on,
-        smtp_ready=request.app.state.settings.smtp.enabled,
+        state_words=STATE_WORDS, smtp_ready=request.app.state.settings.smtp.enabled,
     )  # fmt: skip
 
 
@@ -119,7 +124,8 @@ def _rule_page(
     chart = _chart(metric, rule.definition, [(iso(r["window_start"]), r["value"], r["event"]) for r in seen])
     return render(
         request, "alert.html", status=status, title=rule.name, active="alerts", session=session,
-        membership=membership, rule=rule, state=state_of(rule, now), describe=words.describe(rule.definition, names),
+        membership=membership, rule=rule, state=state_of(rule, now), state_words=STATE_WORDS,
+        describe=words.describe(rule.definition, names),
         events=[e | {"value_text": words.value_text(metric, e["value"])} for e in events], chart=chart,
         evaluated=_window_end(rule), can_edit=membership.can("admin"), mute_choices=MUTE_CHOICES, **shown,
     )  # fmt: skip
