@@ -11,6 +11,7 @@ from sqlalchemy import insert, select, update
 
 from alert_support import LOOPBACK, label, quiet_server, send_day, webhook_receiver
 from conftest import make_project, separate_database
+from convolens.alerts import webhook
 from convolens.store import alerts
 from convolens.store.tables import alert_delivery, alert_event, alert_rule
 from convolens.timeutil import iso, utcnow
@@ -48,7 +49,8 @@ def test_a_muted_rule_is_decided_and_recorded_but_sends_nothing(database_url, tm
                     send_day(client, day(i), [f"q{k}" for k in range(n)], "m")
         with server.client(project.admin_token) as admin:
             body = rule(channel={"url": receiver.url, "format": "teams"}, cooldown_minutes=0)
-            rule_id = admin.post("/api/v1/alerts", json=body).json()["id"]
+            created = admin.post("/api/v1/alerts", json=body).json()
+            rule_id, first_secret = created["id"], created["secret"]
             with db.writer() as conn:  # decided from day 0 on
                 conn.execute(update(alert_rule).values(evaluated_through=day(-1)))
             past = admin.post(f"/api/v1/alerts/{rule_id}/mute", json={"until": iso(utcnow() - timedelta(hours=1))})
@@ -66,9 +68,16 @@ def test_a_muted_rule_is_decided_and_recorded_but_sends_nothing(database_url, tm
             ]  # fmt: skip
             assert receiver.requests == []
             assert admin.post(f"/api/v1/alerts/{rule_id}/mute", json={"until": None}).json()["muted_until"] is None
+            with server.client(project.read_token) as reader:
+                assert reader.post(f"/api/v1/alerts/{rule_id}/secret").status_code == 403
+            secret = admin.post(f"/api/v1/alerts/{rule_id}/secret").json()["secret"]
+            assert len(secret) == 64 and secret != first_secret
             now = day(3) + timedelta(minutes=10)  # day 2 fires again, unmuted: sent, as a Teams card
             assert evaluate_due(db, now) == 1
             assert deliver_due(db, "w", now, LOOPBACK) == 1
+        ((headers, raw),) = receiver.requests
+        stamp, signed = headers["x-convolens-timestamp"], headers["x-convolens-signature"]
+        assert webhook.verify(secret, stamp, raw, signed) and not webhook.verify(first_secret, stamp, raw, signed)
         (card,) = receiver.bodies()
         assert card["type"] == "message"
         (attachment,) = card["attachments"]

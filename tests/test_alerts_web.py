@@ -153,6 +153,13 @@ def test_history_and_a_failing_webhook_on_the_settings_page(page: Page, site: Si
     page.locator("#alert-channels").scroll_into_view_if_needed()
     screenshot(page, "alerts-settings-channels")
 
+    # A new signing secret, shown once.
+    page.goto(f"/p/{site.project.name}/alerts/{rule_pk}")
+    page.click("#rotate-secret button")
+    expect(page.locator("#secret-value")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+    with db.reader() as conn:
+        assert page.locator("#secret-value").inner_text() == alerts.get(conn, site.project.pk, rule_pk).secret  # type: ignore[union-attr]
+
     # Muting from the rule page: the list says so.
     page.goto(f"/p/{site.project.name}/alerts/{rule_pk}")
     page.select_option("#mute-form select[name=for]", "1d")

@@ -100,6 +100,16 @@ def set_mute(conn: Connection, project_pk: int, pk: int, until: datetime | None)
     return changed.rowcount == 1
 
 
+def new_secret(conn: Connection, project_pk: int, pk: int) -> str | None:
+    """A new webhook signing secret for the rule (the old one stops verifying at once); None: no such rule.
+    Deliveries not yet sent are signed with the new one."""
+    secret = secrets.token_hex(32)
+    changed = conn.execute(
+        update(alert_rule).where(alert_rule.c.project_pk == project_pk, alert_rule.c.pk == pk).values(secret=secret)
+    )
+    return secret if changed.rowcount == 1 else None
+
+
 def remove(conn: Connection, project_pk: int, pk: int) -> bool:
     """The rule, its history and its pending deliveries."""
     events = select(alert_event.c.pk).where(alert_event.c.rule_pk == pk).scalar_subquery()

@@ -149,6 +149,16 @@ def mute_alert(
         return JSONResponse(rule_response(_found(conn, token.project_pk, rule_id)))
 
 
+@router.post("/api/v1/alerts/{rule_id}/secret")
+def rotate_secret(rule_id: str, token: TokenInfo = AdminToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """A new webhook signing secret, shown only in this answer; the old one stops verifying at once."""
+    with db.writer() as conn:
+        secret = alerts.new_secret(conn, token.project_pk, _rule_pk(rule_id))
+    if secret is None:
+        raise ApiError(404, "no such alert rule in this project")
+    return JSONResponse({"id": rule_id, "secret": secret})
+
+
 @router.get("/api/v1/alerts/{rule_id}/history")
 def alert_history(rule_id: str, token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
     """The rule's events, newest first: fired, resolved, or suppressed (true again within the cooldown),

@@ -182,6 +182,19 @@ async def mute(request: Request, project: str, rule_pk: RowId) -> Response:
     return redirect(f"{_base(project)}/{rule_pk}")
 
 
+@router.post("/p/{project}/alerts/{rule_pk}/secret")
+async def rotate_secret(request: Request, project: str, rule_pk: RowId) -> Response:
+    """A new webhook signing secret, shown once on the page this answers with."""
+    session, membership = access(request, project, "admin")
+    form = await _form(request)
+    check_csrf(session, form.get("csrf_token", ""))
+    with request.app.state.db.writer() as conn:
+        secret = alerts.new_secret(conn, membership.project_pk, rule_pk)
+    if secret is None:
+        raise WebError(404, "no such alert rule in this project")
+    return _rule_page(request, session, membership, rule_pk, new_secret=secret)
+
+
 @router.post("/p/{project}/alerts/{rule_pk}/delete")
 async def delete(request: Request, project: str, rule_pk: RowId) -> Response:
     session, membership = access(request, project, "admin")
