@@ -30,6 +30,19 @@ def mail_rule(to: list[str]) -> dict:
     }
 
 
+def fired_mail_rule(db, server, to: list[str], texts: list[str]):  # type: ignore[no-untyped-def]
+    """A project with ``texts`` on DAY and an e-mail rule that fires on them, its window decided; the
+    project and the rule's id."""
+    project = make_project(db)
+    with server.client(project.token) as client:
+        send_day(client, DAY, texts, "m")
+    with server.client(project.admin_token) as admin:
+        created = admin.post("/api/v1/alerts", json=mail_rule(to))
+        assert created.status_code == 201, created.text
+    assert evaluate_due(db, DAY + timedelta(days=1, minutes=10)) == 1
+    return project, created.json()
+
+
 def test_an_alert_e_mail_over_starttls_with_auth(database_url, tmp_path, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     with (
@@ -37,16 +50,10 @@ def test_an_alert_e_mail_over_starttls_with_auth(database_url, tmp_path, caplog)
         quiet_server(db, tmp_path) as server,
         mail_server("starttls", "convolens", PASSWORD, tmp_path) as box,
     ):
-        project = make_project(db)
-        with server.client(project.token) as client:
-            send_day(client, DAY, ["a", "b", "c"], "m")
-        with server.client(project.admin_token) as admin:
-            created = admin.post("/api/v1/alerts", json=mail_rule(["Team@Example.com", "oncall@example.org"]))
-            assert created.status_code == 201, created.text
-            assert created.json()["email"] == {"to": ["team@example.com", "oncall@example.org"]}
-            rule_pk = int(created.json()["id"])
+        project, created = fired_mail_rule(db, server, ["Team@Example.com", "oncall@example.org"], ["a", "b", "c"])
+        assert created["email"] == {"to": ["team@example.com", "oncall@example.org"]}
+        rule_pk = int(created["id"])
         now = DAY + timedelta(days=1, minutes=10)
-        assert evaluate_due(db, now) == 1
         assert deliver_due(db, "w", now, LOOPBACK, smtp=box.smtp, public_url="https://cl.example") == 1
         (mail,) = box.messages
         assert box.logins == [("convolens", PASSWORD)]
@@ -72,13 +79,8 @@ def test_a_refused_password_is_retried_and_logged_without_it(database_url, tmp_p
         quiet_server(db, tmp_path) as server,
         mail_server("implicit", "convolens", PASSWORD, tmp_path) as box,
     ):
-        project = make_project(db)
-        with server.client(project.token) as client:
-            send_day(client, DAY, ["a", "b"], "m")
-        with server.client(project.admin_token) as admin:
-            assert admin.post("/api/v1/alerts", json=mail_rule(["team@example.com"])).status_code == 201
+        project, _ = fired_mail_rule(db, server, ["team@example.com"], ["a", "b"])
         now = DAY + timedelta(days=1, minutes=10)
-        assert evaluate_due(db, now) == 1
         wrong = SmtpSettings(**{**box.smtp.__dict__, "password": "wrong-" + PASSWORD})
         assert deliver_due(db, "w", now, LOOPBACK, smtp=wrong) == 1
         with db.reader() as conn:
@@ -95,13 +97,8 @@ def test_a_refused_password_is_retried_and_logged_without_it(database_url, tmp_p
 
 def test_no_smtp_server_is_a_logged_failed_attempt(database_url, tmp_path) -> None:
     with separate_database(database_url, tmp_path, "alert_mail_none") as db, quiet_server(db, tmp_path) as server:
-        project = make_project(db)
-        with server.client(project.token) as client:
-            send_day(client, DAY, ["a", "b"], "m")
-        with server.client(project.admin_token) as admin:
-            assert admin.post("/api/v1/alerts", json=mail_rule(["team@example.com"])).status_code == 201
+        project, _ = fired_mail_rule(db, server, ["team@example.com"], ["a", "b"])
         now = DAY + timedelta(days=1, minutes=10)
-        evaluate_due(db, now)
         assert deliver_due(db, "w", now, LOOPBACK) == 1
         with db.reader() as conn:
             (failed,) = alerts.deliveries(conn, project.pk)

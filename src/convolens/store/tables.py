@@ -468,6 +468,22 @@ alert_event = Table(
     Index("ix_alert_event_project_event", "project_pk", "event", "window_start"),
 )
 
+
+def _delivery_columns() -> list[Column]:
+    """What every delivery owed keeps (store/deliveries.py): its state, each attempt's outcome, its lease."""
+    return [
+        Column("status", String(12), nullable=False),  # pending | delivered | failed
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("last_status_code", Integer),
+        Column("last_error", Text),
+        Column("next_attempt_at", DateTime, nullable=False),
+        Column("lease_owner", String(64)),
+        Column("lease_until", DateTime),
+        Column("created_at", DateTime, nullable=False),
+        Column("delivered_at", DateTime),
+    ]
+
+
 # A webhook call or an e-mail owed for an event: retried with backoff, leased while one worker sends it.
 alert_delivery = Table(
     "alert_delivery",
@@ -476,15 +492,7 @@ alert_delivery = Table(
     Column("event_pk", ForeignKey("alert_event.pk", ondelete="CASCADE"), nullable=False, index=True),
     Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
     Column("channel", String(8), nullable=False, server_default="webhook"),  # webhook | email
-    Column("status", String(12), nullable=False),  # pending | delivered | failed
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("last_status_code", Integer),
-    Column("last_error", Text),
-    Column("next_attempt_at", DateTime, nullable=False),
-    Column("lease_owner", String(64)),
-    Column("lease_until", DateTime),
-    Column("created_at", DateTime, nullable=False),
-    Column("delivered_at", DateTime),
+    *_delivery_columns(),
     Index("ix_alert_delivery_due", "status", "next_attempt_at"),
 )
 
@@ -514,14 +522,6 @@ digest_delivery = Table(
     Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
     Column("channel", String(8), nullable=False),  # webhook | email
     Column("recipient", String(2000), nullable=False),  # the address, or the webhook URL
-    Column("status", String(12), nullable=False),  # pending | delivered | failed
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("last_status_code", Integer),
-    Column("last_error", Text),
-    Column("next_attempt_at", DateTime, nullable=False),
-    Column("lease_owner", String(64)),
-    Column("lease_until", DateTime),
-    Column("created_at", DateTime, nullable=False),
-    Column("delivered_at", DateTime),
+    *_delivery_columns(),
     Index("ix_digest_delivery_due", "status", "next_attempt_at"),
 )

@@ -97,9 +97,7 @@ def alert_list(request: Request, project: str) -> Response:
 @router.post("/p/{project}/alerts/digest")
 async def digest_opt_in(request: Request, project: str) -> Response:
     """Each member (any role) opts in or out of the weekly digest for themselves."""
-    session, membership = access(request, project)
-    form = await _form(request)
-    check_csrf(session, form.get("csrf_token", ""))
+    session, membership, form = await _posted(request, project, "viewer")
     with request.app.state.db.writer() as conn:
         accounts.set_digest(conn, session.account_pk, membership.project_pk, form.get("digest") == "on")
     return redirect(_base(project))
@@ -169,9 +167,7 @@ def alert_page(request: Request, project: str, rule_pk: RowId) -> Response:
 
 @router.post("/p/{project}/alerts/{rule_pk}/mute")
 async def mute(request: Request, project: str, rule_pk: RowId) -> Response:
-    session, membership = access(request, project, "admin")
-    form = await _form(request)
-    check_csrf(session, form.get("csrf_token", ""))
+    _, membership, form = await _posted(request, project)
     choice = form.get("for", "")
     if choice != "unmute" and choice not in MUTE_CHOICES:
         raise WebError(422, f"for: must be one of {', '.join(MUTE_CHOICES)} or unmute")
@@ -185,9 +181,7 @@ async def mute(request: Request, project: str, rule_pk: RowId) -> Response:
 @router.post("/p/{project}/alerts/{rule_pk}/secret")
 async def rotate_secret(request: Request, project: str, rule_pk: RowId) -> Response:
     """A new webhook signing secret, shown once on the page this answers with."""
-    session, membership = access(request, project, "admin")
-    form = await _form(request)
-    check_csrf(session, form.get("csrf_token", ""))
+    session, membership, _ = await _posted(request, project)
     with request.app.state.db.writer() as conn:
         secret = alerts.new_secret(conn, membership.project_pk, rule_pk)
     if secret is None:
@@ -197,9 +191,7 @@ async def rotate_secret(request: Request, project: str, rule_pk: RowId) -> Respo
 
 @router.post("/p/{project}/alerts/{rule_pk}/delete")
 async def delete(request: Request, project: str, rule_pk: RowId) -> Response:
-    session, membership = access(request, project, "admin")
-    form = await _form(request)
-    check_csrf(session, form.get("csrf_token", ""))
+    _, membership, _ = await _posted(request, project)
     with request.app.state.db.writer() as conn:
         if not alerts.remove(conn, membership.project_pk, rule_pk):
             raise WebError(404, "no such alert rule in this project")
@@ -219,6 +211,14 @@ FIELD_OF_LOCATION = {
     "condition.against": "against", "cooldown_minutes": "cooldown_hours", "channel.url": "webhook_url",
     "channel.format": "webhook_format", "email.to": "email_to",
 }  # fmt: skip
+
+
+async def _posted(request: Request, project: str, role: str = "admin") -> tuple[Session, Membership, dict[str, str]]:
+    """A form post's session, membership (at least ``role``) and fields, its CSRF token checked."""
+    session, membership = access(request, project, role)
+    form = await _form(request)
+    check_csrf(session, form.get("csrf_token", ""))
+    return session, membership, form
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -326,9 +326,7 @@ def _form_page(
 
 
 async def _submitted(request: Request, project: str, rule_pk: int | None) -> Response:
-    session, membership = access(request, project, "admin")
-    form = await _form(request)
-    check_csrf(session, form.get("csrf_token", ""))
+    session, membership, form = await _posted(request, project)
     values = {k: form.get(k, "") for k in FORM_FIELDS}
     db = request.app.state.db
     rule = None
