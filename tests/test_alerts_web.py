@@ -201,6 +201,10 @@ def test_a_viewer_reads_but_cannot_change_and_the_form_names_a_bad_field(site: S
         assert admin_web.post(f"{base}/new", data=form | {"csrf_token": "forged"}).status_code == 403
         form |= {"email_to": "team@example.com", "threshold": "lots"}
         assert "<strong>threshold</strong>: must be a number" in admin_web.post(f"{base}/new", data=form).text
+        for field, value in (("cooldown_hours", "1e308"), ("cooldown_hours", "nan"), ("threshold", "inf"),
+                             ("cooldown_hours", "-1"), ("periods", "9999"), ("name", "x" * 5000)):  # fmt: skip
+            refused = admin_web.post(f"{base}/new", data=form | {"threshold": "1", field: value})
+            assert refused.status_code == 422 and f"{field}" in refused.text, (field, value)
         form |= {"threshold": "1", "metric": "negative_share", "topic_id": str(site.topic_pk), "language": "ko",
                  "model": "gpt"}  # fmt: skip
         saved = admin_web.post(f"{base}/new", data=form)  # no webhook, so no secret to show: to the rule

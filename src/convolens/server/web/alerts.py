@@ -5,6 +5,7 @@ scope). Each page's data is built in one function here (``_list_page``, ``_rule_
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -261,9 +262,12 @@ def body_of(values: dict[str, str]) -> AlertRuleBody:
 
     def number(field: str, text: str) -> float:
         try:
-            return float(text.strip())
+            found = float(text.strip())
         except ValueError:
             raise RuleProblem(422, field, "must be a number") from None
+        if not math.isfinite(found) or abs(found) > 1e12:  # "1e999", "nan": not a number a rule can use
+            raise RuleProblem(422, field, "must be a number between -1e12 and 1e12")
+        return found
 
     metric, kind = values.get("metric", ""), values.get("kind", "")
     threshold = number("threshold", values.get("threshold", ""))
