@@ -171,3 +171,27 @@ def test_old_decided_windows_are_pruned(database_url, tmp_path) -> None:
             left = conn.execute(select(alert_event.c.event, alert_event.c.window_end)).all()
             assert sorted((e or "", (now - end).days) for e, end in left) == [("", 10), ("fired", 41)]
             assert len(conn.execute(select(alert_delivery.c.pk)).all()) == 1
+
+
+def test_a_rule_on_the_enrichment_backlog(database_url, tmp_path) -> None:
+    from convolens.store.tables import message
+
+    with separate_database(database_url, tmp_path, "alert_backlog") as db, quiet_server(db, tmp_path) as server:
+        project = make_project(db)
+        with server.client(project.token) as client:  # no worker runs here: they stay waiting
+            send_day(client, day(0), [f"q{k}" for k in range(5)], "b")  # 10:00 to 10:04
+        with server.client(project.admin_token) as admin:
+            body = rule("backlog", 3, window="hour", cooldown_minutes=0)
+            with_filter = admin.post("/api/v1/alerts", json=body | {"filter": {"language": "en"}})
+            assert with_filter.status_code == 422 and "backlog takes no filter" in with_filter.text
+            rule_id = int(admin.post("/api/v1/alerts", json=body).json()["id"])
+        with db.writer() as conn:
+            conn.execute(update(alert_rule).values(evaluated_through=day(0) + timedelta(hours=8)))
+        assert evaluate_due(db, day(0) + timedelta(hours=10, minutes=6)) == 1  # 09:00: nothing before 10:00
+        assert evaluate_due(db, day(0) + timedelta(hours=11, minutes=6)) == 1  # 10:00: 5 waiting
+        with db.writer() as conn:  # the worker catches up
+            conn.execute(update(message).where(message.c.project_pk == project.pk).values(enriched_version=1))
+        assert evaluate_due(db, day(0) + timedelta(hours=12, minutes=6)) == 1  # 11:00: none
+        with db.reader() as conn:
+            events = [(e["event"], e["value"]) for e in reversed(alerts.history(conn, project.pk, rule_id))]
+        assert events == [("fired", 5.0), ("resolved", 0.0)]

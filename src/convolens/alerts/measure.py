@@ -1,7 +1,7 @@
 """A rule's metric over one window (an hour or a UTC day), read the way ``/api/v1/metrics`` reads it:
 whole days from the rollups unless marked as changed, anything else summarized from the base tables by
-the rollups' own function (store/metrics.py ``day_figures``). ``negative_share`` alone is counted from
-the messages, since the rollups keep no sentiment labels.
+the rollups' own function (store/metrics.py ``day_figures``). ``negative_share`` is counted from the
+messages, since the rollups keep no sentiment labels, and ``backlog`` from the pending-message index.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def measure(conn: Connection, project_pk: int, definition: dict, start: datetime
     wanted = {dimensions[k]: str(v) for k, v in filters.items()}
     if definition["metric"] == "negative_share":
         return _negative_share(conn, project_pk, wanted, tenant, start, end)
+    if definition["metric"] == "backlog":
+        return _backlog(conn, project_pk, end)
     dimension, value = next(iter(wanted.items()), ("none", ""))
     figures, conversations, users = Summary(), 0, 0
     for _day, group, summary, convs, members in day_figures(
@@ -84,6 +86,18 @@ def _from_summary(metric: str, f: Summary, conversations: int, users: int) -> Me
     if metric == "unresolved_share":
         return _share(f.outcomes.get("unresolved", 0), judged)
     raise ValueError(f"unknown metric {metric!r}")
+
+
+def _backlog(conn: Connection, project_pk: int, end: datetime) -> Measurement:
+    """Messages logged before ``end`` and not enriched yet, counted now: when the worker decides the window
+    (5 minutes after it ends), the backlog then. Replayed later (the preview) it can only say what is
+    still waiting today from before each window's end. Read through the pending-only index."""
+    waiting = conn.execute(
+        select(func.count())
+        .select_from(message)
+        .where(message.c.project_pk == project_pk, message.c.enriched_version.is_(None), message.c.created_at < end)
+    ).scalar_one()
+    return Measurement(float(waiting), int(waiting))
 
 
 def _negative_share(

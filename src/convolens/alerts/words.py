@@ -14,6 +14,7 @@ METRIC_LABELS = {
     "unresolved_share": "Unresolved share of conversations",
     "cost": "Estimated cost (USD)",
     "cost_per_user": "Estimated cost per active user (USD)",
+    "backlog": "Messages waiting for enrichment",
 }
 # Shares are stored and compared as fractions (0.2); people read and type them as percentages (20%).
 SHARES = frozenset({"negative_share", "thumbs_down_share", "resolved_share", "unresolved_share"})

@@ -38,7 +38,8 @@ Address = Annotated[
 # Figures of the rollups (store/rollups.py) except ``negative_share``, which the rollups do not keep
 # (they hold the sentiment sum and count, not the labels): it is counted from the messages of the
 # window, which is also why it alone may be filtered by two dimensions at once. ``cost`` is the window's
-# estimated USD from the rollups' token counts and the price table (enrich/prices.py).
+# estimated USD from the rollups' token counts and the price table (enrich/prices.py). ``backlog`` is the
+# project's messages from before the window's end still waiting for enrichment when it is decided.
 Metric = Literal[
     "conversations",
     "messages",
@@ -50,6 +51,7 @@ Metric = Literal[
     "unresolved_share",
     "cost",
     "cost_per_user",
+    "backlog",
 ]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
 
@@ -112,6 +114,9 @@ class AlertRuleBody(BaseModel):
 
     @model_validator(mode="after")
     def _one_dimension_from_rollups(self) -> AlertRuleBody:
+        if self.metric == "backlog" and (self.filter.dimensions() or self.filter.tenant_id):
+            # Language and topics are what enrichment finds: a waiting message has neither yet.
+            raise ValueError("filter: backlog takes no filter (the whole project's waiting messages)")
         if self.metric != "negative_share" and len(self.filter.dimensions()) > 1:
             # A rollup row is split by one dimension; a pair would need a rollup per pair.
             raise ValueError("filter: only negative_share can be filtered by two dimensions at once")
