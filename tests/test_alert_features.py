@@ -195,3 +195,23 @@ def test_a_rule_on_the_enrichment_backlog(database_url, tmp_path) -> None:
         with db.reader() as conn:
             events = [(e["event"], e["value"]) for e in reversed(alerts.history(conn, project.pk, rule_id))]
         assert events == [("fired", 5.0), ("resolved", 0.0)]
+
+
+def test_a_rule_on_new_suggested_topics(database_url, tmp_path) -> None:
+    from convolens.store import topics
+
+    with separate_database(database_url, tmp_path, "alert_new_topics") as db, quiet_server(db, tmp_path) as server:
+        project = make_project(db)
+        with db.writer() as conn:  # what the clustering stores: suggestions first found on days 2 and 5
+            for name, i in (("Refund delays", 2), ("Login loops", 5), ("Dark mode", 5)):
+                topics.create(conn, project.pk, name=name, kind="suggested", status="suggested",
+                              definition={"keywords": [], "size": 40}, now=day(i) + timedelta(hours=3))  # fmt: skip
+            topics.create(conn, project.pk, name="Billing", kind="keyword", definition={"keywords": ["bill"]},
+                          now=day(7))  # defined by a person: not a suggestion  # fmt: skip
+        with server.client(project.admin_token) as admin:
+            body = rule("new_suggested_topics", 0)
+            assert fired_days(admin, body) == [iso(day(2)), iso(day(5))]
+            preview = admin.post("/api/v1/alerts/preview", json=body).json()["windows"]
+            assert {w["start"]: w["value"] for w in preview}[iso(day(5))] == 2.0
+            bad = admin.post("/api/v1/alerts", json=body | {"filter": {"tenant_id": "acme"}})
+            assert bad.status_code == 422 and "takes no filter" in bad.text

@@ -14,7 +14,7 @@ from convolens.alerts.conditions import Measurement
 from convolens.enrich.prices import price_table
 from convolens.store.metrics import JUDGED, day_figures, price_of
 from convolens.store.rollups import Summary
-from convolens.store.tables import conversation, message, message_topic
+from convolens.store.tables import conversation, message, message_topic, topic
 
 WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 _TICK = timedelta(microseconds=1)
@@ -36,6 +36,8 @@ def measure(conn: Connection, project_pk: int, definition: dict, start: datetime
         return _negative_share(conn, project_pk, wanted, tenant, start, end)
     if definition["metric"] == "backlog":
         return _backlog(conn, project_pk, end)
+    if definition["metric"] == "new_suggested_topics":
+        return _new_suggestions(conn, project_pk, start, end)
     dimension, value = next(iter(wanted.items()), ("none", ""))
     figures, conversations, users = Summary(), 0, 0
     for _day, group, summary, convs, members in day_figures(
@@ -98,6 +100,18 @@ def _backlog(conn: Connection, project_pk: int, end: datetime) -> Measurement:
         .where(message.c.project_pk == project_pk, message.c.enriched_version.is_(None), message.c.created_at < end)
     ).scalar_one()
     return Measurement(float(waiting), int(waiting))
+
+
+def _new_suggestions(conn: Connection, project_pk: int, start: datetime, end: datetime) -> Measurement:
+    """Suggested topics first found in the window (a later run keeps a suggestion it matches, with its
+    creation time; one since dismissed still counts, one dropped by a later run no longer does)."""
+    found = conn.execute(
+        select(func.count()).select_from(topic).where(
+            topic.c.project_pk == project_pk, topic.c.kind == "suggested", topic.c.created_at >= start,
+            topic.c.created_at < end,
+        )
+    ).scalar_one()  # fmt: skip
+    return Measurement(float(found), found)
 
 
 def _negative_share(

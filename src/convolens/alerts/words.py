@@ -15,6 +15,7 @@ METRIC_LABELS = {
     "cost": "Estimated cost (USD)",
     "cost_per_user": "Estimated cost per active user (USD)",
     "backlog": "Messages waiting for enrichment",
+    "new_suggested_topics": "New suggested topics",
 }
 # Shares are stored and compared as fractions (0.2); people read and type them as percentages (20%).
 SHARES = frozenset({"negative_share", "thumbs_down_share", "resolved_share", "unresolved_share"})

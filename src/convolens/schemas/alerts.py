@@ -39,7 +39,9 @@ Address = Annotated[
 # (they hold the sentiment sum and count, not the labels): it is counted from the messages of the
 # window, which is also why it alone may be filtered by two dimensions at once. ``cost`` is the window's
 # estimated USD from the rollups' token counts and the price table (enrich/prices.py). ``backlog`` is the
-# project's messages from before the window's end still waiting for enrichment when it is decided.
+# project's messages from before the window's end still waiting for enrichment when it is decided;
+# ``new_suggested_topics`` the suggested topics the clustering found in the window (above 0: "tell us when
+# a new topic appears").
 Metric = Literal[
     "conversations",
     "messages",
@@ -52,8 +54,10 @@ Metric = Literal[
     "cost",
     "cost_per_user",
     "backlog",
+    "new_suggested_topics",
 ]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
+UNFILTERED = ("backlog", "new_suggested_topics")
 
 
 class AlertFilter(BaseModel):
@@ -114,9 +118,10 @@ class AlertRuleBody(BaseModel):
 
     @model_validator(mode="after")
     def _one_dimension_from_rollups(self) -> AlertRuleBody:
-        if self.metric == "backlog" and (self.filter.dimensions() or self.filter.tenant_id):
-            # Language and topics are what enrichment finds: a waiting message has neither yet.
-            raise ValueError("filter: backlog takes no filter (the whole project's waiting messages)")
+        if self.metric in UNFILTERED and (self.filter.dimensions() or self.filter.tenant_id):
+            # Language and topics are what enrichment finds: a waiting message has neither yet; a
+            # suggested topic is the project's.
+            raise ValueError(f"filter: {self.metric} takes no filter (it counts the whole project's)")
         if self.metric != "negative_share" and len(self.filter.dimensions()) > 1:
             # A rollup row is split by one dimension; a pair would need a rollup per pair.
             raise ValueError("filter: only negative_share can be filtered by two dimensions at once")
