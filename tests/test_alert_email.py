@@ -63,8 +63,9 @@ def test_an_alert_e_mail_over_starttls_with_auth(database_url, tmp_path, caplog)
         text = mail.get_body(("plain",)).get_content()
         html = mail.get_body(("html",)).get_content()
         link = f"https://cl.example/p/{project.name}/alerts/{rule_pk}"
-        assert "messages = 3" in text and link in text
-        assert "Busy &lt;day&gt; &amp; night" in html and "<day>" not in html and f'href="{link}"' in html
+        assert "messages = 3" in text and link in text and "Rule: Messages — above 1 in a day" in text
+        assert "<strong>3</strong>" in html and f'href="{link}"' in html
+        assert "Busy &lt;day&gt; &amp; night" in html and "<day>" not in html
         with db.reader() as conn:
             (delivery,) = alerts.deliveries(conn, project.pk)
         assert (delivery["channel"], delivery["status"], delivery["attempts"]) == ("email", "delivered", 1)

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from convolens.alerts import words
 from convolens.alerts.digest import shown, text_line
 from convolens.alerts.webhook import summary
 
@@ -58,6 +59,8 @@ def alert_email(
         "definition": definition,
         "event": event,
         "line": summary(rule_name, definition, event),
+        "what": words.describe(definition),
+        "value": words.value_text(definition["metric"], event["value"]),
         "link": link,
         "firing": event["event"] == "fired",
     }
