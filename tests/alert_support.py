@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import uvicorn
 from sqlalchemy import insert, select, update
 
-from conftest import TEST_LIMITS, RunningServer, free_port
-from convolens.config import LlmSettings, Settings
+from conftest import RunningServer, free_port, running_server
+from convolens.config import SmtpSettings
 from convolens.outbound import OutboundPolicy
-from convolens.server.app import create_app
 from convolens.store.db import Database
 from convolens.store.tables import message, message_topic
 
@@ -70,28 +70,9 @@ def webhook_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
         http.server_close()
 
 
-@contextmanager
-def quiet_server(db: Database, home: Path) -> Iterator[RunningServer]:
+def quiet_server(db: Database, home: Path) -> AbstractContextManager[RunningServer]:
     """The real app under uvicorn, without its embedded worker, allowing webhooks on the loopback."""
-    settings = Settings(
-        database_url=db.url, home=home, limits=TEST_LIMITS, llm=LlmSettings(), outbound=LOOPBACK,
-        embedded_worker=False,
-    )  # fmt: skip
-    app = create_app(settings)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningServer(f"http://127.0.0.1:{port}", app.state.db, settings, app)
-    finally:
-        uv.should_exit = True
-        thread.join(10)
+    return running_server(db, home, outbound=LOOPBACK, embedded_worker=False)
 
 
 def send_day(client: httpx.Client, day: datetime, texts: list[str], tag: str) -> None:
@@ -130,3 +111,69 @@ def label(db: Database, project_pk: int, prefix: str, *, language: str, sentimen
                 ],
             )  # fmt: skip
     return len(rows)
+
+
+@dataclass
+class Mailbox:
+    """What a real SMTP server (aiosmtpd) in the test received, and the settings that reach it."""
+
+    smtp: SmtpSettings
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+
+
+@contextmanager
+def mail_server(
+    tls: str = "none", user: str | None = None, password: str | None = None, tmp: Path | None = None
+) -> Iterator[Mailbox]:
+    """aiosmtpd on a free loopback port: plain, STARTTLS or implicit TLS with a certificate of a test CA
+    (trustme; the settings carry its bundle as CONVOLENS_SMTP_CA_FILE would), and AUTH when ``user`` is
+    given (refusing any other password)."""
+    import ssl
+
+    import trustme
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    port = free_port()
+    ca_file, server_context = None, None
+    if tls != "none":
+        assert tmp is not None, "a folder for the test CA's bundle"
+        ca = trustme.CA()
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+        ca_file = str(tmp / "smtp-ca.pem")
+        ca.cert_pem.write_to_path(ca_file)
+    box = Mailbox(
+        SmtpSettings(host="127.0.0.1", port=port, tls=tls, user=user, password=password, sender="alerts@convolens.test",
+                     ca_file=ca_file, timeout=10)
+    )  # fmt: skip
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            box.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            box.messages.append(BytesParser(policy=default).parsebytes(envelope.original_content or envelope.content))
+            return "250 OK"
+
+    def authenticate(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login, secret = auth_data.login.decode(), auth_data.password.decode()
+        box.logins.append((login, secret))
+        return AuthResult(success=(login, secret) == (user, password), handled=False)  # False: aiosmtpd answers 535
+
+    options: dict = {"hostname": "127.0.0.1", "port": port}
+    if user:
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; an implicit-TLS connection is encrypted from the start.
+        options |= {"authenticator": authenticate, "auth_required": True, "auth_require_tls": tls == "starttls"}
+    if tls == "starttls":
+        options |= {"tls_context": server_context, "require_starttls": True}
+    elif tls == "implicit":
+        options |= {"ssl_context": server_context}
+    controller = Controller(Handler(), **options)
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()

@@ -231,13 +231,15 @@ def running_server(
     limits: Limits = TEST_LIMITS,
     llm: LlmSettings | None = None,
     outbound: OutboundPolicy | None = None,
+    embedded_worker: bool = True,
 ) -> Iterator[RunningServer]:
     """The real app under uvicorn on a free loopback port, in a thread of the test process. ``outbound``:
     what the operator lets project admins' URLs reach (tests of a project's LLM provider on the loopback
-    stub allow 127.0.0.1)."""
+    stub allow 127.0.0.1). Without ``embedded_worker`` a test steps the workers' duties itself."""
     settings = Settings(
-        database_url=db.url, home=home, limits=limits, llm=llm or LlmSettings(), outbound=outbound or OutboundPolicy()
-    )
+        database_url=db.url, home=home, limits=limits, llm=llm or LlmSettings(), outbound=outbound or OutboundPolicy(),
+        embedded_worker=embedded_worker,
+    )  # fmt: skip
     app = create_app(settings)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -265,13 +265,24 @@ def test_the_migration_goes_down_and_up_again(database_url, tmp_path) -> None:
         config = migrate.alembic_config()
         with db.write_engine.connect() as conn:
             config.attributes["connection"] = conn
+            command.downgrade(config, "0015")  # 0016: mute, delivery channels, the digest
+            conn.commit()
+        with db.write_engine.connect() as conn:
+            found = inspect(conn)
+            assert not {"digest_week", "digest_delivery"} & set(found.get_table_names())
+            assert "muted_until" not in {c["name"] for c in found.get_columns("alert_rule")}
+            assert "digest" not in {c["name"] for c in found.get_columns("membership")}
+        with db.write_engine.connect() as conn:
+            config.attributes["connection"] = conn
             command.downgrade(config, "0014")
             conn.commit()
         with db.write_engine.connect() as conn:
             assert not {"alert_rule", "alert_event", "alert_delivery"} & set(inspect(conn).get_table_names())
         migrate.upgrade(db)
         with db.write_engine.connect() as conn:
-            assert {"alert_rule", "alert_event", "alert_delivery"} <= set(inspect(conn).get_table_names())
+            tables = {"alert_rule", "alert_event", "alert_delivery", "digest_week", "digest_delivery"}
+            assert tables <= set(inspect(conn).get_table_names())
+            assert "channel" in {c["name"] for c in inspect(conn).get_columns("alert_delivery")}
 
 
 def test_an_hourly_rule_decides_each_finished_hour_once(database_url, tmp_path) -> None:

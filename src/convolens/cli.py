@@ -164,6 +164,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         lease=timedelta(seconds=args.lease_seconds),
         llm=settings.llm,
         outbound=settings.outbound,
+        smtp=settings.smtp,
+        public_url=settings.public_url,
         suggest_timing=Timing(min_messages=settings.suggest_min_messages),
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())

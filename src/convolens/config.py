@@ -112,6 +112,47 @@ class LlmSettings:
 
 
 @dataclass(frozen=True)
+class SmtpSettings:
+    """The operator's mail server for alert e-mails and digests (``CONVOLENS_SMTP_*``); no host, no e-mail.
+    The host is the operator's choice, never a project admin's (projects choose only the recipients), so
+    it is not held to the outbound guard. The password is never logged or shown back (``repr`` omits it)."""
+
+    host: str | None = None
+    port: int = 587
+    tls: str = "starttls"  # starttls | implicit | none
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sender: str = "convolens@localhost"
+    # A CA bundle to verify the server's certificate with, besides the system's (an internal CA).
+    ca_file: str | None = None
+    timeout: float = 20.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> SmtpSettings:
+        env = os.environ if env is None else env
+        tls = (env.get("CONVOLENS_SMTP_TLS") or "starttls").strip().lower()
+        if tls not in ("starttls", "implicit", "none"):
+            raise ValueError(f"CONVOLENS_SMTP_TLS must be starttls, implicit or none, got {tls!r}")
+        raw_port = (env.get("CONVOLENS_SMTP_PORT") or "").strip()
+        if raw_port and (not raw_port.isdigit() or not 0 < int(raw_port) < 65536):
+            raise ValueError(f"CONVOLENS_SMTP_PORT must be a port number, got {raw_port!r}")
+        port = int(raw_port) if raw_port else {"starttls": 587, "implicit": 465, "none": 25}[tls]
+        return cls(
+            host=(env.get("CONVOLENS_SMTP_HOST") or "").strip() or None,
+            port=port,
+            tls=tls,
+            user=env.get("CONVOLENS_SMTP_USER") or None,
+            password=env.get("CONVOLENS_SMTP_PASSWORD") or None,
+            sender=(env.get("CONVOLENS_SMTP_FROM") or cls.sender).strip(),
+            ca_file=env.get("CONVOLENS_SMTP_CA_FILE") or None,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     home: Path
@@ -131,6 +172,9 @@ class Settings:
     # A project's first suggested topics come once this many enriched user messages no topic covers
     # (CONVOLENS_SUGGEST_MIN_MESSAGES); fewer make no clusters worth showing.
     suggest_min_messages: int = 40
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    # Where people open the dashboard (CONVOLENS_PUBLIC_URL), for the links in alert e-mails and digests.
+    public_url: str = "http://localhost:8000"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -147,6 +191,8 @@ class Settings:
             trusted_proxies=trusted_proxies(os.environ.get("CONVOLENS_TRUSTED_PROXIES", "127.0.0.1,::1")),
             secure_cookies=secure_cookies(os.environ.get("CONVOLENS_SECURE_COOKIES", "auto")),
             suggest_min_messages=positive_int("CONVOLENS_SUGGEST_MIN_MESSAGES", 40),
+            smtp=SmtpSettings.from_env(),
+            public_url=(os.environ.get("CONVOLENS_PUBLIC_URL") or cls.public_url).rstrip("/"),
         )
 
     @property

@@ -12,7 +12,8 @@ from convolens.alerts import conditions
 from convolens.alerts.conditions import Condition, Event, Measurement, State
 from convolens.alerts.measure import WINDOWS, measure
 
-PREVIEW_WINDOWS = {"day": 30, "hour": 72}  # 30 days day by day; an hourly rule over its last 3 days
+PREVIEW_WINDOWS = {"day": 30, "hour": 72}
+WEEK = timedelta(days=7)  # 30 days day by day; an hourly rule over its last 3 days
 
 
 def condition_of(definition: dict) -> Condition:
@@ -33,10 +34,14 @@ def judge(conn: Connection, project_pk: int, definition: dict, start: datetime) 
     """The window starting at ``start``: its measurement, and whether the condition holds (None: undecided)."""
     condition = condition_of(definition)
     length = WINDOWS[definition["window"]]
-    before = [
-        measure(conn, project_pk, definition, start - length * i, start - length * (i - 1))
-        for i in range(condition.history, 0, -1)
-    ]
+    if condition.kind == "change" and definition["condition"].get("against") == "week_before":
+        # The same weekday (and hour) a week before: a Monday is compared with a Monday, not a Sunday.
+        before = [measure(conn, project_pk, definition, start - WEEK, start - WEEK + length)]
+    else:
+        before = [
+            measure(conn, project_pk, definition, start - length * i, start - length * (i - 1))
+            for i in range(condition.history, 0, -1)
+        ]
     seen = measure(conn, project_pk, definition, start, start + length)
     return seen, conditions.holds(condition, seen, before)
 

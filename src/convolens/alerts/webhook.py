@@ -10,9 +10,11 @@ Every request carries
 A receiver verifies by recomputing the HMAC over ``timestamp + "." + body`` exactly as received,
 comparing in constant time, and refusing a timestamp more than a few minutes old (a replayed request).
 
-Formats: ``json`` (the event's fields) and ``slack`` (``{"text": ...}``, what a Slack incoming webhook,
-and Mattermost's or Rocket.Chat's, accept). The URL went through the outbound guard when the rule was
-saved, and the request goes through the guarded transport again (DNS may have changed since).
+Formats: ``json`` (the event's fields), ``slack`` (``{"text": ...}``, what a Slack incoming webhook,
+and Mattermost's or Rocket.Chat's, accept) and ``teams`` (a message with one Adaptive Card, what a
+Microsoft Teams "incoming webhook" workflow accepts; Office 365 connectors' MessageCard is retired).
+The URL went through the outbound guard when the rule was saved, and the request goes through the
+guarded transport again (DNS may have changed since).
 """
 
 from __future__ import annotations
@@ -66,11 +68,30 @@ def summary(rule_name: str, definition: dict, event: dict[str, Any]) -> str:
     )
 
 
-def body(rule_name: str, rule_id: int, definition: dict, event: dict[str, Any]) -> bytes:
+def chat_body(text: str, channel_format: str, link: str | None = None) -> bytes | None:
+    """The body of a chat-format webhook (``slack``, ``teams``); None for ``json``."""
+    if channel_format == "slack":
+        return json.dumps({"text": text + (f" <{link}|Open>" if link else "")}).encode()
+    if channel_format == "teams":
+        card: dict[str, Any] = {
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard",
+            "version": "1.4",
+            "body": [{"type": "TextBlock", "text": text, "wrap": True}],
+        }
+        if link:
+            card["actions"] = [{"type": "Action.OpenUrl", "title": "Open in convolens", "url": link}]
+        attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+        return json.dumps({"type": "message", "attachments": [attachment]}).encode()
+    return None
+
+
+def body(rule_name: str, rule_id: int, definition: dict, event: dict[str, Any], link: str | None = None) -> bytes:
     text = summary(rule_name, definition, event)
     channel = definition.get("channel") or {}
-    if channel.get("format") == "slack":
-        return json.dumps({"text": text}).encode()
+    chat = chat_body(text, channel.get("format", "json"), link)
+    if chat is not None:
+        return chat
     payload = {
         "type": f"alert.{event['event']}",
         "rule": {"id": str(rule_id), "name": rule_name, "metric": definition["metric"],
@@ -80,6 +101,7 @@ def body(rule_name: str, rule_id: int, definition: dict, event: dict[str, Any]) 
         "value": event["value"],
         "volume": event["volume"],
         "text": text,
+        "url": link,
     }  # fmt: skip
     return json.dumps(payload, separators=(",", ":")).encode()
 

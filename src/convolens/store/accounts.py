@@ -223,3 +223,19 @@ def session(conn: Connection, token: str, now: datetime) -> Session | None:
     )
     memberships = tuple(Membership(*p) for p in projects)
     return Session(row.account_pk, row.email, row.csrf_token, memberships, bool(row.must_change_password))
+
+
+def set_digest(conn: Connection, account_pk_: int, project_pk: int, on: bool) -> None:
+    """A member's own choice of the project's weekly digest by e-mail."""
+    conn.execute(
+        update(membership)
+        .where(membership.c.account_pk == account_pk_, membership.c.project_pk == project_pk)
+        .values(digest=on)
+    )
+
+
+def digest_opted_in(conn: Connection, account_pk_: int, project_pk: int) -> bool:
+    found = conn.execute(
+        select(membership.c.digest).where(membership.c.account_pk == account_pk_, membership.c.project_pk == project_pk)
+    ).scalar()
+    return bool(found)

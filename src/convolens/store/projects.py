@@ -65,6 +65,10 @@ def get_project_pk(conn: Connection, name: str) -> int | None:
     return conn.execute(select(project.c.pk).where(project.c.name == name)).scalar()
 
 
+def project_name(conn: Connection, pk: int) -> str | None:
+    return conn.execute(select(project.c.name).where(project.c.pk == pk)).scalar()
+
+
 def ensure_project(conn: Connection, name: str) -> tuple[int, bool]:
     """The project's key, creating the project if needed; the flag says whether it was created."""
     name = name.strip()

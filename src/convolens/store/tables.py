@@ -377,6 +377,8 @@ membership = Table(
     Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
     # viewer (reads) | member (also manages topics) | admin (also tokens, members, settings)
     Column("role", String(16), nullable=False),
+    # The weekly digest by e-mail: each member opts in for themselves (worker/digest.py).
+    Column("digest", Boolean, nullable=False, server_default=false()),
 )
 
 # A signed-in browser: the cookie carries a random token, the row its SHA-256 and the CSRF token of its forms.
@@ -440,6 +442,8 @@ alert_rule = Table(
     Column("state", String(8), nullable=False, server_default="ok"),  # ok | firing
     Column("last_fired_at", DateTime),  # the end of the window that last fired (the cooldown counts from it)
     Column("evaluated_through", DateTime),
+    # Until then the rule is still decided (its state stays true) but nothing is sent.
+    Column("muted_until", DateTime),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
@@ -458,26 +462,66 @@ alert_event = Table(
     Column("volume", Integer, nullable=False),
     Column("holds", Boolean),  # null: not decidable (too little volume or history)
     Column("event", String(12)),  # fired | resolved | suppressed | null
+    Column("muted", Boolean, nullable=False, server_default=false()),  # decided while muted: nothing sent
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("rule_pk", "window_start", name="uq_alert_event_rule_window"),
     Index("ix_alert_event_project_event", "project_pk", "event", "window_start"),
 )
 
-# A webhook call owed for an event: retried with backoff, leased while one worker sends it.
+
+def _delivery_columns() -> list[Column]:
+    """What every delivery owed keeps (store/deliveries.py): its state, each attempt's outcome, its lease."""
+    return [
+        Column("status", String(12), nullable=False),  # pending | delivered | failed
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("last_status_code", Integer),
+        Column("last_error", Text),
+        Column("next_attempt_at", DateTime, nullable=False),
+        Column("lease_owner", String(64)),
+        Column("lease_until", DateTime),
+        Column("created_at", DateTime, nullable=False),
+        Column("delivered_at", DateTime),
+    ]
+
+
+# A webhook call or an e-mail owed for an event: retried with backoff, leased while one worker sends it.
 alert_delivery = Table(
     "alert_delivery",
     metadata,
     Column("pk", Pk, primary_key=True, autoincrement=True),
     Column("event_pk", ForeignKey("alert_event.pk", ondelete="CASCADE"), nullable=False, index=True),
     Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
-    Column("status", String(12), nullable=False),  # pending | delivered | failed
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("last_status_code", Integer),
-    Column("last_error", Text),
-    Column("next_attempt_at", DateTime, nullable=False),
-    Column("lease_owner", String(64)),
-    Column("lease_until", DateTime),
-    Column("created_at", DateTime, nullable=False),
-    Column("delivered_at", DateTime),
+    Column("channel", String(8), nullable=False, server_default="webhook"),  # webhook | email
+    *_delivery_columns(),
     Index("ix_alert_delivery_due", "status", "next_attempt_at"),
+)
+
+
+# -- the weekly digest (worker/digest.py) ------------------------------------------------------------------
+
+# One row per project and week sent: the unique key decides which worker sends it (the first insert
+# wins), as alert_event's does for a rule's window. ``content`` is what was sent, kept for the page.
+digest_week = Table(
+    "digest_week",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("week_start", DateTime, nullable=False),
+    Column("content", JSON, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("project_pk", "week_start", name="uq_digest_week_project_week"),
+)
+
+# A digest owed to one member's address or to the project's digest webhook; retried and leased like
+# alert deliveries.
+digest_delivery = Table(
+    "digest_delivery",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("digest_pk", ForeignKey("digest_week.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(8), nullable=False),  # webhook | email
+    Column("recipient", String(2000), nullable=False),  # the address, or the webhook URL
+    *_delivery_columns(),
+    Index("ix_digest_delivery_due", "status", "next_attempt_at"),
 )

@@ -1,17 +1,19 @@
 """The workers' alert duties, when idle: decide each enabled rule's next finished window (once, whichever
-worker gets there: store/alerts.py ``decide``), and send the webhook deliveries that are due."""
+worker gets there: store/alerts.py ``decide``), and send the deliveries (webhooks, e-mails) that are due."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
 
-from convolens.alerts import webhook
+from convolens.alerts import emails, webhook
+from convolens.alerts import smtp as smtp_channel
 from convolens.alerts.conditions import State
 from convolens.alerts.evaluate import next_step
 from convolens.alerts.measure import WINDOWS, window_start
+from convolens.config import SmtpSettings
 from convolens.outbound import OutboundPolicy
-from convolens.store import alerts
+from convolens.store import alerts, projects
 from convolens.store.db import Database, DatabaseUnavailable
 
 log = logging.getLogger("convolens.worker.alerts")
@@ -72,9 +74,16 @@ def evaluate_due(db: Database, now: datetime) -> int:
 
 
 def deliver_due(
-    db: Database, owner: str, now: datetime, policy: OutboundPolicy, lease: timedelta = timedelta(seconds=60)
+    db: Database,
+    owner: str,
+    now: datetime,
+    policy: OutboundPolicy,
+    lease: timedelta = timedelta(seconds=60),
+    *,
+    smtp: SmtpSettings | None = None,
+    public_url: str = "http://localhost:8000",
 ) -> int:
-    """Send the due deliveries one by one; returns how many were attempted."""
+    """Send the due deliveries (webhooks and e-mails) one by one; returns how many were attempted."""
     attempted = 0
     with db.reader() as conn:
         if not alerts.any_due(conn, now):
@@ -85,12 +94,22 @@ def deliver_due(
         if delivery is None:
             return attempted
         rule = delivery.rule
+        with db.reader() as conn:
+            project = projects.project_name(conn, rule.project_pk) or ""
+        link = emails.project_url(public_url, project, f"/alerts/{rule.pk}")
         channel = rule.definition.get("channel")
-        if channel:
-            payload = webhook.body(rule.name, rule.pk, rule.definition, delivery.event)
+        recipients = (rule.definition.get("email") or {}).get("to")
+        if delivery.channel == "email" and recipients:
+            subject, text, html = emails.alert_email(
+                project, rule.name, rule.pk, rule.definition, delivery.event, public_url
+            )
+            mail = smtp_channel.message(smtp or SmtpSettings(), recipients, subject, text, html, f"alert-{delivery.pk}")
+            code, error = None, smtp_channel.send(smtp or SmtpSettings(), mail)
+        elif delivery.channel == "webhook" and channel:
+            payload = webhook.body(rule.name, rule.pk, rule.definition, delivery.event, link)
             code, error = webhook.send(channel["url"], rule.secret, delivery.pk, payload, now, policy)
         else:
-            code, error = None, "the rule has no channel any more"
+            code, error = None, f"the rule has no {delivery.channel} channel any more"
         wait = webhook.retry_after(delivery.attempts + 1) if error else None
         with db.writer() as conn:
             alerts.finish_delivery(

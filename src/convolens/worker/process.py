@@ -137,6 +137,8 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
         db,
         llm=settings.llm,
         outbound=settings.outbound,
+        smtp=settings.smtp,
+        public_url=settings.public_url,
         suggest_timing=Timing(min_messages=settings.suggest_min_messages),
         batch_size=EMBEDDED_BATCH,
         heavy=heavy,

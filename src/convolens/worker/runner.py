@@ -18,13 +18,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from convolens.config import LlmSettings
+from convolens.config import LlmSettings, SmtpSettings
 from convolens.enrich import embedding, outcomes, pipeline, suggest
 from convolens.enrich import topics as topic_matching
 from convolens.enrich.llm import Judges
 from convolens.enrich.topics import ProjectTopics, TopicMatcher
 from convolens.outbound import OutboundPolicy
 from convolens.store import (
+    alerts,
     enrichment,
     erasure,
     projects,
@@ -38,6 +39,7 @@ from convolens.store import (
 from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 from convolens.worker import alerting
+from convolens.worker import digest as weekly_digest
 from convolens.worker.low_priority import at_normal_priority
 from convolens.worker.outcome_judging import OutcomeJudging
 from convolens.worker.translation import TranslationStep
@@ -112,6 +114,8 @@ class Worker:
         alerts_every: timedelta = timedelta(seconds=30),
         llm: LlmSettings | None = None,
         outbound: OutboundPolicy | None = None,
+        smtp: SmtpSettings | None = None,
+        public_url: str = "http://localhost:8000",
         name: str | None = None,
         judge_settle: timedelta = timedelta(minutes=2),
         heavy: Callable[..., Any] = at_normal_priority,
@@ -140,6 +144,8 @@ class Worker:
         self.claim_start = 0
         self.backfill_after = 0
         self.outbound = outbound or OutboundPolicy()
+        self.smtp = smtp or SmtpSettings()
+        self.public_url = public_url
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
         self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
         self.judge_outcomes = OutcomeJudging(db, self.judges.for_project, settle=judge_settle)
@@ -252,6 +258,9 @@ class Worker:
                     break
             with self.db.writer() as conn:
                 translations.prune(conn, project_pk, cutoff)
+        with self.db.writer() as conn:
+            # Old decided alert windows, whatever the projects' retention (store/alerts.py KEEP_*).
+            alerts.prune(conn, now)
         if not removed:
             self.retention_due_at = now + self.retention_every
         else:
@@ -260,13 +269,20 @@ class Worker:
         return removed
 
     def alerts_once(self) -> int:
-        """Decide the alert rules' finished windows and send the due webhooks (at most every
-        ``alerts_every`` while there is nothing to do); returns how much was done."""
+        """Decide the alert rules' finished windows, record the weekly digests owed, and send what is due
+        (webhooks, e-mails; at most every ``alerts_every`` while there is nothing to do); returns how much
+        was done."""
         now = utcnow()
         if now < self.alerts_due_at:
             return 0
-        decided = alerting.evaluate_due(self.db, now)
-        done = decided + alerting.deliver_due(self.db, self.owner, utcnow(), self.outbound)
+        decided = alerting.evaluate_due(self.db, now) + weekly_digest.record_due(self.db, now)
+        smtp, public_url = self.smtp, self.public_url
+        done = decided + alerting.deliver_due(
+            self.db, self.owner, utcnow(), self.outbound, smtp=smtp, public_url=public_url
+        )
+        done += weekly_digest.deliver_due(
+            self.db, self.owner, utcnow(), self.outbound, smtp=smtp, public_url=public_url
+        )
         if not done:
             self.alerts_due_at = now + self.alerts_every
         return done

@@ -7,20 +7,20 @@ outbound guard (outbound.py), as a project's LLM provider URL does.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection
 
-from convolens.alerts.evaluate import PREVIEW_WINDOWS, replay
-from convolens.alerts.measure import WINDOWS, window_start
-from convolens.outbound import RefusedUrl, safe_url
-from convolens.schemas.alerts import AlertRuleBody
+from convolens.schemas.alerts import MAX_MUTE_DAYS, AlertMute, AlertRuleBody
+from convolens.server import alert_rules
+from convolens.server.alert_rules import RuleProblem
 from convolens.server.api.deps import database
 from convolens.server.auth import AdminToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
-from convolens.store import alerts, topics
+from convolens.store import alerts
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
@@ -37,6 +37,7 @@ def rule_response(rule: alerts.Rule) -> dict[str, Any]:
         "state": "firing" if rule.firing else "ok",
         "last_fired_at": iso(rule.last_fired_at),
         "evaluated_through": iso(rule.evaluated_through),
+        "muted_until": iso(rule.muted_until),
         "created_at": iso(rule.created_at),
         "updated_at": iso(rule.updated_at),
     }
@@ -55,25 +56,12 @@ def _found(conn: Connection, project_pk: int, rule_id: str) -> alerts.Rule:
     return rule
 
 
-def _field_error(field: str, msg: str) -> ApiError:
-    return ApiError(422, f"{field}: {msg}", [{"field": field, "msg": msg}])
-
-
-def _checked(request: Request, body: AlertRuleBody) -> dict:
-    """The definition to store: its webhook URL normalised and guarded (before any write lock: this
-    resolves the host)."""
-    definition = body.definition()
-    if body.channel is not None:
-        try:
-            definition["channel"]["url"] = safe_url(body.channel.url, request.app.state.settings.outbound).url
-        except RefusedUrl as exc:
-            raise _field_error("channel.url", str(exc)) from None
-    return definition
-
-
-def _topic_exists(conn: Connection, project_pk: int, body: AlertRuleBody) -> None:
-    if body.filter.topic_id is not None and topics.get(conn, project_pk, int(body.filter.topic_id)) is None:
-        raise _field_error("filter.topic_id", "no such topic in this project")
+def _api_error(problem: RuleProblem) -> ApiError:
+    if problem.field is None:
+        return ApiError(problem.status, problem.message)
+    return ApiError(
+        problem.status, f"{problem.field}: {problem.message}", [{"field": problem.field, "msg": problem.message}]
+    )
 
 
 @router.get("/api/v1/alerts")
@@ -91,12 +79,10 @@ def create_alert(
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     """A new rule; the answer carries ``secret``, the key of its webhook signatures, shown only here."""
-    definition = _checked(request, body)
-    with db.writer() as conn:
-        _topic_exists(conn, token.project_pk, body)
-        if alerts.count(conn, token.project_pk) >= alerts.MAX_RULES_PER_PROJECT:
-            raise ApiError(409, f"a project has at most {alerts.MAX_RULES_PER_PROJECT} alert rules")
-        rule = alerts.create(conn, token.project_pk, body.name, definition, body.enabled, utcnow())
+    try:
+        rule = alert_rules.save(db, token.project_pk, body, request.app.state.settings.outbound)
+    except RuleProblem as problem:
+        raise _api_error(problem) from None
     return JSONResponse(rule_response(rule) | {"secret": rule.secret}, status_code=201)
 
 
@@ -109,25 +95,10 @@ def preview_alert(
     """When the rule would have fired and resolved over the last 30 finished days (an hourly rule: its
     last 72 finished hours), decided window by window as the workers decide, from a quiet start. Nothing
     is sent and nothing stored."""
-    definition = body.definition()
-    windows = PREVIEW_WINDOWS[body.window]
-    length = WINDOWS[body.window]
-    first = window_start(utcnow(), body.window) - length * windows
-    with db.snapshot() as conn:
-        _topic_exists(conn, token.project_pk, body)
-        outcomes = replay(conn, token.project_pk, definition, first, windows)
-    series = [
-        {
-            "start": iso(o.window[0]),
-            "value": o.seen.value,
-            "volume": o.seen.volume,
-            "holds": o.holds,
-            "event": o.event,
-        }
-        for o in outcomes
-    ]
-    fired = [s["start"] for s in series if s["event"] == "fired"]
-    return JSONResponse({"window": body.window, "windows": series, "fired": fired})
+    try:
+        return JSONResponse(alert_rules.preview(db, token.project_pk, body))
+    except RuleProblem as problem:
+        raise _api_error(problem) from None
 
 
 @router.get("/api/v1/alerts/{rule_id}")
@@ -145,12 +116,10 @@ def update_alert(
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     """Replace a rule's definition; whether it is firing, its cooldown and the windows done stay."""
-    definition = _checked(request, body)
-    with db.writer() as conn:
-        rule = _found(conn, token.project_pk, rule_id)
-        _topic_exists(conn, token.project_pk, body)
-        alerts.update_rule(conn, token.project_pk, rule.pk, body.name, definition, body.enabled, utcnow())
-        rule = _found(conn, token.project_pk, rule_id)
+    try:
+        rule = alert_rules.save(db, token.project_pk, body, request.app.state.settings.outbound, _rule_pk(rule_id))
+    except RuleProblem as problem:
+        raise _api_error(problem) from None
     return JSONResponse(rule_response(rule))
 
 
@@ -160,6 +129,34 @@ def delete_alert(rule_id: str, token: TokenInfo = AdminToken, db: Database = Dep
         if not alerts.remove(conn, token.project_pk, _rule_pk(rule_id)):
             raise ApiError(404, "no such alert rule in this project")
     return JSONResponse({"status": "deleted", "id": rule_id})
+
+
+@router.post("/api/v1/alerts/{rule_id}/mute")
+def mute_alert(
+    rule_id: str,
+    body: AlertMute,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Mute the rule until ``until`` (null: unmute). It is still decided meanwhile (so it does not fire
+    all at once when the mute ends); what it would have sent is recorded as muted in its history."""
+    now = utcnow()
+    if body.until is not None and not now < body.until <= now + timedelta(days=MAX_MUTE_DAYS):
+        raise _api_error(RuleProblem(422, "until", f"must be in the future and within {MAX_MUTE_DAYS} days"))
+    with db.writer() as conn:
+        if not alerts.set_mute(conn, token.project_pk, _rule_pk(rule_id), body.until):
+            raise ApiError(404, "no such alert rule in this project")
+        return JSONResponse(rule_response(_found(conn, token.project_pk, rule_id)))
+
+
+@router.post("/api/v1/alerts/{rule_id}/secret")
+def rotate_secret(rule_id: str, token: TokenInfo = AdminToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """A new webhook signing secret, shown only in this answer; the old one stops verifying at once."""
+    with db.writer() as conn:
+        secret = alerts.new_secret(conn, token.project_pk, _rule_pk(rule_id))
+    if secret is None:
+        raise ApiError(404, "no such alert rule in this project")
+    return JSONResponse({"id": rule_id, "secret": secret})
 
 
 @router.get("/api/v1/alerts/{rule_id}/history")
@@ -176,15 +173,10 @@ def alert_history(rule_id: str, token: TokenInfo = ReadToken, db: Database = Dep
             "window_end": iso(r["window_end"]),
             "value": r["value"],
             "volume": r["volume"],
-            "delivery": None
-            if r["status"] is None
-            else {
-                "status": r["status"],
-                "attempts": r["attempts"],
-                "last_status_code": r["last_status_code"],
-                "last_error": r["last_error"],
-                "delivered_at": iso(r["delivered_at"]),
-            },
+            "muted": r["muted"],
+            # One per channel (webhook, email); ``delivery`` is the first, as before e-mail existed.
+            "deliveries": [d | {"delivered_at": iso(d["delivered_at"])} for d in r["deliveries"]],
+            "delivery": next((d | {"delivered_at": iso(d["delivered_at"])} for d in r["deliveries"]), None),
         }
         for r in rows
     ]

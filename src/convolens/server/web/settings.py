@@ -1,19 +1,21 @@
 """``/p/{project}/settings`` (admins only): API tokens, PII scrubbing, the LLM provider, translation, members
-and roles."""
+and roles, and the alert channels' last deliveries."""
 
 from __future__ import annotations
 
+import secrets
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
+from sqlalchemy import Connection
 
 from convolens.enrich import names
 from convolens.outbound import RefusedUrl, redacted, safe_url, validate_url
 from convolens.server.path_ids import RowId
 from convolens.server.web.render import WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import accounts, outcome_judge, passwords, projects, rollups, translations
+from convolens.store import accounts, alerts, digests, outcome_judge, passwords, projects, rollups, translations
 from convolens.store.accounts import Membership, Session
 from convolens.timeutil import utcnow
 
@@ -26,6 +28,7 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         tokens = projects.list_tokens(conn, membership.project)
         settings = projects.settings_of(conn, membership.project_pk)
         people = accounts.members(conn, membership.project_pk)
+        channels = alert_channels(conn, membership.project_pk)
     llm = settings.get("llm") or {}
     with request.app.state.db.reader() as conn:
         translated_today = translations.used_today(conn, membership.project_pk, rollups.day_of(utcnow()))
@@ -57,8 +60,27 @@ def _page(request: Request, session: Session, membership: Membership, status: in
         people=people,
         roles=accounts.ROLES,
         scopes=SCOPE_CHOICES,
+        alert_channels=channels,
+        digest_webhook=settings.get(digests.WEBHOOK_SETTING) or None,
+        smtp=request.app.state.settings.smtp,
         **shown,
     )
+
+
+def alert_channels(conn: Connection, project_pk: int) -> list[dict]:
+    """Each alert rule's channels (webhook, e-mail) with their latest delivery: a failing one shows its
+    error here, where an admin looks after the project's settings."""
+    latest = alerts.last_deliveries(conn, project_pk)
+    found = []
+    for rule in alerts.list_rules(conn, project_pk):
+        for channel in rule.channels():
+            target = (
+                redacted(rule.definition["channel"]["url"])
+                if channel == "webhook"
+                else ", ".join(rule.definition["email"]["to"])
+            )
+            found.append({"rule": rule, "channel": channel, "target": target, "last": latest.get((rule.pk, channel))})
+    return found
 
 
 def _back(project: str) -> Response:
@@ -205,6 +227,37 @@ def outcome_judge_settings(
             conn, membership.project, "outcome_judge", {"enabled": enabled == "on", "daily_cap": int(cap)}
         )
     return _back(project)
+
+
+@router.post("/p/{project}/settings/digest-webhook")
+def digest_webhook(
+    request: Request,
+    project: str,
+    csrf_token: str = Form(""),
+    url: str = Form(""),
+    format: str = Form("json"),
+) -> Response:
+    """Where the weekly digest is posted besides the members' e-mails; an empty URL removes it. A new
+    signing secret is made and shown once on each save."""
+    session, membership = access(request, project, "admin")
+    check_csrf(session, csrf_token)
+    if format not in ("json", "slack", "teams"):
+        raise WebError(422, "format: must be json, slack or teams")
+    url = url.strip()
+    if len(url) > 2000:
+        raise WebError(422, "url: at most 2000 characters")
+    value = None
+    if url:
+        try:  # before the write lock: this resolves the host
+            value = {"url": safe_url(url, request.app.state.settings.outbound).url, "format": format,
+                     "secret": secrets.token_hex(32)}  # fmt: skip
+        except RefusedUrl as exc:
+            return _page(request, session, membership, status=422, digest_error=f"url: {exc}")
+    with request.app.state.db.writer() as conn:
+        projects.set_project_setting(conn, membership.project, digests.WEBHOOK_SETTING, value)
+    if value is None:
+        return _back(project)
+    return _page(request, session, membership, status=201, digest_secret=value["secret"])
 
 
 def _origin(url: object) -> tuple[str, str, int] | None:

@@ -4,8 +4,9 @@
   "use strict";
   var palette = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 
+  // A day ("2026-12-05") or an hour ("2026-12-05T10:00:00"), in UTC.
   function seconds(label) {
-    return Date.parse(label + "T00:00:00Z") / 1000;
+    return Date.parse(label.length > 10 ? label + "Z" : label + "T00:00:00Z") / 1000;
   }
 
   function draw(el) {
@@ -21,6 +22,11 @@
     var series = [{}].concat(spec.series.map(function (s, i) {
       var colour = s.color || palette[i % palette.length];
       var line = { label: s.label, stroke: colour, width: 2, spanGaps: true, points: { show: xs.length < 40 } };
+      if (s.points) {  // markers only (an alert's firings): no line, a large dot where there is a value
+        line.width = 0;
+        line.spanGaps = false;
+        line.points = { show: true, size: 10, fill: colour, stroke: colour };
+      }
       if (s.raw) line.value = function (u, v, si, idx) { return idx == null ? "--" : s.raw[idx]; };
       if (bars) {
         line.fill = colour + "cc";
@@ -34,7 +40,8 @@
       width: Math.max(280, el.clientWidth),
       height: parseInt(el.dataset.height || "220", 10),
       series: series,
-      axes: [{}, { size: 56 }],
+      // Day labels: ticks on whole days only (no "12pm" between two days).
+      axes: [spec.labels[0].length > 10 ? {} : { incrs: [86400, 2 * 86400, 7 * 86400, 28 * 86400, 365 * 86400] }, { size: 56 }],
       scales: { x: { time: true } },
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
