@@ -1,0 +1,256 @@
+"""A trace's spans → one conversation turn → events of the native ``IngestBatch``.
+
+The turn is the trace's last model call (by end time): its input history plus its output. An agent's
+nested calls, and the workflow spans around them, are not turns of their own: the last call's input
+already holds what came before it. A trace with no model call that carries messages, but with a
+workflow span that does (OpenLLMetry's ``traceloop.entity.*``, ``input.value``), takes its last such span.
+Spans without messages are ignored.
+
+Idempotence: message ids are the trace id and the message's place in the turn (``<trace>-<k>``), so an
+exporter's retry, or a later span of the same trace whose input extends an earlier one's (an agent's
+next step arriving in the next export), adds only what is new. Apps resend the whole history with
+every call; when the conversation is a session (``gen_ai.conversation.id``, ``session.id``,
+OpenLLMetry's ``session_id``) spanning traces, ``new_messages`` drops the part of the history the
+conversation already holds, compared after PII scrubbing with what is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from convolens.config import Limits
+from convolens.otlp.genai import LlmCall, Message, llm_call
+from convolens.otlp.wire import LogEvent, Span, SpanEvent
+from convolens.schemas.bounds import check_batch
+from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, construct_complete
+
+CONVERSATION_KEYS = ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id")
+USER_KEYS = ("user.id", "enduser.id", "user_id", "traceloop.association.properties.user_id")
+_LATEST_NS = 7_258_118_400 * 10**9  # 2200-01-01: the accepted time range ends before it (schemas/timestamps.py)
+
+
+@dataclass(slots=True)
+class Turn:
+    trace_id: str
+    span_id: str
+    conversation_id: str
+    user_id: str | None
+    messages: list[Message]  # the call's input history, then its output
+    history: int  # how many of ``messages`` are input
+    call: LlmCall
+    start: datetime | None
+    end: datetime | None
+    latency_ms: float | None
+    spans: int  # the trace's spans in this request: what refusing the turn rejects
+
+    def message_id(self, k: int) -> str:
+        return f"{self.trace_id}-{k}"
+
+
+@dataclass
+class Translation:
+    turns: list[Turn]
+    rejected: int = 0
+    problems: list[str] | None = None
+
+    def reject(self, spans: int, problem: str) -> None:
+        self.rejected += spans
+        self.problems = [*(self.problems or []), problem]
+
+
+def _time(ns: int) -> datetime | None:
+    return datetime.fromtimestamp(ns / 1e9, UTC) if 0 < ns < _LATEST_NS else None
+
+
+def _identifier(spans: Sequence[Span], keys: Sequence[str]) -> str | None:
+    """The first of ``keys`` found on the spans (the chosen one first), then on their resource."""
+    for attributes in [s.attributes for s in spans] + [spans[0].resource]:
+        value = attributes.first(*keys)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None
+
+
+def _turn(trace_id: str, spans: list[Span], max_messages: int, translation: Translation) -> Turn | None:
+    calls = [(span, call) for span in spans if (call := llm_call(span, max_messages)) is not None]
+    if not calls:
+        return None  # no span of this trace carries messages: nothing to store, nothing rejected
+    pool = [c for c in calls if c[1].strong] or calls
+    span, call = max(pool, key=lambda c: (c[0].end_ns, c[0].start_ns))
+    if call.truncated:
+        translation.reject(len(spans), f"trace {trace_id}: span {span.span_id} has more than {max_messages} messages")
+        return None
+    ordered = [span, *(s for s in spans if s is not span)]
+    messages = [*call.inputs, *call.outputs]
+    if call.error is not None and not call.outputs:
+        messages.append(Message("assistant", ""))  # the failed call's reply: empty, with its error
+    latency = (span.end_ns - span.start_ns) / 1e6 if span.end_ns >= span.start_ns > 0 else None
+    return Turn(
+        trace_id=trace_id,
+        span_id=span.span_id,
+        conversation_id=_identifier(ordered, CONVERSATION_KEYS) or trace_id,
+        user_id=_identifier(ordered, USER_KEYS),
+        messages=messages,
+        history=len(call.inputs),
+        call=call,
+        start=_time(span.start_ns),
+        end=_time(span.end_ns),
+        latency_ms=latency,
+        spans=len(spans),
+    )
+
+
+def turns_from_spans(spans: list[Span], max_messages: int) -> Translation:
+    translation = Translation([])
+    by_trace: dict[str, list[Span]] = {}
+    for span in spans:
+        if not span.trace_id or not span.span_id:
+            translation.reject(1, "a span without a valid trace id (16 bytes) and span id (8 bytes)")
+            continue
+        by_trace.setdefault(span.trace_id, []).append(span)
+    for trace_id, group in by_trace.items():
+        turn = _turn(trace_id, group, max_messages, translation)
+        if turn is not None:
+            translation.turns.append(turn)
+    # A session's turns in the order they happened: each one's history is compared with the ones before.
+    translation.turns.sort(key=lambda t: (t.end or datetime.min.replace(tzinfo=UTC), t.trace_id))
+    return translation
+
+
+def spans_from_logs(events: list[LogEvent]) -> list[Span]:
+    """GenAI log events grouped by the span they were emitted in, as spans holding them as events: the
+    same translation then reads ``gen_ai.client.inference.operation.details`` and the per-message
+    events. Records outside a span (no trace id) cannot be put in a turn and are ignored."""
+    spans: dict[tuple[str, str], Span] = {}
+    for event in events:
+        if not event.name.startswith("gen_ai.") or not event.trace_id:
+            continue
+        key = (event.trace_id, event.span_id)
+        span = spans.get(key)
+        if span is None:
+            span = spans[key] = Span(
+                event.trace_id, event.span_id or "0" * 16, "", 0, 0, event.attributes, event.resource
+            )
+        span.events.append(SpanEvent(event.name, event.attributes, event.time_ns, event.body))
+        if event.time_ns:
+            span.start_ns = min(span.start_ns or event.time_ns, event.time_ns)
+            span.end_ns = max(span.end_ns, event.time_ns)
+    return list(spans.values())
+
+
+# -- to the native batch -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TurnEvents:
+    """Where a turn's events are in the batch: ``events[start:stop]``, its messages the last ``count``."""
+
+    turn: Turn
+    start: int
+    stop: int
+
+
+def _events(turn: Turn) -> list[Any]:
+    call = turn.call
+    events: list[Any] = []
+    if turn.user_id is not None:
+        events.append(
+            construct_complete(
+                ConversationEvent,
+                {
+                    "type": "conversation",
+                    "id": turn.conversation_id,
+                    "tenant_id": None,
+                    "user_id": turn.user_id,
+                    "metadata": None,
+                    "feedback": None,
+                    "timestamp": None,
+                },
+            )
+        )
+    last = len(turn.messages) - 1
+    for k, message in enumerate(turn.messages):
+        reply = k == last and k >= turn.history
+        events.append(
+            construct_complete(
+                MessageEvent,
+                {
+                    "type": "message",
+                    "conversation_id": turn.conversation_id,
+                    "id": turn.message_id(k),
+                    "role": message.role,
+                    "content": message.content,
+                    "kind": "message",
+                    "name": message.name,
+                    "timestamp": turn.end if k >= turn.history else turn.start,
+                    "metadata": {"trace_id": turn.trace_id} if reply else None,
+                    "rating": None,
+                    "model": call.model if reply else None,
+                    "input_tokens": call.input_tokens if reply else None,
+                    "output_tokens": call.output_tokens if reply else None,
+                    "latency_ms": turn.latency_ms if reply else None,
+                    "error": call.error if reply else None,
+                    "extra": message.extra,
+                    "user_id": None,
+                    "tenant_id": None,
+                },
+            )
+        )
+    return events
+
+
+def to_batch(translation: Translation, limits: Limits) -> tuple[IngestBatch, list[TurnEvents]]:
+    """The turns within bounds as one batch (each turn checked on its own with ``check_batch``, so one
+    oversized span is rejected in the answer's partial_success rather than failing the export)."""
+    events: list[Any] = []
+    placed: list[TurnEvents] = []
+    for turn in translation.turns:
+        turn_events = _events(turn)
+        errors = check_batch(IngestBatch.model_construct(events=turn_events, client=None), limits)
+        if errors:
+            first = errors[0]
+            where = first.loc[1] if len(first.loc) > 1 and isinstance(first.loc[1], int) else 0
+            k = where - (1 if turn.user_id is not None else 0)
+            what = "conversation" if k < 0 else f"message {k}"
+            field = ".".join(str(p) for p in first.loc[2:]) or "events"
+            translation.reject(turn.spans, f"trace {turn.trace_id} span {turn.span_id}: {what} {field}: {first.msg}")
+            continue
+        placed.append(TurnEvents(turn, len(events), len(events) + len(turn_events)))
+        events.extend(turn_events)
+    return IngestBatch.model_construct(events=events, client=None), placed
+
+
+# -- against what is stored -------------------------------------------------------------------------------
+
+StoredMessage = tuple[str, str, str]  # (id, role, content) in position order
+
+
+def new_messages(turn: Turn, messages: Sequence[MessageEvent], stored: Sequence[StoredMessage]) -> list[int]:
+    """Which of a turn's (scrubbed) messages to send to the store: its history minus what the
+    conversation already holds from other traces, and everything after it. ``stored``: the
+    conversation's first and last messages. Messages of this same trace are left to the ids."""
+    own = f"{turn.trace_id}-"
+    others = [(role, content) for message_id, role, content in stored if not message_id.startswith(own)]
+    if not others:
+        return list(range(len(messages)))
+    incoming = [(m.role, m.content) for m in messages]
+    skip = 0
+    systems = {pair for pair in others if pair[0] == "system"}
+    while skip < turn.history and incoming[skip][0] == "system" and incoming[skip] in systems:
+        skip += 1  # the session's system prompt, stored with its first turn
+    # The longest stretch at the end of the stored conversation that the history starts with: what the
+    # app resent (all of it, or a sliding window). Compared on what a user saw — user and assistant
+    # texts — since apps often resend a conversation without the tool calls and results between them.
+    seen = [i for i, (role, content) in enumerate(others) if role in ("user", "assistant") and content]
+    resent = [i for i in range(skip, turn.history) if incoming[i][0] in ("user", "assistant") and incoming[i][1]]
+    for j in range(min(len(seen), len(resent)), 0, -1):
+        if all(others[seen[-j + n]] == incoming[resent[n]] for n in range(j)):
+            skip, at = resent[j - 1] + 1, seen[-1] + 1
+            # Tool calls and results resent after the last text, as stored after it, are not new either.
+            while skip < turn.history and at < len(others) and incoming[skip] == others[at]:
+                skip, at = skip + 1, at + 1
+            break
+    return list(range(skip, len(messages)))
