@@ -149,7 +149,7 @@ def test_sdk_exporter_protobuf_agent_turns_sessions_and_retries(server: RunningS
     reply = stored["messages"][-1]
     assert (reply["model"], reply["input_tokens"], reply["output_tokens"]) == ("gpt-4o-2024-08-06", 120, 17)
     assert reply["latency_ms"] >= 0
-    assert reply["metadata"] == {"trace_id": format(second_trace[0].context.trace_id, "032x")}
+    assert reply["id"] == f"{second_trace[0].context.trace_id:032x}-6"  # trace id and place in the turn
     tool_call = stored["messages"][2]
     assert tool_call.get("name") is None and conversation_ids(server, project) == ["session-1"]
 

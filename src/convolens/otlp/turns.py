@@ -16,15 +16,16 @@ conversation already holds, compared after PII scrubbing with what is stored.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from convolens.config import Limits
 from convolens.otlp.genai import LlmCall, Message, llm_call
 from convolens.otlp.wire import LogEvent, Span, SpanEvent
-from convolens.schemas.bounds import check_batch
+from convolens.schemas.bounds import FieldError, check_batch
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, construct_complete
 
 CONVERSATION_KEYS = ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id")
@@ -186,7 +187,8 @@ def _events(turn: Turn) -> list[Any]:
                     "kind": "message",
                     "name": message.name,
                     "timestamp": turn.end if k >= turn.history else turn.start,
-                    "metadata": {"trace_id": turn.trace_id} if reply else None,
+                    # The trace id is in the message ids already; metadata would be PII-scrubbed, at a cost.
+                    "metadata": None,
                     "rating": None,
                     "model": call.model if reply else None,
                     "input_tokens": call.input_tokens if reply else None,
@@ -203,24 +205,40 @@ def _events(turn: Turn) -> list[Any]:
 
 
 def to_batch(translation: Translation, limits: Limits) -> tuple[IngestBatch, list[TurnEvents]]:
-    """The turns within bounds as one batch (each turn checked on its own with ``check_batch``, so one
-    oversized span is rejected in the answer's partial_success rather than failing the export)."""
+    """The turns within bounds as one batch. ``check_batch`` runs once over all of them and each error
+    rejects only its own turn (in the answer's partial_success), so one oversized span does not fail
+    the export. A turn holds at most ``max_messages_per_conversation`` messages (``llm_call``); the
+    request, at most ``max_body_bytes``: the native bound on events a batch is not applied to the sum,
+    since one exporter batch (512 spans) already makes ~2,000 events."""
     events: list[Any] = []
     placed: list[TurnEvents] = []
     for turn in translation.turns:
         turn_events = _events(turn)
-        errors = check_batch(IngestBatch.model_construct(events=turn_events, client=None), limits)
-        if errors:
-            first = errors[0]
-            where = first.loc[1] if len(first.loc) > 1 and isinstance(first.loc[1], int) else 0
-            k = where - (1 if turn.user_id is not None else 0)
-            what = "conversation" if k < 0 else f"message {k}"
-            field = ".".join(str(p) for p in first.loc[2:]) or "events"
-            translation.reject(turn.spans, f"trace {turn.trace_id} span {turn.span_id}: {what} {field}: {first.msg}")
-            continue
         placed.append(TurnEvents(turn, len(events), len(events) + len(turn_events)))
         events.extend(turn_events)
-    return IngestBatch.model_construct(events=events, client=None), placed
+    batch = IngestBatch.model_construct(events=events, client=None)
+    errors = check_batch(batch, replace(limits, max_batch_events=max(len(events), limits.max_batch_events)))
+    if not errors:
+        return batch, placed
+    starts = [p.start for p in placed]
+    refused: dict[int, FieldError] = {}
+    for error in errors:
+        index = error.loc[1] if len(error.loc) > 1 and isinstance(error.loc[1], int) else 0
+        refused.setdefault(bisect_right(starts, index) - 1, error)
+    kept_events: list[Any] = []
+    kept: list[TurnEvents] = []
+    for n, p in enumerate(placed):
+        error = refused.get(n)
+        if error is None:
+            kept.append(TurnEvents(p.turn, len(kept_events), len(kept_events) + p.stop - p.start))
+            kept_events.extend(events[p.start : p.stop])
+            continue
+        turn = p.turn
+        k = error.loc[1] - p.start - (1 if turn.user_id is not None else 0)  # type: ignore[operator]
+        what = "conversation" if k < 0 else f"message {k}"
+        field = ".".join(str(part) for part in error.loc[2:]) or "events"
+        translation.reject(turn.spans, f"trace {turn.trace_id} span {turn.span_id}: {what} {field}: {error.msg}")
+    return IngestBatch.model_construct(events=kept_events, client=None), kept
 
 
 # -- against what is stored -------------------------------------------------------------------------------
