@@ -191,3 +191,25 @@ def test_the_readme_quick_start_environment(server: RunningServer, project: Proj
     env = {"OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{project.ingest_token}"}
     run_producer(server, project, body, env)
     assert transcript(server, project, "readme") == [("user", "Hi"), ("assistant", "Hello!")]
+
+
+def test_pydantic_ai_instrumentation(server: RunningServer, project: Project) -> None:
+    """Pydantic AI's own instrumentation (GenAI conventions, content on by default) around its OpenAI
+    model on the stub: an agent with a system prompt, then a second run with the message history. Its
+    agent run span holds the whole history too; the chat span, a model call, is the turn."""
+    body = """
+    from pydantic_ai import Agent
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(base_url=os.environ["STUB_URL"], api_key="sk-test"))
+    Agent.instrument_all(InstrumentationSettings(tracer_provider=tracer_provider))
+    agent = Agent(model, system_prompt="You are a weather bot.")
+    first = agent.run_sync("Weather in Oslo?", conversation_id="weather-chat")  # gen_ai.conversation.id
+    agent.run_sync("And tomorrow?", message_history=first.all_messages())  # the same id, from the history
+    """
+    with openai_stub(_answers) as (url, requests):
+        run_producer(server, project, body, {}, url)
+    assert len(requests) == 2
+    assert transcript(server, project, "weather-chat") == WEATHER_CHAT
