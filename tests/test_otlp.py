@@ -495,3 +495,91 @@ def test_deep_nesting_and_huge_arrays_are_refused_or_ignored(server: RunningServ
     wide["attributes"].append({"key": "tags", "value": {"arrayValue": {"values": [{"intValue": "1"}] * 10_000}}})
     assert post(server, project.token, orjson.dumps(json_request([wide]))).status_code == 200
     assert conversation_ids(server, project) == ["wide"]
+
+
+# -- /v1/logs: the per-message GenAI events of the conventions before 1.37 ----------------------------
+
+
+def _log(trace: str, span: str, event: str, body: dict, at: int) -> dict:
+    def value(v: object) -> dict:
+        if isinstance(v, dict):
+            return {"kvlistValue": {"values": [{"key": k, "value": value(x)} for k, x in v.items()]}}
+        return _value(v)
+
+    return {
+        "timeUnixNano": str(at),
+        "traceId": trace,
+        "spanId": span,
+        "eventName": event,
+        "attributes": [{"key": "gen_ai.system", "value": {"stringValue": "openai"}}],
+        "body": value(body),
+    }
+
+
+def test_logs_json_with_per_message_events(server: RunningServer, project: Project) -> None:
+    trace, span, at = "ab" * 16, "cd" * 8, 1_760_000_000 * 10**9
+    records = [
+        _log(trace, span, "gen_ai.system.message", {"content": "Be kind."}, at),
+        _log(trace, span, "gen_ai.user.message", {"content": "Hi!"}, at),
+        _log(
+            trace,
+            span,
+            "gen_ai.choice",
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello."}},
+            at + 10**9,
+        ),
+        {"timeUnixNano": str(at), "body": {"stringValue": "an ordinary log line, outside any span"}},
+    ]
+    body = {"resourceLogs": [{"resource": {}, "scopeLogs": [{"logRecords": records}]}]}
+    for _ in range(2):  # a retry stores nothing twice
+        answer = httpx.post(
+            f"{server.base_url}/v1/logs",
+            content=orjson.dumps(body),
+            headers={"x-convolens-token": project.ingest_token, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert answer.status_code == 200 and answer.json() == {}, answer.text
+    assert transcript(server, project, trace) == [("system", "Be kind."), ("user", "Hi!"), ("assistant", "Hello.")]
+
+
+def test_a_sliding_window_of_history_and_a_repeated_system_prompt_are_not_stored_twice(
+    server: RunningServer, project: Project
+) -> None:
+    """An app that resends only its last messages (and its system prompt each time)."""
+    said = [("user", "one"), ("assistant", "1"), ("user", "two"), ("assistant", "2"), ("user", "three")]
+    spans = []
+    for turn in range(3):
+        history = [("system", "Count."), *said[max(0, 2 * turn - 2) : 2 * turn + 1]]
+        reply = messages_json(("assistant", str(turn + 1)))
+        attributes = {
+            "session.id": "window",
+            "gen_ai.input.messages": messages_json(*history),
+            "gen_ai.output.messages": reply,
+        }
+        spans.append(json_span(f"{turn + 1:032x}", f"{turn + 1:016x}", attributes, start=1_760_000_000 + turn))
+    for span in spans:  # one request each, as turns arrive
+        assert post(server, project.token, orjson.dumps(json_request([span]))).status_code == 200
+    expected = [("system", "Count."), *said, ("assistant", "3")]
+    assert transcript(server, project, "window") == expected
+    # The three again, in one request: nothing new.
+    assert post(server, project.token, orjson.dumps(json_request(spans))).status_code == 200
+    assert transcript(server, project, "window") == expected
+
+
+def test_a_bad_token_header_is_refused_before_the_body_is_read(server: RunningServer, project: Project) -> None:
+    bomb = gzip.compress(b"\0" * 30_000_000)  # ~30 KB that would inflate past the bound
+    for headers in ({"x-convolens-token": "cl_" + "Q" * 43}, {}):
+        answer = httpx.post(
+            f"{server.base_url}/v1/traces",
+            content=bomb,
+            headers={**headers, "Content-Type": PROTOBUF, "Content-Encoding": "gzip"},
+            timeout=30,
+        )
+        assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer")
+    answer = httpx.post(
+        f"{server.base_url}/v1/traces",
+        content=bomb,
+        headers={"x-convolens-token": project.ingest_token, "Content-Type": PROTOBUF, "Content-Encoding": "gzip"},
+        timeout=30,
+    )
+    assert answer.status_code == 413  # a good token: then the body guard stops the inflation at its bound
