@@ -213,3 +213,33 @@ def test_pydantic_ai_instrumentation(server: RunningServer, project: Project) ->
         run_producer(server, project, body, {}, url)
     assert len(requests) == 2
     assert transcript(server, project, "weather-chat") == WEATHER_CHAT
+
+
+NODE_APP = REPO / "tests" / "node"
+
+
+def test_vercel_ai_sdk_telemetry_from_node(server: RunningServer, project: Project) -> None:
+    """A Node.js app on the Vercel AI SDK (``ai`` + ``@ai-sdk/openai``) with its telemetry on, exported by
+    ``@opentelemetry/exporter-trace-otlp-proto``; installed from tests/node's package.json and lockfile."""
+    if not (NODE_APP / "node_modules" / "ai").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_APP, check=True, timeout=600)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        "OTEL_EXPORTER_OTLP_ENDPOINT": server.base_url,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-convolens-token={project.ingest_token}",
+        "NO_PROXY": "127.0.0.1",
+    }
+    with openai_stub(_answers) as (url, requests):
+        done = subprocess.run(
+            ["node", "vercel_chat.mjs"],
+            cwd=NODE_APP,
+            env={**env, "STUB_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(requests) == 2
+    stored = conversation(server, project, "weather-chat")
+    assert [(m["role"], m["message"]) for m in stored["messages"]] == WEATHER_CHAT
+    assert stored["user_id"] == "u-oslo" and stored["messages"][-1]["model"] == "gpt-4o-mini"

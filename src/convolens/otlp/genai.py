@@ -7,7 +7,8 @@ convention the instrumentation used. In order (the first that gives messages win
    events (``gen_ai.user.message``, ``gen_ai.choice``…) that reach /v1/logs;
 2. the older indexed ``gen_ai.prompt.{i}.*`` / ``gen_ai.completion.{i}.*``;
 3. OpenLLMetry's ``traceloop.entity.input`` / ``traceloop.entity.output`` (workflow and task spans);
-4. OpenInference's ``llm.input_messages.{i}.message.*`` / ``llm.output_messages.{i}.message.*``;
+4. OpenInference's ``llm.input_messages.{i}.message.*`` / ``llm.output_messages.{i}.message.*``, and the
+   Vercel AI SDK's ``ai.prompt.messages`` / ``ai.response.text`` (its own names, on its model-call spans);
 5. ``input.value`` / ``output.value``.
 
 1, 2 and 4 are model calls (``strong``); 3 and 5 wrap a whole step of an app, so a trace's turn is
@@ -145,13 +146,18 @@ def _parts_message(raw: Any, default_role: str) -> Message | None:
         kind = part.get("type")
         if kind == "text":
             texts.append(_as_text(part.get("content", part.get("text"))))
-        elif kind == "tool_call":
-            call = {k: part.get(k) for k in ("id", "name", "arguments") if part.get(k) is not None}
-            extra.setdefault("tool_calls", []).append(call)
-        elif kind == "tool_call_response":
-            texts.append(_as_text(part.get("response", part.get("result"))))
-            if part.get("id") is not None:
-                extra["tool_call_id"] = _as_text(part.get("id"))
+        elif kind in ("tool_call", "tool-call"):  # the second: the Vercel AI SDK's
+            call = {
+                "id": part.get("id", part.get("toolCallId")),
+                "name": part.get("name", part.get("toolName")),
+                "arguments": part.get("arguments", part.get("input", part.get("args"))),
+            }
+            extra.setdefault("tool_calls", []).append({k: v for k, v in call.items() if v is not None})
+        elif kind in ("tool_call_response", "tool-result"):
+            texts.append(_as_text(part.get("response", part.get("result", part.get("output")))))
+            call_id = part.get("id", part.get("toolCallId"))
+            if call_id is not None:
+                extra["tool_call_id"] = _as_text(call_id)
             role = "tool"
         elif kind in ("reasoning", "thinking"):
             continue  # the model's scratch pad is not what the user read
@@ -323,6 +329,28 @@ def _from_openinference(attributes: Attributes, limit: _Limit) -> tuple[list[Mes
     return inputs, outputs[:1]
 
 
+# -- the Vercel AI SDK: ai.prompt.messages / ai.response.text on its doGenerate and doStream spans ------
+
+
+def _from_vercel(attributes: Attributes, limit: _Limit) -> tuple[list[Message], list[Message]] | None:
+    raw = attributes.get("ai.prompt.messages")
+    if raw is None:
+        return None
+    inputs = _semconv_messages(raw, "user", limit)  # {role, content: text or parts}, as above
+    text = attributes.get("ai.response.text")
+    calls = _json_value(attributes.get("ai.response.toolCalls"))
+    outputs = []
+    if isinstance(text, str) or isinstance(calls, list):
+        reply = Message("assistant", text if isinstance(text, str) else "")
+        if isinstance(calls, list) and calls:
+            parts = [{"type": "tool-call", **c} for c in calls[:100] if isinstance(c, dict)]
+            reply.extra = (_parts_message({"role": "assistant", "parts": parts}, "assistant") or reply).extra
+        outputs.append(reply)
+    if not inputs and not outputs:
+        return None
+    return inputs, outputs
+
+
 # -- 3 and 5: a step's input and output as text --------------------------------------------------------
 
 
@@ -407,6 +435,8 @@ def llm_call(span: Span, max_messages: int) -> LlmCall | None:
     if found is None:
         found = _from_openinference(attributes, limit)
     if found is None:
+        found = _from_vercel(attributes, limit)
+    if found is None:
         strong = False
         if attributes.get("traceloop.span.kind") != "tool":
             found = _from_values(attributes, "traceloop.entity.input", "traceloop.entity.output")
@@ -426,7 +456,13 @@ def llm_call(span: Span, max_messages: int) -> LlmCall | None:
         return None
 
     model = first(
-        "gen_ai.response.model", "gen_ai.request.model", "llm.response.model", "llm.request.model", "llm.model_name"
+        "gen_ai.response.model",
+        "gen_ai.request.model",
+        "llm.response.model",
+        "llm.request.model",
+        "llm.model_name",
+        "ai.response.model",
+        "ai.model.id",
     )
     return LlmCall(
         inputs=inputs,

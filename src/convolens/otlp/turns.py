@@ -28,8 +28,20 @@ from convolens.otlp.wire import LogEvent, Span, SpanEvent
 from convolens.schemas.bounds import FieldError, check_batch
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, construct_complete
 
-CONVERSATION_KEYS = ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id")
-USER_KEYS = ("user.id", "enduser.id", "user_id", "traceloop.association.properties.user_id")
+# The last of each: the Vercel AI SDK's telemetry metadata, under the names its docs use.
+CONVERSATION_KEYS = (
+    "gen_ai.conversation.id",
+    "session.id",
+    "traceloop.association.properties.session_id",
+    "ai.telemetry.metadata.sessionId",
+)
+USER_KEYS = (
+    "user.id",
+    "enduser.id",
+    "user_id",
+    "traceloop.association.properties.user_id",
+    "ai.telemetry.metadata.userId",
+)
 _LATEST_NS = 7_258_118_400 * 10**9  # 2200-01-01: the accepted time range ends before it (schemas/timestamps.py)
 
 
