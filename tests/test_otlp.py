@@ -583,3 +583,32 @@ def test_a_bad_token_header_is_refused_before_the_body_is_read(server: RunningSe
         timeout=30,
     )
     assert answer.status_code == 413  # a good token: then the body guard stops the inflation at its bound
+
+
+def test_turns_of_a_session_arriving_late_or_at_once_are_stored_once(server: RunningServer, project: Project) -> None:
+    """Exporters send spans as they end, several requests at a time: a session's second turn (which
+    holds the first as history) may be stored before the first, or both at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def session_turns(session: str) -> list[bytes]:
+        first = {"session.id": session, "gen_ai.input.messages": messages_json(("user", "Hi")),
+                 "gen_ai.output.messages": messages_json(("assistant", "Hello."))}  # fmt: skip
+        second = {"session.id": session,
+                  "gen_ai.input.messages": messages_json(("user", "Hi"), ("assistant", "Hello."), ("user", "Bye")),
+                  "gen_ai.output.messages": messages_json(("assistant", "Goodbye."))}  # fmt: skip
+        traces = [f"{session}{n}".encode().hex().ljust(32, "0")[:32] for n in (1, 2)]
+        return [
+            orjson.dumps(json_request([json_span(traces[0], "1" * 16, first, start=1_760_000_000)])),
+            orjson.dumps(json_request([json_span(traces[1], "2" * 16, second, start=1_760_000_005)])),
+        ]
+
+    expected = [("user", "Hi"), ("assistant", "Hello."), ("user", "Bye"), ("assistant", "Goodbye.")]
+    first, second = session_turns("late")
+    assert post(server, project.token, second).status_code == 200
+    assert post(server, project.token, first).status_code == 200
+    assert transcript(server, project, "late") == expected
+    with ThreadPoolExecutor(8) as pool:
+        sessions = [f"at-once-{n}" for n in range(8)]
+        bodies = [body for session in sessions for body in session_turns(session)]
+        assert {a.status_code for a in pool.map(lambda body: post(server, project.token, body), bodies)} == {200}
+    assert {session: transcript(server, project, session) for session in sessions} == dict.fromkeys(sessions, expected)

@@ -255,7 +255,12 @@ def to_batch(translation: Translation, limits: Limits) -> tuple[IngestBatch, lis
 
 # -- against what is stored -------------------------------------------------------------------------------
 
-StoredMessage = tuple[str, str, str]  # (id, role, content) in position order
+StoredMessage = tuple[str, str, str, datetime]  # (id, role, content, created_at: naive UTC) in position order
+
+
+def _contains(haystack: Sequence[tuple[str, str]], needle: Sequence[tuple[str, str]]) -> bool:
+    n = len(needle)
+    return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
 
 
 def new_messages(turn: Turn, messages: Sequence[MessageEvent], stored: Sequence[StoredMessage]) -> list[int]:
@@ -263,10 +268,25 @@ def new_messages(turn: Turn, messages: Sequence[MessageEvent], stored: Sequence[
     conversation already holds from other traces, and everything after it. ``stored``: the
     conversation's first and last messages. Messages of this same trace are left to the ids."""
     own = f"{turn.trace_id}-"
-    others = [(role, content) for message_id, role, content in stored if not message_id.startswith(own)]
+    kept = [m for m in stored if not m[0].startswith(own)]
+    others = [(role, content) for _id, role, content, _at in kept]
     if not others:
         return list(range(len(messages)))
     incoming = [(m.role, m.content) for m in messages]
+
+    def seen_text(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(role, content) for role, content in pairs if role in ("user", "assistant") and content]
+
+    # A turn that happened before the conversation's last stored message (an exporter sends spans as
+    # they end, several requests at once) and whose whole exchange is already in it: a later turn
+    # brought it as history. Only a late turn: the same short exchange said again later is new.
+    latest = max(at for *_rest, at in kept)
+    if (
+        turn.end is not None
+        and turn.end.replace(tzinfo=None) <= latest
+        and _contains(seen_text(others), seen_text(incoming))
+    ):
+        return []
     skip = 0
     systems = {pair for pair in others if pair[0] == "system"}
     while skip < turn.history and incoming[skip][0] == "system" and incoming[skip] in systems:

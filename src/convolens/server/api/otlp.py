@@ -40,10 +40,10 @@ from convolens.server.auth import OtlpToken, authorize
 from convolens.server.errors import ERROR_RESPONSES
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.scrubbing_process import scrubbed
-from convolens.store.conversation_ends import conversation_ends
+from convolens.store import conversation_ends
 from convolens.store.ingest import BatchOutcome, apply_batch
 from convolens.store.projects import TokenInfo
-from convolens.timeutil import utcnow
+from convolens.timeutil import to_naive_utc, utcnow
 
 router = APIRouter(tags=["opentelemetry"], responses=ERROR_RESPONSES)
 
@@ -65,7 +65,9 @@ def _store(conn: Connection, project_pk: int, batch: IngestBatch, placed: list[t
     """Inside the write transaction: each turn's messages less the history its conversation already
     holds (turns.new_messages, on scrubbed text, as stored), then the one write path."""
     longest = max(len(p.turn.messages) for p in placed)
-    ends = conversation_ends(conn, project_pk, {p.turn.conversation_id for p in placed}, longest, 2 * longest)
+    conversation_ids = {p.turn.conversation_id for p in placed}
+    conversation_ends.lock(conn, project_pk, conversation_ids)
+    ends = conversation_ends.conversation_ends(conn, project_pk, conversation_ids, longest, 2 * longest)
     events: list = []
     for p in placed:
         turn_events = batch.events[p.start : p.stop]
@@ -76,7 +78,8 @@ def _store(conn: Connection, project_pk: int, batch: IngestBatch, placed: list[t
         events.extend(turn_events[:head])
         events.extend(messages[i] for i in keep)
         # The next turn of the same session in this request compares with this one's messages too.
-        stored.extend((messages[i].id or "", messages[i].role, messages[i].content) for i in keep)
+        at = to_naive_utc(p.turn.end) if p.turn.end else utcnow()
+        stored.extend((messages[i].id or "", messages[i].role, messages[i].content, at) for i in keep)
     return apply_batch(conn, project_pk, IngestBatch.model_construct(events=events, client=None), utcnow())
 
 
