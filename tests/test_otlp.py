@@ -10,6 +10,8 @@ import json
 
 import httpx
 import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -612,3 +614,71 @@ def test_turns_of_a_session_arriving_late_or_at_once_are_stored_once(server: Run
         bodies = [body for session in sessions for body in session_turns(session)]
         assert {a.status_code for a in pool.map(lambda body: post(server, project.token, body), bodies)} == {200}
     assert {session: transcript(server, project, session) for session in sessions} == dict.fromkeys(sessions, expected)
+
+
+# -- fuzzing: the conventions' keys with any values, any bytes as protobuf ------------------------------
+
+_KEYS = [
+    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions", "gen_ai.conversation.id",
+    "gen_ai.prompt.0.content", "gen_ai.prompt.0.role", "gen_ai.completion.0.content", "gen_ai.prompt.99999.role",
+    "llm.input_messages.0.message.content", "llm.output_messages.0.message.role", "input.value", "output.value",
+    "traceloop.entity.input", "traceloop.entity.output", "session.id", "user.id", "gen_ai.usage.input_tokens",
+    "ai.prompt.messages", "ai.response.text", "ai.response.toolCalls", "openinference.span.kind",
+]  # fmt: skip
+_SCALARS = st.one_of(
+    st.text(max_size=40).map(lambda t: {"stringValue": t}),
+    st.sampled_from(
+        ['[{"role":"user","parts":[{"type":"text","content":"x"}]}]', "[1,2]", '{"messages":[{}]}', "[{"]
+    ).map(lambda t: {"stringValue": t}),
+    st.integers(-(2**70), 2**70).map(lambda i: {"intValue": str(i)}),
+    st.floats().map(lambda f: {"doubleValue": f if f == f and abs(f) != float("inf") else 0}),
+    st.booleans().map(lambda b: {"boolValue": b}),
+    st.just({"bytesValue": "AAEC"}),
+    st.just({}),
+    st.just(None),
+    st.integers(-(2**63), 2**63 - 1),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda v: {"arrayValue": {"values": v}}),
+        st.lists(st.tuples(st.sampled_from([*_KEYS, "role", "content", "parts", "type"]), inner), max_size=4).map(
+            lambda kv: {"kvlistValue": {"values": [{"key": k, "value": v} for k, v in kv]}}
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    attributes=st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), max_size=8),
+    ids=st.tuples(st.sampled_from(["ab" * 16, "", "zz", 5, None]), st.sampled_from(["cd" * 8, "", None])),
+    times=st.tuples(st.sampled_from(["0", "1760000000000000000", "99999999999999999999", "-1", 3.5, None]), st.none()),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_attribute_values_get_a_200_or_a_clear_4xx(
+    server: RunningServer, project: Project, attributes, ids, times
+) -> None:
+    span = {
+        "traceId": ids[0],
+        "spanId": ids[1],
+        "startTimeUnixNano": times[0],
+        "endTimeUnixNano": times[0],
+        "attributes": [{"key": k, "value": v} for k, v in attributes],
+        "status": {"code": 2},
+    }
+    answer = post(server, project.token, orjson.dumps(json_request([span])))
+    assert answer.status_code in (200, 400), answer.text[:500]
+
+
+@given(body=st.binary(max_size=300))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_bytes_as_protobuf_get_a_200_or_a_400(server: RunningServer, project: Project, body: bytes) -> None:
+    for path in ("/v1/traces", "/v1/logs"):
+        answer = httpx.post(
+            f"{server.base_url}{path}",
+            content=body,
+            headers={"x-convolens-token": project.token, "Content-Type": PROTOBUF},
+            timeout=30,
+        )
+        assert answer.status_code in (200, 400), answer.content[:300]
