@@ -48,6 +48,8 @@ def media_type(content_type: str | None) -> str | None:
     if not content_type:
         return None
     base = content_type.split(";", 1)[0].strip().lower()
+    if base == "application/protobuf":  # what some clients send; OTLP/HTTP names the x- form
+        return PROTOBUF
     return base if base in (PROTOBUF, JSON) else None
 
 
