@@ -682,3 +682,13 @@ def test_any_bytes_as_protobuf_get_a_200_or_a_400(server: RunningServer, project
             timeout=30,
         )
         assert answer.status_code in (200, 400), answer.content[:300]
+
+
+@given(text=st.lists(st.sampled_from("ab"), max_size=10), pattern=st.lists(st.sampled_from("ab"), max_size=10))
+def test_history_overlap_is_the_longest_stored_suffix_that_starts_the_history(text: list, pattern: list) -> None:
+    """``turns._overlap`` (linear, Knuth-Morris-Pratt) against the quadratic definition."""
+    from convolens.otlp.turns import _overlap
+
+    longest = next((j for j in range(min(len(text), len(pattern)), 0, -1) if text[-j:] == pattern[:j]), 0)
+    whole = bool(pattern) and any(text[i : i + len(pattern)] == pattern for i in range(len(text) - len(pattern) + 1))
+    assert _overlap(text, pattern) == (longest, whole)

@@ -258,9 +258,28 @@ def to_batch(translation: Translation, limits: Limits) -> tuple[IngestBatch, lis
 StoredMessage = tuple[str, str, str, datetime]  # (id, role, content, created_at: naive UTC) in position order
 
 
-def _contains(haystack: Sequence[tuple[str, str]], needle: Sequence[tuple[str, str]]) -> bool:
-    n = len(needle)
-    return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
+def _overlap(text: Sequence[tuple[str, str]], pattern: Sequence[tuple[str, str]]) -> tuple[int, bool]:
+    """(the length of the longest prefix of ``pattern`` that ends ``text``, whether ``pattern`` occurs
+    whole in ``text``), by Knuth-Morris-Pratt: linear in both, whatever a client sends (comparing every
+    stretch with every other was quadratic in a history of 2,000 messages)."""
+    if not pattern:
+        return 0, False
+    fallback = [0] * len(pattern)
+    k = 0
+    for i in range(1, len(pattern)):
+        while k and pattern[i] != pattern[k]:
+            k = fallback[k - 1]
+        if pattern[i] == pattern[k]:
+            k += 1
+        fallback[i] = k
+    k, whole = 0, False
+    for item in text:
+        while k and (k == len(pattern) or item != pattern[k]):
+            k = fallback[k - 1]
+        if item == pattern[k]:
+            k += 1
+            whole = whole or k == len(pattern)
+    return k, whole
 
 
 def new_messages(turn: Turn, messages: Sequence[MessageEvent], stored: Sequence[StoredMessage]) -> list[int]:
@@ -273,34 +292,29 @@ def new_messages(turn: Turn, messages: Sequence[MessageEvent], stored: Sequence[
     if not others:
         return list(range(len(messages)))
     incoming = [(m.role, m.content) for m in messages]
-
-    def seen_text(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(role, content) for role, content in pairs if role in ("user", "assistant") and content]
+    # What a user saw: user and assistant texts. Apps often resend a conversation without the tool
+    # calls and results between them, so history is compared on these.
+    seen = [i for i, (role, content) in enumerate(others) if role in ("user", "assistant") and content]
+    seen_pairs = [others[i] for i in seen]
 
     # A turn that happened before the conversation's last stored message (an exporter sends spans as
     # they end, several requests at once) and whose whole exchange is already in it: a later turn
     # brought it as history. Only a late turn: the same short exchange said again later is new.
     latest = max(at for *_rest, at in kept)
-    if (
-        turn.end is not None
-        and turn.end.replace(tzinfo=None) <= latest
-        and _contains(seen_text(others), seen_text(incoming))
-    ):
+    exchange = [(role, content) for role, content in incoming if role in ("user", "assistant") and content]
+    if turn.end is not None and turn.end.replace(tzinfo=None) <= latest and _overlap(seen_pairs, exchange)[1]:
         return []
     skip = 0
     systems = {pair for pair in others if pair[0] == "system"}
     while skip < turn.history and incoming[skip][0] == "system" and incoming[skip] in systems:
         skip += 1  # the session's system prompt, stored with its first turn
     # The longest stretch at the end of the stored conversation that the history starts with: what the
-    # app resent (all of it, or a sliding window). Compared on what a user saw — user and assistant
-    # texts — since apps often resend a conversation without the tool calls and results between them.
-    seen = [i for i, (role, content) in enumerate(others) if role in ("user", "assistant") and content]
+    # app resent (all of it, or a sliding window).
     resent = [i for i in range(skip, turn.history) if incoming[i][0] in ("user", "assistant") and incoming[i][1]]
-    for j in range(min(len(seen), len(resent)), 0, -1):
-        if all(others[seen[-j + n]] == incoming[resent[n]] for n in range(j)):
-            skip, at = resent[j - 1] + 1, seen[-1] + 1
-            # Tool calls and results resent after the last text, as stored after it, are not new either.
-            while skip < turn.history and at < len(others) and incoming[skip] == others[at]:
-                skip, at = skip + 1, at + 1
-            break
+    j, _ = _overlap(seen_pairs, [incoming[i] for i in resent])
+    if j:
+        skip, at = resent[j - 1] + 1, seen[-1] + 1
+        # Tool calls and results resent after the last text, as stored after it, are not new either.
+        while skip < turn.history and at < len(others) and incoming[skip] == others[at]:
+            skip, at = skip + 1, at + 1
     return list(range(skip, len(messages)))
