@@ -692,3 +692,47 @@ def test_history_overlap_is_the_longest_stored_suffix_that_starts_the_history(te
     longest = next((j for j in range(min(len(text), len(pattern)), 0, -1) if text[-j:] == pattern[:j]), 0)
     whole = bool(pattern) and any(text[i : i + len(pattern)] == pattern for i in range(len(text) - len(pattern) + 1))
     assert _overlap(text, pattern) == (longest, whole)
+
+
+def test_a_request_with_much_text_takes_the_heavy_lane_and_is_scrubbed(server: RunningServer, project: Project) -> None:
+    """Over 64,000 characters of text: scrubbed in the heavy lane's child process, as a native batch is."""
+    filler = "word " * 900
+    spans = [
+        json_span(
+            f"{n + 1:032x}",
+            f"{n + 1:016x}",
+            {
+                "session.id": f"heavy-{n}",
+                "gen_ai.input.messages": messages_json(("user", f"{filler}call me on +44 20 7946 0{n:03d}")),
+                "gen_ai.output.messages": messages_json(("assistant", "Noted.")),
+            },
+        )
+        for n in range(16)
+    ]
+    answer = post(
+        server, project.token, gzip.compress(orjson.dumps(json_request(spans))), **{"Content-Encoding": "gzip"}
+    )
+    assert answer.status_code == 200 and answer.json() == {}, answer.text
+    for n in (0, 15):
+        [(_, question), reply] = transcript(server, project, f"heavy-{n}")
+        assert question.startswith(filler) and "7946" not in question and reply == ("assistant", "Noted.")
+
+
+def test_logs_over_a_bound_count_their_records_in_partial_success(server: RunningServer, project: Project) -> None:
+    trace, at = "ef" * 16, 1_760_000_000 * 10**9
+    big = "z" * (TEST_LIMITS.max_content_chars + 1)
+    records = [
+        _log(trace, "12" * 8, "gen_ai.user.message", {"content": big}, at),
+        _log(trace, "12" * 8, "gen_ai.choice", {"index": 0, "message": {"role": "assistant", "content": "ok"}}, at),
+    ]
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}
+    answer = httpx.post(
+        f"{server.base_url}/v1/logs",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {project.token}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedLogRecords"] == "2" and "message 0 content" in partial["errorMessage"]
+    assert conversation_ids(server, project) == []

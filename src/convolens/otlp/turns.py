@@ -57,7 +57,7 @@ class Turn:
     start: datetime | None
     end: datetime | None
     latency_ms: float | None
-    spans: int  # the trace's spans in this request: what refusing the turn rejects
+    spans: int  # the trace's spans (or log records) in this request: what refusing the turn rejects
 
     def message_id(self, k: int) -> str:
         return f"{self.trace_id}-{k}"
@@ -94,7 +94,8 @@ def _turn(trace_id: str, spans: list[Span], max_messages: int, translation: Tran
     pool = [c for c in calls if c[1].strong] or calls
     span, call = max(pool, key=lambda c: (c[0].end_ns, c[0].start_ns))
     if call.truncated:
-        translation.reject(len(spans), f"trace {trace_id}: span {span.span_id} has more than {max_messages} messages")
+        records = sum(s.records for s in spans)
+        translation.reject(records, f"trace {trace_id}: span {span.span_id} has more than {max_messages} messages")
         return None
     ordered = [span, *(s for s in spans if s is not span)]
     messages = [*call.inputs, *call.outputs]
@@ -112,7 +113,7 @@ def _turn(trace_id: str, spans: list[Span], max_messages: int, translation: Tran
         start=_time(span.start_ns),
         end=_time(span.end_ns),
         latency_ms=latency,
-        spans=len(spans),
+        spans=sum(s.records for s in spans),
     )
 
 
@@ -145,8 +146,9 @@ def spans_from_logs(events: list[LogEvent]) -> list[Span]:
         span = spans.get(key)
         if span is None:
             span = spans[key] = Span(
-                event.trace_id, event.span_id or "0" * 16, "", 0, 0, event.attributes, event.resource
+                event.trace_id, event.span_id or "0" * 16, "", 0, 0, event.attributes, event.resource, records=0
             )
+        span.records += 1
         span.events.append(SpanEvent(event.name, event.attributes, event.time_ns, event.body))
         if event.time_ns:
             span.start_ns = min(span.start_ns or event.time_ns, event.time_ns)

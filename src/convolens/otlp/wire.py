@@ -192,6 +192,7 @@ class Span:
     resource: Attributes
     events: list[SpanEvent] = field(default_factory=list)
     error: str | None = None  # the status message of a span whose status is ERROR ("" if it gave none)
+    records: int = 1  # what it counts for in a partial_success: 1 span, or the log records it was made of
 
 
 def _hex_id(raw: bytes, size: int) -> str:
