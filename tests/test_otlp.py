@@ -736,3 +736,36 @@ def test_logs_over_a_bound_count_their_records_in_partial_success(server: Runnin
     partial = answer.json()["partialSuccess"]
     assert partial["rejectedLogRecords"] == "2" and "message 0 content" in partial["errorMessage"]
     assert conversation_ids(server, project) == []
+
+
+_EVENT_NAMES = [
+    "gen_ai.user.message", "gen_ai.system.message", "gen_ai.assistant.message", "gen_ai.tool.message",
+    "gen_ai.choice", "gen_ai.client.inference.operation.details", "app.log",
+]  # fmt: skip
+_LOG_RECORDS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "traceId": st.sampled_from(["ab" * 16, "", None]),
+            "spanId": st.sampled_from(["cd" * 8, "", None]),
+            "eventName": st.sampled_from(_EVENT_NAMES),
+            "timeUnixNano": st.sampled_from(["1760000000000000000", "0", "x", None]),
+            "body": _VALUES,
+            "attributes": st.lists(st.tuples(st.sampled_from([*_KEYS, "content"]), _VALUES), max_size=5).map(
+                lambda kv: [{"key": k, "value": v} for k, v in kv]
+            ),
+        }
+    ),
+    max_size=5,
+)
+
+
+@given(records=_LOG_RECORDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_genai_log_records_get_a_200_or_a_clear_4xx(server: RunningServer, project: Project, records) -> None:
+    answer = httpx.post(
+        f"{server.base_url}/v1/logs",
+        content=orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}),
+        headers={"x-convolens-token": project.token, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code in (200, 400), answer.text[:500]

@@ -440,7 +440,8 @@ def llm_call(span: Span, max_messages: int) -> LlmCall | None:
         strong = False
         if attributes.get("traceloop.span.kind") != "tool":
             found = _from_values(attributes, "traceloop.entity.input", "traceloop.entity.output")
-    if found is None and attributes.get("openinference.span.kind") not in _NOT_CONVERSATIONS:
+    kind = attributes.get("openinference.span.kind")
+    if found is None and not (isinstance(kind, str) and kind in _NOT_CONVERSATIONS):
         found = _from_values(attributes, "input.value", "output.value")
     if found is None:
         return None
