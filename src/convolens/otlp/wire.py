@@ -283,7 +283,8 @@ def spans_from_json(body: bytes) -> list[Span]:
         where = f"resourceSpans[{r}]"
         resource_spans = _json_object(resource_spans, where)
         resource_obj = resource_spans.get("resource") or {}
-        resource = _json_attributes(_json_object(resource_obj, f"{where}.resource").get("attributes"), where)
+        resource_attributes = _json_object(resource_obj, f"{where}.resource").get("attributes")
+        resource = _json_attributes(resource_attributes, f"{where}.resource.attributes")
         for c, scope_spans in enumerate(_json_list(resource_spans, "scopeSpans", "scope_spans", f"{where}.scopeSpans")):
             scope_where = f"{where}.scopeSpans[{c}]"
             scope_spans = _json_object(scope_spans, scope_where)
@@ -368,7 +369,8 @@ def logs_from_json(body: bytes) -> list[LogEvent]:
         where = f"resourceLogs[{r}]"
         resource_logs = _json_object(resource_logs, where)
         resource_obj = resource_logs.get("resource") or {}
-        resource = _json_attributes(_json_object(resource_obj, f"{where}.resource").get("attributes"), where)
+        resource_attributes = _json_object(resource_obj, f"{where}.resource").get("attributes")
+        resource = _json_attributes(resource_attributes, f"{where}.resource.attributes")
         for c, scope_logs in enumerate(_json_list(resource_logs, "scopeLogs", "scope_logs", f"{where}.scopeLogs")):
             scope_where = f"{where}.scopeLogs[{c}]"
             scope_logs = _json_object(scope_logs, scope_where)

@@ -1,6 +1,7 @@
 """Who may send a write request's body, decided from its headers before a byte of the body is read.
 
-For every ``POST``/``PUT``/``PATCH`` API route, in this order: a declared ``Content-Length`` over
+For every ``POST``/``PUT``/``PATCH`` API route (and OpenTelemetry's ``/v1/traces``, ``/v1/logs``, whose
+token may also come in ``x-convolens-token``), in this order: a declared ``Content-Length`` over
 ``max_body_bytes`` (413); the bearer token, looked up, and the scope its route needs (401/403); the
 token's own rate limit if the operator set one (429); the process's bound on write requests in flight
 (server/load_shedding.py, 503). Only then does the body guard (server/body.py) read and inflate the
