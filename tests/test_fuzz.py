@@ -150,6 +150,8 @@ def encode(value: object, *, raw_mangle: int) -> bytes:
             "/api/v1/log/conversation",
             "/api/v1/log/conversation/thread",
             "/api/v1/log/conversation/upsert",
+            "/v1/traces",
+            "/v1/logs",
         ]
     ),
 )

@@ -1,6 +1,7 @@
 """Who may send a write request's body, decided from its headers before a byte of the body is read.
 
-For every ``POST``/``PUT``/``PATCH`` API route, in this order: a declared ``Content-Length`` over
+For every ``POST``/``PUT``/``PATCH`` API route (and OpenTelemetry's ``/v1/traces``, ``/v1/logs``, whose
+token may also come in ``x-convolens-token``), in this order: a declared ``Content-Length`` over
 ``max_body_bytes`` (413); the bearer token, looked up, and the scope its route needs (401/403); the
 token's own rate limit if the operator set one (429); the process's bound on write requests in flight
 (server/load_shedding.py, 503). Only then does the body guard (server/body.py) read and inflate the
@@ -40,17 +41,23 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class _WriteRoute:
     route: APIRoute
     scope: str
+    # A header that may carry the token instead of Authorization (OTLP exporters set headers from
+    # OTEL_EXPORTER_OTLP_HEADERS: ``x-convolens-token``), if the route's token dependency takes one.
+    token_header: bytes | None = None
 
 
-def _token_scope(route: APIRoute) -> str | None:
+def _token_dependency(route: APIRoute) -> object | None:
     pending = list(route.dependant.dependencies)
     while pending:
         dependant = pending.pop()
-        scope = getattr(dependant.call, "scope", None)
-        if isinstance(scope, str):
-            return scope
+        if isinstance(getattr(dependant.call, "scope", None), str):
+            return dependant.call
         pending.extend(dependant.dependencies)
     return None
+
+
+# The API's write routes, and OpenTelemetry's OTLP/HTTP paths (server/api/otlp.py).
+_WRITE_PREFIXES = ("/api/", "/v1/")
 
 
 class WriteRoutes:
@@ -61,15 +68,15 @@ class WriteRoutes:
         self._exact: dict[tuple[str, str], _WriteRoute] = {}
         self._patterns: list[tuple[frozenset[str], re.Pattern[str], _WriteRoute]] = []
         for route in routes:
-            if not isinstance(route, APIRoute) or not route.path.startswith("/api/"):
+            if not isinstance(route, APIRoute) or not route.path.startswith(_WRITE_PREFIXES):
                 continue
             methods = frozenset(route.methods or ()) & WRITE_METHODS
             if not methods:
                 continue
-            scope = _token_scope(route)
-            if scope is None:
+            dependency = _token_dependency(route)
+            if dependency is None:
                 raise RuntimeError(f"API write route {sorted(methods)} {route.path} declares no token scope")
-            entry = _WriteRoute(route, scope)
+            entry = _WriteRoute(route, dependency.scope, getattr(dependency, "token_header", None))  # type: ignore[attr-defined]
             if "{" in route.path:
                 self._patterns.append((methods, route.path_regex, entry))
             else:
@@ -132,18 +139,22 @@ class WriteAdmission:
 
     async def _admit(self, scope: Scope, write: _WriteRoute) -> None:
         """Returns with the request counted in flight, or raises the error that refuses it."""
-        authorization = declared = None
+        authorization = declared = alternative = None
         for name, value in scope["headers"]:  # the first of each, as Starlette's headers.get takes
             if name == b"authorization" and authorization is None:
                 authorization = value
             elif name == b"content-length" and declared is None:
                 declared = value
+            elif name == write.token_header and alternative is None:
+                alternative = value
         limit = self.limits.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             detail = f"request body is larger than the limit of {limit} bytes"
             # Closed, as server/body.py does: what the client still sends is not worth reading.
             raise ApiError(413, detail, [{"field": "body", "loc": ["body"], "msg": detail}], {"Connection": "close"})
         token = parse_bearer(authorization.decode("latin-1")) if authorization is not None else None
+        if token is None and alternative is not None:
+            token = alternative.decode("latin-1").strip() or None
         if token is None:
             raise missing_token()
         info = self.tokens.get(token)

@@ -55,6 +55,28 @@ def scoped_bearer(scope: str) -> Callable[[Request], object]:
 
 IngestBearer = Depends(scoped_bearer("ingest"))
 
+# OTLP exporters set request headers from OTEL_EXPORTER_OTLP_HEADERS, where ``Authorization=Bearer cl_…``
+# needs its space percent-encoded; ``x-convolens-token=cl_…`` does not.
+TOKEN_HEADER = "x-convolens-token"
+
+
+async def otlp_token(request: Request) -> str:
+    """The token of ``Authorization: Bearer …`` or of an ``x-convolens-token`` header (the OpenTelemetry
+    door, server/api/otlp.py): a 401 at once if there is neither."""
+    token = parse_bearer(request.headers.get("authorization", "")) or request.headers.get(TOKEN_HEADER, "").strip()
+    if not token:
+        raise ApiError(
+            401,
+            f"missing token: send 'Authorization: Bearer cl_…' or '{TOKEN_HEADER}: cl_…'",
+            headers=_CHALLENGE,
+        )
+    return token
+
+
+otlp_token.scope = "ingest"  # type: ignore[attr-defined]  # read by server/admission.py, as the alternative header
+otlp_token.token_header = TOKEN_HEADER.encode()  # type: ignore[attr-defined]
+OtlpToken = Depends(otlp_token)
+
 
 class RecentTokens:
     """Tokens found live in the last ``ttl`` seconds, for the check made before a request's body is read
