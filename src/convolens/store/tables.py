@@ -481,3 +481,65 @@ alert_delivery = Table(
     Column("delivered_at", DateTime),
     Index("ix_alert_delivery_due", "status", "next_attempt_at"),
 )
+
+# Evaluations (store/evaluations.py). A test set is immutable once uploaded: each upload of a name is a
+# new version with its own copy of the cases, so a run reads exactly what it was started on.
+test_set = Table(
+    "test_set",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("evaluators", JSON, nullable=False),  # [{evaluator, options}] applied to every case
+    Column("case_count", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("project_pk", "name", "version", name="uq_test_set_version"),
+)
+
+test_case = Table(
+    "test_case",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("test_set_pk", ForeignKey("test_set.pk", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("name", String(256), nullable=False),
+    # {messages, model, model_config, metadata, pregenerated_response, evaluators}
+    Column("body", JSON, nullable=False),
+    UniqueConstraint("test_set_pk", "name", name="uq_test_case_name"),
+)
+
+eval_run = Table(
+    "eval_run",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("public_id", String(32), nullable=False, unique=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("test_set_pk", ForeignKey("test_set.pk", ondelete="CASCADE"), nullable=False),
+    Column("iterations", Integer, nullable=False),
+    Column("status", String(12), nullable=False),  # pending | running | completed | errored
+    Column("total", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+    Index("ix_eval_run_project", "project_pk", "created_at"),
+)
+
+# One case x iteration of a run: the unit of work a worker leases, and where its verdicts are kept.
+eval_item = Table(
+    "eval_item",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("run_pk", ForeignKey("eval_run.pk", ondelete="CASCADE"), nullable=False),
+    Column("test_case_pk", ForeignKey("test_case.pk", ondelete="CASCADE"), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("done", Boolean, nullable=False, server_default=false()),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
+    Column("response", Text),
+    Column("result", JSON),  # {evaluations: [...], error, latency_ms, cost}
+    Column("finished_at", DateTime),
+    UniqueConstraint("run_pk", "test_case_pk", "iteration", name="uq_eval_item"),
+    Index("ix_eval_item_open", "done", "run_pk"),
+)

@@ -1,0 +1,250 @@
+"""Context's evaluations API: ``POST /api/v1/test_sets`` (each upload a new version),
+``POST /api/v1/evaluations/run`` and ``GET /api/v1/evaluations/run/{id}``, in the shapes of the
+``context-python`` SDK; plus reads of test sets and runs the SDK does not have.
+
+Uploading a test set and starting a run need the ``ingest`` scope (a default token, as Context's one
+key did everything); reading needs ``read``. Runs are done by the workers (worker/evaluating.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.exc import IntegrityError
+
+from convolens.evaluations import registry
+from convolens.evaluations.base import OptionError
+from convolens.schemas.bounds import json_problem
+from convolens.schemas.evaluations import MAX_JSON_BYTES, MAX_JSON_DEPTH, EvaluatorSpec, RunBody, TestSetBody
+from convolens.server.api.deps import database
+from convolens.server.auth import IngestToken, ReadToken
+from convolens.server.errors import ERROR_RESPONSES, ApiError
+from convolens.server.responses import JSONResponse
+from convolens.store import evaluations
+from convolens.store.db import Database
+from convolens.store.projects import TokenInfo
+from convolens.timeutil import iso, utcnow
+
+router = APIRouter(tags=["evaluations"], responses=ERROR_RESPONSES)
+
+
+def _field_error(field: str, msg: str, status: int = 422) -> ApiError:
+    return ApiError(status, f"{field}: {msg}", [{"field": field, "msg": msg}])
+
+
+def _checked_evaluators(specs: list[EvaluatorSpec] | None, at: str) -> list[dict[str, Any]] | None:
+    """Each evaluator known and its options normalised by it; a 422 naming the evaluator's field."""
+    if specs is None:
+        return None
+    out = []
+    for i, spec in enumerate(specs):
+        where = f"{at}[{i}]"
+        problem = json_problem(spec.options or {}, MAX_JSON_DEPTH, MAX_JSON_BYTES)
+        if problem is not None:
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem[0])
+            raise _field_error(f"{where}.options{path}", problem[1])
+        try:
+            options = registry.check(spec.evaluator, spec.options)
+        except OptionError as exc:
+            field = f"{where}.evaluator" if exc.field == "evaluator" else f"{where}.options.{exc.field}"
+            raise _field_error(field, exc.msg) from None
+        out.append({"evaluator": spec.evaluator, "options": options})
+    return out
+
+
+def _stored_cases(body: TestSetBody) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    stored = []
+    for i, case in enumerate(body.test_cases):
+        at = f"test_cases[{i}]"
+        if case.name in seen:
+            raise _field_error(f"{at}.name", f"{case.name!r} appears twice in this upload")
+        seen.add(case.name)
+        for field, value in (("model_config", case.model_config_), ("metadata", case.metadata)):
+            problem = json_problem(value or {}, MAX_JSON_DEPTH, MAX_JSON_BYTES)
+            if problem is not None:
+                raise _field_error(f"{at}.{field}", problem[1])
+        stored.append(
+            {
+                "name": case.name,
+                "messages": [m.model_dump() for m in case.messages],
+                "model": case.model,
+                "model_config": case.model_config_,
+                "metadata": case.metadata,
+                "pregenerated_response": case.pregenerated_response,
+                "evaluators": _checked_evaluators(case.evaluators, f"{at}.evaluators") or [],
+            }
+        )
+    return stored
+
+
+def _conflict(exc: evaluations.Conflict) -> ApiError:
+    return _field_error(exc.field, exc.msg, exc.status)
+
+
+@router.post("/api/v1/test_sets", status_code=201)
+def upload_test_set(
+    body: TestSetBody,
+    copy_test_cases_from: Literal["none", "prior_version"] | None = None,
+    token: TokenInfo = IngestToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """A new version of the test set ``name``. ``copy_test_cases_from=prior_version``: the prior version's
+    cases, those with a name in this upload replaced and the others appended (and its evaluators kept
+    unless ``evaluators`` is sent); ``none`` (default): only this upload's cases. Answers Context's
+    ``TestSetParams`` ``{name, version}`` and the version's ``test_case_count``."""
+    copy_prior = copy_test_cases_from == "prior_version"
+    if not body.test_cases and not copy_prior:
+        raise _field_error("test_cases", "at least one test case is required (or copy_test_cases_from=prior_version)")
+    cases = _stored_cases(body)
+    evaluators = _checked_evaluators(body.evaluators, "evaluators")
+    try:
+        with db.writer() as conn:
+            saved = evaluations.save_version(conn, token.project_pk, body.name, cases, evaluators, copy_prior, utcnow())
+    except evaluations.Conflict as exc:
+        raise _conflict(exc) from None
+    except IntegrityError:  # PostgreSQL: another upload of this name took the version number first
+        raise _field_error("name", "another upload of this test set was saved at the same moment; retry", 409) from None
+    return JSONResponse({"name": saved.name, "version": saved.version, "test_case_count": saved.case_count}, 201)
+
+
+def _set_json(row: evaluations.TestSetRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "version": row.version,
+        "test_case_count": row.case_count,
+        "evaluators": row.evaluators,
+        "created_at": iso(row.created_at),
+    }
+
+
+@router.get("/api/v1/test_sets")
+def list_test_sets(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """Each test set's latest version."""
+    with db.reader() as conn:
+        rows = evaluations.list_sets(conn, token.project_pk)
+    return JSONResponse({"count": len(rows), "test_sets": [_set_json(r) for r in rows]})
+
+
+@router.get("/api/v1/test_sets/{name:path}")
+def get_test_set(
+    name: str,
+    version: int | None = Query(default=None, ge=1, le=1_000_000),
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """One version of a test set (default: the latest) with its cases, and the list of its versions."""
+    if len(name) > 128:
+        raise ApiError(404, "no such test set in this project")
+    with db.reader() as conn:
+        row = (
+            evaluations.latest(conn, token.project_pk, name)
+            if version is None
+            else evaluations.get_version(conn, token.project_pk, name, version)
+        )
+        if row is None:
+            raise ApiError(404, "no such test set (or version) in this project")
+        cases = evaluations.cases(conn, row.pk)
+        all_versions = evaluations.versions(conn, token.project_pk, name)
+    return JSONResponse(
+        _set_json(row)
+        | {
+            "test_cases": [{"name": c.name, **c.body} for c in cases],
+            "versions": [{"version": v.version, "test_case_count": v.case_count, "created_at": iso(v.created_at)}
+                         for v in all_versions],
+        }
+    )  # fmt: skip
+
+
+@router.post("/api/v1/evaluations/run", status_code=202)
+def start_run(
+    body: RunBody,
+    token: TokenInfo = IngestToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Start a run of a test set version: each case evaluated ``iterations`` times by the workers.
+    Answers 202 ``{status: "ok", data: {run_id}}`` as Context did; read it at /api/v1/evaluations/run/{id}."""
+    try:
+        with db.writer() as conn:
+            chosen = evaluations.get_version(conn, token.project_pk, body.test_set_name, body.version)
+            if chosen is None:
+                raise ApiError(404, "no such test set version in this project")
+            run_id = evaluations.create_run(conn, token.project_pk, chosen, body.iterations, utcnow())
+    except evaluations.Conflict as exc:
+        raise _conflict(exc) from None
+    return JSONResponse({"status": "ok", "data": {"run_id": run_id}}, status_code=202)
+
+
+def _result_json(item: evaluations.ItemResult) -> dict[str, Any]:
+    output = [] if item.response is None else [{"role": "assistant", "message": item.response}]
+    result = item.result
+    return {
+        "iteration": item.iteration,
+        "test_case": {
+            "name": item.case_name,
+            "input": [{"role": m.get("role"), "message": m.get("message")} for m in item.messages],
+            "output": output,
+        },
+        "evaluations": result.get("evaluations", []),
+        "error": result.get("error"),
+        "latency_ms": result.get("latency_ms"),
+        "cost": result.get("cost"),
+        "model": result.get("model"),
+    }
+
+
+def run_json(run: evaluations.RunRow, results: list[evaluations.ItemResult]) -> dict[str, Any]:
+    """Context's ``EvaluationsRunResponse`` (and a few fields of ours: created_at, finished_at, iterations)."""
+    return {
+        "id": run.public_id,
+        "status": run.status,
+        "progress": {"completed": run.completed, "pending": run.total - run.completed},
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "created_at": iso(run.created_at),
+        "iterations": run.iterations,
+        "details": {"test_set_name": run.test_set.name, "version": run.test_set.version},
+        "results": [_result_json(r) for r in results],
+    }
+
+
+@router.get("/api/v1/evaluations/run/{run_id}")
+def get_run(
+    run_id: str,
+    page: int = Query(default=1, ge=1, le=1_000_000),
+    per_page: int = Query(default=evaluations.MAX_ITEMS_PER_RUN, ge=1, le=evaluations.MAX_ITEMS_PER_RUN),
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """A run's status, progress and the verdicts of its finished items (by case, then iteration). The
+    SDK reads them all at once (a run has at most 5,000 items); ``page``/``per_page`` cut them."""
+    if len(run_id) != 32 or not all(c in "0123456789abcdef" for c in run_id):
+        raise ApiError(404, "no such evaluation run in this project")
+    with db.snapshot() as conn:
+        run = evaluations.get_run(conn, token.project_pk, run_id)
+        if run is None:
+            raise ApiError(404, "no such evaluation run in this project")
+        results = evaluations.results(conn, run.pk, offset=(page - 1) * per_page, limit=per_page)
+    return JSONResponse(run_json(run, results))
+
+
+@router.get("/api/v1/evaluations/runs")
+def list_runs(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """The project's latest 100 runs, newest first (without their results)."""
+    with db.reader() as conn:
+        rows = evaluations.list_runs(conn, token.project_pk)
+    runs = [
+        {
+            "id": r["public_id"],
+            "status": r["status"],
+            "details": {"test_set_name": r["set_name"], "version": r["set_version"]},
+            "iterations": r["iterations"],
+            "total": r["total"],
+            "created_at": iso(r["created_at"]),
+            "started_at": iso(r["started_at"]),
+            "finished_at": iso(r["finished_at"]),
+        }
+        for r in rows
+    ]
+    return JSONResponse({"count": len(runs), "runs": runs})

@@ -1,0 +1,76 @@
+"""evaluations: versioned test sets, their cases, runs and the leased work items of runs
+
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-05 10:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0016"
+down_revision = "0015"
+branch_labels = None
+depends_on = None
+
+Pk = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "test_set",
+        sa.Column("pk", Pk, primary_key=True, autoincrement=True),
+        sa.Column("project_pk", Pk, sa.ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("evaluators", sa.JSON(), nullable=False),
+        sa.Column("case_count", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.UniqueConstraint("project_pk", "name", "version", name="uq_test_set_version"),
+    )
+    op.create_table(
+        "test_case",
+        sa.Column("pk", Pk, primary_key=True, autoincrement=True),
+        sa.Column("test_set_pk", Pk, sa.ForeignKey("test_set.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(256), nullable=False),
+        sa.Column("body", sa.JSON(), nullable=False),
+        sa.UniqueConstraint("test_set_pk", "name", name="uq_test_case_name"),
+    )
+    op.create_table(
+        "eval_run",
+        sa.Column("pk", Pk, primary_key=True, autoincrement=True),
+        sa.Column("public_id", sa.String(32), nullable=False, unique=True),
+        sa.Column("project_pk", Pk, sa.ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("test_set_pk", Pk, sa.ForeignKey("test_set.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("iterations", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(12), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("started_at", sa.DateTime()),
+        sa.Column("finished_at", sa.DateTime()),
+    )
+    op.create_index("ix_eval_run_project", "eval_run", ["project_pk", "created_at"])
+    op.create_table(
+        "eval_item",
+        sa.Column("pk", Pk, primary_key=True, autoincrement=True),
+        sa.Column("run_pk", Pk, sa.ForeignKey("eval_run.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("test_case_pk", Pk, sa.ForeignKey("test_case.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("iteration", sa.Integer(), nullable=False),
+        sa.Column("done", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("lease_owner", sa.String(64)),
+        sa.Column("lease_until", sa.DateTime()),
+        sa.Column("response", sa.Text()),
+        sa.Column("result", sa.JSON()),
+        sa.Column("finished_at", sa.DateTime()),
+        sa.UniqueConstraint("run_pk", "test_case_pk", "iteration", name="uq_eval_item"),
+    )
+    op.create_index("ix_eval_item_open", "eval_item", ["done", "run_pk"])
+
+
+def downgrade() -> None:
+    op.drop_table("eval_item")
+    op.drop_table("eval_run")
+    op.drop_table("test_case")
+    op.drop_table("test_set")

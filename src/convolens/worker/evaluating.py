@@ -1,0 +1,78 @@
+"""The workers' evaluation duty: lease the next item of the oldest unfinished run, evaluate it, keep
+its verdicts (store/evaluations.py), for up to ``budget_seconds`` a call, so a long run shares the
+worker with enrichment instead of holding it. Items are leased one at a time: an LLM-generated
+response can take the provider's whole timeout, and a dead worker's item waits only one lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from convolens.enrich.llm import LlmJudge
+from convolens.enrich.prices import price_table
+from convolens.evaluations.base import Verdict
+from convolens.evaluations.run import evaluate_case, evaluation_json
+from convolens.store import evaluations
+from convolens.store.db import Database
+from convolens.timeutil import utcnow
+
+log = logging.getLogger("convolens.worker.evaluations")
+
+
+class EvaluationRuns:
+    def __init__(
+        self,
+        db: Database,
+        providers: Callable[[int], LlmJudge | None],
+        owner: str,
+        lease: timedelta,
+        budget_seconds: float = 2.0,
+        prices: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
+        self.db = db
+        self.providers = providers
+        self.owner = owner
+        self.lease = lease
+        self.budget_seconds = budget_seconds
+        self.prices = prices if prices is not None else price_table()
+
+    def __call__(self) -> int:
+        """Evaluate items until none is free or the budget is spent; returns how many were finished."""
+        with self.db.reader() as conn:
+            if not evaluations.any_open(conn, utcnow()):
+                return 0
+        finished = 0
+        started = time.monotonic()
+        while time.monotonic() - started < self.budget_seconds:
+            with self.db.writer() as conn:
+                claimed = evaluations.claim(conn, self.owner, 1, self.lease, utcnow())
+            if not claimed:
+                break
+            item = claimed[0]
+            if item.attempts > evaluations.MAX_ATTEMPTS:
+                response, result = None, self._given_up(item)
+            else:
+                response, result = evaluate_case(
+                    item.case, item.set_evaluators, self.providers(item.project_pk), self.prices
+                )
+            with self.db.writer() as conn:
+                if evaluations.finish(conn, self.owner, item.pk, response, result, utcnow()):
+                    finished += 1
+                else:
+                    log.warning("evaluation item %s was taken over before it was saved; its result dropped", item.pk)
+        return finished
+
+    @staticmethod
+    def _given_up(item: evaluations.Claimed) -> dict:
+        why = f"given up after {evaluations.MAX_ATTEMPTS} attempts: the workers evaluating it stopped each time"
+        specs = [*item.set_evaluators, *(item.case.get("evaluators") or [])]
+        return {
+            "evaluations": [evaluation_json(str(s.get("evaluator")), Verdict.inconclusive(why)) for s in specs],
+            "error": why,
+            "latency_ms": None,
+            "cost": None,
+            "model": item.case.get("model"),
+        }
