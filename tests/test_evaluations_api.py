@@ -23,33 +23,37 @@ def field_of(response: httpx.Response) -> str:
     return response.json()["errors"][0]["field"]
 
 
-@pytest.mark.parametrize(
-    ("body", "params", "field"),
-    [
-        ({"name": "s", "test_cases": [a_case(str(i)) for i in range(1001)]}, {}, "test_cases"),
-        ({"name": "s", "test_cases": []}, {}, "test_cases"),
-        ({"name": "x" * 129, "test_cases": [a_case()]}, {}, "name"),
-        ({"name": "s", "test_cases": [a_case("a"), a_case("a")]}, {}, "test_cases[1].name"),
-        ({"name": "s", "test_cases": [a_case(messages=[])]}, {}, "test_cases[0].messages"),
-        ({"name": "s", "test_cases": [a_case(messages=[{"role": "tool", "message": "x"}])]}, {},
-         "test_cases[0].messages[0].role"),
-        ({"name": "s", "test_cases": [a_case(messages=[{"role": "user", "message": "x" * 20_001}])]}, {},
-         "test_cases[0].messages[0].message"),
-        ({"name": "s", "test_cases": [a_case(pregenerated_response="a\x00b")]}, {}, "test_cases[0].pregenerated_response"),
-        ({"name": "s", "test_cases": [a_case(metadata={"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}})]}, {},
-         "test_cases[0].metadata"),
-        ({"name": "s", "test_cases": [a_case(evaluators=[{"evaluator": "golden_response"}])]}, {},
-         "test_cases[0].evaluators[0].options.golden_response"),
-        ({"name": "s", "test_cases": [a_case()], "evaluators": [{"evaluator": "regex", "options": {"pattern": "(a)\\1"}}]},
-         {}, "evaluators[0].options.pattern"),
-        ({"name": "s", "test_cases": [a_case()], "evaluators": [{"evaluator": "golden_response"}] * 21}, {}, "evaluators"),
-        ({"name": "s", "test_cases": [a_case()], "evaluators": [{"evaluator": "length", "options": {"x": [[[[[[[[[1]]]]]]]]]}}]},
-         {}, "evaluators[0].options.x[0][0][0][0][0][0][0]"),
-        ({"name": "s", "test_cases": [a_case()]}, {"copy_test_cases_from": "everything"}, "query.copy_test_cases_from"),
-        ({"name": "s", "test_cases": [a_case()], "unknown": 1}, {}, "unknown"),
-    ],
-)  # fmt: skip
-def test_uploads_out_of_bounds_get_a_4xx_naming_the_field(api: httpx.Client, body: dict, params: dict, field: str) -> None:
+def one(case: dict | None = None, **extra) -> dict:
+    """A test set of one case (``case``, else a plain one) with ``extra`` top-level fields."""
+    return {"name": "s", "test_cases": [case or a_case()]} | extra
+
+
+DEEP = {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}  # 9 levels: one past the bound
+OUT_OF_BOUNDS = [
+    ({"name": "s", "test_cases": [a_case(str(i)) for i in range(1001)]}, {}, "test_cases"),
+    ({"name": "s", "test_cases": []}, {}, "test_cases"),
+    ({"name": "x" * 129, "test_cases": [a_case()]}, {}, "name"),
+    ({"name": "s", "test_cases": [a_case("a"), a_case("a")]}, {}, "test_cases[1].name"),
+    (one(a_case(messages=[])), {}, "test_cases[0].messages"),
+    (one(a_case(messages=[{"role": "tool", "message": "x"}])), {}, "test_cases[0].messages[0].role"),
+    (one(a_case(messages=[{"role": "user", "message": "x" * 20_001}])), {}, "test_cases[0].messages[0].message"),
+    (one(a_case(pregenerated_response="a\x00b")), {}, "test_cases[0].pregenerated_response"),
+    (one(a_case(metadata=DEEP)), {}, "test_cases[0].metadata"),
+    (one(a_case(evaluators=[{"evaluator": "golden_response"}])), {},
+     "test_cases[0].evaluators[0].options.golden_response"),
+    (one(evaluators=[{"evaluator": "regex", "options": {"pattern": "(a)\\1"}}]), {}, "evaluators[0].options.pattern"),
+    (one(evaluators=[{"evaluator": "golden_response"}] * 21), {}, "evaluators"),
+    (one(evaluators=[{"evaluator": "length", "options": {"x": [[[[[[[[[1]]]]]]]]]}}]), {},
+     "evaluators[0].options.x[0][0][0][0][0][0][0]"),
+    (one(), {"copy_test_cases_from": "everything"}, "query.copy_test_cases_from"),
+    (one(unknown=1), {}, "unknown"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "params", "field"), OUT_OF_BOUNDS)
+def test_uploads_out_of_bounds_get_a_4xx_naming_the_field(
+    api: httpx.Client, body: dict, params: dict, field: str
+) -> None:
     found = upload(api, body, **params)
     assert found.status_code == 422, found.text
     assert field_of(found) == field

@@ -14,10 +14,10 @@ from getcontext import ContextAPI
 from getcontext.generated import models
 from getcontext.generated.models import Evaluator, VersionRunParams
 from getcontext.token import Credential
-from test_context_sdk import tls_server  # noqa: F401  (the module's TLS server fixture)
 
 from conftest import make_project
 from convolens.store.db import Database
+from test_context_sdk import tls_server  # noqa: F401  (the module's TLS server fixture)
 
 GOLDEN_AGNOSTIC = {"capitalization": "agnostic", "punctuation": "agnostic", "whitespace": "agnostic"}
 
@@ -112,9 +112,7 @@ def test_upload_two_versions_run_and_read_the_verdicts(context: tuple[ContextAPI
         "contact": [("length", "positive"), ("golden_response", "negative")],
     }  # fmt: skip
     assert verdicts == [
-        (name, iteration, expected)
-        for name, expected in expected_per_case.items()
-        for iteration in (1, 2)
+        (name, iteration, expected) for name, expected in expected_per_case.items() for iteration in (1, 2)
     ]
     refund = next(r for r in done.results if r.test_case.name == "refund")
     assert [(m.role, m.message) for m in refund.test_case.input] == [
@@ -138,7 +136,7 @@ def test_upload_two_versions_run_and_read_the_verdicts(context: tuple[ContextAPI
 
 
 def test_the_sdk_sees_4xx_for_bad_uploads_and_unknown_runs(context: tuple[ContextAPI, str, str]) -> None:
-    client, base, token = context
+    client, _, _ = context
     with pytest.raises(HttpResponseError) as unknown:
         client.log.test_sets(
             body=models.TestSet(name="bad", test_cases=[case("a", "q", "r", "g")],

@@ -46,7 +46,7 @@ class EvaluationRuns:
                 return 0
         finished = 0
         started = time.monotonic()
-        while time.monotonic() - started < self.budget_seconds:
+        while not finished or time.monotonic() - started < self.budget_seconds:  # at least one item a call
             with self.db.writer() as conn:
                 claimed = evaluations.claim(conn, self.owner, 1, self.lease, utcnow())
             if not claimed:
