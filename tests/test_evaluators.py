@@ -191,3 +191,25 @@ def test_custom_evaluators_register_through_the_entry_point_group(tmp_path: Path
     assert outcome("polite", "Thank you for asking") == "positive"
     assert outcome("polite", "No.") == "negative"
     sys.modules.pop("polite_eval", None)
+
+
+def test_semantic_match_accepts_paraphrases_in_any_language_and_refuses_other_answers() -> None:
+    golden = {"golden_response": "You can return the shoes within 30 days for a full refund."}
+    assert outcome("semantic_match", "Shoes may be sent back within thirty days and you get all your money back.",
+                   golden) == "positive"  # fmt: skip
+    assert outcome("semantic_match", "Puede devolver los zapatos en 30 días y le reembolsamos todo.", golden) == (
+        "positive"
+    )
+    found = verdict("semantic_match", "Our stores open at 9am every day.", golden)
+    assert found.outcome == "negative"
+    assert found.reasons[0].reason.startswith("similarity to the golden response 0.")
+    assert found.reasons[0].reason.endswith("below the threshold 0.56")
+    # A project may set its own bar: 0.99 is more than a paraphrase reaches.
+    strict = golden | {"threshold": 0.99}
+    assert outcome("semantic_match", "Shoes may be sent back within thirty days for a full refund.", strict) == (
+        "negative"
+    )
+    assert outcome("semantic_match", "", golden) == "inconclusive"
+    with pytest.raises(OptionError) as bad:
+        registry.get("semantic_match").check_options(golden | {"threshold": 2})
+    assert bad.value.field == "threshold"

@@ -6,6 +6,8 @@ Options: ``golden_response`` (the expected text) and ``threshold`` (default ``TH
 was chosen on the tuning half of a labelled set of paraphrase / non-paraphrase pairs
 (tests/data/paraphrase_pairs_tune.jsonl) and is reported on both halves by bench/evaluator_quality.py.
 The encoder reads a text's first 600 characters: longer answers are compared by their beginnings.
+What it cannot tell apart: a statement and its contradiction on the same subject ("your claim was
+approved" / "was rejected" score ~0.88) — check those with ``golden_response``, a phrase or ``llm_judge``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from convolens.evaluations.base import (
 )
 
 MAX_GOLDEN_CHARS = 50_000
-THRESHOLD = 0.70
+THRESHOLD = 0.56
 
 
 def similarity(a: str, b: str) -> float:
