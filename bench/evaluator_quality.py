@@ -49,9 +49,7 @@ def semantic_match() -> None:
     tune, holdout = load("paraphrase_pairs_tune.jsonl"), load("paraphrase_pairs_holdout.jsonl")
     scores = {"tune": similarities(tune), "holdout": similarities(holdout)}
     labels = {"tune": [p["paraphrase"] for p in tune], "holdout": [p["paraphrase"] for p in holdout]}
-    best = max(
-        (prf(list(scores["tune"] >= t), labels["tune"])[2], t) for t in np.arange(0.30, 0.96, 0.01)
-    )
+    best = max((prf(list(scores["tune"] >= t), labels["tune"])[2], t) for t in np.arange(0.30, 0.96, 0.01))
     print(f"semantic_match: best F1 on the tuning part at threshold {best[1]:.2f} (F1 {best[0]:.3f});"
           f" shipped THRESHOLD = {THRESHOLD:.2f}")  # fmt: skip
     for part, pairs in (("tune", tune), ("holdout", holdout)):
@@ -88,7 +86,9 @@ def attempts_answer() -> None:
     guessed = cross_val_predict(model, embedding.embed(texts), labels, cv=5)
     p, r, f = prf([bool(g) for g in guessed], labels)
     print("attempts_answer (positive class: the response attempts an answer)")
-    print(f"  tune     {len(texts):3d} responses (5-fold cross-validated)  precision {p:.3f}  recall {r:.3f}  F1 {f:.3f}")
+    print(
+        f"  tune     {len(texts):3d} responses (5-fold cross-validated)  precision {p:.3f}  recall {r:.3f}  F1 {f:.3f}"
+    )
     holdout = load("attempts_answer_holdout.jsonl")
     predicted = [attempts.attempts(row["response"])[0] for row in holdout]
     actual = [row["label"] == "answer" for row in holdout]
