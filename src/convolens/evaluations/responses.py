@@ -1,7 +1,7 @@
-"""Where a test case's response comes from: its ``pregenerated_response``, else the project's configured
-LLM provider (the client enrich/llm.py makes, behind the outbound guard) called with the case's messages,
-its ``model`` (else the provider's) and the few generation settings of its ``model_config`` listed in
-``MODEL_CONFIG_KEYS``.
+"""Where a test case's response comes from, first that applies: its ``pregenerated_response``; the app
+under test, when the project set one (app_under_test.py); else the project's configured LLM provider (the
+client enrich/llm.py makes, behind the outbound guard) called with the case's messages, its ``model``
+(else the provider's) and the few generation settings of its ``model_config`` in ``MODEL_CONFIG_KEYS``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 
 from convolens.enrich.llm import LlmJudge
+from convolens.evaluations import app_under_test
 from convolens.evaluations.base import Attempt, Message, storable
-from convolens.outbound import RefusedUrl
+from convolens.outbound import OutboundPolicy, RefusedUrl
 
 MAX_RESPONSE_CHARS = 20_000  # what a run keeps of a generated response
 MODEL_CONFIG_KEYS = ("temperature", "top_p", "max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty")
@@ -90,7 +91,18 @@ def _failed(base: Attempt, error: str) -> Attempt:
     return Attempt(base.messages, None, model=base.model, metadata=base.metadata, error=error)
 
 
-def respond(case: dict[str, Any], provider: LlmJudge | None, prices: dict[str, tuple[float, float]]) -> Attempt:
+def respond(
+    case: dict[str, Any],
+    provider: LlmJudge | None,
+    prices: dict[str, tuple[float, float]],
+    app: app_under_test.App | None = None,
+    policy: OutboundPolicy | None = None,
+) -> Attempt:
     if case.get("pregenerated_response") is not None:
         return pregenerated(case)
+    if app is not None:
+        base = Attempt(
+            messages=_messages(case), response=None, model=case.get("model"), metadata=case.get("metadata") or {}
+        )
+        return app_under_test.ask(app, case, base, policy or OutboundPolicy(), prices)
     return generated(case, provider, prices)

@@ -11,8 +11,10 @@ from typing import Any
 
 from convolens.enrich.llm import LlmJudge
 from convolens.evaluations import registry
+from convolens.evaluations.app_under_test import App
 from convolens.evaluations.base import Attempt, OptionError, Verdict
 from convolens.evaluations.responses import respond
+from convolens.outbound import OutboundPolicy
 
 log = logging.getLogger("convolens.evaluations")
 
@@ -63,9 +65,11 @@ def evaluate_case(
     set_evaluators: list[dict[str, Any]],
     provider: LlmJudge | None,
     prices: dict[str, tuple[float, float]],
+    app: App | None = None,
+    policy: OutboundPolicy | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """(the response, the item's result: evaluations, error, latency_ms, cost, model)."""
-    attempt = respond(case, provider, prices)
+    attempt = respond(case, provider, prices, app, policy)
     evaluations = judge(attempt, [*set_evaluators, *(case.get("evaluators") or [])], ProjectServices(provider))
     result = {
         "evaluations": evaluations,

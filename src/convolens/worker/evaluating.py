@@ -13,9 +13,11 @@ from datetime import timedelta
 
 from convolens.enrich.llm import LlmJudge
 from convolens.enrich.prices import price_table
+from convolens.evaluations.app_under_test import SETTING, App
 from convolens.evaluations.base import Verdict
 from convolens.evaluations.run import evaluate_case, evaluation_json
-from convolens.store import evaluations
+from convolens.outbound import OutboundPolicy
+from convolens.store import evaluations, projects
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 
@@ -31,6 +33,8 @@ class EvaluationRuns:
         lease: timedelta,
         budget_seconds: float = 2.0,
         prices: dict[str, tuple[float, float]] | None = None,
+        policy: OutboundPolicy | None = None,
+        settings_seconds: float = 10.0,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -38,6 +42,18 @@ class EvaluationRuns:
         self.lease = lease
         self.budget_seconds = budget_seconds
         self.prices = prices if prices is not None else price_table()
+        self.policy = policy or OutboundPolicy()
+        self.settings_seconds = settings_seconds
+        self._apps: dict[int, tuple[float, App | None]] = {}
+
+    def app_of(self, project_pk: int) -> App | None:
+        """The project's app under test, read again at most every ``settings_seconds``."""
+        known = self._apps.get(project_pk)
+        if known is None or time.monotonic() - known[0] > self.settings_seconds:
+            with self.db.reader() as conn:
+                known = (time.monotonic(), App.of(projects.settings_of(conn, project_pk).get(SETTING)))
+            self._apps[project_pk] = known
+        return known[1]
 
     def __call__(self) -> int:
         """Evaluate items until none is free or the budget is spent; returns how many were finished."""
@@ -56,7 +72,12 @@ class EvaluationRuns:
                 response, result = None, self._given_up(item)
             else:
                 response, result = evaluate_case(
-                    item.case, item.set_evaluators, self.providers(item.project_pk), self.prices
+                    {"name": item.case_name, **item.case},
+                    item.set_evaluators,
+                    self.providers(item.project_pk),
+                    self.prices,
+                    self.app_of(item.project_pk),
+                    self.policy,
                 )
             with self.db.writer() as conn:
                 if evaluations.finish(conn, self.owner, item.pk, response, result, utcnow()):

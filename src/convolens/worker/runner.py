@@ -138,7 +138,7 @@ class Worker:
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
         self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
         self.judge_outcomes = OutcomeJudging(db, self.judges.for_project, settle=judge_settle)
-        self.evaluate_runs = EvaluationRuns(db, self.judges.for_project, self.owner, lease)
+        self.evaluate_runs = EvaluationRuns(db, self.judges.for_project, self.owner, lease, policy=self.outbound)
 
     def _matchers(self) -> dict[int, ProjectTopics]:
         with self.db.reader() as conn:

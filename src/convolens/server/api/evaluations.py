@@ -3,25 +3,29 @@
 ``context-python`` SDK; plus reads of test sets and runs the SDK does not have.
 
 Uploading a test set and starting a run need the ``ingest`` scope (a default token, as Context's one
-key did everything); reading needs ``read``. Runs are done by the workers (worker/evaluating.py).
+key did everything); reading needs ``read``; setting the app under test (``/api/v1/evaluations/app``, a
+URL the workers will call) needs ``admin``. Runs are done by the workers (worker/evaluating.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy.exc import IntegrityError
 
 from convolens.evaluations import registry
+from convolens.evaluations.app_under_test import SETTING, App
 from convolens.evaluations.base import OptionError
+from convolens.outbound import RefusedUrl, redacted, safe_url
 from convolens.schemas.bounds import json_problem
 from convolens.schemas.evaluations import MAX_JSON_BYTES, MAX_JSON_DEPTH, EvaluatorSpec, RunBody, TestSetBody
 from convolens.server.api.deps import database
-from convolens.server.auth import IngestToken, ReadToken
+from convolens.server.auth import AdminToken, IngestToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
-from convolens.store import evaluations
+from convolens.store import evaluations, projects
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
@@ -248,3 +252,52 @@ def list_runs(token: TokenInfo = ReadToken, db: Database = Depends(database)) ->
         for r in rows
     ]
     return JSONResponse({"count": len(runs), "runs": runs})
+
+
+class AppBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    # The Authorization header value the app expects (e.g. "Bearer …"), kept with the project's settings.
+    authorization: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
+@router.get("/api/v1/evaluations/app")
+def get_app(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """The app under test that runs ask for responses (``url`` without credentials), or ``url: null``."""
+    with db.reader() as conn:
+        app = App.of(projects.settings_of(conn, token.project_pk).get(SETTING))
+    if app is None:
+        return JSONResponse({"url": None, "has_authorization": False})
+    return JSONResponse({"url": redacted(app.url), "has_authorization": app.authorization is not None})
+
+
+@router.put("/api/v1/evaluations/app")
+def set_app(
+    body: AppBody,
+    request: Request,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Set the app under test: test cases without a pre-generated response are sent to it (see
+    evaluations/app_under_test.py for the request and the answers it may give). The URL must pass the
+    outbound guard, as a project's LLM provider URL does."""
+    if body.authorization is not None and not body.authorization.isprintable():
+        raise _field_error("authorization", "must be printable text")
+    try:
+        url = safe_url(body.url, request.app.state.settings.outbound).url
+    except RefusedUrl as exc:
+        raise _field_error("url", str(exc)) from None
+    with db.writer() as conn:
+        projects.set_project_setting(
+            conn, token.project_name, SETTING, {"url": url, "authorization": body.authorization}
+        )
+    return JSONResponse({"url": redacted(url), "has_authorization": body.authorization is not None})
+
+
+@router.delete("/api/v1/evaluations/app", status_code=204)
+def remove_app(token: TokenInfo = AdminToken, db: Database = Depends(database)) -> Response:  # noqa: B008
+    """No app under test: cases without a pre-generated response go to the LLM provider again."""
+    with db.writer() as conn:
+        projects.set_project_setting(conn, token.project_name, SETTING, None)
+    return Response(status_code=204)
