@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import case as when
 from sqlalchemy.sql.elements import ColumnElement
 
 from convolens.store.tables import eval_item, eval_run, test_case, test_set
@@ -237,14 +238,29 @@ def get_run(conn: Connection, project_pk: int, public_id: str) -> RunRow | None:
 
 
 def list_runs(conn: Connection, project_pk: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The project's latest runs, newest first, each with ``done`` and ``passed`` item counts."""
     rows = conn.execute(
         select(eval_run, test_set.c.name.label("set_name"), test_set.c.version.label("set_version"))
         .join(test_set, test_set.c.pk == eval_run.c.test_set_pk)
         .where(eval_run.c.project_pk == project_pk)
         .order_by(eval_run.c.created_at.desc(), eval_run.c.pk.desc())
         .limit(limit)
+    ).all()
+    counts = pass_counts(conn, [r.pk for r in rows])
+    return [r._asdict() | dict(zip(("done", "passed"), counts.get(r.pk, (0, 0)), strict=True)) for r in rows]
+
+
+def pass_counts(conn: Connection, run_pks: list[int]) -> dict[int, tuple[int, int]]:
+    """{run: (items done, items passed)}."""
+    if not run_pks:
+        return {}
+    passed = func.sum(when((eval_item.c.passed.is_(True), 1), else_=0))
+    rows = conn.execute(
+        select(eval_item.c.run_pk, func.count(), passed)
+        .where(eval_item.c.run_pk.in_(run_pks), eval_item.c.done.is_(True))
+        .group_by(eval_item.c.run_pk)
     )
-    return [r._asdict() for r in rows]
+    return {run_pk: (int(done), int(ok or 0)) for run_pk, done, ok in rows}
 
 
 @dataclass(frozen=True)
@@ -355,13 +371,21 @@ def finish(
     saved = conn.execute(
         update(eval_item)
         .where(eval_item.c.pk == item_pk, eval_item.c.lease_owner == owner, eval_item.c.done.is_(False))
-        .values(done=True, response=response, result=result, finished_at=now, lease_owner=None, lease_until=None)
-    )
+        .values(
+            done=True, response=response, result=result, passed=item_passed(result), finished_at=now,
+            lease_owner=None, lease_until=None,
+        )
+    )  # fmt: skip
     if saved.rowcount != 1:
         return False
     run_pk = conn.execute(select(eval_item.c.run_pk).where(eval_item.c.pk == item_pk)).scalar_one()
     _close_if_done(conn, run_pk, now)
     return True
+
+
+def item_passed(result: dict[str, Any]) -> bool:
+    """An item passes when it has a response and every evaluation of it is positive."""
+    return not result.get("error") and all(e.get("outcome") == "positive" for e in result.get("evaluations", []))
 
 
 def _close_if_done(conn: Connection, run_pk: int, now: datetime) -> None:

@@ -539,6 +539,7 @@ eval_item = Table(
     Column("lease_until", DateTime),
     Column("response", Text),
     Column("result", JSON),  # {evaluations: [...], error, latency_ms, cost}
+    Column("passed", Boolean),  # every evaluation positive and no error (pass rates count it)
     Column("finished_at", DateTime),
     UniqueConstraint("run_pk", "test_case_pk", "iteration", name="uq_eval_item"),
     Index("ix_eval_item_open", "done", "run_pk"),

@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("lease_until", sa.DateTime()),
         sa.Column("response", sa.Text()),
         sa.Column("result", sa.JSON()),
+        sa.Column("passed", sa.Boolean()),
         sa.Column("finished_at", sa.DateTime()),
         sa.UniqueConstraint("run_pk", "test_case_pk", "iteration", name="uq_eval_item"),
     )
