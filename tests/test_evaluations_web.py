@@ -40,6 +40,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
     with running_server(db, home, Limits()) as server:
         project = make_project(db, "shop")
         viewer = add_account(db, "viewer@example.com", project.name, "viewer")
+        server.member = add_account(db, "member@example.com", project.name, "member")  # type: ignore[attr-defined]
+        server.token = project.token  # type: ignore[attr-defined]
         evaluators = [{"evaluator": "golden_response", "options": GOLDEN},
                       {"evaluator": "length", "options": {"max_words": 12}}]  # fmt: skip
         before = [
@@ -132,3 +134,69 @@ def test_runs_and_versions_in_a_browser(site: tuple[RunningServer, str, Account,
         screenshot(page, "evaluations-test-set", full_page=True)
         browser.close()
     assert errors == []
+
+
+def test_a_transcripts_reply_becomes_a_test_case(site: tuple[RunningServer, str, Account, list[str]]) -> None:
+    server, project, viewer, _ = site
+    said = [
+        {"role": "system", "message": "You are the shop's assistant."},
+        {"role": "user", "message": "Can I return opened headphones?"},
+        {"role": "assistant", "message": "No idea, ask someone else."},
+    ]
+    with server.client(server.token) as api:  # type: ignore[attr-defined]
+        assert api.post("/api/v1/log/conversation", json={"conversation": {"messages": said}}).status_code == 201
+        cid = api.get("/api/v1/conversations").json()["conversations"][0]["id"]
+    base = f"/p/{quote(project)}"
+    form = {"conversation_id": cid, "message": "2", "test_set": "from production", "keep": "avoid"}
+    with signed_in(server, viewer) as client:
+        assert "Add to test set" not in client.get(f"{base}/conversations/{quote(cid)}").text
+        refused = client.post(f"{base}/evaluations/from-conversation", data=form | {"csrf_token": client.csrf})
+        assert refused.status_code == 403
+    with signed_in(server, server.member) as client:  # type: ignore[attr-defined]
+        assert client.get(f"{base}/conversations/{quote(cid)}").text.count("Add to test set") == 1
+        no_token = client.post(f"{base}/evaluations/from-conversation", data=form)
+        assert no_token.status_code == 403
+        added = client.post(f"{base}/evaluations/from-conversation", data=form | {"csrf_token": client.csrf})
+        assert added.status_code == 303
+        assert added.headers["location"] == f"{base}/evaluations/sets/from%20production"
+        not_a_reply = form | {"message": "1", "csrf_token": client.csrf}
+        assert client.post(f"{base}/evaluations/from-conversation", data=not_a_reply).status_code == 422
+        too_long = form | {"test_set": "x" * 129, "csrf_token": client.csrf}
+        assert client.post(f"{base}/evaluations/from-conversation", data=too_long).status_code == 422
+    with server.client(server.token) as api:  # type: ignore[attr-defined]
+        stored = api.get("/api/v1/test_sets/from production").json()
+    assert stored["version"] == 1 and len(stored["test_cases"]) == 1
+    case = stored["test_cases"][0]
+    assert case["name"] == f"{cid} #3"
+    assert case["messages"] == [{"role": "system", "message": "You are the shop's assistant."},
+                                {"role": "user", "message": "Can I return opened headphones?"}]  # fmt: skip
+    assert case["pregenerated_response"] is None
+    assert case["evaluators"] == [
+        {"evaluator": "semantic_match",
+         "options": {"golden_response": "No idea, ask someone else.", "threshold": None, "expect": "different"}}
+    ]  # fmt: skip
+
+
+def test_the_add_to_test_set_form_in_a_browser(site: tuple[RunningServer, str, Account, list[str]]) -> None:
+    server, project, _, _ = site
+    with server.client(server.token) as api:  # type: ignore[attr-defined]
+        said = [{"role": "user", "message": "Do you sell gift cards?"},
+                {"role": "assistant", "message": "Yes, from 10 to 200 euros, in store and online."}]  # fmt: skip
+        assert api.post("/api/v1/log/conversation/thread",
+                        json={"conversation": {"id": "gift-cards", "messages": said}}).status_code == 201  # fmt: skip
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page: Page = browser.new_page(viewport={"width": 1280, "height": 800}, base_url=server.base_url)
+        page.goto("/login")
+        page.fill("input[name=email]", server.member.email)  # type: ignore[attr-defined]
+        page.fill("input[name=password]", server.member.password)  # type: ignore[attr-defined]
+        page.click("button[type=submit]")
+        page.goto(f"/p/{quote(project)}/conversations/gift-cards")
+        page.click("details.to-test-set summary")
+        page.fill("details.to-test-set input[name=test_set]", "gift cards")
+        screenshot(page, "evaluations-add-to-test-set")
+        page.click("details.to-test-set button[type=submit]")
+        expect(page.locator("#cases tbody tr")).to_have_count(1)
+        expect(page.locator("#cases")).to_contain_text("gift-cards #2")
+        expect(page.locator("#cases")).to_contain_text("Do you sell gift cards?")
+        browser.close()

@@ -213,3 +213,11 @@ def test_semantic_match_accepts_paraphrases_in_any_language_and_refuses_other_an
     with pytest.raises(OptionError) as bad:
         registry.get("semantic_match").check_options(golden | {"threshold": 2})
     assert bad.value.field == "threshold"
+
+
+def test_semantic_match_can_require_a_response_unlike_one_to_avoid() -> None:
+    avoid = {"golden_response": "I can't help with refunds, please call the store.", "expect": "different"}
+    found = verdict("semantic_match", "Sorry, I cannot help you with refunds; call the shop.", avoid)
+    assert found.outcome == "negative"
+    assert found.reasons[0].reason.startswith("similarity to the response to avoid 0.")
+    assert outcome("semantic_match", "Your refund of $20 was issued today.", avoid) == "positive"

@@ -2,7 +2,9 @@
 similarity of the two texts' sentence embeddings (enrich/embedding.py, the multilingual encoder the
 enrichment uses: an answer in another language can match too).
 
-Options: ``golden_response`` (the expected text) and ``threshold`` (default ``THRESHOLD``). The default
+Options: ``golden_response`` (the expected text), ``threshold`` (default ``THRESHOLD``) and ``expect``:
+``similar`` (default) or ``different`` — the response must not mean the same as the given text (a reply
+kept as an example of what not to say). The default
 was chosen on the tuning half of a labelled set of paraphrase / non-paraphrase pairs
 (tests/data/paraphrase_pairs_tune.jsonl) and is reported on both halves by bench/evaluator_quality.py.
 The encoder reads a text's first 600 characters: longer answers are compared by their beginnings.
@@ -21,6 +23,7 @@ from convolens.evaluations.base import (
     Attempt,
     Services,
     Verdict,
+    choice_option,
     no_other_options,
     number_option,
     text_option,
@@ -44,19 +47,25 @@ class SemanticMatch:
     offline: bool = True
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        no_other_options(options, {"golden_response", "threshold"})
+        no_other_options(options, {"golden_response", "threshold", "expect"})
         golden = text_option(options, "golden_response", required=True, max_chars=MAX_GOLDEN_CHARS)
-        return {"golden_response": golden, "threshold": number_option(options, "threshold", low=-1, high=1)}
+        return {
+            "golden_response": golden,
+            "threshold": number_option(options, "threshold", low=-1, high=1),
+            "expect": choice_option(options, "expect", {"similar": "similar", "different": "different"}, "similar"),
+        }
 
     def evaluate(self, attempt: Attempt, options: dict[str, Any], services: Services) -> Verdict:
         if attempt.response is None or not attempt.response.strip():
             return Verdict.inconclusive("no response to compare")
         threshold = THRESHOLD if options.get("threshold") is None else options["threshold"]
         score = similarity(attempt.response, options["golden_response"])
-        ok = score >= threshold
-        side = "at or above" if ok else "below"
+        similar = score >= threshold
+        wanted = options.get("expect", "similar") == "similar"
+        target = "the golden response" if wanted else "the response to avoid"
+        side = "at or above" if similar else "below"
         return Verdict.passed(
-            ok, f"similarity to the golden response {score:.3f}, {side} the threshold {threshold:.2f}"
+            similar == wanted, f"similarity to {target} {score:.3f}, {side} the threshold {threshold:.2f}"
         )
 
 

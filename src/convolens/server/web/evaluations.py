@@ -1,18 +1,24 @@
 """``/p/{project}/evaluations``: test sets with their versions and what changed between them, runs with
 progress and pass rates, one run's verdicts and reasons case by case, and two runs side by side (a model
-or prompt change: what got better, what got worse). Reading needs the viewer role."""
+or prompt change: what got better, what got worse). Reading needs the viewer role; adding a transcript's
+reply to a test set (``…/evaluations/from-conversation``, a form on the transcript) the member role."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
 
+from convolens.evaluations.from_conversation import NotATurn, case_from_turn
+from convolens.schemas.evaluations import Name
 from convolens.server.web.render import WebError, render
-from convolens.server.web.session import access
-from convolens.store import evaluations
+from convolens.server.web.session import access, check_csrf, redirect
+from convolens.store import evaluations, queries
+from convolens.timeutil import utcnow
 
 router = APIRouter(include_in_schema=False)
 
@@ -131,3 +137,40 @@ def compare(request: Request, project: str, a: str | None = None, b: str | None 
                   membership=membership, run_a=run_a, run_b=run_b, pairs=pairs, counts=counts, passed=passed,
                   passed_a=sum(passed(r.result) for r in results_a),
                   passed_b=sum(passed(r.result) for r in results_b))  # fmt: skip
+
+
+_SET_NAME = TypeAdapter(Name)
+
+
+@router.post("/p/{project}/evaluations/from-conversation")
+def add_from_conversation(
+    request: Request,
+    project: str,
+    conversation_id: str = Form(..., max_length=1000),
+    message: int = Form(..., ge=0, le=1_000_000),
+    test_set: str = Form(..., max_length=1000),
+    keep: Literal["golden", "avoid"] = Form("golden"),
+    csrf_token: str = Form(""),
+) -> Response:
+    """A transcript's assistant reply as a new test case (a new version of the test set, the prior
+    version's cases kept); then to the test set's page."""
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    try:
+        name = _SET_NAME.validate_python(test_set)
+    except ValidationError as exc:
+        raise WebError(422, f"test_set: {exc.errors()[0]['msg']}") from None
+    with request.app.state.db.reader() as conn:
+        view = queries.get_conversation(conn, membership.project_pk, conversation_id)
+    if view is None:
+        raise WebError(404, "no such conversation in this project")
+    try:
+        case = case_from_turn(conversation_id, view.messages, message, keep)
+    except NotATurn as exc:
+        raise WebError(422, f"message: {exc}") from None
+    try:
+        with request.app.state.db.writer() as conn:
+            evaluations.save_version(conn, membership.project_pk, name, [case], None, True, utcnow())
+    except evaluations.Conflict as exc:
+        raise WebError(exc.status, f"{exc.field}: {exc.msg}") from None
+    return redirect(f"/p/{quote(project, safe='')}/evaluations/sets/{quote(name, safe='')}")
