@@ -63,6 +63,7 @@ def test_a_run_generates_responses_with_the_provider_and_shows_progress(database
         assert (_run(db, project.pk, run_id).status, _run(db, project.pk, run_id).completed) == ("pending", 0)
         worker = Worker(db, llm=LlmSettings(base_url=url, model="stub-default"), lease=timedelta(seconds=30))
         worker.evaluate_runs.budget_seconds = 0  # one item a call: progress is visible in between
+        assert worker.evaluate_runs.embed_cases() == 5  # the cases' embeddings, for coverage, come first
         assert worker.evaluate_runs() == 1
         midway = _run(db, project.pk, run_id)
         assert (midway.status, midway.completed, midway.total) == ("running", 1, 10)

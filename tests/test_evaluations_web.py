@@ -55,6 +55,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
             _case("shipping, abroad", "Do you ship to Norway?", "Your order ships within 2 business days."),
         ]
         runs = []
+        with server.client(project.admin_token) as admin:
+            for topic in ({"name": "Shipping", "kind": "keyword", "keywords": ["ship", "shipping"]},
+                          {"name": "Gift cards", "kind": "keyword", "keywords": ["gift card"]}):  # fmt: skip
+                assert admin.post("/api/v1/topics", json=topic).status_code == 201
+            for text in ("Can I pay with a gift card?", "gift card balance", "my gift card expired", "ship to Oslo?"):
+                said = {"messages": [{"role": "user", "message": text}, {"role": "assistant", "message": "ok"}]}
+                assert admin.post("/api/v1/log/conversation", json={"conversation": said}).status_code == 201
         with server.client(project.token) as api:
             assert api.post("/api/v1/test_sets", json={"name": "shipping", "test_cases": before,
                                                        "evaluators": evaluators}).status_code == 201  # fmt: skip
@@ -64,6 +71,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
                 started = api.post("/api/v1/evaluations/run", json={"test_set_name": "shipping", "version": version})
                 runs.append(started.json()["data"]["run_id"])
                 _wait(api, runs[-1])
+            deadline = time.monotonic() + 120
+            while True:  # the production messages enriched and rolled up, the cases embedded
+                found = api.get("/api/v1/evaluations/coverage").json()
+                volumes = {t["name"]: t["messages"] for t in found["topics"]}
+                if volumes.get("Gift cards") == 3 and not found["test_cases_not_yet_matched"]:
+                    break
+                assert time.monotonic() < deadline, found
+                time.sleep(0.5)
         yield server, project.name, viewer, runs
     db.dispose()
 
@@ -104,6 +119,12 @@ def test_runs_and_versions_in_a_browser(site: tuple[RunningServer, str, Account,
         expect(page.locator("#runs tbody tr").first).to_contain_text("4 / 4")  # v2: 4 cases
         expect(page.locator("#runs tbody tr").first).to_contain_text("75% (3)")
         screenshot(page, "evaluations-overview")
+        expect(page.locator("#uncovered")).to_contain_text("Gift cards · 3")
+        shipping = page.locator("#coverage tr", has_text="Shipping")
+        expect(shipping).to_contain_text("3")  # the three v2 cases that ask about shipping
+        expect(shipping).to_contain_text("100% (3/3)")
+        page.locator("#coverage").scroll_into_view_if_needed()
+        screenshot(page, "evaluations-coverage")
 
         page.click(f"a[href='{base}/runs/{first}']")
         expect(page.locator("#results tbody tr")).to_have_count(3)

@@ -401,3 +401,77 @@ def _close_if_done(conn: Connection, run_pk: int, now: datetime) -> None:
         .where(eval_run.c.pk == run_pk, eval_run.c.status.in_(OPEN))
         .values(status="errored" if errored else "completed", finished_at=now)
     )
+
+
+# Coverage: which topics the test cases cover
+
+
+def last_user_message(body: dict[str, Any]) -> str:
+    said = [m.get("message", "") for m in body.get("messages", []) if m.get("role") == "user"]
+    return said[-1] if said else ""
+
+
+def cases_without_vectors(conn: Connection, limit: int) -> list[tuple[int, str]]:
+    """(case, its last user message) of cases not embedded yet (the workers fill them)."""
+    rows = conn.execute(
+        select(test_case.c.pk, test_case.c.body)
+        .where(test_case.c.vector.is_(None))
+        .order_by(test_case.c.pk)
+        .limit(limit)
+    )
+    return [(pk, last_user_message(body)) for pk, body in rows]
+
+
+def set_vectors(conn: Connection, vectors: list[tuple[int, bytes]]) -> None:
+    for pk, vector in vectors:
+        conn.execute(update(test_case).where(test_case.c.pk == pk, test_case.c.vector.is_(None)).values(vector=vector))
+
+
+@dataclass(frozen=True)
+class CoveredCase:
+    set_name: str
+    name: str
+    text: str
+    vector: bytes | None
+
+
+MAX_COVERAGE_CASES = 5000
+
+
+def latest_cases(conn: Connection, project_pk: int, limit: int = MAX_COVERAGE_CASES) -> list[CoveredCase]:
+    """The cases of each test set's latest version (at most ``limit``, by set name)."""
+    newest = (
+        select(test_set.c.name, func.max(test_set.c.version).label("version"))
+        .where(test_set.c.project_pk == project_pk)
+        .group_by(test_set.c.name)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(test_set.c.name, test_case.c.name, test_case.c.body, test_case.c.vector)
+        .join(newest, and_(test_set.c.name == newest.c.name, test_set.c.version == newest.c.version))
+        .join(test_case, test_case.c.test_set_pk == test_set.c.pk)
+        .where(test_set.c.project_pk == project_pk)
+        .order_by(test_set.c.name, test_case.c.position)
+        .limit(limit)
+    )
+    return [CoveredCase(set_name, name, last_user_message(body), vector) for set_name, name, body, vector in rows]
+
+
+def last_run_passes(conn: Connection, project_pk: int) -> dict[tuple[str, str], list[bool]]:
+    """{(test set, case): [passed, …]} from each test set's latest finished run (any version)."""
+    finished = (
+        select(test_set.c.name, func.max(eval_run.c.pk).label("run_pk"))
+        .join(test_set, test_set.c.pk == eval_run.c.test_set_pk)
+        .where(eval_run.c.project_pk == project_pk, eval_run.c.status.in_(("completed", "errored")))
+        .group_by(test_set.c.name)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(finished.c.name, test_case.c.name, eval_item.c.passed)
+        .join(eval_item, eval_item.c.run_pk == finished.c.run_pk)
+        .join(test_case, test_case.c.pk == eval_item.c.test_case_pk)
+    )
+    found: dict[tuple[str, str], list[bool]] = {}
+    for set_name, case_name, passed in rows:
+        found.setdefault((set_name, case_name), []).append(bool(passed))
+    return found

@@ -506,7 +506,13 @@ test_case = Table(
     Column("name", String(256), nullable=False),
     # {messages, model, model_config, metadata, pregenerated_response, evaluators}
     Column("body", JSON, nullable=False),
+    # The embedding of its last user message (float16), filled by the workers: which topics it covers.
+    Column("vector", LargeBinary),
     UniqueConstraint("test_set_pk", "name", name="uq_test_case_name"),
+    # The workers' look-up of cases to embed: only those rows are in it.
+    Index(
+        "ix_test_case_unembedded", "pk", sqlite_where=text("vector IS NULL"), postgresql_where=text("vector IS NULL")
+    ),
 )
 
 eval_run = Table(

@@ -45,6 +45,8 @@ class EvaluationRuns:
         self.policy = policy or OutboundPolicy()
         self.settings_seconds = settings_seconds
         self._apps: dict[int, tuple[float, App | None]] = {}
+        self.embed_every = 5.0  # seconds between looks for new test cases to embed, when there were none
+        self._embed_due = 0.0
 
     def app_of(self, project_pk: int) -> App | None:
         """The project's app under test, read again at most every ``settings_seconds``."""
@@ -56,10 +58,12 @@ class EvaluationRuns:
         return known[1]
 
     def __call__(self) -> int:
-        """Evaluate items until none is free or the budget is spent; returns how many were finished."""
+        """Embed new test cases (for coverage), then evaluate items until none is free or the budget is
+        spent; returns how much was done."""
+        embedded = self.embed_cases()
         with self.db.reader() as conn:
             if not evaluations.any_open(conn, utcnow()):
-                return 0
+                return embedded
         finished = 0
         started = time.monotonic()
         while not finished or time.monotonic() - started < self.budget_seconds:  # at least one item a call
@@ -84,7 +88,25 @@ class EvaluationRuns:
                     finished += 1
                 else:
                     log.warning("evaluation item %s was taken over before it was saved; its result dropped", item.pk)
-        return finished
+        return finished + embedded
+
+    def embed_cases(self, limit: int = 256) -> int:
+        """Embed the last user message of test cases that have no vector yet (a partial index finds them)."""
+        if time.monotonic() < self._embed_due:
+            return 0
+        with self.db.reader() as conn:
+            todo = evaluations.cases_without_vectors(conn, limit)
+        if not todo:
+            self._embed_due = time.monotonic() + self.embed_every
+            return 0
+        from convolens.enrich import embedding
+
+        vectors = embedding.embed([text for _, text in todo])
+        with self.db.writer() as conn:
+            evaluations.set_vectors(
+                conn, [(pk, embedding.to_bytes(v)) for (pk, _), v in zip(todo, vectors, strict=True)]
+            )
+        return len(todo)
 
     @staticmethod
     def _given_up(item: evaluations.Claimed) -> dict:

@@ -18,9 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from convolens.evaluations import registry
 from convolens.evaluations.app_under_test import SETTING, App
 from convolens.evaluations.base import OptionError
+from convolens.evaluations.coverage import coverage
 from convolens.outbound import RefusedUrl, redacted, safe_url
 from convolens.schemas.bounds import json_problem
 from convolens.schemas.evaluations import MAX_JSON_BYTES, MAX_JSON_DEPTH, EvaluatorSpec, RunBody, TestSetBody
+from convolens.server.api.context_read import MAX_BUCKETED_DAYS, time_window
 from convolens.server.api.deps import database
 from convolens.server.auth import AdminToken, IngestToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
@@ -301,3 +303,30 @@ def remove_app(token: TokenInfo = AdminToken, db: Database = Depends(database)) 
     with db.writer() as conn:
         projects.set_project_setting(conn, token.project_name, SETTING, None)
     return Response(status_code=204)
+
+
+@router.get("/api/v1/evaluations/coverage")
+def get_coverage(
+    start_time: str | None = None,
+    end_time: str | None = None,
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Per topic (defined and suggested, busiest first): its user messages in the window (default: from
+    the start of 6 days ago, as the read API), the test cases whose last user message is on it (each
+    test set's latest version) and how they did in their sets' latest finished runs; ``uncovered``: the
+    busy topics no case covers.
+    LLM topics are not matched against test cases (``matchable: false``)."""
+    start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
+    with db.snapshot() as conn:
+        found = coverage(conn, token.project_pk, start.date(), end.date())
+    return JSONResponse(
+        {
+            "start_time": iso(start),
+            "end_time": iso(end),
+            "test_cases": found.cases,
+            "test_cases_not_yet_matched": found.not_embedded,
+            "topics": [t.as_json() for t in found.topics],
+            "uncovered": [t.as_json() for t in found.uncovered_busy],
+        }
+    )

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
+from convolens.evaluations.coverage import coverage
 from convolens.evaluations.from_conversation import NotATurn, case_from_turn
 from convolens.schemas.evaluations import Name
-from convolens.server.web.render import WebError, render
+from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
 from convolens.store import evaluations, queries
 from convolens.timeutil import utcnow
@@ -30,13 +31,15 @@ def _run_id(value: str | None, field: str) -> str:
 
 
 @router.get("/p/{project}/evaluations")
-def overview(request: Request, project: str) -> Response:
+def overview(request: Request, project: str, start: str | None = None, end: str | None = None) -> Response:
     session, membership = access(request, project)
-    with request.app.state.db.reader() as conn:
+    window = date_range(start, end, None, default_days=30)
+    with request.app.state.db.snapshot() as conn:
         sets = evaluations.list_sets(conn, membership.project_pk)
         runs = evaluations.list_runs(conn, membership.project_pk, limit=50)
+        covered = coverage(conn, membership.project_pk, window.first, window.last)
     return render(request, "evaluations.html", title="Evaluations", active="evaluations", session=session,
-                  membership=membership, sets=sets, runs=runs)  # fmt: skip
+                  membership=membership, sets=sets, runs=runs, coverage=covered, window=window)  # fmt: skip
 
 
 @dataclass(frozen=True)

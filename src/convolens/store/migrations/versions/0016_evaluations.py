@@ -35,7 +35,15 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(256), nullable=False),
         sa.Column("body", sa.JSON(), nullable=False),
+        sa.Column("vector", sa.LargeBinary()),
         sa.UniqueConstraint("test_set_pk", "name", name="uq_test_case_name"),
+    )
+    op.create_index(
+        "ix_test_case_unembedded",
+        "test_case",
+        ["pk"],
+        sqlite_where=sa.text("vector IS NULL"),
+        postgresql_where=sa.text("vector IS NULL"),
     )
     op.create_table(
         "eval_run",
