@@ -79,6 +79,8 @@ def test_runs_are_bounded(api: httpx.Client) -> None:
     assert missing.status_code == 404
     no_version = api.post("/api/v1/evaluations/run", json={"test_set_name": "r"})
     assert no_version.status_code == 422 and field_of(no_version) == "version"
+    assert api.get("/api/v1/test_sets/a%00b").status_code == 404  # PostgreSQL cannot compare a NUL
+    assert api.get("/api/v1/test_sets/" + "x" * 129).status_code == 404
     page = api.get("/api/v1/evaluations/run/" + "a" * 32, params={"per_page": 0})
     assert page.status_code == 422 and field_of(page) == "query.per_page"
 

@@ -141,7 +141,7 @@ def get_test_set(
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     """One version of a test set (default: the latest) with its cases, and the list of its versions."""
-    if len(name) > 128:
+    if len(name) > 128 or not name.isprintable():  # no name holds a control character (PostgreSQL: no NUL)
         raise ApiError(404, "no such test set in this project")
     with db.reader() as conn:
         row = (

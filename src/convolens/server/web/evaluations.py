@@ -65,7 +65,7 @@ def changes(before: list[evaluations.CaseRow], after: list[evaluations.CaseRow])
 @router.get("/p/{project}/evaluations/sets/{name}")
 def test_set(request: Request, project: str, name: str, version: int | None = None) -> Response:
     session, membership = access(request, project)
-    if len(name) > 128 or (version is not None and not 1 <= version <= 1_000_000):
+    if len(name) > 128 or not name.isprintable() or (version is not None and not 1 <= version <= 1_000_000):
         raise WebError(404, "no such test set")
     with request.app.state.db.reader() as conn:
         versions = evaluations.versions(conn, membership.project_pk, name)
@@ -163,6 +163,8 @@ def add_from_conversation(
         name = _SET_NAME.validate_python(test_set)
     except ValidationError as exc:
         raise WebError(422, f"test_set: {exc.errors()[0]['msg']}") from None
+    if "\x00" in conversation_id:  # PostgreSQL cannot even compare it; no stored id holds one
+        raise WebError(404, "no such conversation in this project")
     with request.app.state.db.reader() as conn:
         view = queries.get_conversation(conn, membership.project_pk, conversation_id)
     if view is None:
