@@ -182,3 +182,30 @@ def test_a_killed_workers_run_is_finished_by_another_with_every_item_evaluated_o
 
 def _asked(request: dict) -> str:
     return request["body"]["messages"][-1]["content"]
+
+
+def test_two_workers_finishing_the_last_items_at_once_close_the_run(postgres_url: str, tmp_path: Path) -> None:
+    result = {"evaluations": [], "error": None}
+    with separate_database(postgres_url, tmp_path, "eval_close") as db:
+        project = make_project(db, "eval-close")
+        with db.writer() as conn:
+            chosen = evaluations.save_version(conn, project.pk, "two", _echo_cases(2), [], False, utcnow())
+            run_id = evaluations.create_run(conn, project.pk, chosen, 1, utcnow())
+        with db.writer() as conn:
+            (first,) = evaluations.claim(conn, "w1", 1, timedelta(minutes=1), utcnow())
+            (second,) = evaluations.claim(conn, "w2", 1, timedelta(minutes=1), utcnow())
+        with db.write_engine.connect() as a, db.write_engine.connect() as b:
+            a.begin()
+            assert evaluations.finish(a, "w1", first.pk, "one", result, utcnow())  # not committed yet
+
+            def finish_second() -> None:
+                with b.begin():
+                    assert evaluations.finish(b, "w2", second.pk, "two", result, utcnow())
+
+            other = threading.Thread(target=finish_second)
+            other.start()
+            other.join(1.0)
+            assert other.is_alive()  # waits on the run's row, which the first holds
+            a.commit()
+            other.join(10)
+        assert _run(db, project.pk, run_id).status == "completed"

@@ -389,6 +389,10 @@ def item_passed(result: dict[str, Any]) -> bool:
 
 
 def _close_if_done(conn: Connection, run_pk: int, now: datetime) -> None:
+    # The run's row locked first (PostgreSQL; SQLite has one writer): two workers finishing the last two
+    # items at once would each still see the other's as open, and the run would stay "running". Under the
+    # lock, the later one reads the earlier one's committed item and closes the run.
+    conn.execute(select(eval_run.c.pk).where(eval_run.c.pk == run_pk).with_for_update())
     left = conn.execute(
         select(eval_item.c.pk).where(eval_item.c.run_pk == run_pk, eval_item.c.done.is_(False)).limit(1)
     ).first()
