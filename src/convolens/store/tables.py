@@ -550,3 +550,18 @@ eval_item = Table(
     UniqueConstraint("run_pk", "test_case_pk", "iteration", name="uq_eval_item"),
     Index("ix_eval_item_open", "done", "run_pk"),
 )
+
+# A rule that collects test cases from production: thumbs-down replies (of a topic, or all), sampled.
+eval_collect_rule = Table(
+    "eval_collect_rule",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("test_set_name", String(128), nullable=False),
+    Column("topic_pk", ForeignKey("topic.pk", ondelete="CASCADE")),
+    Column("sample_rate", Float, nullable=False),
+    Column("keep", String(8), nullable=False),  # golden | avoid
+    Column("cursor", BigInteger, nullable=False, server_default="0"),  # the last message examined
+    Column("collected", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime, nullable=False),
+)

@@ -15,9 +15,10 @@ from convolens.enrich.llm import LlmJudge
 from convolens.enrich.prices import price_table
 from convolens.evaluations.app_under_test import SETTING, App
 from convolens.evaluations.base import Verdict
+from convolens.evaluations.from_conversation import NotATurn, case_from_turn
 from convolens.evaluations.run import evaluate_case, evaluation_json
 from convolens.outbound import OutboundPolicy
-from convolens.store import evaluations, projects
+from convolens.store import collect_rules, evaluations, projects, queries
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 
@@ -47,6 +48,9 @@ class EvaluationRuns:
         self._apps: dict[int, tuple[float, App | None]] = {}
         self.embed_every = 5.0  # seconds between looks for new test cases to embed, when there were none
         self._embed_due = 0.0
+        self.collect_every = 30.0  # seconds between sweeps of the collection rules
+        self.collect_settle = timedelta(minutes=10)  # a reply's rating usually comes within minutes
+        self._collect_due = 0.0
 
     def app_of(self, project_pk: int) -> App | None:
         """The project's app under test, read again at most every ``settings_seconds``."""
@@ -60,7 +64,7 @@ class EvaluationRuns:
     def __call__(self) -> int:
         """Embed new test cases (for coverage), then evaluate items until none is free or the budget is
         spent; returns how much was done."""
-        embedded = self.embed_cases()
+        embedded = self.embed_cases() + self.collect()
         with self.db.reader() as conn:
             if not evaluations.any_open(conn, utcnow()):
                 return embedded
@@ -119,3 +123,39 @@ class EvaluationRuns:
             "cost": None,
             "model": item.case.get("model"),
         }
+
+    def collect(self) -> int:
+        """Sweep the collection rules (at most every ``collect_every``): each rule's new thumbs-down
+        replies, sampled, become test cases of its test set (one new version a sweep); returns how many."""
+        if time.monotonic() < self._collect_due:
+            return 0
+        self._collect_due = time.monotonic() + self.collect_every
+        with self.db.reader() as conn:
+            rules = collect_rules.list_rules(conn)
+        added = 0
+        for rule in rules:
+            with self.db.snapshot() as conn:
+                found, cursor = collect_rules.candidates(conn, rule, utcnow() - self.collect_settle)
+                cases = []
+                for candidate in found:
+                    view = queries.get_conversation(conn, rule.project_pk, candidate.conversation_id)
+                    if view is None:
+                        continue
+                    index = next((i for i, m in enumerate(view.messages) if m.position == candidate.position), -1)
+                    try:
+                        cases.append(case_from_turn(candidate.conversation_id, view.messages, index, rule.keep))
+                    except NotATurn:
+                        continue
+            if cursor == rule.cursor:
+                continue
+            with self.db.writer() as conn:
+                if not collect_rules.advance(conn, rule, cursor, len(cases)):
+                    continue  # another worker swept this rule meanwhile
+                if cases:
+                    try:
+                        evaluations.save_version(conn, rule.project_pk, rule.test_set_name, cases, None, True, utcnow())
+                    except evaluations.Conflict as exc:  # checked before anything is written
+                        log.warning("collection rule %s: %d cases not added: %s", rule.pk, len(cases), exc)
+                        continue
+            added += len(cases)
+        return added

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 
 from convolens.evaluations import registry
@@ -21,13 +21,13 @@ from convolens.evaluations.base import OptionError
 from convolens.evaluations.coverage import coverage
 from convolens.outbound import RefusedUrl, redacted, safe_url
 from convolens.schemas.bounds import json_problem
-from convolens.schemas.evaluations import MAX_JSON_BYTES, MAX_JSON_DEPTH, EvaluatorSpec, RunBody, TestSetBody
+from convolens.schemas.evaluations import MAX_JSON_BYTES, MAX_JSON_DEPTH, EvaluatorSpec, Name, RunBody, TestSetBody
 from convolens.server.api.context_read import MAX_BUCKETED_DAYS, time_window
 from convolens.server.api.deps import database
 from convolens.server.auth import AdminToken, IngestToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
-from convolens.store import evaluations, projects
+from convolens.store import collect_rules, evaluations, projects, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
@@ -330,3 +330,52 @@ def get_coverage(
             "uncovered": [t.as_json() for t in found.uncovered_busy],
         }
     )
+
+
+class CollectRuleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test_set_name: Name
+    topic_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
+    sample_rate: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+    keep: Literal["golden", "avoid"] = "avoid"
+
+
+@router.get("/api/v1/evaluations/collect_rules")
+def list_collect_rules(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    with db.reader() as conn:
+        rules = collect_rules.list_rules(conn, token.project_pk)
+    return JSONResponse({"count": len(rules), "rules": [r.as_json() for r in rules]})
+
+
+@router.post("/api/v1/evaluations/collect_rules", status_code=201)
+def create_collect_rule(
+    body: CollectRuleBody,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """From now on, the project's thumbs-down assistant replies (of ``topic_id``'s conversations, or all),
+    sampled at ``sample_rate``, become cases of ``test_set_name`` — kept as what not to say (``avoid``,
+    the default) or as good answers (``golden``). The workers add them about ten minutes after the reply."""
+    with db.writer() as conn:
+        if body.topic_id is not None and topics.get(conn, token.project_pk, int(body.topic_id)) is None:
+            raise _field_error("topic_id", "no such topic in this project")
+        if collect_rules.count(conn, token.project_pk) >= collect_rules.MAX_RULES_PER_PROJECT:
+            raise _field_error(
+                "test_set_name", f"a project has at most {collect_rules.MAX_RULES_PER_PROJECT} rules", 409
+            )
+        topic_pk = None if body.topic_id is None else int(body.topic_id)
+        rule = collect_rules.create(
+            conn, token.project_pk, body.test_set_name, topic_pk, body.sample_rate, body.keep, utcnow()
+        )
+    return JSONResponse(rule.as_json(), status_code=201)
+
+
+@router.delete("/api/v1/evaluations/collect_rules/{rule_id}", status_code=204)
+def delete_collect_rule(rule_id: str, token: TokenInfo = AdminToken, db: Database = Depends(database)) -> Response:  # noqa: B008
+    if not rule_id.isdigit() or len(rule_id) > 18:
+        raise ApiError(404, "no such collection rule in this project")
+    with db.writer() as conn:
+        if not collect_rules.remove(conn, token.project_pk, int(rule_id)):
+            raise ApiError(404, "no such collection rule in this project")
+    return Response(status_code=204)

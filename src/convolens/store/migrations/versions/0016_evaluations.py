@@ -76,9 +76,23 @@ def upgrade() -> None:
         sa.UniqueConstraint("run_pk", "test_case_pk", "iteration", name="uq_eval_item"),
     )
     op.create_index("ix_eval_item_open", "eval_item", ["done", "run_pk"])
+    op.create_table(
+        "eval_collect_rule",
+        sa.Column("pk", Pk, primary_key=True, autoincrement=True),
+        sa.Column("project_pk", Pk, sa.ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("test_set_name", sa.String(128), nullable=False),
+        sa.Column("topic_pk", Pk, sa.ForeignKey("topic.pk", ondelete="CASCADE")),
+        sa.Column("sample_rate", sa.Float(), nullable=False),
+        sa.Column("keep", sa.String(8), nullable=False),
+        sa.Column("cursor", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("collected", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+    )
+    op.create_index("ix_eval_collect_rule_project_pk", "eval_collect_rule", ["project_pk"])
 
 
 def downgrade() -> None:
+    op.drop_table("eval_collect_rule")
     op.drop_table("eval_item")
     op.drop_table("eval_run")
     op.drop_table("test_case")
