@@ -209,3 +209,47 @@ def test_two_workers_finishing_the_last_items_at_once_close_the_run(postgres_url
             a.commit()
             other.join(10)
         assert _run(db, project.pk, run_id).status == "completed"
+
+
+def test_the_lease_is_renewed_before_each_provider_call_and_a_lost_item_is_dropped(
+    database_url: str, tmp_path: Path
+) -> None:
+    from convolens.evaluations.judge import PROMPT as JUDGE_PROMPT
+
+    seen: list[object] = []
+    with separate_database(database_url, tmp_path, "eval_renew") as db:
+
+        def lease_of() -> object:
+            with db.reader() as conn:
+                query = select(eval_item.c.lease_until, eval_item.c.lease_owner).where(eval_item.c.done.is_(False))
+                return conn.execute(query).one()
+
+        def provider(_topic: str, prompt: str):  # type: ignore[no-untyped-def]
+            seen.append(lease_of())
+            if prompt.startswith(JUDGE_PROMPT):
+                return {"verdict": True, "reason": "fine"}
+            if len(seen) == 3:  # the second run's response: another worker takes the item meanwhile
+                with db.writer() as conn:
+                    conn.execute(eval_item.update().where(eval_item.c.done.is_(False)).values(lease_owner="thief"))
+            time.sleep(0.05)
+            return "echo"
+
+        with openai_stub(provider) as (url, requests):
+            project = make_project(db, "eval-renew")
+            judge = [{"evaluator": "llm_judge", "options": {"prompt": "be nice"}}]
+            with db.writer() as conn:
+                chosen = evaluations.save_version(conn, project.pk, "r", _echo_cases(1), judge, False, utcnow())
+                kept = evaluations.create_run(conn, project.pk, chosen, 1, utcnow())
+            worker = Worker(db, llm=LlmSettings(base_url=url), lease=timedelta(seconds=30))
+            worker.evaluate_runs.embed_cases()
+            assert worker.evaluate_runs() == 1
+            # The judge's call saw a lease renewed after the response, not the one of the claim.
+            assert seen[1][0] > seen[0][0] and seen[1][1] == worker.owner
+            assert _run(db, project.pk, kept).status == "completed"
+
+            with db.writer() as conn:
+                lost = evaluations.create_run(conn, project.pk, chosen, 1, utcnow())
+            assert worker.evaluate_runs() == 0  # taken over after its response: no judge call, nothing saved
+            assert len(requests) == 3
+            assert lease_of()[1] == "thief"
+            assert _run(db, project.pk, lost).completed == 0

@@ -7,6 +7,7 @@ verdict naming the failure, so one bad evaluator cannot stop a run (or kill its 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from convolens.enrich.llm import LlmJudge
@@ -19,15 +20,26 @@ from convolens.outbound import OutboundPolicy
 log = logging.getLogger("convolens.evaluations")
 
 
-class ProjectServices:
-    """What evaluators may use beyond the text: the project's LLM provider (llm_judge)."""
+class LeaseLost(BaseException):  # not an Exception: evaluators' own except clauses must not stop it
+    """The worker no longer holds the item (its lease ran out and another worker took it): stop."""
 
-    def __init__(self, provider: LlmJudge | None) -> None:
+
+KeepAlive = Callable[[], bool]  # renews the worker's lease on the item; False when it was lost
+
+
+class ProjectServices:
+    """What evaluators may use beyond the text: the project's LLM provider (llm_judge), with the item's
+    lease renewed before each call (a provider may take its whole timeout)."""
+
+    def __init__(self, provider: LlmJudge | None, keep_alive: KeepAlive | None = None) -> None:
         self.provider = provider
+        self.keep_alive = keep_alive
 
     def llm_json(self, system: str, user: str) -> Any:
         if self.provider is None:
             raise RuntimeError("no LLM provider is set for this project")
+        if self.keep_alive is not None and not self.keep_alive():
+            raise LeaseLost
         return self.provider.ask_json(system, user)
 
 
@@ -67,10 +79,15 @@ def evaluate_case(
     prices: dict[str, tuple[float, float]],
     app: App | None = None,
     policy: OutboundPolicy | None = None,
+    keep_alive: KeepAlive | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
-    """(the response, the item's result: evaluations, error, latency_ms, cost, model)."""
+    """(the response, the item's result: evaluations, error, latency_ms, cost, model). Raises
+    ``LeaseLost`` when ``keep_alive`` says the item went to another worker meanwhile."""
     attempt = respond(case, provider, prices, app, policy)
-    evaluations = judge(attempt, [*set_evaluators, *(case.get("evaluators") or [])], ProjectServices(provider))
+    if keep_alive is not None and not keep_alive():
+        raise LeaseLost
+    services = ProjectServices(provider, keep_alive)
+    evaluations = judge(attempt, [*set_evaluators, *(case.get("evaluators") or [])], services)
     result = {
         "evaluations": evaluations,
         "error": attempt.error,

@@ -362,6 +362,16 @@ def claim(conn: Connection, owner: str, limit: int, lease: timedelta, now: datet
     ]
 
 
+def renew(conn: Connection, owner: str, item_pk: int, lease: timedelta, now: datetime) -> bool:
+    """Extend ``owner``'s lease on an item before a slow step (a provider call); False: it was taken over."""
+    renewed = conn.execute(
+        update(eval_item)
+        .where(eval_item.c.pk == item_pk, eval_item.c.lease_owner == owner, eval_item.c.done.is_(False))
+        .values(lease_until=now + lease)
+    )
+    return renewed.rowcount == 1
+
+
 def finish(
     conn: Connection, owner: str, item_pk: int, response: str | None, result: dict[str, Any], now: datetime
 ) -> bool:

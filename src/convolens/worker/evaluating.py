@@ -16,7 +16,7 @@ from convolens.enrich.prices import price_table
 from convolens.evaluations.app_under_test import SETTING, App
 from convolens.evaluations.base import Verdict
 from convolens.evaluations.from_conversation import NotATurn, case_from_turn
-from convolens.evaluations.run import evaluate_case, evaluation_json
+from convolens.evaluations.run import LeaseLost, evaluate_case, evaluation_json
 from convolens.outbound import OutboundPolicy
 from convolens.store import collect_rules, evaluations, projects, queries
 from convolens.store.db import Database
@@ -79,20 +79,29 @@ class EvaluationRuns:
             if item.attempts > evaluations.MAX_ATTEMPTS:
                 response, result = None, self._given_up(item)
             else:
-                response, result = evaluate_case(
-                    {"name": item.case_name, **item.case},
-                    item.set_evaluators,
-                    self.providers(item.project_pk),
-                    self.prices,
-                    self.app_of(item.project_pk),
-                    self.policy,
-                )
+                try:
+                    response, result = evaluate_case(
+                        {"name": item.case_name, **item.case},
+                        item.set_evaluators,
+                        self.providers(item.project_pk),
+                        self.prices,
+                        self.app_of(item.project_pk),
+                        self.policy,
+                        keep_alive=lambda pk=item.pk: self._renew(pk),
+                    )
+                except LeaseLost:
+                    log.warning("evaluation item %s was taken over while it was evaluated; left to the other", item.pk)
+                    continue
             with self.db.writer() as conn:
                 if evaluations.finish(conn, self.owner, item.pk, response, result, utcnow()):
                     finished += 1
                 else:
                     log.warning("evaluation item %s was taken over before it was saved; its result dropped", item.pk)
         return finished + embedded
+
+    def _renew(self, item_pk: int) -> bool:
+        with self.db.writer() as conn:
+            return evaluations.renew(conn, self.owner, item_pk, self.lease, utcnow())
 
     def embed_cases(self, limit: int = 256) -> int:
         """Embed the last user message of test cases that have no vector yet (a partial index finds them)."""
