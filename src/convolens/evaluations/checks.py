@@ -7,6 +7,7 @@ look-around: linear), with fetching of remote ``$ref`` documents turned off.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH = 20_000, 16
 SCOPES = {"response": "response", "context_window": "context_window"}
 
 
+@functools.lru_cache(maxsize=256)  # a run evaluates the same few patterns over and over
 def _compile(pattern: str) -> Any:
     options = re2.Options()
     options.max_mem = PATTERN_MAX_MEM

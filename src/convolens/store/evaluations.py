@@ -184,6 +184,7 @@ class RunRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    passed: int = 0  # finished items that passed
 
 
 def create_run(conn: Connection, project_pk: int, chosen: TestSetRow, iterations: int, now: datetime) -> str:
@@ -228,12 +229,10 @@ def get_run(conn: Connection, project_pk: int, public_id: str) -> RunRow | None:
     if row is None:
         return None
     chosen = conn.execute(select(test_set).where(test_set.c.pk == row.test_set_pk)).one()
-    completed = conn.execute(
-        select(func.count()).where(eval_item.c.run_pk == row.pk, eval_item.c.done.is_(True))
-    ).scalar_one()
+    completed, passed = pass_counts(conn, [row.pk]).get(row.pk, (0, 0))
     return RunRow(
         row.pk, row.public_id, row.project_pk, _set_row(chosen), row.iterations, row.status, row.total,
-        completed, row.created_at, row.started_at, row.finished_at,
+        completed, row.created_at, row.started_at, row.finished_at, passed,
     )  # fmt: skip
 
 

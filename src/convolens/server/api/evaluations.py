@@ -201,7 +201,8 @@ def _result_json(item: evaluations.ItemResult) -> dict[str, Any]:
 
 
 def run_json(run: evaluations.RunRow, results: list[evaluations.ItemResult]) -> dict[str, Any]:
-    """Context's ``EvaluationsRunResponse`` (and a few fields of ours: created_at, finished_at, iterations)."""
+    """Context's ``EvaluationsRunResponse`` (and a few fields of ours: created_at, finished_at, iterations,
+    passed)."""
     return {
         "id": run.public_id,
         "status": run.status,
@@ -211,6 +212,7 @@ def run_json(run: evaluations.RunRow, results: list[evaluations.ItemResult]) -> 
         "created_at": iso(run.created_at),
         "iterations": run.iterations,
         "details": {"test_set_name": run.test_set.name, "version": run.test_set.version},
+        "passed": run.passed,  # items with a response and every evaluation positive, of progress.completed
         "results": [_result_json(r) for r in results],
     }
 
