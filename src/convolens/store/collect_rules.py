@@ -85,41 +85,67 @@ class Candidate:
     message_pk: int
     conversation_id: str
     position: int
+    conversation_pk: int = 0
 
 
 def candidates(conn: Connection, rule: Rule, before: datetime) -> tuple[list[Candidate], int]:
     """The thumbs-down assistant replies after the rule's cursor (created before ``before``), of its
     topic when it has one (a user message of the conversation on it), sampled; and the cursor to move to."""
+    return replies_after(conn, rule.project_pk, rule.cursor, before, rule.topic_pk, rule.sample_rate, rating=-1)
+
+
+def replies_after(
+    conn: Connection,
+    project_pk: int,
+    cursor: int,
+    before: datetime,
+    topic_pk: int | None,
+    rate: float,
+    rating: int | None = None,
+) -> tuple[list[Candidate], int]:
+    """Assistant replies after ``cursor`` created before ``before`` (with ``rating`` if given; in a
+    conversation on ``topic_pk`` if given), sampled at ``rate``; and the cursor to move to (the last
+    message examined, at most ``SCAN`` of them)."""
     scanned = (
         select(message.c.pk)
-        .where(message.c.project_pk == rule.project_pk, message.c.pk > rule.cursor, message.c.created_at < before)
+        .where(message.c.project_pk == project_pk, message.c.pk > cursor, message.c.created_at < before)
         .order_by(message.c.pk)
         .limit(SCAN)
         .subquery()
     )
     last = conn.execute(select(func.max(scanned.c.pk))).scalar()
     if last is None:
-        return [], rule.cursor
+        return [], cursor
     query = (
-        select(message.c.pk, message.c.id, message.c.position, conversation.c.id.label("conversation_id"))
+        select(
+            message.c.pk,
+            message.c.id,
+            message.c.position,
+            message.c.conversation_pk,
+            conversation.c.id.label("conversation_id"),
+        )
         .join(conversation, conversation.c.pk == message.c.conversation_pk)
         .where(
-            message.c.project_pk == rule.project_pk,
-            message.c.pk > rule.cursor,
+            message.c.project_pk == project_pk,
+            message.c.pk > cursor,
             message.c.pk <= last,
-            message.c.rating == -1,
             message.c.role == "assistant",
+            message.c.kind != "event",
         )
         .order_by(message.c.pk)
     )
-    if rule.topic_pk is not None:
+    if rating is not None:
+        query = query.where(message.c.rating == rating)
+    if topic_pk is not None:
         query = query.where(
             exists().where(
-                message_topic.c.conversation_pk == message.c.conversation_pk, message_topic.c.topic_pk == rule.topic_pk
+                message_topic.c.conversation_pk == message.c.conversation_pk, message_topic.c.topic_pk == topic_pk
             )
         )
     found = [
-        Candidate(r.pk, r.conversation_id, r.position) for r in conn.execute(query) if sampled(r.id, rule.sample_rate)
+        Candidate(r.pk, r.conversation_id, r.position, r.conversation_pk)
+        for r in conn.execute(query)
+        if sampled(r.id, rate)
     ]
     return found, int(last)
 

@@ -565,3 +565,30 @@ eval_collect_rule = Table(
     Column("collected", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime, nullable=False),
 )
+
+# Online evaluation: an offline evaluator applied to a sample of production replies (of a topic, or all).
+online_eval_rule = Table(
+    "online_eval_rule",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("evaluator", JSON, nullable=False),  # {evaluator, options}
+    Column("topic_pk", ForeignKey("topic.pk", ondelete="CASCADE")),
+    Column("sample_rate", Float, nullable=False),
+    Column("cursor", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime, nullable=False),
+)
+
+online_eval_result = Table(
+    "online_eval_result",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("rule_pk", ForeignKey("online_eval_rule.pk", ondelete="CASCADE"), nullable=False),
+    Column("message_pk", ForeignKey("message.pk", ondelete="CASCADE"), nullable=False),
+    Column("conversation_pk", ForeignKey("conversation.pk", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),  # the reply's
+    Column("model", String(128)),
+    Column("outcome", String(20), nullable=False),
+    UniqueConstraint("rule_pk", "message_pk", name="uq_online_eval_result"),
+    Index("ix_online_eval_result_rule_time", "rule_pk", "created_at"),
+)

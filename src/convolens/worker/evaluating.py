@@ -14,11 +14,11 @@ from datetime import timedelta
 from convolens.enrich.llm import LlmJudge
 from convolens.enrich.prices import price_table
 from convolens.evaluations.app_under_test import SETTING, App
-from convolens.evaluations.base import Verdict
+from convolens.evaluations.base import Attempt, Message, Verdict
 from convolens.evaluations.from_conversation import NotATurn, case_from_turn
-from convolens.evaluations.run import LeaseLost, evaluate_case, evaluation_json
+from convolens.evaluations.run import LeaseLost, ProjectServices, evaluate_case, evaluation_json, judge
 from convolens.outbound import OutboundPolicy
-from convolens.store import collect_rules, evaluations, projects, queries
+from convolens.store import collect_rules, evaluations, online_evals, projects, queries
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 
@@ -51,6 +51,8 @@ class EvaluationRuns:
         self.collect_every = 30.0  # seconds between sweeps of the collection rules
         self.collect_settle = timedelta(minutes=10)  # a reply's rating usually comes within minutes
         self._collect_due = 0.0
+        self.online_settle = timedelta(minutes=1)  # a reply's conversation may still be enriched (its topics)
+        self._online_due = 0.0
 
     def app_of(self, project_pk: int) -> App | None:
         """The project's app under test, read again at most every ``settings_seconds``."""
@@ -64,7 +66,7 @@ class EvaluationRuns:
     def __call__(self) -> int:
         """Embed new test cases (for coverage), then evaluate items until none is free or the budget is
         spent; returns how much was done."""
-        embedded = self.embed_cases() + self.collect()
+        embedded = self.embed_cases() + self.collect() + self.online()
         with self.db.reader() as conn:
             if not evaluations.any_open(conn, utcnow()):
                 return embedded
@@ -168,3 +170,46 @@ class EvaluationRuns:
                         continue
             added += len(cases)
         return added
+
+    def online(self) -> int:
+        """Sweep the online evaluation rules (at most every ``collect_every``): each rule's evaluator on its
+        sample of the replies that arrived since; returns how many replies were judged."""
+        if time.monotonic() < self._online_due:
+            return 0
+        self._online_due = time.monotonic() + self.collect_every
+        with self.db.reader() as conn:
+            rules = online_evals.list_rules(conn)
+        judged = 0
+        for rule in rules:
+            outcomes = []
+            with self.db.snapshot() as conn:
+                found, cursor = collect_rules.replies_after(
+                    conn, rule.project_pk, rule.cursor, utcnow() - self.online_settle, rule.topic_pk, rule.sample_rate
+                )
+                for candidate in found:
+                    view = queries.get_conversation(conn, rule.project_pk, candidate.conversation_id)
+                    if view is None:
+                        continue
+                    index = next((i for i, m in enumerate(view.messages) if m.position == candidate.position), -1)
+                    if index < 0:
+                        continue
+                    reply = view.messages[index]
+                    before = tuple(Message(m.role, m.content) for m in view.messages[:index] if m.kind != "event")
+                    attempt = Attempt(before, reply.content, latency_ms=reply.latency_ms, model=reply.model)
+                    # Offline evaluators only (checked when the rule is made): no provider is passed.
+                    (verdict,) = judge(attempt, [rule.evaluator], ProjectServices(None))
+                    outcomes.append(
+                        online_evals.Outcome(
+                            candidate.message_pk,
+                            candidate.conversation_pk,
+                            reply.created_at,
+                            reply.model,
+                            verdict["outcome"],
+                        )
+                    )
+            if cursor == rule.cursor:
+                continue
+            with self.db.writer() as conn:
+                if online_evals.save(conn, rule, cursor, outcomes):
+                    judged += len(outcomes)
+        return judged

@@ -27,7 +27,7 @@ from convolens.server.api.deps import database
 from convolens.server.auth import AdminToken, IngestToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.responses import JSONResponse
-from convolens.store import collect_rules, evaluations, projects, topics
+from convolens.store import collect_rules, evaluations, online_evals, projects, topics
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import iso, utcnow
@@ -380,4 +380,85 @@ def delete_collect_rule(rule_id: str, token: TokenInfo = AdminToken, db: Databas
     with db.writer() as conn:
         if not collect_rules.remove(conn, token.project_pk, int(rule_id)):
             raise ApiError(404, "no such collection rule in this project")
+    return Response(status_code=204)
+
+
+class OnlineRuleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    evaluator: EvaluatorSpec
+    topic_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
+    sample_rate: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False)
+
+
+@router.get("/api/v1/evaluations/online_rules")
+def list_online_rules(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    with db.reader() as conn:
+        rules = online_evals.list_rules(conn, token.project_pk)
+    return JSONResponse({"count": len(rules), "rules": [r.as_json() for r in rules]})
+
+
+@router.post("/api/v1/evaluations/online_rules", status_code=201)
+def create_online_rule(
+    body: OnlineRuleBody,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """From now on, an offline evaluator judges a sample (``sample_rate``, default 10%) of the project's
+    assistant replies (of ``topic_id``'s conversations, or all), about a minute after each arrives; read the
+    outcomes by day, model or topic at ``…/online_rules/{id}/scores``. Evaluators that call the LLM
+    provider are refused here (a daily budget for them is not built)."""
+    spec = body.evaluator
+    problem = json_problem(spec.options or {}, MAX_JSON_DEPTH, MAX_JSON_BYTES)
+    if problem is not None:
+        raise _field_error("evaluator.options", problem[1])
+    try:
+        options = registry.check(spec.evaluator, spec.options)
+    except OptionError as exc:
+        field = "evaluator.evaluator" if exc.field == "evaluator" else f"evaluator.options.{exc.field}"
+        raise _field_error(field, exc.msg) from None
+    evaluator = registry.get(spec.evaluator)
+    if evaluator is None or not evaluator.offline or options.get("method") == "llm":
+        raise _field_error("evaluator.evaluator", "online evaluation takes offline evaluators only")
+    checked = {"evaluator": spec.evaluator, "options": options}
+    with db.writer() as conn:
+        if body.topic_id is not None and topics.get(conn, token.project_pk, int(body.topic_id)) is None:
+            raise _field_error("topic_id", "no such topic in this project")
+        if online_evals.count(conn, token.project_pk) >= online_evals.MAX_RULES_PER_PROJECT:
+            raise _field_error("evaluator", f"a project has at most {online_evals.MAX_RULES_PER_PROJECT} rules", 409)
+        topic_pk = None if body.topic_id is None else int(body.topic_id)
+        rule = online_evals.create(conn, token.project_pk, checked, topic_pk, body.sample_rate, utcnow())
+    return JSONResponse(rule.as_json(), status_code=201)
+
+
+def _online_rule(conn, project_pk: int, rule_id: str) -> online_evals.Rule:  # type: ignore[no-untyped-def]
+    rule = online_evals.get(conn, project_pk, int(rule_id)) if rule_id.isdigit() and len(rule_id) <= 18 else None
+    if rule is None:
+        raise ApiError(404, "no such online evaluation rule in this project")
+    return rule
+
+
+@router.get("/api/v1/evaluations/online_rules/{rule_id}/scores")
+def online_scores(
+    rule_id: str,
+    group_by: Literal["day", "model", "topic"] = "day",
+    start_time: str | None = None,
+    end_time: str | None = None,
+    token: TokenInfo = ReadToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """The rule's outcomes in the window (default: from the start of 6 days ago) by ``group_by``."""
+    start, end = time_window(start_time, end_time, max_days=MAX_BUCKETED_DAYS)
+    with db.reader() as conn:
+        rule = _online_rule(conn, token.project_pk, rule_id)
+        found = online_evals.scores(conn, rule, group_by, start, end)
+    return JSONResponse({"rule": rule.as_json(), "group_by": group_by, "start_time": iso(start),
+                         "end_time": iso(end), "scores": found})  # fmt: skip
+
+
+@router.delete("/api/v1/evaluations/online_rules/{rule_id}", status_code=204)
+def delete_online_rule(rule_id: str, token: TokenInfo = AdminToken, db: Database = Depends(database)) -> Response:  # noqa: B008
+    with db.writer() as conn:
+        rule = _online_rule(conn, token.project_pk, rule_id)
+        online_evals.remove(conn, token.project_pk, rule.pk)
     return Response(status_code=204)

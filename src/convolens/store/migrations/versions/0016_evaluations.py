@@ -89,9 +89,34 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
     )
     op.create_index("ix_eval_collect_rule_project_pk", "eval_collect_rule", ["project_pk"])
+    op.create_table(
+        "online_eval_rule",
+        sa.Column("pk", Pk, primary_key=True, autoincrement=True),
+        sa.Column("project_pk", Pk, sa.ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("evaluator", sa.JSON(), nullable=False),
+        sa.Column("topic_pk", Pk, sa.ForeignKey("topic.pk", ondelete="CASCADE")),
+        sa.Column("sample_rate", sa.Float(), nullable=False),
+        sa.Column("cursor", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+    )
+    op.create_index("ix_online_eval_rule_project_pk", "online_eval_rule", ["project_pk"])
+    op.create_table(
+        "online_eval_result",
+        sa.Column("pk", Pk, primary_key=True, autoincrement=True),
+        sa.Column("rule_pk", Pk, sa.ForeignKey("online_eval_rule.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("message_pk", Pk, sa.ForeignKey("message.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("conversation_pk", Pk, sa.ForeignKey("conversation.pk", ondelete="CASCADE"), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("model", sa.String(128)),
+        sa.Column("outcome", sa.String(20), nullable=False),
+        sa.UniqueConstraint("rule_pk", "message_pk", name="uq_online_eval_result"),
+    )
+    op.create_index("ix_online_eval_result_rule_time", "online_eval_result", ["rule_pk", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("online_eval_result")
+    op.drop_table("online_eval_rule")
     op.drop_table("eval_collect_rule")
     op.drop_table("eval_item")
     op.drop_table("eval_run")
