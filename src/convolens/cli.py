@@ -345,6 +345,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(host=args.host, port=args.port, conversations=args.conversations)
 
 
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    import os
+
+    from convolens.evaluations import ci
+
+    if not 0 <= args.fail_under <= 1:
+        print("convolens eval run: --fail-under is a pass rate from 0 to 1", file=sys.stderr)
+        return 2
+    return ci.main(
+        url=args.url or os.environ.get("CONVOLENS_URL") or "http://127.0.0.1:8000",
+        token=args.token or os.environ.get("CONVOLENS_TOKEN") or "",
+        test_set=args.test_set,
+        version=args.version,
+        iterations=args.iterations,
+        fail_under=args.fail_under,
+        junit_path=args.junit,
+        timeout=args.timeout,
+        verify=not args.insecure,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convolens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -398,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(func=cmd_worker)
+    evals = sub.add_parser("eval", help="evaluations (for CI)").add_subparsers(dest="action", required=True)
+    eval_run = evals.add_parser("run", help="run a test set on a server, wait, exit 1 below --fail-under")
+    eval_run.add_argument("test_set", help="the test set's name")
+    eval_run.add_argument("--version", type=int, help="default: the latest")
+    eval_run.add_argument("--iterations", type=int, default=1)
+    eval_run.add_argument("--fail-under", type=float, default=1.0, help="the pass rate needed, 0..1 (default 1.0)")
+    eval_run.add_argument("--junit", help="write a JUnit XML report to this file")
+    eval_run.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the run")
+    eval_run.add_argument("--url", help="the server (default CONVOLENS_URL, else http://127.0.0.1:8000)")
+    eval_run.add_argument("--token", help="an ingest+read token (default CONVOLENS_TOKEN)")
+    eval_run.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    eval_run.set_defaults(func=cmd_eval_run)
     reenrich = sub.add_parser("reenrich", help="queue messages for enrichment again (after a model change)")
     reenrich.add_argument("--project", help="only this project")
     reenrich.set_defaults(func=cmd_reenrich)

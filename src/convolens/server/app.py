@@ -7,6 +7,7 @@
 - ``/api/v1/metrics``                  → server/api/metrics.py (metrics by topic, language, model, tenant, metadata)
 - ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
 - ``/api/v1/alerts…``                  → server/api/alerts.py (alert rules, history, preview)
+- ``/api/v1/test_sets…``, ``/api/v1/evaluations/…`` → server/api/evaluations.py (test sets, runs)
 - ``DELETE /api/v1/users/{user_id}``   → server/api/users.py (erasure)
 - ``POST /v1/traces``, ``POST /v1/logs`` → server/api/otlp.py (OpenTelemetry's OTLP/HTTP, translated by convolens/otlp/)
 - ``/healthz``, ``/readyz``, ``/metrics`` → server/api/health.py
@@ -27,7 +28,18 @@ from convolens.config import Settings
 from convolens.enrich.prices import price_table
 from convolens.server import errors, scrubbing_process, web
 from convolens.server.admission import WriteAdmission, WriteRoutes
-from convolens.server.api import alerts, context_log, context_read, health, ingest, metrics, otlp, topics, users
+from convolens.server.api import (
+    alerts,
+    context_log,
+    context_read,
+    evaluations,
+    health,
+    ingest,
+    metrics,
+    otlp,
+    topics,
+    users,
+)
 from convolens.server.auth import RecentTokens
 from convolens.server.body import BoundedBodyMiddleware
 from convolens.server.hot_routes import HotRoutes
@@ -104,7 +116,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.rate_limiter = RateLimiter(settings.limits.rate_limit_per_second, settings.limits.rate_limit_burst)
     app.state.writes_in_flight = WritesInFlight(settings.limits.max_writes_in_flight)
     errors.install(app)
-    api_modules = (health, ingest, context_log, context_read, metrics, topics, users, alerts, otlp)
+    api_modules = (health, ingest, context_log, context_read, metrics, topics, users, alerts, evaluations, otlp)
     for module in api_modules:
         app.include_router(module.router)  # no prefix: each route's path is the one WriteRoutes sees
     web.install(app)

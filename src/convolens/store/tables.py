@@ -525,3 +525,115 @@ digest_delivery = Table(
     *_delivery_columns(),
     Index("ix_digest_delivery_due", "status", "next_attempt_at"),
 )
+
+
+# Evaluations (store/evaluations.py). A test set is immutable once uploaded: each upload of a name is a
+# new version with its own copy of the cases, so a run reads exactly what it was started on.
+test_set = Table(
+    "test_set",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("evaluators", JSON, nullable=False),  # [{evaluator, options}] applied to every case
+    Column("case_count", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("project_pk", "name", "version", name="uq_test_set_version"),
+)
+
+test_case = Table(
+    "test_case",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("test_set_pk", ForeignKey("test_set.pk", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("name", String(256), nullable=False),
+    # {messages, model, model_config, metadata, pregenerated_response, evaluators}
+    Column("body", JSON, nullable=False),
+    # The embedding of its last user message (float16), filled by the workers: which topics it covers.
+    Column("vector", LargeBinary),
+    UniqueConstraint("test_set_pk", "name", name="uq_test_case_name"),
+    # The workers' look-up of cases to embed: only those rows are in it.
+    Index(
+        "ix_test_case_unembedded", "pk", sqlite_where=text("vector IS NULL"), postgresql_where=text("vector IS NULL")
+    ),
+)
+
+eval_run = Table(
+    "eval_run",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("public_id", String(32), nullable=False, unique=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False),
+    Column("test_set_pk", ForeignKey("test_set.pk", ondelete="CASCADE"), nullable=False),
+    Column("iterations", Integer, nullable=False),
+    Column("status", String(12), nullable=False),  # pending | running | completed | errored
+    Column("total", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+    Index("ix_eval_run_project", "project_pk", "created_at"),
+)
+
+# One case x iteration of a run: the unit of work a worker leases, and where its verdicts are kept.
+eval_item = Table(
+    "eval_item",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("run_pk", ForeignKey("eval_run.pk", ondelete="CASCADE"), nullable=False),
+    Column("test_case_pk", ForeignKey("test_case.pk", ondelete="CASCADE"), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("done", Boolean, nullable=False, server_default=false()),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
+    Column("response", Text),
+    Column("result", JSON),  # {evaluations: [...], error, latency_ms, cost}
+    Column("passed", Boolean),  # every evaluation positive and no error (pass rates count it)
+    Column("finished_at", DateTime),
+    UniqueConstraint("run_pk", "test_case_pk", "iteration", name="uq_eval_item"),
+    Index("ix_eval_item_open", "done", "run_pk"),
+)
+
+# A rule that collects test cases from production: thumbs-down replies (of a topic, or all), sampled.
+eval_collect_rule = Table(
+    "eval_collect_rule",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("test_set_name", String(128), nullable=False),
+    Column("topic_pk", ForeignKey("topic.pk", ondelete="CASCADE")),
+    Column("sample_rate", Float, nullable=False),
+    Column("keep", String(8), nullable=False),  # golden | avoid
+    Column("cursor", BigInteger, nullable=False, server_default="0"),  # the last message examined
+    Column("collected", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# Online evaluation: an offline evaluator applied to a sample of production replies (of a topic, or all).
+online_eval_rule = Table(
+    "online_eval_rule",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("evaluator", JSON, nullable=False),  # {evaluator, options}
+    Column("topic_pk", ForeignKey("topic.pk", ondelete="CASCADE")),
+    Column("sample_rate", Float, nullable=False),
+    Column("cursor", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime, nullable=False),
+)
+
+online_eval_result = Table(
+    "online_eval_result",
+    metadata,
+    Column("pk", Pk, primary_key=True, autoincrement=True),
+    Column("rule_pk", ForeignKey("online_eval_rule.pk", ondelete="CASCADE"), nullable=False),
+    Column("message_pk", ForeignKey("message.pk", ondelete="CASCADE"), nullable=False),
+    Column("conversation_pk", ForeignKey("conversation.pk", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),  # the reply's
+    Column("model", String(128)),
+    Column("outcome", String(20), nullable=False),
+    UniqueConstraint("rule_pk", "message_pk", name="uq_online_eval_result"),
+    Index("ix_online_eval_result_rule_time", "rule_pk", "created_at"),
+)

@@ -1,6 +1,7 @@
 """The enrichment worker: claim a batch, enrich it, save it, repeat; between batches, apply new or
 changed topics to the messages stored before them (backfills) and redo the rollups of changed days;
-when idle, apply retention, decide alert rules and send their webhooks, and recompute suggested topics.
+evaluate the items of evaluation runs (evaluating.py); when idle, apply retention, decide alert rules and
+send their webhooks, and recompute suggested topics.
 
 It runs in a child process of ``convolens serve`` on the embedded default (worker/process.py), and as
 ``convolens worker`` processes (any number) against PostgreSQL.
@@ -40,6 +41,7 @@ from convolens.store.db import Database, DatabaseUnavailable
 from convolens.timeutil import utcnow
 from convolens.worker import alerting
 from convolens.worker import digest as weekly_digest
+from convolens.worker.evaluating import EvaluationRuns
 from convolens.worker.low_priority import at_normal_priority
 from convolens.worker.outcome_judging import OutcomeJudging
 from convolens.worker.translation import TranslationStep
@@ -149,6 +151,7 @@ class Worker:
         self.judges = Judges(llm, self._llm_settings, policy=outbound)
         self.translate = TranslationStep(db, self.judges.for_project, budget_seconds=lease.total_seconds() / 2)
         self.judge_outcomes = OutcomeJudging(db, self.judges.for_project, settle=judge_settle)
+        self.evaluate_runs = EvaluationRuns(db, self.judges.for_project, self.owner, lease, policy=self.outbound)
 
     def _matchers(self) -> dict[int, ProjectTopics]:
         with self.db.reader() as conn:
@@ -403,7 +406,9 @@ class Worker:
         log.info("worker %s started", self.owner)
         while not self.stop_event.is_set():
             try:
-                done = len(self.run_once()) + self.backfill_once() + self.rollup_once()
+                # Evaluation runs between batches, not only when idle: a run someone waits for (a CI
+                # job) must not wait for a backlog of enrichment to clear.
+                done = len(self.run_once()) + self.backfill_once() + self.rollup_once() + self.evaluate_runs()
             except DatabaseUnavailable:
                 log.warning("worker %s: database unavailable, retrying", self.owner)
                 done = 0

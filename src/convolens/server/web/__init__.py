@@ -7,6 +7,7 @@ MIT, ``static/uPlot.*``) and two small scripts of ours. Where a URL goes:
 - ``/p/{project}/users…``           → users.py
 - ``/p/{project}/topics…``          → topics.py
 - ``/p/{project}/alerts…``          → alerts.py (rules, their history, the rule form with its preview, digest opt-in)
+- ``/p/{project}/evaluations…``     → evaluations.py (test sets and versions, runs, two runs compared)
 - ``/p/{project}/settings…``        → settings.py (admins)
 - ``/docs``                          → api_docs.py (the API in Swagger UI 5.35.0, Apache-2.0, ``static/swagger-ui*``)
 """
@@ -22,7 +23,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convolens.server import errors
-from convolens.server.web import alerts, api_docs, conversations, overview, session, settings, topics, users
+from convolens.server.web import (
+    alerts,
+    api_docs,
+    conversations,
+    evaluations,
+    overview,
+    session,
+    settings,
+    topics,
+    users,
+)
 from convolens.server.web.render import HERE, LoginRequired, PasswordChangeRequired, WebError, render
 from convolens.server.web.signin_limit import SignInLimit
 
@@ -37,7 +48,7 @@ TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.signin_limit = SignInLimit()
-    for module in (session, overview, conversations, users, topics, alerts, settings, api_docs):
+    for module in (session, overview, conversations, users, topics, evaluations, alerts, settings, api_docs):
         app.include_router(module.router)
 
     @app.exception_handler(WebError)

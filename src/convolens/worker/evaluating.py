@@ -1,0 +1,215 @@
+"""The workers' evaluation duty: lease the next item of the oldest unfinished run, evaluate it, keep
+its verdicts (store/evaluations.py), for up to ``budget_seconds`` a call, so a long run shares the
+worker with enrichment instead of holding it. Items are leased one at a time: an LLM-generated
+response can take the provider's whole timeout, and a dead worker's item waits only one lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from convolens.enrich.llm import LlmJudge
+from convolens.enrich.prices import price_table
+from convolens.evaluations.app_under_test import SETTING, App
+from convolens.evaluations.base import Attempt, Message, Verdict
+from convolens.evaluations.from_conversation import NotATurn, case_from_turn
+from convolens.evaluations.run import LeaseLost, ProjectServices, evaluate_case, evaluation_json, judge
+from convolens.outbound import OutboundPolicy
+from convolens.store import collect_rules, evaluations, online_evals, projects, queries
+from convolens.store.db import Database
+from convolens.timeutil import utcnow
+
+log = logging.getLogger("convolens.worker.evaluations")
+
+
+class EvaluationRuns:
+    def __init__(
+        self,
+        db: Database,
+        providers: Callable[[int], LlmJudge | None],
+        owner: str,
+        lease: timedelta,
+        budget_seconds: float = 2.0,
+        prices: dict[str, tuple[float, float]] | None = None,
+        policy: OutboundPolicy | None = None,
+        settings_seconds: float = 10.0,
+    ) -> None:
+        self.db = db
+        self.providers = providers
+        self.owner = owner
+        self.lease = lease
+        self.budget_seconds = budget_seconds
+        self.prices = prices if prices is not None else price_table()
+        self.policy = policy or OutboundPolicy()
+        self.settings_seconds = settings_seconds
+        self._apps: dict[int, tuple[float, App | None]] = {}
+        self.embed_every = 5.0  # seconds between looks for new test cases to embed, when there were none
+        self._embed_due = 0.0
+        self.collect_every = 30.0  # seconds between sweeps of the collection rules
+        self.collect_settle = timedelta(minutes=10)  # a reply's rating usually comes within minutes
+        self._collect_due = 0.0
+        self.online_settle = timedelta(minutes=1)  # a reply's conversation may still be enriched (its topics)
+        self._online_due = 0.0
+
+    def app_of(self, project_pk: int) -> App | None:
+        """The project's app under test, read again at most every ``settings_seconds``."""
+        known = self._apps.get(project_pk)
+        if known is None or time.monotonic() - known[0] > self.settings_seconds:
+            with self.db.reader() as conn:
+                known = (time.monotonic(), App.of(projects.settings_of(conn, project_pk).get(SETTING)))
+            self._apps[project_pk] = known
+        return known[1]
+
+    def __call__(self) -> int:
+        """Embed new test cases (for coverage), then evaluate items until none is free or the budget is
+        spent; returns how much was done."""
+        embedded = self.embed_cases() + self.collect() + self.online()
+        with self.db.reader() as conn:
+            if not evaluations.any_open(conn, utcnow()):
+                return embedded
+        finished = 0
+        started = time.monotonic()
+        while not finished or time.monotonic() - started < self.budget_seconds:  # at least one item a call
+            with self.db.writer() as conn:
+                claimed = evaluations.claim(conn, self.owner, 1, self.lease, utcnow())
+            if not claimed:
+                break
+            item = claimed[0]
+            if item.attempts > evaluations.MAX_ATTEMPTS:
+                response, result = None, self._given_up(item)
+            else:
+                try:
+                    response, result = evaluate_case(
+                        {"name": item.case_name, **item.case},
+                        item.set_evaluators,
+                        self.providers(item.project_pk),
+                        self.prices,
+                        self.app_of(item.project_pk),
+                        self.policy,
+                        keep_alive=lambda pk=item.pk: self._renew(pk),
+                    )
+                except LeaseLost:
+                    log.warning("evaluation item %s was taken over while it was evaluated; left to the other", item.pk)
+                    continue
+            with self.db.writer() as conn:
+                if evaluations.finish(conn, self.owner, item.pk, response, result, utcnow()):
+                    finished += 1
+                else:
+                    log.warning("evaluation item %s was taken over before it was saved; its result dropped", item.pk)
+        return finished + embedded
+
+    def _renew(self, item_pk: int) -> bool:
+        with self.db.writer() as conn:
+            return evaluations.renew(conn, self.owner, item_pk, self.lease, utcnow())
+
+    def embed_cases(self, limit: int = 256) -> int:
+        """Embed the last user message of test cases that have no vector yet (a partial index finds them)."""
+        if time.monotonic() < self._embed_due:
+            return 0
+        with self.db.reader() as conn:
+            todo = evaluations.cases_without_vectors(conn, limit)
+        if not todo:
+            self._embed_due = time.monotonic() + self.embed_every
+            return 0
+        from convolens.enrich import embedding
+
+        vectors = embedding.embed([text for _, text in todo])
+        with self.db.writer() as conn:
+            evaluations.set_vectors(
+                conn, [(pk, embedding.to_bytes(v)) for (pk, _), v in zip(todo, vectors, strict=True)]
+            )
+        return len(todo)
+
+    @staticmethod
+    def _given_up(item: evaluations.Claimed) -> dict:
+        why = f"given up after {evaluations.MAX_ATTEMPTS} attempts: the workers evaluating it stopped each time"
+        specs = [*item.set_evaluators, *(item.case.get("evaluators") or [])]
+        return {
+            "evaluations": [evaluation_json(str(s.get("evaluator")), Verdict.inconclusive(why)) for s in specs],
+            "error": why,
+            "latency_ms": None,
+            "cost": None,
+            "model": item.case.get("model"),
+        }
+
+    def collect(self) -> int:
+        """Sweep the collection rules (at most every ``collect_every``): each rule's new thumbs-down
+        replies, sampled, become test cases of its test set (one new version a sweep); returns how many."""
+        if time.monotonic() < self._collect_due:
+            return 0
+        self._collect_due = time.monotonic() + self.collect_every
+        with self.db.reader() as conn:
+            rules = collect_rules.list_rules(conn)
+        added = 0
+        for rule in rules:
+            with self.db.snapshot() as conn:
+                found, cursor = collect_rules.candidates(conn, rule, utcnow() - self.collect_settle)
+                cases = []
+                for candidate in found:
+                    view = queries.get_conversation(conn, rule.project_pk, candidate.conversation_id)
+                    if view is None:
+                        continue
+                    index = next((i for i, m in enumerate(view.messages) if m.position == candidate.position), -1)
+                    try:
+                        cases.append(case_from_turn(candidate.conversation_id, view.messages, index, rule.keep))
+                    except NotATurn:
+                        continue
+            if cursor == rule.cursor:
+                continue
+            with self.db.writer() as conn:
+                if not collect_rules.advance(conn, rule, cursor, len(cases)):
+                    continue  # another worker swept this rule meanwhile
+                if cases:
+                    try:
+                        evaluations.save_version(conn, rule.project_pk, rule.test_set_name, cases, None, True, utcnow())
+                    except evaluations.Conflict as exc:  # checked before anything is written
+                        log.warning("collection rule %s: %d cases not added: %s", rule.pk, len(cases), exc)
+                        continue
+            added += len(cases)
+        return added
+
+    def online(self) -> int:
+        """Sweep the online evaluation rules (at most every ``collect_every``): each rule's evaluator on its
+        sample of the replies that arrived since; returns how many replies were judged."""
+        if time.monotonic() < self._online_due:
+            return 0
+        self._online_due = time.monotonic() + self.collect_every
+        with self.db.reader() as conn:
+            rules = online_evals.list_rules(conn)
+        judged = 0
+        for rule in rules:
+            outcomes = []
+            with self.db.snapshot() as conn:
+                found, cursor = collect_rules.replies_after(
+                    conn, rule.project_pk, rule.cursor, utcnow() - self.online_settle, rule.topic_pk, rule.sample_rate
+                )
+                for candidate in found:
+                    view = queries.get_conversation(conn, rule.project_pk, candidate.conversation_id)
+                    if view is None:
+                        continue
+                    index = next((i for i, m in enumerate(view.messages) if m.position == candidate.position), -1)
+                    if index < 0:
+                        continue
+                    reply = view.messages[index]
+                    before = tuple(Message(m.role, m.content) for m in view.messages[:index] if m.kind != "event")
+                    attempt = Attempt(before, reply.content, latency_ms=reply.latency_ms, model=reply.model)
+                    # Offline evaluators only (checked when the rule is made): no provider is passed.
+                    (verdict,) = judge(attempt, [rule.evaluator], ProjectServices(None))
+                    outcomes.append(
+                        online_evals.Outcome(
+                            candidate.message_pk,
+                            candidate.conversation_pk,
+                            reply.created_at,
+                            reply.model,
+                            verdict["outcome"],
+                        )
+                    )
+            if cursor == rule.cursor:
+                continue
+            with self.db.writer() as conn:
+                if online_evals.save(conn, rule, cursor, outcomes):
+                    judged += len(outcomes)
+        return judged
