@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import warnings
+from collections.abc import Callable
 from unittest import mock
 
 import numpy as np
@@ -32,10 +33,16 @@ from convolens.enrich import embedding, sentiment
 CLASSIFIERS = {"linear C=3": ("linear", 3.0), "kernel C=3": ("kernel", 3.0), "kernel C=10": ("kernel", 10.0),
                "kernel C=30": ("kernel", 30.0)}  # fmt: skip
 PRIORS = ((0.4, 0.5, 3.0), (0.2, 0.3, 3.0), (0.6, 0.7, 3.0))
+Embed = Callable[[list[str]], np.ndarray]
 CURRENT = ("kernel", sentiment.CLASSIFIER_C)
+CURRENT_PRIORS = (
+    sentiment.NEUTRAL_AFTER_STATEMENT,
+    sentiment.NEUTRAL_QUESTION_AFTER_STATEMENT,
+    sentiment.NEUTRAL_AFTER_QUESTION,
+)
 
 
-def _cached_embed():  # type: ignore[no-untyped-def]
+def cached_embed() -> Embed:
     """``embedding.embed`` with a memo: the sarcasm check embeds the same clauses in every fold."""
     real = embedding.embed
     memo: dict[str, np.ndarray] = {}
@@ -49,7 +56,7 @@ def _cached_embed():  # type: ignore[no-untyped-def]
     return embed
 
 
-def _train(kind: str, c: float, hand: np.ndarray, hand_labels: list[str], rows: list[dict], embed):  # type: ignore[no-untyped-def]
+def _train(kind: str, c: float, hand: np.ndarray, hand_labels: list[str], rows: list[dict], embed: Embed):  # type: ignore[no-untyped-def]
     """The classifier of ``kind`` trained on the hand-written examples and ``rows``."""
     vectors = np.vstack([hand, embed([r["text"] for r in rows])])
     labels = hand_labels + [r["label"] for r in rows]
@@ -67,7 +74,7 @@ def _without(train: list[dict], held: list[dict]) -> list[dict]:
     return [r for r in train if " ".join(r["text"].split()) not in texts]
 
 
-def _labels(model, prior: tuple[float, float, float], rows: list[dict], embed) -> list[str]:  # type: ignore[no-untyped-def]
+def _labels(model, prior: tuple[float, float, float], rows: list[dict], embed: Embed) -> list[str]:  # type: ignore[no-untyped-def]
     """``sentiment.score``'s labels of ``rows`` in their turn, with ``model`` as the classifier."""
     texts = [r["text"] for r in rows]
     previous = [r.get("previous_assistant") for r in rows]
@@ -87,35 +94,50 @@ def _load(name: str) -> list[dict]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
 
+def leave_one_set_out(
+    kind: str, c: float, prior: tuple[float, float, float], sets: dict[str, list[dict]], embed: Embed
+) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """Accuracy and negative recall over every row of ``sets``, each set labelled by a classifier that
+    never saw it; and each set's own pair."""
+    hand_texts, hand_labels = sentiment.training_examples(labelled=False)
+    hand = embed(hand_texts)
+    gold: list[str] = []
+    got: list[str] = []
+    per_set = {}
+    with mock.patch.object(embedding, "embed", embed):
+        for held, rows in sets.items():
+            train = [r for other in sets if other != held for r in sets[other]]
+            model = _train(kind, c, hand, hand_labels, _without(train, rows), embed)
+            labels = _labels(model, prior, rows, embed)
+            per_set[held] = _rates([r["label"] for r in rows], labels)
+            gold += [r["label"] for r in rows]
+            got += labels
+    accuracy, negative = _rates(gold, got)
+    return accuracy, negative, per_set
+
+
+def training_sets() -> dict[str, list[dict]]:
+    return {name: _load(name) for name in TRAIN_SETS if (DATA / name).exists()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--grid", action="store_true", help="compare the candidates, not only the current settings")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
-    embed = _cached_embed()
-    sets = {name: _load(name) for name in TRAIN_SETS if (DATA / name).exists()}
-    hand_texts, hand_labels = sentiment.training_examples(labelled=False)
-    hand = embed(hand_texts)
+    embed = cached_embed()
+    sets = training_sets()
     classifiers = CLASSIFIERS if args.grid else {"current": CURRENT}
-    priors = PRIORS if args.grid else (PRIORS[0],)
+    priors = PRIORS if args.grid else (CURRENT_PRIORS,)
     results = []
-    with mock.patch.object(embedding, "embed", embed):
-        for (name, (kind, c)), prior in itertools.product(classifiers.items(), priors):
-            gold: list[str] = []
-            got: list[str] = []
-            per_set = []
-            for held, rows in sets.items():
-                train = [r for other in sets if other != held for r in sets[other]]
-                model = _train(kind, c, hand, hand_labels, _without(train, rows), embed)
-                labels = _labels(model, prior, rows, embed)
-                short = held.removeprefix("complaints_").removesuffix(".jsonl")
-                per_set.append(f"{short} {_figures([r['label'] for r in rows], labels)}")
-                gold += [r["label"] for r in rows]
-                got += labels
-            accuracy, negative = _rates(gold, got)
-            results.append((accuracy, negative, name, prior))
-            figures = f"accuracy {accuracy:.3f}, negative recall {negative:.3f}"
-            print(f"{name:12} priors {prior}: {figures} | " + ", ".join(per_set), flush=True)
+    for (name, (kind, c)), prior in itertools.product(classifiers.items(), priors):
+        accuracy, negative, per_set = leave_one_set_out(kind, c, prior, sets, embed)
+        results.append((accuracy, negative, name, prior))
+        figures = f"accuracy {accuracy:.3f}, negative recall {negative:.3f}"
+        held = ", ".join(
+            f"{n.removeprefix('complaints_').removesuffix('.jsonl')} {a:.3f}/{r:.3f}" for n, (a, r) in per_set.items()
+        )
+        print(f"{name:12} priors {prior}: {figures} | {held}", flush=True)
     if args.grid:
         print("best first:")
         for accuracy, negative, name, prior in sorted(results, key=lambda r: (-r[0], -r[1])):
@@ -125,11 +147,6 @@ def main() -> None:
 def _rates(gold: list[str], got: list[str]) -> tuple[float, float]:
     g, p = np.array(gold), np.array(got)
     return float(np.mean(g == p)), float(np.mean(p[g == "negative"] == "negative"))
-
-
-def _figures(gold: list[str], got: list[str]) -> str:
-    accuracy, negative = _rates(gold, got)
-    return f"{accuracy:.3f}/{negative:.3f}"
 
 
 if __name__ == "__main__":

@@ -121,32 +121,31 @@ def train_classifier(vectors: np.ndarray, labels: list[str]) -> KernelClassifier
     assert tuple(model.classes_) == LABELS  # sorted alphabetically, which is also negative < neutral < positive
     kernel, regression = model.steps[0][1], model.steps[1][1]
     # Nystroem's features are the kernel row times a normalisation matrix, and the regression is linear
-    # in them: folding that matrix into the regression's weights leaves one matrix product a message
-    # (measured: a tenth of the CPU of the pipeline's own predict_proba).
+    # in them: folding that matrix into the regression's weights leaves one matrix product a message.
+    # Fitted in float64 (the normalisation is ill-conditioned), applied in float32: chances within 1e-5
+    # of the pipeline's, at a third of the CPU of float64 and a tenth of the pipeline's predict_proba.
     weights = kernel.normalization_.T @ regression.coef_.T
-    return KernelClassifier(
-        np.asarray(kernel.components_, dtype=np.float64), weights, regression.intercept_, KERNEL_GAMMA
-    )
+    return KernelClassifier(kernel.components_, weights, regression.intercept_, KERNEL_GAMMA)
 
 
 class KernelClassifier:
     """``predict_proba`` of the trained classifier: softmax(exp(-gamma |x - c|^2) @ weights + intercept)
-    over the kernel's components ``c``."""
+    over the kernel's components ``c`` (training messages' vectors)."""
 
     classes_ = np.array(LABELS)
 
     def __init__(self, components: np.ndarray, weights: np.ndarray, intercept: np.ndarray, gamma: float) -> None:
-        self.components = components
-        self.norms = np.einsum("ij,ij->i", components, components)
-        self.weights = weights
-        self.intercept = intercept
-        self.gamma = gamma
+        self.components = np.asarray(components, dtype=np.float32)
+        self.norms = np.einsum("ij,ij->i", self.components, self.components)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+        self.gamma = np.float32(gamma)
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
-        x = np.asarray(vectors, dtype=np.float64)
+        x = np.asarray(vectors, dtype=np.float32)
         distances = np.einsum("ij,ij->i", x, x)[:, None] + self.norms[None, :] - 2.0 * (x @ self.components.T)
         scores = np.exp(-self.gamma * np.maximum(distances, 0.0)) @ self.weights + self.intercept
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True)).astype(np.float64)
         return scores / scores.sum(axis=1, keepdims=True)
 
 
