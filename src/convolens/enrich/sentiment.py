@@ -1,9 +1,10 @@
 """Sentiment of a user's message: a score in [-1, 1] and a label (negative, neutral, positive).
 
 Two signals, because each fails where the other is good:
-- a logistic regression on multilingual sentence embeddings (``enrich.embedding``), trained when first
-  used on the example messages of ``sentiment_examples`` and ``complaint_examples`` and the labelled
-  messages of the complaint training sets (``complaint_training``, exported from tests/data): it
+- a logistic regression over an RBF kernel of multilingual sentence embeddings (``enrich.embedding``),
+  trained when first used on the example messages of ``sentiment_examples`` and ``complaint_examples``
+  and the labelled messages of the complaint training sets (``complaint_training``, exported from
+  tests/data; chosen by leave-one-set-out cross-validation, ``bench/sentiment_cv.py``): it
   catches implicit complaints with no sentiment word ("it still crashes", "I asked for Python") in any
   of the encoder's languages;
 - VADER (the ``vaderSentiment`` package, lexicon inside the wheel), an English lexicon with rules for
