@@ -1,10 +1,11 @@
 """Outcome accuracy and per-signal precision/recall on the labelled conversations of tests/data:
 outcomes_tune.jsonl and outcomes_train2.jsonl (the outcome model is trained on them:
-bench/train_outcomes.py), outcomes_holdout.jsonl and outcomes_fresh.jsonl (never trained or tuned on:
-only their aggregate figures are looked at).
+bench/train_outcomes.py), outcomes_holdout.jsonl, outcomes_fresh.jsonl and outcomes_fresh3.jsonl (never
+trained or tuned on: only their aggregate figures are looked at; fresh3, written by a person who never saw
+the code, is evaluated once).
 
 python bench/outcome_quality.py            # every set's figures; --misses lists the training sets' misses
-python bench/outcome_quality.py --fresh    # and the fresh set's figures
+python bench/outcome_quality.py --fresh    # and the fresh3 set's figures (once)
 
 Each conversation goes through what the worker does: its user turns are embedded (as the pipeline does),
 the store's window applies (last 40 messages, 2,000 characters each), then ``outcomes.assess_many``.
@@ -83,13 +84,14 @@ def report(name: str, result: dict) -> None:
 
 
 # name: whether its rows may be read (a set trained or tuned on). The holdout and fresh sets are reported as
-# figures only; the fresh set (written last, by another hand) is evaluated once, with --fresh.
+# figures only; fresh3 (written last, by a person who never saw the code) is evaluated once, with --fresh.
 SETS = {
     "outcomes_tune.jsonl": True,
     "outcomes_train2.jsonl": True,
     "outcomes_holdout.jsonl": False,
+    "outcomes_fresh.jsonl": False,
 }
-FRESH = "outcomes_fresh.jsonl"
+FRESH = "outcomes_fresh3.jsonl"
 
 
 if __name__ == "__main__":

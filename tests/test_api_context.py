@@ -265,7 +265,8 @@ def test_bad_list_parameters_are_422(api: httpx.Client, params: dict, field: str
 
 
 def test_series(api: httpx.Client) -> None:
-    assert api.get("/api/v1/conversations/series").json() == {"available": ["sentiment", "rating", "volume"]}
+    available = ["sentiment", "rating", "volume", "outcome"]
+    assert api.get("/api/v1/conversations/series").json() == {"available": available}
     stamps = ["2026-11-02T10:00:00Z", "2026-11-02T11:00:00Z", "2026-11-04T10:00:00Z"]
     for i, stamp in enumerate(stamps):
         api.post(

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import CLI, REPO, ServeProcess, free_port
+from convolens.store import outcome_judge, projects
 from convolens.store.db import Database
 
 
@@ -191,3 +192,26 @@ def test_a_second_database_object_keeps_the_first_ones_locks(tmp_path: Path) -> 
         assert shared_lock() == "held"
     second.dispose()
     first.dispose()
+
+
+def test_projects_set_switches_the_outcome_judge(home: Path) -> None:
+    """The CLI writes the setting the Settings page writes; a flag left out keeps its value."""
+    assert run(home, "tokens", "create", "--project", "p").returncode == 0
+    on = run(home, "projects", "set", "--project", "p", "--outcome-judge", "on", "--judge-daily-cap", "40")
+    assert "LLM outcome judge on, at most 40 conversations a day" in on.stdout
+    db = Database(f"sqlite:///{home / 'convolens.sqlite3'}")
+
+    def judge() -> outcome_judge.JudgeSettings:
+        with db.reader() as conn:
+            return outcome_judge.settings_from(projects.settings_of(conn, projects.get_project_pk(conn, "p") or 0))
+
+    assert judge() == outcome_judge.JudgeSettings(enabled=True, daily_cap=40)
+    assert "judge off, at most 40" in run(home, "projects", "set", "--project", "p", "--outcome-judge", "off").stdout
+    assert judge() == outcome_judge.JudgeSettings(enabled=False, daily_cap=40)
+    for bad in ("12x", "-1", "1000001"):
+        refused = run(home, "projects", "set", "--project", "p", "--judge-daily-cap", bad, check=False)
+        assert refused.returncode == 2 and "--judge-daily-cap" in refused.stderr
+    missing = run(home, "projects", "set", "--project", "nope", "--outcome-judge", "on", check=False)
+    assert missing.returncode == 1 and "no project 'nope'" in missing.stderr
+    assert judge() == outcome_judge.JudgeSettings(enabled=False, daily_cap=40)
+    db.dispose()

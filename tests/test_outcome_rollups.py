@@ -93,6 +93,14 @@ def test_outcomes_count_per_start_day_follow_the_thread_and_leave_with_the_user(
             read_when_enriched(client, cid, n)
         assert outcomes_by_day(client) == {a: {"resolved": 1, "unresolved": 1}, b: {"resolved": 1}}
         assert by_day(client)[a]["resolved_share"] == 0.5
+        # The same counts through Context's series API (a series of ours: Context has no outcomes).
+        response = client.get("/api/v1/conversations/series/outcome", params=WINDOW)
+        assert response.status_code == 200, response.text
+        series = {s["name"]: s["data"] for s in response.json()["series"]}
+        assert set(series) == {"resolved", "unresolved", "abandoned", "unknown", "resolved_share"}
+        assert series["resolved"][a] == series["resolved"][b] == 1
+        assert series["unresolved"] == {**dict.fromkeys(series["resolved"], 0), a: 1}
+        assert series["resolved_share"] == {a: 0.5, b: 1.0}
         week = rolled_up_equals_live(server, project)["all"]
         (monday,) = week
         assert week[monday]["outcomes"] == {"resolved": 2, "unresolved": 1, "abandoned": 0, "unknown": 0}

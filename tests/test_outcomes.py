@@ -163,12 +163,14 @@ def test_outcome_quality_on_the_labelled_sets() -> None:
         assert result["accuracy_three"] >= floor_three, (name, result["accuracy_three"])
 
 
-# The model is trained on the tune and train2 sets (bench/train_outcomes.py); holdout and fresh are unseen.
+# The model is trained on the tune and train2 sets (bench/train_outcomes.py); holdout, fresh and fresh3 are
+# unseen (fresh3, written by a person who never saw the code, was evaluated once).
 OUTCOME_FLOORS = {
-    "outcomes_tune.jsonl": (0.91, 0.93),  # measured 0.935 / 0.955
-    "outcomes_train2.jsonl": (0.91, 0.93),  # measured 0.93 / 0.95
-    "outcomes_holdout.jsonl": (0.8, 0.86),  # measured 0.829 / 0.883
-    "outcomes_fresh.jsonl": (0.87, 0.91),  # measured 0.893 / 0.933
+    "outcomes_tune.jsonl": (0.9, 0.92),  # measured 0.919 / 0.946
+    "outcomes_train2.jsonl": (0.93, 0.95),  # measured 0.95 / 0.967
+    "outcomes_holdout.jsonl": (0.8, 0.85),  # measured 0.821 / 0.874
+    "outcomes_fresh.jsonl": (0.88, 0.91),  # measured 0.90 / 0.933
+    "outcomes_fresh3.jsonl": (0.78, 0.77),  # measured once 0.80 / 0.7925 (main's code: the same)
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from convolens.config import Settings
 from convolens.enrich import names
-from convolens.store import migrate, projects
+from convolens.store import migrate, outcome_judge, projects
 from convolens.store.db import Database
 
 
@@ -204,19 +204,40 @@ def cmd_projects_set(args: argparse.Namespace) -> int:
             print("error: --retention-days must be a number of days or off", file=sys.stderr)
             return 2
         changes["retention_days"] = None if args.retention_days == "off" else int(args.retention_days)
-    if not changes:
-        print("error: give --pii, --pii-names and/or --retention-days", file=sys.stderr)
+    cap = args.judge_daily_cap
+    if cap is not None and not (cap.isdigit() and len(cap) <= 7 and int(cap) <= outcome_judge.MAX_DAILY_CAP):
+        print(
+            f"error: --judge-daily-cap must be a whole number from 0 to {outcome_judge.MAX_DAILY_CAP:,}",
+            file=sys.stderr,
+        )
+        return 2
+    if not changes and args.outcome_judge is None and cap is None:
+        print(
+            "error: give --pii, --pii-names, --retention-days, --outcome-judge and/or --judge-daily-cap",
+            file=sys.stderr,
+        )
         return 2
     if changes.get("pii_names") and not names.available():
         print("error: name redaction needs the names extra: pip install 'convolens[names]'", file=sys.stderr)
         return 1
     db = _db(Settings.from_env())
     with db.writer() as conn:
+        pk = projects.get_project_pk(conn, args.project)
+        if pk is None:
+            print(f"error: no project {args.project!r}", file=sys.stderr)
+            return 1
+        if args.outcome_judge is not None or cap is not None:
+            # The same setting the Settings page writes: the flag not given keeps its value.
+            judge = outcome_judge.settings_from(projects.settings_of(conn, pk))
+            enabled = judge.enabled if args.outcome_judge is None else args.outcome_judge == "on"
+            changes["outcome_judge"] = {"enabled": enabled, "daily_cap": judge.daily_cap if cap is None else int(cap)}
         for name, value in changes.items():
-            if not projects.set_project_setting(conn, args.project, name, value):
-                print(f"error: no project {args.project!r}", file=sys.stderr)
-                return 1
+            projects.set_project_setting(conn, args.project, name, value)
     for name, value in changes.items():
+        if name == "outcome_judge" and isinstance(value, dict):
+            state, cap_text = "on" if value["enabled"] else "off", f"{value['daily_cap']:,}"
+            print(f"project {args.project!r}: LLM outcome judge {state}, at most {cap_text} conversations a day")
+            continue
         if name == "retention_days":
             print(f"project {args.project!r}: " + (f"keeps {value} days" if value else "keeps everything"))
             continue
@@ -450,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     project_set.add_argument(
         "--retention-days", help="delete conversations inactive for this many days (or off: keep everything)"
+    )
+    project_set.add_argument(
+        "--outcome-judge",
+        choices=("on", "off"),
+        help="let the project's LLM provider judge finished conversations' outcomes (default off; needs a provider)",
+    )
+    project_set.add_argument(
+        "--judge-daily-cap",
+        help=f"conversations sent to the judge per UTC day (default {outcome_judge.DEFAULT_DAILY_CAP})",
     )
     project_set.set_defaults(func=cmd_projects_set)
 

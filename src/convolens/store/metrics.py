@@ -339,7 +339,8 @@ def price_of(prices: dict[str, tuple[float, float]], model: str) -> tuple[float,
 
 # -- Context's series ---------------------------------------------------------------------------------
 
-SERIES = ("sentiment", "rating", "volume")
+# ``outcome`` is ours (Context has the first three; a Context client ignores a series it does not ask for).
+SERIES = ("sentiment", "rating", "volume", "outcome")
 
 
 def context_series(
@@ -354,7 +355,9 @@ def context_series(
 ) -> dict[str, dict[str, float]]:
     """Context's series ``name``: ``volume`` (conversations by start, messages by time; every bucket),
     ``rating`` (thumbs up and down, every bucket; the average rating where there are ratings) or
-    ``sentiment`` (the average of scored user messages, where there are some)."""
+    ``sentiment`` (the average of scored user messages, where there are some) or ``outcome`` (conversations
+    by the day they started, each in its latest outcome, every bucket; ``resolved_share`` where some has a
+    verdict, as ``/api/v1/metrics`` counts them)."""
     labels = bucket_starts(start, end, period)
     cells = _buckets(conn, project_pk, start=start, end=end, period=period, dimension="none", tenant_id=tenant_id)
     totals = {label: cell.figures for label, cell in cells.get("", {}).items() if label in labels}
@@ -378,4 +381,11 @@ def context_series(
                 if f.sentiment_count
             }
         }
+    if name == "outcome":
+        counts = {
+            outcome: {label: float(f.outcomes.get(outcome, 0)) for label, f in zip(labels, every, strict=True)}
+            for outcome in OUTCOMES
+        }
+        shares = {label: resolved_share(f.outcomes) for label, f in sorted(totals.items())}
+        return {**counts, "resolved_share": {label: share for label, share in shares.items() if share is not None}}
     raise ValueError(f"series must be one of {', '.join(SERIES)}")

@@ -121,7 +121,7 @@ def available_series(token: TokenInfo = ReadToken) -> JSONResponse:
 
 @router.get("/api/v1/conversations/series/{name}")
 def series(
-    name: Literal["sentiment", "rating", "volume"],
+    name: Literal["sentiment", "rating", "volume", "outcome"],
     start_time: str | None = None,
     end_time: str | None = None,
     period: Literal["day", "week", "month"] = "day",
