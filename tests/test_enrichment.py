@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from conftest import CLI, REPO, Project, RunningServer, make_project, separate_database
 from convolens.enrich import pipeline
@@ -133,12 +133,16 @@ def test_two_workers_enrich_each_message_exactly_once(queue_db: Database) -> Non
 def test_a_dead_workers_lease_expires(queue_db: Database) -> None:
     _fill(queue_db, 50)
     with queue_db.writer() as conn:  # a worker claims a batch and then dies (SIGKILL): it never saves
-        claimed = enrichment.claim(conn, "dead-worker", 30, timedelta(seconds=1), utcnow())
+        claimed = enrichment.claim(conn, "dead-worker", 30, timedelta(minutes=10), utcnow())
     assert len(claimed) == 30
     survivor = Worker(queue_db, batch_size=100, lease=timedelta(seconds=30), name="survivor")
     assert len(survivor.run_once()) == 20  # the leased rows are not taken while the lease holds
     assert survivor.run_once() == []
-    time.sleep(1.1)
+    # Ten minutes pass (the lease's end is moved, not waited for: a 1-second lease lapsed on a busy
+    # machine while the survivor's first batch was still being enriched).
+    with queue_db.writer() as conn:
+        lapsed = utcnow() - timedelta(seconds=1)
+        conn.execute(update(message).where(message.c.lease_owner == "dead-worker").values(lease_until=lapsed))
     assert sorted(survivor.run_once()) == sorted(m.pk for m in claimed)
     with queue_db.writer() as conn:  # the dead worker cannot overwrite what the survivor saved
         assert enrichment.save(conn, "dead-worker", pipeline.VERSION, pipeline.enrich(claimed)) == []
