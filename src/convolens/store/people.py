@@ -12,6 +12,7 @@ from sqlalchemy import Connection, case, func, select
 from convolens.store import metrics, rollups
 from convolens.store.dialect import Period, bucket, like_pattern, plus_days
 from convolens.store.tables import conversation, end_user, message_topic, topic, user_figures
+from convolens.store.user_figures import OUTCOMES as COUNTED_OUTCOMES
 
 SORTS = ("last_seen", "first_seen", "conversations", "messages", "avg_sentiment", "avg_rating", "user_id")
 
@@ -62,7 +63,6 @@ def users_page(
     ordered = order.desc() if descending else order.asc()
     rows = conn.execute(
         select(
-            end_user.c.pk,
             end_user.c.external_id,
             func.coalesce(f.conversations, 0),
             func.coalesce(f.messages, 0),
@@ -70,6 +70,7 @@ def users_page(
             end_user.c.last_seen,
             f.avg_sentiment,
             f.avg_rating,
+            *(func.coalesce(f[o], 0) for o in COUNTED_OUTCOMES),
         )
         .select_from(end_user.outerjoin(user_figures, f.end_user_pk == end_user.c.pk))
         .where(*where)
@@ -77,8 +78,9 @@ def users_page(
         .limit(per_page)
         .offset((page - 1) * per_page)
     ).all()
-    users = {
-        pk: UserRow(
+    users = []
+    for uid, conversations, messages, first, last, sentiment, rating, *outcomes in rows:
+        user = UserRow(
             uid,
             int(conversations),
             int(messages),
@@ -87,22 +89,11 @@ def users_page(
             None if sentiment is None else round(float(sentiment), 3),
             None if rating is None else round(float(rating), 3),
         )
-        for pk, uid, conversations, messages, first, last, sentiment, rating in rows
-    }
-    if users:
-        # Outcomes of the listed users only (a page of them), each conversation in its latest outcome.
-        outcomes = conn.execute(
-            select(conversation.c.end_user_pk, conversation.c.outcome, func.count())
-            .where(
-                conversation.c.project_pk == project_pk,
-                conversation.c.end_user_pk.in_(list(users)),
-                conversation.c.outcome.is_not(None),
-            )
-            .group_by(conversation.c.end_user_pk, conversation.c.outcome)
-        )
-        for pk, outcome, count in outcomes:
-            users[pk].outcomes[outcome] = count
-    return list(users.values()), total
+        # Running counts (each conversation in its latest outcome): counting a listed user's conversations
+        # here took 0.7-1.9 s at 5M messages for a user with half a million of them.
+        user.outcomes = {o: int(n) for o, n in zip(COUNTED_OUTCOMES, outcomes, strict=True) if n}
+        users.append(user)
+    return users, total
 
 
 def new_users(conn: Connection, project_pk: int, start: datetime, end: datetime, period: Period) -> dict[str, int]:

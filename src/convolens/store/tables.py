@@ -331,6 +331,10 @@ user_figures = Table(
     Column("sentiment_count", Integer, nullable=False),
     Column("rated", Integer, nullable=False),
     Column("rating_sum", Integer, nullable=False),
+    # Conversations by latest outcome, on the day they started (the unresolved share without counting).
+    Column("resolved", Integer, nullable=False, server_default="0"),
+    Column("unresolved", Integer, nullable=False, server_default="0"),
+    Column("abandoned", Integer, nullable=False, server_default="0"),
     # Kept with the sums so that the page sorts by them from an index.
     Column("avg_sentiment", Float),
     Column("avg_rating", Float),
@@ -354,6 +358,9 @@ user_day_figures = Table(
     Column("sentiment_count", Integer, nullable=False),
     Column("rated", Integer, nullable=False),
     Column("rating_sum", Integer, nullable=False),
+    Column("resolved", Integer, nullable=False, server_default="0"),
+    Column("unresolved", Integer, nullable=False, server_default="0"),
+    Column("abandoned", Integer, nullable=False, server_default="0"),
     Index("ix_user_day_figures_user", "end_user_pk"),
 )
 

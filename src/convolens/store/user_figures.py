@@ -1,4 +1,5 @@
-"""Each end user's running figures (conversations, messages, sentiment and rating sums) for the users page.
+"""Each end user's running figures (conversations, messages, sentiment and rating sums, conversations by
+outcome) for the users page.
 
 Kept by the rollup worker, with the same marks: when it redoes a day (store/rollups.py), it computes each
 user's figures of that day from the base tables in the same snapshot (``day_figures``), and in the
@@ -31,6 +32,10 @@ class Figures:
     sentiment_count: int = 0
     rated: int = 0
     rating_sum: int = 0
+    # Conversations by latest outcome, on the day they started (as the rollups count them).
+    resolved: int = 0
+    unresolved: int = 0
+    abandoned: int = 0
 
     def minus(self, other: Figures) -> Figures:
         return Figures(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
@@ -40,6 +45,7 @@ class Figures:
 
 
 NAMES = tuple(f.name for f in fields(Figures))
+OUTCOMES = ("resolved", "unresolved", "abandoned")
 
 
 def day_figures(conn: Connection, project_pk: int, day: str) -> dict[int, Figures]:
@@ -71,17 +77,20 @@ def day_figures(conn: Connection, project_pk: int, day: str) -> dict[int, Figure
     for user_pk, n, s_sum, s_n, rated, r_sum in rows:
         out[user_pk] = Figures(0, int(n), float(s_sum or 0.0), int(s_n), int(rated), int(r_sum or 0))
     started = conn.execute(
-        select(conversation.c.end_user_pk, func.count())
+        select(conversation.c.end_user_pk, conversation.c.outcome, func.count())
         .where(
             conversation.c.project_pk == project_pk,
             conversation.c.started_at >= start,
             conversation.c.started_at < end,
             conversation.c.end_user_pk.is_not(None),
         )
-        .group_by(conversation.c.end_user_pk)
+        .group_by(conversation.c.end_user_pk, conversation.c.outcome)
     )
-    for user_pk, n in started:
-        out.setdefault(user_pk, Figures()).conversations = int(n)
+    for user_pk, outcome, n in started:
+        figures = out.setdefault(user_pk, Figures())
+        figures.conversations += int(n)
+        if outcome in OUTCOMES:
+            setattr(figures, outcome, getattr(figures, outcome) + int(n))
     return out
 
 
