@@ -315,6 +315,20 @@ def merge_by_keywords(centres: np.ndarray, labels: np.ndarray, texts: list[str],
     )
 
 
+# Words of a request about the last answer, not a subject: "Can you explain that in more detail?",
+# "give me an example", "make it shorter". A cluster whose distinctive words are all of these is asked
+# after every kind of answer; as a suggested topic it read "Explain", and said nothing of what users need.
+FOLLOW_UP_WORDS = {"explain", "explanation", "elaborate", "detail", "details", "detailed", "more", "example",
+                   "examples", "continue", "again", "shorter", "longer", "simpler", "simply", "clarify", "expand",
+                   "rephrase", "summarize", "summarise", "summary"}  # fmt: skip
+
+
+def follow_up(terms: list[str]) -> bool:
+    """Whether a cluster's keywords (``keywords``) are only words of a follow-up request."""
+    words = [w for term in terms for w in term.split()]
+    return bool(words) and all(w in FOLLOW_UP_WORDS for w in words)
+
+
 def small_talk(texts: list[str]) -> bool:
     """Whether a cluster is greetings, thanks and one-word replies ("ok", "thx", "감사합니다"): half of its
     messages have at most two words. Such a cluster soaks up those messages during clustering (they are
@@ -468,6 +482,7 @@ def cluster_pool(
             label=label,
         )
         for (centre, threshold, closest, members), terms, label in zip(groups, words, names, strict=True)
+        if not follow_up(terms)
     ]
 
 
