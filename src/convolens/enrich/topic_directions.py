@@ -1,5 +1,6 @@
 """Directions of within-topic spread that ``enrich/suggest.py`` takes out before grouping, written by
-``bench/train_topic_directions.py`` from topics, tune2, holdout, fresh (tests/data/topics*.jsonl). Do not edit: retrain.
+``bench/train_topic_directions.py`` from topics, tune2, holdout, fresh (tests/data/topics*.jsonl).
+Do not edit: retrain.
 """
 
 COUNT = 8
