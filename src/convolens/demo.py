@@ -68,6 +68,18 @@ def demo_admin(settings: Settings, db: Database) -> tuple[str, str]:
     return DEMO_ADMIN, password
 
 
+# What the demo's Context-compatible clients ask: real questions, since a greeting with a counter
+# ("Hello from a Context client #3") was suggested as a topic named "Context client". "Where can I
+# download my data?" has no detectable language: the overview shows it as "not detected".
+CONTEXT_QUESTIONS = [
+    "How do I export all my conversations?",
+    "Can I change the email address on my account?",
+    "How do I turn on two-factor authentication?",
+    "Where can I download my data?",
+    "How do I delete my account?",
+]
+
+
 def seed(base_url: str, token: str, conversations: int) -> int:
     """Send the demo conversations through ``POST /api/v1/ingest``; returns the number of messages."""
     now = utcnow()
@@ -83,13 +95,13 @@ def seed(base_url: str, token: str, conversations: int) -> int:
         if batch:
             client.post("/api/v1/ingest", json={"events": batch}).raise_for_status()
         # A few through the Context-compatible endpoint too, as a Context user's app would send them.
-        for i in range(5):
+        for i, question in enumerate(CONTEXT_QUESTIONS):
             client.post(
                 "/api/v1/log/conversation",
                 json={
                     "conversation": {
                         "messages": [
-                            {"role": "user", "message": f"Hello from a Context client #{i}"},
+                            {"role": "user", "message": question},
                             {"role": "assistant", "message": "Hi! How can I help?"},
                         ],
                         "metadata": {"user_id": f"context-user-{i}", "model": "gpt-4o-mini"},
