@@ -152,7 +152,7 @@ def test_the_context_sdk_round_trip(context: ContextAPI) -> None:
     assert thread.id == thread_id
     assert [(m.message, m.rating) for m in thread.messages] == [("Is it raining?", None), ("No.", 1)]
 
-    assert context.conversation_series().available == ["sentiment", "rating", "volume"]
+    assert context.conversation_series().available == ["sentiment", "rating", "volume", "outcome"]
     volume = context.volume(period="day")
     counts = {s.name: s.data for s in volume.series}
     assert sum(counts["conversations"].values()) == 3
