@@ -425,3 +425,24 @@ def test_a_claim_of_long_texts_is_saved_in_short_transactions_with_the_same_resu
         # CPU seconds of the longest save, this process's only thread at work: ~5 ms here, where a
         # claim saved whole took 40-70 ms.
         assert max(holds) < 0.025, holds
+
+
+def test_a_claim_is_cut_into_parts_by_its_text() -> None:
+    """Empty texts (a message of "" is valid) included: the first one once raised on an empty list, and
+    the worker retried that claim forever."""
+    results = [enrichment.EnrichmentResult(pk, None, None) for pk in range(1, 7)]
+    lengths = {1: 0, 2: 0, 3: 40_000, 4: 30_000, 5: 100_000, 6: 10}
+    assert enrichment.parts(results, lengths, 64_000) == [[0, 1, 2], [3], [4], [5]]
+    assert enrichment.parts(results[:2], {1: 0, 2: 0}, 64_000) == [[0, 1]]
+    assert enrichment.parts([], {}, 64_000) == []
+
+
+def test_empty_messages_are_enriched_like_any_other(queue_db: Database) -> None:
+    project = make_project(queue_db, "empty")
+    events = [
+        {"type": "message", "conversation_id": "e", "role": "user", "content": ""},
+        {"type": "message", "conversation_id": "e", "role": "assistant", "content": ""},
+    ]
+    with queue_db.writer() as conn:
+        apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events}), utcnow())
+    assert len(Worker(queue_db).run_once()) == 2

@@ -216,10 +216,10 @@ def parts(results: list[EnrichmentResult], lengths: Mapping[int, int], chars: in
     characters of text (by ``lengths``, message key -> characters), each saved in a transaction of its own."""
     chars = SAVE_CHARS if chars is None else chars
     out: list[list[int]] = []
-    used = chars
+    used = 0
     for i, result in enumerate(results):
         length = lengths.get(result.pk, 0)
-        if used + length > chars and (not out or out[-1]):
+        if not out or (used + length > chars and out[-1]):
             out.append([])
             used = 0
         out[-1].append(i)
