@@ -66,3 +66,39 @@ def test_sampling_is_deterministic_and_near_its_rate() -> None:
     kept = [i for i in ids if collect_rules.sampled(i, 0.25)]
     assert kept == [i for i in ids if collect_rules.sampled(i, 0.25)]
     assert 900 <= len(kept) <= 1100
+
+
+def test_erasing_a_user_removes_the_test_cases_made_from_their_conversations(
+    server: RunningServer, project: Project
+) -> None:
+    """A collected case quotes the user's words: erasure (GDPR) removes it from every version of its test
+    set, with what runs stored of it, and leaves the other users' cases."""
+    with server.client(project.admin_token) as api:
+        rule = {"test_set_name": "thumbs down", "keep": "golden", "sample_rate": 1}
+        assert api.post("/api/v1/evaluations/collect_rules", json=rule).status_code == 201
+        for user, text in (("leaving", "Cancel my order 4411 now"), ("staying", "Where is my parcel?")):
+            events = [
+                {"type": "conversation", "id": f"{user}-c", "user_id": user},
+                {"type": "message", "conversation_id": f"{user}-c", "role": "user", "content": text},
+                {
+                    "type": "message",
+                    "conversation_id": f"{user}-c",
+                    "role": "assistant",
+                    "content": "No.",
+                    "rating": -1,
+                },
+            ]
+            assert api.post("/api/v1/ingest", json={"events": events}).status_code == 202
+        wait_until_enriched(server.db)
+        worker = Worker(server.db)
+        worker.evaluate_runs.collect_settle = timedelta(0)
+        assert worker.evaluate_runs.collect() == 2
+        before = api.get("/api/v1/test_sets/thumbs down").json()
+        assert sorted(c["messages"][-1]["message"] for c in before["test_cases"]) == [
+            "Cancel my order 4411 now",
+            "Where is my parcel?",
+        ]
+        assert api.delete("/api/v1/users/leaving").status_code == 200
+        after = api.get("/api/v1/test_sets/thumbs down").json()
+    assert [c["messages"][-1]["message"] for c in after["test_cases"]] == ["Where is my parcel?"]
+    assert after["test_case_count"] == 1 and "4411" not in str(after)

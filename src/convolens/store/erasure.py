@@ -26,7 +26,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from convolens.store import rollups, translations, user_figures
 from convolens.store.db import Database
 from convolens.store.dialect import bucket
-from convolens.store.tables import conversation, end_user, message, topic
+from convolens.store.tables import conversation, end_user, eval_item, message, test_case, test_set, topic
 from convolens.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def erase_end_user(conn: Connection, project_pk: int, external_id: str) -> Erasu
         select(func.count()).select_from(message).where(message.c.conversation_pk.in_(conversations))
     ).scalar_one()
     phrases = _forget_in_topics(conn, project_pk, conversations)
+    _forget_in_test_cases(conn, project_pk, conversations)
     # Rollups of the user's days are redone without them (and read live until then).
     label = bucket(conn, message.c.created_at, "day")
     days = set(conn.execute(select(label).where(message.c.conversation_pk.in_(conversations)).distinct()).scalars())
@@ -114,6 +115,31 @@ def _forget_in_topics(conn: Connection, project_pk: int, conversations) -> int: 
                 update(topic).where(topic.c.pk == pk).values(definition=kept, samples=kept_samples, updated_at=utcnow())
             )
     return removed
+
+
+def _forget_in_test_cases(conn: Connection, project_pk: int, conversations) -> int:  # type: ignore[no-untyped-def]
+    """Test cases made from the user's conversations (a transcript's "Add to test set", a collection rule:
+    evaluations/from_conversation.py names the conversation in the case's metadata) quote their words:
+    they go, with the run items that evaluated them, and their test set versions count what is left."""
+    ids = sorted(set(conn.execute(select(conversation.c.id).where(conversation.c.pk.in_(conversations))).scalars()))
+    if not ids:
+        return 0
+    source = test_case.c.body["metadata"]["conversation_id"].as_string()
+    doomed = conn.execute(
+        select(test_case.c.pk, test_case.c.test_set_pk).where(
+            test_case.c.test_set_pk.in_(select(test_set.c.pk).where(test_set.c.project_pk == project_pk)),
+            source.in_(ids),
+        )
+    ).all()
+    if not doomed:
+        return 0
+    pks = [pk for pk, _ in doomed]
+    conn.execute(delete(eval_item).where(eval_item.c.test_case_pk.in_(pks)))
+    conn.execute(delete(test_case).where(test_case.c.pk.in_(pks)))
+    for set_pk in sorted({set_pk for _, set_pk in doomed}):
+        left = select(func.count()).where(test_case.c.test_set_pk == set_pk).scalar_subquery()
+        conn.execute(update(test_set).where(test_set.c.pk == set_pk).values(case_count=left))
+    return len(pks)
 
 
 def wipe_deleted(db: Database) -> None:
