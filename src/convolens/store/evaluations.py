@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy import case as when
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
 from convolens.store.tables import eval_item, eval_run, test_case, test_set
 
@@ -142,14 +143,19 @@ def save_version(
     return TestSetRow(pk, name, version, evaluators, len(merged), now)
 
 
-def list_sets(conn: Connection, project_pk: int) -> list[TestSetRow]:
-    """Each test set's latest version, by name."""
-    newest = (
+def _newest_versions(project_pk: int) -> Subquery:
+    """(name, version) of each of the project's test sets' latest version."""
+    return (
         select(test_set.c.name, func.max(test_set.c.version).label("version"))
         .where(test_set.c.project_pk == project_pk)
         .group_by(test_set.c.name)
         .subquery()
     )
+
+
+def list_sets(conn: Connection, project_pk: int) -> list[TestSetRow]:
+    """Each test set's latest version, by name."""
+    newest = _newest_versions(project_pk)
     rows = conn.execute(
         select(test_set)
         .join(newest, and_(test_set.c.name == newest.c.name, test_set.c.version == newest.c.version))
@@ -453,12 +459,7 @@ MAX_COVERAGE_CASES = 5000
 
 def latest_cases(conn: Connection, project_pk: int, limit: int = MAX_COVERAGE_CASES) -> list[CoveredCase]:
     """The cases of each test set's latest version (at most ``limit``, by set name)."""
-    newest = (
-        select(test_set.c.name, func.max(test_set.c.version).label("version"))
-        .where(test_set.c.project_pk == project_pk)
-        .group_by(test_set.c.name)
-        .subquery()
-    )
+    newest = _newest_versions(project_pk)
     rows = conn.execute(
         select(test_set.c.name, test_case.c.name, test_case.c.body, test_case.c.vector)
         .join(newest, and_(test_set.c.name == newest.c.name, test_set.c.version == newest.c.version))
