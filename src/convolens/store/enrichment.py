@@ -245,17 +245,19 @@ def save(
     A claim saved in parts (``parts``) passes the whole claim as ``claimed`` (the messages whose own
     enrichment was assessed already, saved in this part or another) and, as ``lost``, the keys that an
     earlier part found leased to someone else."""
-    # Which results are still this worker's: one read, then one statement executed for every row (a
-    # statement built per row cost ~0.4 ms of SQLAlchemy each, under SQLite's write lock). On PostgreSQL
-    # the rows are locked, so no other worker's claim can take an expired lease in between.
-    held = set(
-        conn.execute(
-            select(message.c.pk)
+    # Which results are still this worker's, with what the links and marks below need of them: one read,
+    # then one statement executed for every row (a statement built per row cost ~0.4 ms of SQLAlchemy
+    # each, under SQLite's write lock). On PostgreSQL the rows are locked, so no other worker's claim can
+    # take an expired lease in between.
+    by_pk = {
+        row.pk: row
+        for row in conn.execute(
+            select(message.c.pk, message.c.project_pk, message.c.conversation_pk, message.c.created_at)
             .where(message.c.pk.in_([r.pk for r in results]), message.c.lease_owner == owner)
             .with_for_update()
-        ).scalars()
-    )
-    saved = [r.pk for r in results if r.pk in held]
+        )
+    }
+    saved = [r.pk for r in results if r.pk in by_pk]
     if not saved:
         return saved
     for translated in (False, True):
@@ -268,7 +270,7 @@ def save(
                 **({"b_translation": r.translation} if translated else {}),
             }
             for r in results
-            if r.pk in held and (r.translation is not None) == translated
+            if r.pk in by_pk and (r.translation is not None) == translated
         ]
         if not rows:
             continue
@@ -287,16 +289,6 @@ def save(
             ),
             rows,
         )
-    if not saved:
-        return saved
-    by_pk = {
-        row.pk: row
-        for row in conn.execute(
-            select(message.c.pk, message.c.project_pk, message.c.conversation_pk, message.c.created_at).where(
-                message.c.pk.in_(saved)
-            )
-        )
-    }
     kept = [r for r in results if r.pk in by_pk]
     conn.execute(delete(message_embedding).where(message_embedding.c.message_pk.in_(saved)))
     conn.execute(delete(message_topic).where(message_topic.c.message_pk.in_(saved)))
