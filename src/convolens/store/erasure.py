@@ -65,8 +65,9 @@ def erase_end_user(conn: Connection, project_pk: int, external_id: str) -> Erasu
     message_count = conn.execute(
         select(func.count()).select_from(message).where(message.c.conversation_pk.in_(conversations))
     ).scalar_one()
-    phrases = _forget_in_topics(conn, project_pk, conversations)
-    _forget_in_test_cases(conn, project_pk, conversations)
+    ids = set(conn.execute(select(conversation.c.id).where(conversation.c.pk.in_(conversations))).scalars())
+    phrases = _forget_in_topics(conn, project_pk, conversations, ids)
+    _forget_in_test_cases(conn, project_pk, ids)
     # Rollups of the user's days are redone without them (and read live until then).
     label = bucket(conn, message.c.created_at, "day")
     days = set(conn.execute(select(label).where(message.c.conversation_pk.in_(conversations)).distinct()).scalars())
@@ -90,11 +91,10 @@ def erase_end_user(conn: Connection, project_pk: int, external_id: str) -> Erasu
     return ErasureReceipt(external_id, 1, conversation_count, message_count, phrases)
 
 
-def _forget_in_topics(conn: Connection, project_pk: int, conversations) -> int:  # type: ignore[no-untyped-def]
-    """Suggested topics quote their members (phrases, sample conversation ids), and an accepted
+def _forget_in_topics(conn: Connection, project_pk: int, conversations, ids: set[str]) -> int:  # type: ignore[no-untyped-def]
+    """Suggested topics quote their members (phrases, sample conversation ids: ``ids``), and an accepted
     suggestion keeps them as examples: the user's words and conversations leave those too."""
     texts = set(conn.execute(select(message.c.content).where(message.c.conversation_pk.in_(conversations))).scalars())
-    ids = set(conn.execute(select(conversation.c.id).where(conversation.c.pk.in_(conversations))).scalars())
     removed = 0
     rows = conn.execute(
         select(topic.c.pk, topic.c.definition, topic.c.samples).where(
@@ -117,18 +117,18 @@ def _forget_in_topics(conn: Connection, project_pk: int, conversations) -> int: 
     return removed
 
 
-def _forget_in_test_cases(conn: Connection, project_pk: int, conversations) -> int:  # type: ignore[no-untyped-def]
-    """Test cases made from the user's conversations (a transcript's "Add to test set", a collection rule:
-    evaluations/from_conversation.py names the conversation in the case's metadata) quote their words:
-    they go, with the run items that evaluated them, and their test set versions count what is left."""
-    ids = sorted(set(conn.execute(select(conversation.c.id).where(conversation.c.pk.in_(conversations))).scalars()))
+def _forget_in_test_cases(conn: Connection, project_pk: int, ids: set[str]) -> int:
+    """Test cases made from the user's conversations (``ids``; a transcript's "Add to test set", a
+    collection rule: evaluations/from_conversation.py names the conversation in the case's metadata) quote
+    their words: they go, with the run items that evaluated them, and their test set versions count what
+    is left."""
     if not ids:
         return 0
     source = test_case.c.body["metadata"]["conversation_id"].as_string()
     doomed = conn.execute(
         select(test_case.c.pk, test_case.c.test_set_pk).where(
             test_case.c.test_set_pk.in_(select(test_set.c.pk).where(test_set.c.project_pk == project_pk)),
-            source.in_(ids),
+            source.in_(sorted(ids)),
         )
     ).all()
     if not doomed:
