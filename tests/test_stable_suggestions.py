@@ -47,14 +47,27 @@ def test_a_suggestion_found_again_barely_moved_keeps_its_matches(db: Database, p
             insert(conversation).returning(conversation.c.pk),
             [dict(project_pk=project.pk, id="c", started_at=now, last_message_at=now, message_count=6, created_at=now)],
         ).scalar_one()
-        pks = conn.execute(
-            insert(message).returning(message.c.pk),
-            [
-                dict(project_pk=project.pk, conversation_pk=conv, id=f"m{i}", position=i, role="user",
-                     kind="message", content="x", created_at=now, ingested_at=now)  # fmt: skip
-                for i in range(6)
-            ],
-        ).scalars().all()
+        pks = (
+            conn.execute(
+                insert(message).returning(message.c.pk),
+                [
+                    dict(
+                        project_pk=project.pk,
+                        conversation_pk=conv,
+                        id=f"m{i}",
+                        position=i,
+                        role="user",
+                        kind="message",
+                        content="x",
+                        created_at=now,
+                        ingested_at=now,
+                    )
+                    for i in range(6)
+                ],
+            )
+            .scalars()
+            .all()
+        )
         # What the backfill would have matched: three messages each.
         conn.execute(
             insert(message_topic),
