@@ -148,6 +148,60 @@ def test_a_dead_workers_lease_expires(queue_db: Database) -> None:
         assert enrichment.save(conn, "dead-worker", pipeline.VERSION, pipeline.enrich(claimed)) == []
 
 
+def test_a_message_that_always_fails_is_set_aside_and_its_batch_and_project_move_on(queue_db: Database) -> None:
+    """A bug that one message's text triggers (simulated: the step that runs enrichment raises for it)
+    used to fail its whole batch, which was claimed again each time its lease lapsed, forever: its project's
+    messages were never enriched. Now the batch's other messages are saved at once, and the bad one is
+    tried alone, handed back, and set aside after MAX_ATTEMPTS claims; `convolens reenrich` tries again."""
+    project = _fill(queue_db, 20)
+    with queue_db.reader() as conn:
+        bad = conn.execute(select(message.c.pk).where(message.c.id == "m5")).scalar_one()
+
+    def heavy(step, *args, **kwargs):
+        if step is pipeline.enrich and any(m.pk == bad for m in args[0]):
+            raise ValueError("a bug only this message triggers")
+        return step(*args, **kwargs)
+
+    worker = Worker(queue_db, name="w", heavy=heavy)
+    assert len(worker.run_once()) == 19  # the rest of its batch
+    for _ in range(enrichment.MAX_ATTEMPTS - 1):  # claimed again at once (no lease to wait out), alone
+        assert worker.run_once() == []
+    with queue_db.reader() as conn:
+        row = conn.execute(
+            select(message.c.enriched_version, message.c.enrich_attempts).where(message.c.pk == bad)
+        ).one()
+    assert row == (None, enrichment.MAX_ATTEMPTS)
+    assert worker.run_once() == []  # the next claim gives up on it
+    with queue_db.reader() as conn:
+        row = conn.execute(
+            select(message.c.enriched_version, message.c.lease_owner, message.c.sentiment).where(message.c.pk == bad)
+        ).one()
+        pending = conn.execute(
+            select(func.count()).where(message.c.project_pk == project.pk, message.c.enriched_version.is_(None))
+        ).scalar_one()
+    assert row == (enrichment.SET_ASIDE, None, None) and pending == 0
+    # Once the bug is fixed, reenrich brings it back with a fresh count of attempts.
+    with queue_db.writer() as conn:
+        enrichment.requeue(conn, project.pk)
+    assert bad in Worker(queue_db, name="fixed").run_once()
+    with queue_db.reader() as conn:
+        assert (
+            conn.execute(select(message.c.enriched_version).where(message.c.pk == bad)).scalar_one() == pipeline.VERSION
+        )
+
+
+def test_a_message_whose_workers_keep_dying_is_set_aside(queue_db: Database) -> None:
+    """A message that kills the process enriching it (its lease lapses each time) is set aside too."""
+    _fill(queue_db, 1)
+    for attempt in range(1, enrichment.MAX_ATTEMPTS + 1):
+        with queue_db.writer() as conn:
+            claimed = enrichment.claim(conn, f"dead-{attempt}", 10, timedelta(seconds=-1), utcnow())
+        assert [m.attempts for m in claimed] == [attempt]
+    with queue_db.writer() as conn:
+        assert enrichment.claim(conn, "next", 10, timedelta(seconds=60), utcnow()) == []
+        assert conn.execute(select(message.c.enriched_version)).scalar_one() == enrichment.SET_ASIDE
+
+
 def test_reenrich_requeues_and_the_worker_catches_up(queue_db: Database) -> None:
     project = _fill(queue_db, 20)
     worker = Worker(queue_db, name="w")

@@ -10,6 +10,7 @@ touched.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,10 +35,18 @@ from convolens.store.outcome_fields import to_mask
 from convolens.store.tables import conversation, message, message_embedding, message_topic
 from convolens.timeutil import utcnow
 
+log = logging.getLogger("convolens.worker")
+
 # A conversation's outcome is read from its end: at most its last this many messages, each cut to this
 # prefix, so one refresh costs bounded memory and time however long a thread grows.
 OUTCOME_WINDOW = 40
 OUTCOME_CHARS = 2000
+
+# A message whose enrichment failed this many times (its batch raised, and it raised again on its own, or
+# a worker died holding it) is set aside: marked done with nothing found (``SET_ASIDE`` as its version),
+# so that its project's queue moves on instead of retrying it forever. ``convolens reenrich`` tries again.
+MAX_ATTEMPTS = 3
+SET_ASIDE = 0
 
 # A conversation's trend compares the mean sentiment of the later half of its user messages with the
 # earlier half; a difference under this is "flat" (the scores of one message vary by about ±0.1).
@@ -56,6 +65,7 @@ class PendingMessage:
     # A user message's context: the end of the assistant reply just before it in its conversation, if
     # any (whether it asked a question or stated something changes what the user's answer means).
     previous_assistant: str | None = None
+    attempts: int = 1  # how many times it was claimed, this time included
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,9 @@ def _claim_in(
     rows = conn.execute(
         update(message)
         .where(message.c.pk.in_(candidates.scalar_subquery()))
-        .values(lease_owner=owner, lease_until=now + lease)
+        .values(
+            lease_owner=owner, lease_until=now + lease, enrich_attempts=func.coalesce(message.c.enrich_attempts, 0) + 1
+        )
         .returning(
             message.c.pk,
             message.c.project_pk,
@@ -152,9 +164,34 @@ def _claim_in(
             message.c.content,
             message.c.created_at,
             case((message.c.role == "user", previous_reply)),
+            message.c.enrich_attempts,
         )
     ).all()
-    return [PendingMessage(*row) for row in rows]
+    claimed = [PendingMessage(*row) for row in rows]
+    tired = [m.pk for m in claimed if m.attempts > MAX_ATTEMPTS]
+    if tired:
+        set_aside(conn, tired)
+    return [m for m in claimed if m.attempts <= MAX_ATTEMPTS]
+
+
+def set_aside(conn: Connection, pks: list[int]) -> None:
+    """Give up on these messages (see MAX_ATTEMPTS): done, with nothing found."""
+    log.error("enrichment failed %d times for messages %s: set aside", MAX_ATTEMPTS, pks[:20])
+    conn.execute(
+        update(message)
+        .where(message.c.pk.in_(pks), message.c.enriched_version.is_(None))
+        .values(enriched_version=SET_ASIDE, lease_owner=None, lease_until=None)
+    )
+
+
+def release(conn: Connection, owner: str, pks: list[int]) -> None:
+    """Hand back messages this worker could not enrich, to be claimed again at once (each claim counts
+    as an attempt, so a message that always fails is set aside after MAX_ATTEMPTS)."""
+    conn.execute(
+        update(message)
+        .where(message.c.pk.in_(pks), message.c.lease_owner == owner, message.c.enriched_version.is_(None))
+        .values(lease_owner=None, lease_until=None)
+    )
 
 
 def claim(
@@ -517,7 +554,7 @@ def save_outcomes(
 
 def requeue(conn: Connection, project_pk: int | None = None) -> int:
     """Mark messages pending again (after a model or topic change); returns how many."""
-    query = update(message).values(enriched_version=None, lease_owner=None, lease_until=None)
+    query = update(message).values(enriched_version=None, lease_owner=None, lease_until=None, enrich_attempts=None)
     if project_pk is not None:
         query = query.where(message.c.project_pk == project_pk)
     return conn.execute(query).rowcount

@@ -144,6 +144,8 @@ message = Table(
     # A worker's claim on the message while it enriches it; an expired lease is free to take again.
     Column("lease_owner", String(64)),
     Column("lease_until", DateTime),
+    # How many times the enrichment queue handed this message out (store/enrichment.py: MAX_ATTEMPTS).
+    Column("enrich_attempts", SmallInteger),
     UniqueConstraint("project_pk", "id", name="uq_message_project_id"),
     Index("ix_message_conversation_position", "conversation_pk", "position"),
     Index("ix_message_project_created", "project_pk", "created_at"),

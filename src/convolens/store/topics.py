@@ -152,6 +152,14 @@ def redefine(conn: Connection, project_pk: int, topic_pk: int, now: datetime, **
     )
 
 
+def annotate(conn: Connection, project_pk: int, topic_pk: int, now: datetime, **values: Any) -> None:
+    """Change what a topic shows (name, description, sample conversations) but not what it matches: its
+    matches, rollups and backfill stay as they are (a stable suggestion, store/suggestions.py)."""
+    conn.execute(
+        update(topic).where(topic.c.project_pk == project_pk, topic.c.pk == topic_pk).values(**values, updated_at=now)
+    )
+
+
 def same_definition(row: TopicRow, name: str, kind: str, definition: dict[str, Any]) -> bool:
     """Whether an edit leaves what a topic matches as it is (only its category may differ)."""
     return row.status == "active" and (row.name, row.kind, row.definition) == (name, kind, definition)

@@ -164,6 +164,39 @@ class Worker:
         if not claimed:
             return []
         self.claim_start = max(m.project_pk for m in claimed)
+        try:
+            saved = self._enrich(claimed)
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            # One bad message must not hold its whole batch, nor its project's queue: each message is tried
+            # on its own, the ones that fail alone are handed back, and set aside after MAX_ATTEMPTS claims.
+            log.exception(
+                "worker %s: a batch of %d failed; trying its messages one at a time", self.owner, len(claimed)
+            )
+            saved = self._enrich_one_at_a_time(claimed)
+        self.enriched += len(saved)
+        log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
+        return saved
+
+    def _enrich_one_at_a_time(self, claimed: list[enrichment.PendingMessage]) -> list[int]:
+        saved: list[int] = []
+        failed: list[int] = []
+        for one in claimed:
+            try:
+                saved += self._enrich([one])
+            except DatabaseUnavailable:
+                raise
+            except Exception:
+                log.exception("worker %s: message %s failed on its own (attempt %d)", self.owner, one.pk, one.attempts)
+                failed.append(one.pk)
+        if failed:
+            with self.db.writer() as conn:
+                enrichment.release(conn, self.owner, failed)
+        return saved
+
+    def _enrich(self, claimed: list[enrichment.PendingMessage]) -> list[int]:
+        """Enrich and save claimed messages; returns the keys saved (a lost lease saves nothing)."""
         results = self.heavy(pipeline.enrich, claimed, self._matchers(), self.judges.for_project)
         results = self.translate(claimed, results)
         assessed = self.heavy(self._assess, results)
@@ -181,8 +214,6 @@ class Worker:
                 )
             saved += done
             lost |= {r.pk for r in some} - set(done)
-        self.enriched += len(saved)
-        log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved
 
     def _assess(self, results: list[enrichment.EnrichmentResult]) -> enrichment.OutcomeWork:
