@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from convolens.alerts import conditions
 from convolens.alerts.conditions import Condition, Event, Measurement, State
 from convolens.alerts.measure import WINDOWS, measure
+from convolens.schemas.alerts import EVENT_METRICS
 
 PREVIEW_WINDOWS = {"day": 30, "hour": 72}
 WEEK = timedelta(days=7)  # 30 days day by day; an hourly rule over its last 3 days
@@ -30,7 +31,9 @@ class Outcome:
     event: Event | None
 
 
-def judge(conn: Connection, project_pk: int, definition: dict, start: datetime) -> tuple[Measurement, bool | None]:
+def judge(
+    conn: Connection, project_pk: int, definition: dict, start: datetime, told: frozenset[int] = frozenset()
+) -> tuple[Measurement, bool | None]:
     """The window starting at ``start``: its measurement, and whether the condition holds (None: undecided)."""
     condition = condition_of(definition)
     length = WINDOWS[definition["window"]]
@@ -42,24 +45,41 @@ def judge(conn: Connection, project_pk: int, definition: dict, start: datetime) 
             measure(conn, project_pk, definition, start - length * i, start - length * (i - 1))
             for i in range(condition.history, 0, -1)
         ]
-    seen = measure(conn, project_pk, definition, start, start + length)
+    seen = measure(conn, project_pk, definition, start, start + length, told)
     return seen, conditions.holds(condition, seen, before)
 
 
-def next_step(conn: Connection, project_pk: int, definition: dict, state: State, start: datetime) -> Outcome:
-    seen, holding = judge(conn, project_pk, definition, start)
+def next_step(
+    conn: Connection,
+    project_pk: int,
+    definition: dict,
+    state: State,
+    start: datetime,
+    told: frozenset[int] = frozenset(),
+) -> Outcome:
+    """The rule's decision for the window from ``start``. ``told``: the topics an emerging-topics rule has
+    told of already (each topic is news once)."""
+    seen, holding = judge(conn, project_pk, definition, start, told)
     end = start + WINDOWS[definition["window"]]
     cooldown = timedelta(minutes=int(definition.get("cooldown_minutes", 0)))
+    if definition["metric"] in EVENT_METRICS:
+        # News, not a state: each window that holds fires (cooldown aside), and nothing is "resolved".
+        state = State(False, state.last_fired_at)
     after, event = conditions.step(state, holding, end, cooldown)
     return Outcome((start, end), seen, holding, after, event)
 
 
+def told_after(outcome: Outcome, told: frozenset[int]) -> frozenset[int]:
+    """The topics told of once this window is decided: those it counted, if it held."""
+    return told | {pk for pk, _ in outcome.seen.topics} if outcome.holds else told
+
+
 def replay(conn: Connection, project_pk: int, definition: dict, first: datetime, windows: int) -> list[Outcome]:
     """The rule decided window after window from ``first``, from a quiet state (no firing, no cooldown)."""
-    state, found = State(), []
+    state, found, told = State(), [], frozenset[int]()
     length = WINDOWS[definition["window"]]
     for i in range(windows):
-        outcome = next_step(conn, project_pk, definition, state, first + length * i)
-        state = outcome.state
+        outcome = next_step(conn, project_pk, definition, state, first + length * i, told)
+        state, told = outcome.state, told_after(outcome, told)
         found.append(outcome)
     return found
