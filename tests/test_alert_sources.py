@@ -61,9 +61,7 @@ def worker_events(db: Database, project_pk: int, rule_pk: int, days: range) -> l
     """Step the workers day by day over ``days`` (the rule decided from the first) and return (window
     start, event) of every event, oldest first."""
     with db.writer() as conn:
-        conn.execute(
-            update(alert_rule).where(alert_rule.c.pk == rule_pk).values(evaluated_through=day(days.start - 1))
-        )
+        conn.execute(update(alert_rule).where(alert_rule.c.pk == rule_pk).values(evaluated_through=day(days.start - 1)))
     for i in days:
         now = day(i + 1) + timedelta(hours=1)
         assert evaluate_due(db, now) == 1
