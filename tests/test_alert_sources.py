@@ -97,6 +97,9 @@ def test_a_metadata_filter_counts_only_those_conversations(database_url, tmp_pat
             assert created.json()["filter"]["metadata_key"] == "plan"
             expected = [(iso(day(3)), "fired"), (iso(day(4)), "resolved")]
             assert preview_events(admin, body) == expected
+            # An anomaly condition on the slice (the preview reads each window once for its 3 look-backs).
+            unusual = {"kind": "anomaly", "op": "above", "threshold": 2, "periods": 3, "min_volume": 1}
+            assert preview_events(admin, body | {"condition": unusual}) == expected
             # A number in the metadata compares as its text.
             seats = body | {"filter": {"metadata_key": "seats", "metadata_value": "3"}}
             assert preview_events(admin, seats) == expected
@@ -287,6 +290,9 @@ def test_newly_emerging_topics_are_told_once_each(database_url, tmp_path) -> Non
             told = conn.execute(select(alert_topic.c.topic_pk, alert_topic.c.window_start)).all()
             events = alerts.history(conn, project.pk, rule_pk)
         assert sorted(told) == sorted([(made["Refunds"], day(10)), (made["Login loops"], day(12))])
+        with server.client(project.read_token) as reader:
+            listed = reader.get(f"/api/v1/alerts/{rule_pk}/history").json()["events"]
+        assert [[t["name"] for t in e["topics"]] for e in listed] == [["Login loops"], ["Refunds"]]
         assert [e["detail"]["topics"] for e in reversed(events)] == [
             [{"id": str(made["Refunds"]), "name": "Refunds"}],
             [{"id": str(made["Login loops"]), "name": "Login loops"}],
