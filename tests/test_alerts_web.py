@@ -332,7 +332,7 @@ def test_past_digests_list_what_was_sent_and_show_the_e_mail(page: Page, site: S
     rows = page.locator("#digest-history tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.nth(0)).to_have_attribute("data-week", f"{last_week:%Y-%m-%d}")
-    email = rows.nth(0).locator(".delivery[data-channel=email]")
+    email = rows.nth(0).locator(".delivery[data-channel=email]", has_text=site.member.email)
     expect(email).to_contain_text(f"{site.member.email}: delivered")
     hook_row = rows.nth(0).locator(".delivery[data-channel=webhook]")
     expect(hook_row).to_contain_text("webhook at 127.0.0.1: retrying")
