@@ -7,12 +7,15 @@ preview fires on the same days as the worker."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import product
 
 import httpx
+import pytest
 from sqlalchemy import insert, select, update
 
 from alert_support import LOOPBACK, label, quiet_server, webhook_receiver
 from conftest import make_project, separate_database
+from convolens.alerts.measure import measure, summarized
 from convolens.store import alerts, topics
 from convolens.store.db import Database
 from convolens.store.tables import (
@@ -121,12 +124,52 @@ def test_a_metadata_filter_counts_only_those_conversations(database_url, tmp_pat
         assert receiver.bodies()[0]["value"] == 9.0
 
 
+def test_a_metadata_slice_reads_the_same_figures_as_the_rollups_summary(database_url, tmp_path) -> None:
+    """The one-statement slice (alerts/measure.py) against the rollups' own summary with the metadata key
+    as its dimension, for every metric it serves: tenants, users, models, tokens, ratings, sentiment."""
+    with separate_database(database_url, tmp_path, "alert_meta_same") as db, quiet_server(db, tmp_path) as server:
+        project = make_project(db)
+        with server.client(project.token) as client:
+            for c in range(12):
+                events: list[dict] = [
+                    {
+                        "type": "conversation",
+                        "id": f"s{c}",
+                        "user_id": f"u{c % 5}",
+                        "tenant_id": ["acme", "globex"][c % 2],
+                        "metadata": {"plan": ["pro", "free", "pro"][c % 3], "seats": c % 4},
+                    }
+                ]
+                for k in range(c % 4 + 1):
+                    at = (day(1) + timedelta(hours=c, minutes=k)).isoformat() + "Z"
+                    events += [
+                        {"type": "message", "conversation_id": f"s{c}", "id": f"s{c}-{k}-q", "role": "user",
+                         "content": "q", "timestamp": at},
+                        {"type": "message", "conversation_id": f"s{c}", "id": f"s{c}-{k}-a", "role": "assistant",
+                         "content": "a", "timestamp": at, "model": ["gpt-4o", "gpt-4o-mini"][k % 2],
+                         "input_tokens": 100 * c, "output_tokens": 10 * k, "rating": [1, -1, None][(c + k) % 3]},
+                    ]  # fmt: skip
+                assert client.post("/api/v1/ingest", json={"events": events}).status_code == 202
+        with db.writer() as conn:
+            conn.execute(update(message).where(message.c.role == "user").values(sentiment=(message.c.pk % 5) / 5.0))
+        metrics = ("messages", "conversations", "active_users", "avg_sentiment", "thumbs_down_share", "cost",
+                   "cost_per_user")  # fmt: skip
+        with db.reader() as conn:
+            for metric, (key, value), tenant in product(metrics, (("plan", "pro"), ("seats", "2")), (None, "acme")):
+                definition = {"metric": metric, "filter": {"metadata_key": key, "metadata_value": value,
+                                                           "tenant_id": tenant}}  # fmt: skip
+                fast = measure(conn, project.pk, definition, day(1), day(2))
+                slow = summarized(conn, project.pk, metric, f"metadata.{key}", value, tenant, day(1), day(2))
+                assert fast.volume == slow.volume and fast.volume > 0, (metric, key, tenant)
+                assert fast.value == pytest.approx(slow.value), (metric, key, tenant)
+
+
 def test_negative_share_by_metadata_and_language(database_url, tmp_path) -> None:
     with separate_database(database_url, tmp_path, "alert_meta_neg") as db, quiet_server(db, tmp_path) as server:
         project = make_project(db)
         with server.client(project.token) as client:
             for i in range(6):
-                send(client, f"pro-{i}", day(i), 4, {"plan": "pro"})
+                send(client, f"pro-{i}", day(i), 4, {"plan": "pro", "tier": 2})
                 send(client, f"free-{i}", day(i), 4, {"plan": "free"})
         for i in range(6):
             # Day 2: pro users unhappy; day 4: free users unhappy.
@@ -137,6 +180,8 @@ def test_negative_share_by_metadata_and_language(database_url, tmp_path) -> None
                                                             "language": "ko"})  # fmt: skip
         with server.client(project.admin_token) as admin:
             assert preview_events(admin, body) == [(iso(day(2)), "fired"), (iso(day(3)), "resolved")]
+            tier = body | {"filter": {"metadata_key": "tier", "metadata_value": "2", "language": "ko"}}
+            assert preview_events(admin, tier) == [(iso(day(2)), "fired"), (iso(day(3)), "resolved")]  # a number
             english = body | {"filter": body["filter"] | {"language": "en"}}
             assert preview_events(admin, english) == []
 

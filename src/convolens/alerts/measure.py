@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import ColumnElement, Connection, String, and_, case, cast, func, select
 
 from convolens.alerts.conditions import Measurement
 from convolens.enrich.prices import price_table
@@ -72,7 +72,17 @@ def measure(
         return _backlog(conn, project_pk, end)
     if metric == "new_suggested_topics":
         return _new_suggestions(conn, project_pk, start, end)
+    if key is not None and len(wanted) == 1 and metric in SLICE_METRICS:
+        return _metadata_slice(conn, project_pk, metric, key, str(value), tenant, start, end)
     dimension, value = next(iter(wanted.items()), ("none", ""))
+    return summarized(conn, project_pk, metric, dimension, value, tenant, start, end)
+
+
+def summarized(
+    conn: Connection, project_pk: int, metric: str, dimension: str, value: str, tenant: str | None,
+    start: datetime, end: datetime,
+) -> Measurement:  # fmt: skip
+    """``metric`` of the window's ``dimension`` = ``value`` (``none``: all) as ``/api/v1/metrics`` reads it."""
     figures, conversations, users = Summary(), 0, 0
     for _day, group, summary, convs, members in day_figures(
         conn, project_pk, start=start, end=end - _TICK, dimension=dimension, tenant_id=tenant
@@ -83,7 +93,7 @@ def measure(
         figures.add(summary)
         conversations += convs[0] if isinstance(convs, tuple) else len(convs)
         users += members[0] if isinstance(members, tuple) else len(members)
-    return _from_summary(definition["metric"], figures, conversations, users)
+    return _from_summary(metric, figures, conversations, users)
 
 
 def _share(part: int, whole: int) -> Measurement:
@@ -176,7 +186,7 @@ def _negative_share(
     if tenant is not None:
         conditions.append(conversation.c.tenant_id == tenant)
     if metadata is not None:
-        conditions.append(conversation.c.metadata[metadata[0].removeprefix("metadata.")].as_string() == metadata[1])
+        conditions.append(_metadata_is(metadata[0].removeprefix("metadata."), metadata[1]))
     labelled, negative = conn.execute(
         select(func.count(), func.sum(case((message.c.sentiment_label == "negative", 1), else_=0)))
         .select_from(source)
@@ -243,3 +253,55 @@ def _emerging_topics(conn: Connection, project_pk: int, end: datetime, told: fro
         if pk not in told and emerging(int(recent or 0), int(both) - int(recent or 0), history)
     )
     return Measurement(float(len(found)), len(found), tuple((pk, name) for name, pk in found))
+
+
+# What a metadata slice is measured for in one pass over the window's messages (the rest, outcome shares,
+# go through the rollups' summary, whose outcome counting is its own).
+SLICE_METRICS = frozenset({"messages", "conversations", "active_users", "avg_sentiment", "thumbs_down_share",
+                           "cost", "cost_per_user"})  # fmt: skip
+
+
+def _metadata_is(key: str, value: str) -> ColumnElement[bool]:
+    """The conversation's metadata ``key`` equals ``value`` as text (a number 3 is "3" on both backends:
+    SQLite's json_extract gives the number, which must be cast to compare with text)."""
+    return cast(conversation.c.metadata[key].as_string(), String) == value
+
+
+def _metadata_slice(
+    conn: Connection, project_pk: int, metric: str, key: str, value: str, tenant: str | None, start: datetime,
+    end: datetime,
+) -> Measurement:  # fmt: skip
+    """The window's figures of the conversations whose metadata ``key`` is ``value``, from the base tables:
+    the same figures as the rollups' summary (store/rollups.py ``summarize``: messages that are not custom
+    events, user sentiment, ratings, tokens per model, distinct conversations and users), in one aggregate
+    statement instead of its rows per conversation, user and model (tests/test_alert_sources.py checks
+    both agree)."""
+    conditions = [
+        message.c.project_pk == project_pk, message.c.created_at >= start, message.c.created_at < end,
+        message.c.kind != "event", _metadata_is(key, value),
+    ]  # fmt: skip
+    if tenant is not None:
+        conditions.append(conversation.c.tenant_id == tenant)
+    source = message.join(conversation, conversation.c.pk == message.c.conversation_pk)
+    user_sentiment = case((message.c.role == "user", message.c.sentiment))
+    row = conn.execute(
+        select(
+            func.count(), func.count(func.distinct(message.c.conversation_pk)),
+            func.count(func.distinct(conversation.c.end_user_pk)), func.sum(user_sentiment),
+            func.count(user_sentiment), func.sum(case((message.c.rating > 0, 1), else_=0)),
+            func.sum(case((message.c.rating < 0, 1), else_=0)),
+        ).select_from(source).where(*conditions)
+    ).one()  # fmt: skip
+    figures = Summary(
+        messages=int(row[0]), sentiment_sum=float(row[3] or 0.0), sentiment_count=int(row[4]),
+        ratings_up=int(row[5] or 0), ratings_down=int(row[6] or 0),
+    )  # fmt: skip
+    if metric in ("cost", "cost_per_user"):
+        for model, tokens_in, tokens_out in conn.execute(
+            select(message.c.model, func.sum(message.c.input_tokens), func.sum(message.c.output_tokens))
+            .select_from(source)
+            .where(*conditions, message.c.model.is_not(None))
+            .group_by(message.c.model)
+        ):
+            figures.tokens[model] = [int(tokens_in or 0), int(tokens_out or 0)]
+    return _from_summary(metric, figures, int(row[1]), int(row[2]))
