@@ -325,6 +325,9 @@ def test_newly_emerging_topics_are_told_once_each(database_url, tmp_path) -> Non
             # a news rule sends no "resolved".
             expected = [(iso(day(10)), "fired"), (iso(day(12)), "fired")]
             assert preview_events(admin, body) == expected
+            # Within a 3-day cooldown Login loops is held back, not lost: told once the cooldown ends.
+            held = [(iso(day(10)), "fired"), (iso(day(12)), "suppressed"), (iso(day(13)), "fired")]
+            assert preview_events(admin, body | {"cooldown_minutes": 3 * 24 * 60}) == held
             created = admin.post("/api/v1/alerts", json=body)
             assert created.status_code == 201, created.text
             rule_pk = int(created.json()["id"])

@@ -82,8 +82,9 @@ def next_step(
 
 
 def told_after(outcome: Outcome, told: frozenset[int]) -> frozenset[int]:
-    """The topics told of once this window is decided: those it counted, if it held."""
-    return told | {pk for pk, _ in outcome.seen.topics} if outcome.holds else told
+    """The topics told of once this window is decided: those it counted, if it fired (within the cooldown
+    they stay news for later)."""
+    return told | {pk for pk, _ in outcome.seen.topics} if outcome.event == "fired" else told
 
 
 def replay(conn: Connection, project_pk: int, definition: dict, first: datetime, windows: int) -> list[Outcome]:

@@ -141,8 +141,8 @@ def decide(
 ) -> bool:
     """Record the rule's decision for ``window``: the value and volume ``seen``, whether the condition
     held, the state ``after`` (firing, last fired at) and the event; False if another worker did it first.
-    ``topics`` (emerging topics: pk, name) are kept on the event and, when the condition held, recorded as
-    told, so that the rule counts each once."""
+    ``topics`` (emerging topics: pk, name) are kept on the event and, when it fired, recorded as told, so
+    that the rule counts each once."""
     start, end = window
     through = alert_rule.c.evaluated_through
     moved = conn.execute(
@@ -163,7 +163,7 @@ def decide(
             detail={"topics": [{"id": str(pk), "name": name} for pk, name in topics]} if topics else None,
         )
     ).inserted_primary_key[0]  # fmt: skip
-    if holding and topics:
+    if event == "fired" and topics:  # suppressed by the cooldown: still news once the cooldown ends
         conn.execute(insert(alert_topic), [{"rule_pk": rule.pk, "topic_pk": pk, "window_start": start}
                                            for pk, _ in topics])  # fmt: skip
     if event in ("fired", "resolved") and not muted:
