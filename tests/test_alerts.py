@@ -269,7 +269,8 @@ def test_the_migration_goes_down_and_up_again(database_url, tmp_path) -> None:
             conn.commit()
         with db.write_engine.connect() as conn:
             found = inspect(conn)
-            assert not {"digest_week", "digest_delivery"} & set(found.get_table_names())
+            assert not {"digest_week", "digest_delivery", "alert_topic"} & set(found.get_table_names())
+            assert "detail" not in {c["name"] for c in found.get_columns("alert_event")}  # 0019
             assert "muted_until" not in {c["name"] for c in found.get_columns("alert_rule")}
             assert "digest" not in {c["name"] for c in found.get_columns("membership")}
         with db.write_engine.connect() as conn:
@@ -280,7 +281,7 @@ def test_the_migration_goes_down_and_up_again(database_url, tmp_path) -> None:
             assert not {"alert_rule", "alert_event", "alert_delivery"} & set(inspect(conn).get_table_names())
         migrate.upgrade(db)
         with db.write_engine.connect() as conn:
-            tables = {"alert_rule", "alert_event", "alert_delivery", "digest_week", "digest_delivery"}
+            tables = {"alert_rule", "alert_event", "alert_delivery", "digest_week", "digest_delivery", "alert_topic"}
             assert tables <= set(inspect(conn).get_table_names())
             assert "channel" in {c["name"] for c in inspect(conn).get_columns("alert_delivery")}
 

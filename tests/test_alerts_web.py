@@ -1,12 +1,15 @@
 """The alert pages in a real Chromium: an admin creates a rule through the form after previewing when it
 would have fired, sees it listed, its history after the workers decided its windows, and a failing
-webhook's error on the settings page; a viewer reads but cannot change; the form names a bad field.
-Screenshots go to test-artifacts/screenshots/ (alerts-*.png)."""
+webhook's error on the settings page; a member creates and edits a rule (a metadata filter); a viewer
+reads but cannot change; the form names a bad field; an emerging-topics rule names its topic in the
+history; the past digests, each delivery's outcome and the e-mail as sent. Screenshots go to
+test-artifacts/screenshots/ (alerts-*.png)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,12 +17,14 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from sqlalchemy import update
 
-from alert_support import label, quiet_server, send_day, webhook_receiver
+from alert_support import LOOPBACK, label, mail_server, quiet_server, send_day, webhook_receiver
 from conftest import Project, RunningServer, make_project
-from convolens.store import alerts, migrate
+from convolens.alerts.digest import WEEK, week_of
+from convolens.store import accounts, alerts, digests, migrate, projects
 from convolens.store.db import Database
 from convolens.store.tables import alert_rule
 from convolens.timeutil import utcnow
+from convolens.worker import digest as digest_worker
 from convolens.worker.alerting import deliver_due, evaluate_due
 from web_support import Account, add_account, launch_chromium, screenshot, signed_in
 
@@ -34,6 +39,7 @@ class Site:
     project: Project
     admin: Account
     viewer: Account
+    member: Account
     topic_pk: int
     hook: object
 
@@ -46,6 +52,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     project = make_project(db, "al")
     admin = add_account(db, "admin@alerts.test", project.name, "admin")
     viewer = add_account(db, "viewer@alerts.test", project.name, "viewer")
+    member = add_account(db, "member@alerts.test", project.name, "member")
     with quiet_server(db, home) as server, webhook_receiver([500] * 20) as hook:
         with server.client(project.admin_token) as client:
             created = client.post("/api/v1/topics", json={"name": "Billing", "kind": "keyword", "keywords": ["결제"]})
@@ -57,22 +64,29 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             mood = "negative" if i == SPIKE else "positive"
             prefix = f"ko-{BASE + timedelta(days=i):%Y%m%d}"
             assert label(db, project.pk, prefix, language="ko", sentiment=mood, topic_pk=topic_pk) == 5
-        yield Site(server, project, admin, viewer, topic_pk, hook)
+        yield Site(server, project, admin, viewer, member, topic_pk, hook)
 
 
-@pytest.fixture
-def page(site: Site) -> Iterator[Page]:
+@contextmanager
+def browser_as(site: Site, account: Account) -> Iterator[Page]:
+    """Chromium signed in as ``account``, on the project's Alerts page."""
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=site.server.base_url)
         page = context.new_page()
         page.goto(f"/p/{site.project.name}/alerts")
-        page.fill("input[name=email]", site.admin.email)
-        page.fill("input[name=password]", site.admin.password)
+        page.fill("input[name=email]", account.email)
+        page.fill("input[name=password]", account.password)
         page.click("button[type=submit]")
         expect(page).to_have_url(re.compile(r"/alerts$"))
         yield page
         browser.close()
+
+
+@pytest.fixture
+def page(site: Site) -> Iterator[Page]:
+    with browser_as(site, site.admin) as page:
+        yield page
 
 
 def test_an_admin_creates_a_rule_through_the_form_and_sees_it_listed(page: Page, site: Site) -> None:
@@ -213,3 +227,134 @@ def test_a_viewer_reads_but_cannot_change_and_the_form_names_a_bad_field(site: S
         two = admin_web.post(f"{base}/new", data=form)
         assert two.status_code == 422 and "<strong>filter</strong>" in two.text
         assert admin_web.get(f"{base}/999999").status_code == 404
+
+
+def test_a_member_creates_and_edits_a_rule_and_a_viewer_cannot(site: Site) -> None:
+    base = f"/p/{site.project.name}/alerts"
+    with browser_as(site, site.member) as page:
+        page.click("#new-alert")  # a member has the button
+        page.fill("input[name=name]", "Pro plan volume")
+        page.select_option("select[name=metric]", "messages")
+        page.fill("input[name=metadata_key]", "plan")
+        page.fill("input[name=metadata_value]", "pro")
+        page.fill("input[name=threshold]", "100")
+        page.fill("input[name=min_volume]", "0")
+        screenshot(page, "alerts-form-member-metadata", full_page=True)
+        page.click("#save-button")
+        expect(page).to_have_url(re.compile(r"/alerts/\d+$"))
+        expect(page.locator("#rule-description")).to_contain_text("Messages · metadata plan=pro")
+        expect(page.locator("#rule-description")).to_contain_text("above 100 in a day")
+        rule_pk = int(page.url.rsplit("/", 1)[1])
+        page.click("#edit-alert")
+        expect(page.locator("input[name=metadata_key]")).to_have_value("plan")  # the form shows what is stored
+        page.fill("input[name=threshold]", "250")
+        page.click("#save-button")
+        expect(page.locator("#rule-description")).to_contain_text("above 250 in a day")
+        page.select_option("#mute-form select[name=for]", "1h")
+        page.click("#mute-form button[type=submit]")
+        expect(page.locator("#mute-form")).to_contain_text("Muted until")
+    with site.server.db.reader() as conn:
+        saved = alerts.get(conn, site.project.pk, rule_pk)
+    assert saved is not None and saved.definition["condition"]["threshold"] == 250.0 and saved.muted_until
+    assert saved.definition["filter"]["metadata_key"] == "plan"
+    with signed_in(site.server, site.viewer) as viewer:
+        page_text = viewer.get(f"{base}/{rule_pk}").text
+        assert (
+            "Pro plan volume" in page_text and 'id="edit-alert"' not in page_text and 'id="mute-form"' not in page_text
+        )
+        assert viewer.get(f"{base}/{rule_pk}/edit").status_code == 403
+        form = {"csrf_token": viewer.csrf, "name": "x", "metric": "messages", "kind": "threshold",  # type: ignore[attr-defined]
+                "op": "above", "threshold": "1", "window": "day"}  # fmt: skip
+        assert viewer.post(f"{base}/{rule_pk}/edit", data=form).status_code == 403
+        assert (
+            viewer.post(f"{base}/{rule_pk}/mute", data={"csrf_token": viewer.csrf, "for": "unmute"}).status_code == 403
+        )  # type: ignore[attr-defined]
+    with signed_in(site.server, site.member) as member:
+        assert member.post(f"{base}/{rule_pk}/delete", data={"csrf_token": member.csrf}).status_code == 303  # type: ignore[attr-defined]
+    with site.server.db.reader() as conn:
+        assert alerts.get(conn, site.project.pk, rule_pk) is None
+    # The API keeps the admin scope for writes: a read token is refused.
+    with site.server.client(site.project.read_token) as reader:
+        body = {"name": "r", "metric": "messages", "condition": {"kind": "threshold", "op": "above", "threshold": 1}}
+        assert reader.post("/api/v1/alerts", json=body).status_code == 403
+
+
+def test_an_emerging_topics_rule_names_its_topic_in_the_history(page: Page, site: Site) -> None:
+    db = site.server.db
+    with site.server.client(site.project.admin_token) as admin:
+        body = {"name": "Emerging topics", "metric": "emerging_topics", "cooldown_minutes": 0,
+                "condition": {"kind": "threshold", "op": "above", "threshold": 0}}  # fmt: skip
+        created = admin.post("/api/v1/alerts", json=body)
+        assert created.status_code == 201, created.text
+        rule_pk = int(created.json()["id"])
+    with db.writer() as conn:
+        conn.execute(
+            update(alert_rule).where(alert_rule.c.pk == rule_pk).values(evaluated_through=BASE - timedelta(days=1))
+        )
+    for i in range(11):
+        evaluate_due(db, BASE + timedelta(days=i + 1, minutes=10))
+    with db.reader() as conn:
+        fired = [e["window_start"] for e in alerts.history(conn, site.project.pk, rule_pk)]
+    # Billing: 35 messages in the 7 days to BASE+8 against 5 the 7 before (no history before BASE: not on
+    # the days before), told once.
+    assert fired == [BASE + timedelta(days=7)]
+    page.goto(f"/p/{site.project.name}/alerts/{rule_pk}")
+    row = page.locator("#alert-history tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator(".event-topics a")).to_have_text("Billing")
+    expect(row.locator(".event-topics a")).to_have_attribute("href", re.compile(rf"/topics/{site.topic_pk}$"))
+    screenshot(page, "alerts-emerging-history", full_page=True)
+
+
+def test_past_digests_list_what_was_sent_and_show_the_e_mail(page: Page, site: Site, tmp_path) -> None:
+    db = site.server.db
+    last_week = week_of(utcnow()) - WEEK
+    now = last_week + WEEK + timedelta(hours=2)
+    with mail_server() as box, webhook_receiver([500] * 10) as hook:
+        with db.writer() as conn:
+            member_pk = accounts.account_pk(conn, site.member.email)
+            assert member_pk is not None
+            accounts.set_digest(conn, member_pk, site.project.pk, True)
+            projects.set_project_setting(
+                conn, site.project.name, digests.WEBHOOK_SETTING, {"url": hook.url + "/s3cret-path", "format": "json"}
+            )
+        with db.reader() as conn:
+            (owed,) = digests.owed(conn, last_week)  # the member, and the viewer if an earlier test opted in
+        assert site.member.email in owed.recipients
+        assert digest_worker.record_due(db, now) == 1
+        assert digest_worker.deliver_due(db, "w", now, LOOPBACK, smtp=box.smtp) == len(owed.recipients) + 1
+        assert len(box.messages) == len(owed.recipients) and len(hook.requests) == 1
+        (mail,) = [m for m in box.messages if m["To"] == site.member.email]
+        sent_html = mail.get_body(("html",)).get_content()
+
+    page.goto(f"/p/{site.project.name}/alerts")
+    page.click("#past-digests")
+    rows = page.locator("#digest-history tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_have_attribute("data-week", f"{last_week:%Y-%m-%d}")
+    email = rows.nth(0).locator(".delivery[data-channel=email]", has_text=site.member.email)
+    expect(email).to_contain_text(f"{site.member.email}: delivered")
+    hook_row = rows.nth(0).locator(".delivery[data-channel=webhook]")
+    expect(hook_row).to_contain_text("webhook at 127.0.0.1: retrying")
+    expect(hook_row).to_contain_text("HTTP 500")
+    expect(rows.nth(0)).not_to_contain_text("s3cret-path")  # a webhook URL is its secret: the host only
+    screenshot(page, "alerts-past-digests", full_page=True)
+
+    rows.nth(0).locator("a.view-email").click()
+    expect(page.locator("#kpis tr").first).to_be_visible()
+    expect(page.locator("h1")).to_contain_text(site.project.name)
+    screenshot(page, "alerts-past-digest-email", full_page=True)
+
+    with signed_in(site.server, site.viewer) as viewer:  # any member reads them
+        listed = viewer.get(f"/p/{site.project.name}/alerts/digests")
+        assert listed.status_code == 200 and f"{last_week:%Y-%m-%d}" in listed.text
+        shown = viewer.get(f"/p/{site.project.name}/alerts/digests/{last_week:%Y-%m-%d}")
+        assert shown.status_code == 200
+        # The e-mail as it was sent: the same content, rendered with the same public URL.
+        assert shown.text.replace("\r\n", "\n").strip() == sent_html.replace("\r\n", "\n").strip()
+        policy = shown.headers["content-security-policy"]
+        assert "script-src" not in policy and "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+        text = viewer.get(f"/p/{site.project.name}/alerts/digests/{last_week:%Y-%m-%d}?format=text")
+        assert text.headers["content-type"].startswith("text/plain") and "Messages:" in text.text
+        for missing in (f"{last_week - WEEK:%Y-%m-%d}", "2026-13-01", "x" * 10, "../../etc"):
+            assert viewer.get(f"/p/{site.project.name}/alerts/digests/{missing}").status_code == 404

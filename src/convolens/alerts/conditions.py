@@ -32,6 +32,7 @@ class Measurement:
 
     value: float | None
     volume: int
+    topics: tuple[tuple[int, str], ...] = ()  # emerging topics: (pk, name) of those the value counts
 
 
 @dataclass(frozen=True)

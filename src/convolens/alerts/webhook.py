@@ -61,11 +61,18 @@ def summary(rule_name: str, definition: dict, event: dict[str, Any]) -> str:
     shown = "no data" if value is None else f"{value:.4g}"
     what = "FIRING" if event["event"] == "fired" else "resolved"
     condition = definition["condition"]
-    return (
+    line = (
         f"[{what}] {rule_name}: {definition['metric']} = {shown} "
         f"({condition['kind']} {condition['op']} {condition['threshold']:g}) "
         f"for the {definition['window']} from {iso(event['window_start'])}"
     )
+    named = topic_names(event)
+    return f"{line}: {', '.join(named)}" if named else line
+
+
+def topic_names(event: dict[str, Any]) -> list[str]:
+    """The topics an emerging-topics event was about (kept on the event)."""
+    return [t["name"] for t in ((event.get("detail") or {}).get("topics") or [])]
 
 
 def chat_body(text: str, channel_format: str, link: str | None = None) -> bytes | None:
@@ -100,6 +107,7 @@ def body(rule_name: str, rule_id: int, definition: dict, event: dict[str, Any], 
         "window": {"start": iso(event["window_start"]), "end": iso(event["window_end"])},
         "value": event["value"],
         "volume": event["volume"],
+        "topics": (event.get("detail") or {}).get("topics"),
         "text": text,
         "url": link,
     }  # fmt: skip

@@ -16,10 +16,18 @@ METRIC_LABELS = {
     "cost_per_user": "Estimated cost per active user (USD)",
     "backlog": "Messages waiting for enrichment",
     "new_suggested_topics": "New suggested topics",
+    "emerging_topics": "Newly emerging topics (each once)",
+    "eval_pass_rate": "Pass rate of a test set's latest run",
+    "online_pass_rate": "Online evaluation pass rate",
 }
 # Shares are stored and compared as fractions (0.2); people read and type them as percentages (20%).
-SHARES = frozenset({"negative_share", "thumbs_down_share", "resolved_share", "unresolved_share"})
-FILTER_LABELS = {"topic_id": "topic", "language": "language", "model": "model", "tenant_id": "tenant"}
+SHARES = frozenset(
+    {"negative_share", "thumbs_down_share", "resolved_share", "unresolved_share", "eval_pass_rate", "online_pass_rate"}
+)
+FILTER_LABELS = {
+    "topic_id": "topic", "language": "language", "model": "model", "tenant_id": "tenant", "test_set": "test set",
+    "online_eval_id": "online evaluation",
+}  # fmt: skip
 
 
 def value_text(metric: str, value: float | None) -> str:
@@ -53,7 +61,12 @@ def condition_text(definition: dict) -> str:
 
 def filter_text(definition: dict, topic_names: dict[int, str] | None = None) -> str:
     parts = []
-    for key, value in (definition.get("filter") or {}).items():
+    found = dict(definition.get("filter") or {})
+    key = found.pop("metadata_key", None)
+    value = found.pop("metadata_value", None)
+    if key is not None:
+        parts.append(f"metadata {key}={value}")
+    for key, value in found.items():
         if value is None:
             continue
         if key == "topic_id" and topic_names is not None:

@@ -41,7 +41,12 @@ Address = Annotated[
 # estimated USD from the rollups' token counts and the price table (enrich/prices.py). ``backlog`` is the
 # project's messages from before the window's end still waiting for enrichment when it is decided;
 # ``new_suggested_topics`` the suggested topics the clustering found in the window (above 0: "tell us when
-# a new topic appears").
+# a new topic appears"); ``emerging_topics`` the topics that became emerging (store/topic_figures.py: at
+# least 10 messages in the 7 days to the window's end, and none or at most half as many in the 7 before)
+# and that the rule has not told of before: each topic once per rule. ``eval_pass_rate`` is the pass rate
+# of the latest run of the test set ``filter.test_set`` that finished in the window; ``online_pass_rate``
+# the share of positive verdicts among the replies the online evaluation ``filter.online_eval_id`` judged
+# in the window (both read from the evaluations' own tables, not the rollups).
 Metric = Literal[
     "conversations",
     "messages",
@@ -55,9 +60,20 @@ Metric = Literal[
     "cost_per_user",
     "backlog",
     "new_suggested_topics",
+    "emerging_topics",
+    "eval_pass_rate",
+    "online_pass_rate",
 ]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
-UNFILTERED = ("backlog", "new_suggested_topics")
+UNFILTERED = ("backlog", "new_suggested_topics", "emerging_topics")
+# Events rather than states: each window that holds is its own news (a topic appearing has nothing to
+# clear), so these fire whenever their window holds and never send "resolved".
+EVENT_METRICS = frozenset({"new_suggested_topics", "emerging_topics"})
+# Metrics read from the evaluations' tables, each by the one filter naming what it watches.
+EVALUATION_FILTER = {"eval_pass_rate": "test_set", "online_pass_rate": "online_eval_id"}
+# A metadata key: a JSON path segment on SQLite, so no quotes, backslashes or control characters
+# (as /api/v1/metrics' ``group_by=metadata.<key>``).
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r'^[^"\\\x00-\x1f\x7f]+$')]
 
 
 class AlertFilter(BaseModel):
@@ -68,10 +84,19 @@ class AlertFilter(BaseModel):
     model: Value | None = None
     # Every rollup row is kept per tenant scope too, so a tenant combines with any one dimension.
     tenant_id: Value | None = None
+    # The conversations whose metadata has ``metadata_key`` equal to ``metadata_value`` (as text): read
+    # from the base tables over the window, since the rollups keep no metadata.
+    metadata_key: MetadataKey | None = None
+    metadata_value: Value | None = None
+    test_set: Value | None = None  # eval_pass_rate: the test set's name
+    online_eval_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None  # online_pass_rate
 
     def dimensions(self) -> dict[str, str]:
-        """{rollup dimension: value} of the filters set (the tenant is a scope, not a dimension)."""
+        """{dimension: value} of the filters set (the tenant is a scope, not a dimension); the metadata
+        pair is the summary's ``metadata.<key>`` dimension."""
         found = {"topic": self.topic_id, "language": self.language, "model": self.model}
+        if self.metadata_key is not None:
+            found[f"metadata.{self.metadata_key}"] = self.metadata_value
         return {k: v for k, v in found.items() if v is not None}
 
 
@@ -118,6 +143,19 @@ class AlertRuleBody(BaseModel):
 
     @model_validator(mode="after")
     def _one_dimension_from_rollups(self) -> AlertRuleBody:
+        f = self.filter
+        if (f.metadata_key is None) != (f.metadata_value is None):
+            raise ValueError("filter: metadata_key and metadata_value go together (key=value)")
+        needed = EVALUATION_FILTER.get(self.metric)
+        for metric, name in EVALUATION_FILTER.items():
+            if getattr(f, name) is not None and metric != self.metric:
+                raise ValueError(f"filter: {name} is only for {metric}")
+        if needed is not None:
+            if getattr(f, needed) is None:
+                raise ValueError(f"filter: {self.metric} needs filter.{needed}")
+            if f.dimensions() or f.tenant_id:
+                raise ValueError(f"filter: {self.metric} takes no other filter (it is the evaluation's)")
+            return self
         if self.metric in UNFILTERED and (self.filter.dimensions() or self.filter.tenant_id):
             # Language and topics are what enrichment finds: a waiting message has neither yet; a
             # suggested topic is the project's.

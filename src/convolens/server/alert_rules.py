@@ -13,7 +13,7 @@ from convolens.alerts.evaluate import PREVIEW_WINDOWS, replay
 from convolens.alerts.measure import WINDOWS, window_start
 from convolens.outbound import OutboundPolicy, RefusedUrl, safe_url
 from convolens.schemas.alerts import AlertRuleBody
-from convolens.store import alerts, topics
+from convolens.store import alerts, evaluations, online_evals, topics
 from convolens.store.db import Database
 from convolens.timeutil import iso, utcnow
 
@@ -40,8 +40,14 @@ def definition_of(body: AlertRuleBody, outbound: OutboundPolicy) -> dict:
 
 
 def check_topic(conn: Connection, project_pk: int, body: AlertRuleBody) -> None:
-    if body.filter.topic_id is not None and topics.get(conn, project_pk, int(body.filter.topic_id)) is None:
+    """The topic, test set or online evaluation a filter names is the project's."""
+    f = body.filter
+    if f.topic_id is not None and topics.get(conn, project_pk, int(f.topic_id)) is None:
         raise RuleProblem(422, "filter.topic_id", "no such topic in this project")
+    if f.test_set is not None and evaluations.latest(conn, project_pk, f.test_set) is None:
+        raise RuleProblem(422, "filter.test_set", "no such test set in this project")
+    if f.online_eval_id is not None and online_evals.get(conn, project_pk, int(f.online_eval_id)) is None:
+        raise RuleProblem(422, "filter.online_eval_id", "no such online evaluation in this project")
 
 
 def preview(db: Database, project_pk: int, body: AlertRuleBody) -> dict[str, Any]:

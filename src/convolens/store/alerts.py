@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from convolens.store import deliveries as leased
-from convolens.store.tables import alert_delivery, alert_event, alert_rule
+from convolens.store.tables import alert_delivery, alert_event, alert_rule, alert_topic
 
 MAX_RULES_PER_PROJECT = 200
 
@@ -118,6 +118,7 @@ def remove(conn: Connection, project_pk: int, pk: int) -> bool:
         return False
     conn.execute(delete(alert_delivery).where(alert_delivery.c.event_pk.in_(events)))
     conn.execute(delete(alert_event).where(alert_event.c.rule_pk == pk))
+    conn.execute(delete(alert_topic).where(alert_topic.c.rule_pk == pk))
     conn.execute(delete(alert_rule).where(alert_rule.c.pk == pk))
     return True
 
@@ -136,9 +137,12 @@ def decide(
     after: tuple[bool, datetime | None],
     event: str | None,
     now: datetime,
+    topics: tuple[tuple[int, str], ...] = (),
 ) -> bool:
     """Record the rule's decision for ``window``: the value and volume ``seen``, whether the condition
-    held, the state ``after`` (firing, last fired at) and the event; False if another worker did it first."""
+    held, the state ``after`` (firing, last fired at) and the event; False if another worker did it first.
+    ``topics`` (emerging topics: pk, name) are kept on the event and, when it fired, recorded as told, so
+    that the rule counts each once."""
     start, end = window
     through = alert_rule.c.evaluated_through
     moved = conn.execute(
@@ -156,8 +160,12 @@ def decide(
         insert(alert_event).values(
             rule_pk=rule.pk, project_pk=rule.project_pk, window_start=start, window_end=end, value=seen[0],
             volume=seen[1], holds=holding, event=event, muted=muted, created_at=now,
+            detail={"topics": [{"id": str(pk), "name": name} for pk, name in topics]} if topics else None,
         )
     ).inserted_primary_key[0]  # fmt: skip
+    if event == "fired" and topics:  # suppressed by the cooldown: still news once the cooldown ends
+        conn.execute(insert(alert_topic), [{"rule_pk": rule.pk, "topic_pk": pk, "window_start": start}
+                                           for pk, _ in topics])  # fmt: skip
     if event in ("fired", "resolved") and not muted:
         for channel in rule.channels():
             conn.execute(
@@ -167,6 +175,11 @@ def decide(
                 )
             )  # fmt: skip
     return True
+
+
+def told_topics(conn: Connection, rule_pk: int) -> frozenset[int]:
+    """The topics an emerging-topics rule has told of (each is news once)."""
+    return frozenset(conn.execute(select(alert_topic.c.topic_pk).where(alert_topic.c.rule_pk == rule_pk)).scalars())
 
 
 DELIVERY_FIELDS = ("channel", "status", "attempts", "last_status_code", "last_error", "delivered_at")

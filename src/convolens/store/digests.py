@@ -119,6 +119,42 @@ def sent(conn: Connection, project_pk: int) -> list[dict[str, Any]]:
     return [r._asdict() for r in rows]
 
 
+DIGEST_FIELDS = ("channel", "recipient", "status", "attempts", "last_status_code", "last_error", "delivered_at")
+
+
+def history(conn: Connection, project_pk: int, limit: int = 104) -> list[dict[str, Any]]:
+    """The project's digests, newest first (two years of weeks at most): the week, its label, when it was
+    recorded, and ``deliveries``, one per address or webhook with its status and last error."""
+    weeks = [
+        {"pk": r.pk, "week_start": r.week_start, "created_at": r.created_at,
+         "label": ((r.content or {}).get("week") or {}).get("label") or f"{r.week_start:%Y-%m-%d}"}
+        for r in conn.execute(
+            select(digest_week.c.pk, digest_week.c.week_start, digest_week.c.created_at, digest_week.c.content)
+            .where(digest_week.c.project_pk == project_pk)
+            .order_by(digest_week.c.week_start.desc())
+            .limit(limit)
+        )
+    ]  # fmt: skip
+    found: dict[int, list[dict[str, Any]]] = {}
+    if weeks:
+        for row in conn.execute(
+            select(digest_delivery.c.digest_pk, *[digest_delivery.c[f] for f in DIGEST_FIELDS])
+            .where(digest_delivery.c.digest_pk.in_([w["pk"] for w in weeks]))
+            .order_by(digest_delivery.c.pk)
+        ):
+            found.setdefault(row.digest_pk, []).append({f: getattr(row, f) for f in DIGEST_FIELDS})
+    return [w | {"deliveries": found.get(w["pk"], [])} for w in weeks]
+
+
+def content_of(conn: Connection, project_pk: int, week_start: datetime) -> dict[str, Any] | None:
+    """What the project's digest of the week from ``week_start`` said (as sent), if one was recorded."""
+    return conn.execute(
+        select(digest_week.c.content).where(
+            digest_week.c.project_pk == project_pk, digest_week.c.week_start == week_start
+        )
+    ).scalar()
+
+
 def webhook_of(conn: Connection, project_pk: int) -> dict[str, Any] | None:
     """The project's digest webhook setting ({url, format, secret}), if it has one."""
     settings = conn.execute(select(project.c.settings).where(project.c.pk == project_pk)).scalar() or {}

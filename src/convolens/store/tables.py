@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -473,8 +474,20 @@ alert_event = Table(
     Column("event", String(12)),  # fired | resolved | suppressed | null
     Column("muted", Boolean, nullable=False, server_default=false()),  # decided while muted: nothing sent
     Column("created_at", DateTime, nullable=False),
+    Column("detail", JSON),  # {"topics": [{"id", "name"}]}: what an emerging-topics window was about
     UniqueConstraint("rule_pk", "window_start", name="uq_alert_event_rule_window"),
     Index("ix_alert_event_project_event", "project_pk", "event", "window_start"),
+)
+
+# The topics an ``emerging_topics`` rule has told of: the key makes it once per topic and rule, whichever
+# worker decides. No foreign key to the topic: a suggestion a later clustering run drops is still told.
+alert_topic = Table(
+    "alert_topic",
+    metadata,
+    Column("rule_pk", ForeignKey("alert_rule.pk", ondelete="CASCADE"), nullable=False),
+    Column("topic_pk", Pk, nullable=False),
+    Column("window_start", DateTime, nullable=False),
+    PrimaryKeyConstraint("rule_pk", "topic_pk", name="pk_alert_topic"),
 )
 
 

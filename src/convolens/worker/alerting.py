@@ -49,9 +49,11 @@ def evaluate_due(db: Database, now: datetime) -> int:
             continue
         try:
             with db.snapshot() as conn:
+                told = alerts.told_topics(conn, rule.pk) if rule.definition["metric"] == "emerging_topics" else None
                 outcome = next_step(
-                    conn, rule.project_pk, rule.definition, State(rule.firing, rule.last_fired_at), start
-                )
+                    conn, rule.project_pk, rule.definition, State(rule.firing, rule.last_fired_at), start,
+                    told or frozenset(),
+                )  # fmt: skip
             with db.writer() as conn:
                 if alerts.decide(
                     conn,
@@ -62,6 +64,7 @@ def evaluate_due(db: Database, now: datetime) -> int:
                     (outcome.state.firing, outcome.state.last_fired_at),
                     outcome.event,
                     now,
+                    outcome.seen.topics,
                 ):
                     decided += 1
                     if outcome.event:

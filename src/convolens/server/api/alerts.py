@@ -174,6 +174,8 @@ def alert_history(rule_id: str, token: TokenInfo = ReadToken, db: Database = Dep
             "value": r["value"],
             "volume": r["volume"],
             "muted": r["muted"],
+            # An emerging-topics event: the topics it told of ([{id, name}]).
+            "topics": (r.get("detail") or {}).get("topics"),
             # One per channel (webhook, email); ``delivery`` is the first, as before e-mail existed.
             "deliveries": [d | {"delivered_at": iso(d["delivered_at"])} for d in r["deliveries"]],
             "delivery": next((d | {"delivered_at": iso(d["delivered_at"])} for d in r["deliveries"]), None),

@@ -1,33 +1,36 @@
 """``/p/{project}/alerts``: the project's alert rules with their state, one rule's chart and history, the
 form that creates or changes a rule with a preview of when it would have fired, mute, and each member's
-weekly-digest opt-in. Viewers read; admins create, change, mute and delete (as with the API's admin
-scope). Each page's data is built in one function here (``_list_page``, ``_rule_page``, ``_form_page``)."""
+weekly-digest opt-in, and the digests sent. Viewers read; members and admins create, change, mute and
+delete rules (the issue's "members create and edit, viewers read"; the API keeps its ``admin`` token scope
+for writes: a token is a machine's, a member is a person on the team). Each page's data is built in one
+function here (``_list_page``, ``_rule_page``, ``_form_page``)."""
 
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
-from convolens.alerts import words
+from convolens.alerts import emails, words
 from convolens.schemas.alerts import METRICS, AlertRuleBody
 from convolens.server import alert_rules
 from convolens.server.alert_rules import RuleProblem
 from convolens.server.path_ids import RowId
-from convolens.server.web.render import WebError, render
+from convolens.server.web.render import SECURITY_HEADERS, WebError, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import accounts, alerts, topics
+from convolens.store import accounts, alerts, digests, evaluations, online_evals, topics
 from convolens.store.accounts import Membership, Session
 from convolens.timeutil import iso, utcnow
 
 router = APIRouter(include_in_schema=False)
 
 MUTE_CHOICES = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "1w": timedelta(days=7), "30d": timedelta(days=30)}
+EDIT_ROLE = "member"  # the least role that creates, changes, mutes and deletes rules
 MAX_FORM_FIELD = 4000  # a form value longer than any valid one is refused before it is parsed
 
 
@@ -77,7 +80,7 @@ def _list_page(request: Request, session: Session, membership: Membership, statu
     ]
     return render(
         request, "alerts.html", status=status, title="Alerts", active="alerts", session=session,
-        membership=membership, rows=rows, can_edit=membership.can("admin"), digest_on=digest_on,
+        membership=membership, rows=rows, can_edit=membership.can(EDIT_ROLE), digest_on=digest_on,
         state_words=STATE_WORDS, smtp_ready=request.app.state.settings.smtp.enabled,
     )  # fmt: skip
 
@@ -104,6 +107,59 @@ async def digest_opt_in(request: Request, project: str) -> Response:
     return redirect(_base(project))
 
 
+# -- past digests -----------------------------------------------------------------------------------------
+
+# The rendered e-mail is the e-mail's own HTML (its template, autoescaped), which styles itself inline as
+# e-mail must: its page allows inline styles and nothing else (no script, no image, no form, no framing).
+EMAIL_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+
+
+def _shown_recipient(channel: str, recipient: str) -> str:
+    """An address as is; a webhook by its host only (a chat webhook's URL is its secret)."""
+    return recipient if channel == "email" else f"webhook at {urlsplit(recipient).hostname or '?'}"
+
+
+@router.get("/p/{project}/alerts/digests")
+def digest_list(request: Request, project: str) -> Response:
+    """The project's past weekly digests: what was sent, when, to whom, and how each delivery went."""
+    session, membership = access(request, project)
+    with request.app.state.db.reader() as conn:
+        weeks = digests.history(conn, membership.project_pk)
+    for w in weeks:
+        w["day"] = f"{w['week_start']:%Y-%m-%d}"
+        for d in w["deliveries"]:
+            d["shown"] = _shown_recipient(d["channel"], d["recipient"])
+    return render(
+        request, "alert_digests.html", title="Past digests", active="alerts", session=session,
+        membership=membership, weeks=weeks, smtp_ready=request.app.state.settings.smtp.enabled,
+    )  # fmt: skip
+
+
+@router.get("/p/{project}/alerts/digests/{day}")
+def digest_email_page(request: Request, project: str, day: str) -> Response:
+    """The digest of the week starting ``day`` (YYYY-MM-DD) as its e-mail was rendered (HTML), or with
+    ``?format=text`` its plain-text part."""
+    _, membership = access(request, project)
+    try:
+        week = datetime.strptime(day, "%Y-%m-%d") if len(day) == 10 else None
+    except ValueError:
+        week = None
+    if week is None:
+        raise WebError(404, "no digest for that week")
+    with request.app.state.db.reader() as conn:
+        content = digests.content_of(conn, membership.project_pk, week)
+    if content is None:
+        raise WebError(404, "no digest for that week")
+    _, text, html = emails.digest_email(content, request.app.state.settings.public_url)
+    headers = SECURITY_HEADERS | {"Content-Security-Policy": EMAIL_POLICY}
+    if request.query_params.get("format") == "text":
+        return PlainTextResponse(text, headers=headers)
+    return HTMLResponse(html, headers=headers)
+
+
 # -- one rule ----------------------------------------------------------------------------------------------
 
 
@@ -126,7 +182,7 @@ def _rule_page(
         membership=membership, rule=rule, state=state_of(rule, now), state_words=STATE_WORDS,
         describe=words.describe(rule.definition, names),
         events=[e | {"value_text": words.value_text(metric, e["value"])} for e in events], chart=chart,
-        evaluated=_window_end(rule), can_edit=membership.can("admin"), mute_choices=MUTE_CHOICES, **shown,
+        evaluated=_window_end(rule), can_edit=membership.can(EDIT_ROLE), mute_choices=MUTE_CHOICES, **shown,
     )  # fmt: skip
 
 
@@ -151,7 +207,7 @@ def _chart(metric: str, definition: dict, points: list[tuple[str | None, float |
 # Before the rule's own page: "new" is not a rule number.
 @router.get("/p/{project}/alerts/new")
 def new_alert(request: Request, project: str) -> Response:
-    session, membership = access(request, project, "admin")
+    session, membership = access(request, project, EDIT_ROLE)
     return _form_page(request, session, membership, values_of(None), None)
 
 
@@ -204,17 +260,21 @@ async def delete(request: Request, project: str, rule_pk: RowId) -> Response:
 FORM_FIELDS = (
     "name", "metric", "topic_id", "language", "model", "tenant_id", "kind", "op", "threshold", "against",
     "periods", "min_volume", "window", "cooldown_hours", "webhook_url", "webhook_format", "email_to", "enabled",
+    "metadata_key", "metadata_value", "test_set", "online_eval_id",
 )  # fmt: skip
+FILTER_FIELDS = ("topic_id", "language", "model", "tenant_id", "metadata_key", "metadata_value", "test_set",
+                 "online_eval_id")  # fmt: skip
 FIELD_OF_LOCATION = {
     "filter.topic_id": "topic_id", "filter.language": "language", "filter.model": "model",
     "filter.tenant_id": "tenant_id", "condition.threshold": "threshold", "condition.periods": "periods",
     "condition.min_volume": "min_volume", "condition.kind": "kind", "condition.op": "op",
     "condition.against": "against", "cooldown_minutes": "cooldown_hours", "channel.url": "webhook_url",
-    "channel.format": "webhook_format", "email.to": "email_to",
+    "channel.format": "webhook_format", "email.to": "email_to", "filter.metadata_key": "metadata_key",
+    "filter.metadata_value": "metadata_value", "filter.test_set": "test_set", "filter.online_eval_id": "online_eval_id",
 }  # fmt: skip
 
 
-async def _posted(request: Request, project: str, role: str = "admin") -> tuple[Session, Membership, dict[str, str]]:
+async def _posted(request: Request, project: str, role: str = EDIT_ROLE) -> tuple[Session, Membership, dict[str, str]]:
     """A form post's session, membership (at least ``role``) and fields, its CSRF token checked."""
     session, membership = access(request, project, role)
     form = await _form(request)
@@ -245,8 +305,7 @@ def values_of(rule: alerts.Rule | None) -> dict[str, str]:
     c, f = d["condition"], d.get("filter") or {}
     threshold = float(c["threshold"]) * (100 if d["metric"] in words.SHARES and c["kind"] == "threshold" else 1)
     return {
-        "name": rule.name, "metric": d["metric"], "topic_id": f.get("topic_id") or "",
-        "language": f.get("language") or "", "model": f.get("model") or "", "tenant_id": f.get("tenant_id") or "",
+        "name": rule.name, "metric": d["metric"], **{k: f.get(k) or "" for k in FILTER_FIELDS},
         "kind": c["kind"], "op": c["op"], "threshold": f"{threshold:g}", "against": c.get("against", "previous"),
         "periods": str(c.get("periods", 14)), "min_volume": str(c.get("min_volume", 0)), "window": d["window"],
         "cooldown_hours": f"{int(d.get('cooldown_minutes', 0)) / 60:g}",
@@ -278,7 +337,7 @@ def body_of(values: dict[str, str]) -> AlertRuleBody:
     raw = {
         "name": values.get("name", ""),
         "metric": metric,
-        "filter": {k: values.get(k, "").strip() or None for k in ("topic_id", "language", "model", "tenant_id")},
+        "filter": {k: values.get(k, "").strip() or None for k in FILTER_FIELDS},
         "condition": {
             "kind": kind, "op": values.get("op", ""), "threshold": threshold,
             "against": values.get("against") or "previous", "periods": values.get("periods") or "14",
@@ -314,6 +373,8 @@ def _form_page(
 ) -> Response:
     with request.app.state.db.reader() as conn:
         topic_rows = topics.list_topics(conn, membership.project_pk, ("active", "suggested"))
+        test_sets = evaluations.list_sets(conn, membership.project_pk)
+        online_rules = online_evals.list_rules(conn, membership.project_pk)
     chart, fired = None, []
     if preview is not None:
         metric = values.get("metric", "")
@@ -324,6 +385,7 @@ def _form_page(
     return render(
         request, "alert_form.html", status=status, title="Edit alert" if rule else "New alert", active="alerts",
         session=session, membership=membership, v=values, rule=rule, error=error, topics=topic_rows,
+        test_sets=test_sets, online_rules=online_rules,
         metrics=[(m, words.METRIC_LABELS[m]) for m in METRICS], shares=sorted(words.SHARES), chart=chart,
         preview=preview, preview_events=fired, smtp_ready=request.app.state.settings.smtp.enabled,
     )  # fmt: skip
@@ -359,7 +421,7 @@ async def _submitted(request: Request, project: str, rule_pk: int | None) -> Res
 
 @router.get("/p/{project}/alerts/{rule_pk}/edit")
 def edit_alert(request: Request, project: str, rule_pk: RowId) -> Response:
-    session, membership = access(request, project, "admin")
+    session, membership = access(request, project, EDIT_ROLE)
     with request.app.state.db.reader() as conn:
         rule = alerts.get(conn, membership.project_pk, rule_pk)
     if rule is None:
