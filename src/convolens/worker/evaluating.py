@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from convolens.enrich.llm import LlmJudge
 from convolens.enrich.prices import price_table
+from convolens.evaluations import registry
 from convolens.evaluations.app_under_test import SETTING, App
 from convolens.evaluations.base import Attempt, Message, Verdict
 from convolens.evaluations.from_conversation import NotATurn, case_from_turn
@@ -173,7 +174,9 @@ class EvaluationRuns:
 
     def online(self) -> int:
         """Sweep the online evaluation rules (at most every ``collect_every``): each rule's evaluator on its
-        sample of the replies that arrived since; returns how many replies were judged."""
+        sample of the replies that arrived since; returns how many replies were judged. An LLM evaluator
+        judges only as many as the project's daily allowance still grants (reserved before the calls:
+        a provider that fails keeps them spent); the rest are counted as over budget, not judged."""
         if time.monotonic() < self._online_due:
             return 0
         self._online_due = time.monotonic() + self.collect_every
@@ -181,12 +184,12 @@ class EvaluationRuns:
             rules = online_evals.list_rules(conn)
         judged = 0
         for rule in rules:
-            outcomes = []
+            found: list[tuple[collect_rules.Candidate, Attempt, datetime]] = []
             with self.db.snapshot() as conn:
-                found, cursor = collect_rules.replies_after(
+                candidates, cursor = collect_rules.replies_after(
                     conn, rule.project_pk, rule.cursor, utcnow() - self.online_settle, rule.topic_pk, rule.sample_rate
                 )
-                for candidate in found:
+                for candidate in candidates:
                     view = queries.get_conversation(conn, rule.project_pk, candidate.conversation_id)
                     if view is None:
                         continue
@@ -196,20 +199,35 @@ class EvaluationRuns:
                     reply = view.messages[index]
                     before = tuple(Message(m.role, m.content) for m in view.messages[:index] if m.kind != "event")
                     attempt = Attempt(before, reply.content, latency_ms=reply.latency_ms, model=reply.model)
-                    # Offline evaluators only (checked when the rule is made): no provider is passed.
-                    (verdict,) = judge(attempt, [rule.evaluator], ProjectServices(None))
-                    outcomes.append(
-                        online_evals.Outcome(
-                            candidate.message_pk,
-                            candidate.conversation_pk,
-                            reply.created_at,
-                            reply.model,
-                            verdict["outcome"],
-                        )
-                    )
+                    found.append((candidate, attempt, reply.created_at))
+                settings = projects.settings_of(conn, rule.project_pk)
             if cursor == rule.cursor:
                 continue
+            provider = None
+            allowed = len(found)
+            if registry.calls_llm(rule.evaluator):
+                provider = self.providers(rule.project_pk)
+                with self.db.writer() as conn:  # reserved before any call, in its own transaction
+                    allowed = (
+                        online_evals.reserve_llm(
+                            conn, rule.project_pk, utcnow().date().isoformat(), len(found),
+                            online_evals.llm_daily_cap(settings),
+                        )
+                        if provider is not None and found
+                        else 0
+                    )  # fmt: skip
+            outcomes = []
+            for i, (candidate, attempt, created_at) in enumerate(found):
+                outcome = None
+                if i < allowed:
+                    (verdict,) = judge(attempt, [rule.evaluator], ProjectServices(provider))
+                    outcome = verdict["outcome"]
+                outcomes.append(
+                    online_evals.Outcome(
+                        candidate.message_pk, candidate.conversation_pk, created_at, attempt.model, outcome
+                    )
+                )
             with self.db.writer() as conn:
                 if online_evals.save(conn, rule, cursor, outcomes):
-                    judged += len(outcomes)
+                    judged += sum(o.outcome is not None for o in outcomes)
         return judged
