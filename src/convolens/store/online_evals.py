@@ -190,6 +190,17 @@ def scores(
     return out
 
 
+def daily_by_model(conn: Connection, rule: Rule, first: str, last: str) -> list[tuple[str, str, int, int]]:
+    """(day, model, evaluated, passed) of the rule's totals (topic 0) for the days ``first``..``last``."""
+    r = online_eval_rollup.c
+    rows = conn.execute(
+        select(r.day, r.model, r.evaluated, r.passed)
+        .where(r.rule_pk == rule.pk, r.topic_pk == 0, r.day >= first, r.day <= last)
+        .order_by(r.day, r.model)
+    )
+    return [(day, model, int(evaluated), int(passed)) for day, model, evaluated, passed in rows]
+
+
 # The daily allowance of replies the project's online LLM evaluators may judge (project setting
 # ``online_evaluation.llm_daily_cap``; each judged reply is one provider request per LLM evaluator).
 

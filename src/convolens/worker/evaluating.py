@@ -54,6 +54,9 @@ class EvaluationRuns:
         self._collect_due = 0.0
         self.online_settle = timedelta(minutes=1)  # a reply's conversation may still be enriched (its topics)
         self._online_due = 0.0
+        self.prune_every = 600.0  # seconds between deletions of finished runs beyond each project's newest
+        self._prune_due = 0.0
+        self._last_project = 0  # the project served last: the next item comes from the next one (fairness)
 
     def app_of(self, project_pk: int) -> App | None:
         """The project's app under test, read again at most every ``settings_seconds``."""
@@ -67,7 +70,7 @@ class EvaluationRuns:
     def __call__(self) -> int:
         """Embed new test cases (for coverage), then evaluate items until none is free or the budget is
         spent; returns how much was done."""
-        embedded = self.embed_cases() + self.collect() + self.online()
+        embedded = self.embed_cases() + self.collect() + self.online() + self.prune()
         with self.db.reader() as conn:
             if not evaluations.any_open(conn, utcnow()):
                 return embedded
@@ -75,10 +78,11 @@ class EvaluationRuns:
         started = time.monotonic()
         while not finished or time.monotonic() - started < self.budget_seconds:  # at least one item a call
             with self.db.writer() as conn:
-                claimed = evaluations.claim(conn, self.owner, 1, self.lease, utcnow())
+                claimed = evaluations.claim(conn, self.owner, 1, self.lease, utcnow(), self._last_project)
             if not claimed:
                 break
             item = claimed[0]
+            self._last_project = item.project_pk
             if item.attempts > evaluations.MAX_ATTEMPTS:
                 response, result = None, self._given_up(item)
             else:
@@ -101,6 +105,17 @@ class EvaluationRuns:
                 else:
                     log.warning("evaluation item %s was taken over before it was saved; its result dropped", item.pk)
         return finished + embedded
+
+    def prune(self) -> int:
+        """Delete finished runs beyond each project's newest ``KEPT_FINISHED_RUNS`` (at most every
+        ``prune_every``, a batch at a time); returns how many."""
+        if time.monotonic() < self._prune_due:
+            return 0
+        with self.db.writer() as conn:
+            deleted = evaluations.prune_runs(conn)
+        if deleted < evaluations.PRUNE_BATCH:
+            self._prune_due = time.monotonic() + self.prune_every
+        return deleted
 
     def _renew(self, item_pk: int) -> bool:
         with self.db.writer() as conn:

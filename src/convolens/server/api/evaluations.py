@@ -205,7 +205,10 @@ def run_json(run: evaluations.RunRow, results: list[evaluations.ItemResult]) -> 
     passed)."""
     return {
         "id": run.public_id,
-        "status": run.status,
+        # Context's statuses have no "cancelled": a cancelled run reads as errored (so a client waiting
+        # for the end stops), with ``cancelled: true``.
+        "status": "errored" if run.status == "cancelled" else run.status,
+        "cancelled": run.status == "cancelled",
         "progress": {"completed": run.completed, "pending": run.total - run.completed},
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
@@ -237,9 +240,27 @@ def get_run(
     return JSONResponse(run_json(run, results))
 
 
+@router.post("/api/v1/evaluations/run/{run_id}/cancel")
+def cancel_run(run_id: str, token: TokenInfo = IngestToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """Stop a pending or running run: no further item is started (one a worker is on may still be saved);
+    the run reads ``status: errored, cancelled: true``. 409 when it already finished."""
+    if len(run_id) != 32 or not all(c in "0123456789abcdef" for c in run_id):
+        raise ApiError(404, "no such evaluation run in this project")
+    with db.writer() as conn:
+        if not evaluations.cancel(conn, token.project_pk, run_id, utcnow()):
+            if evaluations.get_run(conn, token.project_pk, run_id) is None:
+                raise ApiError(404, "no such evaluation run in this project")
+            raise _field_error("run_id", "the run has already finished", 409)
+        run = evaluations.get_run(conn, token.project_pk, run_id)
+    if run is None:  # deleted in between (the project's own retention): nothing left to show
+        raise ApiError(404, "no such evaluation run in this project")
+    return JSONResponse(run_json(run, []))
+
+
 @router.get("/api/v1/evaluations/runs")
 def list_runs(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
-    """The project's latest 100 runs, newest first (without their results)."""
+    """The project's latest 100 runs, newest first (without their results); ``status`` may be
+    ``cancelled`` here. Each project keeps its newest 200 finished runs; older ones are deleted."""
     with db.reader() as conn:
         rows = evaluations.list_runs(conn, token.project_pk)
     runs = [
