@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import delete
 
-from conftest import Project, RunningServer
+from conftest import Project, RunningServer, make_project, separate_database
 from convolens.evaluations.judge import PROMPT as JUDGE_PROMPT
 from convolens.outbound import OutboundPolicy
-from convolens.store import online_evals, projects
+from convolens.schemas.ingest import IngestBatch
+from convolens.store import migrate, online_evals, projects, topics
+from convolens.store.ingest import apply_batch
 from convolens.store.tables import online_eval_result
+from convolens.timeutil import utcnow
 from convolens.worker.runner import Worker
 from openai_stub import openai_stub
 from web_support import wait_until_enriched
@@ -88,3 +92,48 @@ def test_an_llm_evaluator_judges_online_within_the_daily_allowance(server: Runni
     assert [(s["evaluated"], s["passed"], s["failed"], s["over_budget"]) for s in by_day] == [(2, 1, 1, 1)]
     assert used["llm_used_today"] == 2
     assert rule is not None and after == by_day
+
+
+def test_the_migration_counts_the_replies_already_judged(database_url: str, tmp_path: Path) -> None:
+    """0020 fills the rollup from the per-reply outcomes judged before it (totals and each topic), so the
+    scores read the same before and after."""
+    from alembic import command
+
+    with separate_database(database_url, tmp_path, "online_rollup") as db:
+        project = make_project(db, "online-migrated")
+        with db.writer() as conn:
+            topics.create(conn, project.pk, name="Orders", kind="keyword", definition={"keywords": ["order"]},
+                                   now=utcnow())  # fmt: skip
+            rule = online_evals.create(conn, project.pk, {"evaluator": "attempts_answer", "options": {}}, None, 1.0,
+                                       utcnow())  # fmt: skip
+        events: list[dict] = []
+        for i, (user, reply, model) in enumerate(
+            [("my order?", "It arrives Friday.", "a"), ("order again", "Sorry, I can't help.", "a"),
+             ("weather?", "Sunny, 20 degrees.", None)]
+        ):  # fmt: skip
+            events.append({"type": "conversation", "id": f"c{i}"})
+            events.append(
+                {"type": "message", "conversation_id": f"c{i}", "id": f"m{i}u", "role": "user", "content": user}
+            )
+            events.append({"type": "message", "conversation_id": f"c{i}", "id": f"m{i}a", "role": "assistant",
+                           "content": reply, **({"model": model} if model else {})})  # fmt: skip
+        with db.writer() as conn:
+            apply_batch(conn, project.pk, IngestBatch.model_validate({"events": events}), utcnow())
+        worker = Worker(db)
+        worker.drain()
+        worker.evaluate_runs.online_settle = timedelta(0)
+        assert worker.evaluate_runs.online() == 3
+        window = (utcnow() - timedelta(days=1), utcnow() + timedelta(days=1))
+        with db.reader() as conn:
+            before = {by: online_evals.scores(conn, rule, by, *window) for by in ("day", "model", "topic")}
+        config = migrate.alembic_config()
+        with db.write_engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0018")
+            conn.commit()
+        migrate.upgrade(db)
+        with db.reader() as conn:
+            after = {by: online_evals.scores(conn, rule, by, *window) for by in ("day", "model", "topic")}
+    assert [(s["key"], s["evaluated"], s["passed"]) for s in before["model"]] == [("", 1, 1), ("a", 2, 1)]
+    assert [(s["key"], s["evaluated"], s["passed"]) for s in before["topic"]] == [("Orders", 2, 1)]
+    assert after == before
