@@ -7,6 +7,10 @@ shipped threshold. ``attempts_answer``: responses labelled answer / refusal-or-d
 classifier is trained on its examples (evaluations/attempts_examples.py, the tuning part) and
 reported there (5-fold cross-validated) and on tests/data/attempts_answer_holdout.jsonl.
 
+"fresh (never tuned)": tests/data/semantic_pairs_fresh.jsonl and attempts_answer_fresh.jsonl, written
+blind by another session and read once, after the evaluators were final (see bench/README.md): nothing
+(threshold, examples, model) may be changed because of what they show.
+
     PYTHONPATH=src .venv/bin/python bench/evaluator_quality.py
 """
 
@@ -47,12 +51,14 @@ def semantic_match() -> None:
     from convolens.evaluations.semantic import THRESHOLD
 
     tune, holdout = load("paraphrase_pairs_tune.jsonl"), load("paraphrase_pairs_holdout.jsonl")
-    scores = {"tune": similarities(tune), "holdout": similarities(holdout)}
-    labels = {"tune": [p["paraphrase"] for p in tune], "holdout": [p["paraphrase"] for p in holdout]}
+    fresh = load("semantic_pairs_fresh.jsonl")
+    scores = {"tune": similarities(tune), "holdout": similarities(holdout), "fresh": similarities(fresh)}
+    labels = {"tune": [p["paraphrase"] for p in tune], "holdout": [p["paraphrase"] for p in holdout],
+              "fresh": [p["paraphrase"] for p in fresh]}  # fmt: skip
     best = max((prf(list(scores["tune"] >= t), labels["tune"])[2], t) for t in np.arange(0.30, 0.96, 0.01))
     print(f"semantic_match: best F1 on the tuning part at threshold {best[1]:.2f} (F1 {best[0]:.3f});"
           f" shipped THRESHOLD = {THRESHOLD:.2f}")  # fmt: skip
-    for part, pairs in (("tune", tune), ("holdout", holdout)):
+    for part, pairs in (("tune", tune), ("holdout", holdout), ("fresh", fresh)):
         predicted = list(scores[part] >= THRESHOLD)
         p, r, f = prf(predicted, labels[part])
         print(f"  {part:8s} {len(pairs):3d} pairs  precision {p:.3f}  recall {r:.3f}  F1 {f:.3f}")
@@ -62,6 +68,8 @@ def semantic_match() -> None:
         for kind, found in sorted(by_kind.items()):
             p, r, f = prf([g for g, _ in found], [a for _, a in found])
             print(f"    {kind:14s} {len(found):3d} pairs  precision {p:.3f}  recall {r:.3f}")
+        if part == "fresh":  # blind: its rows are not listed, so nothing is tuned on them
+            continue
         misses = [(float(s), q) for s, q, g in zip(scores[part], pairs, predicted, strict=True) if g != q["paraphrase"]]
         for score, pair in misses:
             print(f"    wrong at {score:.3f} ({'paraphrase' if pair['paraphrase'] else 'different'}):"
@@ -100,6 +108,18 @@ def attempts_answer() -> None:
     for row, guess in zip(holdout, predicted, strict=True):
         if guess != (row["label"] == "answer"):
             print(f"    wrong ({row['label']}, {row.get('lang', '?')}): {row['response'][:90]!r}")
+    fresh = load("attempts_answer_fresh.jsonl")  # blind: figures only, no rows listed
+    predicted = [attempts.attempts(row["response"])[0] for row in fresh]
+    actual = [row["label"] == "answer" for row in fresh]
+    p, r, f = prf(predicted, actual)
+    print(f"  fresh    {len(fresh):3d} responses (never tuned)  precision {p:.3f}  recall {r:.3f}  F1 {f:.3f}")
+    p, r, f = prf([not x for x in predicted], [not x for x in actual])
+    print(f"           (refusal/deflection as the positive class: precision {p:.3f}  recall {r:.3f}  F1 {f:.3f})")
+    english = [(g, a) for g, a, row in zip(predicted, actual, fresh, strict=True) if row["lang"] == "en"]
+    others = [(g, a) for g, a, row in zip(predicted, actual, fresh, strict=True) if row["lang"] != "en"]
+    for kind, found in (("English", english), ("other languages", others)):
+        p, r, f = prf([g for g, _ in found], [a for _, a in found])
+        print(f"    {kind:15s} {len(found):3d} responses  precision {p:.3f}  recall {r:.3f}  F1 {f:.3f}")
 
 
 if __name__ == "__main__":

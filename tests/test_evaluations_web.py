@@ -221,3 +221,25 @@ def test_the_add_to_test_set_form_in_a_browser(site: tuple[RunningServer, str, A
         expect(page.locator("#cases")).to_contain_text("gift-cards #2")
         expect(page.locator("#cases")).to_contain_text("Do you sell gift cards?")
         browser.close()
+
+
+def test_the_topics_page_shows_each_topics_test_coverage(site: tuple[RunningServer, str, Account, list[str]]) -> None:
+    server, project, viewer, _ = site
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page: Page = browser.new_page(viewport={"width": 1280, "height": 800}, base_url=server.base_url)
+        page.goto("/login")
+        page.fill("input[name=email]", viewer.email)
+        page.fill("input[name=password]", viewer.password)
+        page.click("button[type=submit]")
+        page.goto(f"/p/{quote(project)}/topics")
+        expect(page.locator("#coverage-gaps")).to_contain_text("Gift cards · 3")
+        gift_cards = page.locator("#topic-coverage-table tr", has_text="Gift cards")
+        expect(gift_cards).to_contain_text("no test")
+        expect(gift_cards).to_have_class("uncovered")
+        shipping = page.locator("#topic-coverage-table tr", has_text="Shipping")
+        expect(shipping).to_contain_text("100% (3/3)")  # the three v2 cases, all passed in the latest run
+        expect(shipping.locator("td").nth(2)).to_have_text("3")
+        page.locator("#topic-coverage").scroll_into_view_if_needed()
+        screenshot(page, "topics-coverage")
+        browser.close()

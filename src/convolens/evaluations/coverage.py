@@ -85,6 +85,11 @@ class Coverage:
 def coverage(conn: Connection, project_pk: int, first: date, last: date) -> Coverage:
     rows = topics.list_topics(conn, project_pk, ("active", "suggested"))
     volumes = {f.pk: f.messages for f in topic_figures.figures(conn, project_pk, rows, first=first, last=last)}
+    return coverage_of(conn, project_pk, rows, volumes)
+
+
+def coverage_of(conn: Connection, project_pk: int, rows: list[topics.TopicRow], volumes: dict[int, int]) -> Coverage:
+    """Coverage of the topics ``rows`` whose production volumes a page has already read (the Topics page)."""
     cases = evaluations.latest_cases(conn, project_pk)
     outcomes = evaluations.last_run_passes(conn, project_pk)
     compiled = [m for m in (_matcher(r) for r in rows) if m is not None]

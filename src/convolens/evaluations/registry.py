@@ -93,3 +93,11 @@ def check(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     if evaluator is None:
         raise OptionError("evaluator", f"no evaluator named {name[:MAX_NAME_CHARS]!r} (known: {', '.join(names())})")
     return evaluator.check_options(dict(options or {}))
+
+
+def calls_llm(spec: dict[str, Any]) -> bool:
+    """Whether an evaluator spec ({evaluator, options}) asks the LLM provider: an evaluator that is not
+    offline, or an offline one told to use the LLM (``method: llm``). Online evaluation spends the
+    project's daily allowance on these only."""
+    evaluator = get(str(spec.get("evaluator")))
+    return evaluator is None or not evaluator.offline or (spec.get("options") or {}).get("method") == "llm"

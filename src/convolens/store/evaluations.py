@@ -325,13 +325,36 @@ def any_open(conn: Connection, now: datetime) -> bool:
     return found is not None
 
 
-def claim(conn: Connection, owner: str, limit: int, lease: timedelta, now: datetime) -> list[Claimed]:
-    """Lease up to ``limit`` free items of the oldest open run to ``owner``; marks the run running."""
+def waiting_projects(conn: Connection, now: datetime) -> list[int]:
+    """The projects with an open run that has a free item, by key."""
+    rows = conn.execute(
+        select(eval_run.c.project_pk)
+        .join(eval_item, eval_item.c.run_pk == eval_run.c.pk)
+        .where(eval_run.c.status.in_(OPEN), _free(now))
+        .distinct()
+        .order_by(eval_run.c.project_pk)
+    )
+    return list(rows.scalars())
+
+
+def claim(
+    conn: Connection, owner: str, limit: int, lease: timedelta, now: datetime, after_project: int | None = None
+) -> list[Claimed]:
+    """Lease up to ``limit`` free items of the oldest open run to ``owner``; marks the run running.
+    With ``after_project`` (the project a worker served last), the items come from the next project
+    with work after it, wrapping around: each worker takes the projects in turn, so one project's big
+    run does not starve another's (a project's own runs still go oldest first)."""
     free = _free(now)
+    where = [eval_run.c.status.in_(OPEN), free]
+    if after_project is not None:
+        waiting = waiting_projects(conn, now)
+        if not waiting:
+            return []
+        where.append(eval_run.c.project_pk == next((p for p in waiting if p > after_project), waiting[0]))
     candidates = conn.execute(
         select(eval_item.c.pk, eval_item.c.run_pk)
         .join(eval_run, eval_run.c.pk == eval_item.c.run_pk)
-        .where(eval_run.c.status.in_(OPEN), free)
+        .where(*where)
         .order_by(eval_item.c.run_pk, eval_item.c.pk)
         .limit(limit)
         .with_for_update(skip_locked=True, of=eval_item)  # PostgreSQL; SQLite's single writer needs none
@@ -420,6 +443,55 @@ def _close_if_done(conn: Connection, run_pk: int, now: datetime) -> None:
         .where(eval_run.c.pk == run_pk, eval_run.c.status.in_(OPEN))
         .values(status="errored" if errored else "completed", finished_at=now)
     )
+
+
+def cancel(conn: Connection, project_pk: int, public_id: str, now: datetime) -> bool:
+    """Stop a pending or running run: its free items are no longer handed out, an item a worker is on
+    may still be saved (and counted), and the run stays ``cancelled``. False: no such open run."""
+    done = conn.execute(
+        update(eval_run)
+        .where(eval_run.c.project_pk == project_pk, eval_run.c.public_id == public_id, eval_run.c.status.in_(OPEN))
+        .values(status="cancelled", finished_at=now)
+    )
+    return done.rowcount == 1
+
+
+KEPT_FINISHED_RUNS = 200  # per project; older finished runs (and their items) are deleted by the workers
+PRUNE_BATCH = 100
+
+
+def prune_runs(conn: Connection, keep: int = KEPT_FINISHED_RUNS, batch: int = PRUNE_BATCH) -> int:
+    """Delete each project's finished runs beyond its newest ``keep`` (at most ``batch`` runs a call, so
+    one call holds the write lock briefly); returns how many were deleted. Open runs are never deleted."""
+    crowded = (
+        conn.execute(
+            select(eval_run.c.project_pk)
+            .where(eval_run.c.status.not_in(OPEN))
+            .group_by(eval_run.c.project_pk)
+            .having(func.count() > keep)
+        )
+        .scalars()
+        .all()
+    )
+    doomed: list[int] = []
+    for project_pk in crowded:
+        doomed += (
+            conn.execute(
+                select(eval_run.c.pk)
+                .where(eval_run.c.project_pk == project_pk, eval_run.c.status.not_in(OPEN))
+                .order_by(eval_run.c.created_at.desc(), eval_run.c.pk.desc())
+                .offset(keep)
+                .limit(batch - len(doomed))
+            )
+            .scalars()
+            .all()
+        )
+        if len(doomed) >= batch:
+            break
+    if doomed:
+        conn.execute(eval_item.delete().where(eval_item.c.run_pk.in_(doomed)))
+        conn.execute(eval_run.delete().where(eval_run.c.pk.in_(doomed)))
+    return len(doomed)
 
 
 # Coverage: which topics the test cases cover

@@ -659,3 +659,28 @@ online_eval_result = Table(
     UniqueConstraint("rule_pk", "message_pk", name="uq_online_eval_result"),
     Index("ix_online_eval_result_rule_time", "rule_pk", "created_at"),
 )
+
+# Online evaluation's rollup: added to in the transaction that stores a sweep's outcomes (so each reply
+# counts once), per rule, day, topic and model. topic_pk 0 holds every reply (the totals by day or model);
+# a reply also counts once under each topic of its conversation. evaluated excludes inconclusive verdicts.
+online_eval_rollup = Table(
+    "online_eval_rollup",
+    metadata,
+    Column("rule_pk", ForeignKey("online_eval_rule.pk", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("topic_pk", BigInteger, primary_key=True, autoincrement=False),
+    Column("model", String(128), primary_key=True),
+    Column("evaluated", Integer, nullable=False, server_default="0"),
+    Column("passed", Integer, nullable=False, server_default="0"),
+    Column("inconclusive", Integer, nullable=False, server_default="0"),
+    Column("over_budget", Integer, nullable=False, server_default="0"),  # sampled, not judged: allowance spent
+)
+
+# Replies a project's online LLM evaluators judged per UTC day (store/daily_allowance.py).
+online_eval_usage = Table(
+    "online_eval_usage",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("replies", Integer, nullable=False),
+)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from convolens.enrich.llm import LlmJudge
 from convolens.enrich.prices import price_table
+from convolens.evaluations import registry
 from convolens.evaluations.app_under_test import SETTING, App
 from convolens.evaluations.base import Attempt, Message, Verdict
 from convolens.evaluations.from_conversation import NotATurn, case_from_turn
@@ -53,6 +54,9 @@ class EvaluationRuns:
         self._collect_due = 0.0
         self.online_settle = timedelta(minutes=1)  # a reply's conversation may still be enriched (its topics)
         self._online_due = 0.0
+        self.prune_every = 600.0  # seconds between deletions of finished runs beyond each project's newest
+        self._prune_due = 0.0
+        self._last_project = 0  # the project served last: the next item comes from the next one (fairness)
 
     def app_of(self, project_pk: int) -> App | None:
         """The project's app under test, read again at most every ``settings_seconds``."""
@@ -66,7 +70,7 @@ class EvaluationRuns:
     def __call__(self) -> int:
         """Embed new test cases (for coverage), then evaluate items until none is free or the budget is
         spent; returns how much was done."""
-        embedded = self.embed_cases() + self.collect() + self.online()
+        embedded = self.embed_cases() + self.collect() + self.online() + self.prune()
         with self.db.reader() as conn:
             if not evaluations.any_open(conn, utcnow()):
                 return embedded
@@ -74,10 +78,11 @@ class EvaluationRuns:
         started = time.monotonic()
         while not finished or time.monotonic() - started < self.budget_seconds:  # at least one item a call
             with self.db.writer() as conn:
-                claimed = evaluations.claim(conn, self.owner, 1, self.lease, utcnow())
+                claimed = evaluations.claim(conn, self.owner, 1, self.lease, utcnow(), self._last_project)
             if not claimed:
                 break
             item = claimed[0]
+            self._last_project = item.project_pk
             if item.attempts > evaluations.MAX_ATTEMPTS:
                 response, result = None, self._given_up(item)
             else:
@@ -100,6 +105,17 @@ class EvaluationRuns:
                 else:
                     log.warning("evaluation item %s was taken over before it was saved; its result dropped", item.pk)
         return finished + embedded
+
+    def prune(self) -> int:
+        """Delete finished runs beyond each project's newest ``KEPT_FINISHED_RUNS`` (at most every
+        ``prune_every``, a batch at a time); returns how many."""
+        if time.monotonic() < self._prune_due:
+            return 0
+        with self.db.writer() as conn:
+            deleted = evaluations.prune_runs(conn)
+        if deleted < evaluations.PRUNE_BATCH:
+            self._prune_due = time.monotonic() + self.prune_every
+        return deleted
 
     def _renew(self, item_pk: int) -> bool:
         with self.db.writer() as conn:
@@ -173,7 +189,9 @@ class EvaluationRuns:
 
     def online(self) -> int:
         """Sweep the online evaluation rules (at most every ``collect_every``): each rule's evaluator on its
-        sample of the replies that arrived since; returns how many replies were judged."""
+        sample of the replies that arrived since; returns how many replies were judged. An LLM evaluator
+        judges only as many as the project's daily allowance still grants (reserved before the calls:
+        a provider that fails keeps them spent); the rest are counted as over budget, not judged."""
         if time.monotonic() < self._online_due:
             return 0
         self._online_due = time.monotonic() + self.collect_every
@@ -181,12 +199,12 @@ class EvaluationRuns:
             rules = online_evals.list_rules(conn)
         judged = 0
         for rule in rules:
-            outcomes = []
+            found: list[tuple[collect_rules.Candidate, Attempt, datetime]] = []
             with self.db.snapshot() as conn:
-                found, cursor = collect_rules.replies_after(
+                candidates, cursor = collect_rules.replies_after(
                     conn, rule.project_pk, rule.cursor, utcnow() - self.online_settle, rule.topic_pk, rule.sample_rate
                 )
-                for candidate in found:
+                for candidate in candidates:
                     view = queries.get_conversation(conn, rule.project_pk, candidate.conversation_id)
                     if view is None:
                         continue
@@ -196,20 +214,35 @@ class EvaluationRuns:
                     reply = view.messages[index]
                     before = tuple(Message(m.role, m.content) for m in view.messages[:index] if m.kind != "event")
                     attempt = Attempt(before, reply.content, latency_ms=reply.latency_ms, model=reply.model)
-                    # Offline evaluators only (checked when the rule is made): no provider is passed.
-                    (verdict,) = judge(attempt, [rule.evaluator], ProjectServices(None))
-                    outcomes.append(
-                        online_evals.Outcome(
-                            candidate.message_pk,
-                            candidate.conversation_pk,
-                            reply.created_at,
-                            reply.model,
-                            verdict["outcome"],
-                        )
-                    )
+                    found.append((candidate, attempt, reply.created_at))
+                settings = projects.settings_of(conn, rule.project_pk)
             if cursor == rule.cursor:
                 continue
+            provider = None
+            allowed = len(found)
+            if registry.calls_llm(rule.evaluator):
+                provider = self.providers(rule.project_pk)
+                with self.db.writer() as conn:  # reserved before any call, in its own transaction
+                    allowed = (
+                        online_evals.reserve_llm(
+                            conn, rule.project_pk, utcnow().date().isoformat(), len(found),
+                            online_evals.llm_daily_cap(settings),
+                        )
+                        if provider is not None and found
+                        else 0
+                    )  # fmt: skip
+            outcomes = []
+            for i, (candidate, attempt, created_at) in enumerate(found):
+                outcome = None
+                if i < allowed:
+                    (verdict,) = judge(attempt, [rule.evaluator], ProjectServices(provider))
+                    outcome = verdict["outcome"]
+                outcomes.append(
+                    online_evals.Outcome(
+                        candidate.message_pk, candidate.conversation_pk, created_at, attempt.model, outcome
+                    )
+                )
             with self.db.writer() as conn:
                 if online_evals.save(conn, rule, cursor, outcomes):
-                    judged += len(outcomes)
+                    judged += sum(o.outcome is not None for o in outcomes)
         return judged

@@ -205,7 +205,10 @@ def run_json(run: evaluations.RunRow, results: list[evaluations.ItemResult]) -> 
     passed)."""
     return {
         "id": run.public_id,
-        "status": run.status,
+        # Context's statuses have no "cancelled": a cancelled run reads as errored (so a client waiting
+        # for the end stops), with ``cancelled: true``.
+        "status": "errored" if run.status == "cancelled" else run.status,
+        "cancelled": run.status == "cancelled",
         "progress": {"completed": run.completed, "pending": run.total - run.completed},
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
@@ -237,9 +240,27 @@ def get_run(
     return JSONResponse(run_json(run, results))
 
 
+@router.post("/api/v1/evaluations/run/{run_id}/cancel")
+def cancel_run(run_id: str, token: TokenInfo = IngestToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """Stop a pending or running run: no further item is started (one a worker is on may still be saved);
+    the run reads ``status: errored, cancelled: true``. 409 when it already finished."""
+    if len(run_id) != 32 or not all(c in "0123456789abcdef" for c in run_id):
+        raise ApiError(404, "no such evaluation run in this project")
+    with db.writer() as conn:
+        if not evaluations.cancel(conn, token.project_pk, run_id, utcnow()):
+            if evaluations.get_run(conn, token.project_pk, run_id) is None:
+                raise ApiError(404, "no such evaluation run in this project")
+            raise _field_error("run_id", "the run has already finished", 409)
+        run = evaluations.get_run(conn, token.project_pk, run_id)
+    if run is None:  # deleted in between (the project's own retention): nothing left to show
+        raise ApiError(404, "no such evaluation run in this project")
+    return JSONResponse(run_json(run, []))
+
+
 @router.get("/api/v1/evaluations/runs")
 def list_runs(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
-    """The project's latest 100 runs, newest first (without their results)."""
+    """The project's latest 100 runs, newest first (without their results); ``status`` may be
+    ``cancelled`` here. Each project keeps its newest 200 finished runs; older ones are deleted."""
     with db.reader() as conn:
         rows = evaluations.list_runs(conn, token.project_pk)
     runs = [
@@ -404,10 +425,11 @@ def create_online_rule(
     token: TokenInfo = AdminToken,
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
-    """From now on, an offline evaluator judges a sample (``sample_rate``, default 10%) of the project's
-    assistant replies (of ``topic_id``'s conversations, or all), about a minute after each arrives; read the
-    outcomes by day, model or topic at ``…/online_rules/{id}/scores``. Evaluators that call the LLM
-    provider are refused here (a daily budget for them is not built)."""
+    """From now on, an evaluator judges a sample (``sample_rate``, default 10%) of the project's assistant
+    replies (of ``topic_id``'s conversations, or all), about a minute after each arrives; read the outcomes
+    by day, model or topic at ``…/online_rules/{id}/scores``. Offline evaluators judge every sampled reply;
+    those that call the LLM provider (``llm_judge``, ``attempts_answer`` with ``method: llm``) judge at
+    most the project's daily allowance (``…/online_budget``), the rest counted as over budget."""
     spec = body.evaluator
     problem = json_problem(spec.options or {}, MAX_JSON_DEPTH, MAX_JSON_BYTES)
     if problem is not None:
@@ -417,9 +439,6 @@ def create_online_rule(
     except OptionError as exc:
         field = "evaluator.evaluator" if exc.field == "evaluator" else f"evaluator.options.{exc.field}"
         raise _field_error(field, exc.msg) from None
-    evaluator = registry.get(spec.evaluator)
-    if evaluator is None or not evaluator.offline or options.get("method") == "llm":
-        raise _field_error("evaluator.evaluator", "online evaluation takes offline evaluators only")
     checked = {"evaluator": spec.evaluator, "options": options}
     with db.writer() as conn:
         if body.topic_id is not None and topics.get(conn, token.project_pk, int(body.topic_id)) is None:
@@ -462,3 +481,35 @@ def delete_online_rule(rule_id: str, token: TokenInfo = AdminToken, db: Database
         rule = _online_rule(conn, token.project_pk, rule_id)
         online_evals.remove(conn, token.project_pk, rule.pk)
     return Response(status_code=204)
+
+
+class OnlineBudgetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    llm_daily_cap: int = Field(ge=0, le=online_evals.MAX_LLM_DAILY_CAP)
+
+
+def _budget_json(conn, project_pk: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    today = utcnow().date().isoformat()
+    cap = online_evals.llm_daily_cap(projects.settings_of(conn, project_pk))
+    return {"llm_daily_cap": cap, "day": today, "llm_used_today": online_evals.llm_used(conn, project_pk, today)}
+
+
+@router.get("/api/v1/evaluations/online_budget")
+def get_online_budget(token: TokenInfo = ReadToken, db: Database = Depends(database)) -> JSONResponse:  # noqa: B008
+    """How many replies the project's online LLM evaluators may judge per UTC day, and how many today."""
+    with db.reader() as conn:
+        return JSONResponse(_budget_json(conn, token.project_pk))
+
+
+@router.put("/api/v1/evaluations/online_budget")
+def set_online_budget(
+    body: OnlineBudgetBody,
+    token: TokenInfo = AdminToken,
+    db: Database = Depends(database),  # noqa: B008
+) -> JSONResponse:
+    """Set the daily allowance (0: online LLM evaluators judge nothing; offline ones are not limited)."""
+    with db.writer() as conn:
+        projects.set_project_setting(conn, token.project_name, online_evals.SETTING,
+                                     {"llm_daily_cap": body.llm_daily_cap})  # fmt: skip
+        return JSONResponse(_budget_json(conn, token.project_pk))

@@ -27,6 +27,8 @@ from convolens.server.web import (
     alerts,
     api_docs,
     conversations,
+    evaluation_online,
+    evaluation_setup,
     evaluations,
     overview,
     session,
@@ -48,7 +50,8 @@ TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.signin_limit = SignInLimit()
-    for module in (session, overview, conversations, users, topics, evaluations, alerts, settings, api_docs):
+    for module in (session, overview, conversations, users, topics, evaluations, evaluation_online, evaluation_setup,
+                   alerts, settings, api_docs):  # fmt: skip
         app.include_router(module.router)
 
     @app.exception_handler(WebError)

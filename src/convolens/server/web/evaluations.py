@@ -106,6 +106,20 @@ def run_page(request: Request, project: str, run_id: str) -> Response:
                   others=others)  # fmt: skip
 
 
+@router.post("/p/{project}/evaluations/runs/{run_id}/cancel")
+def cancel_run(request: Request, project: str, run_id: str, csrf_token: str = Form("")) -> Response:
+    """Stop a pending or running run (a member may, as they may start one through the API)."""
+    session, membership = access(request, project, "member")
+    check_csrf(session, csrf_token)
+    run_id = _run_id(run_id, "run")
+    with request.app.state.db.writer() as conn:
+        if not evaluations.cancel(conn, membership.project_pk, run_id, utcnow()):
+            if evaluations.get_run(conn, membership.project_pk, run_id) is None:
+                raise WebError(404, "no such evaluation run")
+            raise WebError(409, "run: the run has already finished")
+    return redirect(f"/p/{quote(project, safe='')}/evaluations/runs/{run_id}")
+
+
 @dataclass(frozen=True)
 class Pair:
     case: str

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from convolens.evaluations.coverage import coverage_of
 from convolens.schemas.topics import TopicDefinition
 from convolens.server.web import map_layout
 from convolens.server.web.render import WebError, date_range, render
@@ -91,6 +92,7 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         )
         found = categories.list_categories(conn, membership.project_pk)
         volumes = categories.volumes(conn, membership.project_pk, window.start, window.end)
+        covered = coverage_of(conn, membership.project_pk, defined + suggested, {r.pk: r.messages for r in rows})
     figures = {r.pk: r for r in rows}
     groups = category_groups(found, defined + suggested, figures, volumes)
     return render(
@@ -110,6 +112,7 @@ def topic_list(request: Request, project: str, start: str | None = None, end: st
         emerging_rule=topic_figures.EMERGING_RULE,
         window=window,
         can_edit=membership.can("member"),
+        coverage=covered,  # templates/topic_coverage.html
     )
 
 

@@ -46,6 +46,7 @@
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
     };
+    if (spec.range) opts.scales.y = { range: spec.range };  // a fixed scale, e.g. a rate's [0, 100]
     el.textContent = "";
     var plot = new uPlot(opts, data, el);
     window.addEventListener("resize", function () {
