@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, func, select
 
-from convolens.store import metrics, rollups
-from convolens.store.dialect import Period, bucket, like_pattern, plus_days
-from convolens.store.tables import conversation, end_user, message_topic, topic, user_figures
+from convolens.store import metrics, rollups, topic_newness
+from convolens.store.dialect import Period, bucket, like_pattern
+from convolens.store.tables import conversation, end_user, user_figures
 from convolens.store.user_figures import OUTCOMES as COUNTED_OUTCOMES
 
 SORTS = ("last_seen", "first_seen", "conversations", "messages", "avg_sentiment", "avg_rating", "user_id")
@@ -151,30 +151,10 @@ def weekly_cohorts(conn: Connection, project_pk: int, weeks: int, today: date) -
     return cohorts
 
 
-NEW_USER_DAYS = 7
-
-
 def topics_by_newness(conn: Connection, project_pk: int, start: datetime, end: datetime, limit: int = 10) -> list:
-    """(topic, messages sent in their user's first week, messages of returning users), busiest first."""
-    is_new = case((message_topic.c.created_at < plus_days(conn, end_user.c.first_seen, NEW_USER_DAYS), 1), else_=0)
-    rows = conn.execute(
-        select(topic.c.name, func.sum(is_new), func.sum(1 - is_new))
-        .select_from(
-            message_topic.join(topic, topic.c.pk == message_topic.c.topic_pk)
-            .join(conversation, conversation.c.pk == message_topic.c.conversation_pk)
-            .join(end_user, end_user.c.pk == conversation.c.end_user_pk)
-        )
-        .where(
-            message_topic.c.project_pk == project_pk,
-            topic.c.status == "active",
-            message_topic.c.created_at >= start,
-            message_topic.c.created_at <= end,
-        )
-        .group_by(topic.c.name)
-        .order_by(func.count().desc())
-        .limit(limit)
-    )
-    return [(name, int(new or 0), int(old or 0)) for name, new, old in rows]
+    """(topic, messages sent in their user's first week, messages of returning users), busiest first:
+    kept per day by the rollup worker (store/topic_newness.py), so the page reads O(days x topics) rows."""
+    return topic_newness.window(conn, project_pk, start, end, limit)
 
 
 def first_seen(conn: Connection, project_pk: int, user_id: str) -> datetime | None:

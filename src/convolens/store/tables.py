@@ -367,6 +367,21 @@ user_day_figures = Table(
     Index("ix_user_day_figures_user", "end_user_pk"),
 )
 
+# Per day and active topic, its links from users in their first week and from returning users
+# (store/topic_newness.py): the users page's "topics of new and returning users" reads O(days x topics)
+# rows instead of joining the window's topic links to their users. Kept by the rollup worker with the
+# same marks, one day at a time.
+topic_day_newness = Table(
+    "topic_day_newness",
+    metadata,
+    Column("project_pk", ForeignKey("project.pk", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("topic_pk", ForeignKey("topic.pk", ondelete="CASCADE"), primary_key=True),
+    Column("new_links", Integer, nullable=False),
+    Column("returning_links", Integer, nullable=False),
+    Index("ix_topic_day_newness_topic", "topic_pk"),
+)
+
 # -- the dashboard's people: accounts (argon2 password hashes), their role per project, their sessions --
 
 account = Table(

@@ -33,6 +33,7 @@ from convolens.store import (
     retention,
     rollups,
     suggestions,
+    topic_newness,
     topics,
     translations,
     user_figures,
@@ -268,9 +269,11 @@ class Worker:
             with self.db.snapshot() as conn:
                 result = rollups.compute(conn, day)
                 users = user_figures.day_figures(conn, day.project_pk, day.day)
+                newness = topic_newness.count_day(conn, day.project_pk, day.day)
             with self.db.writer() as conn:
                 if rollups.store(conn, self.owner, result, utcnow(), time.perf_counter() - started):
                     user_figures.apply(conn, day.project_pk, day.day, users)
+                    topic_newness.replace_day(conn, day.project_pk, day.day, newness)
         return len(due)
 
     def retention_once(self, max_batches: int = 10) -> int:
