@@ -149,7 +149,7 @@ def _authenticate(request: Request, token: str, lookups: TokenLookups | None) ->
     if lookups is not None:
         info = lookups(token)
     else:
-        # Concurrent requests with one token share a look-up that started after each arrived (store/shared.py).
+        # Concurrent requests with one token share a look-up that started after each arrived (store/shared_reads.py).
         info = db.read_held(lambda conn: projects.authenticate(conn, token), share=("token", token))
     if info is None:
         raise invalid_token()

@@ -35,8 +35,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool
 
 from convolens.store.driver import Statements
-from convolens.store.held import HeldConnections
-from convolens.store.shared import SharedReads
+from convolens.store.shared_reads import SharedReads
+from convolens.store.token_connections import HeldConnections
 
 
 @dataclass(eq=False, slots=True)
@@ -256,7 +256,7 @@ class Database:
             self._file_lock = None
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://")
-        # A few connections kept for the token look-up (store/held.py).
+        # A few connections kept for the token look-up (store/token_connections.py).
         self._held = HeldConnections(_held_engine(url, self.dialect), _is_connectivity_error, self.HELD_CONNECTIONS)
         self._shared = SharedReads()
         # Whose turn it is to commit a group: on SQLite every write's (one writer at a time anyway); on
@@ -302,7 +302,7 @@ class Database:
         finally:
             lock.release()
 
-    # Connections kept for the token look-up (store/held.py); more concurrent look-ups use the pool.
+    # Connections kept for the token look-up (store/token_connections.py); more concurrent look-ups use the pool.
     HELD_CONNECTIONS = 8
 
     # Work items committed together, at most: bounds one group's transaction and its latency.
@@ -511,8 +511,8 @@ class Database:
 
     def read_held(self, work: Callable[[Connection], T], *, share: Hashable | None = None) -> T:
         """``work(conn)``, which only reads, on one of a few connections kept outside the pool
-        (store/held.py): for the small read that every request makes. Concurrent calls with the same
-        ``share`` key share one read that started after each of them (store/shared.py)."""
+        (store/token_connections.py): for the small read that every request makes. Concurrent calls with the same
+        ``share`` key share one read that started after each of them (store/shared_reads.py)."""
 
         def held() -> T:
             return self._held.read(work, when_busy=lambda: self._read_pooled(work))

@@ -33,7 +33,7 @@ from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.server.scrubbing_process import scrubbed
-from convolens.store import queries, upsert
+from convolens.store import conversation_reads, upsert
 from convolens.store.db import Database
 from convolens.store.ingest import BatchOutcome, NewIdsBatch, apply_batch, new_id
 from convolens.store.projects import TokenInfo
@@ -338,7 +338,7 @@ def rate_thread_messages(
     entries = body.messages if isinstance(body, ThreadRatingsBody) else body
     loc_root = ["messages"] if isinstance(body, ThreadRatingsBody) else []
     with db.writer() as conn:
-        ids = queries.message_ids_at_positions(conn, token.project_pk, thread_id)
+        ids = conversation_reads.message_ids_at_positions(conn, token.project_pk, thread_id)
         if ids is None:
             raise ApiError(404, f"no thread {thread_id!r} in this project")
         events = []
