@@ -1,4 +1,4 @@
-"""The hot write routes (server/hot_routes.py) answer exactly as FastAPI's own routes do.
+"""The hot write routes (server/asgi/fast_path.py) answer exactly as FastAPI's own routes do.
 
 Each request goes once through the app as served (the hot path) and once through FastAPI's stack alone
 (the same endpoints, reached by FastAPI's routing and dependency solving); the answers must agree. The
@@ -20,9 +20,9 @@ from starlette.testclient import TestClient
 from conftest import TEST_LIMITS, Project, make_project
 from convolens.config import Settings
 from convolens.server.app import create_app
-from convolens.server.body import BoundedBodyMiddleware
-from convolens.server.hot_routes import HotRoutes
-from convolens.server.observability import RequestContextMiddleware
+from convolens.server.asgi.body_limits import BoundedBodyMiddleware
+from convolens.server.asgi.fast_path import HotRoutes
+from convolens.server.asgi.observability import RequestContextMiddleware
 from convolens.store import migrate
 
 

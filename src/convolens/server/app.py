@@ -2,7 +2,7 @@
 
 - ``/api/v1/ingest``                    → server/api/ingest.py (native batches)
 - ``/api/v1/log/…``                     → server/api/context_log.py (Context-compatible writes)
-  (these four POSTs are called by server/hot_routes.py, past FastAPI's request machinery)
+  (these four POSTs are called by server/asgi/fast_path.py, past FastAPI's request machinery)
 - ``/api/v1/conversations…``, ``/api/v1/suggested_topics`` → server/api/context_read.py
 - ``/api/v1/metrics``                  → server/api/metrics.py (metrics by topic, language, model, tenant, metadata)
 - ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
@@ -27,7 +27,6 @@ from convolens import __version__
 from convolens.config import Settings
 from convolens.enrich.prices import price_table
 from convolens.server import errors, scrubbing_process, web
-from convolens.server.admission import WriteAdmission, WriteRoutes
 from convolens.server.api import (
     alerts,
     context_log,
@@ -40,11 +39,12 @@ from convolens.server.api import (
     topics,
     users,
 )
+from convolens.server.asgi.body_limits import BoundedBodyMiddleware
+from convolens.server.asgi.fast_path import HotRoutes
+from convolens.server.asgi.load_shedding import WritesInFlight
+from convolens.server.asgi.observability import Metrics, RequestContextMiddleware
+from convolens.server.asgi.write_admission import WriteAdmission, WriteRoutes
 from convolens.server.auth import RecentTokens
-from convolens.server.body import BoundedBodyMiddleware
-from convolens.server.hot_routes import HotRoutes
-from convolens.server.load_shedding import WritesInFlight
-from convolens.server.observability import Metrics, RequestContextMiddleware
 from convolens.server.ratelimit import RateLimiter
 from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate
@@ -63,8 +63,8 @@ HOT_PATHS = frozenset(
 
 class ConvolensApp(FastAPI):
     """FastAPI, entered through convolens's own front: the request id and access log, a write's token
-    checked before its body is read (server/admission.py), the body bounds, then the hot write routes
-    (server/hot_routes.py), all ahead of FastAPI's own middleware stack (error pages, telemetry,
+    checked before its body is read (server/asgi/write_admission.py), the body bounds, then the hot write routes
+    (server/asgi/fast_path.py), all ahead of FastAPI's own middleware stack (error pages, telemetry,
     exception handlers, routing), which the hot routes never need."""
 
     front: ASGIApp
@@ -143,7 +143,7 @@ def api_process_app() -> FastAPI:
     the environment (``cli._serve_processes``)."""
     import os
 
-    from convolens.server.observability import configure_logging
+    from convolens.server.asgi.observability import configure_logging
 
     configure_logging(
         os.environ.get("CONVOLENS_SERVE_LOG_LEVEL", "info"),

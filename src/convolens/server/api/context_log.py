@@ -27,9 +27,9 @@ from convolens.schemas.context import (
 )
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent, construct_complete
 from convolens.server.api.deps import app_database, app_limits, count_ingested, database
+from convolens.server.asgi.orjson_route import OrjsonRoute
 from convolens.server.auth import IngestBearer, IngestToken, TokenLookups, authorize
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
-from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.server.scrubbing_process import scrubbed

@@ -12,9 +12,9 @@ from convolens.enrich.pii import scrubbed_batch
 from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
 from convolens.server.api.deps import app_database, app_limits, count_ingested
+from convolens.server.asgi.orjson_route import OrjsonRoute
 from convolens.server.auth import IngestBearer, authorize
 from convolens.server.errors import ERROR_RESPONSES, bound_violation
-from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.server.scrubbing_process import scrubbed

@@ -26,10 +26,10 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convolens.config import Limits
+from convolens.server.asgi.load_shedding import RETRY_AFTER_SECONDS, WritesInFlight
+from convolens.server.asgi.observability import Metrics
 from convolens.server.auth import RecentTokens, invalid_token, missing_scope, missing_token, parse_bearer
 from convolens.server.errors import ApiError, error_response
-from convolens.server.load_shedding import RETRY_AFTER_SECONDS, WritesInFlight
-from convolens.server.observability import Metrics
 from convolens.server.offload import in_thread
 from convolens.server.ratelimit import RateLimiter
 from convolens.store.db import Database

@@ -40,8 +40,8 @@ from convolens.config import Limits
 from convolens.schemas.bounds import FieldError, too_deep_path
 from convolens.schemas.context import ConversationBody, ThreadBody
 from convolens.schemas.ingest import IngestBatch
+from convolens.server.asgi.body_limits import ON_LOOP_BYTES, replay
 from convolens.server.auth import parse_bearer
-from convolens.server.body import ON_LOOP_BYTES, replay
 from convolens.server.errors import bound_violation, error_response
 from convolens.server.offload import in_thread
 
