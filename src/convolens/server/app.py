@@ -40,7 +40,7 @@ from convolens.server.api import (
     users,
 )
 from convolens.server.asgi.body_limits import BoundedBodyMiddleware
-from convolens.server.asgi.fast_path import HotRoutes
+from convolens.server.asgi.fast_path import FastPath
 from convolens.server.asgi.load_shedding import WritesInFlight
 from convolens.server.asgi.observability import Metrics, RequestContextMiddleware
 from convolens.server.asgi.write_admission import WriteAdmission, WriteRoutes
@@ -51,26 +51,17 @@ from convolens.store import migrate
 from convolens.store.db import Database
 from convolens.worker.process import WorkerProcess
 
-HOT_PATHS = frozenset(
-    {
-        "/api/v1/ingest",
-        "/api/v1/log/conversation",
-        "/api/v1/log/conversation/upsert",
-        "/api/v1/log/conversation/thread",
-    }
-)
-
 
 class ConvolensApp(FastAPI):
     """FastAPI, entered through convolens's own front: the request id and access log, a write's token
-    checked before its body is read (server/asgi/write_admission.py), the body bounds, then the hot write routes
+    checked before its body is read (server/asgi/write_admission.py), the body bounds, then the fast path
     (server/asgi/fast_path.py), all ahead of FastAPI's own middleware stack (error pages, telemetry,
-    exception handlers, routing), which the hot routes never need."""
+    exception handlers, routing), which the fast path never needs."""
 
     front: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self  # as Starlette sets it: the hot routes read app.state
+        scope["app"] = self  # as Starlette sets it: the fast path's endpoints read app.state
         await self.front(scope, receive, send)
 
     async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,8 +111,14 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     for module in api_modules:
         app.include_router(module.router)  # no prefix: each route's path is the one WriteRoutes sees
     web.install(app)
-    hot = [r for m in (ingest, context_log) for r in m.router.routes if r.path in HOT_PATHS and "POST" in r.methods]
-    body = BoundedBodyMiddleware(HotRoutes(app.fastapi, routes=hot, limits=settings.limits), limits=settings.limits)
+    # The ingest routes' declared contracts, checked against their endpoints here (FastPathMismatch).
+    fast_path = FastPath(
+        app.fastapi,
+        declared=(*ingest.FAST_ROUTES, *context_log.FAST_ROUTES),
+        routes=(r for m in api_modules for r in m.router.routes),
+        limits=settings.limits,
+    )
+    body = BoundedBodyMiddleware(fast_path, limits=settings.limits)
     admission = WriteAdmission(
         body,
         WriteRoutes(r for m in api_modules for r in m.router.routes),

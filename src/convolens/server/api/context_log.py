@@ -27,6 +27,7 @@ from convolens.schemas.context import (
 )
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent, construct_complete
 from convolens.server.api.deps import app_database, app_limits, count_ingested, database
+from convolens.server.asgi.fast_path import Counted, FastRoute
 from convolens.server.asgi.orjson_route import OrjsonRoute
 from convolens.server.auth import IngestBearer, IngestToken, TokenLookups, authorize
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
@@ -44,6 +45,14 @@ router = APIRouter(tags=["context"], responses=ERROR_RESPONSES, route_class=Orjs
 # Context continued an upserted conversation only if it was active in the last six hours.
 UPSERT_WINDOW = timedelta(hours=6)
 TenantQuery = Query(None, description="Tenant (embedded sub-account); may also come in the body.")
+
+# The fast path's contract with the three log POSTs below (server/asgi/fast_path.py checks it at start-up).
+_MESSAGES = Counted(("conversation", "messages"), "max_messages_per_conversation", "messages")
+FAST_ROUTES = (
+    FastRoute("/api/v1/log/conversation", ConversationBody, "body", takes_tenant=True, counted=_MESSAGES),
+    FastRoute("/api/v1/log/conversation/upsert", ConversationBody, "body", takes_tenant=True, counted=_MESSAGES),
+    FastRoute("/api/v1/log/conversation/thread", ThreadBody, "body", takes_tenant=True, counted=_MESSAGES),
+)
 
 
 def _tenant(query_value: str | None, body_value: str | None) -> str | None:
