@@ -21,7 +21,7 @@ from convolens.server.app import create_app
 from convolens.server.auth import TokenLookups, authorize
 from convolens.server.errors import ApiError
 from convolens.server.ratelimit import RateLimiter
-from convolens.server.write_batches import WriteBatches
+from convolens.server.write_batches import NotWritten, WriteBatches
 from convolens.store import migrate, projects
 from convolens.store.db import Database
 from convolens.store.ingest import NewIdsBatch
@@ -93,6 +93,29 @@ def test_a_write_that_fails_in_the_database_fails_alone(own_db: Database) -> Non
         batches.stop()
     assert outcomes[0].created_messages == outcomes[2].created_messages == 2
     assert isinstance(outcomes[1], Exception) and not isinstance(outcomes[1], ApiError)
+    assert _stored(db, project.pk) == 2
+
+
+def test_a_request_checked_but_written_elsewhere_gets_its_value_back_and_the_rest_are_written(
+    own_db: Database,
+) -> None:
+    """A variation of one request (written on another thread) is a value ``write`` returns, not an
+    exception: the others of its batch are committed, and nothing of it is."""
+    db = own_db
+    project = make_project(db, "batches")
+    batches = WriteBatches(db)
+    elsewhere = NotWritten(("its own thread", project.pk))
+    prepares = [
+        lambda _l: new_ids_batch(project.pk),
+        lambda _l: elsewhere,
+        lambda _l: new_ids_batch(project.pk),
+    ]
+    try:
+        outcomes = asyncio.run(_behind_a_held_batch(batches, prepares))
+    finally:
+        batches.stop()
+    assert outcomes[1] is elsewhere
+    assert outcomes[0].created_messages == outcomes[2].created_messages == 2
     assert _stored(db, project.pk) == 2
 
 

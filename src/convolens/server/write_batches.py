@@ -25,9 +25,18 @@ from sqlalchemy import Connection
 from convolens.server.auth import TokenLookups
 from convolens.store.db import Database
 
+
+@dataclass(frozen=True, slots=True)
+class NotWritten:
+    """What ``prepare`` returns for a request it checked but that is written elsewhere (a project that
+    redacts names: its model would hold up the batch thread); ``write`` returns it as it is."""
+
+    value: Any
+
+
 # What a request hands over: run on the batch's thread, it checks the request (raising its error) and
-# returns the work to write.
-Prepare = Callable[[TokenLookups], Callable[[Connection], Any]]
+# returns the work to write, or ``NotWritten``.
+Prepare = Callable[[TokenLookups], "Callable[[Connection], Any] | NotWritten"]
 
 
 @dataclass(slots=True)
@@ -47,8 +56,8 @@ class WriteBatches:
         self._stopping = False
 
     async def write(self, prepare: Prepare) -> Any:
-        """``prepare(lookups)``'s work, written; its result, or the exception that ``prepare`` or the
-        work raised."""
+        """``prepare(lookups)``'s work, written; its result, the ``NotWritten`` that ``prepare`` returned,
+        or the exception that ``prepare`` or the work raised."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._arrived:
@@ -89,10 +98,15 @@ class WriteBatches:
             lookups = TokenLookups(self._db)
             for index, request in enumerate(batch):
                 try:
-                    works.append(request.prepare(lookups))
-                    written.append(index)
+                    work = request.prepare(lookups)
                 except Exception as exc:
                     outcomes[index] = exc
+                    continue
+                if isinstance(work, NotWritten):
+                    outcomes[index] = work
+                else:
+                    works.append(work)
+                    written.append(index)
             for index, outcome in zip(written, self._db.write_all(works), strict=True):
                 outcomes[index] = outcome
         except BaseException as exc:  # the database layer itself failed: every request of the batch hears

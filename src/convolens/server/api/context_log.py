@@ -8,6 +8,7 @@ conversation a request and the hottest, is checked and written on the process's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +35,7 @@ from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.server.scrubbing_process import scrubbed
+from convolens.server.write_batches import NotWritten
 from convolens.store import conversation_reads, upsert
 from convolens.store.db import Database
 from convolens.store.ingest import BatchOutcome, NewIdsBatch, apply_batch, new_id
@@ -225,13 +227,14 @@ def _is_heavy(conversation: ContextConversation) -> bool:
     )
 
 
-class _RedactNamesElsewhere(Exception):
+@dataclass(frozen=True, slots=True)
+class _RedactNamesOnItsOwnThread:
     """A request accepted on the batch thread whose project redacts names: the model takes ~2 ms a
     message (enrich/names.py), which would hold up every other request of the process waiting for that
     thread, so the rest of its work goes to a thread of its own."""
 
-    def __init__(self, info: TokenInfo, tenant: str | None) -> None:
-        self.info, self.tenant = info, tenant
+    info: TokenInfo
+    tenant: str | None
 
 
 @router.post("/api/v1/log/conversation", status_code=201)
@@ -246,10 +249,10 @@ async def log_conversation(
         batch, _ = _to_batch(scrubbed(scrub_conversation, conversation, info), conversation_id, tenant)
         return NewIdsBatch(info.project_pk, batch)
 
-    def prepare(lookups: TokenLookups) -> NewIdsBatch:
+    def prepare(lookups: TokenLookups) -> NewIdsBatch | NotWritten:
         info, tenant = _admit(request, token, conversation, tenant_id, body.tenant_id, lookups=lookups)
         if info.pii_names:
-            raise _RedactNamesElsewhere(info, tenant)
+            return NotWritten(_RedactNamesOnItsOwnThread(info, tenant))
         return clean_batch(info, tenant)
 
     if _is_heavy(conversation):  # its scrubbing would hold up the batch thread's every other request
@@ -261,12 +264,11 @@ async def log_conversation(
         outcome = await in_heavy_lane(admitted_and_scrubbed)
         count_ingested(request, outcome.created_messages)
         return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
-    try:
-        # Checked and written on the process's batch thread with every other request waiting by then.
-        outcome: BatchOutcome = await request.app.state.write_batches.write(prepare)
-    except _RedactNamesElsewhere as accepted:
-        info, tenant = accepted.info, accepted.tenant
-        outcome = await in_thread(lambda: app_database(request).write(clean_batch(info, tenant)))
+    # Checked and written on the process's batch thread with every other request waiting by then.
+    outcome: BatchOutcome | NotWritten = await request.app.state.write_batches.write(prepare)
+    if isinstance(outcome, NotWritten):
+        accepted: _RedactNamesOnItsOwnThread = outcome.value
+        outcome = await in_thread(lambda: app_database(request).write(clean_batch(accepted.info, accepted.tenant)))
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 
