@@ -44,11 +44,11 @@ from convolens.server.asgi.fast_path import FastPath
 from convolens.server.asgi.load_shedding import WritesInFlight
 from convolens.server.asgi.observability import Metrics, RequestContextMiddleware
 from convolens.server.asgi.write_admission import WriteAdmission, WriteRoutes
-from convolens.server.auth import RecentTokens
+from convolens.server.auth import RecentTokens, TokenLookups
 from convolens.server.ratelimit import RateLimiter
-from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate
 from convolens.store.db import Database
+from convolens.store.writer.batches import WriteBatches
 from convolens.worker.process import WorkerProcess
 
 
@@ -71,7 +71,8 @@ class ConvolensApp(FastAPI):
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url)
-    write_batches = WriteBatches(db)
+    # The writer's batch thread; each batch looks each distinct token up once.
+    write_batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

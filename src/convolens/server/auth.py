@@ -118,7 +118,7 @@ def missing_scope(scope: str) -> ApiError:
 
 class TokenLookups:
     """Tokens looked up once each for a batch of requests that had all arrived before the batch was
-    taken (server/write_batches.py): each look-up still starts after its requests arrived, so a revoked
+    taken (store/writer/batches.py): each look-up still starts after its requests arrived, so a revoked
     token is refused from the next request on, as with a look-up of its own."""
 
     def __init__(self, db: Database) -> None:

@@ -3,7 +3,7 @@
 The three POSTs are hot routes, as ``/api/v1/ingest``: ``async``, with the token look-up, bounds,
 scrubbing and write in one thread hop (server/offload.py); ``POST /api/v1/log/conversation``, one
 conversation a request and the hottest, is checked and written on the process's batch thread instead
-(server/write_batches.py).
+(store/writer/batches.py).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.server.scrubbing_process import scrubbed
-from convolens.server.write_batches import NotWritten
 from convolens.store import conversation_reads, upsert
 from convolens.store.db import Database
 from convolens.store.ingest import BatchOutcome, NewIdsBatch, apply_batch, new_id
 from convolens.store.projects import TokenInfo
+from convolens.store.writer.batches import NotWritten
 from convolens.timeutil import utcnow
 
 router = APIRouter(tags=["context"], responses=ERROR_RESPONSES, route_class=OrjsonRoute)
