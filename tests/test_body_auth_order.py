@@ -1,5 +1,5 @@
 """A write request's token is checked before its body is read, and a large body costs a worker thread,
-not the event loop (server/admission.py, server/body.py, server/hot_routes.py).
+not the event loop (server/asgi/write_admission.py, server/asgi/body_limits.py, server/asgi/fast_path.py).
 
 The server runs as its own process (``convolens serve``, default limits: 10 MB bodies inflating to
 50 MB), so that its CPU time, read from ``/proc/<pid>/stat``, is the server's alone.

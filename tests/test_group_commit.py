@@ -55,11 +55,11 @@ def _hold_write_turn_until_queued(db: Database, jobs: int) -> threading.Event:
     release = threading.Event()
 
     def hold() -> None:
-        assert db._group_turn.acquire(timeout=5)
+        assert db.groups._turn.acquire(timeout=5)
         deadline = time.monotonic() + 30
-        while len(db._queued) < jobs and time.monotonic() < deadline:
+        while len(db.groups._queued) < jobs and time.monotonic() < deadline:
             time.sleep(0.005)
-        db._group_turn.release()
+        db.groups._turn.release()
         release.set()
 
     threading.Thread(target=hold).start()
@@ -325,12 +325,12 @@ def test_a_postgresql_group_outlives_its_kept_connection(postgres_url: str) -> N
         with db.writer() as conn:
             pk, _ = projects.ensure_project(conn, f"kept-{new_id()}")
         assert db.write(new_ids_batch(pk, "u", messages=2)).created_messages == 2
-        kept = db._group_connection().connection.driver_connection.info.backend_pid
+        kept = db.groups.connection().connection.driver_connection.info.backend_pid
         with db.writer() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": kept}).scalar()
         assert db.write(new_ids_batch(pk, "u", messages=3)).created_messages == 3
         assert db.write(new_ids_batch(pk, "u", messages=4)).created_messages == 4
-        assert db._group_connection().connection.driver_connection.info.backend_pid != kept
+        assert db.groups.connection().connection.driver_connection.info.backend_pid != kept
         with db.reader() as conn:
             stored = conn.execute(select(func.count()).select_from(message).where(message.c.project_pk == pk))
             assert stored.scalar() == 9

@@ -1,4 +1,4 @@
-"""The connections kept for the token look-up (store/held.py): reused, bounded, renewed after a restart."""
+"""The connections kept for the token look-up (store/token_connections.py): reused, bounded, renewed after a restart."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The hot write routes (server/hot_routes.py) answer exactly as FastAPI's own routes do.
+"""The hot write routes (server/asgi/fast_path.py) answer exactly as FastAPI's own routes do.
 
 Each request goes once through the app as served (the hot path) and once through FastAPI's stack alone
 (the same endpoints, reached by FastAPI's routing and dependency solving); the answers must agree. The
@@ -19,10 +19,13 @@ from starlette.testclient import TestClient
 
 from conftest import TEST_LIMITS, Project, make_project
 from convolens.config import Settings
+from convolens.schemas.context import ThreadBody
+from convolens.schemas.ingest import IngestBatch
+from convolens.server.api import context_log, ingest
 from convolens.server.app import create_app
-from convolens.server.body import BoundedBodyMiddleware
-from convolens.server.hot_routes import HotRoutes
-from convolens.server.observability import RequestContextMiddleware
+from convolens.server.asgi.body_limits import BoundedBodyMiddleware
+from convolens.server.asgi.fast_path import FastPath, FastPathMismatch, FastRoute
+from convolens.server.asgi.observability import RequestContextMiddleware
 from convolens.store import migrate
 
 
@@ -55,8 +58,8 @@ def paths(setup: tuple[Any, Project], monkeypatch: pytest.MonkeyPatch) -> tuple[
     """(the app as served, FastAPI's stack alone, the counter of what reached FastAPI from the first)."""
     app, _ = setup
     counting = _Counting(app.fastapi)
-    hot = app.front.app.app.app  # RequestContextMiddleware -> WriteAdmission -> BoundedBodyMiddleware -> HotRoutes
-    assert isinstance(hot, HotRoutes)
+    hot = app.front.app.app.app  # RequestContextMiddleware -> WriteAdmission -> BoundedBodyMiddleware -> FastPath
+    assert isinstance(hot, FastPath)
     monkeypatch.setattr(hot, "app", counting)
     plain = RequestContextMiddleware(BoundedBodyMiddleware(app.fastapi, limits=TEST_LIMITS), metrics=app.state.metrics)
     return TestClient(app), TestClient(plain), counting
@@ -228,3 +231,49 @@ def test_the_first_of_repeated_headers_counts_on_both_paths(setup: tuple, paths:
     answers = [c.post("/api/v1/log/conversation", content=body, headers=headers) for c in (hot, plain)]
     assert [a.status_code for a in answers] == [401, 401]
     assert answers[0].json() == answers[1].json()
+
+
+# The fast path's contract is checked when the app is made, not discovered by a request.
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", home=tmp_path, limits=TEST_LIMITS, embedded_worker=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("declared", "complaint"),
+    [
+        # the body model the endpoint does not take
+        (FastRoute("/api/v1/log/conversation", ThreadBody, "body", takes_tenant=True), "declared body ThreadBody"),
+        # a body parameter the endpoint does not have
+        (FastRoute("/api/v1/ingest", IngestBatch, "events"), "declared parameters"),
+        # tenant_id forgotten: the endpoint takes it and would not be called with it
+        (FastRoute("/api/v1/log/conversation/thread", ThreadBody, "body"), "declared parameters"),
+        # a route that does not exist
+        (FastRoute("/api/v1/log/nothing", ThreadBody, "body", takes_tenant=True), "no POST route"),
+    ],
+)
+def test_a_fast_route_that_does_not_match_its_endpoint_fails_create_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, declared: FastRoute, complaint: str
+) -> None:
+    monkeypatch.setattr(context_log, "FAST_ROUTES", (*context_log.FAST_ROUTES, declared))
+    with pytest.raises(FastPathMismatch, match=complaint) as raised:
+        create_app(_settings(tmp_path), run_migrations=False)
+    assert declared.path in str(raised.value)
+
+
+def test_the_declared_fast_routes_are_the_ones_taken(setup: tuple[Any, Project]) -> None:
+    app, _ = setup
+    fast = app.front.app.app.app
+    assert (
+        set(fast.routes)
+        == {r.path for r in (*ingest.FAST_ROUTES, *context_log.FAST_ROUTES)}
+        == {
+            "/api/v1/ingest",
+            "/api/v1/log/conversation",
+            "/api/v1/log/conversation/upsert",
+            "/api/v1/log/conversation/thread",
+        }
+    )

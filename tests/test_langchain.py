@@ -27,7 +27,7 @@ from langchain_core.runnables import RunnableLambda
 from conftest import RunningServer, make_project
 from convolens import Client
 from convolens.langchain import ContextCallbackHandler
-from convolens.store import queries
+from convolens.store import conversation_reads
 
 
 class EchoChatModel(BaseChatModel):
@@ -72,7 +72,7 @@ def setup(sqlite_server: RunningServer) -> Iterator[tuple[ContextCallbackHandler
     def transcripts() -> list[dict]:
         assert client.flush(30), client.stats
         with sqlite_server.db.reader() as conn:
-            page = queries.list_conversations(
+            page = conversation_reads.list_conversations(
                 conn, project.pk, start=datetime(2000, 1, 1), end=datetime(2100, 1, 1), per_page=10_000
             )
         return [

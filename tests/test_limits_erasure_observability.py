@@ -17,7 +17,7 @@ from conftest import CLI, RunningServer, make_project, running_server
 from convolens import Client
 from convolens.config import Limits
 from convolens.schemas.ingest import IngestBatch
-from convolens.store import migrate, queries
+from convolens.store import conversation_reads, migrate
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.tables import message
@@ -66,7 +66,7 @@ def test_the_sdk_rides_out_a_rate_limit(strict_server: RunningServer, tmp_path: 
     stats = client.stats
     client.shutdown(2)
     with strict_server.db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "rl")
+        view = conversation_reads.get_conversation(conn, project.pk, "rl")
     assert {m.id for m in view.messages} == set(ids)
     assert stats["retries"] > 0 and stats["dropped"] == 0
 

@@ -1,4 +1,4 @@
-"""A process past its bound of write requests in flight answers 503 at once (server/load_shedding.py),
+"""A process past its bound of write requests in flight answers 503 at once (server/asgi/load_shedding.py),
 and a token is not rate limited unless the operator asks for it."""
 
 from __future__ import annotations

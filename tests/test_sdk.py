@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from conftest import RunningServer, ServeProcess, free_port, make_project
 from convolens import Client
-from convolens.store import projects, queries
+from convolens.store import conversation_reads, projects
 from convolens.store.db import Database
 from convolens.store.tables import client_report, message
 
@@ -142,7 +142,7 @@ def test_a_422_drops_only_the_events_it_names(sqlite_server: RunningServer, tmp_
     client.log_message("c", "user", "good 2")
     assert client.flush(30)
     with sqlite_server.db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "c")
+        view = conversation_reads.get_conversation(conn, project.pk, "c")
     assert [m.content for m in view.messages] == ["good 1", "good 2"]
     assert client.stats["rejected"] == 1 and client.stats["sent"] == 2
     client.shutdown(2)
@@ -164,7 +164,7 @@ def test_a_full_queue_drops_oldest_counts_and_reports(sqlite_server: RunningServ
     assert client.stats["queued"] == 10 and client.stats["dropped"] == 40
     assert client.flush(30)
     with sqlite_server.db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "c")
+        view = conversation_reads.get_conversation(conn, project.pk, "c")
         reported = conn.execute(
             select(func.sum(client_report.c.dropped)).where(client_report.c.project_pk == project.pk)
         ).scalar()
@@ -195,7 +195,7 @@ def test_shutdown_is_bounded_with_the_server_down_and_the_spool_replays_later(
     assert revived.flush(30)
     revived.shutdown(5)
     with sqlite_server.db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "later")
+        view = conversation_reads.get_conversation(conn, project.pk, "later")
     assert {m.id for m in view.messages} >= set(ids)
     assert len(view.messages) == 101
 
@@ -217,7 +217,7 @@ def test_bad_arguments_never_raise(sqlite_server: RunningServer, tmp_path: Path)
     client.log_message("c", "tool", "43", name="\x00\x01")
     assert client.flush(30)
     with sqlite_server.db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "c")
+        view = conversation_reads.get_conversation(conn, project.pk, "c")
     assert len(view.messages[0].content) == 100_000 and view.messages[0].metadata["n"] == 1
     assert [m.name for m in view.messages[1:]] == ["getweather", None]
     client.shutdown(2)
@@ -244,7 +244,7 @@ def test_client_api_round_trip(sqlite_server: RunningServer, tmp_path: Path) -> 
         client.conversation(cid, metadata={"stage": "paid"})
         assert client.flush(30)
     with sqlite_server.db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, cid)
+        view = conversation_reads.get_conversation(conn, project.pk, cid)
     assert (view.user_id, view.tenant_id, view.feedback) == ("u1", "t1", "slow")
     assert view.metadata == {"plan": "pro", "stage": "paid"}
     assert [(m.role, m.kind, m.content) for m in view.messages] == [
@@ -294,8 +294,8 @@ def test_fork_safety(sqlite_server: RunningServer, tmp_path: Path) -> None:
     )
     assert app.returncode == 0, app.stderr
     with sqlite_server.db.reader() as conn:
-        parent = queries.get_conversation(conn, project.pk, "parent")
-        child = queries.get_conversation(conn, project.pk, "child")
+        parent = conversation_reads.get_conversation(conn, project.pk, "parent")
+        child = conversation_reads.get_conversation(conn, project.pk, "child")
     assert [m.content for m in parent.messages] == ["before fork", "after fork"]
     assert [m.content for m in child.messages] == ["from the child"]
 

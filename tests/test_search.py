@@ -12,7 +12,8 @@ from sqlalchemy import text
 
 from conftest import Project, make_project
 from convolens.schemas.ingest import IngestBatch
-from convolens.store import erasure, explore, queries, retention, search
+from convolens.store import conversation_reads as queries
+from convolens.store import erasure, explore, retention, search
 from convolens.store.db import Database
 from convolens.store.explore import ConversationFilter
 from convolens.store.ingest import apply_batch

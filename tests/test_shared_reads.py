@@ -1,5 +1,5 @@
 """Concurrent identical reads share one trip to the database, never one that started before them
-(store/shared.py): what lets the token look-up of concurrent requests be shared without a revoked token
+(store/shared_reads.py): what lets the token look-up of concurrent requests be shared without a revoked token
 being accepted by a request that arrived after the revocation."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 from conftest import RunningServer, make_project
 from convolens.store import projects
-from convolens.store.shared import SharedReads
+from convolens.store.shared_reads import SharedReads
 
 
 class _Store:

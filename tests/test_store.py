@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 
 from conftest import Project, make_project
 from convolens.schemas.ingest import IngestBatch
-from convolens.store import metrics, migrate, queries
+from convolens.store import conversation_reads, metrics, migrate
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.tables import metadata
@@ -83,7 +83,7 @@ def test_write_and_read_back(db: Database, project: Project) -> None:
     )
     assert [r.status for r in outcome.results] == ["created"] * 4
     with db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "c1")
+        view = conversation_reads.get_conversation(conn, project.pk, "c1")
     assert view is not None
     assert (view.tenant_id, view.user_id, view.message_count) == ("acme", "u1", 3)
     assert view.metadata == {"plan": "pro", "n": 3, "beta": True}
@@ -99,8 +99,8 @@ def test_retried_batch_never_duplicates(db: Database, project: Project) -> None:
     assert [r.status for r in again.results[1:]] == ["duplicate"] * 4
     assert again.created_messages == 0
     with db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "c1")
-        totals = queries.project_totals(conn, project.pk)
+        view = conversation_reads.get_conversation(conn, project.pk, "c1")
+        totals = conversation_reads.project_totals(conn, project.pk)
     assert view.message_count == 4 and len(view.messages) == 4
     assert totals == {"conversations": 1, "messages": 4}
 
@@ -120,7 +120,7 @@ def test_messages_append_across_batches_in_order(db: Database, project: Project)
         now=T0 + timedelta(hours=1),
     )
     with db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "c1")
+        view = conversation_reads.get_conversation(conn, project.pk, "c1")
     assert [m.id for m in view.messages] == ["c1-m0", "c1-m1", "late"]
     assert view.last_message_at == T0 + timedelta(hours=1)
 
@@ -139,7 +139,7 @@ def test_ratings_feedback_and_unknown_targets(db: Database, project: Project) ->
     )
     assert [r.status for r in outcome.results] == ["updated", "updated", "not_found", "not_found"]
     with db.reader() as conn:
-        view = queries.get_conversation(conn, project.pk, "c1")
+        view = conversation_reads.get_conversation(conn, project.pk, "c1")
     assert view.messages[1].rating == -1 and view.feedback == "too slow"
 
 
@@ -150,7 +150,7 @@ def test_pagination_is_complete_and_ordered(db: Database, project: Project) -> N
     window = {"start": T0 - timedelta(days=1), "end": T0 + timedelta(days=1)}
     for page in (1, 2, 3):
         with db.reader() as conn:
-            result = queries.list_conversations(conn, project.pk, page=page, per_page=10, **window)
+            result = conversation_reads.list_conversations(conn, project.pk, page=page, per_page=10, **window)
         assert result.total == 23 and result.page_count == 3
         seen += [c.id for c in result.items]
         assert all(len(c.messages) == 2 for c in result.items)
@@ -161,9 +161,13 @@ def test_time_window_and_tenant_filter(db: Database, project: Project) -> None:
     write(db, project, conversation_events("old", T0 - timedelta(days=10), 2, tenant_id="a"))
     write(db, project, conversation_events("new", T0, 2, tenant_id="b"))
     with db.reader() as conn:
-        recent = queries.list_conversations(conn, project.pk, start=T0 - timedelta(days=1), end=T0 + timedelta(1))
-        everything = queries.list_conversations(conn, project.pk, start=T0 - timedelta(days=30), end=T0 + timedelta(1))
-        tenant_a = queries.list_conversations(
+        recent = conversation_reads.list_conversations(
+            conn, project.pk, start=T0 - timedelta(days=1), end=T0 + timedelta(1)
+        )
+        everything = conversation_reads.list_conversations(
+            conn, project.pk, start=T0 - timedelta(days=30), end=T0 + timedelta(1)
+        )
+        tenant_a = conversation_reads.list_conversations(
             conn, project.pk, start=T0 - timedelta(days=30), end=T0 + timedelta(1), tenant_id="a"
         )
     assert [c.id for c in recent.items] == ["new"]
@@ -176,9 +180,9 @@ def test_projects_are_isolated(db: Database, project: Project) -> None:
     write(db, project, conversation_events("same-id", T0, 2))
     write(db, other, conversation_events("same-id", T0, 3))
     with db.reader() as conn:
-        mine = queries.get_conversation(conn, project.pk, "same-id")
-        theirs = queries.get_conversation(conn, other.pk, "same-id")
-        assert queries.get_conversation(conn, other.pk, "c-of-first") is None
+        mine = conversation_reads.get_conversation(conn, project.pk, "same-id")
+        theirs = conversation_reads.get_conversation(conn, other.pk, "same-id")
+        assert conversation_reads.get_conversation(conn, other.pk, "c-of-first") is None
     assert (mine.message_count, theirs.message_count) == (2, 3)
     assert {m.content for m in mine.messages}.isdisjoint({"message 2 of same-id"})
 

@@ -14,7 +14,8 @@ from sqlalchemy import case, func, select
 
 from conftest import Project, make_project
 from convolens.schemas.ingest import IngestBatch
-from convolens.store import erasure, people, user_figures
+from convolens.store import end_users as people
+from convolens.store import erasure, user_figures
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.tables import conversation, end_user, message, rollup_dirty, rollup_state, user_day_figures

@@ -1,5 +1,5 @@
 """The hot one-conversation requests written in batches by one thread a process
-(server/write_batches.py): a batch is everything that waited, committed together, each request keeping
+(store/writer/batches.py): a batch is everything that waited, committed together, each request keeping
 its own error; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from convolens.server.app import create_app
 from convolens.server.auth import TokenLookups, authorize
 from convolens.server.errors import ApiError
 from convolens.server.ratelimit import RateLimiter
-from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate, projects
 from convolens.store.db import Database
 from convolens.store.ingest import NewIdsBatch
 from convolens.store.tables import conversation
+from convolens.store.writer.batches import NotWritten, WriteBatches
 
 
 def _stored(db: Database, project_pk: int) -> int:
@@ -56,7 +56,7 @@ def test_requests_that_waited_together_are_checked_and_committed_as_one_group(ow
     db = own_db
     project = make_project(db, "batches")
     commits: list[int] = []
-    batches = WriteBatches(db)
+    batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
     looked_up: list[str] = []
 
     def prepare(token: str):  # type: ignore[no-untyped-def]
@@ -84,7 +84,7 @@ def test_requests_that_waited_together_are_checked_and_committed_as_one_group(ow
 def test_a_write_that_fails_in_the_database_fails_alone(own_db: Database) -> None:
     db = own_db
     project = make_project(db, "batches")
-    batches = WriteBatches(db)
+    batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
     missing_project = 2**31 - 7  # no such project: the conversation row breaks its foreign key
     pks = [project.pk, missing_project, project.pk]
     try:
@@ -96,10 +96,33 @@ def test_a_write_that_fails_in_the_database_fails_alone(own_db: Database) -> Non
     assert _stored(db, project.pk) == 2
 
 
+def test_a_request_checked_but_written_elsewhere_gets_its_value_back_and_the_rest_are_written(
+    own_db: Database,
+) -> None:
+    """A variation of one request (written on another thread) is a value ``write`` returns, not an
+    exception: the others of its batch are committed, and nothing of it is."""
+    db = own_db
+    project = make_project(db, "batches")
+    batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
+    elsewhere = NotWritten(("its own thread", project.pk))
+    prepares = [
+        lambda _l: new_ids_batch(project.pk),
+        lambda _l: elsewhere,
+        lambda _l: new_ids_batch(project.pk),
+    ]
+    try:
+        outcomes = asyncio.run(_behind_a_held_batch(batches, prepares))
+    finally:
+        batches.stop()
+    assert outcomes[1] is elsewhere
+    assert outcomes[0].created_messages == outcomes[2].created_messages == 2
+    assert _stored(db, project.pk) == 2
+
+
 def test_a_request_whose_client_went_away_is_still_written_and_the_thread_goes_on(own_db: Database) -> None:
     db = own_db
     project = make_project(db, "batches")
-    batches = WriteBatches(db)
+    batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
     preparing = threading.Event()
     go_on = threading.Event()
 
@@ -126,7 +149,7 @@ def test_a_request_whose_client_went_away_is_still_written_and_the_thread_goes_o
 def test_stop_writes_what_was_waiting_and_refuses_what_comes_after(own_db: Database) -> None:
     db = own_db
     project = make_project(db, "batches")
-    batches = WriteBatches(db)
+    batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
 
     async def scenario() -> list:  # type: ignore[type-arg]
         waiting = [asyncio.ensure_future(batches.write(lambda _l: new_ids_batch(project.pk))) for _ in range(3)]
@@ -167,7 +190,7 @@ class _Abort(BaseException):
 def test_a_batch_thread_that_died_is_replaced_by_the_next_request(own_db: Database) -> None:
     db = own_db
     project = make_project(db, "batches")
-    batches = WriteBatches(db)
+    batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
 
     def abort(_lookups: TokenLookups) -> NewIdsBatch:
         raise _Abort
@@ -247,7 +270,7 @@ def test_a_batch_touches_a_tokens_last_use_once(own_db: Database, monkeypatch: p
     monkeypatch.setattr(projects, "touch_token", lambda conn, pk: touches.append(pk) or touch(conn, pk))
     state = SimpleNamespace(db=db, rate_limiter=RateLimiter(0, 0), metrics=None)
     request = SimpleNamespace(app=SimpleNamespace(state=state))
-    batches = WriteBatches(db)
+    batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
 
     def prepare(lookups: TokenLookups) -> NewIdsBatch:
         return new_ids_batch(authorize(request, project.ingest_token, "ingest", lookups).project_pk)  # type: ignore[arg-type]

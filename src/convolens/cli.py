@@ -22,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from convolens.server.app import create_app
-    from convolens.server.observability import configure_logging
+    from convolens.server.asgi.observability import configure_logging
 
     settings = Settings.from_env()
     configure_logging(args.log_level, json=args.log_format == "json")
@@ -152,7 +152,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import signal
     from datetime import timedelta
 
-    from convolens.server.observability import configure_logging
+    from convolens.server.asgi.observability import configure_logging
     from convolens.store.suggestions import Timing
     from convolens.worker.runner import Worker
 

@@ -33,7 +33,7 @@ class Limits:
     rate_limit_per_second: int = 0
     rate_limit_burst: int = 200
     # Write requests one API process holds at once (admitted, not yet answered); past it, 503 with
-    # Retry-After before the body is read (server/load_shedding.py). 0 turns the bound off.
+    # Retry-After before the body is read (server/asgi/load_shedding.py). 0 turns the bound off.
     max_writes_in_flight: int = 256
     # A client must send its whole body within this many seconds (slow-loris guard): else 408.
     body_timeout_seconds: int = 30

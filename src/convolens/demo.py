@@ -19,7 +19,8 @@ import uvicorn
 from convolens.config import Settings
 from convolens.demo_data import generate
 from convolens.server.app import create_app
-from convolens.store import accounts, migrate, projects, queries, topics
+from convolens.store import accounts, migrate, projects, topics
+from convolens.store import conversation_reads as queries
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 

@@ -2,7 +2,7 @@
 
 - ``/api/v1/ingest``                    → server/api/ingest.py (native batches)
 - ``/api/v1/log/…``                     → server/api/context_log.py (Context-compatible writes)
-  (these four POSTs are called by server/hot_routes.py, past FastAPI's request machinery)
+  (these four POSTs are called by server/asgi/fast_path.py, past FastAPI's request machinery)
 - ``/api/v1/conversations…``, ``/api/v1/suggested_topics`` → server/api/context_read.py
 - ``/api/v1/metrics``                  → server/api/metrics.py (metrics by topic, language, model, tenant, metadata)
 - ``/api/v1/topics…``                  → server/api/topics.py (define topics, review suggestions)
@@ -27,7 +27,6 @@ from convolens import __version__
 from convolens.config import Settings
 from convolens.enrich.prices import price_table
 from convolens.server import errors, scrubbing_process, web
-from convolens.server.admission import WriteAdmission, WriteRoutes
 from convolens.server.api import (
     alerts,
     context_log,
@@ -40,37 +39,29 @@ from convolens.server.api import (
     topics,
     users,
 )
-from convolens.server.auth import RecentTokens
-from convolens.server.body import BoundedBodyMiddleware
-from convolens.server.hot_routes import HotRoutes
-from convolens.server.load_shedding import WritesInFlight
-from convolens.server.observability import Metrics, RequestContextMiddleware
+from convolens.server.asgi.body_limits import BoundedBodyMiddleware
+from convolens.server.asgi.fast_path import FastPath
+from convolens.server.asgi.load_shedding import WritesInFlight
+from convolens.server.asgi.observability import Metrics, RequestContextMiddleware
+from convolens.server.asgi.write_admission import WriteAdmission, WriteRoutes
+from convolens.server.auth import RecentTokens, TokenLookups
 from convolens.server.ratelimit import RateLimiter
-from convolens.server.write_batches import WriteBatches
 from convolens.store import migrate
 from convolens.store.db import Database
+from convolens.store.writer.batches import WriteBatches
 from convolens.worker.process import WorkerProcess
-
-HOT_PATHS = frozenset(
-    {
-        "/api/v1/ingest",
-        "/api/v1/log/conversation",
-        "/api/v1/log/conversation/upsert",
-        "/api/v1/log/conversation/thread",
-    }
-)
 
 
 class ConvolensApp(FastAPI):
     """FastAPI, entered through convolens's own front: the request id and access log, a write's token
-    checked before its body is read (server/admission.py), the body bounds, then the hot write routes
-    (server/hot_routes.py), all ahead of FastAPI's own middleware stack (error pages, telemetry,
-    exception handlers, routing), which the hot routes never need."""
+    checked before its body is read (server/asgi/write_admission.py), the body bounds, then the fast path
+    (server/asgi/fast_path.py), all ahead of FastAPI's own middleware stack (error pages, telemetry,
+    exception handlers, routing), which the fast path never needs."""
 
     front: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self  # as Starlette sets it: the hot routes read app.state
+        scope["app"] = self  # as Starlette sets it: the fast path's endpoints read app.state
         await self.front(scope, receive, send)
 
     async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,7 +71,8 @@ class ConvolensApp(FastAPI):
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
     settings = settings or Settings.from_env()
     db = Database(settings.database_url)
-    write_batches = WriteBatches(db)
+    # The writer's batch thread; each batch looks each distinct token up once.
+    write_batches = WriteBatches(db, per_batch=lambda: TokenLookups(db))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -120,8 +112,14 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     for module in api_modules:
         app.include_router(module.router)  # no prefix: each route's path is the one WriteRoutes sees
     web.install(app)
-    hot = [r for m in (ingest, context_log) for r in m.router.routes if r.path in HOT_PATHS and "POST" in r.methods]
-    body = BoundedBodyMiddleware(HotRoutes(app.fastapi, routes=hot, limits=settings.limits), limits=settings.limits)
+    # The ingest routes' declared contracts, checked against their endpoints here (FastPathMismatch).
+    fast_path = FastPath(
+        app.fastapi,
+        declared=(*ingest.FAST_ROUTES, *context_log.FAST_ROUTES),
+        routes=(r for m in api_modules for r in m.router.routes),
+        limits=settings.limits,
+    )
+    body = BoundedBodyMiddleware(fast_path, limits=settings.limits)
     admission = WriteAdmission(
         body,
         WriteRoutes(r for m in api_modules for r in m.router.routes),
@@ -143,7 +141,7 @@ def api_process_app() -> FastAPI:
     the environment (``cli._serve_processes``)."""
     import os
 
-    from convolens.server.observability import configure_logging
+    from convolens.server.asgi.observability import configure_logging
 
     configure_logging(
         os.environ.get("CONVOLENS_SERVE_LOG_LEVEL", "info"),

@@ -43,7 +43,7 @@ Bearer = Depends(bearer_token)
 
 def scoped_bearer(scope: str) -> Callable[[Request], object]:
     """``bearer_token`` for a route that checks ``scope`` itself (the hot routes, inside their thread
-    hop): the ``scope`` attribute tells server/admission.py which scope to check before the body."""
+    hop): the ``scope`` attribute tells server/asgi/write_admission.py which scope to check before the body."""
 
     async def dependency(request: Request) -> str:
         return await bearer_token(request)
@@ -73,14 +73,14 @@ async def otlp_token(request: Request) -> str:
     return token
 
 
-otlp_token.scope = "ingest"  # type: ignore[attr-defined]  # read by server/admission.py, as the alternative header
+otlp_token.scope = "ingest"  # type: ignore[attr-defined]  # read by server/asgi/write_admission.py, as the alternative header
 otlp_token.token_header = TOKEN_HEADER.encode()  # type: ignore[attr-defined]
 OtlpToken = Depends(otlp_token)
 
 
 class RecentTokens:
     """Tokens found live in the last ``ttl`` seconds, for the check made before a request's body is read
-    (server/admission.py). Only a gate: the write itself still looks its token up (``authorize``), so a
+    (server/asgi/write_admission.py). Only a gate: the write itself still looks its token up (``authorize``), so a
     revoked token is refused from its next request on; the cache only lets such a request's body be
     read for up to ``ttl`` seconds more. Unknown and revoked tokens are never cached: a token just
     created works at once, and a wrong one costs one index probe, never a body."""
@@ -118,7 +118,7 @@ def missing_scope(scope: str) -> ApiError:
 
 class TokenLookups:
     """Tokens looked up once each for a batch of requests that had all arrived before the batch was
-    taken (server/write_batches.py): each look-up still starts after its requests arrived, so a revoked
+    taken (store/writer/batches.py): each look-up still starts after its requests arrived, so a revoked
     token is refused from the next request on, as with a look-up of its own."""
 
     def __init__(self, db: Database) -> None:
@@ -149,7 +149,7 @@ def _authenticate(request: Request, token: str, lookups: TokenLookups | None) ->
     if lookups is not None:
         info = lookups(token)
     else:
-        # Concurrent requests with one token share a look-up that started after each arrived (store/shared.py).
+        # Concurrent requests with one token share a look-up that started after each arrived (store/shared_reads.py).
         info = db.read_held(lambda conn: projects.authenticate(conn, token), share=("token", token))
     if info is None:
         raise invalid_token()
@@ -175,7 +175,7 @@ def require(scope: str) -> Callable[..., TokenInfo]:
     def dependency(request: Request, token: str = Bearer) -> TokenInfo:
         return authorize(request, token, scope)
 
-    dependency.scope = scope  # type: ignore[attr-defined]  # read by server/admission.py
+    dependency.scope = scope  # type: ignore[attr-defined]  # read by server/asgi/write_admission.py
     dependency.__name__ = f"require_{scope}"
     return dependency
 

@@ -85,7 +85,7 @@ def bound_violation(errors: list[FieldError]) -> ApiError:
 
 def error_response(exc: Exception) -> JSONResponse | None:
     """The response for an exception the API answers in its one error shape; ``None`` for any other
-    (a bug: the server's 500). Shared by the exception handlers and the hot routes (server/hot_routes.py),
+    (a bug: the server's 500). Shared by the exception handlers and the hot routes (server/asgi/fast_path.py),
     which run outside FastAPI's exception middleware."""
     if isinstance(exc, ApiError):
         return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status, headers=exc.headers)

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, exists, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from convolens.store import queries, search
+from convolens.store import conversation_reads, search
+from convolens.store.conversation_reads import ConversationView
 from convolens.store.dialect import mostly_true
-from convolens.store.queries import ConversationView
 from convolens.store.tables import conversation, end_user, message, message_topic, rollup
 
 PREVIEW_CHARS = 160
@@ -85,7 +85,7 @@ def conditions(conn: Connection, project_pk: int, f: ConversationFilter) -> list
         where.append(conversation.c.metadata[f.metadata_key].as_string() == f.metadata_value)
     if query:
         where.append(search.condition(conn, project_pk, query, common))
-    where += queries.outcome_conditions(f.outcome, f.signal)
+    where += conversation_reads.outcome_conditions(f.outcome, f.signal)
     return where
 
 
@@ -118,7 +118,7 @@ def page(
         source = source.join(hits, hits.c.conversation_pk == conversation.c.pk)
         order.insert(0, hits.c.score.asc())
     rows = conn.execute(
-        select(*queries.CONVERSATION_COLUMNS)
+        select(*conversation_reads.CONVERSATION_COLUMNS)
         .select_from(source)
         .where(*where)
         .order_by(*order)
@@ -178,7 +178,7 @@ def stream(conn: Connection, project_pk: int, f: ConversationFilter, chunk: int 
     after: tuple[datetime, int] | None = None
     while True:
         query = (
-            select(*queries.CONVERSATION_COLUMNS)
+            select(*conversation_reads.CONVERSATION_COLUMNS)
             .select_from(conversation.outerjoin(end_user, end_user.c.pk == conversation.c.end_user_pk))
             .where(*where)
             .order_by(conversation.c.last_message_at.desc(), conversation.c.pk.desc())
@@ -195,7 +195,7 @@ def stream(conn: Connection, project_pk: int, f: ConversationFilter, chunk: int 
         views = [ConversationView(**row._mapping) for row in conn.execute(query)]
         if not views:
             return
-        queries.attach_messages(conn, views)
+        conversation_reads.attach_messages(conn, views)
         yield from views
         after = (views[-1].last_message_at, views[-1].pk)
 

@@ -28,9 +28,9 @@ from sqlalchemy import Connection, select
 
 from convolens.store import rollups
 from convolens.store.categories import UNCATEGORISED
+from convolens.store.conversation_reads import bucket_starts
 from convolens.store.dialect import Period
 from convolens.store.outcome_fields import OUTCOMES
-from convolens.store.queries import bucket_starts
 from convolens.store.rollups import ALL_TENANTS, Summary
 from convolens.store.tables import topic, topic_category
 

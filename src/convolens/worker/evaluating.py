@@ -19,7 +19,8 @@ from convolens.evaluations.base import Attempt, Message, Verdict
 from convolens.evaluations.from_conversation import NotATurn, case_from_turn
 from convolens.evaluations.run import LeaseLost, ProjectServices, evaluate_case, evaluation_json, judge
 from convolens.outbound import OutboundPolicy
-from convolens.store import collect_rules, evaluations, online_evals, projects, queries
+from convolens.store import collect_rules, evaluations, online_evals, projects
+from convolens.store import conversation_reads as queries
 from convolens.store.db import Database
 from convolens.timeutil import utcnow
 

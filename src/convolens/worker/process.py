@@ -111,7 +111,7 @@ class WorkerProcess:
 
 def _logging_now() -> tuple[str, bool]:
     """This process's log level and format, for the child to log as the server does."""
-    from convolens.server.observability import JsonFormatter
+    from convolens.server.asgi.observability import JsonFormatter
 
     root = logging.getLogger()
     json = any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
@@ -120,7 +120,7 @@ def _logging_now() -> tuple[str, bool]:
 
 def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
     """The child: enrich until the server closes the pipe, dies, or sends SIGTERM."""
-    from convolens.server.observability import configure_logging
+    from convolens.server.asgi.observability import configure_logging
     from convolens.store.db import Database
     from convolens.store.suggestions import Timing
     from convolens.worker.low_priority import LowPriority

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from convolens.store.conversation_reads import ConversationView, MessageView
 from convolens.store.outcome_fields import from_mask
-from convolens.store.queries import ConversationView, MessageView
 from convolens.timeutil import iso
 
 

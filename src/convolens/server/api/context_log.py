@@ -3,11 +3,12 @@
 The three POSTs are hot routes, as ``/api/v1/ingest``: ``async``, with the token look-up, bounds,
 scrubbing and write in one thread hop (server/offload.py); ``POST /api/v1/log/conversation``, one
 conversation a request and the hottest, is checked and written on the process's batch thread instead
-(server/write_batches.py).
+(store/writer/batches.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -27,16 +28,18 @@ from convolens.schemas.context import (
 )
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent, construct_complete
 from convolens.server.api.deps import app_database, app_limits, count_ingested, database
+from convolens.server.asgi.fast_path import Counted, FastRoute
+from convolens.server.asgi.orjson_route import OrjsonRoute
 from convolens.server.auth import IngestBearer, IngestToken, TokenLookups, authorize
 from convolens.server.errors import ERROR_RESPONSES, ApiError, bound_violation
-from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.server.scrubbing_process import scrubbed
-from convolens.store import queries, upsert
+from convolens.store import conversation_reads, upsert
 from convolens.store.db import Database
 from convolens.store.ingest import BatchOutcome, NewIdsBatch, apply_batch, new_id
 from convolens.store.projects import TokenInfo
+from convolens.store.writer.batches import NotWritten
 from convolens.timeutil import utcnow
 
 router = APIRouter(tags=["context"], responses=ERROR_RESPONSES, route_class=OrjsonRoute)
@@ -44,6 +47,14 @@ router = APIRouter(tags=["context"], responses=ERROR_RESPONSES, route_class=Orjs
 # Context continued an upserted conversation only if it was active in the last six hours.
 UPSERT_WINDOW = timedelta(hours=6)
 TenantQuery = Query(None, description="Tenant (embedded sub-account); may also come in the body.")
+
+# The fast path's contract with the three log POSTs below (server/asgi/fast_path.py checks it at start-up).
+_MESSAGES = Counted(("conversation", "messages"), "max_messages_per_conversation", "messages")
+FAST_ROUTES = (
+    FastRoute("/api/v1/log/conversation", ConversationBody, "body", takes_tenant=True, counted=_MESSAGES),
+    FastRoute("/api/v1/log/conversation/upsert", ConversationBody, "body", takes_tenant=True, counted=_MESSAGES),
+    FastRoute("/api/v1/log/conversation/thread", ThreadBody, "body", takes_tenant=True, counted=_MESSAGES),
+)
 
 
 def _tenant(query_value: str | None, body_value: str | None) -> str | None:
@@ -216,13 +227,14 @@ def _is_heavy(conversation: ContextConversation) -> bool:
     )
 
 
-class _RedactNamesElsewhere(Exception):
+@dataclass(frozen=True, slots=True)
+class _RedactNamesOnItsOwnThread:
     """A request accepted on the batch thread whose project redacts names: the model takes ~2 ms a
     message (enrich/names.py), which would hold up every other request of the process waiting for that
     thread, so the rest of its work goes to a thread of its own."""
 
-    def __init__(self, info: TokenInfo, tenant: str | None) -> None:
-        self.info, self.tenant = info, tenant
+    info: TokenInfo
+    tenant: str | None
 
 
 @router.post("/api/v1/log/conversation", status_code=201)
@@ -237,10 +249,10 @@ async def log_conversation(
         batch, _ = _to_batch(scrubbed(scrub_conversation, conversation, info), conversation_id, tenant)
         return NewIdsBatch(info.project_pk, batch)
 
-    def prepare(lookups: TokenLookups) -> NewIdsBatch:
+    def prepare(lookups: TokenLookups) -> NewIdsBatch | NotWritten:
         info, tenant = _admit(request, token, conversation, tenant_id, body.tenant_id, lookups=lookups)
         if info.pii_names:
-            raise _RedactNamesElsewhere(info, tenant)
+            return NotWritten(_RedactNamesOnItsOwnThread(info, tenant))
         return clean_batch(info, tenant)
 
     if _is_heavy(conversation):  # its scrubbing would hold up the batch thread's every other request
@@ -252,12 +264,11 @@ async def log_conversation(
         outcome = await in_heavy_lane(admitted_and_scrubbed)
         count_ingested(request, outcome.created_messages)
         return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
-    try:
-        # Checked and written on the process's batch thread with every other request waiting by then.
-        outcome: BatchOutcome = await request.app.state.write_batches.write(prepare)
-    except _RedactNamesElsewhere as accepted:
-        info, tenant = accepted.info, accepted.tenant
-        outcome = await in_thread(lambda: app_database(request).write(clean_batch(info, tenant)))
+    # Checked and written on the process's batch thread with every other request waiting by then.
+    outcome: BatchOutcome | NotWritten = await request.app.state.write_batches.write(prepare)
+    if isinstance(outcome, NotWritten):
+        accepted: _RedactNamesOnItsOwnThread = outcome.value
+        outcome = await in_thread(lambda: app_database(request).write(clean_batch(accepted.info, accepted.tenant)))
     count_ingested(request, outcome.created_messages)
     return JSONResponse({**_OK, "data": {"id": conversation_id}}, status_code=201)
 
@@ -338,7 +349,7 @@ def rate_thread_messages(
     entries = body.messages if isinstance(body, ThreadRatingsBody) else body
     loc_root = ["messages"] if isinstance(body, ThreadRatingsBody) else []
     with db.writer() as conn:
-        ids = queries.message_ids_at_positions(conn, token.project_pk, thread_id)
+        ids = conversation_reads.message_ids_at_positions(conn, token.project_pk, thread_id)
         if ids is None:
             raise ApiError(404, f"no thread {thread_id!r} in this project")
         events = []

@@ -14,7 +14,7 @@ from convolens.server.api.deps import database, limits, tenant_filter
 from convolens.server.auth import ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
-from convolens.store import metrics, queries, search, topics
+from convolens.store import conversation_reads, metrics, search, topics
 from convolens.store.db import Database
 from convolens.store.outcome_fields import OUTCOMES, SIGNALS
 from convolens.store.projects import TokenInfo
@@ -85,7 +85,7 @@ def list_conversations(
         raise query_error("q", "must be printable text")
     start, end = time_window(start_time, end_time)
     with db.reader() as conn:
-        result = queries.list_conversations(
+        result = conversation_reads.list_conversations(
             conn,
             token.project_pk,
             start=start,
@@ -154,7 +154,7 @@ def get_conversation(
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
     with db.reader() as conn:
-        view = queries.get_conversation(conn, token.project_pk, conversation_id)
+        view = conversation_reads.get_conversation(conn, token.project_pk, conversation_id)
     if view is None:
         raise ApiError(404, f"no conversation {conversation_id!r} in this project")
     return JSONResponse(conversation_response(view))

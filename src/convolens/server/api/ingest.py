@@ -12,9 +12,10 @@ from convolens.enrich.pii import scrubbed_batch
 from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
 from convolens.server.api.deps import app_database, app_limits, count_ingested
+from convolens.server.asgi.fast_path import Counted, FastRoute
+from convolens.server.asgi.orjson_route import OrjsonRoute
 from convolens.server.auth import IngestBearer, authorize
 from convolens.server.errors import ERROR_RESPONSES, bound_violation
-from convolens.server.json_route import OrjsonRoute
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.responses import JSONResponse
 from convolens.server.scrubbing_process import scrubbed
@@ -22,6 +23,11 @@ from convolens.store.ingest import BatchOutcome, apply_batch
 from convolens.timeutil import utcnow
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES, route_class=OrjsonRoute)
+
+# The fast path's contract with ``ingest`` below (server/asgi/fast_path.py checks it at start-up).
+FAST_ROUTES = (
+    FastRoute("/api/v1/ingest", IngestBatch, "batch", counted=Counted(("events",), "max_batch_events", "events")),
+)
 
 
 @router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)

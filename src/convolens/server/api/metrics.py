@@ -13,9 +13,9 @@ from convolens.server.auth import ReadToken
 from convolens.server.errors import ERROR_RESPONSES, query_error
 from convolens.server.responses import JSONResponse
 from convolens.store import metrics as metric_queries
+from convolens.store.conversation_reads import bucket_starts
 from convolens.store.db import Database
 from convolens.store.projects import TokenInfo
-from convolens.store.queries import bucket_starts
 from convolens.timeutil import iso
 
 router = APIRouter(tags=["read"], responses=ERROR_RESPONSES)

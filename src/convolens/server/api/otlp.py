@@ -1,8 +1,8 @@
 """``POST /v1/traces`` and ``POST /v1/logs``: the OpenTelemetry door (OTLP/HTTP, protobuf or JSON).
 
 Like every write, the request's token (``Authorization: Bearer`` or ``x-convolens-token``) is checked
-from its headers before its body is read (server/admission.py), and the body is bounded and inflated by
-server/body.py. Here, on a worker thread: the token looked up as the write's own check, the body decoded
+from its headers before its body is read (server/asgi/write_admission.py), and the body is bounded and inflated by
+server/asgi/body_limits.py. Here, on a worker thread: the token looked up as the write's own check, the body decoded
 and translated into the native batch (convolens/otlp/), each turn checked against the same bounds as
 ``POST /api/v1/ingest`` (``schemas.bounds.check_batch``); then the same PII scrubbing, on the heavy lane
 for a batch with a lot of text, and one ``Database.write`` that compares resent history with the stored
@@ -91,7 +91,7 @@ async def _export(request: Request, token: str, *, logs: bool) -> Response:
             {"detail": detail, "errors": [{"field": "content-type", "loc": ["header", "content-type"], "msg": detail}]}
         )
         return Response(body, status_code=415, media_type=JSON)
-    body = await request.body()  # bounded and inflated already (server/body.py)
+    body = await request.body()  # bounded and inflated already (server/asgi/body_limits.py)
     limits = app_limits(request)
 
     def prepare() -> _Prepared:

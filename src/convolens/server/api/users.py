@@ -10,7 +10,7 @@ from convolens.server.api.deps import database, limits
 from convolens.server.auth import AdminToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
-from convolens.store import people
+from convolens.store import end_users as people
 from convolens.store.db import Database
 from convolens.store.erasure import erase_end_user, wipe_deleted
 from convolens.store.projects import TokenInfo

@@ -16,7 +16,8 @@ from fastapi.responses import Response, StreamingResponse
 from convolens.server.api.context_format import conversation_response
 from convolens.server.web.render import SECURITY_HEADERS, WebError, date_range, page_count, render
 from convolens.server.web.session import access
-from convolens.store import explore, projects, queries, search, topics, translations
+from convolens.store import conversation_reads as queries
+from convolens.store import explore, projects, search, topics, translations
 from convolens.store.explore import ConversationFilter
 from convolens.store.outcome_fields import OUTCOMES, SIGNALS, from_mask
 

@@ -18,7 +18,8 @@ from convolens.evaluations.from_conversation import NotATurn, case_from_turn
 from convolens.schemas.evaluations import Name
 from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
-from convolens.store import evaluations, queries
+from convolens.store import conversation_reads as queries
+from convolens.store import evaluations
 from convolens.timeutil import utcnow
 
 router = APIRouter(include_in_schema=False)

@@ -10,8 +10,9 @@ from fastapi.responses import Response
 
 from convolens.server.web.render import DateRange, date_range, render, segment
 from convolens.server.web.session import access, redirect
-from convolens.store import metrics, people, topic_figures, topics
-from convolens.store.queries import bucket_starts
+from convolens.store import end_users as people
+from convolens.store import metrics, topic_figures, topics
+from convolens.store.conversation_reads import bucket_starts
 
 router = APIRouter(include_in_schema=False)
 TOP_TOPICS = 8

@@ -18,8 +18,8 @@ from convolens.server.web.render import WebError, date_range, render
 from convolens.server.web.session import access, check_csrf, redirect
 from convolens.store import categories, explore, metrics, topic_figures, topics
 from convolens.store.accounts import Membership
+from convolens.store.conversation_reads import bucket_starts
 from convolens.store.explore import ConversationFilter
-from convolens.store.queries import bucket_starts
 from convolens.timeutil import utcnow
 
 router = APIRouter(include_in_schema=False)

@@ -9,9 +9,10 @@ from fastapi.responses import Response
 
 from convolens.server.web.render import WebError, date_range, page_count, render
 from convolens.server.web.session import access
-from convolens.store import explore, people
+from convolens.store import end_users as people
+from convolens.store import explore
+from convolens.store.conversation_reads import bucket_starts
 from convolens.store.explore import ConversationFilter
-from convolens.store.queries import bucket_starts
 from convolens.timeutil import utcnow
 
 router = APIRouter(include_in_schema=False)

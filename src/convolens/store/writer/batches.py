@@ -1,11 +1,12 @@
-"""One thread per API process that writes the hot one-conversation requests in batches.
+"""The async entry point of the writer: one thread a process that checks and writes requests in batches.
 
 Context's ``POST /api/v1/log/conversation`` sends one conversation a request. Each request used to make
 its own thread hop (server/offload.py), its own token look-up and its own bid for the write turn, and
 the turn's holder committed whatever had queued by then: groups of three to four. Here the event loop
-hands each request to ``WriteBatches.write`` and awaits it; one thread takes every request waiting,
-looks each distinct token up once (``TokenLookups``), prepares each request (token, bounds, PII out)
-and commits them all with ``Database.write_all``, and meanwhile the next batch gathers by itself. The
+hands each request's ``prepare`` to ``WriteBatches.write`` and awaits its future; one thread takes every
+request waiting, makes one ``per_batch`` value for them all (the API's: ``auth.TokenLookups``, so each
+distinct token is looked up once), prepares each request with it (token, bounds, PII out) and commits
+them all with ``Database.write_all``, and meanwhile the next batch gathers by itself. The
 thread hand-offs and token look-ups are paid once a batch instead of once a request, and nobody waits
 on a timer for a group to fill (bench/README.md). One thread: a second one, preparing a batch while the
 first writes, measured no faster and dearer in CPU.
@@ -18,16 +19,26 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from convolens.server.auth import TokenLookups
 from convolens.store.db import Database
 
-# What a request hands over: run on the batch's thread, it checks the request (raising its error) and
-# returns the work to write.
-Prepare = Callable[[TokenLookups], Callable[[Connection], Any]]
+C = TypeVar("C")  # what ``per_batch`` makes, handed to each request's ``prepare``
+
+
+@dataclass(frozen=True, slots=True)
+class NotWritten:
+    """What ``prepare`` returns for a request it checked but that is written elsewhere (a project that
+    redacts names: its model would hold up the batch thread); ``write`` returns it as it is."""
+
+    value: Any
+
+
+# What a request hands over: run on the batch's thread with the batch's ``per_batch`` value, it checks
+# the request (raising its error) and returns the work to write, or ``NotWritten``.
+Prepare = Callable[[Any], "Callable[[Connection], Any] | NotWritten"]
 
 
 @dataclass(slots=True)
@@ -37,9 +48,10 @@ class _Request:
     loop: asyncio.AbstractEventLoop
 
 
-class WriteBatches:
-    def __init__(self, db: Database, max_batch: int = Database.MAX_GROUP) -> None:
+class WriteBatches(Generic[C]):
+    def __init__(self, db: Database, per_batch: Callable[[], C], max_batch: int = Database.MAX_GROUP) -> None:
         self._db = db
+        self._per_batch = per_batch
         self._max_batch = max_batch
         self._waiting: list[_Request] = []
         self._arrived = threading.Condition()
@@ -47,8 +59,8 @@ class WriteBatches:
         self._stopping = False
 
     async def write(self, prepare: Prepare) -> Any:
-        """``prepare(lookups)``'s work, written; its result, or the exception that ``prepare`` or the
-        work raised."""
+        """``prepare(per_batch())``'s work, written; its result, the ``NotWritten`` that ``prepare`` returned,
+        or the exception that ``prepare`` or the work raised."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._arrived:
@@ -86,13 +98,18 @@ class WriteBatches:
         works: list[Callable[[Connection], Any]] = []
         written: list[int] = []
         try:
-            lookups = TokenLookups(self._db)
+            shared = self._per_batch()
             for index, request in enumerate(batch):
                 try:
-                    works.append(request.prepare(lookups))
-                    written.append(index)
+                    work = request.prepare(shared)
                 except Exception as exc:
                     outcomes[index] = exc
+                    continue
+                if isinstance(work, NotWritten):
+                    outcomes[index] = work
+                else:
+                    works.append(work)
+                    written.append(index)
             for index, outcome in zip(written, self._db.write_all(works), strict=True):
                 outcomes[index] = outcome
         except BaseException as exc:  # the database layer itself failed: every request of the batch hears

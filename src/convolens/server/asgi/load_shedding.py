@@ -2,7 +2,7 @@
 
 A per-token rate limit caps a healthy app long before the server is busy (one conversation a request
 at 100 requests/s is a tenth of what the Context endpoint stores). What protects the server is
-refusing work it cannot take: a write request is admitted (server/admission.py) only while fewer than
+refusing work it cannot take: a write request is admitted (server/asgi/write_admission.py) only while fewer than
 ``bound`` are in flight in this process, from its admission to its answer, so a saturated process
 answers the next one at once with 503 and ``Retry-After`` (which the SDKs honour) before reading its
 body, instead of queueing bodies in memory without bound.

@@ -1,12 +1,15 @@
-"""The hot write routes, served without FastAPI's per-request machinery.
+"""The fast path: declared ingest routes served without FastAPI's per-request machinery.
 
-``POST /api/v1/ingest`` and Context's three log POSTs are declared as ordinary FastAPI routes (their
-OpenAPI description, their endpoint functions); this middleware, the innermost one, calls those same
-endpoint functions itself: it parses the body with orjson, refuses a list over its bound before
-validating any of it (``_COUNTED``), validates it with a pydantic ``TypeAdapter`` of the endpoint's
-body model (a body over ``ON_LOOP_BYTES`` on a worker thread, so that it does not hold up the event
-loop), then answers with the endpoint's response. The token was checked before the body was read
-(server/admission.py).
+``POST /api/v1/ingest`` and Context's three log POSTs are ordinary FastAPI routes (their OpenAPI
+description, their endpoint functions); each also declares a ``FastRoute`` beside it: its path, its
+body model, the name of the endpoint's body parameter, whether it takes ``tenant_id`` from the query,
+and the list in its body that a ``Limits`` bound caps. ``FastPath`` checks every declaration against
+the endpoint's signature when the app is made (``FastPathMismatch`` at ``create_app``, never a wrong
+call at request time), then, for those POSTs, calls the same endpoint functions itself: it parses the
+body with orjson, refuses a list over its bound before validating any of it, validates it with a
+pydantic ``TypeAdapter`` of the body model (a body over ``ON_LOOP_BYTES`` on a worker thread, so that
+it does not hold up the event loop), then answers with the endpoint's response. The token was checked
+before the body was read (server/asgi/write_admission.py).
 
 py-spy on one-conversation Context requests put over half the event loop's time in FastAPI's exception
 middleware, routing, dependency solving and response plumbing (bench/README.md); this path skips them.
@@ -24,7 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,66 +37,90 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convolens.config import Limits
 from convolens.schemas.bounds import FieldError, too_deep_path
-from convolens.schemas.context import ConversationBody, ThreadBody
-from convolens.schemas.ingest import IngestBatch
+from convolens.server.asgi.body_limits import ON_LOOP_BYTES, replay
 from convolens.server.auth import parse_bearer
-from convolens.server.body import ON_LOOP_BYTES, replay
 from convolens.server.errors import bound_violation, error_response
 from convolens.server.offload import in_thread
 
 
 @dataclass(frozen=True)
-class _Counted:
+class Counted:
     """The list in a body that a ``Limits`` bound caps: counted before the body is validated."""
 
     path: tuple[str, ...]
-    limit: str
+    limit: str  # the ``Limits`` attribute
     noun: str
 
 
-_COUNTED = {
-    IngestBatch: _Counted(("events",), "max_batch_events", "events"),
-    ConversationBody: _Counted(("conversation", "messages"), "max_messages_per_conversation", "messages"),
-    ThreadBody: _Counted(("conversation", "messages"), "max_messages_per_conversation", "messages"),
-}
+@dataclass(frozen=True)
+class FastRoute:
+    """A route's contract with the fast path, declared beside its endpoint. The endpoint must be
+    ``async def endpoint(request: Request, <body_parameter>: <body>, [tenant_id: str | None,] token: str)``
+    and return a response; ``FastPath`` checks that when the app is made."""
+
+    path: str
+    body: type[BaseModel]
+    body_parameter: str
+    takes_tenant: bool = False
+    counted: Counted | None = None
+
+
+class FastPathMismatch(RuntimeError):
+    """A ``FastRoute`` that does not match its endpoint: raised by ``create_app``, before serving."""
 
 
 @dataclass(frozen=True)
-class _HotRoute:
+class _Bound:
+    """A declaration checked against its route: what a request calls."""
+
+    declared: FastRoute
     route: APIRoute
     endpoint: Callable[..., Awaitable[Any]]
-    body_parameter: str
     body: TypeAdapter
-    takes_tenant: bool
-    counted: _Counted | None
 
 
-def _hot_route(route: APIRoute) -> _HotRoute:
-    hints = typing.get_type_hints(route.endpoint)
-    parameters = inspect.signature(route.endpoint).parameters
-    (body_parameter,) = (
-        name for name in parameters if isinstance(hints.get(name), type) and issubclass(hints[name], BaseModel)
-    )
-    return _HotRoute(
-        route=route,
-        endpoint=route.endpoint,
-        body_parameter=body_parameter,
-        body=TypeAdapter(hints[body_parameter]),
-        takes_tenant="tenant_id" in parameters,
-        counted=_COUNTED.get(hints[body_parameter]),
-    )
+def _bind(declared: FastRoute, routes: dict[str, APIRoute]) -> _Bound:
+    route = routes.get(declared.path)
+    if route is None:
+        raise FastPathMismatch(f"fast path: no POST route {declared.path} for its declaration")
+    endpoint = route.endpoint
+    where = f"fast path {declared.path} ({endpoint.__module__}.{endpoint.__qualname__})"
+    if not inspect.iscoroutinefunction(endpoint):
+        raise FastPathMismatch(f"{where}: the endpoint must be async def")
+    parameters = inspect.signature(endpoint).parameters
+    hints = typing.get_type_hints(endpoint)
+    expected = {"request", declared.body_parameter, "token"} | ({"tenant_id"} if declared.takes_tenant else set())
+    if set(parameters) != expected:
+        raise FastPathMismatch(
+            f"{where}: declared parameters {sorted(expected)}, the endpoint has {sorted(parameters)}"
+        )
+    if hints.get(declared.body_parameter) is not declared.body:
+        raise FastPathMismatch(
+            f"{where}: declared body {declared.body.__name__} as {declared.body_parameter!r}, "
+            f"the endpoint takes {hints.get(declared.body_parameter)!r}"
+        )
+    if hints.get("request") is not Request:
+        raise FastPathMismatch(f"{where}: the endpoint's 'request' must be a starlette Request")
+    if declared.counted is not None and not hasattr(Limits, declared.counted.limit):
+        raise FastPathMismatch(f"{where}: no limit {declared.counted.limit!r} in Limits")
+    return _Bound(declared, route, endpoint, TypeAdapter(declared.body))
 
 
-class HotRoutes:
-    """ASGI middleware: the POSTs to ``routes`` that it can take, it answers; the rest go to ``app``."""
+class FastPath:
+    """ASGI middleware: the POSTs to the declared routes that it can take, it answers; the rest go to ``app``.
+    Raises ``FastPathMismatch`` if a declaration does not match its route's endpoint."""
 
-    def __init__(self, app: ASGIApp, routes: list[APIRoute], limits: Limits) -> None:
+    def __init__(
+        self, app: ASGIApp, declared: Iterable[FastRoute], routes: Iterable[BaseRoute], limits: Limits
+    ) -> None:
         self.app = app
-        self.routes = {r.path: _hot_route(r) for r in routes}
+        posts = {r.path: r for r in routes if isinstance(r, APIRoute) and "POST" in (r.methods or ())}
+        self.routes = {d.path: _bind(d, posts) for d in declared}
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,7 +147,7 @@ class HotRoutes:
                 if parsed is None:
                     arguments = None
                 else:
-                    arguments[hot.body_parameter] = parsed
+                    arguments[hot.declared.body_parameter] = parsed
             if arguments is not None:
                 scope["route"] = hot.route  # the access log and metrics name the route template
                 response = await hot.endpoint(Request(scope, receive), token=token, **arguments)
@@ -136,21 +163,21 @@ class HotRoutes:
         await response(scope, receive, send)
 
     @staticmethod
-    def _query_arguments(hot: _HotRoute, scope: Scope) -> dict[str, Any] | None:
+    def _query_arguments(hot: _Bound, scope: Scope) -> dict[str, Any] | None:
         """The endpoint's arguments from the query string, or ``None`` where FastAPI's own route should
         answer (a parameter other than ``tenant_id``)."""
         arguments: dict[str, Any] = {}
         query = scope["query_string"]
         if query:
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            if not hot.takes_tenant or len(pairs) != 1 or pairs[0][0] != "tenant_id":
+            if not hot.declared.takes_tenant or len(pairs) != 1 or pairs[0][0] != "tenant_id":
                 return None
             arguments["tenant_id"] = pairs[0][1]
-        elif hot.takes_tenant:
+        elif hot.declared.takes_tenant:
             arguments["tenant_id"] = None
         return arguments
 
-    def _parse(self, hot: _HotRoute, body: bytes) -> Any:
+    def _parse(self, hot: _Bound, body: bytes) -> Any:
         """The body parsed, counted and validated; raises the error that answers a body that is not
         JSON, nests too deep, carries too many items or does not validate (the 422 FastAPI's route would
         give, or one naming the field); ``None`` for the rare body FastAPI's route should answer."""
@@ -168,8 +195,9 @@ class HotRoutes:
                 raise _too_deep(hot, body) from None
             except ValueError:  # not UTF-8: FastAPI's route answers it
                 return None
-        if hot.counted is not None:
-            _check_count(data, hot.counted, self.limits)
+        counted = hot.declared.counted
+        if counted is not None:
+            _check_count(data, counted, self.limits)
         try:
             return hot.body.validate_python(data)
         except ValidationError as exc:
@@ -183,18 +211,19 @@ class HotRoutes:
 DEEP_SEARCH_BYTES = 1024 * 1024
 
 
-def _too_deep(hot: _HotRoute, body: bytes) -> Exception:
+def _too_deep(hot: _Bound, body: bytes) -> Exception:
     """The 422 for a body nested past the parsers' ~1,000 levels, naming where (or, for a large body,
     its list), as the bounds check names free-form JSON nested past its own bound."""
     path = None
     if len(body) <= DEEP_SEARCH_BYTES:
         path = too_deep_path(body.decode("utf-8", "replace"))
     if path is None:
-        path = hot.counted.path if hot.counted is not None else ()
+        counted = hot.declared.counted
+        path = counted.path if counted is not None else ()
     return bound_violation([FieldError(path, "nests deeper than the 1,000 levels a JSON body may have")])
 
 
-def _check_count(data: Any, counted: _Counted, limits: Limits) -> None:
+def _check_count(data: Any, counted: Counted, limits: Limits) -> None:
     """Refuse a body with more items than its bound before validating any of them: validation is the
     dear part, and the bound's 422 is what the bounds check (schemas/bounds.py) would give afterwards."""
     items = data

@@ -4,8 +4,8 @@ For every ``POST``/``PUT``/``PATCH`` API route (and OpenTelemetry's ``/v1/traces
 token may also come in ``x-convolens-token``), in this order: a declared ``Content-Length`` over
 ``max_body_bytes`` (413); the bearer token, looked up, and the scope its route needs (401/403); the
 token's own rate limit if the operator set one (429); the process's bound on write requests in flight
-(server/load_shedding.py, 503). Only then does the body guard (server/body.py) read and inflate the
-body, and the hot routes (server/hot_routes.py) parse, count and validate it. A request without a
+(server/asgi/load_shedding.py, 503). Only then does the body guard (server/asgi/body_limits.py) read and inflate the
+body, and the fast path (server/asgi/fast_path.py) parses, count and validate it. A request without a
 valid token costs its headers and one index probe, never its body: a gzip bomb sent with a made-up
 token used to be inflated, parsed and validated on the event loop before its 401.
 
@@ -26,10 +26,10 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convolens.config import Limits
+from convolens.server.asgi.load_shedding import RETRY_AFTER_SECONDS, WritesInFlight
+from convolens.server.asgi.observability import Metrics
 from convolens.server.auth import RecentTokens, invalid_token, missing_scope, missing_token, parse_bearer
 from convolens.server.errors import ApiError, error_response
-from convolens.server.load_shedding import RETRY_AFTER_SECONDS, WritesInFlight
-from convolens.server.observability import Metrics
 from convolens.server.offload import in_thread
 from convolens.server.ratelimit import RateLimiter
 from convolens.store.db import Database
@@ -61,7 +61,7 @@ _WRITE_PREFIXES = ("/api/", "/v1/")
 
 
 class WriteRoutes:
-    """The API write routes by method and path: exact paths in a dict (the hot routes), the few with
+    """The API write routes by method and path: exact paths in a dict (the ingest routes), the few with
     path parameters matched by their patterns."""
 
     def __init__(self, routes: Iterable[BaseRoute]) -> None:
@@ -150,7 +150,7 @@ class WriteAdmission:
         limit = self.limits.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             detail = f"request body is larger than the limit of {limit} bytes"
-            # Closed, as server/body.py does: what the client still sends is not worth reading.
+            # Closed, as server/asgi/body_limits.py does: what the client still sends is not worth reading.
             raise ApiError(413, detail, [{"field": "body", "loc": ["body"], "msg": detail}], {"Connection": "close"})
         token = parse_bearer(authorization.decode("latin-1")) if authorization is not None else None
         if token is None and alternative is not None:

@@ -4,7 +4,7 @@ It refuses (413) a body over ``max_body_bytes`` as soon as the limit is crossed,
 ``Content-Encoding: gzip`` in bounded steps, refusing a body that would inflate past
 ``max_decompressed_bytes`` without ever holding it whole: a gzip bomb costs us at most the limit, and
 past ``ON_LOOP_BYTES`` that cost is paid on a worker thread, not the event loop. A write request
-reaches this guard only once its token is checked (server/admission.py).
+reaches this guard only once its token is checked (server/asgi/write_admission.py).
 The routes then read an ordinary JSON body and FastAPI validates it against the pydantic schemas.
 """
 

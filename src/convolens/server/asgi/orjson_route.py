@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-from convolens.server.body import ON_LOOP_BYTES
+from convolens.server.asgi.body_limits import ON_LOOP_BYTES
 from convolens.server.offload import in_thread
 
 
