@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import event, func, select
 
 from conftest import Project, make_project
-from convolens.store import erasure, people, retention, topic_newness, topics
+from convolens.store import end_users, erasure, retention, topic_newness, topics
 from convolens.store.db import Database
 from convolens.store.tables import conversation, end_user, message_topic, topic, topic_day_newness
 from convolens.timeutil import utcnow
@@ -78,7 +78,7 @@ def recomputed(db: Database, project: Project, start: datetime, end: datetime) -
 
 def shown(db: Database, project: Project, start: datetime, end: datetime) -> list[tuple[str, int, int]]:
     with db.reader() as conn:
-        return people.topics_by_newness(conn, project.pk, start, end, limit=50)
+        return end_users.topics_by_newness(conn, project.pk, start, end, limit=50)
 
 
 def assert_match(db: Database, project: Project) -> None:
@@ -173,7 +173,7 @@ def test_the_users_page_reads_no_link_or_message(db: Database) -> None:
     statements: list[str] = []
     with db.reader() as conn:
         event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
-        rows = people.topics_by_newness(conn, project.pk, start, end)
+        rows = end_users.topics_by_newness(conn, project.pk, start, end)
     assert rows == recomputed(db, project, start, end) and rows
     assert statements
     assert not [s for s in statements if re.search(r"\b(message_topic|message|conversation|end_user)\b", s)]

@@ -14,8 +14,7 @@ from sqlalchemy import case, func, select
 
 from conftest import Project, make_project
 from convolens.schemas.ingest import IngestBatch
-from convolens.store import end_users as people
-from convolens.store import erasure, user_figures
+from convolens.store import end_users, erasure, user_figures
 from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.tables import conversation, end_user, message, rollup_dirty, rollup_state, user_day_figures
@@ -118,7 +117,7 @@ def recomputed(db: Database, project: Project) -> dict[str, tuple]:
 
 def page_figures(db: Database, project: Project, sort: str = "user_id", descending: bool = False) -> list[tuple]:
     with db.reader() as conn:
-        rows, total = people.users_page(
+        rows, total = end_users.users_page(
             conn, project.pk, search=None, sort=sort, descending=descending, page=1, per_page=1000
         )
     assert total == len(rows)
@@ -139,7 +138,7 @@ def assert_figures_match(db: Database, project: Project) -> None:
             .group_by(end_user.c.external_id, conversation.c.outcome)
         ):
             counted.setdefault(uid, {})[outcome] = n
-        rows, _ = people.users_page(
+        rows, _ = end_users.users_page(
             conn, project.pk, search=None, sort="user_id", descending=False, page=1, per_page=1000
         )
     assert {r.user_id: r.outcomes for r in rows if r.outcomes} == counted
@@ -201,7 +200,7 @@ def test_rebuild_recomputes_the_figures(db: Database, users: Project) -> None:
     assert page_figures(db, users) == expected
 
 
-@pytest.mark.parametrize("sort", people.SORTS)
+@pytest.mark.parametrize("sort", end_users.SORTS)
 def test_users_page_sorts_by_every_column(db: Database, users: Project, sort: str) -> None:
     with db.reader() as conn:
         pks = dict(
@@ -261,7 +260,9 @@ def test_the_users_page_reads_one_row_per_listed_user(db: Database, users: Proje
     statements: list[str] = []
     with db.reader() as conn:
         event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
-        rows, _ = people.users_page(conn, users.pk, search=None, sort="last_seen", descending=True, page=1, per_page=50)
+        rows, _ = end_users.users_page(
+            conn, users.pk, search=None, sort="last_seen", descending=True, page=1, per_page=50
+        )
     assert rows and any(r.outcomes for r in rows)
     assert statements and not [s for s in statements if re.search(r"\bconversation\b", s)]
 

@@ -10,7 +10,7 @@ from convolens.server.api.deps import database, limits
 from convolens.server.auth import AdminToken, ReadToken
 from convolens.server.errors import ERROR_RESPONSES, ApiError, query_error
 from convolens.server.responses import JSONResponse
-from convolens.store import end_users as people
+from convolens.store import end_users
 from convolens.store.db import Database
 from convolens.store.erasure import erase_end_user, wipe_deleted
 from convolens.store.projects import TokenInfo
@@ -33,8 +33,8 @@ def list_users(
     """The project's end users and their figures (a few seconds behind the messages: the worker keeps
     them). ``sort``: last_seen, first_seen, conversations, messages, avg_sentiment, avg_rating or user_id;
     ``order``: asc or desc (users without a figure come last either way); ``q``: part of a user id."""
-    if sort not in people.SORTS:
-        raise query_error("sort", f"must be one of {', '.join(people.SORTS)}")
+    if sort not in end_users.SORTS:
+        raise query_error("sort", f"must be one of {', '.join(end_users.SORTS)}")
     if order not in ("asc", "desc"):
         raise query_error("order", "must be asc or desc")
     if per_page > bounds.max_per_page:
@@ -42,7 +42,7 @@ def list_users(
     if q is not None and not q.isprintable():
         raise query_error("q", "must be printable text")
     with db.reader() as conn:
-        rows, total = people.users_page(
+        rows, total = end_users.users_page(
             conn, token.project_pk, search=(q or "").strip() or None, sort=sort, descending=order == "desc",
             page=page, per_page=per_page,
         )  # fmt: skip

@@ -10,8 +10,7 @@ from fastapi.responses import Response
 
 from convolens.server.web.render import DateRange, date_range, render, segment
 from convolens.server.web.session import access, redirect
-from convolens.store import end_users as people
-from convolens.store import metrics, topic_figures, topics
+from convolens.store import end_users, metrics, topic_figures, topics
 from convolens.store.conversation_reads import bucket_starts
 
 router = APIRouter(include_in_schema=False)
@@ -91,7 +90,7 @@ def overview(
             topic_figures.figures(conn, membership.project_pk, matched, first=window.first, last=window.last),
             UNHAPPY_TOPICS,
         )
-        new = people.new_users(conn, membership.project_pk, window.start, window.end, window.period)  # type: ignore[arg-type]
+        new = end_users.new_users(conn, membership.project_pk, window.start, window.end, window.period)  # type: ignore[arg-type]
     base = f"/p/{segment(membership.project)}"
     spans = bucket_days(labels, window)
     rows = [

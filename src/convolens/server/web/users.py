@@ -9,8 +9,7 @@ from fastapi.responses import Response
 
 from convolens.server.web.render import WebError, date_range, page_count, render
 from convolens.server.web.session import access
-from convolens.store import end_users as people
-from convolens.store import explore
+from convolens.store import end_users, explore
 from convolens.store.conversation_reads import bucket_starts
 from convolens.store.explore import ConversationFilter
 from convolens.timeutil import utcnow
@@ -32,20 +31,20 @@ def users(
     end: str | None = None,
 ) -> Response:
     session, membership = access(request, project)
-    if sort not in people.SORTS:
-        raise WebError(422, f"sort must be one of {', '.join(people.SORTS)}")
+    if sort not in end_users.SORTS:
+        raise WebError(422, f"sort must be one of {', '.join(end_users.SORTS)}")
     search = (q or "").strip()[:200] or None
     if search and not search.isprintable():
         raise WebError(422, "the search must be printable text")
     window = date_range(start, end, None, default_days=30)
     page = max(1, min(page, 100_000))
     with request.app.state.db.reader() as conn:
-        rows, total = people.users_page(
+        rows, total = end_users.users_page(
             conn, membership.project_pk, search=search, sort=sort, descending=order != "asc", page=page,
             per_page=PER_PAGE,
         )  # fmt: skip
-        cohorts = people.weekly_cohorts(conn, membership.project_pk, COHORT_WEEKS, utcnow().date())
-        newness = people.topics_by_newness(conn, membership.project_pk, window.start, window.end)
+        cohorts = end_users.weekly_cohorts(conn, membership.project_pk, COHORT_WEEKS, utcnow().date())
+        newness = end_users.topics_by_newness(conn, membership.project_pk, window.start, window.end)
     query = {"q": search or "", "sort": sort, "order": order}
     return render(
         request,
@@ -73,12 +72,12 @@ def users(
 def user(request: Request, project: str, user_id: str, page: int = 1) -> Response:
     session, membership = access(request, project)
     with request.app.state.db.reader() as conn:
-        first_seen = people.first_seen(conn, membership.project_pk, user_id)
+        first_seen = end_users.first_seen(conn, membership.project_pk, user_id)
         if first_seen is None:
             raise WebError(404, "no such user in this project")
         f = ConversationFilter(start=datetime(1970, 1, 1), end=utcnow() + timedelta(days=3650), user=user_id)
         rows, total = explore.page(conn, membership.project_pk, f, max(1, page), PER_PAGE)
-        weekly = people.conversations_per_week(conn, membership.project_pk, user_id)
+        weekly = end_users.conversations_per_week(conn, membership.project_pk, user_id)
     labels = bucket_starts(min(first_seen, utcnow() - timedelta(weeks=12)), utcnow(), "week")
     chart = {
         "labels": labels,

@@ -6,7 +6,7 @@ the transaction that stores the outcomes, so a reply deleted by retention still 
 run online within a per-project daily allowance, counted in ``online_eval_usage``.
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-05 12:30:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

@@ -6,7 +6,7 @@ The rollup worker now keeps the counts per day (store/topic_newness.py); this fi
 already stored, in one grouped pass, with the definition of ``topic_newness.count_links``.
 
 Revision ID: 0021
-Revises: 0018
+Revises: 0020
 Create Date: 2026-12-05 12:30:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0018"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 

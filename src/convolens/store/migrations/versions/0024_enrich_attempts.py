@@ -5,7 +5,7 @@ project's newer messages queued behind it (store/enrichment.py sets such a messa
 MAX_ATTEMPTS). Nullable without a default: adding it rewrites no row on either backend.
 
 Revision ID: 0024
-Revises: 0018
+Revises: 0021
 Create Date: 2026-12-05 12:30:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0024"
-down_revision = "0018"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
