@@ -41,6 +41,12 @@ _CHAT = {"please", "thanks", "thank", "hi", "hello", "hey", "want", "need", "doe
          "keeps", "keep", "vs", "says", "ago", "still", "since"}  # fmt: skip
 
 
+# Words that may stand between two distinctive words in a name ("Refund for my flight", "Card got blocked"):
+# articles, possessives and prepositions; "Wall can just paint" is no name.
+_JOINS = {"a", "an", "the", "my", "our", "your", "his", "her", "their", "for", "of", "to", "in", "on", "at", "from",
+          "with", "by", "about", "got", "is", "was", "not", "after", "into", "per"}  # fmt: skip
+
+
 def _stop_words() -> frozenset[str]:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
@@ -133,21 +139,20 @@ def name_clusters(
 
 def _window(texts: list[str], a: str, b: str, english: bool) -> str | None:
     """How the members put two distinctive words together: the most common shortest run that holds both
-    with at most two stop words between them ("refund for my flight" for refund and flight, "card got blocked"
-    for card and blocked), None where no member has both close together. A name in the members' own
+    with at most two joining words (_JOINS) between them ("refund for my flight" for refund and flight,
+    "card got blocked" for card and blocked), None where no member has both close together. A name in the members' own
     words reads as a person wrote it; "Refund and flight" reads as two keywords."""
-    stop = _stop_words() if english else frozenset()
     found: Counter[str] = Counter()
     for text in texts:
         words = [w for w in _words(text, english) if len(w) > 1]
         at_a = [i for i, w in enumerate(words) if w == a]
         at_b = [i for i, w in enumerate(words) if w == b]
-        # at most two words between them, and only small ones: "card got blocked", "ticket for the train"
+        # at most two words between them, joining ones: "card got blocked", "ticket for the train"
         spans = [
             (min(i, j), max(i, j))
             for i in at_a
             for j in at_b
-            if abs(i - j) <= 3 and all(w in stop for w in words[min(i, j) + 1 : max(i, j)])
+            if abs(i - j) <= 3 and all(w in _JOINS for w in words[min(i, j) + 1 : max(i, j)])
         ]
         if spans:
             first, last = min(spans, key=lambda s: s[1] - s[0])

@@ -610,7 +610,7 @@ def categorise(clusters: list[Cluster], texts: list[str], language: str | None =
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics import silhouette_score
 
-    from convolens.enrich import cluster_names, embedding
+    from convolens.enrich import category_names, cluster_names, embedding
     from convolens.enrich import language as languages_of
 
     if not clusters:
@@ -635,6 +635,9 @@ def categorise(clusters: list[Cluster], texts: list[str], language: str | None =
     sizes = np.array([len(c.members) for c in clusters], dtype=np.float32)
     category_centres = _normalise(np.stack([(centres[g] * sizes[g, None]).sum(axis=0) for g in groups]))
     names = cluster_names.name_clusters(own, category_centres, embedding.embed, language)
+    if language in (None, "en"):  # a broad area reads as a section heading; a topic's phrase does not
+        areas = category_names.name_categories(category_centres, embedding.embed)
+        names = [area or name for area, name in zip(areas, names, strict=True)]
     categories = [
         Category(name=name or clusters[group[0]].name, topics=group, centroid=centre)
         for group, name, centre in zip(groups, names, category_centres, strict=True)
