@@ -37,7 +37,14 @@ _LATIN = re.compile(r"[a-zA-Z]")
 _CHAT = {"please", "thanks", "thank", "hi", "hello", "hey", "want", "need", "does", "did", "just", "like", "know",
          "tell", "help", "make", "way", "good", "best", "use", "using", "get", "ok", "okay", "can't", "don't",
          "i'm", "it's", "what's", "doesn't", "isn't", "won't", "i've", "anyone", "someone", "really", "actually",
-         "possible", "there", "trying", "try", "going", "able", "quick", "question", "guys", "ya", "yes"}  # fmt: skip
+         "possible", "there", "trying", "try", "going", "able", "quick", "question", "guys", "ya", "yes",
+         "keeps", "keep", "vs", "says", "ago", "still", "since"}  # fmt: skip
+
+
+# Words that may stand between two distinctive words in a name ("Refund for my flight", "Card got blocked"):
+# articles, possessives and prepositions; "Wall can just paint" is no name.
+_JOINS = {"a", "an", "the", "my", "our", "your", "his", "her", "their", "for", "of", "to", "in", "on", "at", "from",
+          "with", "by", "about", "got", "is", "was", "not", "after", "into", "per"}  # fmt: skip
 
 
 def _stop_words() -> frozenset[str]:
@@ -104,7 +111,7 @@ def name_clusters(
         # Two of the most distinctive words also make a name ("Login and password") where no phrase repeats.
         top = words[:PAIR_WORDS]
         shortlist += [
-            (f"{a} and {b}", min(c[a], c[b]) / size)
+            (_window(texts[:MEMBERS_READ], a, b, english) or f"{a} and {b}", min(c[a], c[b]) / size)
             for i, a in enumerate(top)
             for b in top[i + 1 :]
             if a[:4] != b[:4]  # "pipe and pipes" says one thing twice
@@ -128,6 +135,29 @@ def name_clusters(
                 best = (float(score), phrase)
         names.append(None if best is None else _label(best[1], _spellings(members[k][:MEMBERS_READ])))
     return names
+
+
+def _window(texts: list[str], a: str, b: str, english: bool) -> str | None:
+    """How the members put two distinctive words together: the most common shortest run that holds both
+    with at most two joining words (_JOINS) between them ("refund for my flight" for refund and flight,
+    "card got blocked" for card and blocked), None where no member has both close together. A name in the members' own
+    words reads as a person wrote it; "Refund and flight" reads as two keywords."""
+    found: Counter[str] = Counter()
+    for text in texts:
+        words = [w for w in _words(text, english) if len(w) > 1]
+        at_a = [i for i, w in enumerate(words) if w == a]
+        at_b = [i for i, w in enumerate(words) if w == b]
+        # at most two words between them, joining ones: "card got blocked", "ticket for the train"
+        spans = [
+            (min(i, j), max(i, j))
+            for i in at_a
+            for j in at_b
+            if abs(i - j) <= 3 and all(w in _JOINS for w in words[min(i, j) + 1 : max(i, j)])
+        ]
+        if spans:
+            first, last = min(spans, key=lambda s: s[1] - s[0])
+            found[" ".join(words[first : last + 1])] += 1
+    return found.most_common(1)[0][0] if found else None
 
 
 def _spellings(texts: list[str]) -> dict[str, str]:

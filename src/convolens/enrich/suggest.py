@@ -4,12 +4,14 @@
    that a Korean and an English message on one subject meet, and messages of one language do not gather
    because of their language (``language_neutral``); the directions along which messages on one topic
    differ (how they are phrased, learned on labelled sets) are taken out (``common_directions``), and
-   reactions ("Thanks, that worked!", "여전히 안 돼요") are left out (``subjects``);
+   reactions ("Thanks, that worked!", "여전히 안 돼요") and messages too short to have a subject ("ping",
+   "👍") are left out (``subjects``, ``substantive``);
 2. groups are found on a sample by evidence accumulation: 40 quick k-means fits vote on which messages
    belong together, and average linkage on those votes decides how many groups there are (``group``);
    every message then goes to its nearest group (a few Lloyd steps in numpy);
 3. groups whose messages use the same distinctive words are one subject cut in two, and join
-   (``merge_by_keywords``); groups too small to act on, and small talk ("ok", "thanks"), are not suggested;
+   (``merge_by_keywords``); groups too small to act on, small talk ("ok", "thanks") and talk with the
+   assistant itself ("tell me a joke", ``chit_chat``) are not suggested;
 4. each cluster is named by a phrase of its members in the main language (``cluster_names``), and keeps
    its most distinctive terms (c-TF-IDF, as BERTopic does) as keywords.
 ``bench/topic_quality.py`` measures agreement with true topics (adjusted Rand index) on the tuning sets
@@ -19,6 +21,7 @@ against the topics' descriptions, and the time at 100k.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -45,6 +48,10 @@ CONSENSUS = 0.3  # the share of fits that must put two messages together, on ave
 # several subjects); their messages go to the nearest real group. Leave-one-set-out: 0.01 -> 0.03 took
 # the holdout from 16 clusters to 15 for 13 topics, ARI 0.678 -> 0.689, the other sets unchanged.
 GROUP_SHARE = 0.03
+# ... of a sample of at most this many: the share was chosen on sets of 508-617 messages with 12-14 topics.
+# Of a 2,500-message sample of a large pool with 38 topics (each ~2.6% of it) it dissolved most real
+# groups: 9 suggestions of purity 0.27 at 20,000 messages (bench/suggest_scale.py), against 36 and 0.81.
+GROUP_SHARE_OF = 650
 SMALL_TALK_WORDS = 2  # a cluster whose median message has at most this many words is small talk
 # Clusters whose TF-IDF profiles reach this cosine are one subject (merge_by_keywords). At 0.2 two
 # subjects that share one word joined ("refund" of a cancelled event and of a returned order);
@@ -57,6 +64,19 @@ MIN_CATEGORIES, MAX_CATEGORIES = 5, 12
 # message with a topic in tests/data/topics.jsonl or topics_tune2.jsonl is left out (complaints such as
 # "the discount code wasn't applied" read as corrections at looser settings), and 2/3 of tune2's noise is.
 REACTION_AT = 0.08
+# Messages shorter than this have no subject of their own ("ping", "help", "hello?", "👍") and join no
+# cluster. Over the five labelled sets it takes 8 of 2,866 topical rows out, and 232 of 290 noise rows.
+SUBSTANTIVE_WORDS, SUBSTANTIVE_CJK = 3, 5
+# Talk with the assistant itself (chit_chat). The centres of the five labelled sets' clusters reach
+# cosine 0.43 at most to these phrasings' mean when the cluster is a subject, 0.73 for the one cluster
+# of off-topic chat (jokes, "are you a bot", the weather): the cut sits between them.
+CHIT_CHAT_AT = 0.58
+CHIT_CHAT = ["Tell me something funny", "Are you a human or an AI?", "How is your day going?",
+             "What is your favourite food?", "Sing me a song", "What time is it right now?", "Who created you?",
+             "What are you able to help with?", "Can we just chat for a bit?", "I'm bored, entertain me",
+             "Do you have feelings?", "What's the score of the football match?", "Write a short poem about the sea",
+             "¿Eres un robot?", "Erzähl mir einen Witz", "너는 누구야?", "あなたは誰ですか",
+             "Raconte-moi une blague"]  # fmt: skip
 # A language's offset counts fully once it has many more messages than this (see language_neutral).
 LANGUAGE_SHRINK = 5
 MIN_CLUSTER_SHARE = 0.01
@@ -215,7 +235,8 @@ def group(vectors: np.ndarray, seed: int = 0, should_stop: Callable[[], bool] | 
     sizes = np.bincount(labels)
     # Groups of a handful of messages are the leftovers between topics: their messages go to the nearest
     # real group in the refinement that follows.
-    kept = [k for k in range(len(sizes)) if sizes[k] >= max(MIN_CLUSTER_SIZE, GROUP_SHARE * n)] or [int(sizes.argmax())]
+    smallest = max(MIN_CLUSTER_SIZE, GROUP_SHARE * min(n, GROUP_SHARE_OF))
+    kept = [k for k in range(len(sizes)) if sizes[k] >= smallest] or [int(sizes.argmax())]
     return _normalise(np.stack([sample[labels == k].mean(axis=0) for k in kept]).astype(np.float32))
 
 
@@ -259,6 +280,33 @@ def subjects(raw: np.ndarray) -> np.ndarray:
     from convolens.enrich import outcomes
 
     return outcomes.other_probability(raw) >= REACTION_AT
+
+
+_WORDS = re.compile(r"[^\W_]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def substantive(text: str) -> bool:
+    """Whether a message is long enough to have a subject: at least SUBSTANTIVE_WORDS words, or
+    SUBSTANTIVE_CJK characters of Chinese, Japanese or Korean (written without spaces). "ping", "?",
+    "yo", "👍", "ㅋㅋㅋ", "hello?" are not; they join no cluster (bounded: the first 200 characters)."""
+    head = text[:200]
+    return len(_WORDS.findall(head)) >= SUBSTANTIVE_WORDS or len(_CJK.findall(head)) >= SUBSTANTIVE_CJK
+
+
+def chit_chat(centre: np.ndarray) -> bool:
+    """Whether a cluster (its centre in the encoder's space) is talk with the assistant itself, not a
+    subject of the product: "tell me a joke", "are you a bot", "what's the weather". Such messages are in
+    every chat log and gather in a cluster of their own, longer than small talk. Judged by the centre's
+    cosine to the mean of CHIT_CHAT's phrasings, written for this, in six languages."""
+    return float(centre @ _chit_chat_centre()) >= CHIT_CHAT_AT
+
+
+@cache
+def _chit_chat_centre() -> np.ndarray:
+    from convolens.enrich import embedding
+
+    return _normalise(embedding.embed(CHIT_CHAT).mean(axis=0, keepdims=True))[0]
 
 
 def refine(vectors: np.ndarray, centres: np.ndarray, steps: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -419,7 +467,8 @@ def cluster_pool(
     raw = _unit(sample.vectors)
     texts, detected = sample.texts, sample.languages
     language = language or main_language(detected)
-    kept = np.where(subjects(raw))[0]  # reactions are in no cluster: their label stays -1
+    # Reactions and messages too short to have a subject are in no cluster: their label stays -1.
+    kept = np.where(subjects(raw) & np.array([substantive(t) for t in texts], dtype=bool))[0]
     if len(kept) < 2 * MIN_CLUSTER_SIZE:
         return []
     labels = np.full(len(raw), -1, dtype=np.int64)
@@ -445,6 +494,8 @@ def cluster_pool(
         if len(members) >= sample_min and not small_talk([texts[i] for i in members[:200]]):
             closest = members[np.argsort(-similarity[members])]
             centre = _normalise(raw[members].mean(axis=0, keepdims=True))[0]
+            if chit_chat(centre):
+                continue
             threshold = float(np.quantile(raw[members] @ centre, 0.1))
             candidates[k] = (centre, threshold, closest)
     if not candidates:
@@ -564,7 +615,7 @@ def categorise(clusters: list[Cluster], texts: list[str], language: str | None =
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics import silhouette_score
 
-    from convolens.enrich import cluster_names, embedding
+    from convolens.enrich import category_names, cluster_names, embedding
     from convolens.enrich import language as languages_of
 
     if not clusters:
@@ -589,6 +640,9 @@ def categorise(clusters: list[Cluster], texts: list[str], language: str | None =
     sizes = np.array([len(c.members) for c in clusters], dtype=np.float32)
     category_centres = _normalise(np.stack([(centres[g] * sizes[g, None]).sum(axis=0) for g in groups]))
     names = cluster_names.name_clusters(own, category_centres, embedding.embed, language)
+    if language in (None, "en"):  # a broad area reads as a section heading; a topic's phrase does not
+        areas = category_names.name_categories(category_centres, embedding.embed)
+        names = [area or name for area, name in zip(areas, names, strict=True)]
     categories = [
         Category(name=name or clusters[group[0]].name, topics=group, centroid=centre)
         for group, name, centre in zip(groups, names, category_centres, strict=True)
