@@ -19,7 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 OUT = ROOT / "src" / "convolens" / "enrich" / "complaint_training.py"
-TRAIN_SETS = ("complaints_tune.jsonl", "complaints_train2.jsonl", "complaints_fresh.jsonl")
+TRAIN_SETS = (
+    "complaints_tune.jsonl",
+    "complaints_train2.jsonl",
+    "complaints_fresh.jsonl",
+    "complaints_holdout.jsonl",
+    "complaints_fresh3.jsonl",
+)
 LABELS = ("negative", "neutral", "positive")
 
 

@@ -4,13 +4,14 @@ complaint training sets, not by reading one set's misses.
     python bench/sentiment_cv.py            # the current settings: each set held out in turn
     python bench/sentiment_cv.py --grid     # the candidates compared, best first
 
-Each training set (``export_complaint_training.TRAIN_SETS``: tune, train2, fresh — each written by
-another hand, in several languages) is held out in turn; the classifier is trained as
+Each training set (``export_complaint_training.TRAIN_SETS``: tune, train2, fresh, holdout, fresh3 —
+each written by another hand, in several languages) is held out in turn; the classifier is trained as
 ``sentiment._classifier`` trains it (``sentiment.train_classifier``: the hand-written examples, plus the
 other sets' rows), and ``sentiment.score`` labels the held-out rows in their turn (the assistant reply
 before each). Holding out a whole set measures what a set written by another person scores, which
-5-fold splits of one pool overstate (one writer's phrasings land on both sides). The evaluation sets
-(complaints_holdout, complaints_fresh3) are never read here.
+5-fold splits of one pool overstate (one writer's phrasings land on both sides). Since stop 32 every
+complaint set in tests/data is a training set (holdout and fresh3 were each evaluated once before); a new
+set never trained on is measured with ``sentiment_quality.py --set PATH``.
 """
 
 from __future__ import annotations

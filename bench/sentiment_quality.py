@@ -1,15 +1,19 @@
 """Sentiment accuracy (3 classes) on the labelled user messages of tests/data.
 
     python bench/sentiment_quality.py            # every set: accuracy, per-class recall; training sets' misses
-    python bench/sentiment_quality.py --fresh    # and complaints_fresh3.jsonl's figures (once)
+    python bench/sentiment_quality.py --set PATH # one labelled file's figures only (a blind set: no rows printed)
+
+A file for ``--set``: JSON lines with keys text, previous_assistant (the reply before it, or absent),
+label (negative, neutral or positive), lang and hard. It prints the 3-class accuracy, each class's recall
+(negative recall is the complaint target's second figure) and the same per language and for hard rows.
 
 - sentiment.jsonl: 240 messages, one label each, no context (the set the classifier was tuned on);
-- complaints_tune.jsonl, complaints_train2.jsonl, complaints_fresh.jsonl / complaints_holdout.jsonl,
+- complaints_tune.jsonl, complaints_train2.jsonl, complaints_fresh.jsonl, complaints_holdout.jsonl,
   complaints_fresh3.jsonl: complaints without a negative word and their look-alikes, most with the
   assistant reply before them (``previous_assistant``), written by other hands than the examples. The
-  classifier trains on the first three (``bench/export_complaint_training.py``; complaints_fresh was an
-  evaluation set until its one evaluation, 0.811, and has been training data since); the holdout and
-  fresh3 sets are reported as figures, never row by row;
+  classifier trains on all five (``bench/export_complaint_training.py``; holdout and fresh3 were
+  evaluation sets until their evaluations, see bench/README.md), so their figures here say little: the
+  honest ones are ``bench/sentiment_cv.py``'s (each set held out in turn) and a new set's, with --set;
 - followups.jsonl: 20 neutral requests that follow an assistant statement ("now do chapter three"),
   which the turn context must not turn into complaints (written with the code, so a tune set).
 """
@@ -24,18 +28,17 @@ from pathlib import Path
 
 from convolens.enrich import embedding, sentiment
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_complaint_training import TRAIN_SETS
+
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-# name: whether its rows may be read (a set trained or tuned on); the others are reported as figures only.
+# name: whether its rows may be read (a set trained or tuned on: every set in tests/data now, see
+# bench/README.md; a new blind set is measured with --set, figures only).
 SETS = {
     "sentiment": True,
-    "complaints_tune": True,
-    "complaints_train2": True,
-    "complaints_fresh": True,
-    "complaints_holdout": False,
+    **{name.removesuffix(".jsonl"): True for name in TRAIN_SETS},
     "followups": True,
 }
-# Written last, by a person who never saw the code: evaluated once, with --fresh.
-FRESH = "complaints_fresh3"
 
 
 def load(name: str) -> list[dict]:
@@ -57,11 +60,33 @@ def evaluate(rows: list[dict]) -> dict:
     }
 
 
+def load_path(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def figures(name: str, rows: list[dict]) -> dict:
+    """A set's figures, overall and per language and for its hard rows (never its rows)."""
+    result = evaluate(rows)
+    print(f"{name}: n={result['n']} accuracy={result['accuracy']} recall={result['recall']}")
+    print(f"  negative recall={result['recall'].get('negative')}")
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(f"lang={r.get('lang')}", []).append(r)
+        groups.setdefault(f"hard={bool(r.get('hard'))}", []).append(r)
+    for group, members in sorted(groups.items()):
+        part = evaluate(members)
+        print(f"  {group}: n={part['n']} accuracy={part['accuracy']} negative recall={part['recall'].get('negative')}")
+    return result
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--fresh", action="store_true", help=f"also report {FRESH}.jsonl (figures only)")
+    parser.add_argument("--set", type=Path, help="a labelled file of complaints: its figures only (no rows)")
     args = parser.parse_args()
-    for name, readable in ({**SETS, FRESH: False} if args.fresh else SETS).items():
+    if args.set:
+        figures(args.set.name, load_path(args.set))
+        sys.exit(0)
+    for name, readable in SETS.items():
         if not (DATA / f"{name}.jsonl").exists():
             continue
         result = evaluate(load(name))

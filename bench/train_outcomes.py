@@ -3,6 +3,7 @@
 
     python bench/train_outcomes.py                  # trains on TRAIN_SETS, writes the weights
     python bench/train_outcomes.py --check          # cross-validated figures only, writes nothing
+    python bench/train_outcomes.py --loso           # each set held out in turn, writes nothing
 
 The labelled conversations of ``TRAIN_SETS`` go through what the worker does
 (``outcome_quality.transcripts``: user turns embedded, the store's window). First the ending model: a
@@ -12,14 +13,17 @@ model's out-of-fold chance (stacking: as an unseen thread would), and a multinom
 over the standardised features of the conversation's end (``outcomes.OUTCOME_FEATURES``) for the
 outcome; one binary logistic regression per signal, over the features that are its evidence
 (``outcomes.SIGNAL_FEATURES``), with the threshold of the best out-of-fold F1. Each one's
-regularisation is chosen by 5-fold cross-validation on the training sets alone: the holdout and fresh
-sets are never read here. Deterministic (lbfgs, fixed folds): the same sets give the same weights.
+regularisation is chosen by 5-fold cross-validation on the training sets alone (all five labelled sets
+of tests/data since stop 32; ``--loso`` holds each out in turn, fitting on the others, for an honest
+figure; a new set is measured with ``outcome_quality.py --set``). Deterministic (lbfgs, fixed folds):
+the same sets give the same weights.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import outcome_quality
@@ -28,7 +32,14 @@ from sklearn.model_selection import StratifiedKFold
 
 from convolens.enrich import embedding, outcome_examples, outcomes
 
-TRAIN_SETS = ("outcomes_tune.jsonl", "outcomes_train2.jsonl")
+TRAIN_SETS = (
+    "outcomes_tune.jsonl",
+    "outcomes_train2.jsonl",
+    "outcomes_fresh.jsonl",
+    "outcomes_holdout.jsonl",
+    "outcomes_fresh3.jsonl",
+)
+THREE = outcome_quality.THREE
 OUT = Path(__file__).resolve().parent.parent / "src" / "convolens" / "enrich" / "outcome_weights.py"
 CS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 TOLERANCE = 0.01
@@ -62,7 +73,9 @@ def _f1(gold: np.ndarray, guess: np.ndarray) -> float:
     return 2 * hits / (np.sum(gold) + np.sum(guess)) if hits else 0.0
 
 
-def train_ending(rows: list[dict], transcripts: dict) -> tuple[tuple[np.ndarray, float], list[int], np.ndarray]:
+def train_ending(
+    rows: list[dict], transcripts: dict, say=print
+) -> tuple[tuple[np.ndarray, float], list[int], np.ndarray]:  # type: ignore[no-untyped-def]
     """The ending model: resolved or not, from the embedding of the last user turn of the threads whose
     user had the last word and whose outcome is resolved or unresolved. Returns its (weights, intercept),
     the rows it learned from and their out-of-fold chances."""
@@ -86,20 +99,16 @@ def train_ending(rows: list[dict], transcripts: dict) -> tuple[tuple[np.ndarray,
         return float(np.mean((predicted[:, 1] >= 0.5) == y))
 
     c, value, predicted = _best_c(x, y, accuracy, extra)
-    print(f"ending: n={len(picked)} (+{len(extra[1])} examples) C={c} cross-validated accuracy={value:.4f}")
+    say(f"ending: n={len(picked)} (+{len(extra[1])} examples) C={c} cross-validated accuracy={value:.4f}")
     model = LogisticRegression(C=c, max_iter=5000).fit(np.vstack([x, extra[0]]), np.r_[y, extra[1]])
     return (model.coef_[0].astype(np.float32), float(model.intercept_[0])), picked, predicted[:, 1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--check", action="store_true", help="print cross-validated figures, write nothing")
-    parser.add_argument("--sets", nargs="*", default=list(TRAIN_SETS))
-    args = parser.parse_args()
-    rows = [r for name in args.sets if (outcome_quality.DATA / name).exists() for r in outcome_quality.load(name)]
-    used = [name for name in args.sets if (outcome_quality.DATA / name).exists()]
-    transcripts = outcome_quality.transcripts(rows)
-    ending, ending_rows, out_of_fold_ending = train_ending(rows, transcripts)
+def fit(rows: list[dict], transcripts: dict, verbose: bool = True):  # type: ignore[no-untyped-def]
+    """The ending model, the outcome model and the signal models trained on ``rows`` (each regularisation
+    chosen by 5-fold cross-validation on them): (mean, scale, outcome model, signal weights, ending)."""
+    say = print if verbose else (lambda *a, **k: None)
+    ending, ending_rows, out_of_fold_ending = train_ending(rows, transcripts, say)
     found = outcomes.features_many(transcripts, ending)
     raw = np.array([found[i] for i in range(len(rows))])
     # The conversations the ending model learned from read its out-of-fold chance, as unseen ones will.
@@ -118,8 +127,8 @@ def main() -> None:
     c, value, predicted = _best_c(x[:, reads], y, accuracy)
     classes = np.array(outcomes.CLASSES)
     out_of_fold = classes[predicted.argmax(axis=1)]
-    print(f"{used}: n={len(rows)}")
-    print(
+    say(f"n={len(rows)}")
+    say(
         f"outcome: C={c} cross-validated accuracy={value:.4f} "
         f"(resolved/unresolved/abandoned rows: {np.mean(out_of_fold[three] == y[three]):.4f})"
     )
@@ -140,7 +149,7 @@ def main() -> None:
         at = max(THRESHOLDS, key=lambda t, p=predicted: (_f1(gold, p[:, 1] >= t), -abs(t - 0.5)))
         guess = predicted[:, 1] >= at
         hits = int(np.sum(gold & guess))
-        print(
+        say(
             f"  {signal:16} C={sc} at={at} cross-validated F1={value:.3f} "
             f"precision={hits / max(1, guess.sum()):.3f} recall={hits / max(1, gold.sum()):.3f} (n={gold.sum()})"
         )
@@ -149,6 +158,77 @@ def main() -> None:
         coef[columns] = fitted.coef_[0]
         signal_weights[signal] = (coef, float(fitted.intercept_[0]), at)
     assert tuple(signal_weights) == outcomes.TRANSCRIPT_SIGNALS
+    return mean, scale, model, signal_weights, ending
+
+
+def as_model(mean, scale, model, signals, ending) -> outcomes._Model:  # type: ignore[no-untyped-def]
+    """What ``outcomes._model`` reads from the written weights, from a fit in memory (leave-one-set-out)."""
+    names = tuple(signals)
+    return outcomes._Model(
+        mean,
+        scale,
+        model.coef_,
+        model.intercept_,
+        np.array([signals[s][0] for s in names]),
+        np.array([signals[s][1] for s in names]),
+        np.array([signals[s][2] for s in names]),
+        np.asarray(ending[0], dtype=np.float32),
+        float(ending[1]),
+    )
+
+
+def leave_one_set_out(names: list[str]) -> None:
+    """Each set labelled by the models trained on the others: per-set and pooled 3-class accuracy (the
+    figure outcome_quality.py reports) and pooled per-signal precision/recall."""
+    sets = {name: outcome_quality.load(name) for name in names}
+    memo: dict[str, np.ndarray] = {}
+    real = embedding.embed
+
+    def embed(texts: list[str]) -> np.ndarray:  # each fold embeds the same turns again otherwise
+        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing:
+            memo.update(zip(missing, real(missing), strict=True))
+        return np.array([memo[t] for t in texts], dtype=np.float32).reshape(len(texts), embedding.DIMENSIONS)
+
+    with mock.patch.object(embedding, "embed", embed):
+        _leave_one_set_out(names, sets)
+
+
+def _leave_one_set_out(names: list[str], sets: dict[str, list[dict]]) -> None:
+    pooled_rows: list[dict] = []
+    pooled_got: list = []
+    for held in names:
+        rows = [r for name in names if name != held for r in sets[name]]
+        mean, scale, model, signals, ending = fit(rows, outcome_quality.transcripts(rows), verbose=False)
+        fitted = as_model(mean, scale, model, signals, ending)
+        with mock.patch.object(outcomes, "_model", lambda fitted=fitted: fitted):
+            result = outcome_quality.evaluate(sets[held])
+        outcome_quality.report(f"{held.removesuffix('.jsonl')} (held out)", result)
+        pooled_rows += sets[held]
+        pooled_got += result["got"]
+    three = [r["outcome"] == g[0] for r, g in zip(pooled_rows, pooled_got, strict=True) if r["outcome"] in THREE]
+    print(f"pooled: n={len(pooled_rows)} resolved/unresolved/abandoned rows: {np.mean(three):.4f}")
+    for s in outcomes.TRANSCRIPT_SIGNALS:
+        gold = np.array([s in r["signals"] for r in pooled_rows])
+        guess = np.array([s in g[1] for g in pooled_got])
+        hits = int(np.sum(gold & guess))
+        precision, recall = hits / max(1, guess.sum()), hits / max(1, gold.sum())
+        print(f"  {s:16} precision={precision:.3f} recall={recall:.3f} (n={gold.sum()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check", action="store_true", help="print cross-validated figures, write nothing")
+    parser.add_argument("--loso", action="store_true", help="each set held out in turn; writes nothing")
+    parser.add_argument("--sets", nargs="*", default=list(TRAIN_SETS))
+    args = parser.parse_args()
+    used = [name for name in args.sets if (outcome_quality.DATA / name).exists()]
+    if args.loso:
+        leave_one_set_out(used)
+        return
+    rows = [r for name in used for r in outcome_quality.load(name)]
+    print(used)
+    mean, scale, model, signal_weights, ending = fit(rows, outcome_quality.transcripts(rows))
     if args.check:
         return
     OUT.write_text(render(used, len(rows), mean, scale, model, signal_weights, ending))
@@ -165,7 +245,8 @@ def render(used: list[str], n: int, mean, scale, model, signals, ending) -> str:
     signal_names = tuple(signals)
     lines = [
         '"""Weights of the outcome model (``enrich/outcomes.py``), written by ``bench/train_outcomes.py`` from',
-        f"{', '.join(used)} ({n} labelled conversations). Do not edit: retrain.",
+        *(f"{name}," for name in used[:-1]),
+        f"{used[-1]} ({n} labelled conversations). Do not edit: retrain.",
         "",
         "Per feature: its mean and scale over the training conversations (features are standardised), its",
         "weight for each outcome (``CLASSES`` order) and for each signal (``SIGNALS`` order).",

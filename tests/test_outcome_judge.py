@@ -33,13 +33,31 @@ CAP = 12  # one conversation more than the day's cap
 
 
 def abandon_all(conversations: list[dict]) -> dict:
-    """The stub's judge: every conversation abandoned (the rules never say so of these), with a reason."""
+    """The stub's judge: every conversation abandoned (the rules never say so of these), with a reason and
+    a signal the rules do not see in them."""
     return {
         "conversations": [
-            {"id": c["id"], "verdict": "abandoned", "reason": f"Left after {len(c['messages'])} messages."}
+            {
+                "id": c["id"],
+                "verdict": "abandoned",
+                "reason": f"Left after {len(c['messages'])} messages.",
+                "signals": ["off_target", "not-a-signal"],
+            }
             for c in conversations
         ]
     }
+
+
+def send_with_copy(client: httpx.Client, cid: str, user: str, at: datetime) -> None:
+    events = [{"type": "conversation", "id": cid, "user_id": user}]
+    for i, (role, text) in enumerate(THANKED):
+        timestamp = (at + timedelta(minutes=i)).isoformat()
+        events.append({"type": "message", "conversation_id": cid, "id": f"{cid}-{i}", "role": role,
+                       "content": text, "timestamp": timestamp})  # fmt: skip
+    timestamp = (at + timedelta(minutes=len(THANKED))).isoformat()
+    events.append({"type": "event", "conversation_id": cid, "id": f"{cid}-e", "name": "copy", "timestamp": timestamp})
+    response = client.post("/api/v1/ingest", json={"events": events})
+    assert response.status_code == 202, response.text
 
 
 def judge_requests(requests: list[dict]) -> list[dict]:
@@ -68,8 +86,11 @@ def test_the_judge_gives_verdicts_in_batches_within_the_cap(database_url: str, t
         configure(db, project.name, url)
         with running_server(db, tmp_path, outbound=OutboundPolicy.parse("127.0.0.1")) as server:
             with server.client(project.token) as client:
-                for i in range(CONVERSATIONS):
+                for i in range(CONVERSATIONS - 1):
                     send(client, f"j{i}", f"user{i}", THANKED, DAY + timedelta(minutes=i))
+                # The newest (judged: the judge takes newest first) also carries a client event, a fact the
+                # judge's signals must not erase; in the same request as its messages, so read with them.
+                send_with_copy(client, "j12", "user12", DAY + timedelta(minutes=12))
                 deadline = time.monotonic() + 90
                 while sum(c["outcome_by"] == "llm" for c in listed(client).values()) < CAP:
                     assert time.monotonic() < deadline, listed(client)
@@ -81,8 +102,12 @@ def test_the_judge_gives_verdicts_in_batches_within_the_cap(database_url: str, t
                 assert all(c["outcome_reason"] == "Left after 3 messages." for c in judged.values())
                 (left,) = [c for c in found.values() if c["outcome_by"] != "llm"]
                 assert (left["outcome"], left["outcome_by"], left["outcome_reason"]) == ("resolved", "rules", None)
-                # The offline signals stay beside the judge's verdict.
-                assert all("thanks" in c["outcome_signals"] for c in judged.values())
+                # The judge's signals replace the offline ones (the rules read "thanks"): a verdict and the
+                # signals shown beside it never disagree. Unknown names are dropped.
+                assert {cid: c["outcome_signals"] for cid, c in judged.items()} == {
+                    cid: ["off_target", "copy"] if cid == "j12" else ["off_target"] for cid in judged
+                }
+                assert left["outcome_signals"] == ["thanks"]
                 # Batched: 12 conversations in 2 requests (10 a request), each sent once; the 13th waits
                 # for tomorrow's allowance, which the day's count shows spent.
                 asked = judge_requests(requests)
@@ -101,7 +126,7 @@ def test_the_judge_gives_verdicts_in_batches_within_the_cap(database_url: str, t
                 show_the_judge(server, project.name, next(iter(judged)))
 
                 # A judged thread grows: the rules read it again (the day's cap is spent, so they stay).
-                cid = next(iter(judged))
+                cid = next(c for c in judged if c != "j12")  # j12 also holds an event: 4 items, not 3
                 send(client, cid, "again", [("user", "That's wrong, there is no such button.")], DAY, first=3)
                 grown = read_when_enriched(client, cid, 4)
                 assert (grown["outcome_by"], grown["outcome_reason"]) == ("rules", None)
@@ -180,7 +205,12 @@ def test_a_hostile_or_failing_answer_judges_nothing_it_should_not() -> None:
         assert [len(m["text"]) for m in conversations[1]["messages"]] == [asking.TURN_CHARS]  # sent cut short
         return {
             "conversations": [
-                {"id": 0, "verdict": "Resolved ", "reason": "fine\x00\x1b[31m" + "y" * 10_000},
+                {
+                    "id": 0,
+                    "verdict": "Resolved ",
+                    "reason": "fine\x00\x1b[31m" + "y" * 10_000,
+                    "signals": ["Thanks", 3],
+                },
                 {"id": 0, "verdict": "unresolved", "reason": "a second verdict for the same one"},
                 {"id": 1, "verdict": "great", "reason": "not a verdict"},
                 {"id": 7, "verdict": "resolved"},
@@ -194,7 +224,8 @@ def test_a_hostile_or_failing_answer_judges_nothing_it_should_not() -> None:
         found = asking.judge(llm, transcripts)
         llm.close()
     assert list(found) == [41]
-    verdict, reason = found[41]
+    verdict, reason, signals = found[41]
+    assert signals == ("thanks",)
     assert verdict == "resolved" and reason.startswith("fine") and reason.isprintable()
     assert len(reason) == asking.REASON_CHARS
     with openai_stub(lambda topic, text: None, judge=lambda conversations: None) as (url, requests):

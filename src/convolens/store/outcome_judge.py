@@ -7,7 +7,8 @@ and its last message is ``settle`` old (a thread still going would be judged aga
 worker takes a few (``'judging'``, stamped ``outcome_judged_at``; one whose worker died is taken again
 after ``lease``) and saves a verdict only if the conversation is still as it read it: taken by it and no
 message added since, so a thread that grew meanwhile keeps the offline outcome of its new turns and waits
-again. A verdict marks the conversation's start day for the rollups, as any outcome change does.
+again. A verdict marks the conversation's start day for the rollups, as any outcome change does. The
+signals the judge lists replace the transcript's offline ones; the client's events (copy, share, ...) stay.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from convolens.store import daily_allowance, rollups
-from convolens.store.outcome_fields import OUTCOMES
+from convolens.store.outcome_fields import FEEDBACK_EVENTS, OUTCOMES, to_mask
 from convolens.store.tables import conversation, outcome_judge_usage, project
 
 DEFAULT_DAILY_CAP = 500  # conversations a project sends to its provider per UTC day
 MAX_DAILY_CAP = 1_000_000
 REASON_CHARS = 500
+EVENTS_MASK = to_mask(FEEDBACK_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,11 @@ def take(
     return taken
 
 
-def save(conn: Connection, taken: list[Taken], verdicts: dict[int, tuple[str, str]], now: datetime) -> int:
-    """Store the verdicts (outcome, reason) of the conversations still as they were taken; returns how
-    many. A conversation the answer left out goes back to waiting."""
+def save(
+    conn: Connection, taken: list[Taken], verdicts: dict[int, tuple[str, str, tuple[str, ...] | None]], now: datetime
+) -> int:
+    """Store the verdicts (outcome, reason, signals or None to keep the offline ones) of the conversations
+    still as they were taken; returns how many. A conversation the answer left out goes back to waiting."""
     c = conversation.c
     saved = []
     for t in taken:
@@ -91,12 +95,11 @@ def save(conn: Connection, taken: list[Taken], verdicts: dict[int, tuple[str, st
         if verdict is None or verdict[0] not in OUTCOMES:
             conn.execute(update(conversation).where(still).values(outcome_by="rules", outcome_judged_at=None))
             continue
-        outcome, reason = verdict
-        done = conn.execute(
-            update(conversation)
-            .where(still)
-            .values(outcome=outcome, outcome_by="llm", outcome_reason=reason[:REASON_CHARS], outcome_judged_at=now)
-        ).rowcount
+        outcome, reason, signals = verdict
+        values = {"outcome": outcome, "outcome_by": "llm", "outcome_reason": reason[:REASON_CHARS]}
+        if signals is not None:  # the judge's signals, beside the client's events (disjoint bits: + is |)
+            values["outcome_signals"] = func.coalesce(c.outcome_signals, 0).op("&")(EVENTS_MASK) + to_mask(signals)
+        done = conn.execute(update(conversation).where(still).values(**values, outcome_judged_at=now)).rowcount
         if done:
             saved.append(t.pk)
     for pk, days in rollups.start_days(conn, saved).items():
