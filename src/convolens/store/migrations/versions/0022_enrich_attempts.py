@@ -4,7 +4,7 @@ A message whose enrichment always failed was claimed again each time its lease l
 project's newer messages queued behind it (store/enrichment.py sets such a message aside after
 MAX_ATTEMPTS). Nullable without a default: adding it rewrites no row on either backend.
 
-Revision ID: 0024
+Revision ID: 0022
 Revises: 0021
 Create Date: 2026-12-05 12:30:00
 """
@@ -12,7 +12,7 @@ Create Date: 2026-12-05 12:30:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0024"
+revision = "0022"
 down_revision = "0021"
 branch_labels = None
 depends_on = None
