@@ -40,7 +40,7 @@ from convolens.store.enrichment import PREVIOUS_CHARS, Turn
 from convolens.store.outcome_fields import FEEDBACK_EVENTS
 
 # Goes up whenever a feature, the examples or the weights change (stored in conversation.outcome_version).
-VERSION = 2
+VERSION = 3
 
 # The turn classifier's classes, sorted (scikit-learn's order).
 KINDS = ("correction", "gives_up", "greeting", "off_target", "other", "sarcasm", "success", "thanks")
