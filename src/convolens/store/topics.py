@@ -81,6 +81,14 @@ def get(conn: Connection, project_pk: int, topic_pk: int) -> TopicRow | None:
     return TopicRow(**row._mapping) if row else None
 
 
+def in_project(conn: Connection, project_pk: int, topic_id: str) -> int | None:
+    """The key of the project's topic ``topic_id`` (a decimal id as a form or a body gives it), or None when
+    it is not one (not a number, longer than any key, or another project's)."""
+    if not topic_id.isdigit() or len(topic_id) > 18:
+        return None
+    return int(topic_id) if get(conn, project_pk, int(topic_id)) is not None else None
+
+
 def list_topics(conn: Connection, project_pk: int, statuses: tuple[str, ...] = ("active",)) -> list[TopicRow]:
     rows = conn.execute(
         select(*_COLUMNS).where(topic.c.project_pk == project_pk, topic.c.status.in_(statuses)).order_by(topic.c.pk)

@@ -381,13 +381,13 @@ def create_collect_rule(
     sampled at ``sample_rate``, become cases of ``test_set_name`` — kept as what not to say (``avoid``,
     the default) or as good answers (``golden``). The workers add them about ten minutes after the reply."""
     with db.writer() as conn:
-        if body.topic_id is not None and topics.get(conn, token.project_pk, int(body.topic_id)) is None:
+        topic_pk = None if body.topic_id is None else topics.in_project(conn, token.project_pk, body.topic_id)
+        if body.topic_id is not None and topic_pk is None:
             raise _field_error("topic_id", "no such topic in this project")
         if collect_rules.count(conn, token.project_pk) >= collect_rules.MAX_RULES_PER_PROJECT:
             raise _field_error(
                 "test_set_name", f"a project has at most {collect_rules.MAX_RULES_PER_PROJECT} rules", 409
             )
-        topic_pk = None if body.topic_id is None else int(body.topic_id)
         rule = collect_rules.create(
             conn, token.project_pk, body.test_set_name, topic_pk, body.sample_rate, body.keep, utcnow()
         )
@@ -441,11 +441,11 @@ def create_online_rule(
         raise _field_error(field, exc.msg) from None
     checked = {"evaluator": spec.evaluator, "options": options}
     with db.writer() as conn:
-        if body.topic_id is not None and topics.get(conn, token.project_pk, int(body.topic_id)) is None:
+        topic_pk = None if body.topic_id is None else topics.in_project(conn, token.project_pk, body.topic_id)
+        if body.topic_id is not None and topic_pk is None:
             raise _field_error("topic_id", "no such topic in this project")
         if online_evals.count(conn, token.project_pk) >= online_evals.MAX_RULES_PER_PROJECT:
             raise _field_error("evaluator", f"a project has at most {online_evals.MAX_RULES_PER_PROJECT} rules", 409)
-        topic_pk = None if body.topic_id is None else int(body.topic_id)
         rule = online_evals.create(conn, token.project_pk, checked, topic_pk, body.sample_rate, utcnow())
     return JSONResponse(rule.as_json(), status_code=201)
 

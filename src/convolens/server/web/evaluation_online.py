@@ -124,11 +124,9 @@ def add_rule(
             422, f"{'evaluator' if exc.field == 'evaluator' else 'options.' + exc.field}: {exc.msg}"
         ) from None
     with request.app.state.db.writer() as conn:
-        topic_pk = None
-        if topic:
-            if not topic.isdigit() or len(topic) > 18 or topics.get(conn, membership.project_pk, int(topic)) is None:
-                raise WebError(422, "topic: no such topic in this project")
-            topic_pk = int(topic)
+        topic_pk = topics.in_project(conn, membership.project_pk, topic) if topic else None
+        if topic and topic_pk is None:
+            raise WebError(422, "topic: no such topic in this project")
         if online_evals.count(conn, membership.project_pk) >= online_evals.MAX_RULES_PER_PROJECT:
             raise WebError(409, f"evaluator: a project has at most {online_evals.MAX_RULES_PER_PROJECT} rules")
         made = online_evals.create(

@@ -97,11 +97,9 @@ def add_rule(
     except ValidationError as exc:
         raise WebError(422, f"test_set: {exc.errors()[0]['msg']}") from None
     with request.app.state.db.writer() as conn:
-        topic_pk = None
-        if topic:
-            if not topic.isdigit() or len(topic) > 18 or topics.get(conn, membership.project_pk, int(topic)) is None:
-                raise WebError(422, "topic: no such topic in this project")
-            topic_pk = int(topic)
+        topic_pk = topics.in_project(conn, membership.project_pk, topic) if topic else None
+        if topic and topic_pk is None:
+            raise WebError(422, "topic: no such topic in this project")
         if collect_rules.count(conn, membership.project_pk) >= collect_rules.MAX_RULES_PER_PROJECT:
             raise WebError(409, f"test_set: a project has at most {collect_rules.MAX_RULES_PER_PROJECT} rules")
         collect_rules.create(conn, membership.project_pk, name, topic_pk, sample_rate, keep, utcnow())
