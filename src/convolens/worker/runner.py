@@ -165,8 +165,9 @@ class Worker:
         if not claimed:
             return []
         self.claim_start = max(m.project_pk for m in claimed)
+        matchers = self._matchers()  # read once: a failed batch is retried one message at a time with them
         try:
-            saved = self._enrich(claimed)
+            saved = self._enrich(claimed, matchers)
         except DatabaseUnavailable:
             raise
         except Exception:
@@ -175,17 +176,19 @@ class Worker:
             log.exception(
                 "worker %s: a batch of %d failed; trying its messages one at a time", self.owner, len(claimed)
             )
-            saved = self._enrich_one_at_a_time(claimed)
+            saved = self._enrich_one_at_a_time(claimed, matchers)
         self.enriched += len(saved)
         log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved
 
-    def _enrich_one_at_a_time(self, claimed: list[enrichment.PendingMessage]) -> list[int]:
+    def _enrich_one_at_a_time(
+        self, claimed: list[enrichment.PendingMessage], matchers: dict[int, ProjectTopics]
+    ) -> list[int]:
         saved: list[int] = []
         failed: list[int] = []
         for one in claimed:
             try:
-                saved += self._enrich([one])
+                saved += self._enrich([one], matchers)
             except DatabaseUnavailable:
                 raise
             except Exception:
@@ -196,9 +199,9 @@ class Worker:
                 enrichment.release(conn, self.owner, failed)
         return saved
 
-    def _enrich(self, claimed: list[enrichment.PendingMessage]) -> list[int]:
+    def _enrich(self, claimed: list[enrichment.PendingMessage], matchers: dict[int, ProjectTopics]) -> list[int]:
         """Enrich and save claimed messages; returns the keys saved (a lost lease saves nothing)."""
-        results = self.heavy(pipeline.enrich, claimed, self._matchers(), self.judges.for_project)
+        results = self.heavy(pipeline.enrich, claimed, matchers, self.judges.for_project)
         results = self.translate(claimed, results)
         assessed = self.heavy(self._assess, results)
         # Saved in parts of bounded text, each its own transaction: on SQLite the API's writes wait for the
