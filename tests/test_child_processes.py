@@ -203,7 +203,9 @@ def test_ctrl_c_stops_the_demo_quietly(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "CONVOLENS_HOME": str(tmp_path / "home")}
     demo = subprocess.Popen(
-        [*CLI, "demo", "--port", str(port), "--conversations", "5"],
+        # Enough conversations that Ctrl-C, sent as soon as the server answers, usually lands while the
+        # demo is still seeding: the stop must be as quiet then as after it.
+        [*CLI, "demo", "--port", str(port), "--conversations", "300"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

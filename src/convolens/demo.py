@@ -154,7 +154,16 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, conversations: int = 300
                 return
             time.sleep(0.05)
         if needs_data:
-            count = seed(base_url, token, conversations)
+            try:
+                count = seed(base_url, token, conversations)
+            except httpx.HTTPError as exc:
+                # Ctrl-C while seeding closes the server under the seeding client: that is a stop, not a
+                # crash, so it gets one line rather than a thread's traceback.
+                if server.should_exit:
+                    print("the demo stopped before its data was all sent", flush=True)
+                else:
+                    print(f"seeding the demo project failed: {exc!r}", flush=True)
+                return
             print(f"seeded the demo project with {conversations} conversations ({count} messages)", flush=True)
         print(
             f"\nconvolens demo is running on {base_url}\n"
