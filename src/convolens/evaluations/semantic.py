@@ -1,15 +1,24 @@
-"""``semantic_match``: the response means the same as an expected one, judged offline by the cosine
-similarity of the two texts' sentence embeddings (enrich/embedding.py, the multilingual encoder the
-enrichment uses: an answer in another language can match too).
+"""``semantic_match``: the response means the same as an expected one, judged offline.
+
+First gate: the cosine similarity of the two texts' sentence embeddings (enrich/embedding.py, the
+multilingual encoder the enrichment uses: an answer in another language can match too) must reach the
+threshold. Embeddings cannot see the near misses a tester cares most about — "5 to 7 days" / "2 to 3
+days", "you can return it" / "you can't return it" score ~0.9 — so a response above the threshold must
+also pass three checks, each of which names what differed in the verdict's reasons:
+
+- facts (quantities.py): every number, amount, percentage, time, weekday and month of the golden
+  response is in the response, however spelled ("five", "18:00" / "6pm", "48 hours" / "two days");
+- polarity (polarity.py): the response does not negate the golden response's statement;
+- refusal (attempts.py's classifier, over the vectors already computed): when the golden response
+  answers, the response does not refuse or deflect.
 
 Options: ``golden_response`` (the expected text), ``threshold`` (default ``THRESHOLD``) and ``expect``:
-``similar`` (default) or ``different`` — the response must not mean the same as the given text (a reply
-kept as an example of what not to say). The default
-was chosen on the tuning half of a labelled set of paraphrase / non-paraphrase pairs
-(tests/data/paraphrase_pairs_tune.jsonl) and is reported on both halves by bench/evaluator_quality.py.
+``similar`` (default) or ``different`` — the response must not mean the same as the given text (a
+reply kept as an example of what not to say). ``THRESHOLD`` was chosen with the checks on, on the
+labelled pair sets in tests/data (bench/evaluator_quality.py reports each set and leave-one-set-out).
 The encoder reads a text's first 600 characters: longer answers are compared by their beginnings.
-What it cannot tell apart: a statement and its contradiction on the same subject ("your claim was
-approved" / "was rejected" score ~0.88) — check those with ``golden_response``, a phrase or ``llm_judge``.
+What it still cannot tell apart: a different entity or action in the same sentence ("git merge" /
+"git rebase", "CEO" / "CFO") — check those with ``golden_response``, a phrase or ``llm_judge``.
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from convolens.evaluations import entities, polarity, quantities, wording
 from convolens.evaluations.base import (
     Attempt,
+    Reason,
     Services,
     Verdict,
     choice_option,
@@ -41,6 +52,45 @@ def similarity(a: str, b: str) -> float:
     return float(np.dot(vectors[0], vectors[1]))
 
 
+def near_misses(golden: str, response: str, golden_vector: Any, response_vector: Any) -> list[str]:
+    """What makes the response say something else than the golden response although their embeddings
+    are close (one reason per failed check; empty when none failed)."""
+    from convolens.evaluations import attempts
+
+    reasons = []
+    facts = quantities.compare(golden, response)
+    if facts:
+        reasons.append(facts)
+    flipped = polarity.flip(golden, response)
+    if flipped:
+        reasons.append(flipped)
+    names = entities.swapped(golden, response)
+    if names:
+        reasons.append(names)
+    if not (facts or flipped or names):  # the same change is named once
+        words = wording.swapped(golden, response)
+        if words:
+            reasons.append(words)
+    golden_answers, response_answers = attempts.answer_probabilities(np.stack([golden_vector, response_vector]))
+    if golden_answers >= 0.5 > response_answers:
+        reasons.append(
+            f"the response refuses or deflects (classifier: {response_answers:.2f} that it answers)"
+            " where the golden response answers"
+        )
+    return reasons
+
+
+def judge(golden: str, response: str, golden_vector: Any, response_vector: Any, threshold: float) -> tuple[
+        bool, float, list[str]]:  # fmt: skip
+    """(same meaning?, the similarity, the near misses found). The checks run only above the threshold:
+    below it the pair already differs, and the online path stays one embedding call."""
+    score = float(np.dot(golden_vector, response_vector))
+    if score < threshold:
+        return False, score, []
+    misses = near_misses(golden, response, golden_vector, response_vector)
+    return not misses, score, misses
+
+
 @dataclass(frozen=True)
 class SemanticMatch:
     name: str = "semantic_match"
@@ -56,17 +106,21 @@ class SemanticMatch:
         }
 
     def evaluate(self, attempt: Attempt, options: dict[str, Any], services: Services) -> Verdict:
+        from convolens.enrich import embedding
+
         if attempt.response is None or not attempt.response.strip():
             return Verdict.inconclusive("no response to compare")
         threshold = THRESHOLD if options.get("threshold") is None else options["threshold"]
-        score = similarity(attempt.response, options["golden_response"])
-        similar = score >= threshold
+        golden = options["golden_response"]
+        vectors = embedding.embed([golden, attempt.response])
+        same, score, misses = judge(golden, attempt.response, vectors[0], vectors[1], threshold)
         wanted = options.get("expect", "similar") == "similar"
         target = "the golden response" if wanted else "the response to avoid"
-        side = "at or above" if similar else "below"
-        return Verdict.passed(
-            similar == wanted, f"similarity to {target} {score:.3f}, {side} the threshold {threshold:.2f}"
-        )
+        side = "at or above" if score >= threshold else "below"
+        first = Reason((score >= threshold) == wanted, f"similarity to {target} {score:.3f}, {side} the threshold "
+                       f"{threshold:.2f}")  # fmt: skip
+        checks = [Reason(not wanted, miss) for miss in misses]
+        return Verdict("positive" if same == wanted else "negative", (first, *checks))
 
 
 EVALUATORS = (SemanticMatch(),)

@@ -1,0 +1,70 @@
+"""A near copy of the golden response with a word swapped: "The stock rose 5%" / "The stock fell 5%",
+"including sale items" / "excluding sale items", "use git merge" / "use git rebase". Embeddings score
+such pairs 0.9+ and no cue list can know every antonym, but the shape is telling: when a response
+repeats nearly all of the golden response's words, the few it changes are the point of the answer.
+
+Flagged when at least ``MIN_SHARED`` of the shorter text's content words (stopwords dropped, words
+cut to 4 letters so "ship"/"ships" are one) are in the other, AND each text has a content word the
+other lacks (a substitution, not an addition: "unopened items" / "opened or unopened items" is an
+addition). Numbers are left to quantities.py. Scripts written without spaces (CJK) are not checked.
+A response that rewords freely shares fewer words or changes more than ``MAX_SWAPPED`` of them
+and is not flagged; a synonym swapped into an
+otherwise copied sentence is (the reason names both words, so a tester sees it at once).
+"""
+
+# ruff: noqa: SIM905  (the stopword lists read better as text)
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from convolens.evaluations import quantities
+
+MAX_CHARS = 4000
+MIN_SHARED = 0.8
+MAX_SWAPPED = 2
+
+_WORD = re.compile(r"[^\W\d_]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+_STOP = frozenset(
+    "a an the of to in on at for from by with and or but is are was were be been it its this that these "
+    "those you your we our they their he she his her i me my as so if then than there here will would "
+    "can could may might shall should do does did has have had not no yes please also just very "
+    "le la les un une des de du et ou est sont à au aux en pour par sur dans ce cette vous votre nous "
+    "der die das ein eine einen und oder ist sind zu im am mit von für auf sie ihr ihre wir "
+    "el los las unos y o es son al del con por para su sus usted "
+    "il lo gli uno e è di da con per su suo sua "
+    "o os um uma é são ao do da dos das em no na com para seu sua você "
+    "het een en of is zijn te op met voor van uw je".split()
+)
+
+
+def _content(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text[:MAX_CHARS]).lower()
+    return [w for w in _WORD.findall(text) if w not in _STOP and len(w) > 1]
+
+
+def _meaningful(word: str) -> bool:
+    """Not a number word (quantities.py compares those) and not a fragment ("re-renders" → "re")."""
+    return len(word) > 2 and word not in quantities.number_words() and word not in ("degrees", "degree")
+
+
+def swapped(golden: str, response: str) -> str | None:
+    """Why the response reads as the golden response with words changed, or None."""
+    if _CJK.search(golden[:MAX_CHARS]) or _CJK.search(response[:MAX_CHARS]):
+        return None
+    g_words, r_words = _content(golden), _content(response)
+    g_stems, r_stems = {w[:4] for w in g_words}, {w[:4] for w in r_words}
+    shorter = min(len(g_stems), len(r_stems))
+    if shorter < 3 or len(g_stems & r_stems) / shorter < MIN_SHARED:
+        return None
+    g_only = list(dict.fromkeys(w for w in g_words if w[:4] not in r_stems and _meaningful(w)))
+    r_only = list(dict.fromkeys(w for w in r_words if w[:4] not in g_stems and _meaningful(w)))
+    # one or two words changed: a rewording changes more, and adds as much as it keeps
+    if not 0 < len(g_only) <= MAX_SWAPPED or not 0 < len(r_only) <= MAX_SWAPPED:
+        return None
+    return (
+        f"the response repeats the golden response with {', '.join(map(repr, r_only[:5]))}"
+        f" in place of {', '.join(map(repr, g_only[:5]))}"
+    )
