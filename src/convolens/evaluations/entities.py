@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from convolens.evaluations import quantities
+
 MAX_CHARS = 4000
 MAX_NAMES = 50
 
@@ -38,8 +40,8 @@ def names(text: str) -> list[str]:
     starts = {m.end() for m in _SENTENCE.finditer(text)} | {0}
     for match in _WORD.finditer(text):
         word = re.sub(r"'s$", "", match.group())
-        if _CJK.search(word):
-            continue
+        if _CJK.search(word) or quantities.is_date_word(word.lower()):
+            continue  # CJK has no capitals; weekdays and months are compared by quantities.py
         words += 1
         code = word.endswith("()") or (cjk and word.isascii() and len(word) > 1)
         if code or (len(word) > 1 and word.isupper()) or re.search(r"[a-z][A-Z]", word):

@@ -310,7 +310,8 @@ def _join_words(text: str, words: list[tuple[int, int, float]]) -> list[tuple[in
 def _with_unit(text: str, written: str, value: float, end: int) -> Quantity:
     after = text[end : end + 8].lstrip()
     if after.startswith(_AM + _PM) and value <= 12 and value == int(value):
-        return Quantity(written, _twelve(int(value), after, text, end), "clock")
+        marker = "pm" if after.startswith(_PM) else "am"
+        return Quantity(written + marker, _twelve(int(value), after, text, end), "clock")
     if value < 24 and re.match(r"\s?(h|uhr|o'clock|시(?!간)|点|點|時(?!間))(?![^\W\d_])", text[end : end + 9]):
         hours = _twelve(int(value), "", text, text.rfind(written, 0, end))
         return Quantity(written, hours, "clock", name="12h" if hours <= 12 else "")
@@ -338,6 +339,11 @@ def _merge_durations(text: str, found: list[tuple[int, int, Quantity]]) -> list[
                 continue
         merged.append((start, end, q))
     return [q for _, _, q in merged]
+
+
+def is_date_word(word: str) -> bool:
+    """A weekday or month name this module compares (entities.py leaves them to it)."""
+    return word in _NAMES
 
 
 def number_words() -> frozenset[str]:

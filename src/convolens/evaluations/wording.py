@@ -4,12 +4,12 @@ such pairs 0.9+ and no cue list can know every antonym, but the shape is telling
 repeats nearly all of the golden response's words, the few it changes are the point of the answer.
 
 Flagged when at least ``MIN_SHARED`` of the shorter text's content words (stopwords dropped, words
-cut to 4 letters so "ship"/"ships" are one) are in the other, AND each text has a content word the
-other lacks (a substitution, not an addition: "unopened items" / "opened or unopened items" is an
-addition). Numbers are left to quantities.py. Scripts written without spaces (CJK) are not checked.
-A response that rewords freely shares fewer words or changes more than ``MAX_SWAPPED`` of them
-and is not flagged; a synonym swapped into an
-otherwise copied sentence is (the reason names both words, so a tester sees it at once).
+cut to 4 letters so "ship"/"ships" are one) are in the other, in the same order, and the only
+differences are one or two words replaced in place (not an addition: "unopened items" / "opened or
+unopened items"; not a reordering). Numbers and units are left to quantities.py. Scripts written
+without spaces (CJK) are not checked. A response that rewords freely moves, adds or changes more
+words and is not flagged; a synonym swapped into an otherwise copied sentence is (the reason names
+both words, so a tester sees it at once).
 """
 
 # ruff: noqa: SIM905  (the stopword lists read better as text)
@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from difflib import SequenceMatcher
 
 from convolens.evaluations import quantities
 
 MAX_CHARS = 4000
 MIN_SHARED = 0.8
 MAX_SWAPPED = 2
+MAX_WORDS = 300  # SequenceMatcher is quadratic at worst: bounded
 
 _WORD = re.compile(r"[^\W\d_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -51,20 +53,25 @@ def _meaningful(word: str) -> bool:
 
 
 def swapped(golden: str, response: str) -> str | None:
-    """Why the response reads as the golden response with words changed, or None."""
+    """Why the response reads as the golden response with words changed in place, or None."""
     if _CJK.search(golden[:MAX_CHARS]) or _CJK.search(response[:MAX_CHARS]):
         return None
-    g_words, r_words = _content(golden), _content(response)
-    g_stems, r_stems = {w[:4] for w in g_words}, {w[:4] for w in r_words}
-    shorter = min(len(g_stems), len(r_stems))
-    if shorter < 3 or len(g_stems & r_stems) / shorter < MIN_SHARED:
+    g_words = [w for w in _content(golden) if _meaningful(w)][:MAX_WORDS]
+    r_words = [w for w in _content(response) if _meaningful(w)][:MAX_WORDS]
+    g_stems, r_stems = [w[:4] for w in g_words], [w[:4] for w in r_words]
+    shorter = min(len(set(g_stems)), len(set(r_stems)))
+    if shorter < 3 or len(set(g_stems) & set(r_stems)) / shorter < MIN_SHARED:
         return None
-    g_only = list(dict.fromkeys(w for w in g_words if w[:4] not in r_stems and _meaningful(w)))
-    r_only = list(dict.fromkeys(w for w in r_words if w[:4] not in g_stems and _meaningful(w)))
-    # one or two words changed: a rewording changes more, and adds as much as it keeps
+    # Only replacements in place, of one or two words: a rewording moves words around or adds some,
+    # which shows as insertions and deletions ("until the order ships" / "as long as it hasn't shipped").
+    changes = [op for op in SequenceMatcher(None, g_stems, r_stems, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if not changes or any(op[0] != "replace" for op in changes):
+        return None
+    g_only = list(dict.fromkeys(w for w in g_words if w[:4] not in r_stems))
+    r_only = list(dict.fromkeys(w for w in r_words if w[:4] not in g_stems))
     if not 0 < len(g_only) <= MAX_SWAPPED or not 0 < len(r_only) <= MAX_SWAPPED:
         return None
     return (
-        f"the response repeats the golden response with {', '.join(map(repr, r_only[:5]))}"
-        f" in place of {', '.join(map(repr, g_only[:5]))}"
+        f"the response repeats the golden response with {', '.join(map(repr, r_only))}"
+        f" in place of {', '.join(map(repr, g_only))}"
     )
