@@ -27,6 +27,7 @@ MAX_NAMES = 50
 _WORD = re.compile(r"[^\W\d_][\w-]*(?:\(\))?")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 _UNITS = frozenset(("celsius", "fahrenheit", "kelvin"))  # capitalised, but a unit (quantities.py)
+_NOT_NAMES = frozenset(("am", "pm", "ok", "okay", "hi", "hello", "thanks", "please", "sorry"))  # capitalised, not names
 _SENTENCE = re.compile(r"[.!?。！？:\n]\s*|[\"'«“(]\s*")
 
 
@@ -40,7 +41,7 @@ def names(text: str) -> list[str]:
     starts = {m.end() for m in _SENTENCE.finditer(text)} | {0}
     for match in _WORD.finditer(text):
         word = re.sub(r"'s$", "", match.group())
-        if _CJK.search(word) or quantities.is_date_word(word.lower()):
+        if _CJK.search(word) or quantities.is_date_word(word.lower()) or word.lower() in _NOT_NAMES:
             continue  # CJK has no capitals; weekdays and months are compared by quantities.py
         words += 1
         code = word.endswith("()") or (cjk and word.isascii() and len(word) > 1)

@@ -34,6 +34,8 @@ _CUES = frozenset(
 # Spanish/Italian "no" negates; Portuguese "no" is "in the": it counts only as an answer ("No, ...").
 _CJK_CUES = ("不", "没", "沒", "无", "無", "未", "非", "ない", "ません", "なし", "不可",
              "않", "못", "없", "불가", "안 ")  # fmt: skip
+# "No problem! Your order ships today" answers yes
+_NOT_A_NO = frozenset(("problem", "problemo", "worries", "prob", "doubt"))
 _WORD = re.compile(r"[^\W_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
@@ -53,7 +55,8 @@ def _words(text: str) -> tuple[Counter[str], set[str]]:
     for sentence in re.split(r"[.!?;。！？\n]", text):
         words = _WORD.findall(sentence)
         for i, word in enumerate(words):
-            if word in _CUES or (word == "no" and (i == 0 or (not _CJK.search(sentence) and _spanish_no(words, i)))):
+            answer_no = i == 0 and (i + 1 >= len(words) or words[i + 1] not in _NOT_A_NO)
+            if word in _CUES or (word == "no" and (answer_no or (not _CJK.search(sentence) and _spanish_no(words, i)))):
                 cues[word] += 1
             elif _CJK.search(word):
                 rest.update(ch for ch in word if not ch.isdigit())

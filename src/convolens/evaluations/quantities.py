@@ -355,6 +355,32 @@ def describe(items: list[Quantity]) -> str:
     return ", ".join(dict.fromkeys(q.text for q in items))
 
 
+_IMPLIED_UNIT = re.compile(r"\b(?:a|an|one|per|each|every|un|une|ein|eine|einen|uno|una|um|uma|een)\s([^\W\d_]+)")
+_IMPLIED_ADVERB = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year", "annually": "year",
+                   "hourly": "hour", "fortnight": "week"}  # fmt: skip
+
+
+def _implied(text: str) -> list[Quantity]:
+    """What a response may say without a digit: "within a day" (24 hours), "monthly" (1 month), "a
+    fortnight" (14 days). Only used to find the golden response's facts, never to name a difference:
+    "a" is far more often an article than a count."""
+    found = []
+    for match in _IMPLIED_UNIT.finditer(text):
+        unit = _UNITS.get(match.group(1))
+        if unit is not None and unit[0] == "time":
+            found.append(Quantity(match.group(), 1, "time", unit[1]))
+        if len(found) > 50:
+            break
+    for word in _WORD_RUN.findall(text)[:2000]:
+        if word in _IMPLIED_ADVERB:
+            count = 2 if word == "fortnight" else 1
+            found.append(Quantity(word, count, "time", count * _UNITS[_IMPLIED_ADVERB[word]][1]))
+    return found
+
+
+_WORD_RUN = re.compile(r"[^\W\d_]+")
+
+
 def compare(golden: str, response: str) -> str | None:
     """Why the response's facts differ from the golden response's, or None when each number, time,
     weekday and month of the golden response is in the response (spelled any way).
@@ -363,9 +389,10 @@ def compare(golden: str, response: str) -> str | None:
     ones are missing: then they are named as what it says instead."""
     expected, stated = quantities(golden), quantities(response)
     written = _prepare(response)
+    implied = _implied(written)
     missing = [
         g for g in expected
-        if not any(g.same(r) for r in stated)
+        if not any(g.same(r) for r in stated + implied)
         and not (g.dimension == "name" and len(g.text) > 3 and g.text in written)  # "Oktobermontag"
     ]  # fmt: skip
     instead = [r for r in stated if not any(r.same(g) for g in expected)]

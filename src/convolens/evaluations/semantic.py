@@ -4,21 +4,25 @@ First gate: the cosine similarity of the two texts' sentence embeddings (enrich/
 multilingual encoder the enrichment uses: an answer in another language can match too) must reach the
 threshold. Embeddings cannot see the near misses a tester cares most about — "5 to 7 days" / "2 to 3
 days", "you can return it" / "you can't return it" score ~0.9 — so a response above the threshold must
-also pass three checks, each of which names what differed in the verdict's reasons:
+also pass these checks, each of which names what differed in the verdict's reasons:
 
 - facts (quantities.py): every number, amount, percentage, time, weekday and month of the golden
   response is in the response, however spelled ("five", "18:00" / "6pm", "48 hours" / "two days");
 - polarity (polarity.py): the response does not negate the golden response's statement;
+- names (entities.py): the response does not name another place, person or product in its place;
+- wording (wording.py): the response is not the golden response with one or two words replaced
+  ("rose" / "fell", "merge" / "rebase");
 - refusal (attempts.py's classifier, over the vectors already computed): when the golden response
-  answers, the response does not refuse or deflect.
+  answers, the response does not clearly refuse or deflect (``REFUSAL_BELOW``).
 
 Options: ``golden_response`` (the expected text), ``threshold`` (default ``THRESHOLD``) and ``expect``:
 ``similar`` (default) or ``different`` — the response must not mean the same as the given text (a
 reply kept as an example of what not to say). ``THRESHOLD`` was chosen with the checks on, on the
 labelled pair sets in tests/data (bench/evaluator_quality.py reports each set and leave-one-set-out).
 The encoder reads a text's first 600 characters: longer answers are compared by their beginnings.
-What it still cannot tell apart: a different entity or action in the same sentence ("git merge" /
-"git rebase", "CEO" / "CFO") — check those with ``golden_response``, a phrase or ``llm_judge``.
+What it still cannot tell apart: a reworded sentence that changes an action or a relation ("your
+claim was approved" / "your claim was rejected", "flights to Tokyo" / "flights from Tokyo") — check
+those with ``golden_response``, a phrase or ``llm_judge``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ from convolens.evaluations.base import (
 
 MAX_GOLDEN_CHARS = 50_000
 THRESHOLD = 0.56
+# The refusal check rejects only a response the attempts classifier is sure of: between 0.25 and 0.5 it
+# misreads terse answers ("Sorry, we've run out of that size": 0.40) on the seen pair sets, where no
+# different pair above the similarity threshold was a refusal.
+REFUSAL_BELOW = 0.25
 
 
 def similarity(a: str, b: str) -> float:
@@ -72,7 +80,7 @@ def near_misses(golden: str, response: str, golden_vector: Any, response_vector:
         if words:
             reasons.append(words)
     golden_answers, response_answers = attempts.answer_probabilities(np.stack([golden_vector, response_vector]))
-    if golden_answers >= 0.5 > response_answers:
+    if golden_answers >= 0.5 and response_answers < REFUSAL_BELOW:
         reasons.append(
             f"the response refuses or deflects (classifier: {response_answers:.2f} that it answers)"
             " where the golden response answers"
