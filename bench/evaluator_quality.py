@@ -94,7 +94,7 @@ def semantic_match(wrong: bool) -> None:
                 continue
             for miss in misses:
                 kind = ("refusal" if "refuses" in miss else "negation" if "negates" in miss
-                        else "names" if " names " in miss else "words" if "in place of" in miss
+                        else "names" if " names " in miss else "words" if "in place of" in miss or " says '" in miss
                         else "numbers/dates")  # fmt: skip
                 (lost if actual else caught)[kind] += 1
         print(f"    checks above the threshold: different pairs caught {caught}; paraphrases rejected {lost}")

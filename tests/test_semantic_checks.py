@@ -122,6 +122,22 @@ def test_a_near_copy_with_a_word_swapped_fails_and_a_rewording_does_not() -> Non
     )
 
 
+def test_a_word_turned_into_its_opposite_fails_unless_a_negation_turns_it_back() -> None:
+    assert wording.opposite(
+        "Pay the invoice before the goods are shipped.", "Pay the invoice after the goods are shipped."
+    ) == ("the response says 'after' where the golden response says 'before'")
+    assert wording.opposite("Flights to Tokyo depart from Terminal 2.", "Flights from Tokyo arrive at Terminal 2.") == (
+        "the response says 'arrive' where the golden response says 'depart'"
+    )
+    assert wording.opposite(
+        "The password must be at least 12 characters.", "The password must be at most 12 characters."
+    ) == ("the response says 'most' where the golden response says 'least'")
+    assert wording.opposite("The museum is closed on Mondays.", "On Mondays the museum doesn't open.") is None
+    assert wording.opposite("Il museo è chiuso il lunedì.", "Di lunedì il museo non è aperto.") is None
+    # the same word pair on another subject is no contradiction
+    assert wording.opposite("Stir before serving.", "Our shop closes after 6 on Fridays, so come early.") is None
+
+
 def test_semantic_match_reasons_name_what_differed() -> None:
     found = judged("Delivery takes 5 to 7 business days.", "Delivery takes five to seven working days.")
     assert found.outcome == "positive"

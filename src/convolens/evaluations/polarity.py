@@ -85,7 +85,15 @@ _ANTONYMS = (
 
 
 def _antonym(a: set[str], b: set[str]) -> bool:
-    return any((x in a and y in b) or (y in a and x in b) for x, y in _ANTONYMS)
+    def has(words: set[str], stem: str) -> bool:
+        return any(w.startswith(stem) for w in words)
+
+    return any((has(a, x) and has(b, y)) or (has(a, y) and has(b, x)) for x, y in _ANTONYMS)
+
+
+def negated(text: str) -> bool:
+    """Whether ``text`` has a negation cue."""
+    return bool(_words(_text(text))[0])
 
 
 def flip(golden: str, response: str) -> str | None:

@@ -31,22 +31,22 @@ _WORDS: dict[str, float] = {
     "ninth": 9, "tenth": 10, "twice": 2,
     # fr
     "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "sept": 7, "huit": 8, "neuf": 9, "dix": 10,
-    "onze": 11, "douze": 12, "vingt": 20, "trente": 30,
+    "onze": 11, "douze": 12, "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50,
     # de
     "zwei": 2, "drei": 3, "vier": 4, "fünf": 5, "sechs": 6, "sieben": 7, "acht": 8, "neun": 9,
-    "zehn": 10, "zwölf": 12, "zwanzig": 20, "dreißig": 30,
+    "zehn": 10, "zwölf": 12, "zwanzig": 20, "dreißig": 30, "vierzig": 40, "fünfzig": 50,
     # es
     "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7, "ocho": 8, "nueve": 9, "diez": 10,
-    "doce": 12, "veinte": 20, "treinta": 30,
+    "doce": 12, "veinte": 20, "treinta": 30, "cuarenta": 40, "cincuenta": 50,
     # it
     "quattro": 4, "cinque": 5, "sette": 7, "otto": 8, "nove": 9, "dieci": 10, "undici": 11,
-    "dodici": 12, "trenta": 30, "tre": 3,
+    "dodici": 12, "trenta": 30, "quaranta": 40, "cinquanta": 50, "tre": 3,
     # pt
     "dois": 2, "duas": 2, "três": 3, "sete": 7, "oito": 8, "dez": 10, "doze": 12, "vinte": 20,
-    "trinta": 30,
+    "trinta": 30, "quarenta": 40, "cinquenta": 50,
     # nl
     "twee": 2, "drie": 3, "vijf": 5, "zes": 6, "zeven": 7, "negen": 9, "tien": 10, "twaalf": 12,
-    "twintig": 20, "dertig": 30,
+    "twintig": 20, "dertig": 30, "veertig": 40, "vijftig": 50,
 }  # fmt: skip
 # Also ordinary words elsewhere ("due" in English, "dos" in Portuguese): a number only before a unit.
 _ONLY_BEFORE_UNIT: dict[str, float] = {"due": 2, "dos": 2, "sei": 6, "once": 11, "elf": 11, "venti": 20}
@@ -283,7 +283,13 @@ def _join_words(text: str, words: list[tuple[int, int, float]]) -> list[tuple[in
         if joined:
             p_start, p_end, p_value = joined[-1]
             gap = text[p_end:start]
-            if gap in (" ", "-") and p_value >= 20 and p_value % 10 == 0 and value < 10 and p_value < 100:
+            if (
+                gap in (" ", "-", " y ", " e ", " et ")
+                and p_value >= 20
+                and p_value % 10 == 0
+                and value < 10
+                and p_value < 100
+            ):
                 joined[-1] = (p_start, end, p_value + value)
                 continue
             if gap == " " and value == 100 and p_value < 10:

@@ -76,7 +76,7 @@ def near_misses(golden: str, response: str, golden_vector: Any, response_vector:
     if names:
         reasons.append(names)
     if not (facts or flipped or names):  # the same change is named once
-        words = wording.swapped(golden, response)
+        words = wording.opposite(golden, response) or wording.swapped(golden, response)
         if words:
             reasons.append(words)
     golden_answers, response_answers = attempts.answer_probabilities(np.stack([golden_vector, response_vector]))

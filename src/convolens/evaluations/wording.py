@@ -20,7 +20,7 @@ import re
 import unicodedata
 from difflib import SequenceMatcher
 
-from convolens.evaluations import quantities
+from convolens.evaluations import polarity, quantities
 
 MAX_CHARS = 4000
 MIN_SHARED = 0.8
@@ -67,6 +67,10 @@ def swapped(golden: str, response: str) -> str | None:
     changes = [op for op in SequenceMatcher(None, g_stems, r_stems, autojunk=False).get_opcodes() if op[0] != "equal"]
     if not changes or any(op[0] != "replace" for op in changes):
         return None
+    g_set, r_set = set(g_stems), set(r_stems)
+    for _, g_from, g_to, r_from, r_to in changes:  # a word found elsewhere in the other text moved: a rewording
+        if any(x in r_set for x in g_stems[g_from:g_to]) or any(x in g_set for x in r_stems[r_from:r_to]):
+            return None
     g_only = list(dict.fromkeys(w for w in g_words if w[:4] not in r_stems))
     r_only = list(dict.fromkeys(w for w in r_words if w[:4] not in g_stems))
     if not 0 < len(g_only) <= MAX_SWAPPED or not 0 < len(r_only) <= MAX_SWAPPED:
@@ -75,3 +79,46 @@ def swapped(golden: str, response: str) -> str | None:
         f"the response repeats the golden response with {', '.join(map(repr, r_only))}"
         f" in place of {', '.join(map(repr, g_only))}"
     )
+
+
+# Words whose swap for their counterpart reverses a statement that otherwise stays the same ("pay
+# before" / "pay after", "at least 12" / "at most 12", "flights depart" / "flights arrive"). Small and
+# explicit per language; a pair counts only when each text has its own word and not the other's.
+_OPPOSITES = tuple(
+    tuple(pair.split("/"))
+    for pair in (
+        "before/after including/excluding include/exclude includes/excludes with/without least/most "
+        "more/less minimum/maximum above/below increase/decrease increased/decreased rise/fall rose/fell "
+        "risen/fallen opens/closes open/closed arrive/depart arrives/departs arrival/departure early/late "
+        "earlier/later first/last allowed/forbidden allowed/prohibited required/optional mandatory/optional "
+        "approved/rejected approved/denied accepted/rejected available/unavailable enabled/disabled "
+        "enable/disable upload/download push/pull import/export send/receive credit/debit buy/sell "
+        "appear/disappear appears/disappears fixed/introduced inside/outside "
+        "avant/après avec/sans plus/moins ouvre/ferme ouvert/fermé arrivée/départ gratuit/payant "
+        "vor/nach mit/ohne mehr/weniger öffnet/schließt geöffnet/geschlossen "
+        "antes/después con/sin más/menos abre/cierra abierto/cerrado "
+        "prima/dopo con/senza più/meno apre/chiude aperto/chiuso "
+        "antes/depois com/sem mais/menos abre/fecha aberto/fechado "
+        "voor/na met/zonder meer/minder opent/sluit"
+    ).split()
+)
+_CONTRAST_OVERLAP = 0.6
+
+
+def opposite(golden: str, response: str) -> str | None:
+    """Why the response reads as the golden response with a word turned into its opposite, or None."""
+    if _CJK.search(golden[:MAX_CHARS]) or _CJK.search(response[:MAX_CHARS]):
+        return None
+    if polarity.negated(golden) != polarity.negated(response):
+        return None  # "closed" / "doesn't open": the opposite and a negation cancel out
+    g_all = set(_WORD.findall(unicodedata.normalize("NFKC", golden[:MAX_CHARS]).lower()))
+    r_all = set(_WORD.findall(unicodedata.normalize("NFKC", response[:MAX_CHARS]).lower()))
+    for a, b in _OPPOSITES:
+        for mine, theirs in ((a, b), (b, a)):
+            if mine in g_all and mine not in r_all and theirs in r_all and theirs not in g_all:
+                g_rest = {w[:4] for w in _content(golden) if w not in (a, b)}
+                r_rest = {w[:4] for w in _content(response) if w not in (a, b)}
+                shorter = min(len(g_rest), len(r_rest))
+                if shorter and len(g_rest & r_rest) / shorter >= _CONTRAST_OVERLAP:
+                    return f"the response says {theirs!r} where the golden response says {mine!r}"
+    return None
