@@ -212,6 +212,15 @@ def timing() -> None:
     for r in rows:
         tries.evaluate(Attempt((Message("user", "?"),), r["b"]), {"method": "classifier"}, services)
     one = (time.process_time() - started) / len(rows)
+    from convolens.enrich import embedding
+    from convolens.evaluations.semantic import near_misses
+
+    vectors = [embedding.embed([r["a"], r["b"]]) for r in rows]
+    started = time.process_time()
+    for r, v in zip(rows, vectors, strict=True):
+        near_misses(r["a"], r["b"], v[0], v[1])
+    checks = (time.process_time() - started) / len(rows)
+    print(f"CPU per pair: the near-miss checks alone {checks * 1000:.2f} ms")
     print(f"CPU per pair: similarity alone {alone * 1000:.1f} ms; semantic_match with its checks "
           f"{full * 1000:.1f} ms; attempts_answer {one * 1000:.1f} ms")  # fmt: skip
 
