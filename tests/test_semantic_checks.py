@@ -41,6 +41,9 @@ def judged(golden: str, response: str, **options):
         ("東京から大阪までは約2時間30分です。", "東京から大阪までは2時間半です。"),
         ("The meeting is on Thursday at 10am.", "Nous avons la réunion jeudi à 10 h."),
         ("The parking closes at midnight.", "You can park until 12 am."),
+        ("Support is open Monday to Friday, 9am to 5pm.", "Support is open on weekdays from 9 to 5."),
+        ("Your order shipped on 3/14.", "Your order left our warehouse on March 14."),
+        ("Our team replies within 24 hours.", "You'll hear back from our team within a day."),
     ],
 )
 def test_the_same_numbers_times_and_dates_spelled_differently_pass(golden: str, response: str) -> None:
@@ -63,6 +66,8 @@ def test_the_same_numbers_times_and_dates_spelled_differently_pass(golden: str, 
          "the golden response says 20 where the response says 25"),
         ("Fixed in version 3.2.1.", "Fixed in version 3.2.2.",
          "the golden response says 3.2.1 where the response says 3.2.2"),
+        ("The sale ends on 3/14.", "The sale ends on April 14.",
+         "the golden response says 3 where the response says april"),
         ("You can return it within 30 days.", "You can't return it.",
          "the response leaves out 30 days of the golden response"),
         ("员工每年享有15天带薪年假。", "员工每年享有5天带薪年假。",

@@ -135,6 +135,9 @@ class Quantity:
 
     def same(self, other: Quantity) -> bool:
         if self.dimension in ("name", "version") or other.dimension in ("name", "version"):
+            month, number = (self, other) if self.dimension == "name" else (other, self)
+            if month.dimension == "name" and number.dimension is None and month.name[1:].isdigit():  # "3/14"
+                return int(month.name[1:]) == number.value
             return self.name == other.name
         if self.dimension == "clock" or other.dimension == "clock":
             return _clock_same(self, other)
@@ -378,6 +381,8 @@ def _implied(text: str) -> list[Quantity]:
         if len(found) > 50:
             break
     for word in _WORD_RUN.findall(text)[:2000]:
+        if word in _WEEKDAYS or word in _WEEKEND:  # "weekdays" states Monday to Friday
+            found.extend(Quantity(word, 0, "name", name=day) for day in _WEEKDAYS.get(word, _WEEKEND.get(word, ())))
         if word in _IMPLIED_ADVERB:
             count = 2 if word == "fortnight" else 1
             found.append(Quantity(word, count, "time", count * _UNITS[_IMPLIED_ADVERB[word]][1]))
@@ -385,6 +390,10 @@ def _implied(text: str) -> list[Quantity]:
 
 
 _WORD_RUN = re.compile(r"[^\W\d_]+")
+_FIVE = ("mon", "tue", "wed", "thu", "fri")
+_WEEKDAYS = dict.fromkeys(("weekdays", "weekday", "semaine", "werktags", "wochentags", "feriales", "úteis", "feriali",
+                           "werkdagen", "平日", "工作日", "평일", "주중"), _FIVE)  # fmt: skip
+_WEEKEND = dict.fromkeys(("weekend", "weekends", "wochenende", "finde", "fim"), ("sat", "sun"))
 
 
 def compare(golden: str, response: str) -> str | None:
