@@ -176,12 +176,16 @@ def test_semantic_match_rejects_a_deflection_where_the_golden_response_answers()
 
 def test_the_checks_bound_their_time_on_hostile_input() -> None:
     hostile = ("1,2." * 50_000) + ("not " * 50_000) + ("Madrid " * 50_000) + ("二十" * 50_000)
+    numbers = " ".join(str(i) for i in range(3000))
+    shifted = " ".join(f"{i + 1} weekdays a day monthly" for i in range(3000))
     started = time.process_time()
     assert quantities.compare("It costs 5 dollars.", hostile) is not None
+    # every number against every number: quadratic, so the items each text yields are capped
+    assert quantities.compare(numbers, shifted) == "the golden response says 0 where the response says 100"
     polarity.flip("It costs 5 dollars.", hostile)
     entities.swapped("It costs 5 dollars in Paris.", hostile)
     wording.swapped("It costs 5 dollars.", hostile)
-    assert time.process_time() - started < 1.0
+    assert time.process_time() - started < 0.5
 
 
 @pytest.mark.parametrize(

@@ -74,4 +74,4 @@ def swapped(golden: str, response: str) -> str | None:
     instead = [n for n in names(response) if not _present(n, g_lower)]
     if not instead:
         return None
-    return f"the golden response names {', '.join(missing)} where the response names {', '.join(instead)}"
+    return f"the golden response names {', '.join(missing[:8])} where the response names {', '.join(instead[:8])}"

@@ -20,6 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 
 MAX_CHARS = 4000
+MAX_ITEMS = 100
 
 # word → value; multilingual lists kept small on purpose (see the module docstring)
 _WORDS: dict[str, float] = {
@@ -222,12 +223,12 @@ def quantities(text: str) -> list[Quantity]:
     found: list[tuple[int, int, Quantity]] = []
     for name in _CJK_NAMES:  # weekday names written without spaces
         start = text.find(name)
-        while start != -1 and len(found) < 200:
+        while start != -1 and len(found) < MAX_ITEMS:
             found.append((start, start + len(name), Quantity(name, 0, "name", name=_NAMES[name])))
             start = text.find(name, start + len(name))
     words: list[tuple[int, int, float]] = []  # number words, to join "twenty five" / "one and a half"
     for match in _TOKEN.finditer(text):
-        if len(found) >= 200:
+        if len(found) + len(words) >= MAX_ITEMS:  # compare() is quadratic in the items: bounded
             break
         kind, token, start, end = match.lastgroup, match.group(), match.start(), match.end()
         if kind == "word":
@@ -311,7 +312,7 @@ def _join_words(text: str, words: list[tuple[int, int, float]]) -> list[tuple[in
     ):
         if _unit_after(text, match.end() - 1 if text[match.end() - 1] in " -" else match.end()):
             result.append((match.start(), match.end(), 0.5))
-        if len(result) > 200:
+        if len(result) > MAX_ITEMS:
             break
     return result
 
@@ -361,7 +362,8 @@ def number_words() -> frozenset[str]:
 
 
 def describe(items: list[Quantity]) -> str:
-    return ", ".join(dict.fromkeys(q.text for q in items))
+    written = list(dict.fromkeys(q.text for q in items))
+    return ", ".join(written[:8]) + (f" and {len(written) - 8} more" if len(written) > 8 else "")
 
 
 _IMPLIED_UNIT = re.compile(r"\b(?:a|an|one|per|each|every|un|une|ein|eine|einen|uno|una|um|uma|een)\s([^\W\d_]+)")
@@ -378,15 +380,15 @@ def _implied(text: str) -> list[Quantity]:
         unit = _UNITS.get(match.group(1))
         if unit is not None and unit[0] == "time":
             found.append(Quantity(match.group(), 1, "time", unit[1]))
-        if len(found) > 50:
+        if len(found) > MAX_ITEMS:
             break
-    for word in _WORD_RUN.findall(text)[:2000]:
+    for word in dict.fromkeys(_WORD_RUN.findall(text)):  # each word once: bounded by the vocabulary
         if word in _WEEKDAYS or word in _WEEKEND:  # "weekdays" states Monday to Friday
             found.extend(Quantity(word, 0, "name", name=day) for day in _WEEKDAYS.get(word, _WEEKEND.get(word, ())))
         if word in _IMPLIED_ADVERB:
             count = 2 if word == "fortnight" else 1
             found.append(Quantity(word, count, "time", count * _UNITS[_IMPLIED_ADVERB[word]][1]))
-    return found
+    return found[: MAX_ITEMS * 2]
 
 
 _WORD_RUN = re.compile(r"[^\W\d_]+")
