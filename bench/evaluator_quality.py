@@ -125,7 +125,7 @@ def semantic_file(path: Path) -> None:
     print(line(path.name, len(s.rows), "pairs", s.predicted(THRESHOLD), s.actual))
     print(line("similarity alone", len(s.rows), "pairs", s.predicted(THRESHOLD, checks=False), s.actual))
     for kind, wanted in (("same language", False), ("cross-lingual", True)):
-        keep = [i for i, r in enumerate(s.rows) if ("-" in r["lang"]) == wanted]
+        keep = [i for i, r in enumerate(s.rows) if ("-" in r.get("lang", "")) == wanted]
         guessed = s.predicted(THRESHOLD)
         print(line(kind, len(keep), "pairs", [guessed[i] for i in keep], [s.actual[i] for i in keep]))
 
