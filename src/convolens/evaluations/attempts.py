@@ -53,9 +53,16 @@ def attempts(response: str) -> tuple[bool, float]:
     """(attempts an answer?, the classifier's probability that it does)."""
     from convolens.enrich import embedding
 
-    model = classifier()
-    probability = float(model.predict_proba(embedding.embed([response]))[0][list(model.classes_).index(True)])
+    probability = answer_probabilities(embedding.embed([response]))[0]
     return probability >= 0.5, probability
+
+
+def answer_probabilities(vectors: Any) -> list[float]:
+    """The classifier's probability that each embedded response attempts an answer (semantic_match
+    reuses the vectors it already has)."""
+    model = classifier()
+    column = list(model.classes_).index(True)
+    return [float(row[column]) for row in model.predict_proba(vectors)]
 
 
 @dataclass(frozen=True)
