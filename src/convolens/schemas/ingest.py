@@ -58,9 +58,24 @@ class MessageEvent(_Event):
     latency_ms: Latency | None = None
     error: str | None = None
     extra: dict[str, Any] | None = None
+    # What an agent's step carries beside its text (Context's messages have them): stored in ``extra``
+    # under these names, but typed here so that they are bounded and scrubbed as text and tool input.
+    thought: str | None = None
+    observation: str | None = None
+    input: Any = None
     # Convenience for SDKs that send messages before (or instead of) a conversation event.
     user_id: str | None = None
     tenant_id: str | None = None
+
+
+def stored_extra(event: MessageEvent) -> dict[str, Any] | None:
+    """The ``extra`` a message is stored with: its own, and its ``thought``, ``input`` and
+    ``observation`` under those names (they win over the same keys in ``extra``)."""
+    thought, step_input, observation = event.thought, event.input, event.observation
+    if thought is None and step_input is None and observation is None:
+        return event.extra
+    steps = (("thought", thought), ("input", step_input), ("observation", observation))
+    return {**(event.extra or {}), **{k: v for k, v in steps if v is not None}}
 
 
 class RatingEvent(_Event):
