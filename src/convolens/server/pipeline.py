@@ -62,13 +62,16 @@ class Translation:
     from one that is checked in its own right). ``errors``: what the door's own shape refuses, in its
     names, answered in the same 422 as the bounds. ``max_events``: the bound on the batch's events
     (``None``: the native one, ``Limits.max_batch_events``). ``store``: the write inside the
-    transaction, ``apply_batch`` unless the door continues stored conversations."""
+    transaction, ``apply_batch`` unless the door continues stored conversations. ``in_part``: for a
+    door that stores what is within bounds and tells the client what is not (OTLP's partial success),
+    the translation without the parts the bounds' errors fall in; without it, any error is a 422."""
 
     batch: IngestBatch
     locate: Callable[[Loc], Loc | None] = native_loc
     errors: tuple[FieldError, ...] = ()
     max_events: int | None = None
     store: Store = apply
+    in_part: Callable[[list[FieldError]], Translation] | None = None
 
 
 Translate = Callable[[TokenInfo], Translation]
@@ -87,8 +90,11 @@ def admit(request: Request, token: str, translate: Translate, lookups: TokenLook
     info = authorize(request, token, "ingest", lookups)
     translation = translate(info)
     errors = list(translation.errors)
+    found = check_batch(translation.batch, app_limits(request), max_events=translation.max_events)
+    if found and not errors and translation.in_part is not None:
+        return Admitted(info, translation.in_part(found))
     seen = set(errors)
-    for error in check_batch(translation.batch, app_limits(request), max_events=translation.max_events):
+    for error in found:
         loc = translation.locate(error.loc)
         if loc is not None:
             named = FieldError(loc, error.msg)
