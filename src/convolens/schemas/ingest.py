@@ -147,7 +147,7 @@ def construct_complete(model: type[Model], values: dict[str, Any]) -> Model:
 
     pydantic's ``model_construct`` walks the model's fields and their defaults on every call, ~15 µs
     for a ``MessageEvent``; Context's translation builds one event per message (server/api/
-    context_log.py), which made it a tenth of a request's CPU. This sets the same four attributes
+    context_batch.py), which made it a tenth of a request's CPU. This sets the same four attributes
     directly (a test compares the two)."""
     if values.keys() != model.__pydantic_fields__.keys():
         raise TypeError(f"{model.__name__} needs exactly {sorted(model.__pydantic_fields__)}, got {sorted(values)}")
