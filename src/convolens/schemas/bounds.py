@@ -287,16 +287,17 @@ def check_batch(batch: IngestBatch, limits: Limits, *, max_events: int | None = 
 
 def _plain_message(event: MessageEvent, limits: Limits) -> bool:
     """True when a message is certainly within bounds: short plain ids, ASCII or NUL-free text of an
-    allowed length, and no optional fields that need a closer look. Anything else takes the full check,
-    which names the field at fault."""
+    allowed length, a short ASCII model name (most replies carry one), and no optional fields that need a
+    closer look. Anything else takes the full check, which names the field at fault."""
     if (
-        event.metadata or event.extra or event.name or event.model or event.error or event.user_id or event.tenant_id
+        event.metadata or event.extra or event.name or event.error or event.user_id or event.tenant_id
         or event.thought is not None or event.observation is not None or event.input is not None
     ):  # fmt: skip
         return False
-    content, cid, mid = event.content, event.conversation_id, event.id
+    content, cid, mid, model = event.content, event.conversation_id, event.id, event.model
     return (
-        len(content) <= limits.max_content_chars
+        (model is None or (len(model) <= limits.max_id_chars and model.isascii() and "\x00" not in model))
+        and len(content) <= limits.max_content_chars
         and "\x00" not in content
         and (content.isascii() or not _LONE_SURROGATE.search(content))
         and 0 < len(cid) <= limits.max_id_chars

@@ -30,11 +30,11 @@ from sqlalchemy import Connection
 from convolens.enrich.pii import scrubbed_batch
 from convolens.schemas.bounds import FieldError, check_batch
 from convolens.schemas.ingest import ConversationEvent, FeedbackEvent, IngestBatch, MessageEvent
-from convolens.server.api.deps import app_database, app_limits
 from convolens.server.auth import TokenLookups, authorize
 from convolens.server.errors import bound_violation
 from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
 from convolens.server.scrubbing_process import scrubbed
+from convolens.store.db import Database
 from convolens.store.ingest import BatchOutcome, NewIdsBatch, apply_batch
 from convolens.store.projects import TokenInfo
 from convolens.store.writer.batches import NotWritten
@@ -43,6 +43,10 @@ from convolens.timeutil import utcnow
 Loc = tuple[str | int, ...]
 # Inside the write transaction: the clean batch → what the door answers from.
 Store = Callable[[Connection, int, IngestBatch], Any]
+
+
+def _database(request: Request) -> Database:
+    return request.app.state.db
 
 
 def native_loc(loc: Loc) -> Loc | None:
@@ -90,7 +94,7 @@ def admit(request: Request, token: str, translate: Translate, lookups: TokenLook
     info = authorize(request, token, "ingest", lookups)
     translation = translate(info)
     errors = list(translation.errors)
-    found = check_batch(translation.batch, app_limits(request), max_events=translation.max_events)
+    found = check_batch(translation.batch, request.app.state.settings.limits, max_events=translation.max_events)
     if found and not errors and translation.in_part is not None:
         return Admitted(info, translation.in_part(found))
     seen = set(errors)
@@ -119,7 +123,7 @@ def _write(request: Request, admitted: Admitted) -> Any:
     if not clean.events and clean.client is None:
         return BatchOutcome(results=[], created_messages=0)  # nothing to store: no transaction
     project_pk = admitted.info.project_pk
-    return app_database(request).write(lambda conn: translation.store(conn, project_pk, clean))
+    return _database(request).write(lambda conn: translation.store(conn, project_pk, clean))
 
 
 def texts(batch: IngestBatch) -> Iterable[str | None]:
@@ -157,7 +161,7 @@ async def new_ids(request: Request, token: str, translate: Translate, *, heavy: 
         return NewIdsBatch(admitted.info.project_pk, scrub(admitted))
 
     if heavy:
-        return await in_heavy_lane(lambda: app_database(request).write(work(admit(request, token, translate))))
+        return await in_heavy_lane(lambda: _database(request).write(work(admit(request, token, translate))))
 
     def prepare(lookups: TokenLookups) -> NewIdsBatch | NotWritten:
         admitted = admit(request, token, translate, lookups)
@@ -166,5 +170,5 @@ async def new_ids(request: Request, token: str, translate: Translate, *, heavy: 
     outcome = await request.app.state.write_batches.write(prepare)
     if isinstance(outcome, NotWritten):
         admitted: Admitted = outcome.value
-        outcome = await in_thread(lambda: app_database(request).write(work(admitted)))
+        outcome = await in_thread(lambda: _database(request).write(work(admitted)))
     return outcome

@@ -16,6 +16,7 @@ from convolens.schemas.bounds import FieldError
 from convolens.schemas.context import ContextConversation, ContextMessage
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, construct_complete
 from convolens.server.errors import ApiError
+from convolens.server.offload import is_heavy
 from convolens.server.pipeline import Loc, Store, Translation, apply
 from convolens.store.ingest import new_id
 
@@ -170,7 +171,5 @@ def _batch(
 def heavy(conversation: ContextConversation) -> bool:
     """Whether the conversation takes the heavy lane (server/offload.py), told from its body before any
     thread hop, as the native batch's texts would tell it."""
-    from convolens.server.offload import is_heavy
-
     texts = (t for m in conversation.messages for t in (m.message, m.thought, m.observation))
     return is_heavy(texts) or is_heavy((conversation.feedback,))
