@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from conftest import TEST_LIMITS
+from convolens.enrich.pii import EMAIL_DUMMY
 from convolens.schemas.bounds import json_problem
 
 # Each was a 500 (OverflowError moving it to UTC, or a day added to it later) or is outside the range.
@@ -137,6 +138,11 @@ HOSTILE_VALUES = [
     (json.dumps(_native({"type": "event", "conversation_id": "c", "name": "n" * 129})), "events[0].name"),
     (json.dumps(_native({"type": "event", "conversation_id": "c", "name": ""})), "events[0].name"),
     (json.dumps(_native({**MESSAGE, "name": "tab\there"})), "events[0].name"),
+    # an agent's step, typed on the native message as on Context's: input is JSON, thought and observation texts
+    (json.dumps(_native({**MESSAGE, "input": _nested(300)})), "events[0].input.a"),
+    (json.dumps(_native({**MESSAGE, "thought": "nul\x00"})), "events[0].thought"),
+    (json.dumps(_native({**MESSAGE, "observation": "x" * (TEST_LIMITS.max_content_chars + 1)})),
+     "events[0].observation"),
     # Context: input is the free-form JSON, thought and observation are texts
     (json.dumps(_context({**HELLO, "input": _nested(300)})), "conversation.messages[0].input.a"),
     (json.dumps(_context({**HELLO, "input": {"q": "nul\x00"}})), "conversation.messages[0].input.q"),
@@ -144,6 +150,11 @@ HOSTILE_VALUES = [
      "conversation.messages[0].input.q"),
     (json.dumps(_context({**HELLO, "thought": "nul\x00"})), "conversation.messages[0].thought"),
     (json.dumps(_context({**HELLO, "observation": "nul\x00"})), "conversation.messages[0].observation"),
+    (json.dumps(_context({**HELLO, "thought": "x" * (TEST_LIMITS.max_content_chars + 1)})),
+     "conversation.messages[0].thought"),
+    (json.dumps(_context(HELLO, {**HELLO, "message": "x" * (TEST_LIMITS.max_content_chars + 1)})),
+     "conversation.messages[1].message"),
+    (json.dumps({"conversation": {"messages": [HELLO], "feedback": "nul\x00"}}), "conversation.feedback"),
     (json.dumps(_context({**HELLO, "type": "event", "name": "click\x07"})), "conversation.messages[0].name"),
     (json.dumps({"conversation": {"messages": [HELLO], "metadata": {"k": 1.5}}}).replace("1.5", RAW_INFINITY),
      "conversation.metadata.k"),
@@ -172,6 +183,23 @@ def test_a_hostile_value_is_422_naming_the_field(api: httpx.Client, text: str, f
     assert len(text) < TEST_LIMITS.max_body_bytes  # the bound under test is not the body's
     response = api.post(path, content=text, headers={"Content-Type": "application/json"})
     assert_names(response, field)
+
+
+def test_a_native_message_carries_an_agent_step_as_a_context_message_does(api: httpx.Client) -> None:
+    """The native message's thought, input and observation (what Context's messages carry, so that they
+    translate into the native batch losslessly) are scrubbed and stored, and read back as Context's."""
+    step = {
+        "thought": "look the customer up: ann@example.org",
+        "input": {"query": "ann@example.org", "limit": 3},
+        "observation": "found 1",
+    }
+    tool = {**MESSAGE, "conversation_id": "step", "role": "assistant", "kind": "tool", "name": "crm", **step}
+    response = api.post("/api/v1/ingest", json={"events": [{**MESSAGE, "conversation_id": "step"}, tool]})
+    assert response.status_code == 202, response.text[:300]
+    stored = api.get("/api/v1/conversations/step").json()["messages"][1]
+    assert stored["thought"] == "look the customer up: " + EMAIL_DUMMY
+    assert stored["input"] == {"query": EMAIL_DUMMY, "limit": 3}
+    assert (stored["observation"], stored["type"], stored["name"]) == ("found 1", "tool", "crm")
 
 
 def test_free_form_json_at_its_bounds_is_stored(api: httpx.Client) -> None:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from convolens.config import Limits
 from convolens.otlp.genai import LlmCall, Message, llm_call
 from convolens.otlp.wire import LogEvent, Span, SpanEvent
-from convolens.schemas.bounds import FieldError, check_batch
+from convolens.schemas.bounds import FieldError
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, construct_complete
 
 # The last of each: the Vercel AI SDK's telemetry metadata, under the names its docs use.
@@ -210,6 +209,9 @@ def _events(turn: Turn) -> list[Any]:
                     "latency_ms": turn.latency_ms if reply else None,
                     "error": call.error if reply else None,
                     "extra": message.extra,
+                    "thought": None,
+                    "observation": None,
+                    "input": None,
                     "user_id": None,
                     "tenant_id": None,
                 },
@@ -218,22 +220,24 @@ def _events(turn: Turn) -> list[Any]:
     return events
 
 
-def to_batch(translation: Translation, limits: Limits) -> tuple[IngestBatch, list[TurnEvents]]:
-    """The turns within bounds as one batch. ``check_batch`` runs once over all of them and each error
-    rejects only its own turn (in the answer's partial_success), so one oversized span does not fail
-    the export. A turn holds at most ``max_messages_per_conversation`` messages (``llm_call``); the
-    request, at most ``max_body_bytes``: the native bound on events a batch is not applied to the sum,
-    since one exporter batch (512 spans) already makes ~2,000 events."""
+def to_batch(translation: Translation) -> tuple[IngestBatch, list[TurnEvents]]:
+    """The turns as one batch, and where each turn's events are in it."""
     events: list[Any] = []
     placed: list[TurnEvents] = []
     for turn in translation.turns:
         turn_events = _events(turn)
         placed.append(TurnEvents(turn, len(events), len(events) + len(turn_events)))
         events.extend(turn_events)
-    batch = IngestBatch.model_construct(events=events, client=None)
-    errors = check_batch(batch, replace(limits, max_batch_events=max(len(events), limits.max_batch_events)))
-    if not errors:
-        return batch, placed
+    return IngestBatch.model_construct(events=events, client=None), placed
+
+
+def without_refused(
+    translation: Translation, batch: IngestBatch, placed: list[TurnEvents], errors: list[FieldError]
+) -> tuple[IngestBatch, list[TurnEvents]]:
+    """The batch less the turns that the bounds' ``errors`` (``check_batch``'s, on ``batch``) fall in,
+    each refused turn told in the answer's partial_success (``translation.reject``), so that one
+    oversized span does not fail the export."""
+    events = batch.events
     starts = [p.start for p in placed]
     refused: dict[int, FieldError] = {}
     for error in errors:

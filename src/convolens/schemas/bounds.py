@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from convolens.config import Limits
-from convolens.schemas.context import ContextConversation, ContextMessage
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, IngestBatch, MessageEvent
 
 # The path segments "." and "..": an id that is exactly one of them cannot travel in a URL path.
@@ -246,12 +245,13 @@ class _Checker:
                 )
 
 
-def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
+def check_batch(batch: IngestBatch, limits: Limits, *, max_events: int | None = None) -> list[FieldError]:
+    """Every bound of a native batch, each violation naming its field. ``max_events``: the bound on the
+    number of events, when a door's own bound differs (``Limits.max_batch_events`` otherwise)."""
     c = _Checker(limits)
-    if len(batch.events) > limits.max_batch_events:
-        c.errors.append(
-            FieldError(("events",), f"has {len(batch.events)} events; the limit is {limits.max_batch_events}")
-        )
+    max_events = limits.max_batch_events if max_events is None else max_events
+    if len(batch.events) > max_events:
+        c.errors.append(FieldError(("events",), f"has {len(batch.events)} events; the limit is {max_events}"))
         return c.errors
     for i, event in enumerate(batch.events):
         if isinstance(event, MessageEvent) and _plain_message(event, limits):
@@ -274,6 +274,9 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
             c.text((*loc, "error"), event.error, limits.max_content_chars)
             c.metadata((*loc, "metadata"), event.metadata)
             c.json((*loc, "extra"), event.extra)
+            c.text((*loc, "thought"), event.thought, limits.max_content_chars)
+            c.text((*loc, "observation"), event.observation, limits.max_content_chars)
+            c.json((*loc, "input"), event.input)
         elif isinstance(event, CustomEvent):
             c.identifier((*loc, "name"), event.name)
             c.metadata((*loc, "properties"), event.properties)
@@ -284,13 +287,17 @@ def check_batch(batch: IngestBatch, limits: Limits) -> list[FieldError]:
 
 def _plain_message(event: MessageEvent, limits: Limits) -> bool:
     """True when a message is certainly within bounds: short plain ids, ASCII or NUL-free text of an
-    allowed length, and no optional fields that need a closer look. Anything else takes the full check,
-    which names the field at fault."""
-    if event.metadata or event.extra or event.name or event.model or event.error or event.user_id or event.tenant_id:
+    allowed length, a short ASCII model name (most replies carry one), and no optional fields that need a
+    closer look. Anything else takes the full check, which names the field at fault."""
+    if (
+        event.metadata or event.extra or event.name or event.error or event.user_id or event.tenant_id
+        or event.thought is not None or event.observation is not None or event.input is not None
+    ):  # fmt: skip
         return False
-    content, cid, mid = event.content, event.conversation_id, event.id
+    content, cid, mid, model = event.content, event.conversation_id, event.id, event.model
     return (
-        len(content) <= limits.max_content_chars
+        (model is None or (len(model) <= limits.max_id_chars and model.isascii() and "\x00" not in model))
+        and len(content) <= limits.max_content_chars
         and "\x00" not in content
         and (content.isascii() or not _LONE_SURROGATE.search(content))
         and 0 < len(cid) <= limits.max_id_chars
@@ -301,54 +308,3 @@ def _plain_message(event: MessageEvent, limits: Limits) -> bool:
             mid is None or (0 < len(mid) <= limits.max_id_chars and mid.isascii() and _CONTROL_CHAR.search(mid) is None)
         )
     )
-
-
-def check_context_conversation(
-    conversation: ContextConversation,
-    limits: Limits,
-    *,
-    thread_id: str | None = None,
-    tenant_id: str | None = None,
-) -> list[FieldError]:
-    c = _Checker(limits)
-    loc = ("conversation",)
-    c.path_id((*loc, "id"), thread_id)
-    c.identifier(("tenant_id",), tenant_id, limits.max_tenant_chars)
-    user_id = (conversation.metadata or {}).get("user_id")
-    if isinstance(user_id, str) and user_id in DOT_SEGMENTS:  # stored as the conversation's user id
-        c.errors.append(
-            FieldError((*loc, "metadata", "user_id"), f"must not be {user_id!r}: a URL path cannot carry it")
-        )
-    c.metadata((*loc, "metadata"), conversation.metadata)
-    c.text((*loc, "feedback"), conversation.feedback, limits.max_content_chars)
-    if len(conversation.messages) > limits.max_messages_per_conversation:
-        c.errors.append(
-            FieldError(
-                (*loc, "messages"),
-                f"has {len(conversation.messages)} messages; the limit is {limits.max_messages_per_conversation}",
-            )
-        )
-        return c.errors
-    for i, message in enumerate(conversation.messages):
-        mloc = (*loc, "messages", i)
-        _required(c, mloc, message)
-        c.text((*mloc, "message"), message.message, limits.max_content_chars)
-        c.identifier((*mloc, "name"), message.name)
-        c.metadata((*mloc, "metadata"), message.metadata)
-        c.text((*mloc, "thought"), message.thought, limits.max_content_chars)
-        c.text((*mloc, "observation"), message.observation, limits.max_content_chars)
-        c.json((*mloc, "input"), message.input)
-    return c.errors
-
-
-def _required(c: _Checker, loc: tuple, message: ContextMessage) -> None:
-    """The SDK makes ``role`` and ``message`` optional: a message or tool call needs both, a custom
-    event (``type: "event"``) only a name or a message to show."""
-    if message.type == "event":
-        if not message.name and not message.message:
-            c.errors.append(FieldError((*loc, "name"), "an event needs a name or a message"))
-        return
-    if message.role is None:
-        c.errors.append(FieldError((*loc, "role"), f"is required unless type is event (type is {message.type})"))
-    if message.message is None:
-        c.errors.append(FieldError((*loc, "message"), f"is required unless type is event (type is {message.type})"))

@@ -58,9 +58,24 @@ class MessageEvent(_Event):
     latency_ms: Latency | None = None
     error: str | None = None
     extra: dict[str, Any] | None = None
+    # What an agent's step carries beside its text (Context's messages have them): stored in ``extra``
+    # under these names, but typed here so that they are bounded and scrubbed as text and tool input.
+    thought: str | None = None
+    observation: str | None = None
+    input: Any = None
     # Convenience for SDKs that send messages before (or instead of) a conversation event.
     user_id: str | None = None
     tenant_id: str | None = None
+
+
+def stored_extra(event: MessageEvent) -> dict[str, Any] | None:
+    """The ``extra`` a message is stored with: its own, and its ``thought``, ``input`` and
+    ``observation`` under those names (they win over the same keys in ``extra``)."""
+    thought, step_input, observation = event.thought, event.input, event.observation
+    if thought is None and step_input is None and observation is None:
+        return event.extra
+    steps = (("thought", thought), ("input", step_input), ("observation", observation))
+    return {**(event.extra or {}), **{k: v for k, v in steps if v is not None}}
 
 
 class RatingEvent(_Event):
@@ -132,7 +147,7 @@ def construct_complete(model: type[Model], values: dict[str, Any]) -> Model:
 
     pydantic's ``model_construct`` walks the model's fields and their defaults on every call, ~15 µs
     for a ``MessageEvent``; Context's translation builds one event per message (server/api/
-    context_log.py), which made it a tenth of a request's CPU. This sets the same four attributes
+    context_batch.py), which made it a tenth of a request's CPU. This sets the same four attributes
     directly (a test compares the two)."""
     if values.keys() != model.__pydantic_fields__.keys():
         raise TypeError(f"{model.__name__} needs exactly {sorted(model.__pydantic_fields__)}, got {sorted(values)}")

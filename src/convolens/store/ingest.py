@@ -26,6 +26,7 @@ from convolens.schemas.ingest import (
     IngestBatch,
     MessageEvent,
     RatingEvent,
+    stored_extra,
 )
 from convolens.store import rollups
 from convolens.store.driver import Statements
@@ -537,7 +538,7 @@ class _BatchWriter:
                     rows.append(
                         (
                             self.project_pk, key, new.id, new.position, e.role, e.kind, e.name, e.content,
-                            created_at, now, sql.json(e.metadata), sql.json(e.extra), new.rating, e.model,
+                            created_at, now, sql.json(e.metadata), sql.json(stored_extra(e)), new.rating, e.model,
                             e.input_tokens, e.output_tokens, e.latency_ms, e.error,
                         )
                     )  # fmt: skip

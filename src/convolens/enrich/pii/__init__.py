@@ -255,7 +255,7 @@ def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
             value
             for event in batch.events
             for value in (
-                (event.content, event.error) if isinstance(event, MessageEvent)
+                (event.content, event.error, event.thought, event.observation) if isinstance(event, MessageEvent)
                 else (event.feedback,) if isinstance(event, ConversationEvent | FeedbackEvent)
                 else ()
             )
@@ -281,6 +281,12 @@ def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
                 assign_if_changed(event, "metadata", scrub_value(event.metadata, budget))
             if event.extra:
                 assign_if_changed(event, "extra", scrub_value(event.extra, budget))
+            if event.thought is not None:
+                assign_if_changed(event, "thought", text(event.thought, budget))
+            if event.observation is not None:
+                assign_if_changed(event, "observation", text(event.observation, budget))
+            if event.input is not None:
+                assign_if_changed(event, "input", scrub_value(event.input, budget))
             if event.name:
                 assign_if_changed(event, "name", scrub_name(event.name, budget))
             if event.model:

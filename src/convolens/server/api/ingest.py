@@ -1,26 +1,25 @@
-"""``POST /api/v1/ingest``: the native batch API. One transaction per request; idempotent on ids.
+"""``POST /api/v1/ingest``: the native batch API, the door of the write pipeline (server/pipeline.py)
+that has nothing to translate. One transaction per request; idempotent on ids.
 
-A hot route: ``async``, with its token look-up, bounds, PII scrubbing and write in one thread hop
-(server/offload.py); FastAPI itself only parses and validates the body.
+A hot route: ``async``, the pipeline (token look-up, bounds, PII scrubbing, write) in one thread hop
+(server/offload.py); the fast path (server/asgi/fast_path.py) or FastAPI only parses and validates the body.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from convolens.enrich.pii import scrubbed_batch
-from convolens.schemas.bounds import check_batch
 from convolens.schemas.ingest import IngestBatch, IngestResponse
-from convolens.server.api.deps import app_database, app_limits, count_ingested
+from convolens.server import pipeline
+from convolens.server.api.deps import count_ingested
 from convolens.server.asgi.fast_path import Counted, FastRoute
 from convolens.server.asgi.orjson_route import OrjsonRoute
-from convolens.server.auth import IngestBearer, authorize
-from convolens.server.errors import ERROR_RESPONSES, bound_violation
-from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
+from convolens.server.auth import IngestBearer
+from convolens.server.errors import ERROR_RESPONSES
+from convolens.server.offload import is_heavy
+from convolens.server.pipeline import Translation
 from convolens.server.responses import JSONResponse
-from convolens.server.scrubbing_process import scrubbed
-from convolens.store.ingest import BatchOutcome, apply_batch
-from convolens.timeutil import utcnow
+from convolens.store.ingest import BatchOutcome
 
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES, route_class=OrjsonRoute)
 
@@ -32,17 +31,11 @@ FAST_ROUTES = (
 
 @router.post("/api/v1/ingest", status_code=202, response_model=IngestResponse)
 async def ingest(request: Request, batch: IngestBatch, token: str = IngestBearer) -> JSONResponse:
-    def store() -> BatchOutcome:
-        info = authorize(request, token, "ingest")
-        errors = check_batch(batch, app_limits(request))
-        if errors:
-            raise bound_violation(errors)
-        # Before storage: raw values never reach the database (a heavy batch is scrubbed in a child process).
-        clean = scrubbed(scrubbed_batch, batch, info.pii_names) if info.pii_scrubbing else batch
-        return app_database(request).write(lambda conn: apply_batch(conn, info.project_pk, clean, utcnow()))
-
-    heavy = is_heavy(getattr(event, "content", None) for event in batch.events)
-    outcome = await (in_heavy_lane if heavy else in_thread)(store)
+    # The native batch is the pipeline's own language: nothing to translate, the fields keep their names.
+    translation = Translation(batch)
+    outcome: BatchOutcome = await pipeline.run(
+        request, token, lambda _info: translation, heavy=is_heavy(pipeline.texts(batch))
+    )
     count_ingested(request, outcome.created_messages)
     metrics = request.app.state.metrics
     if batch.client is not None:

@@ -1,12 +1,13 @@
 """``POST /v1/traces`` and ``POST /v1/logs``: the OpenTelemetry door (OTLP/HTTP, protobuf or JSON).
 
 Like every write, the request's token (``Authorization: Bearer`` or ``x-convolens-token``) is checked
-from its headers before its body is read (server/asgi/write_admission.py), and the body is bounded and inflated by
-server/asgi/body_limits.py. Here, on a worker thread: the token looked up as the write's own check, the body decoded
-and translated into the native batch (convolens/otlp/), each turn checked against the same bounds as
-``POST /api/v1/ingest`` (``schemas.bounds.check_batch``); then the same PII scrubbing, on the heavy lane
-for a batch with a lot of text, and one ``Database.write`` that compares resent history with the stored
-conversations and calls ``store.ingest.apply_batch``, idempotent on the message ids the trace gives.
+from its headers before its body is read (server/asgi/write_admission.py), and the body is bounded and
+inflated by server/asgi/body_limits.py. Then it is a door of the one write pipeline (server/pipeline.py):
+after the token, the body is decoded and translated into the native batch (convolens/otlp/); the
+pipeline's bounds refuse a turn over a bound alone (``in_part``), its PII scrubbing and write follow (on
+the heavy lane for a batch with a lot of text), and the write, inside its transaction, compares resent
+history with the stored conversations before ``store.ingest.apply_batch``, idempotent on the message ids
+the trace gives.
 
 The answer is an Export…ServiceResponse in the request's encoding; turns over a bound are counted in
 its ``partial_success`` (the exporter does not retry them) and the rest is stored. A body that is not
@@ -15,14 +16,11 @@ OTLP gets a 400 with a google.rpc.Status naming the problem, an unknown content 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
 
-from convolens.enrich.pii import scrubbed_batch
 from convolens.otlp import turns
 from convolens.otlp.wire import (
     JSON,
@@ -34,12 +32,13 @@ from convolens.otlp.wire import (
     media_type,
     status_body,
 )
+from convolens.schemas.bounds import FieldError
 from convolens.schemas.ingest import IngestBatch, MessageEvent
-from convolens.server.api.deps import app_database, app_limits, count_ingested
-from convolens.server.auth import OtlpToken, authorize
+from convolens.server import pipeline
+from convolens.server.api.deps import app_limits, count_ingested
+from convolens.server.auth import OtlpToken
 from convolens.server.errors import ERROR_RESPONSES
-from convolens.server.offload import in_heavy_lane, in_thread, is_heavy
-from convolens.server.scrubbing_process import scrubbed
+from convolens.server.pipeline import Translation
 from convolens.store import conversation_ends
 from convolens.store.ingest import BatchOutcome, apply_batch
 from convolens.store.projects import TokenInfo
@@ -51,14 +50,6 @@ _BODY = {
     "content": {PROTOBUF: {"schema": {"type": "string", "format": "binary"}}, JSON: {"schema": {"type": "object"}}},
     "required": True,
 }
-
-
-@dataclass
-class _Prepared:
-    info: TokenInfo
-    translation: turns.Translation
-    batch: IngestBatch
-    placed: list[turns.TurnEvents]
 
 
 def _store(conn: Connection, project_pk: int, batch: IngestBatch, placed: list[turns.TurnEvents]) -> BatchOutcome:
@@ -83,6 +74,23 @@ def _store(conn: Connection, project_pk: int, batch: IngestBatch, placed: list[t
     return apply_batch(conn, project_pk, IngestBatch.model_construct(events=events, client=None), utcnow())
 
 
+def _as_native(translation: turns.Translation, batch: IngestBatch, placed: list[turns.TurnEvents]) -> Translation:
+    """The door's translation for the pipeline: a turn over a bound is refused alone (``in_part``); the
+    native bound on events is not applied to the sum, since one exporter batch (512 spans) already makes
+    ~2,000 events (a turn holds at most ``max_messages_per_conversation`` messages, ``llm_call``; the
+    request, at most ``max_body_bytes``)."""
+
+    def in_part(errors: list[FieldError]) -> Translation:
+        return _as_native(translation, *turns.without_refused(translation, batch, placed, errors))
+
+    return Translation(
+        batch,
+        max_events=len(batch.events),
+        store=lambda conn, project_pk, clean: _store(conn, project_pk, clean, placed),
+        in_part=in_part,
+    )
+
+
 async def _export(request: Request, token: str, *, logs: bool) -> Response:
     kind = media_type(request.headers.get("content-type"))
     if kind is None:
@@ -93,32 +101,21 @@ async def _export(request: Request, token: str, *, logs: bool) -> Response:
         return Response(body, status_code=415, media_type=JSON)
     body = await request.body()  # bounded and inflated already (server/asgi/body_limits.py)
     limits = app_limits(request)
+    translated: list[turns.Translation] = []  # what the answer tells: the spans refused and why
 
-    def prepare() -> _Prepared:
-        info = authorize(request, token, "ingest")
+    def translate(_info: TokenInfo) -> Translation:
         spans = turns.spans_from_logs(decode_logs(body, kind)) if logs else decode_spans(body, kind)
         translation = turns.turns_from_spans(spans, limits.max_messages_per_conversation)
-        batch, placed = turns.to_batch(translation, limits)
-        return _Prepared(info, translation, batch, placed)
+        translated.append(translation)
+        return _as_native(translation, *turns.to_batch(translation))
 
     try:
-        prepared = await in_thread(prepare)
+        # The lane is chosen once translated: the body is binary until then.
+        outcome: BatchOutcome = await pipeline.run(request, token, translate, heavy=None)
     except OtlpError as exc:
         return _bad_request(kind, str(exc), exc.field)
-    created = 0
-    if prepared.placed:
-        info, batch, placed = prepared.info, prepared.batch, prepared.placed
-
-        def write() -> BatchOutcome:
-            # Before storage: raw values never reach the database (a heavy batch is scrubbed in a child process).
-            clean = scrubbed(scrubbed_batch, batch, info.pii_names) if info.pii_scrubbing else batch
-            return app_database(request).write(lambda conn: _store(conn, info.project_pk, clean, placed))
-
-        heavy = is_heavy(getattr(event, "content", None) for event in batch.events)
-        outcome = await (in_heavy_lane if heavy else in_thread)(write)
-        created = outcome.created_messages
-        count_ingested(request, created)
-    translation = prepared.translation
+    count_ingested(request, outcome.created_messages)
+    translation = translated[0]
     problems = translation.problems or []
     message = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
     return Response(export_response(kind, translation.rejected, message, logs=logs), media_type=kind)

@@ -1,6 +1,7 @@
 """The async entry point of the writer: one thread a process that checks and writes requests in batches.
 
-Context's ``POST /api/v1/log/conversation`` sends one conversation a request. Each request used to make
+Context's ``POST /api/v1/log/conversation`` sends one conversation a request (server/pipeline.py's
+``new_ids`` hands it here). Each request used to make
 its own thread hop (server/offload.py), its own token look-up and its own bid for the write turn, and
 the turn's holder committed whatever had queued by then: groups of three to four. Here the event loop
 hands each request's ``prepare`` to ``WriteBatches.write`` and awaits its future; one thread takes every
