@@ -87,7 +87,9 @@ SEARCH_DIMENSIONS = 64
 CHAT_STOP_WORDS = {"please", "thanks", "thank", "hi", "hello", "hey", "want", "need", "does", "did", "just", "like",
                    "know", "tell", "help", "make", "way", "good", "best", "use", "using", "get", "ok", "okay",
                    "como", "que", "para", "por", "una", "los", "las", "del", "est", "les", "des", "pour", "une",
-                   "ich", "wie", "der", "die", "das", "und", "mit", "mein", "meine",
+                   "ich", "wie", "der", "die", "das", "und", "mit", "mein", "meine", "den", "dem", "ein", "eine",
+                   "einen", "ist", "nicht", "auf", "für", "von", "zu", "im", "es", "mir", "mich", "kann", "el",
+                   "la", "de", "en", "lo", "mi", "le", "et", "du", "au", "je", "il", "mon", "ma", "mes",
                    "주세요", "알려", "어떻게", "하나요", "있나요", "뭔가요", "방법은", "해야", "좀"}  # fmt: skip
 
 
@@ -513,16 +515,13 @@ def cluster_pool(
     if not groups or (should_stop is not None and should_stop()):
         return []
     # Term counts from at most 2,000 sampled members a cluster: enough for stable names, and fast.
-    own = [
-        [i for i in closest[:2000] if detected[i] == language] or list(closest[:2000]) for _, _, closest, _ in groups
-    ]
+    own = [naming_members(closest, neutral, detected, language) for _, _, closest, _ in groups]
     words = keywords([[texts[i] for i in chosen] for chosen in own], english=language in (None, "en"))
+    group_centres = np.stack([centre for centre, _, _, _ in groups])
     names = cluster_names.name_clusters(
-        [[texts[i] for i in chosen] for chosen in own],
-        np.stack([centre for centre, _, _, _ in groups]),
-        embedding.embed,
-        language,
+        [[texts[i] for i in chosen] for chosen in own], group_centres, embedding.embed, language
     )
+    names = _own_words_where_borrowed(names, groups, own, texts, group_centres)
     return [
         Cluster(
             centroid=centre,
@@ -535,6 +534,61 @@ def cluster_pool(
         for (centre, threshold, closest, members), terms, label in zip(groups, words, names, strict=True)
         if not follow_up(terms)
     ]
+
+
+# A cluster with fewer members than this in the project's main language is named from the main language's
+# messages nearest to it instead: a cluster of German messages in an English project was named in German.
+MIN_NAMING_MEMBERS = 3
+NAMING_NEIGHBOURS = 30
+
+
+def naming_members(
+    closest: np.ndarray, neutral: np.ndarray, languages: list[str | None], language: str | None
+) -> list[int]:
+    """The sample messages a cluster is named from: its members in the main ``language`` (at most 2,000,
+    closest first); where it has almost none, the main language's messages nearest to its members' mean
+    in the language-neutral space (``neutral``, one row per sample message), which the shared embedding
+    space puts on the same subject. Without a main language, or without any message in it: the members."""
+    members = list(closest[:2000])
+    own = [i for i in members if languages[i] == language]
+    if len(own) >= MIN_NAMING_MEMBERS or language is None:
+        return own or members
+    in_language = np.array([i for i, code in enumerate(languages) if code == language], dtype=np.int64)
+    if not len(in_language):
+        return members
+    centre = _normalise(neutral[closest[:2000]].mean(axis=0, keepdims=True))[0]
+    nearest = in_language[np.argsort(-(neutral[in_language] @ centre), kind="stable")[:NAMING_NEIGHBOURS]]
+    return own + [int(i) for i in nearest if int(i) not in set(own)]
+
+
+def _own_words_where_borrowed(
+    names: list[str | None],
+    groups: list,
+    own: list[list[int]],
+    texts: list[str],
+    centres: np.ndarray,
+) -> list[str | None]:
+    """The names, except where a cluster was named from neighbours in the main language (``naming_members``)
+    and the name embeds nearer to another cluster's centre: the neighbours were on another subject, and a
+    name of the members' own words, in their language, misleads less than a name of the wrong subject."""
+    from convolens.enrich import embedding
+
+    borrowed = [k for k, (_, _, closest, _) in enumerate(groups) if not set(own[k]) <= {int(i) for i in closest[:2000]}]
+    if not borrowed:
+        return names
+    out = list(names)
+    named = [k for k in borrowed if names[k]]
+    if named:
+        nearest = (embedding.embed([names[k] or "" for k in named]) @ centres.T).argmax(axis=1)
+        borrowed = [k for k in borrowed if not names[k]] + [k for k, n in zip(named, nearest, strict=True) if n != k]
+    # Their own most distinctive words against the other clusters' (c-TF-IDF, any script): "Zählerstand"
+    # says what the cluster is; a phrase cut out of their sentences ("Ich den Zählerstand für") does not.
+    documents = [[texts[int(i)] for i in closest[:300]] for _, _, closest, _ in groups]
+    terms = keywords(documents, top=2, english=False)
+    for k in borrowed:
+        words = terms[k]
+        out[k] = " and ".join(words)[:1].upper() + " and ".join(words)[1:] if words else names[k]
+    return out
 
 
 def _assign_pool(
