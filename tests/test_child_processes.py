@@ -227,6 +227,6 @@ def test_ctrl_c_stops_the_demo_quietly(tmp_path: Path) -> None:
     finally:
         if demo.poll() is None:
             demo.kill()
-    assert demo.returncode == 130
+    assert demo.returncode == 130, output
     assert "Traceback" not in output
     assert _wait_until_gone(children) == []
