@@ -44,8 +44,11 @@ SETS = {
     "fresh": ("topics_fresh.jsonl", "topics_fresh_descriptions.json"),
     "fresh2": ("topics_fresh2.jsonl", "topics_fresh2_descriptions.json"),
     "fresh3": ("topics_fresh3.jsonl", "topics_fresh3_descriptions.json"),
+    # Written blind (university portal, fitness app, tax filing; 14 languages) and read once in stop 33 at
+    # ARI 0.497: seen since, but in no fit yet (its category descriptions were written by the lead).
+    "fresh4": ("topics_fresh4.jsonl", "topics_fresh4_descriptions.json"),
 }
-TUNING = ("topics", "tune2", "holdout", "fresh", "fresh2", "fresh3")
+TUNING = ("topics", "tune2", "holdout", "fresh", "fresh2", "fresh3", "fresh4")
 # Every set in tests/data has been read and tuned on (stop 32: fresh2 too); a set never seen is given by
 # path (--set PATH --descriptions PATH) and printed in aggregate only.
 HELD_OUT: set[str] = set()
@@ -253,7 +256,7 @@ if __name__ == "__main__":
         shown = {k: v for k, v in result.items() if k not in ("semantic", "names", "category_names")}
         print(Path(chosen_set).name, json.dumps(shown, ensure_ascii=False, indent=1))
         sys.exit(0)
-    # The six labelled sets unless asked; --loso: each with the directions learned on the other training sets.
+    # The labelled sets unless asked; --loso: each with the directions learned on the other training sets.
     chosen = [chosen_set] if chosen_set else list(TUNING)
     aris: list[float] = []
     for name in chosen:
