@@ -29,7 +29,7 @@ def test_thumbs_down_replies_become_test_cases(server: RunningServer, project: P
         _log(api, "I want a refund for the broken lamp", "No.", -1)
         _log(api, "What is my refund status?", "It is being processed.", 1)
         _log(api, "Where is my parcel?", "Dunno.", -1)
-        wait_until_enriched(server.db)
+        wait_until_enriched(server.db, project_pk=project.pk)
         worker = Worker(server.db)
         worker.evaluate_runs.collect_settle = timedelta(0)
         assert worker.evaluate_runs.collect() == 3
@@ -89,7 +89,7 @@ def test_erasing_a_user_removes_the_test_cases_made_from_their_conversations(
                 },
             ]
             assert api.post("/api/v1/ingest", json={"events": events}).status_code == 202
-        wait_until_enriched(server.db)
+        wait_until_enriched(server.db, project_pk=project.pk)
         worker = Worker(server.db)
         worker.evaluate_runs.collect_settle = timedelta(0)
         assert worker.evaluate_runs.collect() == 2

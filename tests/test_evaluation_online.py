@@ -36,7 +36,7 @@ def test_an_offline_evaluator_judges_production_replies(server: RunningServer, p
         _log(api, "Where is my order?", "It shipped yesterday and arrives Friday.", "model-a")
         _log(api, "Cancel my order", "I'm sorry, I can't help with that.", "model-b")
         _log(api, "What's the weather?", "Please contact our support team.", "model-a")
-        wait_until_enriched(server.db)
+        wait_until_enriched(server.db, project_pk=project.pk)
         worker = Worker(server.db)
         worker.evaluate_runs.online_settle = timedelta(0)
         assert worker.evaluate_runs.online() == 3
@@ -75,7 +75,7 @@ def test_an_llm_evaluator_judges_online_within_the_daily_allowance(server: Runni
         _log(api, "Where is my parcel?", "It ships today with DHL.", "model-a")
         _log(api, "And the other one?", "It is on its way.", "model-a")
         _log(api, "A third?", "DHL has it.", "model-a")
-        wait_until_enriched(server.db)
+        wait_until_enriched(server.db, project_pk=project.pk)
         worker = Worker(server.db, outbound=OutboundPolicy.parse("127.0.0.0/8"))
         worker.evaluate_runs.online_settle = timedelta(0)
         assert worker.evaluate_runs.online() == 2  # the third reply: the day's allowance is spent

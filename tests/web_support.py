@@ -43,13 +43,16 @@ def add_account(db: Database, email: str, project: str, role: str) -> Account:
     return Account(email)
 
 
-def wait_until_enriched(db: Database, timeout: float = 120) -> None:
+def wait_until_enriched(db: Database, timeout: float = 120, project_pk: int | None = None) -> None:
+    """Until no message (of ``project_pk``, if given) waits for enrichment. On the session's shared server,
+    give the project: the other tests' backlog is not this test's, and waiting for it cost minutes."""
     deadline = time.monotonic() + timeout
+    pending_query = select(func.count()).select_from(message).where(message.c.enriched_version.is_(None))
+    if project_pk is not None:
+        pending_query = pending_query.where(message.c.project_pk == project_pk)
     while True:
         with db.reader() as conn:
-            pending = conn.execute(
-                select(func.count()).select_from(message).where(message.c.enriched_version.is_(None))
-            ).scalar_one()
+            pending = conn.execute(pending_query).scalar_one()
         if not pending:
             return
         assert time.monotonic() < deadline, f"{pending} messages still pending"
