@@ -25,6 +25,7 @@ TRAIN_SETS = (
     "complaints_fresh.jsonl",
     "complaints_holdout.jsonl",
     "complaints_fresh3.jsonl",
+    "complaints_fresh4.jsonl",
 )
 LABELS = ("negative", "neutral", "positive")
 

@@ -97,6 +97,7 @@ SETS = {
     "outcomes_holdout.jsonl": True,
     "outcomes_fresh.jsonl": True,
     "outcomes_fresh3.jsonl": True,
+    "outcomes_fresh4.jsonl": True,
 }
 
 

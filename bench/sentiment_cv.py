@@ -4,7 +4,7 @@ complaint training sets, not by reading one set's misses.
     python bench/sentiment_cv.py            # the current settings: each set held out in turn
     python bench/sentiment_cv.py --grid     # the candidates compared, best first
 
-Each training set (``export_complaint_training.TRAIN_SETS``: tune, train2, fresh, holdout, fresh3 —
+Each training set (``export_complaint_training.TRAIN_SETS``: tune, train2, fresh, holdout, fresh3, fresh4 —
 each written by another hand, in several languages) is held out in turn; the classifier is trained as
 ``sentiment._classifier`` trains it (``sentiment.train_classifier``: the hand-written examples, plus the
 other sets' rows), and ``sentiment.score`` labels the held-out rows in their turn (the assistant reply
@@ -19,11 +19,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or through runpy (the tests)
 from export_complaint_training import DATA, TRAIN_SETS
 
 from convolens.enrich import embedding, sentiment

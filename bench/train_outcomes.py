@@ -38,6 +38,7 @@ TRAIN_SETS = (
     "outcomes_fresh.jsonl",
     "outcomes_holdout.jsonl",
     "outcomes_fresh3.jsonl",
+    "outcomes_fresh4.jsonl",
 )
 THREE = outcome_quality.THREE
 OUT = Path(__file__).resolve().parent.parent / "src" / "convolens" / "enrich" / "outcome_weights.py"

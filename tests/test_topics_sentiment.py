@@ -30,25 +30,28 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
 # Every complaint set is a training set of the classifier since stop 32 (it fits them almost whole: what it
 # does on a set it never saw is test_sentiment_cross_validated_across_sets, and a new set's --set figures).
 SENTIMENT_FLOORS = {
-    "sentiment": (0.93, 0.9, 0.9),  # measured 0.942 / 0.91 / 0.91
-    "complaints_tune": (0.96, 0.95, 0.95),  # measured 1.0 / 1.0 / 1.0
-    "complaints_train2": (0.95, 0.96, 0.9),  # measured 0.963 / 0.98 / 0.917
-    "complaints_fresh": (0.96, 0.96, 0.94),  # measured 0.972 / 0.986 / 0.952
-    "complaints_holdout": (0.96, 0.97, 0.95),  # measured 0.988 / 1.0 / 0.974 (trained on since stop 32)
-    "complaints_fresh3": (0.94, 0.94, 0.94),  # measured 0.967 / 0.96 / 0.968 (trained on since stop 32)
+    "sentiment": (0.93, 0.9, 0.9),  # measured 0.958 / 0.95 / 0.95
+    "complaints_tune": (0.96, 0.95, 0.95),  # measured 0.981 / 0.972 / 0.972
+    # Since stop 33 the classifier trains on six sets (fresh4 too) with the same 1,000 kernel components: it
+    # fits each a little less (train2 0.963 -> 0.929) and generalises no worse (leave-one-set-out below).
+    "complaints_train2": (0.92, 0.92, 0.89),  # measured 0.938 / 0.929 / 0.905
+    "complaints_fresh": (0.94, 0.96, 0.9),  # measured 0.95 / 0.986 / 0.908
+    "complaints_holdout": (0.96, 0.97, 0.94),  # measured 0.988 / 1.0 / 0.949 (trained on since stop 32)
+    "complaints_fresh3": (0.94, 0.94, 0.93),  # measured 0.95 / 0.96 / 0.936 (trained on since stop 32)
+    "complaints_fresh4": (0.94, 0.94, 0.94),  # measured 0.958 / 0.949 / 0.949 (trained on since stop 33)
     "followups": (0.7, None, None),  # measured 0.75 (0.80 before the negative weight)
 }
 
 
 def test_sentiment_cross_validated_across_sets() -> None:
     """Each complaint training set labelled by the classifier trained without it (bench/sentiment_cv.py):
-    what a set written by another person scores. Measured 0.865 / 0.892 over the five sets, the lowest set
-    (fresh3) 0.812."""
+    what a set written by another person scores. Measured 0.864 / 0.893 over the six sets (stop 33), the
+    lowest sets (fresh, fresh3) 0.833."""
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_cv.py"))
     accuracy, negative_recall, per_set = bench["leave_one_set_out"](
         *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"]()
     )
-    assert len(per_set) == 5, per_set
+    assert len(per_set) == 6, per_set
     assert accuracy >= 0.85 and negative_recall >= 0.88, (accuracy, negative_recall, per_set)
     assert min(a for a, _ in per_set.values()) >= 0.8, per_set
 

@@ -226,6 +226,16 @@ NEUTRAL = [
     "Option B.",
     "Para dos personas, el sábado.",
     "Le modèle gris, en taille M.",
+    # Stop 33: identifiers given when asked for them (the complaint sets teach "the number is X" as a
+    # correction; as an answer it is neutral)
+    "The order number is 55-1290.",
+    "My booking reference is QX7TR2.",
+    "The account number ends in 3381.",
+    "Mi número de pedido es el 48213.",
+    "Le numéro de dossier est le 2024-118.",
+    "Die Kundennummer lautet 770412.",
+    "주문번호는 20231145예요.",
+    "予約番号はAB1234です。",
 ]
 
 POSITIVE = [

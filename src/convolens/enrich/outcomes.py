@@ -40,7 +40,7 @@ from convolens.store.enrichment import PREVIOUS_CHARS, Turn
 from convolens.store.outcome_fields import FEEDBACK_EVENTS
 
 # Goes up whenever a feature, the examples or the weights change (stored in conversation.outcome_version).
-VERSION = 3
+VERSION = 4
 
 # The turn classifier's classes, sorted (scikit-learn's order).
 KINDS = ("correction", "gives_up", "greeting", "off_target", "other", "sarcasm", "success", "thanks")
@@ -103,6 +103,11 @@ FEATURES = (
     "max_asks_again",
     "max_asks_again_unhappy",  # the cosine times the second turn's chance of being negative
     "max_asks_first",  # the cosine of a later user turn with the first one (a reply between)
+    # The cosine when the later turn is a request again: times its chance of having a subject ("other"),
+    # and only where it asks a question. A correction of the reply ("no, it's 408") is as close to the turn
+    # before it as a rephrase is, but is no new request.
+    "max_asks_again_request",
+    "max_asks_again_question",
     "max_repeats",
     "max_echoes",
     "earlier_negative",
@@ -131,7 +136,8 @@ OUTCOME_FEATURES = tuple(
 SIGNAL_FEATURES = {
     "rephrase": (
         "max_asks_again", "last_asks_again", "before_asks_again", "max_asks_again_unhappy", "max_asks_first",
-        "user_turns", "last_negative", "earlier_negative", "earlier_complaint", "max_off_target",
+        "max_asks_again_request", "max_asks_again_question", "user_turns", "last_negative", "earlier_negative",
+        "earlier_complaint", "max_off_target",
     ),
     "correction": (
         "max_correction", "last_correction", "before_complaint", "earlier_complaint", "last_negative",
@@ -142,7 +148,10 @@ SIGNAL_FEATURES = {
     "sarcasm": ("max_sarcasm", "last_sarcasm", "last_negative", "last_positive", "max_thanks", "earlier_negative"),
     "repeated_answer": ("max_repeats", "reply_repeats", "max_echoes", "reply_echoes", "user_turns"),
     # Replies have no embedding: that a reply missed the question is known only from the user saying so.
-    "off_target": ("max_off_target", "last_off_target", "before_complaint", "earlier_complaint", "max_asks_again"),
+    "off_target": (
+        "max_off_target", "last_off_target", "before_complaint", "earlier_complaint", "max_asks_again",
+        "max_asks_again_request", "max_asks_again_question",
+    ),
 }  # fmt: skip
 assert set(SIGNAL_FEATURES) == set(TRANSCRIPT_SIGNALS) and {f for fs in SIGNAL_FEATURES.values() for f in fs} <= set(
     FEATURES
@@ -265,6 +274,12 @@ def _asks(text: str) -> bool:
     return "?" in tail or "\uff1f" in tail  # and the full-width question mark of Chinese and Japanese
 
 
+def _user_asks(text: str) -> bool:
+    """Whether a user turn asks something (a question mark anywhere in its first characters)."""
+    head = text[:WORDS_CHARS]
+    return "?" in head or "\uff1f" in head
+
+
 def _words(text: str) -> float:
     return min(1.0, math.log1p(len(text.split())) / math.log1p(LONG_WORDS))
 
@@ -326,6 +341,13 @@ def features(steps: list[_Step]) -> np.ndarray:
     if first is not None and len(users) > 1 and replies and replies[0] < users[-1]:
         later = [steps[i].vector for i in users[1:] if i > replies[0] and steps[i].vector is not None]
         out["max_asks_first"] = max((max(0.0, float(first @ v)) for v in later), default=0.0)
+    out["max_asks_again_request"] = max(
+        (cosine * _kind(steps[i], "other") for i, cosine in asks_again.items() if steps[i].kinds is not None),
+        default=0.0,
+    )
+    out["max_asks_again_question"] = max(
+        (cosine for i, cosine in asks_again.items() if _user_asks(steps[i].text)), default=0.0
+    )
     out["max_repeats"] = max(repeats, default=0.0)
     out["max_echoes"] = max(echoes, default=0.0)
     earlier = [steps[i] for i in users[:-1]]
