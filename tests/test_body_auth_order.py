@@ -13,6 +13,7 @@ import pkgutil
 import re
 import socket
 import subprocess
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,31 @@ def test_an_over_count_batch_is_refused_before_it_is_validated(served: ServeProc
     assert "300000 events" in answer.json()["errors"][0]["msg"]
     # Inflating and parsing 25 MB is the cost; validating 300,000 events first cost several times more.
     assert spent < 0.6, spent
+
+
+def test_an_over_count_batch_is_counted_in_the_child_not_under_the_api_interpreter_lock(served: ServeProcess) -> None:
+    """orjson holds the API process's interpreter lock while it builds a body's objects, and no other
+    request of the process moves meanwhile (bench/abuse.py: the over-count class was a third of the API's
+    lock time under attack). A large body with far more objects than its bound allows is counted in the
+    API's child (server/scrubbing_process.py) and not parsed in the API process at all."""
+    body = orjson.dumps({"events": [SMALL_EVENT] * 50_000})  # 3.4 MB, uncompressed: parsing is its cost
+    started = time.process_time()
+    for _ in range(10):
+        orjson.loads(body)
+    parsing = time.process_time() - started
+    headers = {"Authorization": f"Bearer {served.token}", "Content-Type": "application/json"}
+    assert served.process is not None
+    with httpx.Client(base_url=served.base_url, headers=headers, timeout=60) as client:
+        first = client.post("/api/v1/ingest", content=body)  # starts the child
+        before = _cpu_seconds(served.process.pid)
+        answers = [client.post("/api/v1/ingest", content=body) for _ in range(10)]
+        spent = _cpu_seconds(served.process.pid) - before
+    for answer in (first, *answers):
+        assert answer.status_code == 422
+        assert [(e["field"], e["msg"]) for e in answer.json()["errors"]] == [
+            ("events", "has 50000 events; the limit is 1000")
+        ]
+    assert spent < parsing / 2, f"API process CPU {spent:.3f} s for 10 requests; parsing them {parsing:.3f} s"
 
 
 def test_an_over_count_context_conversation_is_refused_before_it_is_validated(served: ServeProcess) -> None:

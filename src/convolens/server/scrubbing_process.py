@@ -1,4 +1,4 @@
-"""The heavy lane's PII scrubbing, in a child process of the API process.
+"""The heavy lane's PII scrubbing, and the count of a body full of objects, in a child of the API process.
 
 The heavy lane (server/offload.py) gave requests with more than ``HEAVY_TEXT_CHARS`` of text one
 thread, so that they queue behind each other rather than in front of ordinary requests. But scrubbing
@@ -97,6 +97,14 @@ def scrubbed(function: Callable[..., V], value: V, *args: Any) -> V:
     if on_heavy_lane():
         return _CHILD.call(function, value, *args)
     return function(value, *args)
+
+
+def in_child(function: Callable[..., V], value: Any, *args: Any) -> V:
+    """``function(value, *args)`` in the child, whatever the thread: for other CPU-heavy work on a
+    hostile body that would hold the API process's interpreter lock (counting a body's items without
+    building its objects here: server/asgi/fast_path.py). Call it from a worker thread, never the event
+    loop: the caller waits for the child's answer."""
+    return _CHILD.call(function, value, *args)
 
 
 def stop() -> None:

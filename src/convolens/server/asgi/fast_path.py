@@ -46,6 +46,7 @@ from convolens.server.asgi.body_limits import ON_LOOP_BYTES, replay
 from convolens.server.auth import parse_bearer
 from convolens.server.errors import bound_violation, error_response
 from convolens.server.offload import in_thread
+from convolens.server.scrubbing_process import in_child
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class FastPath:
                 if len(body) <= ON_LOOP_BYTES:
                     parsed = self._parse(hot, body)
                 else:  # a large body is parsed and validated on a worker thread, not the event loop
-                    parsed = await in_thread(lambda: self._parse(hot, body))
+                    parsed = await in_thread(lambda: self._parse(hot, body, off_loop=True))
                 if parsed is None:
                     arguments = None
                 else:
@@ -177,25 +178,33 @@ class FastPath:
             arguments["tenant_id"] = None
         return arguments
 
-    def _parse(self, hot: _Bound, body: bytes) -> Any:
+    def _parse(self, hot: _Bound, body: bytes, off_loop: bool = False) -> Any:
         """The body parsed, counted and validated; raises the error that answers a body that is not
         JSON, nests too deep, carries too many items or does not validate (the 422 FastAPI's route would
-        give, or one naming the field); ``None`` for the rare body FastAPI's route should answer."""
+        give, or one naming the field); ``None`` for the rare body FastAPI's route should answer.
+        ``off_loop``: on a worker thread, which may wait for the API's child process."""
+        counted = hot.declared.counted
+        if off_loop and counted is not None and _many_objects(body, counted, self.limits):
+            verdict = in_child(count_items, body, counted.path)
+            if verdict is None:
+                return None  # not UTF-8: FastAPI's route answers it
+            if isinstance(verdict, tuple):
+                position, message = verdict
+                raise _json_invalid(position, message)
+            if verdict == TOO_DEEP:
+                raise _too_deep(hot, body)
+            _check_length(verdict, counted, self.limits)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             try:
                 data = json.loads(body)  # valid JSON orjson refuses (lone surrogates): the bounds check names it
-            except json.JSONDecodeError as exc:  # as FastAPI words it
-                raise RequestValidationError(
-                    [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
-                      "input": {}, "ctx": {"error": exc.msg}}]
-                ) from None  # fmt: skip
+            except json.JSONDecodeError as exc:
+                raise _json_invalid(exc.pos, exc.msg) from None
             except RecursionError:  # nested past both parsers' depth
                 raise _too_deep(hot, body) from None
             except ValueError:  # not UTF-8: FastAPI's route answers it
                 return None
-        counted = hot.declared.counted
         if counted is not None:
             _check_count(data, counted, self.limits)
         try:
@@ -223,17 +232,65 @@ def _too_deep(hot: _Bound, body: bytes) -> Exception:
     return bound_violation([FieldError(path, "nests deeper than the 1,000 levels a JSON body may have")])
 
 
+def _json_invalid(position: int, message: str) -> RequestValidationError:
+    # As FastAPI words it.
+    return RequestValidationError(
+        [{"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error",
+          "input": {}, "ctx": {"error": message}}]
+    )  # fmt: skip
+
+
+def _items(data: Any, path: tuple[str, ...]) -> list | None:
+    items = data
+    for key in path:
+        items = items.get(key) if isinstance(items, dict) else None
+    return items if isinstance(items, list) else None
+
+
 def _check_count(data: Any, counted: Counted, limits: Limits) -> None:
     """Refuse a body with more items than its bound before validating any of them: validation is the
     dear part, and the bound's 422 is what the bounds check (schemas/bounds.py) would give afterwards."""
-    items = data
-    for key in counted.path:
-        items = items.get(key) if isinstance(items, dict) else None
-    if not isinstance(items, list):
-        return  # validation names what is wrong
+    items = _items(data, counted.path)
+    if items is not None:  # else validation names what is wrong
+        _check_length(len(items), counted, limits)
+
+
+def _check_length(length: int, counted: Counted, limits: Limits) -> None:
     limit = getattr(limits, counted.limit)
-    if len(items) > limit:
-        raise bound_violation([FieldError(counted.path, f"has {len(items)} {counted.noun}; the limit is {limit}")])
+    if length > limit:
+        raise bound_violation([FieldError(counted.path, f"has {length} {counted.noun}; the limit is {limit}")])
+
+
+# A large body with more than this many ``{`` a counted item (an event with its metadata and extra holds
+# a few) is counted in the API process's child before the API parses it. orjson holds the interpreter
+# lock while it builds objects: 50,000 one-line events (3.4 MB) took 25-45 ms of it, in which no other
+# request of the process moved (bench/abuse.py's over-count class was a third of the API's lock time
+# under attack). ``{`` inside strings count too: a false alarm only costs the body a parse in the child.
+OBJECTS_PER_ITEM = 8
+TOO_DEEP = -1
+
+
+def _many_objects(body: bytes, counted: Counted, limits: Limits) -> bool:
+    return body.count(b"{") > OBJECTS_PER_ITEM * getattr(limits, counted.limit)
+
+
+def count_items(body: bytes, path: tuple[str, ...]) -> int | tuple[int, str] | None:
+    """In the child: the length of the list at ``path`` (0 when there is none: validation names it),
+    ``(position, message)`` for a body that is not JSON, ``TOO_DEEP``, or ``None`` for one not UTF-8.
+    The parse stays in the child; only this small answer comes back."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            data = json.loads(body)  # valid JSON orjson refuses (lone surrogates)
+        except json.JSONDecodeError as exc:
+            return (exc.pos, exc.msg)
+        except RecursionError:
+            return TOO_DEEP
+        except ValueError:
+            return None
+    items = _items(data, path)
+    return 0 if items is None else len(items)
 
 
 async def _read_body(receive: Receive) -> bytes:
