@@ -215,12 +215,27 @@ def test_users_page_sorts_by_every_column(db: Database, users: Project, sort: st
             )
         }
     figures = recomputed(db, users)
+    # The page sorts by the stored averages at full precision; ``recomputed`` rounds to three places, and
+    # sorting by those put two users whose averages differ in the fourth place in key order. So: the
+    # stored averages round to the recomputed ones, and the page's order is theirs (ties by the key).
+    with db.reader() as conn:
+        stored = {
+            uid: (sentiment, rating)
+            for uid, sentiment, rating in conn.execute(
+                select(end_user.c.external_id, figures_table.c.avg_sentiment, figures_table.c.avg_rating)
+                .select_from(end_user.outerjoin(figures_table, figures_table.c.end_user_pk == end_user.c.pk))
+                .where(end_user.c.project_pk == users.pk)
+            )
+        }
+    for uid, (sentiment, rating) in stored.items():
+        for kept, base in ((sentiment, figures[uid][2]), (rating, figures[uid][3])):
+            assert (kept is None) == (base is None) and (kept is None or round(kept, 3) == base), uid
     value = {
         "user_id": lambda uid: uid,
         "conversations": lambda uid: figures[uid][0],
         "messages": lambda uid: figures[uid][1],
-        "avg_sentiment": lambda uid: figures[uid][2],
-        "avg_rating": lambda uid: figures[uid][3],
+        "avg_sentiment": lambda uid: stored[uid][0],
+        "avg_rating": lambda uid: stored[uid][1],
         "first_seen": lambda uid: seen[uid][0],
         "last_seen": lambda uid: seen[uid][1],
     }[sort]

@@ -176,4 +176,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, conversations: int = 300
 
     threading.Thread(target=seed_when_up, name="convolens-demo-seed", daemon=True).start()
     server.run()
-    return 0
+    # The demo's server only stops on a signal (Ctrl-C). uvicorn raises it again once it has shut down,
+    # but from inside asyncio.run, whose own SIGINT handler lets run() return normally when the main task
+    # is already done (seen when Ctrl-C came mid-seed): the shell's code for SIGINT either way.
+    return 130 if server.should_exit else 0
