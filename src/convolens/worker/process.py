@@ -134,7 +134,7 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
     # Ctrl-C reaches the whole process group: the server stops this child itself, after its requests.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(level, json=json)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, yields_writes=True)  # ingestion first (store/db.py, FileWriteLock)
     worker = Worker(
         db,
         llm=settings.llm,
