@@ -80,9 +80,11 @@ class WorkerProcess:
             started = time.monotonic()
             assert process is not None
             wait([process.sentinel])
-            process.join(1.0)  # reaps it, so that its exit code is known
-            if self._stopping.wait(0):
+            if self._stopping.is_set():
+                # stop() reaps it. Two threads joining one child race in waitpid: the loser saw no exit
+                # code and took the child for alive, and stop() logged a kill of a child already gone.
                 return
+            process.join(1.0)  # reaps it, so that its exit code is known
             lived = time.monotonic() - started
             pause = RESTART_FIRST if lived > RESTART_RESET else pause
             log.error("enrichment worker exited (code %s); starting it again in %.0f s", process.exitcode, pause)
