@@ -24,6 +24,7 @@ from convolens.store.db import Database
 from convolens.store.ingest import apply_batch
 from convolens.store.tables import conversation, message
 from convolens.timeutil import utcnow
+from convolens.worker.low_priority import LowPriority
 from convolens.worker.runner import Worker
 
 
@@ -190,6 +191,43 @@ def test_a_message_that_always_fails_is_set_aside_and_its_batch_and_project_move
         assert (
             conn.execute(select(message.c.enriched_version).where(message.c.pk == bad)).scalar_one() == pipeline.VERSION
         )
+
+
+def test_a_stop_in_the_middle_of_a_batch_hands_it_back_at_once(queue_db: Database) -> None:
+    """The server waits STOP_SECONDS (10 s) for its embedded worker and then kills it; embedding one batch
+    of long messages at low priority on a busy machine took longer, so every Ctrl-C and every server stop
+    in the tests ended in that kill, and the batch waited out its lease. Now a stop interrupts the
+    low-priority step, and the claim goes back at once without counting an attempt."""
+    _fill(queue_db, 20)
+    stopping, in_step, finish = threading.Event(), threading.Event(), threading.Event()
+    low = LowPriority(0, stopping)
+
+    def outlasting_any_stop(*args):  # the enrichment step of a batch that takes longer than a stop waits
+        in_step.set()
+        finish.wait(120)
+        return pipeline.enrich(*args)
+
+    def heavy(step, *args, **kwargs):
+        return low(outlasting_any_stop if step is pipeline.enrich else step, *args, **kwargs)
+
+    worker = Worker(queue_db, name="stopped", heavy=heavy, stop_event=stopping)
+    running = threading.Thread(target=worker.run)
+    running.start()
+    try:
+        assert in_step.wait(60)
+        worker.stop()
+        running.join(30)
+        assert not running.is_alive(), "the worker waited for its step to end"
+        with queue_db.reader() as conn:
+            rows = conn.execute(
+                select(message.c.enriched_version, message.c.lease_owner, message.c.enrich_attempts)
+            ).all()
+        assert rows == [(None, None, 0)] * 20
+        assert len(Worker(queue_db, name="next").run_once()) == 20  # no lease to wait out
+    finally:
+        finish.set()
+        running.join(30)
+        low.close()
 
 
 def test_a_message_whose_workers_keep_dying_is_set_aside(queue_db: Database) -> None:

@@ -4,6 +4,7 @@ one SQLite file (``convolens serve --workers``)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -508,3 +509,64 @@ def test_serve_with_two_api_processes_on_sqlite(tmp_path: Path) -> None:
         assert len(children) >= 3  # two API processes and the worker (uvicorn may add a helper)
     finally:
         server.stop()
+
+
+def _announced(path: str) -> bool:
+    """Whether a write is announced on the lock at ``path`` (someone holds its announce file shared)."""
+    import fcntl
+
+    fd = os.open(f"{path}.announce", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the lock, if it was taken
+    return False
+
+
+def test_a_worker_lets_an_api_write_waiting_for_the_lock_go_before_its_next_transaction(tmp_path: Path) -> None:
+    """Ingestion first. The worker's saves ran back to back: it released the lock and took it again at
+    once, beating an API process that polls for it, so a request waited for several saves. Now the
+    API's wait is announced and a yielding lock lets it go first."""
+    path = str(tmp_path / "x.sqlite3-writelock")
+    worker, api = FileWriteLock(path, yields=True), FileWriteLock(path)
+    order: list[str] = []
+
+    def api_write() -> None:
+        assert api.acquire(5)
+        order.append("api")
+        time.sleep(0.05)  # its transaction
+        api.release()
+
+    assert worker.acquire(5)
+    waiting = threading.Thread(target=api_write)
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while not _announced(path):
+        assert time.monotonic() < deadline, "the API's wait was not announced"
+        time.sleep(0.001)
+    worker.release()
+    assert worker.acquire(5)  # the worker's next transaction, at once
+    order.append("worker")
+    worker.release()
+    waiting.join(10)
+    assert order == ["api", "worker"]
+    assert not _announced(path)  # released with the API's lock
+    worker.close()
+    api.close()
+
+
+def test_a_worker_still_takes_its_turn_under_writes_announced_without_end(tmp_path: Path) -> None:
+    import fcntl
+
+    path = str(tmp_path / "x.sqlite3-writelock")
+    endless = os.open(f"{path}.announce", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(endless, fcntl.LOCK_SH)  # as a steady stream of ingest would keep it
+    worker = FileWriteLock(path, yields=True)
+    try:
+        assert worker.acquire(timeout=FileWriteLock.YIELD_SECONDS + 10) is True
+        worker.release()
+    finally:
+        os.close(endless)
+        worker.close()

@@ -12,8 +12,8 @@ from convolens.store import migrate, outcome_judge, projects
 from convolens.store.db import Database
 
 
-def _db(settings: Settings) -> Database:
-    db = Database(settings.database_url)
+def _db(settings: Settings, *, yields_writes: bool = False) -> Database:
+    db = Database(settings.database_url, yields_writes=yields_writes)
     migrate.upgrade(db)
     return db
 
@@ -159,7 +159,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     settings = Settings.from_env()
     worker = Worker(
-        _db(settings),
+        _db(settings, yields_writes=True),  # ingestion first: on SQLite the API's writes go before its own
         batch_size=args.batch_size,
         lease=timedelta(seconds=args.lease_seconds),
         llm=settings.llm,

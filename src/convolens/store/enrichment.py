@@ -184,13 +184,17 @@ def set_aside(conn: Connection, pks: list[int]) -> None:
     )
 
 
-def release(conn: Connection, owner: str, pks: list[int]) -> None:
+def release(conn: Connection, owner: str, pks: list[int], *, attempted: bool = True) -> None:
     """Hand back messages this worker could not enrich, to be claimed again at once (each claim counts
-    as an attempt, so a message that always fails is set aside after MAX_ATTEMPTS)."""
+    as an attempt, so a message that always fails is set aside after MAX_ATTEMPTS). ``attempted=False``:
+    the worker stopped before trying them (a server stop), which must not bring them nearer to that."""
+    values: dict = {"lease_owner": None, "lease_until": None}
+    if not attempted:
+        values["enrich_attempts"] = message.c.enrich_attempts - 1
     conn.execute(
         update(message)
         .where(message.c.pk.in_(pks), message.c.lease_owner == owner, message.c.enriched_version.is_(None))
-        .values(lease_owner=None, lease_until=None)
+        .values(**values)
     )
 
 

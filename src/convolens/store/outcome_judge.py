@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
-from convolens.store import daily_allowance, rollups
+from convolens.store import daily_allowance, projects, rollups
 from convolens.store.outcome_fields import FEEDBACK_EVENTS, OUTCOMES, to_mask
-from convolens.store.tables import conversation, outcome_judge_usage, project
+from convolens.store.tables import conversation, outcome_judge_usage
 
 DEFAULT_DAILY_CAP = 500  # conversations a project sends to its provider per UTC day
 MAX_DAILY_CAP = 1_000_000
@@ -43,12 +43,8 @@ def settings_from(settings: dict) -> JudgeSettings:
 
 
 def enabled_projects(conn: Connection) -> dict[int, JudgeSettings]:
-    found = {}
-    for pk, settings in conn.execute(select(project.c.pk, project.c.settings)):
-        own = settings_from(settings if isinstance(settings, dict) else {})
-        if own.enabled:
-            found[pk] = own
-    return found
+    """The projects that turned the LLM outcome judge on, with their settings."""
+    return projects.turned_on(conn, settings_from)
 
 
 @dataclass(frozen=True)

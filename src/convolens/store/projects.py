@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -199,6 +201,23 @@ def llm_settings(conn: Connection) -> dict[int, dict]:
     """The LLM provider each project configured on its settings page (projects without one are absent)."""
     rows = conn.execute(select(project.c.pk, project.c.settings))
     return {pk: dict(s["llm"]) for pk, s in rows if isinstance(s, dict) and isinstance(s.get("llm"), dict)}
+
+
+class OptionalFeature(Protocol):
+    enabled: bool
+
+
+F = TypeVar("F", bound=OptionalFeature)
+
+
+def turned_on(conn: Connection, read: Callable[[dict], F]) -> dict[int, F]:
+    """The projects whose settings, as ``read`` understands them (malformed: off), turn a feature on."""
+    found = {}
+    for pk, settings in conn.execute(select(project.c.pk, project.c.settings)):
+        own = read(settings if isinstance(settings, dict) else {})
+        if own.enabled:
+            found[pk] = own
+    return found
 
 
 def retention_days(conn: Connection) -> dict[int, int]:

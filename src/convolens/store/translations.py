@@ -12,9 +12,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, select
 
-from convolens.store import daily_allowance
+from convolens.store import daily_allowance, projects
 from convolens.store.dialect import insert_ignore
-from convolens.store.tables import project, translation_cache, translation_usage
+from convolens.store.tables import translation_cache, translation_usage
 
 DEFAULT_LANGUAGE = "en"
 DEFAULT_DAILY_CAP = 1000  # texts sent to the provider per project per UTC day
@@ -37,18 +37,19 @@ def settings_from(settings: dict) -> TranslationSettings:
     return TranslationSettings(
         language=language if isinstance(language, str) and LANGUAGE_CODE.fullmatch(language) else DEFAULT_LANGUAGE,
         enabled=own.get("enabled") is True,
-        daily_cap=cap if isinstance(cap, int) and 0 <= cap <= MAX_DAILY_CAP else DEFAULT_DAILY_CAP,
+        daily_cap=cap
+        if isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap <= MAX_DAILY_CAP
+        else DEFAULT_DAILY_CAP,
     )
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0  # JSON's true is not 1
 
 
 def enabled_projects(conn: Connection) -> dict[int, TranslationSettings]:
     """The projects that turned translation on, with their settings."""
-    found = {}
-    for pk, settings in conn.execute(select(project.c.pk, project.c.settings)):
-        own = settings_from(settings if isinstance(settings, dict) else {})
-        if own.enabled:
-            found[pk] = own
-    return found
+    return projects.turned_on(conn, settings_from)
 
 
 def text_hash(text: str) -> str:

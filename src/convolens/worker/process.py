@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -79,9 +80,11 @@ class WorkerProcess:
             started = time.monotonic()
             assert process is not None
             wait([process.sentinel])
-            process.join(1.0)  # reaps it, so that its exit code is known
-            if self._stopping.wait(0):
+            if self._stopping.is_set():
+                # stop() reaps it. Two threads joining one child race in waitpid: the loser saw no exit
+                # code and took the child for alive, and stop() logged a kill of a child already gone.
                 return
+            process.join(1.0)  # reaps it, so that its exit code is known
             lived = time.monotonic() - started
             pause = RESTART_FIRST if lived > RESTART_RESET else pause
             log.error("enrichment worker exited (code %s); starting it again in %.0f s", process.exitcode, pause)
@@ -128,11 +131,12 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
 
     # Its CPU-heavy steps run below normal priority, its transactions at normal priority (they hold the
     # write lock the API's writes wait for): worker/low_priority.py.
-    heavy = LowPriority(NICE)
+    stopping = threading.Event()
+    heavy = LowPriority(NICE, stopping)
     # Ctrl-C reaches the whole process group: the server stops this child itself, after its requests.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(level, json=json)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, yields_writes=True)  # ingestion first (store/db.py, FileWriteLock)
     worker = Worker(
         db,
         llm=settings.llm,
@@ -142,6 +146,7 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
         suggest_timing=Timing(min_messages=settings.suggest_min_messages),
         batch_size=EMBEDDED_BATCH,
         heavy=heavy,
+        stop_event=stopping,  # a stop interrupts the low-priority step in progress (worker/low_priority.py)
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     parent = multiprocessing.parent_process()
@@ -157,3 +162,8 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
     finally:
         heavy.close()
         db.dispose()
+    # An interrupted step may still be running on its thread (inside the encoder), and the interpreter's
+    # exit would wait for it (concurrent.futures joins its threads): end the process here instead. Nothing
+    # is left to save: the claim went back, the database is closed.
+    logging.shutdown()
+    os._exit(0)

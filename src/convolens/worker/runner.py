@@ -43,7 +43,7 @@ from convolens.timeutil import utcnow
 from convolens.worker import alerting
 from convolens.worker import digest as weekly_digest
 from convolens.worker.evaluating import EvaluationRuns
-from convolens.worker.low_priority import at_normal_priority
+from convolens.worker.low_priority import Interrupted, at_normal_priority
 from convolens.worker.outcome_judging import OutcomeJudging
 from convolens.worker.translation import TranslationStep
 
@@ -122,6 +122,7 @@ class Worker:
         name: str | None = None,
         judge_settle: timedelta = timedelta(minutes=2),
         heavy: Callable[..., Any] = at_normal_priority,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.db = db
         # Runs the CPU-heavy steps (worker/low_priority.py): the embedded worker's runs them below the
@@ -140,7 +141,8 @@ class Worker:
         self.alerts_every = alerts_every
         self.alerts_due_at = utcnow()
         self.owner = name or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.stop_event = threading.Event()
+        # Shared with ``heavy`` in the embedded worker, whose steps end early when it is set.
+        self.stop_event = stop_event or threading.Event()
         self.enriched = 0
         self.topic_cache = TopicCache()
         # Where the next turn among projects begins (claims and backfills take projects in turn).
@@ -167,16 +169,23 @@ class Worker:
         self.claim_start = max(m.project_pk for m in claimed)
         matchers = self._matchers()  # read once: a failed batch is retried one message at a time with them
         try:
-            saved = self._enrich(claimed, matchers)
-        except DatabaseUnavailable:
+            try:
+                saved = self._enrich(claimed, matchers)
+            except (DatabaseUnavailable, Interrupted):
+                raise
+            except Exception:
+                # One bad message must not hold its whole batch, nor its project's queue: each message is tried
+                # on its own, the ones that fail alone are handed back, and set aside after MAX_ATTEMPTS claims.
+                log.exception(
+                    "worker %s: a batch of %d failed; trying its messages one at a time", self.owner, len(claimed)
+                )
+                saved = self._enrich_one_at_a_time(claimed, matchers)
+        except Interrupted:
+            # A stop in the middle of the batch: what is unsaved goes back, for the next worker to take at once
+            # instead of after the lease, and without counting an attempt against its messages.
+            with self.db.writer() as conn:
+                enrichment.release(conn, self.owner, [m.pk for m in claimed], attempted=False)
             raise
-        except Exception:
-            # One bad message must not hold its whole batch, nor its project's queue: each message is tried
-            # on its own, the ones that fail alone are handed back, and set aside after MAX_ATTEMPTS claims.
-            log.exception(
-                "worker %s: a batch of %d failed; trying its messages one at a time", self.owner, len(claimed)
-            )
-            saved = self._enrich_one_at_a_time(claimed, matchers)
         self.enriched += len(saved)
         log.debug("worker %s: enriched %d messages (of %d claimed)", self.owner, len(saved), len(claimed))
         return saved
@@ -189,7 +198,7 @@ class Worker:
         for one in claimed:
             try:
                 saved += self._enrich([one], matchers)
-            except DatabaseUnavailable:
+            except (DatabaseUnavailable, Interrupted):
                 raise
             except Exception:
                 log.exception("worker %s: message %s failed on its own (attempt %d)", self.owner, one.pk, one.attempts)
@@ -446,6 +455,8 @@ class Worker:
                 # Evaluation runs between batches, not only when idle: a run someone waits for (a CI
                 # job) must not wait for a backlog of enrichment to clear.
                 done = len(self.run_once()) + self.backfill_once() + self.rollup_once() + self.evaluate_runs()
+            except Interrupted:
+                break  # stopping: what was claimed went back (a backfill's lease lapses)
             except DatabaseUnavailable:
                 log.warning("worker %s: database unavailable, retrying", self.owner)
                 done = 0
@@ -463,6 +474,8 @@ class Worker:
                         or self.suggest_once() is not None
                     ):
                         continue
+                except Interrupted:
+                    break  # stopping mid-clustering: the earlier suggestions stay, the run's lease lapses
                 except Exception:
                     log.exception(
                         "worker %s: idle work (retention, outcome judge, alerts, suggested topics) failed; retried",

