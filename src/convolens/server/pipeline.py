@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy import Connection
 
-from convolens.enrich.pii import scrubbed_batch
+from convolens.enrich.pii import scrub_batch
 from convolens.schemas.bounds import FieldError, check_batch
 from convolens.schemas.ingest import ConversationEvent, FeedbackEvent, IngestBatch, MessageEvent
 from convolens.server.auth import TokenLookups, authorize
@@ -116,9 +116,12 @@ def admit(request: Request, token: str, translate: Translate, lookups: TokenLook
 
 
 def scrub(admitted: Admitted) -> IngestBatch:
-    """Step 4: PII out of the batch (unless the project turned it off); a heavy batch in a child process."""
+    """Step 4: PII out of the batch, in place (unless the project turned it off); a heavy batch's texts
+    in a child process, which gets the texts alone and sends back the changed ones."""
     info, batch = admitted.info, admitted.translation.batch
-    return scrubbed(scrubbed_batch, batch, info.pii_names) if info.pii_scrubbing else batch
+    if info.pii_scrubbing:
+        scrub_batch(batch, names=info.pii_names, run=scrubbed)
+    return batch
 
 
 def _write(request: Request, admitted: Admitted) -> Any:
