@@ -182,6 +182,28 @@ def test_rating_errors(api: httpx.Client) -> None:
     assert unknown.status_code == 404
 
 
+def test_rating_bounds_name_their_field(api: httpx.Client) -> None:
+    """The ratings PATCH passes the pipeline's bounds like every write: too many ratings, or a thread id
+    no thread can have, is a 422 naming the field (both were looked up and answered 404 before)."""
+    tid = api.post(
+        "/api/v1/log/conversation/thread", json={"conversation": {"messages": [{"role": "user", "message": "q"}]}}
+    ).json()["data"]["id"]
+    many = api.patch(f"/api/v1/log/conversation/thread/{tid}", json={"messages": [{"id": "m", "rating": 1}] * 2001})
+    assert many.status_code == 422
+    [error] = many.json()["errors"]
+    assert error["field"] == "messages" and error["msg"].startswith("has 2001 events; the limit is ")
+    long_id = api.patch(f"/api/v1/log/conversation/thread/{'t' * 129}", json=[{"rating": 1}])
+    assert long_id.status_code == 422
+    assert [(e["field"], e["msg"]) for e in long_id.json()["errors"]] == [
+        ("path.thread_id", "is 129 characters long; the limit is 128")
+    ]
+    # Within the bounds, the ratings are written as before; nothing rated still needs the thread.
+    assert api.patch(f"/api/v1/log/conversation/thread/{tid}", json=[{"rating": 1}]).json() == {"status": "ok"}
+    assert api.get(f"/api/v1/conversations/{tid}").json()["messages"][0]["rating"] == 1
+    assert api.patch("/api/v1/log/conversation/thread/nope", json=[{"rating": None}]).status_code == 404
+    assert api.patch(f"/api/v1/log/conversation/thread/{tid}", json=[{"rating": None}]).status_code == 200
+
+
 def test_tenant_from_query_or_body(api: httpx.Client) -> None:
     api.post("/api/v1/log/conversation", params={"tenant_id": "t-query"}, json=LANGCHAIN_BODY)
     api.post("/api/v1/log/conversation", json={**LANGCHAIN_BODY, "tenant_id": "t-body"})

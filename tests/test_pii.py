@@ -424,3 +424,47 @@ def test_the_projects_cli_turns_names_on(tmp_path: Path) -> None:
     assert on.returncode == 0 and "name and place redaction on" in on.stdout
     neither = subprocess.run([*CLI, "projects", "set", "--project", "p"], env=env, capture_output=True, text=True)
     assert neither.returncode == 2 and "--pii-names" in neither.stderr
+
+
+def test_the_scrubbing_process_gets_texts_and_sends_back_only_changes() -> None:
+    """A heavy batch is scrubbed in a child process (server/scrubbing_process.py): what goes there is
+    the fields' plain values, not the batch's models, and what comes back is the changed fields alone,
+    applied to the batch as in-place scrubbing would."""
+    import pickle
+
+    from convolens.enrich.pii import scrub_batch
+    from convolens.schemas.ingest import IngestBatch
+
+    def batch() -> IngestBatch:
+        return IngestBatch.model_validate(
+            {
+                "events": [
+                    {"type": "conversation", "id": "c", "metadata": {"contact": EMAIL}, "feedback": "fine"},
+                    {"type": "message", "conversation_id": "c", "role": "user", "content": f"card {CARD}"},
+                    {"type": "message", "conversation_id": "c", "role": "assistant", "content": "no PII here",
+                     "model": "gpt-4o", "extra": {"n": 1}, "thought": f"mail {EMAIL}"},
+                    {"type": "feedback", "conversation_id": "c", "feedback": f"call {PHONE}"},
+                    {"type": "event", "conversation_id": "c", "name": "Checkout", "properties": {"to": EMAIL}},
+                ]
+            }
+        )  # fmt: skip
+
+    sent: list[bytes] = []
+    returned: list[bytes] = []
+
+    def in_another_process(function, *args):  # type: ignore[no-untyped-def]
+        sent.append(pickle.dumps(args))
+        returned.append(pickle.dumps(function(*pickle.loads(sent[-1]))))
+        return pickle.loads(returned[-1])
+
+    there, here = batch(), batch()
+    found_there = scrub_batch(there, run=in_another_process)
+    found_here = scrub_batch(here)
+    assert there.model_dump() == here.model_dump() and found_there == found_here
+    assert b"pydantic" not in sent[0] and b"convolens.schemas" not in sent[0]
+    changes, _found = pickle.loads(returned[0])
+    assert sorted((i, attribute) for i, attribute, _ in changes) == [
+        (0, "metadata"), (1, "content"), (2, "thought"), (3, "feedback"), (4, "properties"),
+    ]  # fmt: skip
+    assert here.events[1].content == f"card {CARD_DUMMY}" and here.events[0].metadata == {"contact": EMAIL_DUMMY}
+    assert here.events[2].content == "no PII here" and here.events[3].feedback == "call [PHONE]"

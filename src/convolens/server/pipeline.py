@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy import Connection
 
-from convolens.enrich.pii import scrubbed_batch
+from convolens.enrich.pii import scrub_batch
 from convolens.schemas.bounds import FieldError, check_batch
 from convolens.schemas.ingest import ConversationEvent, FeedbackEvent, IngestBatch, MessageEvent
 from convolens.server.auth import TokenLookups, authorize
@@ -41,6 +41,8 @@ from convolens.store.writer.batches import NotWritten
 from convolens.timeutil import utcnow
 
 Loc = tuple[str | int, ...]
+# A native field path in the door's terms, or ``None`` to drop it (``Translation.locate``).
+Locate = Callable[[Loc], Loc | None]
 # Inside the write transaction: the clean batch → what the door answers from.
 Store = Callable[[Connection, int, IngestBatch], Any]
 
@@ -68,14 +70,17 @@ class Translation:
     (``None``: the native one, ``Limits.max_batch_events``). ``store``: the write inside the
     transaction, ``apply_batch`` unless the door continues stored conversations. ``in_part``: for a
     door that stores what is within bounds and tells the client what is not (OTLP's partial success),
-    the translation without the parts the bounds' errors fall in; without it, any error is a 422."""
+    the translation without the parts the bounds' errors fall in; without it, any error is a 422.
+    ``store_empty``: run ``store`` even for a batch with no events (it answers from what is stored: the
+    ratings PATCH's 404 for a thread not in the project); otherwise such a batch opens no transaction."""
 
     batch: IngestBatch
-    locate: Callable[[Loc], Loc | None] = native_loc
+    locate: Locate = native_loc
     errors: tuple[FieldError, ...] = ()
     max_events: int | None = None
     store: Store = apply
     in_part: Callable[[list[FieldError]], Translation] | None = None
+    store_empty: bool = False
 
 
 Translate = Callable[[TokenInfo], Translation]
@@ -111,16 +116,19 @@ def admit(request: Request, token: str, translate: Translate, lookups: TokenLook
 
 
 def scrub(admitted: Admitted) -> IngestBatch:
-    """Step 4: PII out of the batch (unless the project turned it off); a heavy batch in a child process."""
+    """Step 4: PII out of the batch, in place (unless the project turned it off); a heavy batch's texts
+    in a child process, which gets the texts alone and sends back the changed ones."""
     info, batch = admitted.info, admitted.translation.batch
-    return scrubbed(scrubbed_batch, batch, info.pii_names) if info.pii_scrubbing else batch
+    if info.pii_scrubbing:
+        scrub_batch(batch, names=info.pii_names, run=scrubbed)
+    return batch
 
 
 def _write(request: Request, admitted: Admitted) -> Any:
     """Steps 4 and 5."""
     clean = scrub(admitted)
     translation = admitted.translation
-    if not clean.events and clean.client is None:
+    if not clean.events and clean.client is None and not translation.store_empty:
         return BatchOutcome(results=[], created_messages=0)  # nothing to store: no transaction
     project_pk = admitted.info.project_pk
     return _database(request).write(lambda conn: translation.store(conn, project_pk, clean))

@@ -9,8 +9,11 @@ process at a lower CPU priority, and the heavy lane's thread waits for its answe
 
 ``scrubbed(function, value, *args)`` is called where a request's text is scrubbed: on the heavy lane's
 thread it sends ``value`` to the child (pickled), which returns ``function(value, *args)``; anywhere
-else it calls ``function`` in place. The child starts with the first heavy request, and ends when the
-server stops it, closes, or dies (it watches its parent: no orphan).
+else it calls ``function`` in place. What travels is plain data, the texts alone and the changed ones
+back (``enrich/pii.scrub_fields``): the batch's pydantic events pickled both ways cost the two
+processes ~2/3 of what the scrubbing itself did (bench/README.md, otlp_ingest.py). The child starts
+with the first heavy request, and ends when the server stops it, closes, or dies (it watches its
+parent: no orphan).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from convolens.server.offload import on_heavy_lane
 
 log = logging.getLogger("convolens.server")
 
-V = TypeVar("V")
+R = TypeVar("R")
 
 # Added to the child's niceness: under CPU contention the API process's ordinary requests come first.
 NICE = 10
@@ -44,7 +47,7 @@ class ScrubbingProcess:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
 
-    def call(self, function: Callable[..., V], value: V, *args: Any) -> V:
+    def call(self, function: Callable[..., R], value: Any, *args: Any) -> R:
         with self._lock:
             if self._process is None or not self._process.is_alive():
                 self._start()
@@ -91,15 +94,15 @@ _RETRY = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 _CHILD = ScrubbingProcess()
 
 
-def scrubbed(function: Callable[..., V], value: V, *args: Any) -> V:
+def scrubbed(function: Callable[..., R], value: Any, *args: Any) -> R:
     """``function(value, *args)``, in the scrubbing process when called on the heavy lane's thread.
-    ``function`` must be importable by name (a module-level function) and return the scrubbed value."""
+    ``function`` must be importable by name (a module-level function); send it plain data, not models."""
     if on_heavy_lane():
         return _CHILD.call(function, value, *args)
     return function(value, *args)
 
 
-def in_child(function: Callable[..., V], value: Any, *args: Any) -> V:
+def in_child(function: Callable[..., R], value: Any, *args: Any) -> R:
     """``function(value, *args)`` in the child, whatever the thread: for other CPU-heavy work on a
     hostile body that would hold the API process's interpreter lock (counting a body's items without
     building its objects here: server/asgi/fast_path.py). Call it from a worker thread, never the event

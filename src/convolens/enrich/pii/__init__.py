@@ -16,6 +16,7 @@ the analytics. An app that uses e-mail addresses as user ids should hash them be
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,8 @@ from convolens.enrich.pii.rules import (
 from convolens.schemas.ingest import ConversationEvent, CustomEvent, FeedbackEvent, IngestBatch, MessageEvent
 
 __all__ = [
-    "CARD_DUMMY", "EMAIL_DUMMY", "NI_DUMMY", "RULES", "SSN_DUMMY", "Budget", "scrub", "scrub_batch", "scrub_name",
-    "scrub_value", "scrubbed_batch",
+    "CARD_DUMMY", "EMAIL_DUMMY", "NI_DUMMY", "RULES", "SSN_DUMMY", "Budget", "apply_changes", "batch_fields",
+    "scrub", "scrub_batch", "scrub_fields", "scrub_name", "scrub_value",
 ]  # fmt: skip
 
 _ASCII_DIGITS = "0123456789"
@@ -246,87 +247,94 @@ def assign_if_changed(model: Any, attribute: str, value: Any) -> None:
         setattr(model, attribute, value)
 
 
-def scrub_batch(batch: IngestBatch, *, names: bool = False) -> Counter[str]:
-    """Scrub every free-text field of a native batch in place; returns what was found, by kind. With
-    ``names``, people's names and places in free text go too (``enrich/names.py``, an optional extra)."""
+# What ``scrub_batch`` scrubs, by attribute, and how: free text (gated by the batch's texts joined,
+# ``Possible``), JSON-like values (strings and keys anywhere inside), labels (``scrub_name``).
+_TEXT, _VALUE, _LABEL = "text", "value", "label"
+_HOW = {
+    "content": _TEXT, "error": _TEXT, "thought": _TEXT, "observation": _TEXT, "feedback": _TEXT,
+    "metadata": _VALUE, "extra": _VALUE, "input": _VALUE, "properties": _VALUE,
+    "name": _LABEL, "model": _LABEL,
+}  # fmt: skip
+# Each kind of event's scrubbed attributes, in the order they spend the event's one budget of checks.
+_SCRUBBED: dict[type, tuple[str, ...]] = {
+    MessageEvent: ("content", "error", "metadata", "extra", "thought", "observation", "input", "name", "model"),
+    ConversationEvent: ("metadata", "feedback"),
+    FeedbackEvent: ("feedback",),
+    CustomEvent: ("name", "properties"),
+}
+# What the name model reads, once the rest is scrubbed: the texts a transcript shows.
+_NAMED = frozenset({"content", "error", "feedback"})
+
+# (event index, attribute, value): a field of a batch to scrub, or a scrubbed value that changed.
+BatchField = tuple[int, str, Any]
+
+
+def batch_fields(batch: IngestBatch) -> list[BatchField]:
+    """The batch's fields that ``scrub_fields`` scrubs, the empty ones left out (nothing to scrub in them):
+    plain tuples, cheap to send to the scrubbing process (server/scrubbing_process.py), where the batch's
+    pydantic events pickled and unpickled both ways cost ~2/3 of the scrubbing itself."""
+    fields: list[BatchField] = []
+    for i, event in enumerate(batch.events):
+        for attribute in _SCRUBBED.get(type(event), ()):
+            value = getattr(event, attribute)
+            if value:
+                fields.append((i, attribute, value))
+    return fields
+
+
+def scrub_fields(fields: list[BatchField], names: bool = False) -> tuple[list[BatchField], Counter[str]]:
+    """The fields of ``batch_fields`` scrubbed: only those that changed come back, and what was found, by
+    kind. One budget of numbering-plan checks per event, shared by its fields. With ``names``, people's
+    names and places in the transcript texts go too (``enrich/names.py``, an optional extra)."""
     found: Counter[str] = Counter()
-    possible = Possible.within(
-        [
-            value
-            for event in batch.events
-            for value in (
-                (event.content, event.error, event.thought, event.observation) if isinstance(event, MessageEvent)
-                else (event.feedback,) if isinstance(event, ConversationEvent | FeedbackEvent)
-                else ()
-            )
-            if value
-        ]
-    )  # fmt: skip
-
-    def text(value: str | None, budget: Budget) -> str | None:
-        if value is None or possible.nothing:
-            return value
-        result = scrub(value, possible, budget)
-        if result.found:
-            found.update(result.found)
-        return result.text
-
-    for event in batch.events:
-        budget = Budget()  # one budget of numbering-plan checks per event, shared by all its fields
-        if isinstance(event, MessageEvent):
-            assign_if_changed(event, "content", text(event.content, budget) or "")
-            if event.error is not None:
-                assign_if_changed(event, "error", text(event.error, budget))
-            if event.metadata:
-                assign_if_changed(event, "metadata", scrub_value(event.metadata, budget))
-            if event.extra:
-                assign_if_changed(event, "extra", scrub_value(event.extra, budget))
-            if event.thought is not None:
-                assign_if_changed(event, "thought", text(event.thought, budget))
-            if event.observation is not None:
-                assign_if_changed(event, "observation", text(event.observation, budget))
-            if event.input is not None:
-                assign_if_changed(event, "input", scrub_value(event.input, budget))
-            if event.name:
-                assign_if_changed(event, "name", scrub_name(event.name, budget))
-            if event.model:
-                assign_if_changed(event, "model", scrub_name(event.model, budget))
-        elif isinstance(event, ConversationEvent):
-            if event.metadata:
-                assign_if_changed(event, "metadata", scrub_value(event.metadata, budget))
-            if event.feedback is not None:
-                assign_if_changed(event, "feedback", text(event.feedback, budget))
-        elif isinstance(event, FeedbackEvent):
-            assign_if_changed(event, "feedback", text(event.feedback, budget) or "")
-        elif isinstance(event, CustomEvent):
-            assign_if_changed(event, "name", scrub_name(event.name, budget))
-            if event.properties:
-                assign_if_changed(event, "properties", scrub_value(event.properties, budget))
+    possible = Possible.within([value for _, attribute, value in fields if _HOW[attribute] is _TEXT])
+    changed: dict[tuple[int, str], Any] = {}
+    budget, event = Budget(), -1
+    for i, attribute, value in fields:
+        if i != event:
+            budget, event = Budget(), i
+        how = _HOW[attribute]
+        if how is _TEXT:
+            if possible.nothing:
+                continue
+            result = scrub(value, possible, budget)
+            if result.found:
+                found.update(result.found)
+            new = result.text
+        elif how is _VALUE:
+            new = scrub_value(value, budget)
+        else:
+            new = scrub_name(value, budget)
+        if new is not value:
+            changed[(i, attribute)] = new
     if names:
-        redact_names(batch)
+        named = [(i, a, changed.get((i, a), value)) for i, a, value in fields if a in _NAMED]
+        redacted = _redact([value for _, _, value in named])
+        for (i, attribute, value), text in zip(named, redacted, strict=True):
+            if text != value:
+                changed[(i, attribute)] = text
+    return [(i, attribute, value) for (i, attribute), value in changed.items()], found
+
+
+def apply_changes(batch: IngestBatch, changes: list[BatchField]) -> None:
+    events = batch.events
+    for i, attribute, value in changes:
+        setattr(events[i], attribute, value)
+
+
+def scrub_batch(batch: IngestBatch, *, names: bool = False, run: Callable[..., Any] | None = None) -> Counter[str]:
+    """Scrub every free-text field of a native batch in place; returns what was found, by kind. ``run``
+    calls ``scrub_fields`` with its arguments somewhere else (``scrubbing_process.scrubbed``: in a child
+    process), with only the fields' values going there and only the changed ones back."""
+    fields = batch_fields(batch)
+    if not fields:
+        return Counter()
+    changes, found = scrub_fields(fields, names) if run is None else run(scrub_fields, fields, names)
+    apply_changes(batch, changes)
     return found
 
 
-def scrubbed_batch(batch: IngestBatch, names: bool) -> IngestBatch:
-    """``scrub_batch``, returning the batch: what the heavy lane sends to its scrubbing process."""
-    scrub_batch(batch, names=names)
-    return batch
-
-
-def redact_names(batch: IngestBatch) -> None:
-    """People's names and places out of the batch's free text, in one pass of the model."""
+def _redact(texts: list[str]) -> list[str]:
     from convolens.enrich import names as name_model
 
-    fields = [
-        (event, attribute)
-        for event in batch.events
-        for attribute in (
-            ("content", "error") if isinstance(event, MessageEvent)
-            else ("feedback",) if isinstance(event, ConversationEvent | FeedbackEvent)
-            else ()
-        )
-        if getattr(event, attribute)
-    ]  # fmt: skip
-    redacted = name_model.redact([getattr(event, attribute) for event, attribute in fields])
-    for (event, attribute), text in zip(fields, redacted, strict=True):
-        setattr(event, attribute, text)
+    return name_model.redact(texts) if texts else texts

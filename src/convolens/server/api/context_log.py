@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import Connection
 
 from convolens.schemas.context import (
@@ -23,15 +23,14 @@ from convolens.schemas.context import (
 from convolens.schemas.ingest import ConversationEvent, IngestBatch, MessageEvent, RatingEvent
 from convolens.server import pipeline
 from convolens.server.api import context_batch
-from convolens.server.api.deps import app_limits, count_ingested, database
+from convolens.server.api.deps import app_limits, count_ingested
 from convolens.server.asgi.fast_path import Counted, FastRoute
 from convolens.server.asgi.orjson_route import OrjsonRoute
-from convolens.server.auth import IngestBearer, IngestToken
+from convolens.server.auth import IngestBearer
 from convolens.server.errors import ERROR_RESPONSES, ApiError
 from convolens.server.pipeline import Translation
 from convolens.server.responses import JSONResponse
 from convolens.store import conversation_reads, upsert
-from convolens.store.db import Database
 from convolens.store.ingest import BatchOutcome, apply_batch, new_id
 from convolens.store.projects import TokenInfo
 from convolens.timeutil import utcnow
@@ -160,24 +159,65 @@ def _append(conn: Connection, project_pk: int, clean: IngestBatch) -> tuple[Batc
 
 # ``:path``: an id may hold ``/`` (base64), which arrives decoded from ``%2F``; the rest of the path is the id.
 @router.patch("/api/v1/log/conversation/thread/{thread_id:path}")
-def rate_thread_messages(
-    thread_id: str,
-    body: ThreadRatingsBody | list[ThreadRating],
-    token: TokenInfo = IngestToken,
-    db: Database = Depends(database),  # noqa: B008
+async def rate_thread_messages(
+    request: Request, thread_id: str, body: ThreadRatingsBody | list[ThreadRating], token: str = IngestBearer
 ) -> JSONResponse:
-    """Rate messages of a thread: ``{"messages": [{"id", "rating"}]}``, or the SDK's positional array."""
+    """Rate messages of a thread: ``{"messages": [{"id", "rating"}]}``, or the SDK's positional array.
+
+    A door of the pipeline like the POSTs: the token, then the bounds on the ratings (how many, the
+    thread id), then one write. A rating is a number on a stored message: no text to scrub."""
     entries = body.messages if isinstance(body, ThreadRatingsBody) else body
-    loc_root = ["messages"] if isinstance(body, ThreadRatingsBody) else []
-    with db.writer() as conn:
-        ids = conversation_reads.message_ids_at_positions(conn, token.project_pk, thread_id)
+    loc_root: tuple[str, ...] = ("messages",) if isinstance(body, ThreadRatingsBody) else ()
+    rated = [(i, entry) for i, entry in enumerate(entries) if entry.rating is not None]
+    limits = app_limits(request)
+
+    def translate(_info: TokenInfo) -> Translation:
+        # A positional rating's message id is only known inside the transaction (``_rate``): ``None`` here.
+        events = [
+            RatingEvent.model_construct(
+                type="rating", conversation_id=thread_id, message_id=entry.id, rating=entry.rating
+            )
+            for _, entry in rated
+        ]
+        batch = IngestBatch.model_construct(events=events, client=None)
+        return Translation(
+            batch,
+            locate=_rating_loc(loc_root),
+            max_events=limits.max_messages_per_conversation,  # at most one rating a message of the thread
+            store=_rate(thread_id, rated, loc_root),
+            store_empty=True,  # nothing rated: still a 404 for a thread not in the project
+        )
+
+    await pipeline.run(request, token, translate, heavy=False)
+    return JSONResponse(_OK, status_code=200)
+
+
+def _rating_loc(loc_root: tuple[str, ...]) -> pipeline.Locate:
+    """A bound's native field in the PATCH's terms: the events' count is the ratings' (``messages``, or
+    the bare array), an event's ``conversation_id`` the thread id of the path."""
+
+    def locate(loc: pipeline.Loc) -> pipeline.Loc | None:
+        if loc == ("events",):
+            return loc_root
+        if len(loc) == 3 and loc[2] == "conversation_id":
+            return ("path", "thread_id")
+        return loc
+
+    return locate
+
+
+def _rate(thread_id: str, rated: list[tuple[int, ThreadRating]], loc_root: tuple[str, ...]) -> pipeline.Store:
+    """The write, inside the transaction: the positional ratings' messages, then the one write path; a
+    thread or message not in the project is a 404, a position past the thread's end a 422."""
+
+    def store(conn: Connection, project_pk: int, clean: IngestBatch) -> BatchOutcome:
+        ids = conversation_reads.message_ids_at_positions(conn, project_pk, thread_id)
         if ids is None:
             raise ApiError(404, f"no thread {thread_id!r} in this project")
-        events = []
-        for i, entry in enumerate(entries):
-            if entry.rating is None:
+        for event, (i, entry) in zip(clean.events, rated, strict=True):
+            if entry.id is not None:
                 continue
-            if entry.id is None and i >= len(ids):
+            if i >= len(ids):
                 raise ApiError(
                     422,
                     f"rating {i} has no message: the thread has {len(ids)} messages",
@@ -189,14 +229,11 @@ def rate_thread_messages(
                         }
                     ],
                 )
-            message_id = entry.id if entry.id is not None else ids[i]
-            events.append(
-                RatingEvent.model_construct(
-                    type="rating", conversation_id=thread_id, message_id=message_id, rating=entry.rating
-                )
-            )
-        outcome = apply_batch(conn, token.project_pk, IngestBatch.model_construct(events=events, client=None), utcnow())
+            event.message_id = ids[i]  # type: ignore[union-attr]
+        outcome = apply_batch(conn, project_pk, clean, utcnow())
         missing = [r for r in outcome.results if r.status == "not_found"]
         if missing:
             raise ApiError(404, f"no message {missing[0].id!r} in thread {thread_id!r}")
-    return JSONResponse(_OK, status_code=200)
+        return outcome
+
+    return store
