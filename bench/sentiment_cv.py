@@ -4,7 +4,8 @@ complaint training sets, not by reading one set's misses.
     python bench/sentiment_cv.py            # the current settings: each set held out in turn
     python bench/sentiment_cv.py --grid     # the candidates compared, best first
 
-Each training set (``export_complaint_training.TRAIN_SETS``: tune, train2, fresh, holdout, fresh3, fresh4 —
+Each labelled set (``CV_SETS``: the training sets of ``export_complaint_training.TRAIN_SETS``, tune, train2,
+fresh, holdout, fresh3, fresh4, and fresh5, blind once (issue 24) and not yet exported for training —
 each written by another hand, in several languages) is held out in turn; the classifier is trained as
 ``sentiment._classifier`` trains it (``sentiment.train_classifier``: the hand-written examples, plus the
 other sets' rows), and ``sentiment.score`` labels the held-out rows in their turn (the assistant reply
@@ -121,8 +122,13 @@ def leave_one_set_out(
     return accuracy, negative, per_set
 
 
+# fresh5 is held out and trained on like the others here; the shipped classifier does not train on it yet
+# (at 1,000 kernel components, seven sets fit tune, fresh3 and fresh4 below their test floors).
+CV_SETS = (*TRAIN_SETS, "complaints_fresh5.jsonl")
+
+
 def training_sets() -> dict[str, list[dict]]:
-    return {name: _load(name) for name in TRAIN_SETS if (DATA / name).exists()}
+    return {name: _load(name) for name in CV_SETS if (DATA / name).exists()}
 
 
 def main() -> None:

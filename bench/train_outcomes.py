@@ -39,7 +39,28 @@ TRAIN_SETS = (
     "outcomes_holdout.jsonl",
     "outcomes_fresh3.jsonl",
     "outcomes_fresh4.jsonl",
+    "outcomes_fresh5.jsonl",
 )
+# Rows whose label contradicts the product's definitions (README.md, "Were users helped?": abandoned is the
+# assistant asking something and the user never coming back; a complete, on-target answer after which the
+# user says nothing is resolved). Each is labelled abandoned although the assistant's last reply is such an
+# answer and asks nothing (no question mark, no request for details, no off-target signal): read one by one
+# (issue 24). They are left out of the training rows, not fitted: the sets' writers disagree on them
+# (fresh3, fresh4 and fresh5 label the same shape resolved after a follow-up, tune and holdout never have it).
+README_CONFLICTS = frozenset((
+    "f4-005", "f4-010", "f4-023", "f4-029", "f4-033", "f4-038", "f4-039", "f4-044", "f4-054", "f4-062", "f4-080",
+    "f4-109", "f4-110", "f4-111", "f4-124", "f4-132", "f4-144", "f4-148", "f5-002", "f5-008", "f5-013", "f5-016",
+    "f5-024", "f5-026", "f5-030", "f5-034", "f5-038", "f5-042", "f5-045", "f5-048", "f5-052", "f5-059", "f5-063",
+    "f5-066", "f5-076", "f5-077", "f5-086", "f5-087", "f5-098", "f5-099", "f5-108", "f5-109", "f5-118", "f5-119",
+    "f5-128", "f5-129", "f5-138", "f5-139", "f5-147",
+))  # fmt: skip
+
+
+def trainable(rows: list[dict]) -> list[dict]:
+    """``rows`` less those whose label contradicts the README's definitions (``README_CONFLICTS``)."""
+    return [r for r in rows if r["id"] not in README_CONFLICTS]
+
+
 THREE = outcome_quality.THREE
 OUT = Path(__file__).resolve().parent.parent / "src" / "convolens" / "enrich" / "outcome_weights.py"
 CS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
@@ -199,7 +220,7 @@ def _leave_one_set_out(names: list[str], sets: dict[str, list[dict]]) -> None:
     pooled_rows: list[dict] = []
     pooled_got: list = []
     for held in names:
-        rows = [r for name in names if name != held for r in sets[name]]
+        rows = trainable([r for name in names if name != held for r in sets[name]])
         mean, scale, model, signals, ending = fit(rows, outcome_quality.transcripts(rows), verbose=False)
         fitted = as_model(mean, scale, model, signals, ending)
         with mock.patch.object(outcomes, "_model", lambda fitted=fitted: fitted):
@@ -209,6 +230,12 @@ def _leave_one_set_out(names: list[str], sets: dict[str, list[dict]]) -> None:
         pooled_got += result["got"]
     three = [r["outcome"] == g[0] for r, g in zip(pooled_rows, pooled_got, strict=True) if r["outcome"] in THREE]
     print(f"pooled: n={len(pooled_rows)} resolved/unresolved/abandoned rows: {np.mean(three):.4f}")
+    agreed = [
+        r["outcome"] == g[0]
+        for r, g in zip(pooled_rows, pooled_got, strict=True)
+        if r["outcome"] in THREE and r["id"] not in README_CONFLICTS
+    ]
+    print(f"  the same without the rows whose label contradicts the README: {np.mean(agreed):.4f} (n={len(agreed)})")
     for s in outcomes.TRANSCRIPT_SIGNALS:
         gold = np.array([s in r["signals"] for r in pooled_rows])
         guess = np.array([s in g[1] for g in pooled_got])
@@ -227,8 +254,8 @@ def main() -> None:
     if args.loso:
         leave_one_set_out(used)
         return
-    rows = [r for name in used for r in outcome_quality.load(name)]
-    print(used)
+    rows = trainable([r for name in used for r in outcome_quality.load(name)])
+    print(used, f"({len(README_CONFLICTS)} rows left out: their label contradicts the README)")
     mean, scale, model, signal_weights, ending = fit(rows, outcome_quality.transcripts(rows))
     if args.check:
         return

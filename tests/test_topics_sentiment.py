@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import REPO, Project, RunningServer, make_project
+from convolens.enrich import embedding, sentiment
 from convolens.store.db import Database
 from convolens.store.tables import message_embedding
 
@@ -46,12 +47,13 @@ SENTIMENT_FLOORS = {
 def test_sentiment_cross_validated_across_sets() -> None:
     """Each complaint training set labelled by the classifier trained without it (bench/sentiment_cv.py):
     what a set written by another person scores. Measured 0.864 / 0.893 over the six sets (stop 33), the
-    lowest sets (fresh, fresh3) 0.833."""
+    lowest sets (fresh, fresh3) 0.833; over seven (fresh5 too, issue 24) 0.865 / 0.894, the lowest (fresh)
+    0.833, fresh5 0.863 (0.821 before bare acknowledgements kept their neutral chance)."""
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_cv.py"))
     accuracy, negative_recall, per_set = bench["leave_one_set_out"](
         *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"]()
     )
-    assert len(per_set) == 6, per_set
+    assert len(per_set) == 7, per_set
     assert accuracy >= 0.85 and negative_recall >= 0.88, (accuracy, negative_recall, per_set)
     assert min(a for a, _ in per_set.values()) >= 0.8, per_set
 
@@ -556,3 +558,19 @@ def test_praise_around_a_failure_is_negative_and_praise_around_a_success_positiv
 
     texts = ["Oh great, it crashed again. Thanks a lot.", "Oh great, it runs now. Thanks a lot."]
     assert [s.label for s in sentiment.score(texts, embedding.embed(texts))] == ["negative", "positive"]
+
+
+def test_a_bare_acknowledgement_after_a_statement_is_neutral_a_short_correction_is_not() -> None:
+    """The statement prior reads a statement after a statement as feedback; "Noted." or "好的。" only takes
+    note (sentiment.NEUTRAL_ACKNOWLEDGED), while a one-word correction keeps the prior."""
+    assert all(sentiment.acknowledges(text) for text in ("Alles klar.", "好的。", "Got it!", "ok"))
+    assert not sentiment.acknowledges("ok, but it still crashes") and not sentiment.acknowledges("Perfect!")
+    assert not sentiment.acknowledges("ok " * 20)
+    texts = ["Noted.", "了解です。", "Canberra."]
+    previous = [
+        "Your package is expected to arrive between Thursday and Saturday.",
+        "ご注文の商品は明日の午前中に配達予定です。",
+        "The capital of Australia is Sydney, its largest city.",
+    ]
+    labels = [s.label for s in sentiment.score(texts, embedding.embed(texts), previous=previous)]
+    assert labels == ["neutral", "neutral", "negative"], labels
