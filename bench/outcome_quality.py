@@ -99,6 +99,7 @@ SETS = {
     "outcomes_fresh3.jsonl": True,
     "outcomes_fresh4.jsonl": True,
     "outcomes_fresh5.jsonl": True,  # blind once (0.727, issue 24), trained on since
+    "outcomes_fresh6.jsonl": True,  # blind once in stop 34 (0.720 over three classes), in no fit yet
 }
 
 
