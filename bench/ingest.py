@@ -5,9 +5,9 @@ readable through the read API.
                                      [--workers 1] [--runs 3] [--database-url URL]
 
 Starts ``convolens serve`` (SQLite in a temporary home unless a URL is given; ``--workers`` API
-processes; embedded worker off so that only ingestion is measured) for each of ``--runs`` runs, then
-sends generated conversations (4-12 messages of 20-200 words, a few metadata keys, Zipf-distributed
-user ids) from ``--clients`` threads in this process, loopback only, bounded in count. Bodies are
+processes; embedded worker off so that only ingestion is measured, unless ``--embedded-worker``) for each
+of ``--runs`` runs, then sends generated conversations (4-12 messages of 20-200 words, a few metadata
+keys, Zipf-distributed user ids) from ``--clients`` threads in this process, loopback only, bounded in count. Bodies are
 encoded before the clock starts. Prints each run and a summary line of medians: durable messages and
 conversations per second, request latency p50/p99, how long after the last response everything was
 readable, the server's CPU per message and RSS (its whole process tree).
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, source: str | None = None) -> dict[str, float]
     env = {
         **os.environ,
         "CONVOLENS_HOME": str(home),
-        "CONVOLENS_EMBEDDED_WORKER": "0",
+        "CONVOLENS_EMBEDDED_WORKER": "1" if args.embedded_worker else "0",
         "CONVOLENS_RATE_LIMIT_PER_SECOND": "0",
     }
     if args.database_url:
@@ -421,6 +421,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--baseline", metavar="SRC", help="another tree's src folder: alternate its runs with this tree's, print ratios"
+    )
+    parser.add_argument(
+        "--embedded-worker",
+        action="store_true",
+        help="as `convolens serve` runs by default: the worker enriches while the burst is stored (issue 25)",
     )
     parser.add_argument(
         "--fresh-database", action="store_true", help="PostgreSQL: drop and create --database-url's database each run"
