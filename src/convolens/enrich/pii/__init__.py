@@ -240,13 +240,6 @@ _CLEAN_LABELS_KEPT = 4096
 _CLEAN_LABELS: set[str] = set()
 
 
-def assign_if_changed(model: Any, attribute: str, value: Any) -> None:
-    """Set a scrubbed field only if scrubbing changed it (``scrub`` returns unchanged text as the same
-    object): pydantic's ``__setattr__`` costs a microsecond or two, and most fields come back unchanged."""
-    if getattr(model, attribute) is not value:
-        setattr(model, attribute, value)
-
-
 # What ``scrub_batch`` scrubs, by attribute, and how: free text (gated by the batch's texts joined,
 # ``Possible``), JSON-like values (strings and keys anywhere inside), labels (``scrub_name``).
 _TEXT, _VALUE, _LABEL = "text", "value", "label"
@@ -305,6 +298,8 @@ def scrub_fields(fields: list[BatchField], names: bool = False) -> tuple[list[Ba
             new = scrub_value(value, budget)
         else:
             new = scrub_name(value, budget)
+        # The scrubbers return what they did not change as the same object: only real changes travel back
+        # and are set (pydantic's ``__setattr__`` costs a microsecond or two, and most fields are clean).
         if new is not value:
             changed[(i, attribute)] = new
     if names:
