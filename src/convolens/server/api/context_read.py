@@ -84,7 +84,7 @@ def list_conversations(
     if q is not None and not q.isprintable():
         raise query_error("q", "must be printable text")
     start, end = time_window(start_time, end_time)
-    with db.reader() as conn:
+    with db.snapshot() as conn:  # the listed rows and their attached messages agree (see get_conversation)
         result = conversation_reads.list_conversations(
             conn,
             token.project_pk,
@@ -153,7 +153,9 @@ def get_conversation(
     token: TokenInfo = ReadToken,
     db: Database = Depends(database),  # noqa: B008
 ) -> JSONResponse:
-    with db.reader() as conn:
+    # One snapshot: on PostgreSQL the conversation's row and its messages are separate statements, and a
+    # worker's save between them showed new messages' enrichment next to the outcome from before it.
+    with db.snapshot() as conn:
         view = conversation_reads.get_conversation(conn, token.project_pk, conversation_id)
     if view is None:
         raise ApiError(404, f"no conversation {conversation_id!r} in this project")

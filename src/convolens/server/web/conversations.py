@@ -134,7 +134,7 @@ def conversation_list(request: Request, project: str, page: int = 1) -> Response
 @router.get("/p/{project}/conversations/{conversation_id:path}")
 def transcript(request: Request, project: str, conversation_id: str) -> Response:
     session, membership = access(request, project)
-    with request.app.state.db.reader() as conn:
+    with request.app.state.db.snapshot() as conn:  # row and messages from one snapshot (api/context_read.py)
         view = queries.get_conversation(conn, membership.project_pk, conversation_id)
         language = translations.settings_from(projects.settings_of(conn, membership.project_pk)).language
     if view is None:
