@@ -570,3 +570,33 @@ def test_a_worker_still_takes_its_turn_under_writes_announced_without_end(tmp_pa
     finally:
         os.close(endless)
         worker.close()
+
+
+def test_an_api_write_is_not_held_by_a_worker_stopped_in_the_middle_of_its_check(tmp_path: Path) -> None:
+    """A yielding lock checks for announced writes by holding the announce file exclusively for an instant.
+    A worker's thread preempted in that instant (it runs niced) held every API write that came to announce
+    itself, for as long as it stayed off the CPU; here, indefinitely. The write goes on unannounced."""
+    import fcntl
+
+    path = str(tmp_path / "x.sqlite3-writelock")
+    probe = os.open(f"{path}.announce", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(probe, fcntl.LOCK_EX)  # the check, never finished
+    api = FileWriteLock(path)
+    got: list[bool] = []
+    writing = threading.Thread(target=lambda: got.append(api.acquire(5)), daemon=True)
+    try:
+        writing.start()
+        writing.join(10)
+        assert got == [True], "the API's write waited on the worker's check"
+        api.release()
+        # Unannounced, its release must not drop a lock it never had: the check still holds the file.
+        assert _announced(path)
+    finally:
+        os.close(probe)
+        api.close()
+    # With the file free again, a write announces itself as before.
+    assert api.acquire(5)
+    assert _announced(path)
+    api.release()
+    assert not _announced(path)
+    api.close()

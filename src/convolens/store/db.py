@@ -59,12 +59,18 @@ class FileWriteLock:
 
     # The longest a yielding lock waits for announced writes before it takes its turn anyway.
     YIELD_SECONDS = 0.5
+    # The longest a write waits to announce itself. A yielding lock holds the announce file exclusively for
+    # the instant of its check; were its (niced) thread preempted in that instant, a blocking wait would hold
+    # an API write behind the worker's next time slice. Past this the write goes on unannounced: the worker
+    # may then take one turn first, as before ingestion first.
+    ANNOUNCE_SECONDS = 0.002
 
     def __init__(self, path: str, *, yields: bool = False) -> None:
         self.path = path
         self.yields = yields
         self._fd: int | None = None
         self._announce: int | None = None
+        self._announced = False
         self._pid = 0
 
     def _open(self) -> tuple[int, int]:
@@ -83,13 +89,13 @@ class FileWriteLock:
         if self.yields:
             _poll(lambda: _no_write_announced(announce), min(deadline, time.monotonic() + self.YIELD_SECONDS))
         else:
-            # Shared with every other announced write; a yielding lock holds it exclusively only for the
-            # instant of its check, so this waits microseconds at most.
-            fcntl.flock(announce, fcntl.LOCK_SH)
+            # Shared with every other announced write, never waited for long (ANNOUNCE_SECONDS).
+            self._announced = _poll(
+                lambda: _try_flock(announce, fcntl.LOCK_SH), min(deadline, time.monotonic() + self.ANNOUNCE_SECONDS)
+            )
         if _poll(lambda: _try_flock(fd), deadline):
             return True
-        if not self.yields:
-            fcntl.flock(announce, fcntl.LOCK_UN)
+        self._unannounce()
         return False
 
     def release(self) -> None:
@@ -97,8 +103,14 @@ class FileWriteLock:
 
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-        if self._announce is not None and not self.yields:
+        self._unannounce()
+
+    def _unannounce(self) -> None:
+        import fcntl
+
+        if self._announced and self._announce is not None:
             fcntl.flock(self._announce, fcntl.LOCK_UN)
+        self._announced = False
 
     def close(self) -> None:
         if self._pid == os.getpid():
@@ -106,13 +118,15 @@ class FileWriteLock:
                 if fd is not None:
                     os.close(fd)
         self._fd = self._announce = None
+        self._announced = False
 
 
-def _try_flock(fd: int) -> bool:
+def _try_flock(fd: int, mode: int | None = None) -> bool:
+    """Takes the ``flock`` in ``mode`` (exclusive by default) if it is free now."""
     import fcntl
 
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_EX if mode is None else mode) | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False
