@@ -160,16 +160,30 @@ class Statements:
             out.extend(self.execute(sql, params))
         return out
 
-    def select_in(
-        self, sql_before_in: str, leading: tuple, values: Iterable[Any], chunk: int = 500, suffix: str = ""
+    def select_by_ids(
+        self, columns: str, table: str, project_pk: int, ids: Iterable[str], chunk: int = 500
     ) -> list[tuple]:
-        """``sql_before_in IN (…) suffix`` with the leading parameters first, ``chunk`` values a query."""
-        values = list(values)
+        """``columns`` of the ``table`` rows of a project with these external ids, ``chunk`` ids a query.
+
+        PostgreSQL: the ids as one array joined to the table, so that each is one probe of the table's
+        ``(project_pk, id)`` unique index whatever the statistics say. As ``id IN (…)``, a table not yet
+        analysed (a fresh load; a server with autovacuum off, as this machine's) was read through its
+        ``(project_pk, …)`` index instead, every row of the project: 950 ms a batch at a million messages,
+        2.5 ms as a join (bench/README.md)."""
+        values = list(ids)
         out: list[tuple] = []
         for start in range(0, len(values), chunk):
             part = values[start : start + chunk]
-            sql = f"{sql_before_in} IN ({', '.join([self.mark] * len(part))}){suffix}"
-            out.extend(self.execute(sql, (*leading, *part), plan_each_time=True))
+            if self.postgresql:
+                sql = (
+                    f"SELECT {columns} FROM unnest(%s::text[]) AS wanted(wanted_id)"
+                    f" JOIN {table} ON {table}.project_pk = %s AND {table}.id = wanted.wanted_id"
+                )
+                params: tuple = (part, project_pk)
+            else:
+                sql = f"SELECT {columns} FROM {table} WHERE project_pk = ? AND id IN ({', '.join('?' * len(part))})"
+                params = (project_pk, *part)
+            out.extend(self.execute(sql, params, plan_each_time=True))
         return out
 
 

@@ -158,11 +158,8 @@ class _BatchWriter:
     def prefetch(self, batch: IngestBatch) -> None:
         sql = self.sql
         conversation_ids = {e.conversation_id if not isinstance(e, ConversationEvent) else e.id for e in batch.events}
-        rows = sql.select_in(
-            "SELECT id, pk, metadata, started_at, tenant_id, end_user_pk FROM conversation"
-            f" WHERE project_pk = {sql.mark} AND id",
-            (self.project_pk,),
-            conversation_ids,
+        rows = sql.select_by_ids(
+            "id, pk, metadata, started_at, tenant_id, end_user_pk", "conversation", self.project_pk, conversation_ids
         )
         for conversation_id, pk, metadata, started_at, tenant_id, end_user_pk in rows:
             self.conversations[conversation_id] = _Conversation(
@@ -176,7 +173,7 @@ class _BatchWriter:
             )
         ids = {e.id for e in batch.events if isinstance(e, MessageEvent | CustomEvent) and e.id}
         ids.update(e.message_id for e in batch.events if isinstance(e, RatingEvent) and e.message_id)
-        rows = sql.select_in(f"SELECT id FROM message WHERE project_pk = {sql.mark} AND id", (self.project_pk,), ids)
+        rows = sql.select_by_ids("id", "message", self.project_pk, ids)
         self.known_message_ids.update(row[0] for row in rows)
 
     def _conversation(self, conversation_id: str) -> _Conversation:
