@@ -280,13 +280,32 @@ def test_driver_look_ups_are_never_prepared_on_postgresql(postgres_url: str) -> 
         with db.writer() as conn:
             sql = Statements(conn)
             for _ in range(12):  # past psycopg's prepare threshold of 5
-                sql.select_in("SELECT id FROM message WHERE project_pk = %s AND id", (1,), ["a", "b"])
+                sql.select_by_ids("id", "message", 1, ["a", "b"])
             prepared = conn.exec_driver_sql(
-                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT id FROM message%%'"
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT id FROM unnest%%'"
             ).scalar_one()
         assert prepared == 0
     finally:
         db.dispose()
+
+
+def test_look_ups_by_id_find_the_project_s_rows_in_chunks(db: Database, project: Project) -> None:
+    """Ingest's look-up of a batch's ids (an array joined to the table on PostgreSQL, an ``IN`` list on
+    SQLite): the project's rows with those ids, none of another project's, across several chunks."""
+    from convolens.store.driver import Statements
+
+    other = make_project(db)
+    events = [e for n in range(30) for e in conversation_events(f"c{n}", T0, n=1)]
+    write(db, project, events)
+    write(db, other, conversation_events("c-other", T0, n=1) + conversation_events("c1", T0, n=1))
+    wanted = [f"c{n}-m0" for n in range(0, 30, 2)] + ["c-other-m0", "missing", "c1-m0"]
+    with db.reader() as conn:
+        sql = Statements(conn)
+        found = sql.select_by_ids("id", "message", project.pk, wanted, chunk=4)
+        conversations = sql.select_by_ids("id, pk", "conversation", other.pk, ["c1", "c-other", "c2"], chunk=2)
+    assert sorted(row[0] for row in found) == sorted({f"c{n}-m0" for n in range(0, 30, 2)} | {"c1-m0"})
+    assert len(found) == 16  # c1-m0 once: the other project's c1-m0 is not this project's
+    assert sorted(row[0] for row in conversations) == ["c-other", "c1"]
 
 
 def test_last_seen_moves_by_more_than_the_slack_on_postgresql(db: Database, project: Project) -> None:
