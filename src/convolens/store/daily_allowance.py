@@ -8,6 +8,14 @@ from sqlalchemy import Column, Connection, Table, select, update
 from convolens.store.dialect import insert_ignore
 
 
+def cap_from(value: object, maximum: int, default: int) -> int:
+    """A daily cap from a project's settings: a whole number from 0 to ``maximum`` (JSON's ``true`` is not
+    1), else ``default``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum:
+        return value
+    return default
+
+
 def reserve(conn: Connection, table: Table, counted: Column, project_pk: int, day: str, wanted: int, cap: int) -> int:
     """Take up to ``wanted`` of the project's ``cap`` for ``day`` (``counted`` is ``table``'s count column);
     returns how many may be sent. Run in a write transaction: the row is locked (PostgreSQL) or the

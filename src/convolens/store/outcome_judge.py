@@ -37,9 +37,10 @@ class JudgeSettings:
 def settings_from(settings: dict) -> JudgeSettings:
     """A project's judge settings from its settings object; anything malformed is the default (off)."""
     own = settings.get("outcome_judge") if isinstance(settings.get("outcome_judge"), dict) else {}
-    cap = own.get("daily_cap")
-    valid = isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap <= MAX_DAILY_CAP
-    return JudgeSettings(enabled=own.get("enabled") is True, daily_cap=cap if valid else DEFAULT_DAILY_CAP)
+    return JudgeSettings(
+        enabled=own.get("enabled") is True,
+        daily_cap=daily_allowance.cap_from(own.get("daily_cap"), MAX_DAILY_CAP, DEFAULT_DAILY_CAP),
+    )
 
 
 def enabled_projects(conn: Connection) -> dict[int, JudgeSettings]:

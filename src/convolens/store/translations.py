@@ -33,18 +33,11 @@ def settings_from(settings: dict) -> TranslationSettings:
     """A project's translation settings from its settings object; anything malformed is the default."""
     language = settings.get("language")
     own = settings.get("translation") if isinstance(settings.get("translation"), dict) else {}
-    cap = own.get("daily_cap")
     return TranslationSettings(
         language=language if isinstance(language, str) and LANGUAGE_CODE.fullmatch(language) else DEFAULT_LANGUAGE,
         enabled=own.get("enabled") is True,
-        daily_cap=cap
-        if isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap <= MAX_DAILY_CAP
-        else DEFAULT_DAILY_CAP,
+        daily_cap=daily_allowance.cap_from(own.get("daily_cap"), MAX_DAILY_CAP, DEFAULT_DAILY_CAP),
     )
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0  # JSON's true is not 1
 
 
 def enabled_projects(conn: Connection) -> dict[int, TranslationSettings]:
