@@ -1,8 +1,9 @@
-"""Outcome accuracy and per-signal precision/recall on the labelled conversations of tests/data:
-outcomes_tune, train2, fresh, holdout and fresh3 (.jsonl). Since stop 32 the outcome model trains on all
-five (bench/train_outcomes.py; each of the last three was evaluated once before), so their figures here
-say little: the honest ones are ``train_outcomes.py --loso`` (each set held out in turn) and a new set's,
-with --set.
+"""Outcome accuracy and per-signal precision/recall on the labelled conversations of tests/data
+(outcomes_*.jsonl, ``SETS``). Since stop 36 the outcome model trains on eight of them
+(bench/train_outcomes.py; all but tune and train2 were evaluated once before), so their figures here say
+little: the honest ones are ``train_outcomes.py --loso`` (each set held out in turn) and a new set's, with
+--set (outcomes_fresh7, blind once in stop 36, is in no fit). Rows whose label contradicts the README's
+definitions are scored as the README reads them (``readme_reading``).
 
 python bench/outcome_quality.py            # every set's figures; --misses lists the training sets' misses
 python bench/outcome_quality.py --set PATH # one labelled file's figures only (a blind set: no rows printed)
@@ -77,6 +78,39 @@ def evaluate(rows: list[dict]) -> dict:
     }
 
 
+# Rows whose label contradicts the product's definitions (README.md, "Were users helped?": abandoned is the
+# assistant asking something and the user never coming back; a complete, on-target answer after which the
+# user says nothing is resolved). Each is labelled abandoned although the assistant's last reply is such an
+# answer and asks nothing (no question mark, no request for details, no off-target signal): read one by one
+# (issue 24). They are trained on, and scored in ``--loso``, as the README reads them (resolved): the sets'
+# writers disagree on them (fresh3, fresh4 and fresh5 label the same shape resolved after a follow-up, tune
+# and holdout never have it), and outcomes_fresh6, written with the README's definitions in its brief, labels
+# it resolved. Until stop 36 they were left out of training, and the model read such endings as abandoned.
+README_CONFLICTS = frozenset((
+    "f4-005", "f4-010", "f4-023", "f4-029", "f4-033", "f4-038", "f4-039", "f4-044", "f4-054", "f4-062", "f4-080",
+    "f4-109", "f4-110", "f4-111", "f4-124", "f4-132", "f4-144", "f4-148", "f5-002", "f5-008", "f5-013", "f5-016",
+    "f5-024", "f5-026", "f5-030", "f5-034", "f5-038", "f5-042", "f5-045", "f5-048", "f5-052", "f5-059", "f5-063",
+    "f5-066", "f5-076", "f5-077", "f5-086", "f5-087", "f5-098", "f5-099", "f5-108", "f5-109", "f5-118", "f5-119",
+    "f5-128", "f5-129", "f5-138", "f5-139", "f5-147",
+))  # fmt: skip
+# The other side of the same definition: a single question answered off target (the reply talks of something
+# else and asks nothing), and the user never came back. The writers of tune and holdout labelled these
+# abandoned; the README reserves abandoned for a reply that asked something, so they were not helped:
+# unresolved (outcomes_fresh7's brief says so too: "went off-topic" is unresolved).
+README_OFF_TARGET = frozenset((
+    "t-086", "t-088", "t-092", "t-094", "t-096", "t-098", "t-100", "t-120", "t-122", "h-094", "h-096", "h-099",
+    "h-100", "h-103", "h-105", "h-107", "h-109", "h-111",
+))  # fmt: skip
+README_READING = {**dict.fromkeys(README_CONFLICTS, "resolved"), **dict.fromkeys(README_OFF_TARGET, "unresolved")}
+
+
+def readme_reading(rows: list[dict]) -> list[dict]:
+    """``rows``, those whose label contradicts the README's definitions (``README_READING``) read as the
+    README defines them: a complete, on-target answer the user does not reply to is resolved, an off-target
+    one that asks nothing is unresolved."""
+    return [{**r, "outcome": README_READING[r["id"]]} if r["id"] in README_READING else r for r in rows]
+
+
 def load(name: str) -> list[dict]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
@@ -99,7 +133,8 @@ SETS = {
     "outcomes_fresh3.jsonl": True,
     "outcomes_fresh4.jsonl": True,
     "outcomes_fresh5.jsonl": True,  # blind once (0.727, issue 24), trained on since
-    "outcomes_fresh6.jsonl": True,  # blind once in stop 34 (0.720 over three classes), in no fit yet
+    "outcomes_fresh6.jsonl": True,  # blind once in stop 34 (0.720 over three classes), trained on since stop 36
+    "outcomes_fresh7.jsonl": True,  # blind once in stop 36 (0.801 over three classes), in no fit yet
 }
 
 
@@ -115,7 +150,7 @@ if __name__ == "__main__":
     for name, readable in SETS.items():
         if not (DATA / name).exists():
             continue
-        result = evaluate(load(name))
+        result = evaluate(readme_reading(load(name)))
         report(name.removesuffix(".jsonl"), result)
         if args.misses and readable:
             for r, (outcome, signals) in result["misses"]:

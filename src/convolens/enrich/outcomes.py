@@ -1,7 +1,7 @@
 """Were users helped: a conversation's outcome (resolved, unresolved, abandoned, unknown) and the signals
 behind it, read from the structure of its transcript and from the embeddings its user turns already have.
 
-Two layers, so that what is learned from labelled conversations is a few dozen weights, not rules:
+Three parts, so that what is learned from labelled conversations is a few dozen weights, not rules:
 - per user turn, what it says: the chances of a logistic regression over its stored embedding, trained
   when first used on the example turns of ``outcome_examples`` (``thanks``, ``gives_up``, ``correction``,
   ``off_target``, ``sarcasm``, ``success``, ``greeting``, ``other``); words that say thanks or giving up
@@ -13,11 +13,16 @@ Two layers, so that what is learned from labelled conversations is a few dozen w
   turns, what the last user turn says when the user had the last word, whether the last reply asks a
   question or repeats the one before it when the assistant had it, the cosine between consecutive user
   turns (the user asking the same thing again in other words), the overlap of word shingles between
-  consecutive replies (the assistant saying the same thing twice: replies have no embedding, the pipeline
-  embeds user turns only), and the worst of the earlier turns. A multinomial logistic regression over
-  them gives the outcome, and one binary logistic regression per signal gives the signals. Their weights
-  are in ``outcome_weights`` (constants written by ``bench/train_outcomes.py`` from the labelled
-  training conversations of ``tests/data``; never from the holdout or fresh sets).
+  consecutive replies (the assistant saying the same thing twice: the pipeline embeds user turns only),
+  and the worst of the earlier turns;
+- per conversation, its last reply, embedded here (one short embedding a conversation): whether it answers
+  or deflects (a classifier trained on ``outcome_examples.ANSWERS`` and ``NON_ANSWERS``), and how close it
+  is to the question. A polite "thanks anyway" after "please see our website" was no help; "makes sense,
+  I'll buy it elsewhere" after a clear "no, because ..." was.
+A multinomial logistic regression over them gives the outcome, and one binary logistic regression per
+signal gives the signals. Their weights are in ``outcome_weights`` (constants written by
+``bench/train_outcomes.py`` from the labelled conversations of ``tests/data``, all but the newest, which
+measured them once).
 The explicit client events ``copy``, ``share`` (for the reply they follow) and ``regenerate``, ``edit``
 (against it), sent as events of those names (``client.event(cid, "copy")``), are signals as sent and
 decide the outcome where they follow the last user turn: the client saw what the user did.
@@ -27,6 +32,8 @@ All of it is linear in the transcript, which the store bounds (its last 40 messa
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -40,7 +47,7 @@ from convolens.store.enrichment import PREVIOUS_CHARS, Turn
 from convolens.store.outcome_fields import FEEDBACK_EVENTS
 
 # Goes up whenever a feature, the examples or the weights change (stored in conversation.outcome_version).
-VERSION = 5
+VERSION = 6
 
 # The turn classifier's classes, sorted (scikit-learn's order).
 KINDS = ("correction", "gives_up", "greeting", "off_target", "other", "sarcasm", "success", "thanks")
@@ -72,6 +79,9 @@ SHINGLE_CHARS = 1000
 TRIGRAM_CHARS = 120
 # A turn's length in words enters as log(1 + words) / log(1 + this), capped at 1.
 LONG_WORDS = 40
+# A reply is judged (answer or deflection) by its first characters: what it gives comes first.
+REPLY_CHARS = 150
+REPLY_KINDS = ("answer", "dodge")
 # User turns counted up to this many.
 MANY_TURNS = 6
 POSITIVE_EVENTS = ("copy", "share")
@@ -99,6 +109,16 @@ FEATURES = (
     "before_complaint",
     "before_asks_again",
     "single_exchange",
+    # The last reply, judged by the reply classifier (``_reply_classifier``): its chance of giving the user
+    # nothing ("please see our website", "it depends", "I don't have that information"). When the user had
+    # the last word it is the reply that word answers, and two products say how the user took it: content
+    # with an answer (resolved, even when the answer was "no"), or thanking a deflection ("thanks anyway",
+    # or sarcasm: not helped). Without it, a polite ending read resolved whatever it thanked.
+    "reply_dodges",
+    "reply_fits",  # the last reply's cosine with the user turn it answers (an answer is about the question)
+    "before_dodges",
+    "settled_on_answer",
+    "thanked_a_dodge",
     # The whole transcript.
     "max_asks_again",
     "max_asks_again_unhappy",  # the cosine times the second turn's chance of being negative
@@ -153,12 +173,15 @@ SIGNAL_FEATURES = {
     ),
     "thanks": ("max_thanks", "last_thanks", "any_thanks_words", "last_thanks_words", "last_positive"),
     "gives_up": ("max_gives_up", "last_gives_up", "any_gives_up_words", "last_gives_up_words", "last_negative"),
-    "sarcasm": ("max_sarcasm", "last_sarcasm", "last_negative", "last_positive", "max_thanks", "earlier_negative"),
+    "sarcasm": (
+        "max_sarcasm", "last_sarcasm", "last_negative", "last_positive", "max_thanks", "earlier_negative",
+        "thanked_a_dodge",
+    ),
     "repeated_answer": ("max_repeats", "reply_repeats", "max_echoes", "reply_echoes", "user_turns"),
-    # Replies have no embedding: that a reply missed the question is known only from the user saying so.
+    # That a reply missed the question: the user saying so, and the last reply read as a deflection.
     "off_target": (
         "max_off_target", "last_off_target", "before_complaint", "earlier_complaint", "max_asks_again",
-        "max_asks_again_request", "max_asks_again_question",
+        "max_asks_again_request", "max_asks_again_question", "before_dodges",
     ),
 }  # fmt: skip
 assert set(SIGNAL_FEATURES) == set(TRANSCRIPT_SIGNALS) and {f for fs in SIGNAL_FEATURES.values() for f in fs} <= set(
@@ -186,6 +209,47 @@ def _classifier():  # type: ignore[no-untyped-def]
     model.fit(embedding.embed(texts), labels)
     assert tuple(model.classes_) == KINDS
     return model
+
+
+@cache
+def _reply_classifier():  # type: ignore[no-untyped-def]
+    """What a reply does (``REPLY_KINDS``): a logistic regression over the embedding of the examples of
+    ``outcome_examples.ANSWERS`` and ``NON_ANSWERS``."""
+    from sklearn.linear_model import LogisticRegression
+
+    examples = (outcome_examples.ANSWERS, outcome_examples.NON_ANSWERS)
+    texts = [t for kind in examples for t in kind]
+    labels = [k for k, kind in enumerate(examples) for _ in kind]
+    return LogisticRegression(C=4.0, max_iter=3000).fit(embedding.embed(texts), labels)
+
+
+# Replies judged lately, by their first REPLY_CHARS: the worker assesses a batch's conversations before its
+# save's transaction and again inside it for any that changed meanwhile (store/enrichment.save_outcomes),
+# and there, under the write lock, a reply must not be embedded again.
+REPLIES_KEPT = 4096
+_judged: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_judged_lock = threading.Lock()
+
+
+def judge_replies(replies: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each assistant reply's embedding (of its first ``REPLY_CHARS``), and its chances of each of
+    ``REPLY_KINDS``: it answers, it deflects."""
+    heads = [r[:REPLY_CHARS] for r in replies]
+    with _judged_lock:
+        known = {h: _judged[h] for h in heads if h in _judged}
+    missing = [h for h in dict.fromkeys(heads) if h not in known]
+    if missing:
+        vectors = embedding.embed(missing)
+        with compute_lock:
+            chances = _reply_classifier().predict_proba(vectors).astype(np.float32)
+        with _judged_lock:
+            for h, vector, chance in zip(missing, vectors, chances, strict=True):
+                known[h] = _judged[h] = (vector, chance)
+            while len(_judged) > REPLIES_KEPT:
+                _judged.popitem(last=False)
+    if not heads:
+        return np.zeros((0, embedding.DIMENSIONS), dtype=np.float32), np.zeros((0, len(REPLY_KINDS)), np.float32)
+    return np.array([known[h][0] for h in heads]), np.array([known[h][1] for h in heads])
 
 
 def other_probability(vectors: np.ndarray) -> np.ndarray:
@@ -235,12 +299,13 @@ def _model() -> _Model:
 class _Step:
     role: str  # user, assistant, event
     text: str
-    vector: np.ndarray | None = None  # user turns with a stored embedding
+    vector: np.ndarray | None = None  # user turns with a stored embedding, and the last reply
     kinds: np.ndarray | None = None  # user turns: the turn classifier's chances, in KINDS order
     mood: np.ndarray | None = None  # user turns: sentiment (negative, neutral, positive) in its turn
     thanks_words: bool = False
     gives_up_words: bool = False
     ends_well: float = 0.0  # user turns: the ending model's chance that a thread ending on it was resolved
+    dodges: float = 0.0  # the last reply: the reply classifier's chance that it deflects
 
 
 def _steps(turns: Sequence[Turn]) -> list[_Step]:
@@ -340,6 +405,15 @@ def features(steps: list[_Step]) -> np.ndarray:
         out["before_complaint"] = complaint
         out["before_asks_again"] = asks_again.get(users[-1], 0.0)
         out["single_exchange"] = float(len(users) == 1)
+        out["reply_dodges"] = steps[replies[-1]].dodges
+        reply, asked = steps[replies[-1]].vector, last.vector
+        out["reply_fits"] = max(0.0, float(reply @ asked)) if reply is not None and asked is not None else 0.0
+    if user_last and replies:
+        dodges = steps[replies[-1]].dodges
+        out["before_dodges"] = dodges
+        out["settled_on_answer"] = (1.0 - negative) * (1.0 - dodges)
+        thanked = max(_kind(last, "thanks"), float(last.mood[2]) if last.mood is not None else 0.0)
+        out["thanked_a_dodge"] = thanked * dodges
     out["max_asks_again"] = max(asks_again.values(), default=0.0)
     out["max_asks_again_unhappy"] = max(
         (cosine * float(steps[i].mood[0]) for i, cosine in asks_again.items() if steps[i].mood is not None),
@@ -379,6 +453,7 @@ def _with_chances(
     """Each transcript's steps, its user steps with their chances: one classifier call for all of them.
     ``ending``: the ending model's (weights, intercept), else the trained one's."""
     steps = {key: _steps(turns) for key, turns in transcripts.items()}
+    _judge_last_replies(steps)
     user_steps = [(key, i) for key, ss in steps.items() for i, s in enumerate(ss) if s.role == "user"]
     if not user_steps:
         return steps
@@ -413,6 +488,20 @@ def _with_chances(
     return steps
 
 
+def _judge_last_replies(steps: dict[int, list[_Step]]) -> None:
+    """Each transcript's last reply with its chance of deflecting: one embedding a transcript (replies are
+    not embedded by the pipeline, which embeds user turns)."""
+    last = {}
+    for key, ss in steps.items():
+        i = next((j for j in range(len(ss) - 1, -1, -1) if ss[j].role == "assistant"), None)
+        if i is not None:
+            last[key] = i
+    vectors, chances = judge_replies([steps[key][i].text for key, i in last.items()])
+    for (key, i), vector, chance in zip(last.items(), vectors, chances, strict=True):
+        old = steps[key][i]
+        steps[key][i] = _Step(old.role, old.text, vector=vector, dodges=float(chance[1]))
+
+
 def features_many(
     transcripts: Mapping[int, Sequence[Turn]], ending: tuple[np.ndarray, float] | None = None
 ) -> dict[int, np.ndarray]:
@@ -422,16 +511,19 @@ def features_many(
 
 
 def _complains_last(steps: list[_Step], last: int) -> str | None:
-    """The complaint (its kind, a signal) of the user's last word where two models read it as one: the turn
-    classifier (its likeliest kind a correction, an off-target or sarcasm, sure enough) and the ending
-    model (more likely unresolved); else None. Few training threads end on such a turn after a thanks
-    earlier on, so the linear model alone can call "That's wrong, the button is right there" after an
-    earlier "thanks" resolved."""
+    """The complaint (its kind, a signal) of the user's last word where the turn classifier reads it as one
+    (its likeliest kind a correction, an off-target or sarcasm, sure enough) and another model agrees: the
+    ending model (more likely unresolved) or the sentiment in its turn (more likely negative); else None.
+    Few training threads end on such a turn after a thanks earlier on, so the linear model alone can call
+    "That's wrong, the button is right there" after an earlier "thanks" resolved. The sentiment's word
+    counts since the ending model learned from every labelled set (stop 36), where corrections the assistant
+    then fixed and the user confirmed ("Ja, 27 april.") end well, and it reads a bare "that's wrong" at 0.53."""
     step = steps[last]
     if step.kinds is None or any(s.role == "assistant" for s in steps[last + 1 :]):
         return None
     top = int(np.argmax(step.kinds))
-    sure = KINDS[top] in COMPLAINTS and step.kinds[top] >= COMPLAINT_AT and step.ends_well < 0.5
+    unhappy = step.ends_well < 0.5 or (step.mood is not None and float(step.mood[0]) >= 0.5)
+    sure = KINDS[top] in COMPLAINTS and step.kinds[top] >= COMPLAINT_AT and unhappy
     return KINDS[top] if sure else None
 
 
