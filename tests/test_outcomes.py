@@ -201,9 +201,9 @@ def test_outcome_quality_on_the_labelled_sets() -> None:
         assert result["accuracy_three"] >= floor_three, (name, result["accuracy_three"])
 
 
-# The model is trained on every set here but fresh7 (bench/train_outcomes.py), so these are in-sample
-# figures, floors against a regression; fresh7, written by a session that never saw the code, was evaluated
-# once (stop 36) and is in no fit.
+# The model is trained on every set here but fresh7 and fresh8 (bench/train_outcomes.py), so the others are
+# in-sample figures, floors against a regression; fresh7 and fresh8, written by sessions that never saw the
+# code, were evaluated once each (stop 36) and are in no fit.
 OUTCOME_FLOORS = {
     "outcomes_tune.jsonl": (0.86, 0.88),  # measured 0.887 / 0.902
     "outcomes_train2.jsonl": (0.89, 0.9),  # measured 0.91 / 0.928
@@ -214,6 +214,7 @@ OUTCOME_FLOORS = {
     "outcomes_fresh5.jsonl": (0.8, 0.86),  # measured 0.827 / 0.886
     "outcomes_fresh6.jsonl": (0.88, 0.88),  # measured 0.90 / 0.902
     "outcomes_fresh7.jsonl": (0.79, 0.78),  # measured once, blind: 0.8125 / 0.801
+    "outcomes_fresh8.jsonl": (0.81, 0.82),  # measured once, blind: 0.831 / 0.844
 }
 
 
