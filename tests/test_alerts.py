@@ -116,7 +116,7 @@ def test_a_receiver_answering_500_is_retried_with_backoff_and_logged(database_ur
         with db.reader() as conn:
             (first,) = alerts.deliveries(conn, project.pk)
         assert (first["status"], first["attempts"], first["last_status_code"]) == ("pending", 1, 500)
-        assert first["last_error"].startswith("HTTP 500")
+        assert first["last_error"] == 'HTTP 500 Internal Server Error; the receiver said: "ok"'
         assert deliver_due(db, "w", now + timedelta(seconds=29), LOOPBACK) == 0  # not before its backoff
         assert deliver_due(db, "w", now + timedelta(seconds=31), LOOPBACK) == 1
         assert deliver_due(db, "w", now + timedelta(seconds=31 + 119), LOOPBACK) == 0  # the second wait is 2 min
@@ -368,3 +368,20 @@ def test_the_due_window_is_aligned_to_the_rule_s_window() -> None:
     assert due_window(rule("hour", t), datetime(2026, 3, 10, 14, 6)) is None
     # After a long stop: only the last 48 windows are caught up on.
     assert due_window(rule("hour", t), datetime(2026, 3, 20, 0, 6)) == datetime(2026, 3, 18, 0)  # to 19th 23:00
+
+
+def test_a_refusal_quotes_the_receiver_on_one_bounded_line() -> None:
+    """The settings page shows what a receiver answered as its words, not ours, however it is shaped."""
+    from convolens.alerts.webhook import REFUSAL_BODY_CHARS, refusal
+
+    assert refusal(502, "Bad Gateway", "") == "HTTP 502 Bad Gateway; the receiver sent no body"
+    assert refusal(418, "", "  \n ") == "HTTP 418; the receiver sent no body"
+    html = "<html>\n  <body>\n    <h1>Service   Unavailable</h1>" + " padding" * 10_000
+    said = refusal(503, "Service Unavailable", html)
+    assert said.startswith(
+        'HTTP 503 Service Unavailable; the receiver said: "<html> <body> <h1>Service Unavailable</h1>'
+    )
+    assert (
+        "\n" not in said
+        and len(said) == len('HTTP 503 Service Unavailable; the receiver said: ""') + REFUSAL_BODY_CHARS
+    )

@@ -141,4 +141,17 @@ def send(
         return None, f"{type(exc).__name__}: {exc}"[:500]
     if 200 <= response.status_code < 300:
         return response.status_code, None
-    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+    return response.status_code, refusal(response.status_code, response.reason_phrase, response.text)
+
+
+# How much of a refusing receiver's body the settings page shows: enough for its own error message.
+REFUSAL_BODY_CHARS = 200
+
+
+def refusal(status: int, reason: str, body: str) -> str:
+    """What went wrong, as the settings page shows it: the status with its reason phrase, then what the
+    receiver said, quoted and on one line ("HTTP 500 Internal Server Error; the receiver said: "ok""), so
+    that its words never read as ours ("HTTP 500: ok" did)."""
+    said = " ".join(body[: REFUSAL_BODY_CHARS * 4].split())[:REFUSAL_BODY_CHARS]
+    head = f"HTTP {status} {reason}".rstrip()
+    return f'{head}; the receiver said: "{said}"' if said else f"{head}; the receiver sent no body"
