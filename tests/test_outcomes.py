@@ -190,6 +190,35 @@ def test_the_last_reply_says_whether_an_ending_was_help() -> None:
     assert got == ["resolved", "unresolved", "resolved", "abandoned"]
 
 
+def test_a_save_s_reassessment_embeds_no_reply_under_the_write_lock(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Inside the save's transaction (the API's writes wait for it) a changed conversation is assessed again
+    without embedding its last reply: one judged before the transaction reads as it did then, an unseen
+    one as unjudged, and nothing is embedded."""
+    from convolens.enrich import embedding, outcomes
+
+    judged = "Open Billing > Invoices, tick the months you want and press Download as PDF."
+    unseen = "Our offices are open Monday to Friday, 9 to 5, and we value your feedback a great deal."
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "How do I get my invoices as a PDF?"},
+                {"role": "assistant", "content": reply},
+            ]
+        }
+        for reply in (judged, unseen)
+    ]
+    read = outcome_quality.transcripts(rows)
+    before = outcomes.assess_many({0: read[0]})
+
+    def no_embedding(texts: list[str]):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"embedded under the write lock: {texts}")
+
+    monkeypatch.setattr(embedding, "embed", no_embedding)
+    again = outcomes.reassess_many(read)
+    assert again[0] == before[0]
+    assert again[1][0] in outcomes.CLASSES
+
+
 def test_outcome_quality_on_the_labelled_sets() -> None:
     """Floors a little under what bench/outcome_quality.py measured (printed with -s): accuracy over the four
     outcomes and over the rows labelled resolved, unresolved or abandoned (the issue's target: 0.8), the

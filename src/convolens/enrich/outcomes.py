@@ -231,14 +231,15 @@ _judged: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 _judged_lock = threading.Lock()
 
 
-def judge_replies(replies: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def judge_replies(replies: list[str], embed: bool = True) -> tuple[list[np.ndarray | None], np.ndarray]:
     """Each assistant reply's embedding (of its first ``REPLY_CHARS``), and its chances of each of
-    ``REPLY_KINDS``: it answers, it deflects."""
+    ``REPLY_KINDS``: it answers, it deflects. ``embed=False`` (under the write lock): only replies judged
+    lately are known, the others have no embedding and even chances (``UNJUDGED``)."""
     heads = [r[:REPLY_CHARS] for r in replies]
     with _judged_lock:
         known = {h: _judged[h] for h in heads if h in _judged}
     missing = [h for h in dict.fromkeys(heads) if h not in known]
-    if missing:
+    if missing and embed:
         vectors = embedding.embed(missing)
         with compute_lock:
             chances = _reply_classifier().predict_proba(vectors).astype(np.float32)
@@ -247,9 +248,9 @@ def judge_replies(replies: list[str]) -> tuple[np.ndarray, np.ndarray]:
                 known[h] = _judged[h] = (vector, chance)
             while len(_judged) > REPLIES_KEPT:
                 _judged.popitem(last=False)
-    if not heads:
-        return np.zeros((0, embedding.DIMENSIONS), dtype=np.float32), np.zeros((0, len(REPLY_KINDS)), np.float32)
-    return np.array([known[h][0] for h in heads]), np.array([known[h][1] for h in heads])
+    unjudged = (None, np.full(len(REPLY_KINDS), 1.0 / len(REPLY_KINDS), dtype=np.float32))
+    found = [known.get(h, unjudged) for h in heads]
+    return [vector for vector, _ in found], np.array([chance for _, chance in found]).reshape(-1, len(REPLY_KINDS))
 
 
 def other_probability(vectors: np.ndarray) -> np.ndarray:
@@ -448,12 +449,14 @@ def features(steps: list[_Step]) -> np.ndarray:
 
 
 def _with_chances(
-    transcripts: Mapping[int, Sequence[Turn]], ending: tuple[np.ndarray, float] | None = None
+    transcripts: Mapping[int, Sequence[Turn]],
+    ending: tuple[np.ndarray, float] | None = None,
+    embed_replies: bool = True,
 ) -> dict[int, list[_Step]]:
     """Each transcript's steps, its user steps with their chances: one classifier call for all of them.
     ``ending``: the ending model's (weights, intercept), else the trained one's."""
     steps = {key: _steps(turns) for key, turns in transcripts.items()}
-    _judge_last_replies(steps)
+    _judge_last_replies(steps, embed_replies)
     user_steps = [(key, i) for key, ss in steps.items() for i, s in enumerate(ss) if s.role == "user"]
     if not user_steps:
         return steps
@@ -488,15 +491,15 @@ def _with_chances(
     return steps
 
 
-def _judge_last_replies(steps: dict[int, list[_Step]]) -> None:
+def _judge_last_replies(steps: dict[int, list[_Step]], embed: bool = True) -> None:
     """Each transcript's last reply with its chance of deflecting: one embedding a transcript (replies are
-    not embedded by the pipeline, which embeds user turns)."""
+    not embedded by the pipeline, which embeds user turns); ``embed``: see ``judge_replies``."""
     last = {}
     for key, ss in steps.items():
         i = next((j for j in range(len(ss) - 1, -1, -1) if ss[j].role == "assistant"), None)
         if i is not None:
             last[key] = i
-    vectors, chances = judge_replies([steps[key][i].text for key, i in last.items()])
+    vectors, chances = judge_replies([steps[key][i].text for key, i in last.items()], embed)
     for (key, i), vector, chance in zip(last.items(), vectors, chances, strict=True):
         old = steps[key][i]
         steps[key][i] = _Step(old.role, old.text, vector=vector, dodges=float(chance[1]))
@@ -527,9 +530,16 @@ def _complains_last(steps: list[_Step], last: int) -> str | None:
     return KINDS[top] if sure else None
 
 
-def assess_many(transcripts: Mapping[int, list[Turn]]) -> dict[int, tuple[str, list[str]]]:
+def reassess_many(transcripts: Mapping[int, list[Turn]]) -> dict[int, tuple[str, list[str]]]:
+    """``assess_many`` for a save's transaction (the conversations that changed since their assessment):
+    no reply is embedded there, under the write lock; one not judged lately counts as unjudged, until the
+    message that changed the conversation is enriched and its save assesses it again."""
+    return assess_many(transcripts, embed_replies=False)
+
+
+def assess_many(transcripts: Mapping[int, list[Turn]], embed_replies: bool = True) -> dict[int, tuple[str, list[str]]]:
     """Outcome and signals of each transcript (by key)."""
-    steps = _with_chances(transcripts)
+    steps = _with_chances(transcripts, embed_replies=embed_replies)
     keys = list(steps)
     if not keys:
         return {}

@@ -243,6 +243,9 @@ Assess = Callable[[Mapping[int, list[Turn]]], Mapping[int, tuple[str, list[str]]
 class Outcomes:
     assess: Assess
     version: int
+    # What assesses a conversation again inside the save's transaction (it changed since ``assess`` read
+    # it): cheaper where it can be, since the API's writes wait for that lock. ``assess`` when not given.
+    reassess: Assess | None = None
 
 
 # The most message text one save transaction rewrites, in characters (one longer message is saved
@@ -535,7 +538,7 @@ def save_outcomes(
         found = {pk: assessed.found[pk] for pk in fresh if pk in assessed.found}
         stale = [pk for pk in conversation_pks if pk not in fresh]
     if stale:
-        found.update(outcomes.assess(transcripts(conn, stale)))
+        found.update((outcomes.reassess or outcomes.assess)(transcripts(conn, stale)))
     rows = []
     for pk in conversation_pks:
         outcome, signals = found.get(pk, ("unknown", []))

@@ -51,7 +51,7 @@ log = logging.getLogger("convolens.worker")
 
 
 # The outcome rules the worker applies to each conversation it saves messages of.
-OUTCOMES = enrichment.Outcomes(outcomes.assess_many, outcomes.VERSION)
+OUTCOMES = enrichment.Outcomes(outcomes.assess_many, outcomes.VERSION, reassess=outcomes.reassess_many)
 
 
 class TopicCache:
