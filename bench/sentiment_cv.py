@@ -5,15 +5,13 @@ complaint training sets, not by reading one set's misses.
     python bench/sentiment_cv.py --grid     # the candidates compared, best first
 
 Each labelled set (``CV_SETS``: the training sets of ``export_complaint_training.TRAIN_SETS``, tune, train2,
-fresh, holdout, fresh3, fresh4, and fresh5, blind once (issue 24) and not yet exported for training —
-each written by another hand, in several languages) is held out in turn; the classifier is trained as
-``sentiment._classifier`` trains it (``sentiment.train_classifier``: the hand-written examples, plus the
-other sets' rows), and ``sentiment.score`` labels the held-out rows in their turn (the assistant reply
-before each). Holding out a whole set measures what a set written by another person scores, which
-5-fold splits of one pool overstate (one writer's phrasings land on both sides). Since stop 32 every
-complaint set in tests/data is a training set (holdout and fresh3 were each evaluated once before); a new
-set never trained on is measured with ``sentiment_quality.py --set PATH``.
-"""
+fresh, holdout, fresh3 … fresh8, each written by another hand, in several languages) is held out in turn;
+the classifier is trained as ``sentiment._classifier`` trains it (``sentiment.train_classifier``: the
+hand-written examples, plus the other sets' rows), and ``sentiment.score`` labels the held-out rows in their
+turn (the assistant reply before each). Holding out a whole set measures what a set written by another
+person scores, which 5-fold splits of one pool overstate (one writer's phrasings land on both sides). Since
+stop 32 every complaint set in tests/data is a training set (holdout and fresh3 were each evaluated once
+before); a new set never trained on is measured with ``sentiment_quality.py --set PATH``."""
 
 from __future__ import annotations
 
@@ -122,9 +120,8 @@ def leave_one_set_out(
     return accuracy, negative, per_set
 
 
-# fresh5 is held out and trained on like the others here; the shipped classifier does not train on it yet
-# (at 1,000 kernel components, seven sets fit tune, fresh3 and fresh4 below their test floors).
-CV_SETS = (*TRAIN_SETS, "complaints_fresh5.jsonl")
+# Every training set, each held out in turn: since stop 36 the shipped classifier trains on all ten.
+CV_SETS = TRAIN_SETS
 
 
 def training_sets() -> dict[str, list[dict]]:

@@ -230,20 +230,23 @@ def test_outcome_quality_on_the_labelled_sets() -> None:
         assert result["accuracy_three"] >= floor_three, (name, result["accuracy_three"])
 
 
-# The model is trained on every set here but fresh7 and fresh8 (bench/train_outcomes.py), so the others are
-# in-sample figures, floors against a regression; fresh7 and fresh8, written by sessions that never saw the
-# code, were evaluated once each (stop 36) and are in no fit.
+# The model is trained on every set here but fresh7, fresh8 and fresh9 (bench/train_outcomes.py), so the
+# others are in-sample figures, floors against a regression; fresh7, fresh8 and fresh9, written by sessions
+# that never saw the code, were each read once blind (stop 36), and are in no fit.
 OUTCOME_FLOORS = {
-    "outcomes_tune.jsonl": (0.86, 0.88),  # measured 0.887 / 0.902
+    "outcomes_tune.jsonl": (0.87, 0.89),  # measured 0.895 / 0.911
     "outcomes_train2.jsonl": (0.89, 0.9),  # measured 0.91 / 0.928
-    "outcomes_holdout.jsonl": (0.8, 0.83),  # measured 0.829 / 0.856
-    "outcomes_fresh.jsonl": (0.9, 0.94),  # measured 0.92 / 0.963
-    "outcomes_fresh3.jsonl": (0.8, 0.78),  # measured 0.825 / 0.802
-    "outcomes_fresh4.jsonl": (0.92, 0.94),  # measured 0.94 / 0.962
-    "outcomes_fresh5.jsonl": (0.8, 0.86),  # measured 0.827 / 0.886
-    "outcomes_fresh6.jsonl": (0.88, 0.88),  # measured 0.90 / 0.902
-    "outcomes_fresh7.jsonl": (0.79, 0.78),  # measured once, blind: 0.8125 / 0.801
-    "outcomes_fresh8.jsonl": (0.81, 0.82),  # measured once, blind: 0.831 / 0.844
+    "outcomes_holdout.jsonl": (0.81, 0.84),  # measured 0.837 / 0.865
+    "outcomes_fresh.jsonl": (0.91, 0.94),  # measured 0.933 / 0.963
+    "outcomes_fresh3.jsonl": (0.81, 0.79),  # measured 0.833 / 0.811
+    "outcomes_fresh4.jsonl": (0.93, 0.94),  # measured 0.953 / 0.962
+    "outcomes_fresh5.jsonl": (0.8, 0.86),  # measured 0.82 / 0.879
+    "outcomes_fresh6.jsonl": (0.88, 0.89),  # measured 0.907 / 0.909
+    # Blind once with the sentiment classifier of six sets (0.8125 / 0.801, 0.831 / 0.844); as measured since
+    # the classifier and these weights were retrained on more sets (the same outcome features):
+    "outcomes_fresh7.jsonl": (0.78, 0.78),  # measured 0.806 / 0.809
+    "outcomes_fresh8.jsonl": (0.8, 0.8),  # measured 0.819 / 0.823
+    "outcomes_fresh9.jsonl": (0.85, 0.85),  # measured once, blind, with the final model: 0.875 / 0.872
 }
 
 
