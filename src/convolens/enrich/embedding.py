@@ -118,6 +118,16 @@ def embed(texts: list[str]) -> np.ndarray:
     return out
 
 
+# Texts whose embeddings identify the encoder a classifier was trained with (trained_cache's keys).
+PROBES = ("The invoice is wrong again.", "Danke, das hat geholfen!", "비밀번호를 어떻게 바꾸나요?")
+
+
+def fingerprint() -> bytes:
+    """The encoder's answers to ``PROBES``, rounded past float noise: another model, or another tokenizer,
+    gives other bytes."""
+    return np.round(embed(list(PROBES)), 3).astype(np.float32).tobytes()
+
+
 def to_bytes(vector: np.ndarray) -> bytes:
     """Stored form: float16 halves the size (1 KiB a message) and changes cosine similarities by < 0.001."""
     return np.asarray(vector, dtype=np.float16).tobytes()

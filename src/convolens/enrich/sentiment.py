@@ -30,7 +30,7 @@ from functools import cache
 
 import numpy as np
 
-from convolens.enrich import complaint_examples, complaint_training, embedding, sentiment_examples
+from convolens.enrich import complaint_examples, complaint_training, embedding, sentiment_examples, trained_cache
 from convolens.enrich.compute import compute_lock
 
 PREVIOUS_CHARS = 600  # the store's bound on the reply before a message (store.enrichment.PREVIOUS_CHARS)
@@ -204,7 +204,20 @@ class KernelClassifier:
 @cache
 def _classifier():  # type: ignore[no-untyped-def]
     texts, labels = training_examples()
-    return train_classifier(embedding.embed(texts), labels)
+    settings = repr((KERNEL_GAMMA, KERNEL_COMPONENTS, CLASSIFIER_C, NEGATIVE_WEIGHT, LABELS))
+    of = trained_cache.key(settings, "\x1f".join(texts), "\x1f".join(labels), embedding.fingerprint())
+    kept = trained_cache.load(
+        "sentiment",
+        of,
+        {"components": (None, embedding.DIMENSIONS), "weights": (None, len(LABELS)), "intercept": (len(LABELS),)},
+    )
+    if kept is not None and len(kept["components"]) == len(kept["weights"]):
+        return KernelClassifier(kept["components"], kept["weights"], kept["intercept"], KERNEL_GAMMA)
+    model = train_classifier(embedding.embed(texts), labels)
+    trained_cache.save(
+        "sentiment", of, {"components": model.components, "weights": model.weights, "intercept": model.intercept}
+    )
+    return model
 
 
 def lexicon_scores(texts: list[str]) -> list[float]:

@@ -1,0 +1,62 @@
+"""The sentiment classifier, trained at first use, is kept on disk and loaded by the next process
+(enrich/trained_cache.py): the same answers, at a fraction of the CPU; anything wrong with the file means
+training again, never an error."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convolens.enrich import embedding, sentiment, trained_cache
+
+PROBE = ["That's not what I asked for.", "Thanks, it works now!", "My order number is 4471.", "또 안 되네요"]
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv(trained_cache.ENV, str(tmp_path))
+    embedding.embed(["load the encoder outside the timings"])
+    sentiment._classifier.cache_clear()
+    yield tmp_path
+    sentiment._classifier.cache_clear()  # the next test trains or loads its own
+
+
+def timed_classifier():  # type: ignore[no-untyped-def]
+    sentiment._classifier.cache_clear()
+    started = time.process_time()
+    model = sentiment._classifier()
+    return model, time.process_time() - started
+
+
+def test_a_trained_classifier_is_loaded_by_the_next_process_with_the_same_answers(fresh: Path) -> None:
+    trained, training_cpu = timed_classifier()
+    assert len(list(fresh.glob("sentiment-*.npz"))) == 1
+    loaded, loading_cpu = timed_classifier()
+    vectors = embedding.embed(PROBE)
+    assert np.array_equal(trained.predict_proba(vectors), loaded.predict_proba(vectors))
+    assert loading_cpu < 0.5 < training_cpu, (loading_cpu, training_cpu)
+
+
+def test_a_broken_or_foreign_file_is_trained_again(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained, _ = timed_classifier()
+    (kept,) = fresh.glob("sentiment-*.npz")
+    kept.write_bytes(b"PK\x03\x04 not a zip at all")
+    again, cpu = timed_classifier()
+    assert cpu > 0.5  # trained, not loaded
+    vectors = embedding.embed(PROBE)
+    assert np.array_equal(trained.predict_proba(vectors), again.predict_proba(vectors))
+    # Other training rows are another key: the file kept for these rows is not theirs.
+    texts, labels = sentiment.training_examples()
+    monkeypatch.setattr(sentiment, "training_examples", lambda: (texts[:-1], labels[:-1]))
+    timed_classifier()
+    assert len(list(fresh.glob("sentiment-*.npz"))) == 2
+
+
+def test_off_keeps_nothing(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(trained_cache.ENV, "off")
+    sentiment._classifier()
+    assert not list(fresh.iterdir())
