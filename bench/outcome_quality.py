@@ -2,7 +2,7 @@
 (outcomes_*.jsonl, ``SETS``). Since stop 36 the outcome model trains on eight of them
 (bench/train_outcomes.py; all but tune and train2 were evaluated once before), so their figures here say
 little: the honest ones are ``train_outcomes.py --loso`` (each set held out in turn) and a new set's, with
---set (outcomes_fresh7, fresh8 and fresh9, blind once each in stop 36, are in no fit). Rows whose label
+--set (outcomes_fresh7 ... fresh10, blind once each in stop 36, are in no fit). Rows whose label
 contradicts the README's definitions are scored as the README reads them (``readme_reading``).
 
 python bench/outcome_quality.py            # every set's figures; --misses lists the training sets' misses
@@ -137,6 +137,7 @@ SETS = {
     "outcomes_fresh7.jsonl": True,  # blind once in stop 36 (0.801 over three classes), in no fit yet
     "outcomes_fresh8.jsonl": True,  # blind once in stop 36 (0.844 over three classes), in no fit yet
     "outcomes_fresh9.jsonl": True,  # blind once in stop 36 (0.872 over three classes), in no fit yet
+    "outcomes_fresh10.jsonl": True,  # blind once in stop 36 (0.8085 over three classes), in no fit yet
 }
 
 

@@ -14,7 +14,7 @@ over the standardised features of the conversation's end (``outcomes.OUTCOME_FEA
 outcome; one binary logistic regression per signal, over the features that are its evidence
 (``outcomes.SIGNAL_FEATURES``), with the threshold of the best out-of-fold F1. Each one's
 regularisation is chosen by 5-fold cross-validation on the training sets alone (eight labelled sets of
-tests/data since stop 36, all but outcomes_fresh7, fresh8 and fresh9, which measured it once each; ``--loso`` holds each
+tests/data since stop 36, all but outcomes_fresh7 ... fresh10, which measured it once each; ``--loso`` holds each
 out in turn, fitting on the others, for an honest figure; a new set is measured with
 ``outcome_quality.py --set``). Rows whose label contradicts the README are read as it defines them
 (``outcome_quality.readme_reading``). Deterministic (lbfgs, fixed folds):

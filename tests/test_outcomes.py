@@ -230,9 +230,9 @@ def test_outcome_quality_on_the_labelled_sets() -> None:
         assert result["accuracy_three"] >= floor_three, (name, result["accuracy_three"])
 
 
-# The model is trained on every set here but fresh7, fresh8 and fresh9 (bench/train_outcomes.py), so the
-# others are in-sample figures, floors against a regression; fresh7, fresh8 and fresh9, written by sessions
-# that never saw the code, were each read once blind (stop 36), and are in no fit.
+# The model is trained on every set here but fresh7 ... fresh10 (bench/train_outcomes.py), so the others are
+# in-sample figures, floors against a regression; fresh7 ... fresh10, written by sessions that never saw the
+# code, were each read once blind (stop 36), and are in no fit.
 OUTCOME_FLOORS = {
     "outcomes_tune.jsonl": (0.87, 0.89),  # measured 0.895 / 0.911
     "outcomes_train2.jsonl": (0.89, 0.9),  # measured 0.91 / 0.928
@@ -246,7 +246,8 @@ OUTCOME_FLOORS = {
     # the classifier and these weights were retrained on more sets (the same outcome features):
     "outcomes_fresh7.jsonl": (0.78, 0.78),  # measured 0.806 / 0.809
     "outcomes_fresh8.jsonl": (0.8, 0.8),  # measured 0.819 / 0.823
-    "outcomes_fresh9.jsonl": (0.85, 0.85),  # measured once, blind, with the final model: 0.875 / 0.872
+    "outcomes_fresh9.jsonl": (0.85, 0.85),  # blind: 0.875 / 0.872; with the final model 0.881 / 0.879
+    "outcomes_fresh10.jsonl": (0.79, 0.78),  # measured once, blind, with the final model: 0.8125 / 0.8085
 }
 
 

@@ -28,38 +28,40 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
 
 # Floors a little under what bench/sentiment_quality.py measures (bench/README.md): accuracy, negative
 # recall and the lowest recall of a class of each labelled set (followups.jsonl has neutral messages only).
-# Since stop 36 the classifier trains on ten complaint sets (tune ... fresh8) with 1,000 kernel components:
-# it fits each a little less than it fitted six (tune 0.981 -> 0.962), which is what it does on a set it
-# never saw that counts (test_sentiment_cross_validated_across_sets, and fresh9 below, blind once).
+# Since stop 36 the classifier trains on ten complaint sets (tune ... fresh8) with every training message a
+# kernel component: it fits them almost whole, so these floors only guard against a regression; what it
+# does on a set it never saw is test_sentiment_cross_validated_across_sets, and fresh9 and fresh10 below.
 SENTIMENT_FLOORS = {
-    "sentiment": (0.92, 0.89, 0.89),  # measured 0.942 / 0.913 / 0.913
-    "complaints_tune": (0.94, 0.93, 0.93),  # measured 0.962 / 0.944 / 0.944
-    "complaints_train2": (0.9, 0.91, 0.83),  # measured 0.917 / 0.929 / 0.845
-    "complaints_fresh": (0.92, 0.95, 0.86),  # measured 0.933 / 0.973 / 0.877
-    "complaints_holdout": (0.95, 0.95, 0.91),  # measured 0.963 / 0.96 / 0.923
-    "complaints_fresh3": (0.93, 0.93, 0.92),  # measured 0.95 / 0.94 / 0.936
-    "complaints_fresh4": (0.95, 0.94, 0.94),  # measured 0.971 / 0.959 / 0.959
-    "complaints_fresh5": (0.95, 0.95, 0.95),  # measured 0.967 / 0.969 / 0.962
-    "complaints_fresh6": (0.92, 0.96, 0.88),  # measured 0.942 / 0.979 / 0.897
-    "complaints_fresh7": (0.91, 0.9, 0.88),  # measured 0.925 / 0.917 / 0.896
-    "complaints_fresh8": (0.92, 0.89, 0.89),  # measured 0.938 / 0.906 / 0.906
-    # Never trained on: written by a session that never saw the code, read once by the shipped classifier.
-    "complaints_fresh9": (0.86, 0.88, 0.84),  # measured 0.879 / 0.906 / 0.857
+    "sentiment": (0.93, 0.9, 0.9),  # measured 0.954 / 0.925 / 0.925
+    "complaints_tune": (0.97, 0.96, 0.96),  # measured 0.994 / 0.986 / 0.986
+    "complaints_train2": (0.96, 0.96, 0.94),  # measured 0.983 / 0.99 / 0.964
+    "complaints_fresh": (0.95, 0.96, 0.94),  # measured 0.978 / 0.986 / 0.969
+    "complaints_holdout": (0.97, 0.97, 0.95),  # measured 0.994 / 1.0 / 0.974
+    "complaints_fresh3": (0.96, 0.96, 0.96),  # measured 0.988 / 0.98 / 0.98
+    "complaints_fresh4": (0.97, 0.97, 0.96),  # measured 0.996 / 1.0 / 0.984
+    "complaints_fresh5": (0.97, 0.97, 0.97),  # measured 0.996 / 0.99 / 0.99
+    "complaints_fresh6": (0.97, 0.97, 0.97),  # measured 1.0 / 1.0 / 1.0
+    "complaints_fresh7": (0.97, 0.97, 0.95),  # measured 0.992 / 1.0 / 0.97
+    "complaints_fresh8": (0.97, 0.96, 0.96),  # measured 0.992 / 0.979 / 0.979
+    # Never trained on: written by sessions that never saw the code. fresh9 was read blind by the ten-set
+    # classifier with 1,000 components (0.879 / 0.906); fresh10 once, blind, by this one.
+    "complaints_fresh9": (0.86, 0.89, 0.82),  # measured 0.879 / 0.917 / 0.844
+    "complaints_fresh10": (0.82, 0.83, 0.78),  # measured 0.842 / 0.854 / 0.806
     "followups": (0.7, None, None),  # measured 0.75 (0.80 before the negative weight)
 }
 
 
 def test_sentiment_cross_validated_across_sets() -> None:
     """Each complaint training set labelled by the classifier trained without it (bench/sentiment_cv.py):
-    what a set written by another person scores. Measured over the ten sets (stop 36) 0.855 / 0.878, the
-    lowest set fresh6 0.792 (stop 33, six sets: 0.864 / 0.893)."""
+    what a set written by another person scores. Measured over the ten sets (stop 36) 0.865 / 0.893, the
+    lowest set fresh6 0.812 (1,000 kernel components: 0.855 / 0.878; stop 33, six sets: 0.864 / 0.893)."""
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_cv.py"))
     accuracy, negative_recall, per_set = bench["leave_one_set_out"](
         *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"]()
     )
     assert len(per_set) == 10, per_set
-    assert accuracy >= 0.84 and negative_recall >= 0.86, (accuracy, negative_recall, per_set)
-    assert min(a for a, _ in per_set.values()) >= 0.77, per_set
+    assert accuracy >= 0.85 and negative_recall >= 0.88, (accuracy, negative_recall, per_set)
+    assert min(a for a, _ in per_set.values()) >= 0.79, per_set
 
 
 @pytest.mark.parametrize("name", list(SENTIMENT_FLOORS))
