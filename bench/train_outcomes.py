@@ -29,6 +29,7 @@ from unittest import mock
 
 import numpy as np
 import outcome_quality
+from outcome_quality import README_READING, readme_reading
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
@@ -44,9 +45,6 @@ TRAIN_SETS = (
     "outcomes_fresh5.jsonl",
     "outcomes_fresh6.jsonl",
 )
-README_CONFLICTS = outcome_quality.README_CONFLICTS
-README_READING = outcome_quality.README_READING
-trainable = outcome_quality.readme_reading
 
 
 THREE = outcome_quality.THREE
@@ -208,13 +206,14 @@ def _leave_one_set_out(names: list[str], sets: dict[str, list[dict]]) -> None:
     pooled_rows: list[dict] = []
     pooled_got: list = []
     for held in names:
-        rows = trainable([r for name in names if name != held for r in sets[name]])
+        rows = readme_reading([r for name in names if name != held for r in sets[name]])
         mean, scale, model, signals, ending = fit(rows, outcome_quality.transcripts(rows), verbose=False)
         fitted = as_model(mean, scale, model, signals, ending)
+        held_rows = readme_reading(sets[held])
         with mock.patch.object(outcomes, "_model", lambda fitted=fitted: fitted):
-            result = outcome_quality.evaluate(trainable(sets[held]))
+            result = outcome_quality.evaluate(held_rows)
         outcome_quality.report(f"{held.removesuffix('.jsonl')} (held out)", result)
-        pooled_rows += trainable(sets[held])
+        pooled_rows += held_rows
         pooled_got += result["got"]
     three = [r["outcome"] == g[0] for r, g in zip(pooled_rows, pooled_got, strict=True) if r["outcome"] in THREE]
     print(f"pooled: n={len(pooled_rows)} resolved/unresolved/abandoned rows: {np.mean(three):.4f}")
@@ -242,7 +241,7 @@ def main() -> None:
     if args.loso:
         leave_one_set_out(used)
         return
-    rows = trainable([r for name in used for r in outcome_quality.load(name)])
+    rows = readme_reading([r for name in used for r in outcome_quality.load(name)])
     print(used, f"({len(README_READING)} rows read as the README defines them, not as labelled)")
     mean, scale, model, signal_weights, ending = fit(rows, outcome_quality.transcripts(rows))
     if args.check:
