@@ -234,7 +234,7 @@ _judged_lock = threading.Lock()
 def judge_replies(replies: list[str], embed: bool = True) -> tuple[list[np.ndarray | None], np.ndarray]:
     """Each assistant reply's embedding (of its first ``REPLY_CHARS``), and its chances of each of
     ``REPLY_KINDS``: it answers, it deflects. ``embed=False`` (under the write lock): only replies judged
-    lately are known, the others have no embedding and even chances (``UNJUDGED``)."""
+    lately are known, the others have no embedding and even chances."""
     heads = [r[:REPLY_CHARS] for r in replies]
     with _judged_lock:
         known = {h: _judged[h] for h in heads if h in _judged}
@@ -502,7 +502,7 @@ def _judge_last_replies(steps: dict[int, list[_Step]], embed: bool = True) -> No
     vectors, chances = judge_replies([steps[key][i].text for key, i in last.items()], embed)
     for (key, i), vector, chance in zip(last.items(), vectors, chances, strict=True):
         old = steps[key][i]
-        steps[key][i] = _Step(old.role, old.text, vector=vector, dodges=float(chance[1]))
+        steps[key][i] = _Step(old.role, old.text, vector=vector, dodges=float(chance[REPLY_KINDS.index("dodge")]))
 
 
 def features_many(
