@@ -25,6 +25,7 @@ from convolens.store.db import Database, FairLock, FileWriteLock
 from convolens.store.ingest import NewIdsBatch, apply_batch, new_id
 from convolens.store.tables import conversation, message
 from convolens.timeutil import utcnow
+from lock_support import announced
 
 
 @pytest.fixture
@@ -511,20 +512,6 @@ def test_serve_with_two_api_processes_on_sqlite(tmp_path: Path) -> None:
         server.stop()
 
 
-def _announced(path: str) -> bool:
-    """Whether a write is announced on the lock at ``path`` (someone holds its announce file shared)."""
-    import fcntl
-
-    fd = os.open(f"{path}.announce", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the lock, if it was taken
-    return False
-
-
 def test_a_worker_lets_an_api_write_waiting_for_the_lock_go_before_its_next_transaction(tmp_path: Path) -> None:
     """Ingestion first. The worker's saves ran back to back: it released the lock and took it again at
     once, beating an API process that polls for it, so a request waited for several saves. Now the
@@ -543,7 +530,7 @@ def test_a_worker_lets_an_api_write_waiting_for_the_lock_go_before_its_next_tran
     waiting = threading.Thread(target=api_write)
     waiting.start()
     deadline = time.monotonic() + 10
-    while not _announced(path):
+    while not announced(path):
         assert time.monotonic() < deadline, "the API's wait was not announced"
         time.sleep(0.001)
     worker.release()
@@ -552,9 +539,74 @@ def test_a_worker_lets_an_api_write_waiting_for_the_lock_go_before_its_next_tran
     worker.release()
     waiting.join(10)
     assert order == ["api", "worker"]
-    assert not _announced(path)  # released with the API's lock
+    assert not announced(path)  # released with the API's lock
     worker.close()
     api.close()
+
+
+def test_a_worker_waits_for_a_burst_s_writes_to_pause_not_for_a_gap_between_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst's writes come with gaps of a millisecond or two between them (the API parses and scrubs the
+    next requests). The worker's lock went in at the first gap it saw, and took a turn (and a batch's CPU)
+    every few commits: a Context burst was stored at ~650 conversations/s with the worker on against ~830
+    with it off. It now waits until it has seen no write for a while (a long quiet here, so that a slow
+    machine's late wake-ups do not open one)."""
+    import fcntl
+
+    monkeypatch.setattr(FileWriteLock, "QUIET_SECONDS", 0.3)
+    monkeypatch.setattr(FileWriteLock, "YIELD_SECONDS", 30.0)
+    path = str(tmp_path / "x.sqlite3-writelock")
+    burst = os.open(f"{path}.announce", os.O_RDWR | os.O_CREAT, 0o600)
+    stop = threading.Event()
+    ended: list[float] = []
+
+    def writes() -> None:
+        for _ in range(100):  # ~0.5 s of writes of 2 ms with gaps of 3 ms
+            fcntl.flock(burst, fcntl.LOCK_SH)
+            time.sleep(0.002)
+            fcntl.flock(burst, fcntl.LOCK_UN)
+            if stop.is_set():
+                break
+            time.sleep(0.003)
+        ended.append(time.monotonic())
+
+    worker = FileWriteLock(path, yields=True)
+    stream = threading.Thread(target=writes)
+    stream.start()
+    try:
+        while not announced(path):
+            time.sleep(0.0005)
+        assert worker.acquire(timeout=60)
+        took = time.monotonic()
+        worker.release()
+    finally:
+        stop.set()
+        stream.join(30)
+        os.close(burst)
+        worker.close()
+    assert ended and took >= ended[0], "the worker went in between two of the burst's writes"
+
+
+def test_an_idle_worker_takes_the_lock_without_waiting_for_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quiet a yielding lock waits for is counted from the last write it saw: a worker that has seen
+    none (an idle server) goes at once, transaction after transaction, as before."""
+    from convolens.store.writer import process_lock as db_module
+
+    path = str(tmp_path / "x.sqlite3-writelock")
+    worker = FileWriteLock(path, yields=True)
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(db_module.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    try:
+        for _ in range(20):
+            assert worker.acquire(timeout=5)
+            worker.release()
+    finally:
+        worker.close()
+    assert sleeps == []
 
 
 def test_a_worker_still_takes_its_turn_under_writes_announced_without_end(tmp_path: Path) -> None:
@@ -590,13 +642,13 @@ def test_an_api_write_is_not_held_by_a_worker_stopped_in_the_middle_of_its_check
         assert got == [True], "the API's write waited on the worker's check"
         api.release()
         # Unannounced, its release must not drop a lock it never had: the check still holds the file.
-        assert _announced(path)
+        assert announced(path)
     finally:
         os.close(probe)
         api.close()
     # With the file free again, a write announces itself as before.
     assert api.acquire(5)
-    assert _announced(path)
+    assert announced(path)
     api.release()
-    assert not _announced(path)
+    assert not announced(path)
     api.close()

@@ -14,6 +14,9 @@ runs here, in this order, whatever the door:
    are all new), running the translation's ``store`` inside the transaction (``apply_batch`` unless the
    door continues stored conversations: Context's upsert, OTLP's resent history).
 
+While a request runs through it, the database knows that writes are coming (``Database.writes_coming``):
+an enrichment worker sharing the SQLite file holds its own writes back until none is on its way.
+
 The one variation, a project that redacts names, is a value: ``new_ids`` gets ``NotWritten`` back from
 the batch thread and scrubs and writes that request on a thread of its own.
 """
@@ -151,11 +154,12 @@ async def run(request: Request, token: str, translate: Translate, *, heavy: bool
     ``heavy=None``: the door cannot tell before translating (OTLP's binary body), so the token,
     translation and bounds take one hop and the scrubbing and write a second, on the lane the
     translated batch needs."""
-    if heavy is None:
-        admitted = await in_thread(lambda: admit(request, token, translate))
-        lane = in_heavy_lane if is_heavy(texts(admitted.translation.batch)) else in_thread
-        return await lane(lambda: _write(request, admitted))
-    return await (in_heavy_lane if heavy else in_thread)(lambda: _write(request, admit(request, token, translate)))
+    with _database(request).writes_coming():
+        if heavy is None:
+            admitted = await in_thread(lambda: admit(request, token, translate))
+            lane = in_heavy_lane if is_heavy(texts(admitted.translation.batch)) else in_thread
+            return await lane(lambda: _write(request, admitted))
+        return await (in_heavy_lane if heavy else in_thread)(lambda: _write(request, admit(request, token, translate)))
 
 
 async def new_ids(request: Request, token: str, translate: Translate, *, heavy: bool) -> BatchOutcome:
@@ -168,15 +172,15 @@ async def new_ids(request: Request, token: str, translate: Translate, *, heavy: 
     def work(admitted: Admitted) -> NewIdsBatch:
         return NewIdsBatch(admitted.info.project_pk, scrub(admitted))
 
-    if heavy:
-        return await in_heavy_lane(lambda: _database(request).write(work(admit(request, token, translate))))
-
     def prepare(lookups: TokenLookups) -> NewIdsBatch | NotWritten:
         admitted = admit(request, token, translate, lookups)
         return NotWritten(admitted) if admitted.info.pii_names else work(admitted)
 
-    outcome = await request.app.state.write_batches.write(prepare)
-    if isinstance(outcome, NotWritten):
-        admitted: Admitted = outcome.value
-        outcome = await in_thread(lambda: _database(request).write(work(admitted)))
-    return outcome
+    with _database(request).writes_coming():
+        if heavy:
+            return await in_heavy_lane(lambda: _database(request).write(work(admit(request, token, translate))))
+        outcome = await request.app.state.write_batches.write(prepare)
+        if isinstance(outcome, NotWritten):
+            admitted: Admitted = outcome.value
+            outcome = await in_thread(lambda: _database(request).write(work(admitted)))
+        return outcome

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,121 +34,12 @@ from convolens.store.writer.failures import (
 )
 from convolens.store.writer.groups import Combinable, FairLock, GroupCommit
 from convolens.store.writer.postgres import PostgresGroupCommit
+from convolens.store.writer.process_lock import FileWriteLock, WritesComing
 from convolens.store.writer.sqlite import SqliteGroupCommit
 
 __all__ = ["Combinable", "Database", "DatabaseUnavailable", "FairLock", "FileWriteLock", "private_sqlite_file"]
 
 T = TypeVar("T")
-
-
-class FileWriteLock:
-    """SQLite's write lock, taken ahead of SQLite across the processes sharing a database file (several
-    ``convolens serve --workers``, a ``convolens worker``, the CLI): an ``flock`` on a file beside the
-    database. Without it a process that finds the database locked sleeps in SQLite's busy handler
-    (1, 2, 5, 10… ms), which left the database idle between transactions; here a waiter polls a lock
-    that costs a system call, backing off to at most a millisecond.
-
-    Ingestion first: a lock that ``yields`` (an enrichment worker's) lets the others' writes go before
-    its own. The others announce theirs with a shared ``flock`` on a second file, held while they wait and
-    write; a yielding lock takes the write lock only once no write is announced, or after
-    ``YIELD_SECONDS``, so that enrichment still moves under a steady stream of ingest. Without it the
-    worker's saves ran back to back: releasing the lock and taking it again at once beat an API process
-    polling for it, whose requests waited for several of them (bench/abuse.py: the normal client's p99
-    three times higher with the embedded worker on, even without hostile load)."""
-
-    # The longest a yielding lock waits for announced writes before it takes its turn anyway.
-    YIELD_SECONDS = 0.5
-    # The longest a write waits to announce itself. A yielding lock holds the announce file exclusively for
-    # the instant of its check; were its (niced) thread preempted in that instant, a blocking wait would hold
-    # an API write behind the worker's next time slice. Past this the write goes on unannounced: the worker
-    # may then take one turn first, as before ingestion first.
-    ANNOUNCE_SECONDS = 0.002
-
-    def __init__(self, path: str, *, yields: bool = False) -> None:
-        self.path = path
-        self.yields = yields
-        self._fd: int | None = None
-        self._announce: int | None = None
-        self._announced = False
-        self._pid = 0
-
-    def _open(self) -> tuple[int, int]:
-        if self._fd is None or self._announce is None or self._pid != os.getpid():
-            # A forked child opens its own: a shared open file description would share the lock too.
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._announce = os.open(f"{self.path}.announce", os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-        return self._fd, self._announce
-
-    def acquire(self, timeout: float) -> bool:
-        import fcntl
-
-        fd, announce = self._open()
-        deadline = time.monotonic() + timeout
-        if self.yields:
-            _poll(lambda: _no_write_announced(announce), min(deadline, time.monotonic() + self.YIELD_SECONDS))
-        else:
-            # Shared with every other announced write, never waited for long (ANNOUNCE_SECONDS).
-            self._announced = _poll(
-                lambda: _try_flock(announce, fcntl.LOCK_SH), min(deadline, time.monotonic() + self.ANNOUNCE_SECONDS)
-            )
-        if _poll(lambda: _try_flock(fd), deadline):
-            return True
-        self._unannounce()
-        return False
-
-    def release(self) -> None:
-        import fcntl
-
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._unannounce()
-
-    def _unannounce(self) -> None:
-        import fcntl
-
-        if self._announced and self._announce is not None:
-            fcntl.flock(self._announce, fcntl.LOCK_UN)
-        self._announced = False
-
-    def close(self) -> None:
-        if self._pid == os.getpid():
-            for fd in (self._fd, self._announce):
-                if fd is not None:
-                    os.close(fd)
-        self._fd = self._announce = None
-        self._announced = False
-
-
-def _try_flock(fd: int, mode: int | None = None) -> bool:
-    """Takes the ``flock`` in ``mode`` (exclusive by default) if it is free now."""
-    import fcntl
-
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if mode is None else mode) | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _no_write_announced(announce: int) -> bool:
-    import fcntl
-
-    if not _try_flock(announce):
-        return False
-    fcntl.flock(announce, fcntl.LOCK_UN)
-    return True
-
-
-def _poll(ready: Callable[[], bool], deadline: float) -> bool:
-    """``ready()`` until it is true (True) or ``deadline`` passes (False), backing off to a millisecond."""
-    pause = 0.00005
-    while not ready():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(pause)
-        pause = min(pause * 2, 0.001)
-    return True
 
 
 _SQLITE_CONNECT_ARGS = {"check_same_thread": False, "timeout": 30}
@@ -234,6 +124,7 @@ class Database:
             self._file_lock = (
                 FileWriteLock(f"{parsed.database}-writelock", yields=yields_writes) if file_backed else None
             )
+            self._writes_coming = WritesComing(f"{parsed.database}-writelock") if file_backed else None
         elif self.dialect == "postgresql":
             self.write_engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
             # Reads in autocommit, on the same pool: no BEGIN, and no ROLLBACK when the connection goes
@@ -243,6 +134,7 @@ class Database:
             self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
             self._write_turn = None
             self._file_lock = None
+            self._writes_coming = None
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://")
         # A few connections kept for the token look-up (store/token_connections.py).
@@ -255,6 +147,17 @@ class Database:
             if self._write_turn is not None
             else PostgresGroupCommit(self.write_engine, self.writer)
         )
+
+    @contextmanager
+    def writes_coming(self) -> Iterator[None]:
+        """Around an ingest request from its translation to its commit: the writes of an enrichment worker
+        sharing the SQLite file wait until no request is on its way (store/writer/process_lock.py). A
+        no-op on PostgreSQL, whose writers do not share one lock."""
+        if self._writes_coming is None:
+            yield
+            return
+        with self._writes_coming.during():
+            yield
 
     @property
     def is_sqlite(self) -> bool:
@@ -389,6 +292,8 @@ class Database:
     def dispose(self) -> None:
         if self._file_lock is not None:
             self._file_lock.close()
+        if self._writes_coming is not None:
+            self._writes_coming.close()
         self._held.close()
         self.groups.close()
         self.write_engine.dispose()

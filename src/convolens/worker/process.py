@@ -136,7 +136,7 @@ def _run(settings: Settings, stop: Connection, level: str, json: bool) -> None:
     # Ctrl-C reaches the whole process group: the server stops this child itself, after its requests.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(level, json=json)
-    db = Database(settings.database_url, yields_writes=True)  # ingestion first (store/db.py, FileWriteLock)
+    db = Database(settings.database_url, yields_writes=True)  # ingestion first (store/writer/process_lock.py)
     worker = Worker(
         db,
         llm=settings.llm,
