@@ -28,7 +28,6 @@ import gzip
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +40,9 @@ from pathlib import Path
 
 import httpx
 import orjson
+
+sys.path.insert(0, str(Path(__file__).parent))
+import serving
 
 JSON = {"Content-Type": "application/json"}
 
@@ -241,24 +243,9 @@ def main() -> None:
     env = {**os.environ, "CONVOLENS_HOME": str(home)}
     if args.database_url:
         env["CONVOLENS_DATABASE_URL"] = args.database_url
-    cli = [sys.executable, "-m", "convolens"]
-    token = subprocess.run(
-        [*cli, "tokens", "create", "--project", f"abuse-{uuid.uuid4().hex[:6]}", "--scope", "ingest,read,admin"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    port = 19_000 + os.getpid() % 500
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--log-level", "warning"], env=env)
-    base = f"http://127.0.0.1:{port}"
+    token = serving.new_token(env, "abuse", scope="ingest,read,admin")
+    server, base = serving.start(env, 19_000 + os.getpid() % 500)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         # Not measured: the server's first requests and its worker's start (loading its models) would
         # otherwise fall in the first quiet phase.
         phase(base, token, args.warmup, 0)
