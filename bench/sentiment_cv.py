@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or through runpy (the tests)
 from export_complaint_training import DATA, TRAIN_SETS
 
-from convolens.enrich import embedding, sentiment
+from convolens.enrich import embedding, sentiment, sentiment_wording
 
 # Candidates: the classifier (linear: the logistic regression on the embedding of before; kernel: over
 # the RBF kernel's features, KERNEL_COMPONENTS), its C, and the turn priors (after a statement, a
@@ -60,16 +60,20 @@ def cached_embed() -> Embed:
     return embed
 
 
-def _train(kind: str, c: float, hand: np.ndarray, hand_labels: list[str], rows: list[dict], embed: Embed):  # type: ignore[no-untyped-def]
-    """The classifier of ``kind`` trained on the hand-written examples and ``rows``."""
+def _train(
+    kind: str, c: float, hand: np.ndarray, hand_texts: list[str], hand_labels: list[str], rows: list[dict], embed: Embed
+):  # type: ignore[no-untyped-def]
+    """The embedding classifier of ``kind`` and the wording classifier (enrich/sentiment_wording.py),
+    trained on the hand-written examples and ``rows``."""
     vectors = np.vstack([hand, embed([r["text"] for r in rows])])
     labels = hand_labels + [r["label"] for r in rows]
+    wording = sentiment_wording.train(hand_texts + [r["text"] for r in rows], labels)
     if kind == "kernel":
         with mock.patch.object(sentiment, "CLASSIFIER_C", c):
-            return sentiment.train_classifier(vectors, labels)
+            return sentiment.train_classifier(vectors, labels), wording
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(vectors, labels)
+    return LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(vectors, labels), wording
 
 
 def _without(train: list[dict], held: list[dict]) -> list[dict]:
@@ -78,12 +82,14 @@ def _without(train: list[dict], held: list[dict]) -> list[dict]:
     return [r for r in train if " ".join(r["text"].split()) not in texts]
 
 
-def _labels(model, prior: tuple[float, float, float], rows: list[dict], embed: Embed) -> list[str]:  # type: ignore[no-untyped-def]
-    """``sentiment.score``'s labels of ``rows`` in their turn, with ``model`` as the classifier."""
+def _labels(models, prior: tuple[float, float, float], rows: list[dict], embed: Embed) -> list[str]:  # type: ignore[no-untyped-def]
+    """``sentiment.score``'s labels of ``rows`` in their turn, with ``models`` (``_train``'s) as the classifiers."""
     texts = [r["text"] for r in rows]
     previous = [r.get("previous_assistant") for r in rows]
+    model, wording = models
     with (
         mock.patch.object(sentiment, "_classifier", lambda: model),
+        mock.patch.object(sentiment_wording, "classifier", lambda: wording),
         mock.patch.multiple(
             sentiment,
             NEUTRAL_AFTER_STATEMENT=prior[0],
@@ -111,8 +117,8 @@ def leave_one_set_out(
     with mock.patch.object(embedding, "embed", embed):
         for held, rows in sets.items():
             train = [r for other in sets if other != held for r in sets[other]]
-            model = _train(kind, c, hand, hand_labels, _without(train, rows), embed)
-            labels = _labels(model, prior, rows, embed)
+            models = _train(kind, c, hand, hand_texts, hand_labels, _without(train, rows), embed)
+            labels = _labels(models, prior, rows, embed)
             per_set[held] = _rates([r["label"] for r in rows], labels)
             gold += [r["label"] for r in rows]
             got += labels

@@ -30,38 +30,46 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
 # recall and the lowest recall of a class of each labelled set (followups.jsonl has neutral messages only).
 # Since stop 36 the classifier trains on ten complaint sets (tune ... fresh8) with every training message a
 # kernel component: it fits them almost whole, so these floors only guard against a regression; what it
-# does on a set it never saw is test_sentiment_cross_validated_across_sets, and fresh9 and fresh10 below.
+# does on a set it never saw is test_sentiment_cross_validated_across_sets, and fresh9 ... fresh11 below.
+# Since stop 37 the embedding classifier's chances are blended with the wording classifier's
+# (enrich/sentiment_wording.py): the complaint sets gained, the two oldest sets lost a little (figures
+# before it in brackets).
 SENTIMENT_FLOORS = {
-    "sentiment": (0.93, 0.9, 0.9),  # measured 0.954 / 0.925 / 0.925
-    "complaints_tune": (0.97, 0.96, 0.96),  # measured 0.994 / 0.986 / 0.986
-    "complaints_train2": (0.96, 0.96, 0.94),  # measured 0.983 / 0.99 / 0.964
-    "complaints_fresh": (0.95, 0.96, 0.94),  # measured 0.978 / 0.986 / 0.969
-    "complaints_holdout": (0.97, 0.97, 0.95),  # measured 0.994 / 1.0 / 0.974
-    "complaints_fresh3": (0.96, 0.96, 0.96),  # measured 0.988 / 0.98 / 0.98
-    "complaints_fresh4": (0.97, 0.97, 0.96),  # measured 0.996 / 1.0 / 0.984
-    "complaints_fresh5": (0.97, 0.97, 0.97),  # measured 0.996 / 0.99 / 0.99
+    "sentiment": (0.92, 0.87, 0.87),  # measured 0.938 / 0.888 / 0.888 (0.954 / 0.925 / 0.925)
+    "complaints_tune": (0.96, 0.95, 0.95),  # measured 0.981 / 0.972 / 0.972
+    "complaints_train2": (0.96, 0.97, 0.92),  # measured 0.979 / 1.0 / 0.941
+    "complaints_fresh": (0.96, 0.97, 0.95),  # measured 0.989 / 1.0 / 0.976
+    "complaints_holdout": (0.96, 0.95, 0.95),  # measured 0.981 / 0.973 / 0.973
+    "complaints_fresh3": (0.97, 0.96, 0.96),  # measured 0.992 / 0.98 / 0.98
+    "complaints_fresh4": (0.96, 0.95, 0.95),  # measured 0.979 / 0.969 / 0.969
+    "complaints_fresh5": (0.97, 0.97, 0.97),  # measured 0.992 / 0.99 / 0.987
     "complaints_fresh6": (0.97, 0.97, 0.97),  # measured 1.0 / 1.0 / 1.0
-    "complaints_fresh7": (0.97, 0.97, 0.95),  # measured 0.992 / 1.0 / 0.97
-    "complaints_fresh8": (0.97, 0.96, 0.96),  # measured 0.992 / 0.979 / 0.979
+    "complaints_fresh7": (0.96, 0.97, 0.95),  # measured 0.988 / 1.0 / 0.97
+    "complaints_fresh8": (0.95, 0.94, 0.94),  # measured 0.975 / 0.958 / 0.958
     # Never trained on: written by sessions that never saw the code. fresh9 was read blind by the ten-set
-    # classifier with 1,000 components (0.879 / 0.906); fresh10 once, blind, by this one.
-    "complaints_fresh9": (0.86, 0.89, 0.82),  # measured 0.879 / 0.917 / 0.844
-    "complaints_fresh10": (0.82, 0.83, 0.78),  # measured 0.842 / 0.854 / 0.806
-    "followups": (0.7, None, None),  # measured 0.75 (0.80 before the negative weight)
+    # classifier with 1,000 components (0.879 / 0.906), fresh10 by stop 36's final one (0.842 / 0.854),
+    # fresh11 once by this one (main: 0.846 / 0.873).
+    "complaints_fresh9": (0.9, 0.93, 0.82),  # measured 0.917 / 0.958 / 0.844 (0.879 / 0.917 / 0.844)
+    "complaints_fresh10": (0.85, 0.86, 0.81),  # measured 0.867 / 0.885 / 0.836 (0.842 / 0.854 / 0.806)
+    # fresh11 blind: 0.896 / 0.911 / 0.868 with the sarcasm check gated on the blended chances; the gate
+    # went back to the embedding's chance for a unit test's sake (below), and the set then read:
+    "complaints_fresh11": (0.88, 0.89, 0.86),  # measured 0.9 / 0.911 / 0.882
+    "followups": (0.67, None, None),  # measured 0.70 (0.75 before the wording; 0.80 before the negative weight)
 }
 
 
 def test_sentiment_cross_validated_across_sets() -> None:
     """Each complaint training set labelled by the classifier trained without it (bench/sentiment_cv.py):
-    what a set written by another person scores. Measured over the ten sets (stop 36) 0.865 / 0.893, the
-    lowest set fresh6 0.812 (1,000 kernel components: 0.855 / 0.878; stop 33, six sets: 0.864 / 0.893)."""
+    what a set written by another person scores. Measured over the ten sets (stop 37, with the wording
+    classifier) 0.884 / 0.915, the lowest set fresh6 0.846 (stop 36, the embedding alone: 0.865 / 0.893,
+    fresh6 0.812; 1,000 kernel components: 0.855 / 0.878)."""
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_cv.py"))
     accuracy, negative_recall, per_set = bench["leave_one_set_out"](
         *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"]()
     )
     assert len(per_set) == 10, per_set
-    assert accuracy >= 0.85 and negative_recall >= 0.88, (accuracy, negative_recall, per_set)
-    assert min(a for a, _ in per_set.values()) >= 0.79, per_set
+    assert accuracy >= 0.87 and negative_recall >= 0.9, (accuracy, negative_recall, per_set)
+    assert min(a for a, _ in per_set.values()) >= 0.82, per_set
 
 
 @pytest.mark.parametrize("name", list(SENTIMENT_FLOORS))

@@ -1,12 +1,15 @@
 """Sentiment of a user's message: a score in [-1, 1] and a label (negative, neutral, positive).
 
-Two signals, because each fails where the other is good:
+Three signals, because each fails where another is good:
 - a logistic regression over an RBF kernel of multilingual sentence embeddings (``enrich.embedding``),
   trained when first used on the example messages of ``sentiment_examples`` and ``complaint_examples``
   and the labelled messages of the complaint training sets (``complaint_training``, exported from
   tests/data; chosen by leave-one-set-out cross-validation, ``bench/sentiment_cv.py``): it
   catches implicit complaints with no sentiment word ("it still crashes", "I asked for Python") in any
   of the encoder's languages;
+- blended with it, a logistic regression over the message's character n-grams, trained on the same
+  messages (``sentiment_wording``): the encoder reads what a message is about, the wording how it is said
+  ("wait, it can do that?!", "I requested June 21.");
 - VADER (the ``vaderSentiment`` package, lexicon inside the wheel), an English lexicon with rules for
   negation, intensifiers and emoji: where its compound score is strong it is rarely wrong, so it
   decides the label there and is averaged into the score.
@@ -30,7 +33,14 @@ from functools import cache
 
 import numpy as np
 
-from convolens.enrich import complaint_examples, complaint_training, embedding, sentiment_examples, trained_cache
+from convolens.enrich import (
+    complaint_examples,
+    complaint_training,
+    embedding,
+    sentiment_examples,
+    sentiment_wording,
+    trained_cache,
+)
 from convolens.enrich.compute import compute_lock
 
 PREVIOUS_CHARS = 600  # the store's bound on the reply before a message (store.enrichment.PREVIOUS_CHARS)
@@ -53,6 +63,11 @@ CLASSIFIER_C = 10.0
 # complaint sets (bench/README.md, stop 32; the rule, set beforehand: the best accuracy among the settings
 # whose negative recall is at least 0.88): 1.2 gave 0.865 / 0.895, 1.0 0.863 / 0.866, 1.4 0.858 / 0.911.
 NEGATIVE_WEIGHT = 1.2
+# The weight of the wording classifier's chances (enrich/sentiment_wording.py) against the embedding
+# classifier's, in a geometric mean. Leave-one-set-out over the ten complaint sets (bench/README.md, stop 37):
+# 0 (embedding alone) 0.865 / 0.893, 0.2 0.873 / 0.904, 0.35 0.877 / 0.908, 0.5 0.882 / 0.913, 0.6
+# 0.883 / 0.914, 0.7 0.879 / 0.920, 0.8 0.874 / 0.919; chosen by the rule of NEGATIVE_WEIGHT below.
+WORDING_WEIGHT = 0.6
 # Measured on the labelled set: 0.6 adds two points of accuracy over the classifier alone; 0.4 loses one.
 VADER_DECIDES_AT = 0.6
 # ... unless the classifier gives VADER's label less than this chance: VADER reads words, and "how do I
@@ -224,6 +239,17 @@ def _classifier():  # type: ignore[no-untyped-def]
     return model
 
 
+def blend(chances: np.ndarray, wording: sentiment_wording.WordingClassifier, texts: list[str]) -> np.ndarray:
+    """The embedding classifier's ``chances`` of ``texts`` and the wording classifier's, in a geometric
+    mean weighted by ``WORDING_WEIGHT``, normalised."""
+    if WORDING_WEIGHT == 0 or not texts:
+        return chances
+    mixed = np.exp(
+        (1 - WORDING_WEIGHT) * np.log(chances + 1e-9) + WORDING_WEIGHT * np.log(wording.predict_proba(texts) + 1e-9)
+    )
+    return mixed / mixed.sum(axis=1, keepdims=True)
+
+
 def lexicon_scores(texts: list[str]) -> list[float]:
     """VADER's compound score of each text (pure Python: it can run while the encoder works)."""
     vader = _vader()
@@ -233,13 +259,26 @@ def lexicon_scores(texts: list[str]) -> list[float]:
 def probabilities_in_turn(
     texts: list[str], vectors: np.ndarray, previous: list[str | None] | None = None
 ) -> np.ndarray:
-    """The classifier's (negative, neutral, positive) chances of each text given its embedding, moved by
-    the turn it answers (``previous[i]``: the assistant reply before it, or None); no lexicon, no sarcasm
-    reading. The outcome model reads these for its user turns (``enrich/outcomes.py``)."""
+    """The classifiers' (negative, neutral, positive) chances of each text given its embedding and its
+    wording, moved by the turn it answers (``previous[i]``: the assistant reply before it, or None); no
+    lexicon, no sarcasm reading. The outcome model reads these for its user turns (``enrich/outcomes.py``)."""
+    return _in_turn(texts, vectors, previous)[1]
+
+
+def _in_turn(texts: list[str], vectors: np.ndarray, previous: list[str | None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The embedding classifier's chances alone and blended with the wording classifier's, each moved by
+    the turn. The sarcasm check starts from the first: its praise words are what the wording reads as
+    praise ("Oh great, it crashed again. Thanks a lot." is 0.4 negative to the embedding, 0.22 blended)."""
     if not texts:
-        return np.zeros((0, len(LABELS)))
+        return np.zeros((0, len(LABELS))), np.zeros((0, len(LABELS)))
     with compute_lock:
-        probabilities = np.array(_classifier().predict_proba(vectors))
+        own = np.array(_classifier().predict_proba(vectors))
+        blended = blend(own, sentiment_wording.classifier(), texts)
+    return _moved_by_turn(own, texts, previous), _moved_by_turn(blended, texts, previous)
+
+
+def _moved_by_turn(chances: np.ndarray, texts: list[str], previous: list[str | None] | None) -> np.ndarray:
+    probabilities = np.array(chances, dtype=np.float64)
     if previous is not None:
         for i, (text, reply) in enumerate(zip(texts, previous, strict=True)):
             if reply is not None and reply.strip():  # an empty reply stated nothing and asked nothing
@@ -261,14 +300,14 @@ def score(
     ``lexicon_scores``, and the assistant reply it answers (``previous[i]``, None where there is none)."""
     if not texts:
         return []
-    probabilities = probabilities_in_turn(texts, vectors, previous)
+    own, probabilities = _in_turn(texts, vectors, previous)
     if compounds is None:
         compounds = lexicon_scores(texts)
     compounds = list(compounds)
     maybe = [
         i
         for i, (p, c) in enumerate(zip(probabilities, compounds, strict=True))
-        if (c >= VADER_DECIDES_AT or np.argmax(p) == 2) and p[0] >= SARCASM_FROM
+        if (c >= VADER_DECIDES_AT or np.argmax(p) == 2) and own[i, 0] >= SARCASM_FROM
     ]
     for i in _sarcastic([texts[i] for i in maybe]):
         # Negative, about as sure as the praise was: the score says how unhappy, not how sarcastic. (A
