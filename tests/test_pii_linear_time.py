@@ -91,7 +91,9 @@ KNOWN_KILLERS = {
 @pytest.mark.parametrize("make", KNOWN_KILLERS.values(), ids=list(KNOWN_KILLERS))
 def test_the_scrubber_is_linear_and_bounded_on_known_killers(make) -> None:  # type: ignore[no-untyped-def]
     small_cpu = _cpu(lambda text: scrub(text), make(SMALL))
-    large_cpu = _cpu(lambda text: scrub(text), make(LARGE), repeats=1)
+    # Best of two for the larger input as well: one run read a ratio of 15.3 in a full suite on a loaded
+    # machine (0.121 s against 0.0079 s) and passed when run again alone.
+    large_cpu = _cpu(lambda text: scrub(text), make(LARGE), repeats=2)
     assert large_cpu <= max(MAX_RATIO * small_cpu, FLOOR_SECONDS), (small_cpu, large_cpu)
     # A message at the content bound (100,000 characters) costs bounded time, whatever it holds.
     assert large_cpu < 0.5, large_cpu

@@ -7,6 +7,7 @@ import json
 import runpy
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
 # recall and the lowest recall of a class of each labelled set (followups.jsonl has neutral messages only).
 # Since stop 36 the classifier trains on ten complaint sets (tune ... fresh8) with every training message a
 # kernel component: it fits them almost whole, so these floors only guard against a regression; what it
-# does on a set it never saw is test_sentiment_cross_validated_across_sets, and fresh9 ... fresh11 below.
+# does on a set it never saw is test_sentiment_cross_validated_across_sets, and fresh9 ... fresh12 below.
 # Since stop 37 the embedding classifier's chances are blended with the wording classifier's
 # (enrich/sentiment_wording.py): the complaint sets gained, the two oldest sets lost a little (figures
 # before it in brackets).
@@ -54,6 +55,7 @@ SENTIMENT_FLOORS = {
     # fresh11 blind: 0.896 / 0.911 / 0.868 with the sarcasm check gated on the blended chances; the gate
     # went back to the embedding's chance for a unit test's sake (below), and the set then read:
     "complaints_fresh11": (0.88, 0.89, 0.86),  # measured 0.9 / 0.911 / 0.882
+    "complaints_fresh12": (0.83, 0.95, 0.69),  # measured once, blind, by the final one: 0.854 / 0.975 / 0.713
     "followups": (0.67, None, None),  # measured 0.70 (0.75 before the wording; 0.80 before the negative weight)
 }
 
@@ -62,11 +64,15 @@ def test_sentiment_cross_validated_across_sets() -> None:
     """Each complaint training set labelled by the classifier trained without it (bench/sentiment_cv.py):
     what a set written by another person scores. Measured over the ten sets (stop 37, with the wording
     classifier) 0.884 / 0.915, the lowest set fresh6 0.846 (stop 36, the embedding alone: 0.865 / 0.893,
-    fresh6 0.812; 1,000 kernel components: 0.855 / 0.878)."""
+    fresh6 0.812; 1,000 kernel components: 0.855 / 0.878). Run here with 1,000 kernel components, the
+    same method at a third of its CPU (112 s of a loaded suite with all of them): 0.878 / 0.908, the
+    lowest set fresh6 0.846."""
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_cv.py"))
-    accuracy, negative_recall, per_set = bench["leave_one_set_out"](
-        *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"]()
-    )
+    with mock.patch.object(sentiment, "KERNEL_COMPONENTS", 1000):
+        accuracy, negative_recall, per_set = bench["leave_one_set_out"](
+            *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"]()
+        )
+    print(accuracy, negative_recall, per_set)
     assert len(per_set) == 10, per_set
     assert accuracy >= 0.87 and negative_recall >= 0.9, (accuracy, negative_recall, per_set)
     assert min(a for a, _ in per_set.values()) >= 0.82, per_set
