@@ -274,19 +274,30 @@ def _in_turn(texts: list[str], vectors: np.ndarray, previous: list[str | None] |
     with compute_lock:
         own = np.array(_classifier().predict_proba(vectors))
         blended = blend(own, sentiment_wording.classifier(), texts)
-    return _moved_by_turn(own, texts, previous), _moved_by_turn(blended, texts, previous)
+    moves = _turn_moves(texts, previous)  # read once, applied to both
+    return _moved_by_turn(own, moves), _moved_by_turn(blended, moves)
 
 
-def _moved_by_turn(chances: np.ndarray, texts: list[str], previous: list[str | None] | None) -> np.ndarray:
+def _turn_moves(texts: list[str], previous: list[str | None] | None) -> list[tuple[int, float, bool]]:
+    """For each text that answers a reply: its index, the factor on its neutral chance (``_turn_prior``)
+    and whether it echoes the reply."""
+    if previous is None:
+        return []
+    return [
+        (i, _turn_prior(text, reply), echoes(text, reply))
+        for i, (text, reply) in enumerate(zip(texts, previous, strict=True))
+        if reply is not None and reply.strip()  # an empty reply stated nothing and asked nothing
+    ]
+
+
+def _moved_by_turn(chances: np.ndarray, moves: list[tuple[int, float, bool]]) -> np.ndarray:
     probabilities = np.array(chances, dtype=np.float64)
-    if previous is not None:
-        for i, (text, reply) in enumerate(zip(texts, previous, strict=True)):
-            if reply is not None and reply.strip():  # an empty reply stated nothing and asked nothing
-                probabilities[i, 1] *= _turn_prior(text, reply)
-                if echoes(text, reply):
-                    probabilities[i, 1] *= NEUTRAL_ECHO
-                    probabilities[i, 2] *= POSITIVE_ECHO
-                probabilities[i] /= probabilities[i].sum()
+    for i, prior, echoed in moves:
+        probabilities[i, 1] *= prior
+        if echoed:
+            probabilities[i, 1] *= NEUTRAL_ECHO
+            probabilities[i, 2] *= POSITIVE_ECHO
+        probabilities[i] /= probabilities[i].sum()
     return probabilities
 
 
