@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
+import serving
 from ingest import WORDS
 
 JSON = {"Content-Type": "application/json"}
@@ -144,17 +145,8 @@ def main() -> None:
         [*cli, "tokens", "create", "--project", project], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
     port = 19_000 + os.getpid() % 500
-    server = subprocess.Popen(
-        [*cli, "serve", "--port", str(port), "--log-level", "warning", "--workers", str(args.workers)], env=env
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = serving.start(env, port, "--workers", str(args.workers))
     headers = {"Authorization": f"Bearer {token}"}
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
     gen = Generator()
     stored = 0
     backend = "PostgreSQL" if args.database_url else "SQLite"

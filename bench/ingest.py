@@ -43,6 +43,9 @@ from pathlib import Path
 import httpx
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported by other benches
+import serving
+
 JSON = {"Content-Type": "application/json"}
 
 WORDS = [
@@ -169,15 +172,8 @@ def run(args: argparse.Namespace, source: str | None = None) -> dict[str, float]
     ).stdout.strip()
     port = 18_500 + os.getpid() % 500
     workers = ["--workers", str(args.workers)] if args.workers > 1 else []  # (a baseline may lack the flag)
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--log-level", "warning", *workers], env=env)
-    base = f"http://127.0.0.1:{port}"
+    server, base = serving.start(env, port, *workers)
     headers = {"Authorization": f"Bearer {token}"}
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
 
     warmed = _warm_up(base, headers) if args.embedded_worker else 0
     latencies: list[float] = []

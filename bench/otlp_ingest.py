@@ -34,6 +34,7 @@ import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serving
 from ingest import WORDS
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -124,14 +125,7 @@ def run(args: argparse.Namespace, native: bool) -> dict[str, float]:
         [*cli, "tokens", "create", "--project", project], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
     port = 18_000 + os.getpid() % 500
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--log-level", "warning"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    server, base = serving.start(env, port)
 
     def cpu_seconds() -> tuple[float, float]:
         """CPU seconds of the API process, and of its live children (the heavy lane's scrubbing process)."""
