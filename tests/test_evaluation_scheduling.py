@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from conftest import Project, RunningServer, make_project, separate_database
+from conftest import make_project, running_server, separate_database
 from convolens.store import evaluations
 from convolens.store.db import Database
 from convolens.store.tables import eval_item
@@ -55,28 +55,41 @@ def test_a_small_run_is_not_starved_by_another_projects_big_run(database_url: st
         assert _status(db, big_project.pk, big) == ("completed", 12)
 
 
-def test_a_run_is_cancelled_through_the_api(server: RunningServer, project: Project) -> None:
-    with server.client(project.token) as api:
-        body = {"name": "to-cancel", "test_cases": _cases(3), "evaluators": REGEX}
-        assert api.post("/api/v1/test_sets", json=body).status_code == 201
-        run_id = api.post("/api/v1/evaluations/run", json={"test_set_name": "to-cancel", "version": 1}).json()
-        run_id = run_id["data"]["run_id"]
-        cancelled = api.post(f"/api/v1/evaluations/run/{run_id}/cancel")
-        again = api.post(f"/api/v1/evaluations/run/{run_id}/cancel")
-        unknown = api.post(f"/api/v1/evaluations/run/{'0' * 32}/cancel")
-        read = api.get(f"/api/v1/evaluations/run/{run_id}").json()
-        listed = api.get("/api/v1/evaluations/runs").json()["runs"]
-    with server.client(project.read_token) as reader:
-        forbidden = reader.post(f"/api/v1/evaluations/run/{run_id}/cancel")
+def test_a_run_is_cancelled_through_the_api(database_url: str, tmp_path: Path) -> None:
+    # A database and a server of its own, without an embedded worker: on the session's database the
+    # session server's worker once evaluated an item between the run's creation and the cancel.
+    with (
+        separate_database(database_url, tmp_path, "eval_cancel") as db,
+        running_server(db, tmp_path, embedded_worker=False) as server,
+    ):
+        project = make_project(db, "cancel")
+        with server.client(project.token) as api:
+            body = {"name": "to-cancel", "test_cases": _cases(3), "evaluators": REGEX}
+            assert api.post("/api/v1/test_sets", json=body).status_code == 201
+            run_id = api.post("/api/v1/evaluations/run", json={"test_set_name": "to-cancel", "version": 1}).json()
+            run_id = run_id["data"]["run_id"]
+            cancelled = api.post(f"/api/v1/evaluations/run/{run_id}/cancel")
+            again = api.post(f"/api/v1/evaluations/run/{run_id}/cancel")
+            unknown = api.post(f"/api/v1/evaluations/run/{'0' * 32}/cancel")
+            # A worker that comes afterwards finds nothing of it to evaluate (its cases embedded first:
+            # the call counts those too).
+            worker = Worker(db, lease=timedelta(seconds=30))
+            worker.evaluate_runs.embed_cases()
+            evaluated = worker.evaluate_runs()
+            read = api.get(f"/api/v1/evaluations/run/{run_id}").json()
+            listed = api.get("/api/v1/evaluations/runs").json()["runs"]
+        with server.client(project.read_token) as reader:
+            forbidden = reader.post(f"/api/v1/evaluations/run/{run_id}/cancel")
+        with db.reader() as conn:
+            waiting = evaluations.waiting_projects(conn, utcnow())
     assert cancelled.status_code == 200
     assert (cancelled.json()["status"], cancelled.json()["cancelled"]) == ("errored", True)
     assert again.status_code == 409 and again.json()["errors"][0]["field"] == "run_id"
     assert unknown.status_code == 404 and forbidden.status_code == 403
+    assert evaluated == 0
     assert (read["status"], read["cancelled"], read["progress"]["completed"]) == ("errored", True, 0)
     assert [r["status"] for r in listed if r["id"] == run_id] == ["cancelled"]
     # No worker takes its items any more: the project has no run with work waiting.
-    with server.db.reader() as conn:
-        waiting = evaluations.waiting_projects(conn, utcnow())
     assert project.pk not in waiting
 
 
