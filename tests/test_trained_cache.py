@@ -4,6 +4,7 @@ training again, never an error."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,20 @@ def test_off_keeps_nothing(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(trained_cache.ENV, "off")
     sentiment._classifier()
     assert not list(fresh.iterdir())
+
+
+def test_a_save_deletes_this_classifier_s_files_unused_for_a_week(fresh: Path) -> None:
+    """An upgrade's new examples are a new key: the old file goes once no process has loaded it for
+    STALE_SECONDS (a load marks it used); other classifiers' files and recent ones stay."""
+    week_ago = time.time() - trained_cache.STALE_SECONDS - 60
+    old, recent, other = (fresh / name for name in ("sentiment-old.npz", "sentiment-recent.npz", "wording-old.npz"))
+    for path in (old, recent, other):
+        np.savez(path, x=np.zeros(1))
+    for path in (old, other):
+        os.utime(path, (week_ago, week_ago))
+    timed_classifier()  # trains and saves its own key
+    (kept,) = set(fresh.glob("sentiment-*.npz")) - {recent}
+    assert not old.exists() and recent.exists() and other.exists()
+    os.utime(kept, (week_ago, week_ago))
+    timed_classifier()  # loads it: used again, so a later save of another key keeps it
+    assert kept.stat().st_mtime > week_ago + 3600

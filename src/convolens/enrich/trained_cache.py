@@ -7,16 +7,22 @@ without pickle), named by a hash of everything the training depends on: its exam
 settings, and the embedding model's answers to a few fixed texts (another encoder, or another tokenizer,
 is another key). A missing, unreadable or misshapen file is trained again; nothing here is ever required.
 
+Every upgrade that changes a classifier's examples leaves its old file (~6 MB) behind: a load marks its file
+used (its mtime), and a save deletes the files of the same classifier not used for ``STALE_SECONDS``. A
+week, not at once: two versions side by side (a rolling upgrade) each keep their own.
+
 The folder: ``CONVOLENS_MODEL_CACHE`` (``off``: train in every process), else
 ``$XDG_CACHE_HOME/convolens/classifiers`` (``~/.cache`` without it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -25,6 +31,7 @@ import numpy as np
 log = logging.getLogger("convolens.enrich")
 
 ENV = "CONVOLENS_MODEL_CACHE"
+STALE_SECONDS = 7 * 24 * 3600
 
 
 def folder() -> Path | None:
@@ -67,6 +74,8 @@ def load(name: str, of: str, shapes: dict[str, tuple[int | None, ...]]) -> dict[
         if len(got) != len(shape) or any(want is not None and want != n for want, n in zip(shape, got, strict=True)):
             log.warning("a cached classifier has the wrong shape (%s), training it again", path)
             return None
+    with contextlib.suppress(OSError):  # a read-only folder: the file may go stale, no matter
+        os.utime(path)  # used: not stale for another STALE_SECONDS
     return arrays
 
 
@@ -83,3 +92,16 @@ def save(name: str, of: str, arrays: dict[str, np.ndarray]) -> None:
         os.replace(out.name, path)
     except OSError as exc:
         log.info("a trained classifier was not kept (%s): %s", path, exc)
+        return
+    _prune(path, name)
+
+
+def _prune(kept: Path, name: str) -> None:
+    """Deletes the files of classifier ``name`` other than ``kept`` that no process used for STALE_SECONDS."""
+    stale_before = time.time() - STALE_SECONDS
+    for other in kept.parent.glob(f"{name}-*.npz"):
+        try:
+            if other != kept and other.stat().st_mtime < stale_before:
+                other.unlink()
+        except OSError:  # another process pruned it first, or the folder is read-only: no matter
+            continue
