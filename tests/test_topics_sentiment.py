@@ -37,27 +37,29 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
 # before it in brackets).
 SENTIMENT_FLOORS = {
     # Trained on since stop 38 (seventeen sets): in-sample figures, floors against a regression.
-    "sentiment": (0.93, 0.88, 0.88),  # measured 0.95 / 0.9 / 0.9 (0.938 / 0.888 / 0.888 on ten sets): in no fit
-    "complaints_tune": (0.96, 0.95, 0.95),  # measured 0.994 / 0.986 / 0.986
+    "sentiment": (0.92, 0.87, 0.87),  # measured 0.942 / 0.887 / 0.887 (0.938 / 0.888 / 0.888 on ten sets): in no fit
+    "complaints_tune": (0.96, 0.95, 0.95),  # measured 1.0 / 1.0 / 1.0
     "complaints_train2": (0.95, 0.96, 0.91),  # measured 0.971 / 0.99 / 0.929
-    "complaints_fresh": (0.96, 0.97, 0.95),  # measured 0.983 / 1.0 / 0.969
-    "complaints_holdout": (0.96, 0.96, 0.95),  # measured 0.988 / 0.987 / 0.974
-    "complaints_fresh3": (0.96, 0.95, 0.95),  # measured 0.988 / 0.97 / 0.97
-    "complaints_fresh4": (0.96, 0.96, 0.96),  # measured 0.983 / 0.979 / 0.979
+    "complaints_fresh": (0.96, 0.97, 0.95),  # measured 0.994 / 1.0 / 0.985
+    "complaints_holdout": (0.96, 0.96, 0.95),  # measured 1.0 / 1.0 / 1.0
+    "complaints_fresh3": (0.96, 0.95, 0.95),  # measured 0.996 / 0.99 / 0.99
+    "complaints_fresh4": (0.96, 0.96, 0.96),  # measured 1.0 / 1.0 / 1.0
     "complaints_fresh5": (0.96, 0.97, 0.95),  # measured 0.983 / 0.99 / 0.975
     "complaints_fresh6": (0.96, 0.97, 0.95),  # measured 0.988 / 0.99 / 0.971
-    "complaints_fresh7": (0.95, 0.96, 0.95),  # measured 0.975 / 0.979 / 0.97
-    "complaints_fresh8": (0.95, 0.93, 0.93),  # measured 0.975 / 0.948 / 0.948
+    "complaints_fresh7": (0.95, 0.96, 0.95),  # measured 0.983 / 0.979 / 0.974
+    "complaints_fresh8": (0.95, 0.93, 0.93),  # measured 0.992 / 0.99 / 0.987
     # Read blind once each before they joined the training (bench/sentiment_quality.py SETS has the figures).
-    "complaints_fresh9": (0.96, 0.97, 0.93),  # measured 0.979 / 0.99 / 0.948
-    "complaints_fresh10": (0.96, 0.96, 0.96),  # measured 0.983 / 0.979 / 0.979
-    "complaints_fresh11": (0.95, 0.96, 0.94),  # measured 0.971 / 0.975 / 0.965
-    "complaints_fresh12": (0.95, 0.96, 0.93),  # measured 0.975 / 0.975 / 0.95
-    "complaints_fresh13": (0.94, 0.93, 0.9),  # measured 0.958 / 0.95 / 0.925
-    "complaints_fresh14": (0.97, 0.97, 0.96),  # measured 0.988 / 0.988 / 0.975
-    "complaints_fresh15": (0.94, 0.93, 0.93),  # measured 0.963 / 0.95 / 0.95
-    # Never trained on: written by a session that never saw the code, read once by the seventeen-set classifier.
-    "complaints_fresh16": (0.83, 0.83, 0.69),  # measured 0.854 / 0.85 / 0.713 (main: 0.842 / 0.888 / 0.663)
+    "complaints_fresh9": (0.96, 0.97, 0.93),  # measured 0.983 / 1.0 / 0.948
+    "complaints_fresh10": (0.96, 0.96, 0.96),  # measured 0.988 / 0.99 / 0.985
+    "complaints_fresh11": (0.95, 0.96, 0.94),  # measured 0.983 / 0.987 / 0.974
+    "complaints_fresh12": (0.95, 0.96, 0.93),  # measured 0.992 / 0.988 / 0.988
+    "complaints_fresh13": (0.94, 0.93, 0.9),  # measured 0.967 / 0.975 / 0.925
+    "complaints_fresh14": (0.97, 0.97, 0.96),  # measured 0.996 / 1.0 / 0.987
+    "complaints_fresh15": (0.94, 0.93, 0.93),  # measured 0.988 / 1.0 / 0.963
+    # Never trained on: written by a session that never saw the code, read once by the seventeen-set classifier
+    # blind, 0.854 / 0.85 / 0.713 (main 0.842 / 0.888 / 0.663); with VADER deciding only at 0.8 (chosen by
+    # cross-validation after that read):
+    "complaints_fresh16": (0.84, 0.83, 0.71),  # measured 0.863 / 0.85 / 0.738
     # 20 follow-up requests, all neutral (seen, in no fit): 15 right (14 on ten sets, 13 on fifteen; stop 38's
     # hand-written next-step instructions, complaint_examples, brought it back).
     "followups": (0.7, None, None),  # measured 0.75
@@ -65,15 +67,16 @@ SENTIMENT_FLOORS = {
 
 
 # Accuracy and negative recall over the five newest sets, each held out, with 1,000 kernel components:
-# measured 0.871 / 0.883 (stop 38; fresh11 0.888, fresh12 0.867, fresh13 0.867, fresh14 0.896, fresh15 0.838).
-NEWEST_HELD_OUT = (0.86, 0.87)
+# measured 0.883 / 0.895 (stop 38; fresh11 0.908, fresh12 0.871, fresh13 0.871, fresh14 0.908, fresh15 0.858;
+# 0.871 / 0.883 while VADER decided at 0.6).
+NEWEST_HELD_OUT = (0.87, 0.88)
 
 
 def test_sentiment_cross_validated_across_sets() -> None:
     """The five newest complaint training sets (fresh11 ... fresh15, each written blind by a session that
     never saw the code), each labelled by the classifier trained on the sixteen others
     (bench/sentiment_cv.py): what a set written by another person scores. Over all seventeen sets, each
-    held out in turn (stop 38): 0.887 / 0.910; the five: 0.892, 0.867, 0.858, 0.904, 0.850. Run here with
+    held out in turn (stop 38): 0.894 / 0.919; the five: 0.912, 0.875, 0.863, 0.912, 0.871. Run here with
     1,000 kernel components, the same method at a third of its CPU, on those five."""
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_cv.py"))
     newest = tuple(f"complaints_fresh{i}.jsonl" for i in range(11, 16))
