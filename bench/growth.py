@@ -18,12 +18,10 @@ import itertools
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -139,11 +137,7 @@ def main() -> None:
     }
     if args.database_url:
         env["CONVOLENS_DATABASE_URL"] = args.database_url
-    cli = [sys.executable, "-m", "convolens"]
-    project = f"growth-{uuid.uuid4().hex[:6]}"
-    token = subprocess.run(
-        [*cli, "tokens", "create", "--project", project], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    token = serving.new_token(env, "growth")
     port = 19_000 + os.getpid() % 500
     server, base = serving.start(env, port, "--workers", str(args.workers))
     headers = {"Authorization": f"Bearer {token}"}

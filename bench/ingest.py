@@ -162,14 +162,7 @@ def run(args: argparse.Namespace, source: str | None = None) -> dict[str, float]
             _recreate_database(args.database_url)
     if source is not None:
         env["PYTHONPATH"] = source
-    cli = [sys.executable, "-m", "convolens"]
-    token = subprocess.run(
-        [*cli, "tokens", "create", "--project", f"bench-{uuid.uuid4().hex[:6]}"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    token = serving.new_token(env, "bench")
     port = 18_500 + os.getpid() % 500
     workers = ["--workers", str(args.workers)] if args.workers > 1 else []  # (a baseline may lack the flag)
     server, base = serving.start(env, port, *workers)

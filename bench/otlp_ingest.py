@@ -22,11 +22,9 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -119,11 +117,7 @@ def run(args: argparse.Namespace, native: bool) -> dict[str, float]:
     env = {**os.environ, "CONVOLENS_HOME": str(home), "CONVOLENS_EMBEDDED_WORKER": "0"}
     if args.database_url:
         env["CONVOLENS_DATABASE_URL"] = args.database_url
-    cli = [sys.executable, "-m", "convolens"]
-    project = f"otlp-{uuid.uuid4().hex[:6]}"
-    token = subprocess.run(
-        [*cli, "tokens", "create", "--project", project], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    token = serving.new_token(env, "otlp")
     port = 18_000 + os.getpid() % 500
     server, base = serving.start(env, port)
 
