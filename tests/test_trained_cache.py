@@ -68,16 +68,18 @@ def test_off_keeps_nothing(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_a_save_deletes_this_classifier_s_files_unused_for_a_week(fresh: Path) -> None:
     """An upgrade's new examples are a new key: the old file goes once no process has loaded it for
-    STALE_SECONDS (a load marks it used); other classifiers' files and recent ones stay."""
+    STALE_SECONDS (a load marks it used); other classifiers' files, even one whose name begins with
+    "sentiment-", and recent ones stay."""
     week_ago = time.time() - trained_cache.STALE_SECONDS - 60
-    old, recent, other = (fresh / name for name in ("sentiment-old.npz", "sentiment-recent.npz", "wording-old.npz"))
-    for path in (old, recent, other):
+    names = ("sentiment", "sentiment", "wording", "sentiment-wording")
+    old, recent, other, prefixed = (fresh / f"{name}-{trained_cache.key(str(i))}.npz" for i, name in enumerate(names))
+    for path in (old, recent, other, prefixed):
         np.savez(path, x=np.zeros(1))
-    for path in (old, other):
+    for path in (old, other, prefixed):
         os.utime(path, (week_ago, week_ago))
     timed_classifier()  # trains and saves its own key
-    (kept,) = set(fresh.glob("sentiment-*.npz")) - {recent}
-    assert not old.exists() and recent.exists() and other.exists()
+    (kept,) = set(fresh.glob("sentiment-*.npz")) - {recent, prefixed}
+    assert not old.exists() and recent.exists() and other.exists() and prefixed.exists()
     os.utime(kept, (week_ago, week_ago))
     timed_classifier()  # loads it: used again, so a later save of another key keeps it
     assert kept.stat().st_mtime > week_ago + 3600

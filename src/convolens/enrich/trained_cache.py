@@ -32,6 +32,7 @@ log = logging.getLogger("convolens.enrich")
 
 ENV = "CONVOLENS_MODEL_CACHE"
 STALE_SECONDS = 7 * 24 * 3600
+KEY_CHARS = 32
 
 
 def folder() -> Path | None:
@@ -49,7 +50,7 @@ def key(*parts: str | bytes) -> str:
         data = part.encode() if isinstance(part, str) else part
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:KEY_CHARS]
 
 
 def _path(name: str, of: str) -> Path | None:
@@ -99,7 +100,9 @@ def save(name: str, of: str, arrays: dict[str, np.ndarray]) -> None:
 def _prune(kept: Path, name: str) -> None:
     """Deletes the files of classifier ``name`` other than ``kept`` that no process used for STALE_SECONDS."""
     stale_before = time.time() - STALE_SECONDS
-    for other in kept.parent.glob(f"{name}-*.npz"):
+    # Exactly this classifier's names (``_path``: the name, a dash, a key of KEY_CHARS hex digits): another
+    # classifier's name may begin with this one's and a dash.
+    for other in kept.parent.glob(f"{name}-{'[0-9a-f]' * KEY_CHARS}.npz"):
         try:
             if other != kept and other.stat().st_mtime < stale_before:
                 other.unlink()
