@@ -5,7 +5,8 @@ The sentiment classifier trains on ~2,800 example and labelled messages when a p
 training is deterministic). What it trained is kept here as plain arrays (``numpy.savez``, read back
 without pickle), named by a hash of everything the training depends on: its examples and labels, its
 settings, and the embedding model's answers to a few fixed texts (another encoder, or another tokenizer,
-is another key). A missing, unreadable or misshapen file is trained again; nothing here is ever required.
+is another key). The wording classifier (``sentiment_wording``: 1-3 s of CPU) is kept the same way, as
+``wording-<key>.npz``. A missing, unreadable or misshapen file is trained again; nothing here is ever required.
 
 Every upgrade that changes a classifier's examples leaves its old file (~6 MB) behind: a load marks its file
 used (its mtime), and a save deletes the files of the same classifier not used for ``STALE_SECONDS``. A
