@@ -29,66 +29,73 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
 
 # Floors a little under what bench/sentiment_quality.py measures (bench/README.md): accuracy, negative
 # recall and the lowest recall of a class of each labelled set (followups.jsonl has neutral messages only).
-# Since stop 38 the classifier trains on seventeen complaint sets (tune ... fresh15), its embedding
+# Since stop 39 the classifier trains on twenty-five complaint sets (tune ... fresh23), its embedding
 # classifier's chances blended with the wording classifier's (enrich/sentiment_wording.py): it fits them
 # almost whole, so their floors only guard against a regression; what it does on a set it never saw is
-# test_sentiment_cross_validated_across_sets, and fresh16 and fresh17 below.
+# test_sentiment_cross_validated_across_sets, and fresh24 ... fresh26 below.
 SENTIMENT_FLOORS = {
-    # The training sets: in-sample figures. sentiment.jsonl and followups are in no fit.
-    "sentiment": (0.92, 0.87, 0.87),  # measured 0.942 / 0.887 / 0.887 (0.938 / 0.888 / 0.888 on ten sets): in no fit
-    "complaints_tune": (0.96, 0.95, 0.95),  # measured 1.0 / 1.0 / 1.0
-    "complaints_train2": (0.95, 0.96, 0.91),  # measured 0.971 / 0.99 / 0.929
-    "complaints_fresh": (0.96, 0.97, 0.95),  # measured 0.994 / 1.0 / 0.985
-    "complaints_holdout": (0.96, 0.96, 0.95),  # measured 1.0 / 1.0 / 1.0
-    "complaints_fresh3": (0.96, 0.95, 0.95),  # measured 0.996 / 0.99 / 0.99
-    "complaints_fresh4": (0.96, 0.96, 0.96),  # measured 1.0 / 1.0 / 1.0
-    "complaints_fresh5": (0.96, 0.97, 0.95),  # measured 0.983 / 0.99 / 0.975
-    "complaints_fresh6": (0.96, 0.97, 0.95),  # measured 0.988 / 0.99 / 0.971
-    "complaints_fresh7": (0.95, 0.96, 0.95),  # measured 0.983 / 0.979 / 0.974
-    "complaints_fresh8": (0.95, 0.93, 0.93),  # measured 0.992 / 0.99 / 0.987
-    # Read blind once each before they joined the training (bench/sentiment_quality.py SETS has the figures).
-    "complaints_fresh9": (0.96, 0.97, 0.93),  # measured 0.983 / 1.0 / 0.948
-    "complaints_fresh10": (0.96, 0.96, 0.96),  # measured 0.988 / 0.99 / 0.985
-    "complaints_fresh11": (0.95, 0.96, 0.94),  # measured 0.983 / 0.987 / 0.974
-    "complaints_fresh12": (0.95, 0.96, 0.93),  # measured 0.992 / 0.988 / 0.988
-    "complaints_fresh13": (0.94, 0.93, 0.9),  # measured 0.967 / 0.975 / 0.925
-    "complaints_fresh14": (0.97, 0.97, 0.96),  # measured 0.996 / 1.0 / 0.987
-    "complaints_fresh15": (0.94, 0.93, 0.93),  # measured 0.988 / 1.0 / 0.963
-    # Never trained on: written by a session that never saw the code, read once by the seventeen-set classifier
-    # blind, 0.854 / 0.85 / 0.713 (main 0.842 / 0.888 / 0.663); with VADER deciding only at 0.8 (chosen by
-    # cross-validation after that read):
-    "complaints_fresh16": (0.84, 0.83, 0.71),  # measured 0.863 / 0.85 / 0.738
-    # Read once, blind, by the final classifier of stop 38 (main at the stop's start: 0.863 / 0.913 / 0.815):
-    "complaints_fresh17": (0.9, 0.91, 0.86),  # measured 0.921 / 0.938 / 0.886
-    # 20 follow-up requests, all neutral (seen, in no fit): 15 right (14 on ten sets, 13 on fifteen; stop 38's
-    # hand-written next-step instructions, complaint_examples, brought it back).
-    "followups": (0.7, None, None),  # measured 0.75
+    # In no fit: sentiment.jsonl (0.942 with stop 38's classifier) and the follow-ups.
+    "sentiment": (0.9, 0.87, 0.87),  # measured 0.933 / 0.9 / 0.9
+    # The training sets (bench/export_complaint_training.TRAIN_SETS): in-sample figures. All but tune and train2
+    # were read blind once before they joined (bench/sentiment_quality.py SETS has the figures).
+    "complaints_tune": (0.97, 0.97, 0.97),  # measured 1.0 / 1.0 / 1.0
+    "complaints_train2": (0.94, 0.97, 0.89),  # measured 0.971 / 1.0 / 0.917
+    "complaints_fresh": (0.94, 0.97, 0.89),  # measured 0.972 / 1.0 / 0.923
+    "complaints_holdout": (0.97, 0.97, 0.97),  # measured 1.0 / 1.0 / 1.0
+    "complaints_fresh3": (0.96, 0.97, 0.94),  # measured 0.992 / 1.0 / 0.974
+    "complaints_fresh4": (0.97, 0.96, 0.96),  # measured 0.996 / 0.99 / 0.99
+    "complaints_fresh5": (0.95, 0.96, 0.93),  # measured 0.979 / 0.99 / 0.962
+    "complaints_fresh6": (0.96, 0.96, 0.94),  # measured 0.988 / 0.99 / 0.971
+    "complaints_fresh7": (0.95, 0.94, 0.94),  # measured 0.979 / 0.969 / 0.969
+    "complaints_fresh8": (0.96, 0.96, 0.94),  # measured 0.988 / 0.99 / 0.974
+    "complaints_fresh9": (0.95, 0.97, 0.92),  # measured 0.979 / 1.0 / 0.948
+    "complaints_fresh10": (0.95, 0.95, 0.95),  # measured 0.983 / 0.979 / 0.979
+    "complaints_fresh11": (0.95, 0.96, 0.94),  # measured 0.979 / 0.987 / 0.974
+    "complaints_fresh12": (0.96, 0.97, 0.93),  # measured 0.988 / 1.0 / 0.963
+    "complaints_fresh13": (0.95, 0.95, 0.92),  # measured 0.975 / 0.975 / 0.95
+    "complaints_fresh14": (0.95, 0.96, 0.95),  # measured 0.983 / 0.988 / 0.975
+    "complaints_fresh15": (0.95, 0.96, 0.93),  # measured 0.979 / 0.988 / 0.963
+    "complaints_fresh16": (0.95, 0.97, 0.9),  # measured 0.975 / 1.0 / 0.925
+    "complaints_fresh17": (0.95, 0.95, 0.95),  # measured 0.979 / 0.975 / 0.975
+    "complaints_fresh18": (0.96, 0.96, 0.96),  # measured 0.988 / 0.988 / 0.988
+    "complaints_fresh19": (0.96, 0.96, 0.95),  # measured 0.988 / 0.988 / 0.975
+    "complaints_fresh20": (0.95, 0.97, 0.92),  # measured 0.983 / 1.0 / 0.95
+    "complaints_fresh21": (0.96, 0.96, 0.96),  # measured 0.992 / 0.988 / 0.988
+    "complaints_fresh22": (0.97, 0.97, 0.97),  # measured 1.0 / 1.0 / 1.0
+    "complaints_fresh23": (0.95, 0.96, 0.93),  # measured 0.983 / 0.988 / 0.963
+    # Never trained on: written this stop by sessions that never saw the code, read once, blind, by the
+    # final classifier (main at the stop's start: 0.896 / 0.925, 0.942 / 0.938, 0.925 / 0.925).
+    "complaints_fresh24": (0.9, 0.95, 0.85),  # measured 0.925 / 0.975 / 0.875
+    "complaints_fresh25": (0.92, 0.92, 0.92),  # measured 0.954 / 0.951 / 0.949
+    "complaints_fresh26": (0.92, 0.93, 0.9),  # measured 0.95 / 0.963 / 0.925
+    # 20 follow-up requests, all neutral (seen, in no fit): 16 right (15 with stop 38's classifier).
+    "followups": (0.77, None, None),  # measured 0.8
 }
 
 
-# Accuracy and negative recall over the five newest sets, each held out, with 1,000 kernel components:
-# measured 0.883 / 0.895 (stop 38; fresh11 0.908, fresh12 0.871, fresh13 0.871, fresh14 0.908, fresh15 0.858;
-# 0.871 / 0.883 while VADER decided at 0.6).
-NEWEST_HELD_OUT = (0.87, 0.88)
+# Accuracy and negative recall over five sets each written by its own session (fresh13 ... fresh17, stop 38),
+# each held out, with 1,000 kernel components: measured 0.890 / 0.910 (stop 39; fresh13 0.875, fresh14 0.925,
+# fresh15 0.875, fresh16 0.875, fresh17 0.9). Not the six newest: they were written this stop from one brief,
+# so each held out still has five siblings in the training (they read 0.908-0.921 that way, an easier figure).
+HELD_OUT_FIGURES = (0.88, 0.9)
 
 
 def test_sentiment_cross_validated_across_sets() -> None:
-    """The five newest complaint training sets (fresh11 ... fresh15, each written blind by a session that
-    never saw the code), each labelled by the classifier trained on the sixteen others
-    (bench/sentiment_cv.py): what a set written by another person scores. Over all seventeen sets, each
-    held out in turn (stop 38): 0.894 / 0.919; the five: 0.912, 0.875, 0.863, 0.912, 0.871. Run here with
-    1,000 kernel components, the same method at a third of its CPU, on those five."""
+    """Five complaint training sets (fresh13 ... fresh17, each written blind by a session that never saw the
+    code), each labelled by the classifier trained on the twenty-four others (bench/sentiment_cv.py): what a
+    set written by another person scores. Over all twenty-five sets, each held out in turn (stop 39): 0.905 /
+    0.928. Run here with 1,000 kernel components, the same method at a third of its CPU, on those five."""
     bench = runpy.run_path(str(REPO / "bench" / "sentiment_cv.py"))
-    newest = tuple(f"complaints_fresh{i}.jsonl" for i in range(11, 16))
+    held_out = tuple(f"complaints_fresh{i}.jsonl" for i in range(13, 18))
     with mock.patch.object(sentiment, "KERNEL_COMPONENTS", 1000):
         accuracy, negative_recall, per_set = bench["leave_one_set_out"](
-            *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"](), newest
+            *bench["CURRENT"], bench["CURRENT_PRIORS"], bench["training_sets"](), bench["cached_embed"](), held_out
         )
     print(accuracy, negative_recall, per_set)
-    assert sorted(per_set) == sorted(newest), per_set
+    assert sorted(per_set) == sorted(held_out), per_set
     figures = (accuracy, negative_recall, per_set)
-    assert accuracy >= NEWEST_HELD_OUT[0] and negative_recall >= NEWEST_HELD_OUT[1], figures
-    assert min(a for a, _ in per_set.values()) >= 0.82, per_set
+    assert accuracy >= HELD_OUT_FIGURES[0] and negative_recall >= HELD_OUT_FIGURES[1], figures
+    assert min(a for a, _ in per_set.values()) >= 0.85, per_set
 
 
 @pytest.mark.parametrize("name", list(SENTIMENT_FLOORS))
