@@ -71,7 +71,9 @@ def test_each_rule_is_linear_on_adversarial_runs(rule: Rule) -> None:
     for (label, small), (_, large) in zip(_inputs(rule, SMALL), _inputs(rule, LARGE), strict=True):
         small_cpu, large_cpu = _cpu(run, small), _cpu(run, large, repeats=1)
         if large_cpu > max(MAX_RATIO * small_cpu, FLOOR_SECONDS):
-            large_cpu = _cpu(run, large, repeats=5)  # once more, at its best of five, before calling it slow
+            # Once more, both at their best of five, before calling it slow: on a loaded machine one full
+            # suite read 1.33 ms at 10 KB and 21.3 ms at 100 KB for the phone rule (1.27 / 12.5 ms alone).
+            small_cpu, large_cpu = _cpu(run, small, repeats=5), _cpu(run, large, repeats=5)
             if large_cpu > max(MAX_RATIO * small_cpu, FLOOR_SECONDS):
                 slow.append(f"{label}: {small_cpu * 1e3:.2f} ms at 10 KB, {large_cpu * 1e3:.2f} ms at 100 KB")
     assert not slow, slow
