@@ -1,5 +1,5 @@
-"""The sentiment classifier and its wording half, trained at first use, is kept on disk and loaded by the next process
-(enrich/trained_cache.py): the same answers, at a fraction of the CPU; anything wrong with the file means
+"""The sentiment classifier and its wording half, trained at first use, are kept on disk and loaded by the next
+process (enrich/trained_cache.py): the same answers, at a fraction of the CPU; anything wrong with the file means
 training again, never an error."""
 
 from __future__ import annotations
@@ -102,13 +102,9 @@ def test_the_wording_classifier_is_kept_too_and_answers_as_trained(fresh: Path) 
         texts, labels = sentiment.training_examples()
         assert np.array_equal(trained.predict_proba(PROBE), loaded.predict_proba(PROBE))
         # And both are the regression sklearn fits: the kept arrays are the model, not an approximation.
-        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
-        vectorizer = TfidfVectorizer(
-            analyzer="char_wb", ngram_range=sentiment_wording.NGRAMS, min_df=sentiment_wording.MIN_MESSAGES,
-            sublinear_tf=True, dtype=np.float32,
-        )  # fmt: skip
+        vectorizer = sentiment_wording.vectorizer(min_df=sentiment_wording.MIN_MESSAGES)
         regression = LogisticRegression(C=sentiment_wording.C, max_iter=3000, class_weight="balanced")
         regression.fit(vectorizer.fit_transform(texts), labels)
         expected = regression.predict_proba(vectorizer.transform(PROBE + texts[:200]))

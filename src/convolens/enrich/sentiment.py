@@ -45,7 +45,7 @@ from convolens.enrich.compute import compute_lock
 
 PREVIOUS_CHARS = 600  # the store's bound on the reply before a message (store.enrichment.PREVIOUS_CHARS)
 
-LABELS = ("negative", "neutral", "positive")
+LABELS = sentiment_wording.LABELS  # negative, neutral, positive: both classifiers' chances in this order
 # The classifier: a logistic regression over an RBF kernel of the embeddings, approximated on
 # KERNEL_COMPONENTS training messages (Nystroem: one matrix product against them per message). Chosen by
 # leave-one-set-out cross-validation over the complaint training sets (bench/sentiment_cv.py,

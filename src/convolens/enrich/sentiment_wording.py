@@ -26,8 +26,17 @@ NGRAMS = (2, 5)
 # Pieces seen in fewer training messages are left out (typos, names).
 MIN_MESSAGES = 2
 C = 3.0
-# The sentiment labels, in sentiment.LABELS' order (that module imports this one).
+# The sentiment labels, in the order of every chance this module and enrich/sentiment.py give (sentiment.LABELS
+# is this tuple: that module imports this one).
 LABELS = ("negative", "neutral", "positive")
+
+
+def vectorizer(**fitting):  # type: ignore[no-untyped-def]
+    """The TF-IDF of a message's pieces that training fits (``min_df``) and a kept model restores
+    (``vocabulary``, then its ``idf_``): one definition of which pieces and how they are weighed."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=NGRAMS, sublinear_tf=True, dtype=np.float32, **fitting)
 
 
 class WordingClassifier:
@@ -35,20 +44,12 @@ class WordingClassifier:
     TF-IDF of its ``pieces`` (their ``idf``), then a softmax of ``weights`` (a row a class) and ``intercept``."""
 
     def __init__(self, pieces: np.ndarray, idf: np.ndarray, weights: np.ndarray, intercept: np.ndarray) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         self.pieces = np.asarray(pieces, dtype=str)
         self.idf = np.asarray(idf, dtype=np.float32)
         self.weights = np.asarray(weights, dtype=np.float32)
         self.intercept = np.asarray(intercept, dtype=np.float32)
         self.classes_ = LABELS
-        self.vectorizer = TfidfVectorizer(
-            analyzer="char_wb",
-            ngram_range=NGRAMS,
-            sublinear_tf=True,
-            dtype=np.float32,
-            vocabulary={piece: i for i, piece in enumerate(self.pieces.tolist())},
-        )
+        self.vectorizer = vectorizer(vocabulary={piece: i for i, piece in enumerate(self.pieces.tolist())})
         self.vectorizer.idf_ = self.idf
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -62,17 +63,14 @@ class WordingClassifier:
 
 def train(texts: list[str], labels: list[str]) -> WordingClassifier:
     """Deterministic: the same messages give the same model (bench/sentiment_cv.py trains one a fold)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = TfidfVectorizer(
-        analyzer="char_wb", ngram_range=NGRAMS, min_df=MIN_MESSAGES, sublinear_tf=True, dtype=np.float32
-    )
-    features = vectorizer.fit_transform([t[:MAX_CHARS] for t in texts])
+    fitted = vectorizer(min_df=MIN_MESSAGES)
+    features = fitted.fit_transform([t[:MAX_CHARS] for t in texts])
     regression = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(features, labels)
     assert tuple(regression.classes_) == LABELS
-    pieces = np.array(vectorizer.get_feature_names_out(), dtype=str)
-    return WordingClassifier(pieces, vectorizer.idf_, regression.coef_, regression.intercept_)
+    pieces = np.array(fitted.get_feature_names_out(), dtype=str)
+    return WordingClassifier(pieces, fitted.idf_, regression.coef_, regression.intercept_)
 
 
 @cache

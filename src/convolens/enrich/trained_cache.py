@@ -1,7 +1,7 @@
 """Classifiers trained at first use, kept on disk so that the next process loads them instead.
 
-The sentiment classifier trains on ~2,800 example and labelled messages when a process first scores one:
-3.5 s of wall time (6 s of CPU) in every worker process that starts, for the same result each time (its
+The sentiment classifier trains on ~6,300 example and labelled messages when a process first scores one:
+~20 s of wall time (~40 s of CPU, 2 cores) in every worker process that starts, for the same result each time (its
 training is deterministic). What it trained is kept here as plain arrays (``numpy.savez``, read back
 without pickle), named by a hash of everything the training depends on: its examples and labels, its
 settings, and the embedding model's answers to a few fixed texts (another encoder, or another tokenizer,
