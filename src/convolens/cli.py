@@ -21,6 +21,7 @@ def _db(settings: Settings, *, yields_writes: bool = False) -> Database:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from convolens.server import garbage_collection
     from convolens.server.app import create_app
     from convolens.server.asgi.observability import configure_logging
 
@@ -46,7 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        app = create_app(settings)
+        garbage_collection.tune()
+        uvicorn.run(app, **common)
         return 0
     return _serve_processes(settings, workers, args, common)
 

@@ -18,6 +18,7 @@ import uvicorn
 
 from convolens.config import Settings
 from convolens.demo_data import generate
+from convolens.server import garbage_collection
 from convolens.server.app import create_app
 from convolens.store import accounts, migrate, projects, topics
 from convolens.store import conversation_reads as queries
@@ -146,6 +147,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, conversations: int = 300
     db.dispose()
 
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning"))
+    garbage_collection.tune()
     base_url = f"http://{host}:{port}"
 
     def seed_when_up() -> None:

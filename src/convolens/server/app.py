@@ -152,10 +152,13 @@ def api_process_app() -> FastAPI:
     the environment (``cli._serve_processes``)."""
     import os
 
+    from convolens.server import garbage_collection
     from convolens.server.asgi.observability import configure_logging
 
     configure_logging(
         os.environ.get("CONVOLENS_SERVE_LOG_LEVEL", "info"),
         json=os.environ.get("CONVOLENS_SERVE_LOG_FORMAT", "json") == "json",
     )
-    return create_app(run_migrations=False)
+    app = create_app(run_migrations=False)
+    garbage_collection.tune()  # a process of its own: its start-up is over once the app is built
+    return app

@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from convolens.server import garbage_collection
 from convolens.server.errors import RETRY_AFTER_SECONDS, ApiError
 from convolens.server.offload import on_heavy_lane
 
@@ -119,6 +120,7 @@ def _serve(conn: Connection) -> None:
     """The child: scrub what comes until the pipe closes or the API process is gone."""
     os.nice(NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the server stops us
+    garbage_collection.tune()  # each call unpickles and scrubs a request's texts: thousands of objects
     parent = multiprocessing.parent_process()
     watched: list[Any] = [conn] + ([parent.sentinel] if parent is not None else [])
     while True:
