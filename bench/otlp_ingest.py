@@ -2,7 +2,7 @@
 readable through the read API.
 
     .venv/bin/python bench/otlp_ingest.py [--spans 20480] [--per-request 512] [--runs 3]
-                                          [--database-url URL] [--native]
+                                          [--database-url URL] [--native] [--history TURNS]
 
 Starts ``convolens serve`` (SQLite in a temporary home unless a URL is given, embedded worker off so
 that only ingestion is measured) for each run, then sends pre-serialized OTLP/HTTP protobuf requests
@@ -12,6 +12,9 @@ conversation: GenAI semantic-convention attributes (``gen_ai.system_instructions
 ``gen_ai.input.messages`` with one user message, ``gen_ai.output.messages``, model, token usage),
 chat-sized texts (20-200 words). ``--native`` posts the same turns as native batches to
 ``/api/v1/ingest`` instead, for a ratio against the door's own cost (alternated run by run).
+``--history TURNS``: conversations of that many turns instead, each span carrying the system
+instructions and the conversation so far as its input (as instrumented chat apps and agents send them),
+a conversation's turns in successive requests (turn 1 of 512 conversations, then turn 2 of them, …).
 Prints each run and the medians: durable spans per second, request latency p50/p99, the server's CPU
 per span: the API process's, then its children's (the heavy lane's scrubbing process).
 """
@@ -53,7 +56,28 @@ def turns(count: int) -> list[tuple[bytes, str, str, str]]:
     return [(rng.randbytes(16), rng.randbytes(8).hex(), _text(rng), _text(rng)) for _ in range(count)]
 
 
-def otlp_body(chunk: list[tuple[bytes, str, str, str]], start_ns: int) -> bytes:
+# A span's conversation, and the turns before it: (conversation id, [(question, answer), ...]).
+History = tuple[str, list[tuple[str, str]]]
+
+
+def in_conversations(spans: list[tuple[bytes, str, str, str]], turns_each: int) -> list[History | None]:
+    """``spans`` reordered into conversations of ``turns_each`` turns, turn 1 of every conversation first;
+    returns the spans in that order with their conversation and history."""
+    count = len(spans) // turns_each
+    ordered, histories = [], []
+    for turn in range(turns_each):
+        for c in range(count):
+            span = spans[c * turns_each + turn]
+            before = [(q, a) for _, _, q, a in spans[c * turns_each : c * turns_each + turn]]
+            ordered.append(span)
+            histories.append((f"conversation-{c}", before))
+    spans[:] = ordered
+    return histories
+
+
+def otlp_body(
+    chunk: list[tuple[bytes, str, str, str]], start_ns: int, histories: list[History | None] | None = None
+) -> bytes:
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     resource_spans.resource.attributes.add(key="service.name").value.string_value = "shop-assistant"
@@ -61,6 +85,8 @@ def otlp_body(chunk: list[tuple[bytes, str, str, str]], start_ns: int) -> bytes:
     scope.scope.name = "opentelemetry.instrumentation.openai_v2"
     system = orjson.dumps([{"type": "text", "content": SYSTEM}]).decode()
     for n, (trace_id, span_id, question, answer) in enumerate(chunk):
+        conversation, before = (histories[n] if histories else None) or (None, [])
+        asked = [part for q, a in before for part in (_parts("user", q), _parts("assistant", a))]
         span = scope.spans.add()
         span.trace_id, span.span_id = trace_id, bytes.fromhex(span_id)
         span.name, span.kind = "chat gpt-4o-mini", 3
@@ -72,7 +98,7 @@ def otlp_body(chunk: list[tuple[bytes, str, str, str]], start_ns: int) -> bytes:
             ("gen_ai.request.model", "gpt-4o-mini"),
             ("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
             ("gen_ai.system_instructions", system),
-            ("gen_ai.input.messages", orjson.dumps([_parts("user", question)]).decode()),
+            ("gen_ai.input.messages", orjson.dumps([*asked, _parts("user", question)]).decode()),
             (
                 "gen_ai.output.messages",
                 orjson.dumps([{**_parts("assistant", answer), "finish_reason": "stop"}]).decode(),
@@ -80,6 +106,8 @@ def otlp_body(chunk: list[tuple[bytes, str, str, str]], start_ns: int) -> bytes:
             ("user.id", f"user-{n % 97}"),
         ):
             span.attributes.add(key=key).value.string_value = value
+        if conversation is not None:
+            span.attributes.add(key="gen_ai.conversation.id").value.string_value = conversation
         span.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 40 + len(question) // 4
         span.attributes.add(key="gen_ai.usage.output_tokens").value.int_value = len(answer) // 4
     return request.SerializeToString()
@@ -105,9 +133,17 @@ def native_body(chunk: list[tuple[bytes, str, str, str]]) -> bytes:
 
 def run(args: argparse.Namespace, native: bool) -> dict[str, float]:
     spans = turns(args.spans)
+    histories = in_conversations(spans, args.history) if args.history else None
+    conversations = args.spans // args.history if args.history else args.spans
     chunks = [spans[i : i + args.per_request] for i in range(0, len(spans), args.per_request)]
     now = time.time_ns()
-    if native:  # the native bound on events a batch: 4 events a turn
+    if native and histories:
+        sys.exit("--native posts each turn as its own conversation: not with --history")
+    if histories:
+        per = args.per_request
+        bodies = [otlp_body(c, now + i * 10**9, histories[i * per : (i + 1) * per]) for i, c in enumerate(chunks)]
+        path, headers = "/v1/traces", PROTOBUF
+    elif native:  # the native bound on events a batch: 4 events a turn
         chunks = [c[i : i + 250] for c in chunks for i in range(0, len(c), 250)]
         bodies, path, headers = [native_body(c) for c in chunks], "/api/v1/ingest", {"Content-Type": "application/json"}
     else:
@@ -141,7 +177,7 @@ def run(args: argparse.Namespace, native: bool) -> dict[str, float]:
             responded = time.perf_counter()
             while True:  # durable means readable
                 listing = http.get("/api/v1/conversations", params={"start_time": "2000-01-01", "per_page": 1}).json()
-                if listing["pagination"]["total_records"] >= args.spans:
+                if listing["pagination"]["total_records"] >= conversations:
                     break
                 if time.perf_counter() - responded > 120:
                     sys.exit(
@@ -193,6 +229,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url")
     parser.add_argument("--native", action="store_true", help="alternate with the same turns as native batches")
+    parser.add_argument("--history", type=int, metavar="TURNS", help="conversations of TURNS turns, history resent")
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {"otlp": [], "native": []}
     for i in range(args.runs):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from convolens.enrich.pii import remembered
 from convolens.enrich.pii.phones import Budget
 from convolens.enrich.pii.rules import (
     CARD_DUMMY,
@@ -278,22 +279,49 @@ def batch_fields(batch: IngestBatch) -> list[BatchField]:
 def scrub_fields(fields: list[BatchField], names: bool = False) -> tuple[list[BatchField], Counter[str]]:
     """The fields of ``batch_fields`` scrubbed: only those that changed come back, and what was found, by
     kind. One budget of numbering-plan checks per event, shared by its fields. With ``names``, people's
-    names and places in the transcript texts go too (``enrich/names.py``, an optional extra)."""
+    names and places in the transcript texts go too (``enrich/names.py``, an optional extra).
+
+    A text this process scrubbed before is not scrubbed again (``remembered.py``): its result is reused
+    where it is exactly what scrubbing would give, so a resent history costs a digest a message."""
     found: Counter[str] = Counter()
-    possible = Possible.within([value for _, attribute, value in fields if _HOW[attribute] is _TEXT])
+    # Field index: (its text's digest, the result kept for it or None), for texts long enough to keep.
+    memory: dict[int, tuple[bytes, remembered.Kept | None]] = {}
+    unknown: list[str] = []
+    for k, (_, attribute, value) in enumerate(fields):
+        if _HOW[attribute] is not _TEXT:
+            continue
+        if len(value) >= remembered.FROM_CHARS:
+            key = remembered.digest(value)
+            memory[k] = (key, remembered.look(key))
+            if memory[k][1] is not None:
+                continue
+        unknown.append(value)
+    # Gated on the texts that may need scrubbing; a remembered text that must be scrubbed after all (its
+    # message's checks are short) is scrubbed with every gate open.
+    possible = Possible.within(unknown)
     changed: dict[tuple[int, str], Any] = {}
     budget, event = Budget(), -1
-    for i, attribute, value in fields:
+    for k, (i, attribute, value) in enumerate(fields):
         if i != event:
             budget, event = Budget(), i
         how = _HOW[attribute]
         if how is _TEXT:
-            if possible.nothing:
+            key, kept = memory.get(k, (None, None))
+            if remembered.spend(kept, budget):
+                assert kept is not None
+                if kept.found:
+                    found.update(dict(kept.found))
+                new = value if kept.text is None else kept.text
+            elif possible.nothing and kept is None:
                 continue
-            result = scrub(value, possible, budget)
-            if result.found:
-                found.update(result.found)
-            new = result.text
+            else:
+                checks = budget.checks
+                result = scrub(value, ANYTHING if kept is not None else possible, budget)
+                if result.found:
+                    found.update(result.found)
+                new = result.text
+                if key is not None and budget.checks > 0:  # it did not run short of checks
+                    remembered.keep(key, None if new is value else new, result.found, checks - budget.checks)
         elif how is _VALUE:
             new = scrub_value(value, budget)
         else:
