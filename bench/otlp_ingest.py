@@ -60,24 +60,22 @@ def turns(count: int) -> list[tuple[bytes, str, str, str]]:
 History = tuple[str, list[tuple[str, str]]]
 
 
-def in_conversations(spans: list[tuple[bytes, str, str, str]], turns_each: int) -> list[History | None]:
-    """``spans`` reordered into conversations of ``turns_each`` turns, turn 1 of every conversation first;
-    returns the spans in that order with their conversation and history."""
+def in_conversations(
+    spans: list[tuple[bytes, str, str, str]], turns_each: int
+) -> tuple[list[tuple[bytes, str, str, str]], list[History]]:
+    """``spans`` as conversations of ``turns_each`` turns, turn 1 of every conversation first: the spans in
+    that order, and each one's conversation and history."""
     count = len(spans) // turns_each
     ordered, histories = [], []
     for turn in range(turns_each):
         for c in range(count):
-            span = spans[c * turns_each + turn]
-            before = [(q, a) for _, _, q, a in spans[c * turns_each : c * turns_each + turn]]
-            ordered.append(span)
-            histories.append((f"conversation-{c}", before))
-    spans[:] = ordered
-    return histories
+            first = c * turns_each
+            ordered.append(spans[first + turn])
+            histories.append((f"conversation-{c}", [(q, a) for _, _, q, a in spans[first : first + turn]]))
+    return ordered, histories
 
 
-def otlp_body(
-    chunk: list[tuple[bytes, str, str, str]], start_ns: int, histories: list[History | None] | None = None
-) -> bytes:
+def otlp_body(chunk: list[tuple[bytes, str, str, str]], start_ns: int, histories: list[History] | None = None) -> bytes:
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     resource_spans.resource.attributes.add(key="service.name").value.string_value = "shop-assistant"
@@ -85,7 +83,7 @@ def otlp_body(
     scope.scope.name = "opentelemetry.instrumentation.openai_v2"
     system = orjson.dumps([{"type": "text", "content": SYSTEM}]).decode()
     for n, (trace_id, span_id, question, answer) in enumerate(chunk):
-        conversation, before = (histories[n] if histories else None) or (None, [])
+        conversation, before = histories[n] if histories else (None, [])
         asked = [part for q, a in before for part in (_parts("user", q), _parts("assistant", a))]
         span = scope.spans.add()
         span.trace_id, span.span_id = trace_id, bytes.fromhex(span_id)
@@ -133,7 +131,9 @@ def native_body(chunk: list[tuple[bytes, str, str, str]]) -> bytes:
 
 def run(args: argparse.Namespace, native: bool) -> dict[str, float]:
     spans = turns(args.spans)
-    histories = in_conversations(spans, args.history) if args.history else None
+    histories = None
+    if args.history:
+        spans, histories = in_conversations(spans, args.history)
     conversations = args.spans // args.history if args.history else args.spans
     chunks = [spans[i : i + args.per_request] for i in range(0, len(spans), args.per_request)]
     now = time.time_ns()

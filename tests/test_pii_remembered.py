@@ -91,3 +91,7 @@ def test_memory_is_bounded_to_two_generations(monkeypatch: pytest.MonkeyPatch) -
     kept = [remembered.look(remembered.digest(t)) is not None for t in texts]
     assert kept[-1] and not kept[0]
     assert 20 <= sum(kept) <= 40
+    # Results used again move to the newer generation under the same bound.
+    for text in texts:
+        remembered.look(remembered.digest(text))
+    assert remembered._newer_chars <= remembered.GENERATION_CHARS

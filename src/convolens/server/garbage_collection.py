@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 
-# Young collections after this many new container objects: a few per large request instead of ~150.
+# Young collections after this many new container objects: none or one per large request instead of 32-40.
 # 10,000 was measured slower than 50,000, and so was 200,000 (a young generation larger than the caches).
 YOUNG = 50_000
 # Middle-generation collections per young one, and full collections per middle one (CPython's full

@@ -307,8 +307,7 @@ def scrub_fields(fields: list[BatchField], names: bool = False) -> tuple[list[Ba
         how = _HOW[attribute]
         if how is _TEXT:
             key, kept = memory.get(k, (None, None))
-            if remembered.spend(kept, budget):
-                assert kept is not None
+            if kept is not None and remembered.spend(kept, budget):
                 if kept.found:
                     found.update(dict(kept.found))
                 new = value if kept.text is None else kept.text

@@ -34,7 +34,11 @@ class Kept:
     text: str | None  # None: the text came back unchanged
     found: tuple[tuple[str, int], ...]
     checks: int
-    chars: int
+
+    @property
+    def chars(self) -> int:
+        """What it holds, counted against ``GENERATION_CHARS``."""
+        return ENTRY_CHARS + (len(self.text) if self.text is not None else 0)
 
 
 _lock = threading.Lock()
@@ -49,21 +53,19 @@ def digest(text: str) -> bytes:
 
 def look(key: bytes) -> Kept | None:
     """The kept result of the text with digest ``key``, if any."""
-    global _newer_chars
     kept = _newer.get(key)  # one dict look-up is atomic: the lock is for changes
     if kept is None:
         with _lock:
             kept = _older.get(key)
             if kept is not None:  # used again: it moves to the newer generation
-                _newer[key] = kept
-                _newer_chars += kept.chars
+                _put(key, kept)
     return kept
 
 
-def spend(kept: Kept | None, budget: Budget) -> bool:
+def spend(kept: Kept, budget: Budget) -> bool:
     """Whether ``kept`` is what scrubbing its text with ``budget`` would give (it has the checks left that
     the result took); if so, they are taken from it, as scrubbing would."""
-    if kept is None or kept.checks > budget.checks:
+    if kept.checks > budget.checks:
         return False
     budget.checks -= kept.checks
     return True
@@ -76,13 +78,18 @@ ENTRY_CHARS = 100
 def keep(key: bytes, text: str | None, found: Counter[str], checks: int) -> None:
     """Remember a result (``text``: the scrubbed text, or None if unchanged) that used ``checks``
     numbering-plan checks and did not run out of them."""
-    global _newer, _older, _newer_chars
-    kept = Kept(text, tuple(found.items()), checks, ENTRY_CHARS + (len(text) if text is not None else 0))
     with _lock:
-        if _newer_chars + kept.chars > GENERATION_CHARS:
-            _older, _newer, _newer_chars = _newer, {}, 0
-        _newer[key] = kept
-        _newer_chars += kept.chars
+        _put(key, Kept(text, tuple(found.items()), checks))
+
+
+def _put(key: bytes, kept: Kept) -> None:
+    """Into the newer generation, which becomes the older one first if it is full (the caller holds the
+    lock): a result kept or used again, the same bound for both."""
+    global _newer, _older, _newer_chars
+    if _newer_chars + kept.chars > GENERATION_CHARS:
+        _older, _newer, _newer_chars = _newer, {}, 0
+    _newer[key] = kept
+    _newer_chars += kept.chars
 
 
 def forget() -> None:
