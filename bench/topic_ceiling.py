@@ -30,7 +30,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import topic_quality
-import train_topic_directions
 
 from convolens.enrich import embedding, suggest
 from convolens.enrich import language as languages_of
@@ -40,19 +39,13 @@ PIECES = 5
 COLUMNS = ("oracle", "from truth", "random", "gap %", f"pieces x{PIECES}", "pair AUC", "shipped")
 
 
-def directions_without(name: str) -> np.ndarray:
-    """The phrasing directions learned on the training sets other than ``name``."""
-    return train_topic_directions.learn([other for other in train_topic_directions.TRAIN_SETS if other != name])
-
-
 def ceiling(name: str, seeds: int = 1) -> dict[str, float]:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-    rows, _ = topic_quality.load(name)
-    rows = [r for r in rows if r.get("topic") is not None]
+    rows = [r for r in topic_quality.load(name)[0] if r.get("topic") is not None]
     texts = [r["text"] for r in rows]
-    directions = directions_without(name)
+    directions = topic_quality.directions_without(name)
     neutral = suggest.language_neutral(embedding.embed(texts), [languages_of.detect(t) for t in texts])
     vectors = suggest.without(neutral, directions)
     topics = sorted({r["topic"] for r in rows})
@@ -71,11 +64,6 @@ def ceiling(name: str, seeds: int = 1) -> dict[str, float]:
     upper = np.triu_indices(len(rows), 1)
     same_topic = (truth[:, None] == truth[None, :])[upper]
 
-    suggest.PHRASING = directions
-    try:
-        shipped = topic_quality.evaluate(topic_quality.load(name)[0])["ari"]
-    finally:
-        suggest.PHRASING = None
     return {
         "oracle": adjusted_rand_score(truth, oracle),
         "from truth": adjusted_rand_score(truth, from_truth.labels_),
@@ -83,7 +71,7 @@ def ceiling(name: str, seeds: int = 1) -> dict[str, float]:
         "gap %": 100 * float(np.mean(gaps)),
         f"pieces x{PIECES}": adjusted_rand_score(truth, [majority[p] for p in pieces]),
         "pair AUC": roc_auc_score(same_topic, (vectors @ vectors.T)[upper]),
-        "shipped": shipped,
+        "shipped": topic_quality.evaluate_left_out(name, directions=directions)["ari"],
     }
 
 

@@ -200,15 +200,20 @@ def time_100k(rows: list[dict], n: int = 100_000) -> dict:
     return {"n": n, "clusters": len(clusters), "seconds": round(seconds, 1), "peak_rss_mb": round(rss)}
 
 
-def evaluate_left_out(name: str, seed: int = 0) -> dict:
-    """A tuning set's figures with the phrasing directions learned on the other tuning sets only (as
-    a set never seen would be treated): the fair figure for a set the directions were trained on."""
+def directions_without(name: str) -> np.ndarray:
+    """The phrasing directions learned on the training sets other than ``name`` (for fresh3 and the sets
+    in no fit: all five training sets, exactly the shipped ones)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import train_topic_directions
+    import train_topic_directions  # imports this module: not at the top
 
-    # fresh3 is judged with the directions of all five training sets: exactly the shipped ones.
-    others = [other for other in train_topic_directions.TRAIN_SETS if other != name]
-    suggest.PHRASING = train_topic_directions.learn(others)
+    return train_topic_directions.learn([other for other in train_topic_directions.TRAIN_SETS if other != name])
+
+
+def evaluate_left_out(name: str, seed: int = 0, directions: np.ndarray | None = None) -> dict:
+    """A tuning set's figures with the phrasing directions learned on the other tuning sets only (as
+    a set never seen would be treated): the fair figure for a set the directions were trained on.
+    ``directions``: ``directions_without(name)`` where the caller has it already."""
+    suggest.PHRASING = directions_without(name) if directions is None else directions
     try:
         rows, descriptions = load(name)
         return evaluate(rows, descriptions, category_descriptions(name), seed=seed)
